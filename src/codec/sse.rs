@@ -1,0 +1,202 @@
+//! Server-sent events (WHATWG HTML §9.2): lines end in CRLF, LF or CR; `data:` lines of one
+//! event are joined with `\n`; a blank line dispatches; `:` lines are comments (OpenRouter's
+//! `: OPENROUTER PROCESSING` keep-alives); `event:` names the event.
+
+/// One dispatched event. `data` is the joined data lines.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SseEvent<'a> {
+    pub event: &'a str,
+    pub data: &'a str,
+}
+
+#[derive(Default)]
+pub struct SseDecoder {
+    /// Bytes after the last complete line.
+    pending: Vec<u8>,
+    /// The previous chunk ended in CR: a leading LF in the next chunk belongs to it.
+    skip_lf: bool,
+    event: String,
+    data: String,
+    has_data: bool,
+}
+
+/// Longest single SSE line accepted; beyond it the upstream is not speaking SSE.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+impl SseDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes; calls `on_event` for every event completed by them.
+    pub fn feed<E>(
+        &mut self,
+        mut input: &[u8],
+        on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<SseError>,
+    {
+        if self.skip_lf {
+            if let Some(rest) = input.strip_prefix(b"\n") {
+                input = rest;
+            }
+            if !input.is_empty() {
+                self.skip_lf = false;
+            }
+        }
+        while let Some(pos) = input.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let line_end = pos;
+            let mut next = pos + 1;
+            if input[pos] == b'\r' {
+                if next < input.len() {
+                    if input[next] == b'\n' {
+                        next += 1;
+                    }
+                } else {
+                    self.skip_lf = true;
+                }
+            }
+            if self.pending.is_empty() {
+                self.line(&input[..line_end], on_event)?;
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(&input[..line_end]);
+                self.line(&line, on_event)?;
+                line.clear();
+                self.pending = line;
+            }
+            input = &input[next..];
+        }
+        if self.pending.len() + input.len() > MAX_LINE {
+            return Err(SseError("an SSE line exceeded 16 MiB".into()).into());
+        }
+        self.pending.extend_from_slice(input);
+        Ok(())
+    }
+
+    /// The stream ended: an event still open (no trailing blank line) is dispatched, as Gemini
+    /// and some servers end their last event with the body.
+    pub fn finish<E>(&mut self, on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>) -> Result<(), E>
+    where
+        E: From<SseError>,
+    {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.line(&line, on_event)?;
+        }
+        self.dispatch(on_event)
+    }
+
+    fn line<E>(
+        &mut self,
+        line: &[u8],
+        on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<SseError>,
+    {
+        if line.is_empty() {
+            return self.dispatch(on_event);
+        }
+        if line[0] == b':' {
+            return Ok(());
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        let value = std::str::from_utf8(value)
+            .map_err(|_| SseError("an SSE line is not valid UTF-8".into()))?;
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            b"event" => {
+                self.event.clear();
+                self.event.push_str(value);
+            }
+            _ => {} // id, retry and unknown fields carry nothing we use
+        }
+        Ok(())
+    }
+
+    fn dispatch<E>(&mut self, on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>) -> Result<(), E>
+    where
+        E: From<SseError>,
+    {
+        if self.has_data {
+            let result = on_event(SseEvent {
+                event: &self.event,
+                data: &self.data,
+            });
+            self.data.clear();
+            self.has_data = false;
+            self.event.clear();
+            result
+        } else {
+            self.event.clear();
+            Ok(())
+        }
+    }
+}
+
+/// The upstream's bytes are not SSE.
+#[derive(Debug)]
+pub struct SseError(pub String);
+
+impl From<SseError> for crate::error::GatewayError {
+    fn from(e: SseError) -> Self {
+        crate::error::GatewayError::bad_gateway(format!("The upstream sent a malformed event stream: {}", e.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::GatewayError;
+
+    fn decode_split(input: &[u8], split: &[usize]) -> Vec<(String, String)> {
+        let mut d = SseDecoder::new();
+        let mut got = Vec::new();
+        let mut cb = |e: SseEvent<'_>| -> Result<(), GatewayError> {
+            got.push((e.event.to_string(), e.data.to_string()));
+            Ok(())
+        };
+        let mut start = 0;
+        for &s in split.iter().chain(std::iter::once(&input.len())) {
+            d.feed(&input[start..s], &mut cb).unwrap();
+            start = s;
+        }
+        d.finish(&mut cb).unwrap();
+        got
+    }
+
+    #[test]
+    fn every_split_gives_the_same_events() {
+        let input = b"event: a\r\ndata: {\"x\":1}\r\n\r\n: comment\n\ndata: l1\ndata: l2\n\ndata:[DONE]\r\rdata: tail";
+        let expected = vec![
+            ("a".to_string(), "{\"x\":1}".to_string()),
+            (String::new(), "l1\nl2".to_string()),
+            (String::new(), "[DONE]".to_string()),
+            (String::new(), "tail".to_string()),
+        ];
+        assert_eq!(decode_split(input, &[]), expected);
+        for i in 0..input.len() {
+            assert_eq!(decode_split(input, &[i]), expected, "split at {i}");
+            for j in i..input.len() {
+                assert_eq!(decode_split(input, &[i, j]), expected, "split at {i},{j}");
+            }
+        }
+        // One byte at a time.
+        let all: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(decode_split(input, &all), expected);
+    }
+}

@@ -1,0 +1,199 @@
+//! Configuration. `litellm` reads a LiteLLM proxy `config.yaml` (the file format) into the
+//! validated, typed [`Config`] defined here (defaults applied, secrets resolved); nothing past
+//! this module looks at YAML. Errors name the exact key path; keys we do not implement yet are
+//! warnings, never failures.
+
+pub mod litellm;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error at a key path, e.g.
+/// `model_list[2].litellm_params.model: unknown provider "opnai"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub general: GeneralSettings,
+    pub litellm: LitellmSettings,
+    pub router: RouterSettings,
+    pub deployments: Vec<DeploymentConfig>,
+    /// Keys accepted but not implemented, one line each.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        let mut config = litellm::parse(&text)?;
+        config.source = path.to_path_buf();
+        Ok(config)
+    }
+}
+
+/// Switchboard's own section (`switchboard:` in the same file): listener and Pingora settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Worker threads; defaults to the number of cores.
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub error_log: Option<String>,
+    /// Seconds between a SIGTERM and the listeners closing (in-flight work continues).
+    pub grace_period_seconds: u64,
+    /// Seconds in-flight requests and streams get to finish after the listeners close.
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Upstream connections kept per worker for reuse.
+    pub upstream_keepalive_pool_size: usize,
+    /// Idle seconds before a pooled upstream connection is closed.
+    pub upstream_idle_timeout: Duration,
+    /// Connect timeout for upstreams.
+    pub connect_timeout: Duration,
+    pub json_logs: bool,
+    pub log_level: log::LevelFilter,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: "0.0.0.0".into(),
+            port: 4000,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            pid_file: "/tmp/switchboard.pid".into(),
+            upgrade_sock: "/tmp/switchboard_upgrade.sock".into(),
+            error_log: None,
+            grace_period_seconds: 1,
+            graceful_shutdown_timeout_seconds: 30,
+            upstream_keepalive_pool_size: 256,
+            upstream_idle_timeout: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(10),
+            json_logs: true,
+            log_level: log::LevelFilter::Info,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GeneralSettings {
+    pub master_key: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_request_size: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LitellmSettings {
+    pub drop_params: bool,
+    /// `request_timeout`: the default per-request deadline when nothing narrower is set.
+    pub request_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// Whole-request deadline default for deployments without their own `timeout`.
+    pub timeout: Option<Duration>,
+    /// Default time to first token / longest silence between chunks for streams.
+    pub stream_timeout: Option<Duration>,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            timeout: None,
+            stream_timeout: None,
+        }
+    }
+}
+
+/// Default deadline when neither the deployment nor router/litellm settings set one
+/// (LiteLLM: 6000 s `request_timeout`; 10 min router timeout).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One `model_list` entry.
+#[derive(Debug, Clone)]
+pub struct DeploymentConfig {
+    /// Position in `model_list`, for key paths in errors.
+    pub index: usize,
+    /// The public name clients send as `model` (the model group).
+    pub model_name: String,
+    /// `model_info.id`, or a stable id derived from the entry.
+    pub id: String,
+    /// The id was derived from the entry (no `model_info.id`).
+    pub derived_id: bool,
+    /// Provider prefix of `litellm_params.model` (`openai` when there is none).
+    pub provider: String,
+    /// The upstream model name (the part after the prefix).
+    pub model: String,
+    pub params: LitellmParams,
+    pub model_info: ModelInfo,
+}
+
+/// `litellm_params`, typed. Provider-specific keys (`vertex_project`, `aws_region_name`, …) are
+/// kept, resolved, in `extra` for the provider to read.
+#[derive(Debug, Clone, Default)]
+pub struct LitellmParams {
+    pub api_base: Option<String>,
+    pub api_key: Option<String>,
+    pub api_version: Option<String>,
+    pub organization: Option<String>,
+    pub timeout: Option<Duration>,
+    pub stream_timeout: Option<Duration>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub weight: Option<f64>,
+    pub mock_response: Option<String>,
+    pub drop_params: Option<bool>,
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl LitellmParams {
+    /// A provider-specific string parameter.
+    pub fn extra_str(&self, key: &str) -> Option<&str> {
+        self.extra.get(key).and_then(|v| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ModelInfo {
+    pub mode: Option<String>,
+    pub base_model: Option<String>,
+    pub max_tokens: Option<u64>,
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+}

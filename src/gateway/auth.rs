@@ -1,0 +1,66 @@
+//! Client authentication against `general_settings.master_key`: `Authorization: Bearer KEY` or
+//! `x-api-key: KEY`, compared in constant time.
+
+use crate::error::{ErrorKind, GatewayError};
+use pingora_http::RequestHeader;
+
+pub fn check(req: &RequestHeader, master_key: Option<&str>) -> Result<(), GatewayError> {
+    let Some(expected) = master_key else {
+        return Ok(());
+    };
+    let presented = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim())
+        .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim())
+        .or_else(|| req.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim));
+    match presented {
+        Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(GatewayError::new(
+            ErrorKind::Authentication,
+            "Invalid API key. Send the gateway's key as 'Authorization: Bearer <key>'.",
+        )
+        .with_code("invalid_api_key")),
+        None => Err(GatewayError::new(
+            ErrorKind::Authentication,
+            "Missing API key. Send 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
+        )
+        .with_code("invalid_api_key")),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of the key matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= (x ^ y) as u64;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(h: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        for (k, v) in h {
+            r.insert_header(k.to_string(), v.to_string()).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn auth() {
+        assert!(check(&req(&[]), None).is_ok());
+        assert!(check(&req(&[("authorization", "Bearer sk-1")]), Some("sk-1")).is_ok());
+        assert!(check(&req(&[("x-api-key", "sk-1")]), Some("sk-1")).is_ok());
+        assert_eq!(check(&req(&[("authorization", "Bearer sk-2")]), Some("sk-1")).unwrap_err().status, 401);
+        assert_eq!(check(&req(&[]), Some("sk-1")).unwrap_err().status, 401);
+        assert!(!constant_time_eq(b"sk-1", b"sk-10"));
+        assert!(!constant_time_eq(b"", b"\xff"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The Pingora service. Pingora's stock pipeline cannot route on a JSON body over 64 KiB, so the
+//! whole exchange happens in `request_filter`, which always answers and returns `Ok(true)`:
+//!
+//! ```text
+//!  client ──► request_filter ─┬─ route (path, method) ─► 404 / 405
+//!                             ├─ health, models ───────► answered from the snapshot
+//!                             └─ chat, embeddings
+//!                                  auth ─► read body (≤ max_request_size_mb) ─► parse once
+//!                                  ─► model group ─► deployment ─► provider.build_request
+//!                                  ─► Connector (pooled h1/h2) ─► upstream
+//!                                  ◄─ whole body: translate, exact Content-Length
+//!                                  ◄─ stream: translate event by event, flush each
+//!          logging ◄──────────── one JSON line per request (request id, model, deployment,
+//!                                 status, latency, attempts, tokens)
+//! ```
+//! `upstream_peer` is never reached.
+
+pub mod auth;
+pub mod exchange;
+pub mod respond;
+pub mod routes;
+
+use crate::error::GatewayError;
+use crate::logging;
+use crate::openai::Usage;
+use crate::router::{Deployment, Snapshot};
+use crate::upstream::UpstreamClient;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_proxy::{ProxyHttp, Session};
+use routes::Route;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Process-wide state: the current routing snapshot and the upstream connection pool.
+pub struct App {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub client: Arc<UpstreamClient>,
+    /// Set once shutdown begins: liveness and readiness report it.
+    pub draining: AtomicBool,
+    pub in_flight: AtomicU64,
+}
+
+impl App {
+    pub fn new(snapshot: Snapshot, client: Arc<UpstreamClient>) -> Self {
+        App {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            client,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What one request did, filled in as it goes and logged at the end.
+pub struct RequestLog {
+    pub request_id: String,
+    pub start: Instant,
+    pub route: &'static str,
+    pub model: Option<String>,
+    pub deployment: Option<Arc<Deployment>>,
+    pub status: u16,
+    pub attempts: u32,
+    pub stream: bool,
+    /// Time spent waiting on upstreams (for the overhead header and metrics).
+    pub upstream_time: Duration,
+    pub ttft: Option<Duration>,
+    pub usage: Option<Usage>,
+    pub client_disconnected: bool,
+    pub error: Option<String>,
+}
+
+impl Default for RequestLog {
+    fn default() -> Self {
+        RequestLog {
+            request_id: String::new(),
+            start: Instant::now(),
+            route: "",
+            model: None,
+            deployment: None,
+            status: 0,
+            attempts: 0,
+            stream: false,
+            upstream_time: Duration::ZERO,
+            ttft: None,
+            usage: None,
+            client_disconnected: false,
+            error: None,
+        }
+    }
+}
+
+pub struct Gateway {
+    pub app: Arc<App>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestLog;
+
+    fn new_ctx(&self) -> RequestLog {
+        RequestLog::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestLog) -> pingora_core::Result<bool> {
+        ctx.start = Instant::now();
+        ctx.request_id = request_id(session);
+        self.app.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.serve(session, ctx).await;
+        self.app.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestLog) -> pingora_core::Result<Box<HttpPeer>> {
+        // request_filter always answers; reaching here is a bug.
+        pingora_core::Error::e_explain(pingora_core::ErrorType::InternalError, "no upstream phase in Switchboard")
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora_core::Error>, ctx: &mut RequestLog) {
+        logging::access(session, ctx);
+    }
+}
+
+impl Gateway {
+    async fn serve(&self, session: &mut Session, ctx: &mut RequestLog) {
+        let snapshot = self.app.snapshot.load_full();
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let route = match routes::route(&method, &path) {
+            Ok(r) => r,
+            Err(e) => return respond::error(session, ctx, &e).await,
+        };
+        if route.needs_auth() {
+            if let Err(e) = auth::check(session.req_header(), snapshot.config.general.master_key.as_deref()) {
+                return respond::error(session, ctx, &e).await;
+            }
+        }
+        match route {
+            Route::Liveness => {
+                ctx.route = "liveness";
+                if self.app.draining.load(Ordering::Relaxed) {
+                    respond::json(session, ctx, 503, Bytes::from_static(b"{\"status\":\"shutting_down\"}")).await
+                } else {
+                    respond::json(session, ctx, 200, Bytes::from_static(b"\"I'm alive!\"")).await
+                }
+            }
+            Route::Readiness => {
+                ctx.route = "readiness";
+                let draining = self.app.draining.load(Ordering::Relaxed);
+                let body = serde_json::json!({
+                    "status": if draining { "shutting_down" } else { "healthy" },
+                    "config_generation": snapshot.generation,
+                    "model_groups": snapshot.group_names.len(),
+                    "deployments": snapshot.config.deployments.len(),
+                });
+                let status = if draining { 503 } else { 200 };
+                respond::json(session, ctx, status, Bytes::from(body.to_string())).await
+            }
+            Route::Metrics => {
+                ctx.route = "metrics";
+                let e = GatewayError::new(crate::error::ErrorKind::NotFound, "Metrics are not enabled in this build.");
+                respond::error(session, ctx, &e).await
+            }
+            Route::Models => {
+                ctx.route = "models";
+                let created = unix_now();
+                let data: Vec<_> = snapshot
+                    .group_names
+                    .iter()
+                    .map(|id| model_object(id, created))
+                    .collect();
+                let body = serde_json::json!({"object": "list", "data": data});
+                respond::json(session, ctx, 200, Bytes::from(body.to_string())).await
+            }
+            Route::Model(id) => {
+                ctx.route = "model";
+                if snapshot.group(id).is_some() {
+                    let body = model_object(id, unix_now()).to_string();
+                    respond::json(session, ctx, 200, Bytes::from(body)).await
+                } else {
+                    let e = exchange::model_not_found(id);
+                    respond::error(session, ctx, &e).await
+                }
+            }
+            Route::Llm(op) => {
+                ctx.route = op.as_str();
+                if let Err(e) = exchange::handle(&self.app, &snapshot, session, ctx, op).await {
+                    respond::error(session, ctx, &e).await
+                }
+            }
+        }
+    }
+}
+
+fn model_object(id: &str, created: u64) -> serde_json::Value {
+    serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": "openai"})
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new random one.
+fn request_id(session: &Session) -> String {
+    if let Some(v) = session.req_header().headers.get("x-request-id") {
+        if let Ok(s) = v.to_str() {
+            if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) {
+                return s.to_string();
+            }
+        }
+    }
+    new_id()
+}
+
+/// A random UUIDv4-formatted id.
+pub fn new_id() -> String {
+    use crate::router::rng::next_u64;
+    let (a, b) = (next_u64(), next_u64());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        ((b >> 48) & 0x3fff) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}

@@ -1,0 +1,72 @@
+//! The HTTP surface: which path and method mean what. Unknown paths are 404, known paths with
+//! the wrong method 405, both as OpenAI errors.
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::providers::Operation;
+use http::Method;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Liveness,
+    Readiness,
+    Models,
+    Model(&'a str),
+    Llm(Operation),
+    Metrics,
+}
+
+impl Route<'_> {
+    /// Health routes are open even with a master key.
+    pub fn needs_auth(&self) -> bool {
+        !matches!(self, Route::Liveness | Route::Readiness | Route::Metrics)
+    }
+}
+
+pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayError> {
+    let path = path.split('?').next().unwrap_or(path);
+    let trimmed = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
+    let (route, allowed): (Route<'a>, &[Method]) = match trimmed {
+        "/chat/completions" => (Route::Llm(Operation::Chat), &[Method::POST]),
+        "/embeddings" => (Route::Llm(Operation::Embeddings), &[Method::POST]),
+        "/models" => (Route::Models, &[Method::GET]),
+        _ if path == "/health/liveliness" || path == "/health/liveness" => (Route::Liveness, &[Method::GET, Method::HEAD]),
+        _ if path == "/health/readiness" => (Route::Readiness, &[Method::GET, Method::HEAD]),
+        _ if path == "/metrics" => (Route::Metrics, &[Method::GET]),
+        p => match p.strip_prefix("/models/") {
+            Some(id) if !id.is_empty() => (Route::Model(id), &[Method::GET]),
+            _ => {
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!("Unknown route {path}. Switchboard serves /v1/chat/completions, /v1/embeddings and /v1/models."),
+                )
+                .with_code("not_found"))
+            }
+        },
+    };
+    if !allowed.contains(method) {
+        let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+        return Err(GatewayError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("Method {method} is not allowed on {path}; use {}.", names.join(" or ")),
+        )
+        .with_code("method_not_allowed"));
+    }
+    Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(&Method::POST, "/v1/chat/completions").unwrap(), Route::Llm(Operation::Chat));
+        assert_eq!(route(&Method::POST, "/chat/completions?x=1").unwrap(), Route::Llm(Operation::Chat));
+        assert_eq!(route(&Method::GET, "/v1/models/openai/gpt-4o").unwrap(), Route::Model("openai/gpt-4o"));
+        assert_eq!(route(&Method::GET, "/models").unwrap(), Route::Models);
+        assert_eq!(route(&Method::GET, "/health/liveness").unwrap(), Route::Liveness);
+        assert_eq!(route(&Method::GET, "/v1/chat/completions").unwrap_err().status, 405);
+        assert_eq!(route(&Method::POST, "/v2/nope").unwrap_err().status, 404);
+        assert_eq!(route(&Method::GET, "/v1/models/").unwrap_err().status, 404);
+    }
+}

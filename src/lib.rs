@@ -1,0 +1,22 @@
+//! Switchboard: an OpenAI-compatible LLM gateway on Pingora that takes a LiteLLM proxy config.
+//!
+//! Layout (request path, top to bottom):
+//! - [`config`]: the LiteLLM `config.yaml` read into a validated, typed [`config::Config`].
+//! - [`router`]: the immutable routing [`router::Snapshot`] built from a config (groups,
+//!   deployments, live per-deployment state), swapped whole on reload.
+//! - [`gateway`]: the Pingora service; routes, auth and the upstream exchange loop.
+//! - [`providers`]: one module per upstream API behind the [`providers::Provider`] trait.
+//! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings.
+//! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
+//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod logging;
+pub mod openai;
+pub mod providers;
+pub mod router;
+pub mod server;
+pub mod upstream;

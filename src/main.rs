@@ -1,0 +1,122 @@
+//! The `switchboard` command: run the gateway, or `--check` a config.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchboard::config::Config;
+use switchboard::router::{Snapshot, StateRegistry};
+use switchboard::server::{self, Overrides};
+use switchboard::upstream::UpstreamClient;
+
+#[derive(Parser, Debug)]
+#[command(name = "switchboard", version, about = "An OpenAI-compatible LLM gateway that takes a LiteLLM proxy config")]
+struct Cli {
+    /// The LiteLLM-format config file.
+    #[arg(short, long, default_value = "conf/switchboard.yaml")]
+    config: PathBuf,
+    /// Listen address (overrides switchboard.host; default 0.0.0.0).
+    #[arg(long)]
+    host: Option<String>,
+    /// Listen port (overrides switchboard.port; default 4000).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Worker threads (overrides switchboard.threads; default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Validate the config, print a summary and exit (non-zero on error).
+    #[arg(long)]
+    check: bool,
+    /// Take over the listening sockets of a running instance (zero-downtime upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard: invalid config {}: {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        return check(config);
+    }
+    let json = std::env::var("SWITCHBOARD_JSON_LOGS")
+        .ok()
+        .map(|v| v != "0" && v != "false")
+        .unwrap_or(config.server.json_logs);
+    let level = std::env::var("SWITCHBOARD_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(config.server.log_level);
+    switchboard::logging::init(json, level);
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
+    let overrides = Overrides {
+        host: cli.host,
+        port: cli.port,
+        threads: cli.threads,
+    };
+    let built = match server::build(config, &overrides, cli.upgrade, cli.daemon) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("switchboard: invalid config {}: {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    log::info!("switchboard listening on http://{}", built.listen);
+    built.server.run_forever()
+}
+
+/// `--check`: validate everything the server would (providers, endpoints), print a summary.
+fn check(config: Config) -> ExitCode {
+    let client = std::sync::Arc::new(UpstreamClient::new(1));
+    let source = config.source.display().to_string();
+    let warnings = config.warnings.clone();
+    let snapshot = match Snapshot::build(config, 1, &client, &StateRegistry::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchboard: invalid config {source}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let c = &snapshot.config;
+    println!("{source}: OK");
+    println!(
+        "  listen {}:{}, {} worker thread(s), auth: {}",
+        c.server.host,
+        c.server.port,
+        c.server.threads,
+        if c.general.master_key.is_some() { "master_key" } else { "none" }
+    );
+    println!("  {} model group(s), {} deployment(s):", snapshot.group_names.len(), c.deployments.len());
+    for name in &snapshot.group_names {
+        let group = snapshot.group(name).expect("listed group exists");
+        println!("    {name}");
+        for d in &group.deployments {
+            println!(
+                "      - {} {}/{} @ {} (id {})",
+                d.provider_name(),
+                d.config.provider,
+                d.config.model,
+                d.api_base(),
+                d.id()
+            );
+        }
+    }
+    if warnings.is_empty() {
+        println!("  no ignored keys");
+    } else {
+        println!("  {} key(s) not implemented yet, ignored:", warnings.len());
+        for w in &warnings {
+            println!("    {w}");
+        }
+    }
+    ExitCode::SUCCESS
+}

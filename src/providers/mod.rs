@@ -1,0 +1,244 @@
+//! Providers: one module per upstream API behind the [`Provider`] trait. A provider turns the
+//! client's OpenAI request into its native HTTP request, and its native response (whole, or as a
+//! stream of bytes) back into OpenAI's. The exchange loop (`gateway::exchange`) drives the HTTP;
+//! providers never do I/O on the request path except to fetch credentials.
+//!
+//! Adding a provider: write `providers/<name>.rs` implementing [`Provider`] (and a
+//! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
+
+pub mod mock;
+pub mod openai_compat;
+
+use crate::config::{ConfigError, DeploymentConfig};
+use crate::error::{GatewayError, GatewayResult};
+use crate::openai::{RequestBody, Usage};
+use crate::upstream::UpstreamClient;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method};
+use pingora_http::ResponseHeader;
+use std::sync::Arc;
+
+/// Which OpenAI operation the client called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Chat,
+    Embeddings,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// Per-request facts a provider needs besides the body.
+pub struct RequestContext<'a> {
+    pub op: Operation,
+    /// The client asked for `stream: true`.
+    pub stream: bool,
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// The id every chunk and the completion carry (`chatcmpl-…`).
+    pub response_id: &'a str,
+    /// Unix seconds, the `created` field.
+    pub created: u64,
+    /// `drop_params` in force for this deployment (deployment setting, else litellm_settings).
+    pub drop_params: bool,
+}
+
+/// An HTTP request to send upstream. `path` includes the query string.
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl UpstreamRequest {
+    pub fn post_json(path: String, body: Vec<u8>) -> Self {
+        UpstreamRequest {
+            method: Method::POST,
+            path,
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Adds a header; a value with bytes HTTP forbids (a key with a newline) is a config-class 500.
+    pub fn header(&mut self, name: HeaderName, value: &str) -> GatewayResult<()> {
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            GatewayError::internal(format!(
+                "The configured value for header '{name}' contains characters not allowed in HTTP headers."
+            ))
+        })?;
+        self.headers.push((name, value));
+        Ok(())
+    }
+}
+
+/// A translated whole response.
+pub struct TranslatedResponse {
+    /// The OpenAI JSON body.
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+}
+
+/// An upstream API. One instance per deployment, built at config load (off the hot path) with
+/// everything it needs already validated: a request-time error is the client's or upstream's.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The LiteLLM prefix this instance serves (`openai`, `azure`, `anthropic`, …).
+    fn name(&self) -> &'static str;
+
+    /// The upstream's base URL (`scheme://host[:port]`; any path is the provider's business).
+    fn base_url(&self) -> &str;
+
+    /// Whether this provider serves the operation (embeddings are not everywhere).
+    fn supports(&self, op: Operation) -> bool {
+        op == Operation::Chat
+    }
+
+    /// Builds the native request. Async so providers can fetch or refresh credentials (Vertex
+    /// OAuth tokens) through `client`; everything else should be synchronous work.
+    async fn build_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> GatewayResult<UpstreamRequest>;
+
+    /// Translates a whole 2xx body. A body that cannot be understood is a 502.
+    fn parse_response(&self, body: &[u8], cx: &RequestContext<'_>) -> GatewayResult<TranslatedResponse>;
+
+    /// A translator for a streaming 2xx body.
+    fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator>;
+
+    /// Maps a non-2xx response to an OpenAI error, keeping the upstream's status (mapped where
+    /// the provider uses non-standard ones) and its Retry-After.
+    fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
+        default_map_error(self.name(), status, headers, body)
+    }
+}
+
+/// Turns a provider's byte stream into OpenAI SSE bytes, event by event.
+pub trait StreamTranslator: Send {
+    /// Consumes upstream bytes (any split), appending OpenAI SSE to `out`. An error ends the
+    /// stream: the exchange writes it as an error event.
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()>;
+
+    /// The upstream body ended cleanly: flush, emit the finish/usage chunks and `[DONE]`.
+    fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()>;
+
+    /// Usage seen so far (complete once `finish` ran).
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// Reads `Retry-After` (seconds or `retry-after-ms`) from a response.
+pub fn retry_after_secs(headers: &ResponseHeader) -> Option<u64> {
+    if let Some(v) = headers.headers.get("retry-after") {
+        if let Some(secs) = v.to_str().ok().and_then(|s| s.trim().parse::<f64>().ok()) {
+            return Some(secs.max(0.0).ceil() as u64);
+        }
+    }
+    headers
+        .headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .map(|ms| (ms.max(0.0) / 1000.0).ceil() as u64)
+}
+
+/// Error mapping for providers whose error bodies carry a message in one of the common shapes:
+/// `{"error":{"message"}}` (OpenAI, Azure, Gemini), `{"error":"…"}` (Ollama), `{"message"}`
+/// (Cohere, Bedrock). Context-length and content-filter errors get OpenAI's codes.
+pub fn default_map_error(provider: &str, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let upstream_code = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(|e| e.get("code"))
+        .and_then(|c| c.as_str().map(str::to_string).or_else(|| c.as_i64().map(|n| n.to_string())));
+    let message = parsed
+        .as_ref()
+        .and_then(|v| {
+            v.get("error")
+                .and_then(|e| e.get("message").or(Some(e)))
+                .and_then(|m| m.as_str())
+                .or_else(|| v.get("message").and_then(|m| m.as_str()))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+    let mut err = GatewayError::from_upstream(status, format!("{provider}: {message}"))
+        .with_retry_after(retry_after_secs(headers));
+    let lower = message.to_ascii_lowercase();
+    if status == 400 && (upstream_code.as_deref() == Some("context_length_exceeded") || is_context_length_message(&lower)) {
+        err.kind = crate::error::ErrorKind::ContextLengthExceeded;
+        err.code = Some("context_length_exceeded".into());
+    } else if upstream_code.as_deref() == Some("content_filter") || upstream_code.as_deref() == Some("content_policy_violation") {
+        err.kind = crate::error::ErrorKind::ContentPolicy;
+        err.code = Some("content_policy_violation".into());
+    } else if err.code.is_none() {
+        err.code = upstream_code;
+    }
+    err
+}
+
+/// Provider messages that mean the prompt does not fit the model's context.
+pub fn is_context_length_message(lower: &str) -> bool {
+    lower.contains("context length")
+        || lower.contains("context_length")
+        || lower.contains("context window")
+        || lower.contains("prompt is too long")
+        || lower.contains("maximum context")
+        || lower.contains("too many tokens")
+        || lower.contains("input is too long")
+}
+
+/// What a provider factory gets besides the deployment's config.
+pub struct BuildContext {
+    pub client: Arc<UpstreamClient>,
+}
+
+/// Builds the provider for a deployment from its `litellm_params.model` prefix. Unknown
+/// prefixes are a config error at `model_list[i].litellm_params.model`.
+pub fn build_provider(dep: &DeploymentConfig, cx: &BuildContext) -> Result<Arc<dyn Provider>, ConfigError> {
+    let _ = cx;
+    if let Some(p) = openai_compat::build(dep)? {
+        return Ok(p);
+    }
+    Err(ConfigError::new(
+        format!("model_list[{}].litellm_params.model", dep.index),
+        format!(
+            "unknown provider \"{}\" (known: {})",
+            dep.provider,
+            KNOWN_PREFIXES.join(", ")
+        ),
+    ))
+}
+
+/// Every prefix a config may use, for error messages and `--check`.
+pub const KNOWN_PREFIXES: &[&str] = &[
+    "openai",
+    "azure",
+    "hosted_vllm",
+    "vllm",
+    "groq",
+    "xai",
+    "mistral",
+    "deepseek",
+    "openrouter",
+    "together_ai",
+    "fireworks_ai",
+    "perplexity",
+    "huggingface",
+    "lm_studio",
+    "openai_like",
+    "custom_openai",
+];

@@ -1,0 +1,373 @@
+//! The upstream side of an exchange: [`Endpoint`]s (a base URL whose host is resolved
+//! asynchronously and cached, never blocking a worker) and [`UpstreamClient`], a thin layer over
+//! Pingora's pooled h1/h2 `Connector` that sends one [`UpstreamRequest`] and hands back the
+//! response to be read whole or chunk by chunk. Connections go back to the pool only when their
+//! response was read to the end.
+
+use crate::error::{GatewayError, GatewayResult};
+use crate::providers::UpstreamRequest;
+use arc_swap::ArcSwapOption;
+use bytes::{Bytes, BytesMut};
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::ALPN;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a resolved address is used before it is refreshed in the background.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// An upstream base URL: `http[s]://host[:port]`, resolved lazily.
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// `Host` header / h2 authority.
+    pub authority: String,
+    options: PeerSettings,
+    cached: ArcSwapOption<CachedPeer>,
+    refreshing: AtomicBool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PeerSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+struct CachedPeer {
+    peer: Arc<HttpPeer>,
+    resolved_at: Instant,
+}
+
+impl Endpoint {
+    /// Parses `scheme://host[:port][/path]`; the path is ignored here (providers own paths).
+    pub fn parse(url: &str, options: PeerSettings) -> Result<Endpoint, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("\"{url}\" must start with http:// or https://"));
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("\"{url}\" has no valid host"));
+        }
+        let (host, port) = split_host_port(authority, if tls { 443 } else { 80 })
+            .ok_or_else(|| format!("\"{url}\" has an invalid port"))?;
+        let endpoint = Endpoint {
+            tls,
+            host: host.to_string(),
+            port,
+            authority: authority.to_string(),
+            options,
+            cached: ArcSwapOption::empty(),
+            refreshing: AtomicBool::new(false),
+        };
+        // Literal IPs need no resolution: build the peer now.
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            let peer = endpoint.make_peer(SocketAddr::new(ip, port));
+            endpoint.cached.store(Some(Arc::new(CachedPeer {
+                peer,
+                resolved_at: Instant::now() + Duration::from_secs(u32::MAX as u64),
+            })));
+        }
+        Ok(endpoint)
+    }
+
+    fn make_peer(&self, addr: SocketAddr) -> Arc<HttpPeer> {
+        let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.options.connect_timeout);
+        o.total_connection_timeout = Some(self.options.connect_timeout);
+        o.idle_timeout = Some(self.options.idle_timeout);
+        o.tcp_keepalive = None;
+        if self.tls {
+            o.alpn = ALPN::H2H1;
+            o.verify_cert = true;
+            o.verify_hostname = true;
+        }
+        Arc::new(peer)
+    }
+
+    /// The peer to connect to. Resolves on first use; afterwards a stale address keeps being used
+    /// while one background task refreshes it, so DNS never sits on the request path twice.
+    pub async fn peer(self: &Arc<Self>) -> GatewayResult<Arc<HttpPeer>> {
+        if let Some(c) = self.cached.load_full() {
+            if c.resolved_at.elapsed() > DNS_TTL && !self.refreshing.swap(true, Ordering::AcqRel) {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _ = me.resolve().await;
+                    me.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return Ok(c.peer.clone());
+        }
+        self.resolve().await
+    }
+
+    async fn resolve(&self) -> GatewayResult<Arc<HttpPeer>> {
+        let target = (self.host.as_str(), self.port);
+        let addr = tokio::time::timeout(self.options.connect_timeout, tokio::net::lookup_host(target))
+            .await
+            .map_err(|_| {
+                GatewayError::bad_gateway(format!("Resolving upstream host {} timed out.", self.host)).untouched()
+            })?
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                GatewayError::bad_gateway(format!("Upstream host {} could not be resolved.", self.host)).untouched()
+            })?;
+        let peer = self.make_peer(addr);
+        self.cached.store(Some(Arc::new(CachedPeer {
+            peer: peer.clone(),
+            resolved_at: Instant::now(),
+        })));
+        Ok(peer)
+    }
+}
+
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
+    if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let host = &authority[..=end];
+        return match authority[end + 1..].strip_prefix(':') {
+            Some(p) => Some((host, p.parse().ok()?)),
+            None => Some((host, default_port)),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h, p.parse().ok()?)),
+        None => Some((authority, default_port)),
+    }
+}
+
+/// Sends requests upstream over pooled connections. One per process, shared by all snapshots,
+/// so pooled connections survive config reloads.
+pub struct UpstreamClient {
+    connector: Connector,
+    pub connections_reused: AtomicU64,
+    pub connections_new: AtomicU64,
+}
+
+impl UpstreamClient {
+    pub fn new(pool_size: usize) -> Self {
+        let mut options = ConnectorOptions::new(pool_size);
+        options.keepalive_pool_size = pool_size;
+        UpstreamClient {
+            connector: Connector::new(Some(options)),
+            connections_reused: AtomicU64::new(0),
+            connections_new: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends the request and reads the response header. `read_timeout` bounds each wait for
+    /// upstream bytes (the header, then each body chunk). Connect failures are marked
+    /// `untouched` (safe to retry anywhere).
+    pub async fn send(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        req: &UpstreamRequest,
+        read_timeout: Option<Duration>,
+    ) -> GatewayResult<UpstreamResponse<'_>> {
+        let peer = endpoint.peer().await?;
+        let (mut session, reused) = self.connector.get_http_session(&*peer).await.map_err(|e| {
+            GatewayError::bad_gateway(format!(
+                "Could not connect to the upstream at {}:{} ({}).",
+                endpoint.host,
+                endpoint.port,
+                e.etype().as_str()
+            ))
+            .untouched()
+        })?;
+        if reused {
+            self.connections_reused.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_new.fetch_add(1, Ordering::Relaxed);
+        }
+        session.set_read_timeout(read_timeout);
+        session.set_write_timeout(Some(Duration::from_secs(30)));
+
+        let header = self.request_header(endpoint, req, matches!(session, HttpSession::H2(_)))?;
+        let io_err = |what: &str, e: Box<pingora_core::Error>, reused: bool| {
+            let err = GatewayError::bad_gateway(format!(
+                "The upstream at {} failed while {what} ({}).",
+                endpoint.authority,
+                e.etype().as_str()
+            ));
+            // A pooled connection the server had already closed: nothing was processed.
+            if reused {
+                err.untouched()
+            } else {
+                err
+            }
+        };
+        session
+            .write_request_header(Box::new(header))
+            .await
+            .map_err(|e| io_err("sending the request", e, reused))?;
+        if !req.body.is_empty() {
+            session
+                .write_request_body(req.body.clone(), true)
+                .await
+                .map_err(|e| io_err("sending the request body", e, reused))?;
+        }
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| io_err("sending the request body", e, reused))?;
+        if let Err(e) = session.read_response_header().await {
+            return Err(if e.etype() == &pingora_core::ErrorType::ReadTimedout {
+                GatewayError::timeout(format!(
+                    "The upstream at {} did not answer within the deadline.",
+                    endpoint.authority
+                ))
+            } else {
+                io_err("reading the response", e, reused)
+            });
+        }
+        let header = session
+            .response_header()
+            .cloned()
+            .ok_or_else(|| GatewayError::bad_gateway("The upstream sent no response header."))?;
+        Ok(UpstreamResponse {
+            client: self,
+            session: Some(session),
+            peer,
+            status: header.status.as_u16(),
+            header,
+            idle_timeout: endpoint.options.idle_timeout,
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    fn request_header(&self, endpoint: &Endpoint, req: &UpstreamRequest, h2: bool) -> GatewayResult<RequestHeader> {
+        let bad = |_| GatewayError::internal("Failed to build the upstream request header.");
+        let mut header = RequestHeader::build(req.method.clone(), req.path.as_bytes(), Some(req.headers.len() + 3))
+            .map_err(bad)?;
+        if h2 {
+            let uri = http::Uri::builder()
+                .scheme(if endpoint.tls { "https" } else { "http" })
+                .authority(endpoint.authority.as_str())
+                .path_and_query(req.path.as_str())
+                .build()
+                .map_err(|_| GatewayError::internal("Failed to build the upstream URI."))?;
+            header.set_uri(uri);
+        } else {
+            header.insert_header(http::header::HOST, endpoint.authority.as_str()).map_err(bad)?;
+        }
+        for (name, value) in &req.headers {
+            header.append_header(name.clone(), value.clone()).map_err(bad)?;
+        }
+        header
+            .insert_header(http::header::CONTENT_LENGTH, req.body.len().to_string())
+            .map_err(bad)?;
+        Ok(header)
+    }
+}
+
+/// A response whose header has been read.
+pub struct UpstreamResponse<'c> {
+    client: &'c UpstreamClient,
+    session: Option<HttpSession>,
+    peer: Arc<HttpPeer>,
+    pub status: u16,
+    pub header: ResponseHeader,
+    idle_timeout: Duration,
+    endpoint: Arc<Endpoint>,
+}
+
+impl UpstreamResponse<'_> {
+    /// The next body chunk, `None` at the end.
+    pub async fn chunk(&mut self) -> GatewayResult<Option<Bytes>> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(None);
+        };
+        match session.read_response_body().await {
+            Ok(Some(b)) => Ok(Some(b)),
+            Ok(None) => {
+                self.release().await;
+                Ok(None)
+            }
+            Err(e) => {
+                self.session = None;
+                Err(if e.etype() == &pingora_core::ErrorType::ReadTimedout {
+                    GatewayError::timeout(format!(
+                        "The upstream at {} went silent for longer than the stream timeout.",
+                        self.endpoint.authority
+                    ))
+                } else {
+                    GatewayError::bad_gateway(format!(
+                        "The upstream at {} broke off the response ({}).",
+                        self.endpoint.authority,
+                        e.etype().as_str()
+                    ))
+                })
+            }
+        }
+    }
+
+    /// The whole body, refusing more than `limit` bytes.
+    pub async fn body(&mut self, limit: usize) -> GatewayResult<Bytes> {
+        let mut first: Option<Bytes> = None;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = self.chunk().await? {
+            if first.is_none() && buf.is_empty() {
+                first = Some(chunk);
+                continue;
+            }
+            if let Some(f) = first.take() {
+                buf.extend_from_slice(&f);
+            }
+            buf.extend_from_slice(&chunk);
+            if buf.len() > limit {
+                self.session = None;
+                return Err(GatewayError::bad_gateway(format!(
+                    "The upstream response exceeded {limit} bytes."
+                )));
+            }
+        }
+        Ok(first.unwrap_or_else(|| buf.freeze()))
+    }
+
+    /// Returns the connection to the pool if the response was read to its end; otherwise drops it.
+    async fn release(&mut self) {
+        if let Some(mut session) = self.session.take() {
+            if session.response_done() {
+                self.client
+                    .connector
+                    .release_http_session(session, &*self.peer, Some(self.idle_timeout))
+                    .await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_endpoints() {
+        let o = PeerSettings {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let e = Endpoint::parse("https://api.openai.com/v1", o).unwrap();
+        assert!(e.tls);
+        assert_eq!((e.host.as_str(), e.port), ("api.openai.com", 443));
+        let e = Endpoint::parse("http://127.0.0.1:8000", o).unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.authority.as_str()), ("127.0.0.1", 8000, "127.0.0.1:8000"));
+        assert!(e.cached.load().is_some());
+        let e = Endpoint::parse("http://[::1]:9/x", o).unwrap();
+        assert_eq!(e.port, 9);
+        assert!(Endpoint::parse("ftp://x", o).is_err());
+        assert!(Endpoint::parse("http://host:notaport", o).is_err());
+    }
+}
