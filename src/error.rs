@@ -239,10 +239,7 @@ impl GatewayError {
         struct Outer<'a> {
             error: Inner<'a>,
         }
-        let code = self
-            .code
-            .clone()
-            .or_else(|| Some(self.status.to_string()));
+        let code = self.code.clone().or_else(|| Some(self.status.to_string()));
         let body = Outer {
             error: Inner {
                 message: &self.message,

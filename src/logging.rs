@@ -5,8 +5,8 @@
 use crate::gateway::RequestLog;
 use pingora_proxy::Session;
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::OnceLock;
 
 static ACCESS: OnceLock<SyncSender<String>> = OnceLock::new();
@@ -66,7 +66,13 @@ impl log::Log for StderrLogger {
             s.push('\n');
             s
         } else {
-            format!("{} {:5} {}: {}\n", timestamp(), r.level(), r.target(), r.args())
+            format!(
+                "{} {:5} {}: {}\n",
+                timestamp(),
+                r.level(),
+                r.target(),
+                r.args()
+            )
         };
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
@@ -129,7 +135,10 @@ pub fn access(session: &Session, ctx: &RequestLog) {
         );
     }
     if let Some(t) = ctx.ttft {
-        obj.insert("ttft_ms".into(), ((t.as_secs_f64() * 1e6).round() / 1000.0).into());
+        obj.insert(
+            "ttft_ms".into(),
+            ((t.as_secs_f64() * 1e6).round() / 1000.0).into(),
+        );
     }
     if let Some(u) = &ctx.usage {
         obj.insert("prompt_tokens".into(), u.prompt_tokens.into());

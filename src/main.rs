@@ -9,7 +9,11 @@ use switchboard::server::{self, Overrides};
 use switchboard::upstream::UpstreamClient;
 
 #[derive(Parser, Debug)]
-#[command(name = "switchboard", version, about = "An OpenAI-compatible LLM gateway that takes a LiteLLM proxy config")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "An OpenAI-compatible LLM gateway that takes a LiteLLM proxy config"
+)]
 struct Cli {
     /// The LiteLLM-format config file.
     #[arg(short, long, default_value = "conf/switchboard.yaml")]
@@ -93,9 +97,17 @@ fn check(config: Config) -> ExitCode {
         c.server.host,
         c.server.port,
         c.server.threads,
-        if c.general.master_key.is_some() { "master_key" } else { "none" }
+        if c.general.master_key.is_some() {
+            "master_key"
+        } else {
+            "none"
+        }
     );
-    println!("  {} model group(s), {} deployment(s):", snapshot.group_names.len(), c.deployments.len());
+    println!(
+        "  {} model group(s), {} deployment(s):",
+        snapshot.group_names.len(),
+        c.deployments.len()
+    );
     for name in &snapshot.group_names {
         let group = snapshot.group(name).expect("listed group exists");
         println!("    {name}");

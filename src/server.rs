@@ -26,7 +26,12 @@ pub struct Built {
 
 /// Builds the server from a validated config. `upgrade` takes the listening sockets from a
 /// running instance (Pingora's zero-downtime upgrade); `daemon` forks into the background.
-pub fn build(config: Config, overrides: &Overrides, upgrade: bool, daemon: bool) -> Result<Built, String> {
+pub fn build(
+    config: Config,
+    overrides: &Overrides,
+    upgrade: bool,
+    daemon: bool,
+) -> Result<Built, String> {
     let mut s = config.server.clone();
     if let Some(h) = &overrides.host {
         s.host = h.clone();
@@ -75,5 +80,9 @@ pub fn build(config: Config, overrides: &Overrides, upgrade: bool, daemon: bool)
     };
     service.add_tcp(&listen);
     server.add_service(service);
-    Ok(Built { server, app, listen })
+    Ok(Built {
+        server,
+        app,
+        listen,
+    })
 }

@@ -11,7 +11,11 @@ impl NdjsonDecoder {
     }
 
     /// Feeds bytes; calls `on_line` with each complete, non-blank line (without the newline).
-    pub fn feed<E>(&mut self, mut input: &[u8], on_line: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    pub fn feed<E>(
+        &mut self,
+        mut input: &[u8],
+        on_line: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         while let Some(pos) = input.iter().position(|&b| b == b'\n') {
             if self.pending.is_empty() {
                 emit(&input[..pos], on_line)?;
@@ -60,7 +64,15 @@ mod tests {
             d.feed(&input[..i], &mut cb).unwrap();
             d.feed(&input[i..], &mut cb).unwrap();
             d.finish(&mut cb).unwrap();
-            assert_eq!(got, vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec(), b"{\"c\":3}".to_vec()], "split {i}");
+            assert_eq!(
+                got,
+                vec![
+                    b"{\"a\":1}".to_vec(),
+                    b"{\"b\":2}".to_vec(),
+                    b"{\"c\":3}".to_vec()
+                ],
+                "split {i}"
+            );
         }
     }
 }

@@ -77,7 +77,10 @@ impl SseDecoder {
 
     /// The stream ended: an event still open (no trailing blank line) is dispatched, as Gemini
     /// and some servers end their last event with the body.
-    pub fn finish<E>(&mut self, on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>) -> Result<(), E>
+    pub fn finish<E>(
+        &mut self,
+        on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
     where
         E: From<SseError>,
     {
@@ -128,7 +131,10 @@ impl SseDecoder {
         Ok(())
     }
 
-    fn dispatch<E>(&mut self, on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>) -> Result<(), E>
+    fn dispatch<E>(
+        &mut self,
+        on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
     where
         E: From<SseError>,
     {
@@ -154,7 +160,10 @@ pub struct SseError(pub String);
 
 impl From<SseError> for crate::error::GatewayError {
     fn from(e: SseError) -> Self {
-        crate::error::GatewayError::bad_gateway(format!("The upstream sent a malformed event stream: {}", e.0))
+        crate::error::GatewayError::bad_gateway(format!(
+            "The upstream sent a malformed event stream: {}",
+            e.0
+        ))
     }
 }
 

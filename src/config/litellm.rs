@@ -44,7 +44,10 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     if !matches!(root, Value::Mapping(_) | Value::Null) {
         return Err(ConfigError::new(
             "",
-            format!("the config must be a mapping at the top level, found {}", type_name(&root)),
+            format!(
+                "the config must be a mapping at the top level, found {}",
+                type_name(&root)
+            ),
         ));
     }
     let mut warnings = Vec::new();
@@ -74,7 +77,9 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
 
     for key in IGNORED_TOP_LEVEL {
         if top.value(key).is_some() {
-            warnings.push(format!("{key}: not implemented by Switchboard yet; ignored"));
+            warnings.push(format!(
+                "{key}: not implemented by Switchboard yet; ignored"
+            ));
         }
     }
     top.finish(&mut warnings);
@@ -90,7 +95,9 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     })
 }
 
-fn read_environment_variables(value: Option<&Value>) -> Result<HashMap<String, String>, ConfigError> {
+fn read_environment_variables(
+    value: Option<&Value>,
+) -> Result<HashMap<String, String>, ConfigError> {
     let mut out = HashMap::new();
     match value {
         None | Some(Value::Null) => {}
@@ -127,20 +134,28 @@ fn seconds(s: &mut Section<'_>, key: &'static str) -> Result<Option<Duration>, C
     Ok(s.f64_in(key, 0.001, 1e7)?.map(Duration::from_secs_f64))
 }
 
-fn read_server(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<ServerSettings, ConfigError> {
+fn read_server(
+    s: &mut Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<ServerSettings, ConfigError> {
     let mut out = ServerSettings::default();
     if let Some(v) = s.string("host")? {
         out.host = v;
     }
     if let Some(v) = s.u64("port")? {
-        out.port = u16::try_from(v)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| ConfigError::new(s.key_path("port"), format!("{v} is not a valid port (1-65535)")))?;
+        out.port = u16::try_from(v).ok().filter(|p| *p > 0).ok_or_else(|| {
+            ConfigError::new(
+                s.key_path("port"),
+                format!("{v} is not a valid port (1-65535)"),
+            )
+        })?;
     }
     if let Some(v) = s.u64("threads")? {
         if v == 0 || v > 1024 {
-            return Err(ConfigError::new(s.key_path("threads"), format!("{v} is out of range (1-1024)")));
+            return Err(ConfigError::new(
+                s.key_path("threads"),
+                format!("{v} is out of range (1-1024)"),
+            ));
         }
         out.threads = v as usize;
     }
@@ -171,7 +186,10 @@ fn read_server(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<Server
     }
     if let Some(v) = s.string("log_level")? {
         out.log_level = v.parse().map_err(|_| {
-            ConfigError::new(s.key_path("log_level"), format!("unknown level \"{v}\" (error, warn, info, debug, trace)"))
+            ConfigError::new(
+                s.key_path("log_level"),
+                format!("unknown level \"{v}\" (error, warn, info, debug, trace)"),
+            )
         })?;
     }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
@@ -179,9 +197,14 @@ fn read_server(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<Server
     Ok(out)
 }
 
-fn read_general(mut s: Section<'_>, warnings: &mut Vec<String>) -> Result<GeneralSettings, ConfigError> {
+fn read_general(
+    mut s: Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<GeneralSettings, ConfigError> {
     let master_key = s.string("master_key")?.filter(|k| !k.is_empty());
-    let mb = s.f64_in("max_request_size_mb", 0.000001, 100_000.0)?.unwrap_or(100.0);
+    let mb = s
+        .f64_in("max_request_size_mb", 0.000001, 100_000.0)?
+        .unwrap_or(100.0);
     s.finish(warnings);
     Ok(GeneralSettings {
         master_key,
@@ -189,7 +212,10 @@ fn read_general(mut s: Section<'_>, warnings: &mut Vec<String>) -> Result<Genera
     })
 }
 
-fn read_litellm_settings(mut s: Section<'_>, warnings: &mut Vec<String>) -> Result<LitellmSettings, ConfigError> {
+fn read_litellm_settings(
+    mut s: Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<LitellmSettings, ConfigError> {
     let out = LitellmSettings {
         drop_params: s.bool("drop_params")?.unwrap_or(false),
         request_timeout: seconds(&mut s, "request_timeout")?,
@@ -200,7 +226,10 @@ fn read_litellm_settings(mut s: Section<'_>, warnings: &mut Vec<String>) -> Resu
     Ok(out)
 }
 
-fn read_router_settings(mut s: Section<'_>, warnings: &mut Vec<String>) -> Result<RouterSettings, ConfigError> {
+fn read_router_settings(
+    mut s: Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<RouterSettings, ConfigError> {
     let out = RouterSettings {
         timeout: seconds(&mut s, "timeout")?,
         stream_timeout: seconds(&mut s, "stream_timeout")?,
@@ -220,14 +249,24 @@ fn read_deployment(
     let model_name = entry
         .string("model_name")?
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ConfigError::new(format!("{path}.model_name"), "required: the public model name clients send"))?;
+        .ok_or_else(|| {
+            ConfigError::new(
+                format!("{path}.model_name"),
+                "required: the public model name clients send",
+            )
+        })?;
 
     let mut lp = entry.section("litellm_params")?;
     let model_path = lp.key_path("model");
     let full_model = lp
         .string("model")?
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ConfigError::new(&model_path, "required: \"<provider>/<model>\", e.g. openai/gpt-4o"))?;
+        .ok_or_else(|| {
+            ConfigError::new(
+                &model_path,
+                "required: \"<provider>/<model>\", e.g. openai/gpt-4o",
+            )
+        })?;
     let custom_provider = lp.string("custom_llm_provider")?;
     let (provider, model) = match (custom_provider, full_model.split_once('/')) {
         (Some(p), _) => {
@@ -243,7 +282,9 @@ fn read_deployment(
     };
 
     let mut params = LitellmParams {
-        api_base: lp.string("api_base")?.map(|s| s.trim_end_matches('/').to_string()),
+        api_base: lp
+            .string("api_base")?
+            .map(|s| s.trim_end_matches('/').to_string()),
         api_key: lp.string("api_key")?,
         api_version: lp.string("api_version")?,
         organization: lp.string("organization")?,
@@ -292,7 +333,10 @@ fn read_deployment(
         if !MODES.contains(&mode.as_str()) {
             return Err(ConfigError::new(
                 mi.key_path("mode"),
-                format!("unknown mode \"{mode}\" (expected one of {})", MODES.join(", ")),
+                format!(
+                    "unknown mode \"{mode}\" (expected one of {})",
+                    MODES.join(", ")
+                ),
             ));
         }
     }
@@ -300,7 +344,8 @@ fn read_deployment(
     entry.finish(warnings);
 
     let derived_id = id.is_none();
-    let id = id.unwrap_or_else(|| stable_id(&model_name, &full_model, params.api_base.as_deref(), index));
+    let id = id
+        .unwrap_or_else(|| stable_id(&model_name, &full_model, params.api_base.as_deref(), index));
     Ok(DeploymentConfig {
         derived_id,
         index,
@@ -387,22 +432,37 @@ router_settings: {timeout: 12}
         )
         .unwrap();
         let d = &cfg.deployments[0];
-        assert_eq!((d.provider.as_str(), d.model.as_str()), ("azure", "my-deploy"));
+        assert_eq!(
+            (d.provider.as_str(), d.model.as_str()),
+            ("azure", "my-deploy")
+        );
         assert_eq!(d.params.api_key.as_deref(), Some("sk-test"));
-        assert_eq!(d.params.api_base.as_deref(), Some("https://x.openai.azure.com"));
+        assert_eq!(
+            d.params.api_base.as_deref(),
+            Some("https://x.openai.azure.com")
+        );
         assert_eq!(d.params.timeout, Some(Duration::from_secs(30)));
         assert_eq!(cfg.deployments[1].provider, "openai");
         assert_eq!(cfg.deployments[1].id, "local-1");
         assert_eq!(cfg.general.master_key.as_deref(), Some("sk-master"));
         assert_eq!(cfg.general.max_request_size, 2 * 1024 * 1024);
         assert!(cfg.litellm.drop_params);
-        assert!(cfg.warnings.iter().any(|w| w.starts_with("model_list[0].litellm_params.fancy_new_param")));
-        assert!(cfg.warnings.iter().any(|w| w.starts_with("litellm_settings.callbacks")));
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("model_list[0].litellm_params.fancy_new_param")));
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("litellm_settings.callbacks")));
     }
 
     #[test]
     fn errors_name_the_key_path() {
-        let err = parse("model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, rpm: -3}\n").unwrap_err();
+        let err = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, rpm: -3}\n",
+        )
+        .unwrap_err();
         assert_eq!(err.path, "model_list[0].litellm_params.rpm");
         let err = parse("model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, api_key: os.environ/SB_NOPE_NOT_SET}\n").unwrap_err();
         assert_eq!(err.path, "model_list[0].litellm_params.api_key");

@@ -44,7 +44,11 @@ pub struct Section<'a> {
 
 impl<'a> Section<'a> {
     /// `value` must be a mapping (or null/absent, read as empty).
-    pub fn new(path: impl Into<String>, value: Option<&'a Value>, env: &'a Env<'a>) -> Result<Self, ConfigError> {
+    pub fn new(
+        path: impl Into<String>,
+        value: Option<&'a Value>,
+        env: &'a Env<'a>,
+    ) -> Result<Self, ConfigError> {
         let path = path.into();
         let map = match value {
             None | Some(Value::Null) => None,
@@ -75,9 +79,7 @@ impl<'a> Section<'a> {
     /// The raw value of `key` (marks it read). Null counts as absent.
     pub fn value(&mut self, key: &'a str) -> Option<&'a Value> {
         self.read.push(key);
-        self.map
-            .and_then(|m| m.get(key))
-            .filter(|v| !v.is_null())
+        self.map.and_then(|m| m.get(key)).filter(|v| !v.is_null())
     }
 
     /// Marks keys as read without reading them (accepted and deliberately ignored silently).
@@ -155,7 +157,10 @@ impl<'a> Section<'a> {
                 match s.trim().to_ascii_lowercase().as_str() {
                     "true" | "yes" | "1" | "on" => Ok(Some(true)),
                     "false" | "no" | "0" | "off" => Ok(Some(false)),
-                    _ => Err(ConfigError::new(path, format!("expected true or false, found \"{s}\""))),
+                    _ => Err(ConfigError::new(
+                        path,
+                        format!("expected true or false, found \"{s}\""),
+                    )),
                 }
             }
             Some(other) => Err(ConfigError::new(
@@ -219,11 +224,18 @@ impl<'a> Section<'a> {
     pub fn finish(self, warnings: &mut Vec<String>) {
         if let Some(map) = self.map {
             for key in map.keys() {
-                let name = key.as_str().map(str::to_string).unwrap_or_else(|| format!("{key:?}"));
+                let name = key
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{key:?}"));
                 if !self.read.contains(&name.as_str()) {
                     warnings.push(format!(
                         "{}: not implemented by Switchboard yet; ignored",
-                        if self.path.is_empty() { name.clone() } else { format!("{}.{name}", self.path) }
+                        if self.path.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{}.{name}", self.path)
+                        }
                     ));
                 }
             }
@@ -232,7 +244,10 @@ impl<'a> Section<'a> {
 }
 
 /// A list of mappings, each read as a [`Section`] with an indexed path.
-pub fn sequence<'a>(path: &str, value: Option<&'a Value>) -> Result<Vec<(String, &'a Value)>, ConfigError> {
+pub fn sequence<'a>(
+    path: &str,
+    value: Option<&'a Value>,
+) -> Result<Vec<(String, &'a Value)>, ConfigError> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Sequence(items)) => Ok(items
@@ -271,7 +286,10 @@ pub fn to_json(path: &str, v: &Value, env: &Env) -> Result<serde_json::Value, Co
         Value::Mapping(m) => {
             let mut out = serde_json::Map::new();
             for (k, x) in m {
-                let key = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+                let key = k
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{k:?}"));
                 let child = format!("{path}.{key}");
                 out.insert(key, to_json(&child, x, env)?);
             }

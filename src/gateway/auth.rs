@@ -13,8 +13,18 @@ pub fn check(req: &RequestHeader, master_key: Option<&str>) -> Result<(), Gatewa
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim())
-        .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim())
-        .or_else(|| req.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim));
+        .map(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or(v)
+                .trim()
+        })
+        .or_else(|| {
+            req.headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        });
     match presented {
         Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => Err(GatewayError::new(
@@ -58,7 +68,12 @@ mod tests {
         assert!(check(&req(&[]), None).is_ok());
         assert!(check(&req(&[("authorization", "Bearer sk-1")]), Some("sk-1")).is_ok());
         assert!(check(&req(&[("x-api-key", "sk-1")]), Some("sk-1")).is_ok());
-        assert_eq!(check(&req(&[("authorization", "Bearer sk-2")]), Some("sk-1")).unwrap_err().status, 401);
+        assert_eq!(
+            check(&req(&[("authorization", "Bearer sk-2")]), Some("sk-1"))
+                .unwrap_err()
+                .status,
+            401
+        );
         assert_eq!(check(&req(&[]), Some("sk-1")).unwrap_err().status, 401);
         assert!(!constant_time_eq(b"sk-1", b"sk-10"));
         assert!(!constant_time_eq(b"", b"\xff"));

@@ -45,15 +45,21 @@ pub async fn handle(
     let model = parsed.required_str("model")?;
     ctx.model = Some(model.to_string());
     match op {
-        Operation::Chat if !parsed.has("messages") => return Err(GatewayError::missing_field("messages")),
-        Operation::Embeddings if !parsed.has("input") => return Err(GatewayError::missing_field("input")),
+        Operation::Chat if !parsed.has("messages") => {
+            return Err(GatewayError::missing_field("messages"))
+        }
+        Operation::Embeddings if !parsed.has("input") => {
+            return Err(GatewayError::missing_field("input"))
+        }
         _ => {}
     }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;
 
-    let group = snapshot.group(&model).ok_or_else(|| model_not_found(&model))?;
+    let group = snapshot
+        .group(&model)
+        .ok_or_else(|| model_not_found(&model))?;
     let deployment = group.pick().clone();
     ctx.deployment = Some(deployment.clone());
     ctx.attempts = 1;
@@ -80,15 +86,24 @@ pub async fn handle(
             if !provider.supports(op) {
                 return Err(GatewayError::invalid_param(
                     "model",
-                    format!("The model '{model}' ({}) does not support {}.", provider.name(), op.as_str()),
+                    format!(
+                        "The model '{model}' ({}) does not support {}.",
+                        provider.name(),
+                        op.as_str()
+                    ),
                 ));
             }
             let deadline = Instant::now() + deployment.timeout;
             let request = provider.build_request(&parsed, &cx, &app.client).await?;
             // Until the first byte: `stream_timeout` for streams, the whole deadline otherwise.
-            let first_byte = if stream { deployment.stream_timeout } else { deployment.timeout };
+            let first_byte = if stream {
+                deployment.stream_timeout
+            } else {
+                deployment.timeout
+            };
             let upstream_start = Instant::now();
-            let sent = tokio::time::timeout(first_byte, app.client.send(endpoint, &request, None)).await;
+            let sent =
+                tokio::time::timeout(first_byte, app.client.send(endpoint, &request, None)).await;
             ctx.upstream_time += upstream_start.elapsed();
             let mut response = match sent {
                 Ok(r) => r?,
@@ -101,14 +116,24 @@ pub async fn handle(
                 }
             };
             if !(200..300).contains(&response.status) {
-                let err_body = within(deadline, response.body(MAX_ERROR_BODY)).await.unwrap_or_default();
+                let err_body = within(deadline, response.body(MAX_ERROR_BODY))
+                    .await
+                    .unwrap_or_default();
                 let err = provider.map_error(response.status, &response.header, &err_body);
                 deployment.state.failures.fetch_add(1, Ordering::Relaxed);
                 return Err(err);
             }
             if stream {
                 let mut translator = provider.stream_translator(&cx);
-                stream_to_client(&mut response, translator.as_mut(), &deployment, deadline, session, ctx).await;
+                stream_to_client(
+                    &mut response,
+                    translator.as_mut(),
+                    &deployment,
+                    deadline,
+                    session,
+                    ctx,
+                )
+                .await;
                 ctx.usage = translator.usage();
                 Ok(())
             } else {
@@ -125,10 +150,15 @@ pub async fn handle(
 }
 
 /// Awaits `fut` until `deadline`, as a 504 after it.
-async fn within<T>(deadline: Instant, fut: impl std::future::Future<Output = GatewayResult<T>>) -> GatewayResult<T> {
+async fn within<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = GatewayResult<T>>,
+) -> GatewayResult<T> {
     match tokio::time::timeout_at(deadline.into(), fut).await {
         Ok(r) => r,
-        Err(_) => Err(GatewayError::timeout("The upstream did not finish within the request timeout.")),
+        Err(_) => Err(GatewayError::timeout(
+            "The upstream did not finish within the request timeout.",
+        )),
     }
 }
 
@@ -165,7 +195,9 @@ async fn stream_to_client(
     }
     let mut out = BytesMut::with_capacity(4096);
     loop {
-        let gap = deployment.stream_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let gap = deployment
+            .stream_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
         let next = tokio::select! {
             biased;
             r = tokio::time::timeout(gap, response.chunk()) => r,
@@ -197,7 +229,11 @@ async fn stream_to_client(
             if ctx.ttft.is_none() {
                 ctx.ttft = Some(ctx.start.elapsed());
             }
-            if session.write_response_body(Some(out.split().freeze()), ended).await.is_err() {
+            if session
+                .write_response_body(Some(out.split().freeze()), ended)
+                .await
+                .is_err()
+            {
                 ctx.client_disconnected = true;
                 return;
             }
@@ -231,7 +267,8 @@ async fn answer_mock(
             respond::json(session, ctx, 200, body).await;
         }
         Operation::Chat if cx.stream => {
-            let (events, usage) = mock.stream_events(cx.response_id, cx.created, cx.include_usage, prompt_bytes);
+            let (events, usage) =
+                mock.stream_events(cx.response_id, cx.created, cx.include_usage, prompt_bytes);
             ctx.usage = Some(usage);
             if !respond::sse_head(session, ctx).await {
                 return Ok(());
@@ -241,7 +278,11 @@ async fn answer_mock(
                 if ctx.ttft.is_none() {
                     ctx.ttft = Some(ctx.start.elapsed());
                 }
-                if session.write_response_body(Some(ev), i == last).await.is_err() {
+                if session
+                    .write_response_body(Some(ev), i == last)
+                    .await
+                    .is_err()
+                {
                     ctx.client_disconnected = true;
                     break;
                 }
@@ -298,8 +339,11 @@ async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> 
             }
             Err(_) => {
                 session.set_keepalive(None);
-                return Err(GatewayError::new(ErrorKind::RequestTimeout, "Timed out reading the request body.")
-                    .with_status(408));
+                return Err(GatewayError::new(
+                    ErrorKind::RequestTimeout,
+                    "Timed out reading the request body.",
+                )
+                .with_status(408));
             }
         };
         let Some(chunk) = chunk else { break };

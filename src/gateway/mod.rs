@@ -105,7 +105,11 @@ impl ProxyHttp for Gateway {
         RequestLog::default()
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestLog) -> pingora_core::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestLog,
+    ) -> pingora_core::Result<bool> {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         self.app.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -114,12 +118,24 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestLog) -> pingora_core::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestLog,
+    ) -> pingora_core::Result<Box<HttpPeer>> {
         // request_filter always answers; reaching here is a bug.
-        pingora_core::Error::e_explain(pingora_core::ErrorType::InternalError, "no upstream phase in Switchboard")
+        pingora_core::Error::e_explain(
+            pingora_core::ErrorType::InternalError,
+            "no upstream phase in Switchboard",
+        )
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&pingora_core::Error>, ctx: &mut RequestLog) {
+    async fn logging(
+        &self,
+        session: &mut Session,
+        _e: Option<&pingora_core::Error>,
+        ctx: &mut RequestLog,
+    ) {
         logging::access(session, ctx);
     }
 }
@@ -134,7 +150,10 @@ impl Gateway {
             Err(e) => return respond::error(session, ctx, &e).await,
         };
         if route.needs_auth() {
-            if let Err(e) = auth::check(session.req_header(), snapshot.config.general.master_key.as_deref()) {
+            if let Err(e) = auth::check(
+                session.req_header(),
+                snapshot.config.general.master_key.as_deref(),
+            ) {
                 return respond::error(session, ctx, &e).await;
             }
         }
@@ -142,7 +161,13 @@ impl Gateway {
             Route::Liveness => {
                 ctx.route = "liveness";
                 if self.app.draining.load(Ordering::Relaxed) {
-                    respond::json(session, ctx, 503, Bytes::from_static(b"{\"status\":\"shutting_down\"}")).await
+                    respond::json(
+                        session,
+                        ctx,
+                        503,
+                        Bytes::from_static(b"{\"status\":\"shutting_down\"}"),
+                    )
+                    .await
                 } else {
                     respond::json(session, ctx, 200, Bytes::from_static(b"\"I'm alive!\"")).await
                 }
@@ -161,7 +186,10 @@ impl Gateway {
             }
             Route::Metrics => {
                 ctx.route = "metrics";
-                let e = GatewayError::new(crate::error::ErrorKind::NotFound, "Metrics are not enabled in this build.");
+                let e = GatewayError::new(
+                    crate::error::ErrorKind::NotFound,
+                    "Metrics are not enabled in this build.",
+                );
                 respond::error(session, ctx, &e).await
             }
             Route::Models => {

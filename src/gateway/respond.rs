@@ -23,7 +23,10 @@ pub fn head(status: u16, ctx: &RequestLog, content_type: &str) -> ResponseHeader
         let _ = h.insert_header("x-litellm-model-api-base", d.api_base());
     }
     if ctx.attempts > 1 {
-        let _ = h.insert_header("x-litellm-attempted-retries", (ctx.attempts - 1).to_string());
+        let _ = h.insert_header(
+            "x-litellm-attempted-retries",
+            (ctx.attempts - 1).to_string(),
+        );
     }
     h
 }
@@ -50,7 +53,11 @@ pub async fn error(session: &mut Session, ctx: &mut RequestLog, err: &GatewayErr
 async fn write_whole(session: &mut Session, ctx: &mut RequestLog, h: ResponseHeader, body: Bytes) {
     ctx.status = h.status.as_u16();
     let head_only = session.req_header().method == http::Method::HEAD;
-    if session.write_response_header(Box::new(h), false).await.is_err() {
+    if session
+        .write_response_header(Box::new(h), false)
+        .await
+        .is_err()
+    {
         ctx.client_disconnected = true;
         return;
     }
@@ -68,7 +75,11 @@ pub async fn sse_head(session: &mut Session, ctx: &mut RequestLog) -> bool {
         let _ = h.insert_header(http::header::TRANSFER_ENCODING, "chunked");
     }
     ctx.status = 200;
-    if session.write_response_header(Box::new(h), false).await.is_err() {
+    if session
+        .write_response_header(Box::new(h), false)
+        .await
+        .is_err()
+    {
         ctx.client_disconnected = true;
         return false;
     }

@@ -24,7 +24,10 @@ impl Route<'_> {
 
 pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayError> {
     let path = path.split('?').next().unwrap_or(path);
-    let trimmed = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
+    let trimmed = path
+        .strip_prefix("/v1")
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path);
     let (route, allowed): (Route<'a>, &[Method]) = match trimmed {
         "/chat/completions" => (Route::Llm(Operation::Chat), &[Method::POST]),
         "/embeddings" => (Route::Llm(Operation::Embeddings), &[Method::POST]),
@@ -47,7 +50,10 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
         let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
         return Err(GatewayError::new(
             ErrorKind::MethodNotAllowed,
-            format!("Method {method} is not allowed on {path}; use {}.", names.join(" or ")),
+            format!(
+                "Method {method} is not allowed on {path}; use {}.",
+                names.join(" or ")
+            ),
         )
         .with_code("method_not_allowed"));
     }
@@ -60,12 +66,29 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route(&Method::POST, "/v1/chat/completions").unwrap(), Route::Llm(Operation::Chat));
-        assert_eq!(route(&Method::POST, "/chat/completions?x=1").unwrap(), Route::Llm(Operation::Chat));
-        assert_eq!(route(&Method::GET, "/v1/models/openai/gpt-4o").unwrap(), Route::Model("openai/gpt-4o"));
+        assert_eq!(
+            route(&Method::POST, "/v1/chat/completions").unwrap(),
+            Route::Llm(Operation::Chat)
+        );
+        assert_eq!(
+            route(&Method::POST, "/chat/completions?x=1").unwrap(),
+            Route::Llm(Operation::Chat)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/models/openai/gpt-4o").unwrap(),
+            Route::Model("openai/gpt-4o")
+        );
         assert_eq!(route(&Method::GET, "/models").unwrap(), Route::Models);
-        assert_eq!(route(&Method::GET, "/health/liveness").unwrap(), Route::Liveness);
-        assert_eq!(route(&Method::GET, "/v1/chat/completions").unwrap_err().status, 405);
+        assert_eq!(
+            route(&Method::GET, "/health/liveness").unwrap(),
+            Route::Liveness
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/chat/completions")
+                .unwrap_err()
+                .status,
+            405
+        );
         assert_eq!(route(&Method::POST, "/v2/nope").unwrap_err().status, 404);
         assert_eq!(route(&Method::GET, "/v1/models/").unwrap_err().status, 404);
     }

@@ -347,7 +347,10 @@ pub struct ImageUrl<'a> {
 /// An image reference split into what providers need.
 pub enum ImageSource<'s> {
     /// `data:<mime>;base64,<data>`
-    Base64 { media_type: &'s str, data: &'s str },
+    Base64 {
+        media_type: &'s str,
+        data: &'s str,
+    },
     Url(&'s str),
 }
 
@@ -357,10 +360,16 @@ impl<'a> ImageUrl<'a> {
         let url = self.url.as_ref();
         if let Some(rest) = url.strip_prefix("data:") {
             let (meta, data) = rest.split_once(',').ok_or_else(|| {
-                GatewayError::invalid_param("messages", "Malformed data URI in image_url.url: expected data:<mime>;base64,<data>.")
+                GatewayError::invalid_param(
+                    "messages",
+                    "Malformed data URI in image_url.url: expected data:<mime>;base64,<data>.",
+                )
             })?;
             let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
-                GatewayError::invalid_param("messages", "image_url.url data URIs must be base64-encoded (data:<mime>;base64,<data>).")
+                GatewayError::invalid_param(
+                    "messages",
+                    "image_url.url data URIs must be base64-encoded (data:<mime>;base64,<data>).",
+                )
             })?;
             return Ok(ImageSource::Base64 { media_type, data });
         }
@@ -579,7 +588,8 @@ mod tests {
 
     #[test]
     fn parses_fields_without_touching_messages() {
-        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let body =
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
         let req = RequestBody::parse(body).unwrap();
         assert_eq!(req.required_str("model").unwrap(), "gpt-4o");
         assert!(req.bool_field("stream").unwrap());
@@ -594,7 +604,14 @@ mod tests {
         let body = br#"{"model":"a","messages":[1, 2],"x":null}"#;
         let req = RequestBody::parse(body).unwrap();
         let mut out = Vec::new();
-        req.write_with(&[("model", "\"b\""), ("stream_options", "{\"include_usage\":true}")], &["x"], &mut out);
+        req.write_with(
+            &[
+                ("model", "\"b\""),
+                ("stream_options", "{\"include_usage\":true}"),
+            ],
+            &["x"],
+            &mut out,
+        );
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"model":"b","messages":[1, 2],"stream_options":{"include_usage":true}}"#

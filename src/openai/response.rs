@@ -158,7 +158,12 @@ impl<'a> ChatCompletion<'a> {
 
 /// Builds an OpenAI embeddings list from float vectors, base64-encoding them (little-endian f32,
 /// as OpenAI does) when the client asked for `encoding_format: base64`.
-pub fn embeddings_response(model: &str, vectors: &[Vec<f32>], base64: bool, usage: Usage) -> bytes::Bytes {
+pub fn embeddings_response(
+    model: &str,
+    vectors: &[Vec<f32>],
+    base64: bool,
+    usage: Usage,
+) -> bytes::Bytes {
     use std::io::Write;
     let mut out = Vec::with_capacity(64 + vectors.iter().map(|v| v.len() * 12).sum::<usize>());
     out.extend_from_slice(b"{\"object\":\"list\",\"data\":[");
@@ -166,7 +171,10 @@ pub fn embeddings_response(model: &str, vectors: &[Vec<f32>], base64: bool, usag
         if i > 0 {
             out.push(b',');
         }
-        let _ = write!(out, "{{\"object\":\"embedding\",\"index\":{i},\"embedding\":");
+        let _ = write!(
+            out,
+            "{{\"object\":\"embedding\",\"index\":{i},\"embedding\":"
+        );
         if base64 {
             let mut raw = Vec::with_capacity(v.len() * 4);
             for x in v {
@@ -196,12 +204,24 @@ pub fn base64_encode(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }

@@ -23,7 +23,10 @@ impl ChunkWriter {
         let mut prefix = Vec::with_capacity(96 + id.len() + model.len());
         prefix.extend_from_slice(b"data: {\"id\":");
         let _ = serde_json::to_writer(&mut prefix, id);
-        let _ = write!(prefix, ",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":");
+        let _ = write!(
+            prefix,
+            ",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":"
+        );
         let _ = serde_json::to_writer(&mut prefix, model);
         ChunkWriter {
             prefix,
@@ -100,7 +103,10 @@ impl ChunkWriter {
             return;
         }
         self.open_delta(out);
-        let _ = write!(WriteBuf(out), "\"tool_calls\":[{{\"index\":{index},\"function\":{{\"arguments\":");
+        let _ = write!(
+            WriteBuf(out),
+            "\"tool_calls\":[{{\"index\":{index},\"function\":{{\"arguments\":"
+        );
         write_json(out, fragment);
         out.extend_from_slice(b"}}]");
         Self::close_delta(out, None);
@@ -210,11 +216,21 @@ mod tests {
         assert_eq!(ev[0]["choices"][0]["delta"]["content"], "Hel");
         assert!(ev[1]["choices"][0]["delta"].get("role").is_none());
         assert_eq!(ev[1]["choices"][0]["delta"]["content"], "lo \"x\"");
-        assert_eq!(ev[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "get");
-        assert_eq!(ev[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{\"a\":");
+        assert_eq!(
+            ev[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "get"
+        );
+        assert_eq!(
+            ev[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":"
+        );
         let finishes: Vec<_> = ev
             .iter()
-            .filter(|e| e["choices"].get(0).is_some_and(|c| !c["finish_reason"].is_null()))
+            .filter(|e| {
+                e["choices"]
+                    .get(0)
+                    .is_some_and(|c| !c["finish_reason"].is_null())
+            })
             .collect();
         assert_eq!(finishes.len(), 1);
         assert_eq!(finishes[0]["choices"][0]["finish_reason"], "tool_calls");

@@ -30,7 +30,10 @@ impl MockResponder {
 
     fn usage(&self, prompt_bytes: usize) -> Usage {
         // A stable rough count (~4 bytes a token), enough for metering tests and dashboards.
-        Usage::new((prompt_bytes / 4).max(1) as u64, self.text.split_whitespace().count().max(1) as u64)
+        Usage::new(
+            (prompt_bytes / 4).max(1) as u64,
+            self.text.split_whitespace().count().max(1) as u64,
+        )
     }
 
     pub fn completion(&self, id: &str, created: u64, prompt_bytes: usize) -> (Bytes, Usage) {
@@ -49,7 +52,13 @@ impl MockResponder {
     }
 
     /// The whole stream as OpenAI SSE events, one per word.
-    pub fn stream_events(&self, id: &str, created: u64, include_usage: bool, prompt_bytes: usize) -> (Vec<Bytes>, Usage) {
+    pub fn stream_events(
+        &self,
+        id: &str,
+        created: u64,
+        include_usage: bool,
+        prompt_bytes: usize,
+    ) -> (Vec<Bytes>, Usage) {
         let usage = self.usage(prompt_bytes);
         let mut writer = ChunkWriter::new(id, created, &self.model, include_usage);
         let mut events = Vec::new();
@@ -81,7 +90,10 @@ impl MockResponder {
             .map(|i| (0..8).map(|j| ((i * 8 + j) as f32 * 0.125).sin()).collect())
             .collect();
         let usage = Usage::new((prompt_bytes / 4).max(1) as u64, 0);
-        (embeddings_response(&self.model, &vectors, base64, usage), usage)
+        (
+            embeddings_response(&self.model, &vectors, base64, usage),
+            usage,
+        )
     }
 }
 
@@ -100,7 +112,11 @@ fn mock_error(text: &str) -> Option<GatewayError> {
             400,
             "Mock context window exceeded",
         ),
-        "ContentPolicyViolationError" => (ErrorKind::ContentPolicy, 400, "Mock content policy violation"),
+        "ContentPolicyViolationError" => (
+            ErrorKind::ContentPolicy,
+            400,
+            "Mock content policy violation",
+        ),
         _ => return None,
     };
     let mut err = GatewayError::new(kind, msg).with_status(status);
@@ -129,7 +145,9 @@ mod tests {
             .filter(|d| *d != "[DONE]")
             .filter_map(|d| {
                 let v: serde_json::Value = serde_json::from_str(d).unwrap();
-                v["choices"][0]["delta"]["content"].as_str().map(str::to_string)
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
             })
             .collect();
         assert_eq!(text, "Hello  there, world");
@@ -137,7 +155,13 @@ mod tests {
 
     #[test]
     fn error_mocks() {
-        assert_eq!(MockResponder::new("litellm.RateLimitError", "m").error().unwrap().status, 429);
+        assert_eq!(
+            MockResponder::new("litellm.RateLimitError", "m")
+                .error()
+                .unwrap()
+                .status,
+            429
+        );
         assert!(MockResponder::new("plain text", "m").error().is_none());
     }
 }

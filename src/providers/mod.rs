@@ -115,7 +115,11 @@ pub trait Provider: Send + Sync {
     ) -> GatewayResult<UpstreamRequest>;
 
     /// Translates a whole 2xx body. A body that cannot be understood is a 502.
-    fn parse_response(&self, body: &[u8], cx: &RequestContext<'_>) -> GatewayResult<TranslatedResponse>;
+    fn parse_response(
+        &self,
+        body: &[u8],
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse>;
 
     /// A translator for a streaming 2xx body.
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator>;
@@ -158,13 +162,22 @@ pub fn retry_after_secs(headers: &ResponseHeader) -> Option<u64> {
 /// Error mapping for providers whose error bodies carry a message in one of the common shapes:
 /// `{"error":{"message"}}` (OpenAI, Azure, Gemini), `{"error":"…"}` (Ollama), `{"message"}`
 /// (Cohere, Bedrock). Context-length and content-filter errors get OpenAI's codes.
-pub fn default_map_error(provider: &str, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
+pub fn default_map_error(
+    provider: &str,
+    status: u16,
+    headers: &ResponseHeader,
+    body: &[u8],
+) -> GatewayError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let upstream_code = parsed
         .as_ref()
         .and_then(|v| v.get("error"))
         .and_then(|e| e.get("code"))
-        .and_then(|c| c.as_str().map(str::to_string).or_else(|| c.as_i64().map(|n| n.to_string())));
+        .and_then(|c| {
+            c.as_str()
+                .map(str::to_string)
+                .or_else(|| c.as_i64().map(|n| n.to_string()))
+        });
     let message = parsed
         .as_ref()
         .and_then(|v| {
@@ -178,10 +191,15 @@ pub fn default_map_error(provider: &str, status: u16, headers: &ResponseHeader, 
     let mut err = GatewayError::from_upstream(status, format!("{provider}: {message}"))
         .with_retry_after(retry_after_secs(headers));
     let lower = message.to_ascii_lowercase();
-    if status == 400 && (upstream_code.as_deref() == Some("context_length_exceeded") || is_context_length_message(&lower)) {
+    if status == 400
+        && (upstream_code.as_deref() == Some("context_length_exceeded")
+            || is_context_length_message(&lower))
+    {
         err.kind = crate::error::ErrorKind::ContextLengthExceeded;
         err.code = Some("context_length_exceeded".into());
-    } else if upstream_code.as_deref() == Some("content_filter") || upstream_code.as_deref() == Some("content_policy_violation") {
+    } else if upstream_code.as_deref() == Some("content_filter")
+        || upstream_code.as_deref() == Some("content_policy_violation")
+    {
         err.kind = crate::error::ErrorKind::ContentPolicy;
         err.code = Some("content_policy_violation".into());
     } else if err.code.is_none() {
@@ -208,7 +226,10 @@ pub struct BuildContext {
 
 /// Builds the provider for a deployment from its `litellm_params.model` prefix. Unknown
 /// prefixes are a config error at `model_list[i].litellm_params.model`.
-pub fn build_provider(dep: &DeploymentConfig, cx: &BuildContext) -> Result<Arc<dyn Provider>, ConfigError> {
+pub fn build_provider(
+    dep: &DeploymentConfig,
+    cx: &BuildContext,
+) -> Result<Arc<dyn Provider>, ConfigError> {
     let _ = cx;
     if let Some(p) = openai_compat::build(dep)? {
         return Ok(p);

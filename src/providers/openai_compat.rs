@@ -5,7 +5,9 @@
 //! chunk is stripped again when the client did not ask for it. Responses are forwarded byte for
 //! byte; they are only scanned for usage.
 
-use super::{Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest};
+use super::{
+    Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest,
+};
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{GatewayError, GatewayResult};
@@ -31,22 +33,102 @@ struct Flavor {
 }
 
 const FLAVORS: &[Flavor] = &[
-    Flavor { name: "openai", default_base: Some("https://api.openai.com/v1"), key_env: "OPENAI_API_KEY", stream_options: true },
-    Flavor { name: "azure", default_base: None, key_env: "AZURE_API_KEY", stream_options: true },
-    Flavor { name: "hosted_vllm", default_base: None, key_env: "HOSTED_VLLM_API_KEY", stream_options: true },
-    Flavor { name: "vllm", default_base: None, key_env: "HOSTED_VLLM_API_KEY", stream_options: true },
-    Flavor { name: "groq", default_base: Some("https://api.groq.com/openai/v1"), key_env: "GROQ_API_KEY", stream_options: true },
-    Flavor { name: "xai", default_base: Some("https://api.x.ai/v1"), key_env: "XAI_API_KEY", stream_options: true },
-    Flavor { name: "mistral", default_base: Some("https://api.mistral.ai/v1"), key_env: "MISTRAL_API_KEY", stream_options: false },
-    Flavor { name: "deepseek", default_base: Some("https://api.deepseek.com/v1"), key_env: "DEEPSEEK_API_KEY", stream_options: true },
-    Flavor { name: "openrouter", default_base: Some("https://openrouter.ai/api/v1"), key_env: "OPENROUTER_API_KEY", stream_options: true },
-    Flavor { name: "together_ai", default_base: Some("https://api.together.xyz/v1"), key_env: "TOGETHERAI_API_KEY", stream_options: true },
-    Flavor { name: "fireworks_ai", default_base: Some("https://api.fireworks.ai/inference/v1"), key_env: "FIREWORKS_AI_API_KEY", stream_options: true },
-    Flavor { name: "perplexity", default_base: Some("https://api.perplexity.ai"), key_env: "PERPLEXITYAI_API_KEY", stream_options: false },
-    Flavor { name: "huggingface", default_base: Some("https://router.huggingface.co/v1"), key_env: "HUGGINGFACE_API_KEY", stream_options: true },
-    Flavor { name: "lm_studio", default_base: Some("http://localhost:1234/v1"), key_env: "LM_STUDIO_API_KEY", stream_options: true },
-    Flavor { name: "openai_like", default_base: None, key_env: "OPENAI_LIKE_API_KEY", stream_options: true },
-    Flavor { name: "custom_openai", default_base: None, key_env: "OPENAI_LIKE_API_KEY", stream_options: true },
+    Flavor {
+        name: "openai",
+        default_base: Some("https://api.openai.com/v1"),
+        key_env: "OPENAI_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "azure",
+        default_base: None,
+        key_env: "AZURE_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "hosted_vllm",
+        default_base: None,
+        key_env: "HOSTED_VLLM_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "vllm",
+        default_base: None,
+        key_env: "HOSTED_VLLM_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "groq",
+        default_base: Some("https://api.groq.com/openai/v1"),
+        key_env: "GROQ_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "xai",
+        default_base: Some("https://api.x.ai/v1"),
+        key_env: "XAI_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "mistral",
+        default_base: Some("https://api.mistral.ai/v1"),
+        key_env: "MISTRAL_API_KEY",
+        stream_options: false,
+    },
+    Flavor {
+        name: "deepseek",
+        default_base: Some("https://api.deepseek.com/v1"),
+        key_env: "DEEPSEEK_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "openrouter",
+        default_base: Some("https://openrouter.ai/api/v1"),
+        key_env: "OPENROUTER_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "together_ai",
+        default_base: Some("https://api.together.xyz/v1"),
+        key_env: "TOGETHERAI_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "fireworks_ai",
+        default_base: Some("https://api.fireworks.ai/inference/v1"),
+        key_env: "FIREWORKS_AI_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "perplexity",
+        default_base: Some("https://api.perplexity.ai"),
+        key_env: "PERPLEXITYAI_API_KEY",
+        stream_options: false,
+    },
+    Flavor {
+        name: "huggingface",
+        default_base: Some("https://router.huggingface.co/v1"),
+        key_env: "HUGGINGFACE_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "lm_studio",
+        default_base: Some("http://localhost:1234/v1"),
+        key_env: "LM_STUDIO_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "openai_like",
+        default_base: None,
+        key_env: "OPENAI_LIKE_API_KEY",
+        stream_options: true,
+    },
+    Flavor {
+        name: "custom_openai",
+        default_base: None,
+        key_env: "OPENAI_LIKE_API_KEY",
+        stream_options: true,
+    },
 ];
 
 /// Azure's default `api-version` when neither the config nor `AZURE_API_VERSION` gives one.
@@ -86,15 +168,22 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         .ok_or_else(|| {
             ConfigError::new(
                 path("api_base"),
-                format!("required for {} deployments (the server's base URL, e.g. http://host:8000/v1)", flavor.name),
+                format!(
+                    "required for {} deployments (the server's base URL, e.g. http://host:8000/v1)",
+                    flavor.name
+                ),
             )
         })?;
     let base = base.trim_end_matches('/');
     let (origin, base_path) = split_origin(base).ok_or_else(|| {
-        ConfigError::new(path("api_base"), format!("\"{base}\" must be an http:// or https:// URL"))
+        ConfigError::new(
+            path("api_base"),
+            format!("\"{base}\" must be an http:// or https:// URL"),
+        )
     })?;
     let mut base_path = base_path.to_string();
-    if flavor.name == "huggingface" && dep.params.api_base.is_some() && !base_path.ends_with("/v1") {
+    if flavor.name == "huggingface" && dep.params.api_base.is_some() && !base_path.ends_with("/v1")
+    {
         // TGI serves the OpenAI route under /v1.
         base_path.push_str("/v1");
     }
@@ -112,8 +201,12 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         }
     });
     if let Some((_, v)) = &auth {
-        http::HeaderValue::from_str(v)
-            .map_err(|_| ConfigError::new(path("api_key"), "contains characters not allowed in an HTTP header"))?;
+        http::HeaderValue::from_str(v).map_err(|_| {
+            ConfigError::new(
+                path("api_key"),
+                "contains characters not allowed in an HTTP header",
+            )
+        })?;
     }
     let azure = (flavor.name == "azure").then(|| {
         let version = dep
@@ -183,7 +276,10 @@ impl Provider for OpenAiCompat {
         let mut out = Vec::with_capacity(body_len_hint(body) + 64);
         if cx.stream && self.flavor.stream_options {
             body.write_with(
-                &[("model", &self.model_json), ("stream_options", "{\"include_usage\":true}")],
+                &[
+                    ("model", &self.model_json),
+                    ("stream_options", "{\"include_usage\":true}"),
+                ],
                 &[],
                 &mut out,
             );
@@ -203,14 +299,21 @@ impl Provider for OpenAiCompat {
         Ok(req)
     }
 
-    fn parse_response(&self, body: &[u8], _cx: &RequestContext<'_>) -> GatewayResult<TranslatedResponse> {
+    fn parse_response(
+        &self,
+        body: &[u8],
+        _cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
         #[derive(Deserialize)]
         struct Peek {
             #[serde(default)]
             usage: Option<Usage>,
         }
         let peek: Peek = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::bad_gateway(format!("{}: the upstream answered 2xx with a body that is not JSON ({e}).", self.flavor.name))
+            GatewayError::bad_gateway(format!(
+                "{}: the upstream answered 2xx with a body that is not JSON ({e}).",
+                self.flavor.name
+            ))
         })?;
         Ok(TranslatedResponse {
             body: bytes::Bytes::copy_from_slice(body),
@@ -230,7 +333,9 @@ impl Provider for OpenAiCompat {
 }
 
 fn body_len_hint(body: &RequestBody<'_>) -> usize {
-    body.fields().map(|(k, v)| k.len() + v.get().len() + 4).sum()
+    body.fields()
+        .map(|(k, v)| k.len() + v.get().len() + 4)
+        .sum()
 }
 
 /// Forwards OpenAI SSE events as they are, noting usage and dropping the usage-only chunk
@@ -264,12 +369,16 @@ impl PassThroughStream {
             return Ok(());
         }
         let peek: ChunkPeek = serde_json::from_str(ev.data).map_err(|e| {
-            GatewayError::bad_gateway(format!("{}: the upstream sent a stream event that is not JSON ({e}).", self.provider))
+            GatewayError::bad_gateway(format!(
+                "{}: the upstream sent a stream event that is not JSON ({e}).",
+                self.provider
+            ))
         })?;
         if let Some(u) = peek.usage {
             self.usage = Some(u);
         }
-        let usage_only = peek.choices.as_ref().is_some_and(|c| c.is_empty()) && peek.usage.is_some();
+        let usage_only =
+            peek.choices.as_ref().is_some_and(|c| c.is_empty()) && peek.usage.is_some();
         if usage_only && !self.client_wants_usage {
             return Ok(());
         }

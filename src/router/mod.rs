@@ -111,7 +111,9 @@ impl Snapshot {
         client: &Arc<UpstreamClient>,
         registry: &StateRegistry,
     ) -> Result<Snapshot, ConfigError> {
-        let cx = BuildContext { client: client.clone() };
+        let cx = BuildContext {
+            client: client.clone(),
+        };
         let peer_settings = PeerSettings {
             connect_timeout: config.server.connect_timeout,
             idle_timeout: config.server.upstream_idle_timeout,
@@ -123,9 +125,13 @@ impl Snapshot {
                 Some(text) => Target::Mock(MockResponder::new(text, &dep.model)),
                 None => {
                     let provider = providers::build_provider(dep, &cx)?;
-                    let endpoint = Endpoint::parse(provider.base_url(), peer_settings).map_err(|e| {
-                        ConfigError::new(format!("model_list[{}].litellm_params.api_base", dep.index), e)
-                    })?;
+                    let endpoint =
+                        Endpoint::parse(provider.base_url(), peer_settings).map_err(|e| {
+                            ConfigError::new(
+                                format!("model_list[{}].litellm_params.api_base", dep.index),
+                                e,
+                            )
+                        })?;
                     Target::Upstream {
                         provider,
                         endpoint: Arc::new(endpoint),

@@ -114,16 +114,24 @@ impl Endpoint {
 
     async fn resolve(&self) -> GatewayResult<Arc<HttpPeer>> {
         let target = (self.host.as_str(), self.port);
-        let addr = tokio::time::timeout(self.options.connect_timeout, tokio::net::lookup_host(target))
-            .await
-            .map_err(|_| {
-                GatewayError::bad_gateway(format!("Resolving upstream host {} timed out.", self.host)).untouched()
-            })?
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| {
-                GatewayError::bad_gateway(format!("Upstream host {} could not be resolved.", self.host)).untouched()
-            })?;
+        let addr = tokio::time::timeout(
+            self.options.connect_timeout,
+            tokio::net::lookup_host(target),
+        )
+        .await
+        .map_err(|_| {
+            GatewayError::bad_gateway(format!("Resolving upstream host {} timed out.", self.host))
+                .untouched()
+        })?
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            GatewayError::bad_gateway(format!(
+                "Upstream host {} could not be resolved.",
+                self.host
+            ))
+            .untouched()
+        })?;
         let peer = self.make_peer(addr);
         self.cached.store(Some(Arc::new(CachedPeer {
             peer: peer.clone(),
@@ -247,10 +255,19 @@ impl UpstreamClient {
         })
     }
 
-    fn request_header(&self, endpoint: &Endpoint, req: &UpstreamRequest, h2: bool) -> GatewayResult<RequestHeader> {
+    fn request_header(
+        &self,
+        endpoint: &Endpoint,
+        req: &UpstreamRequest,
+        h2: bool,
+    ) -> GatewayResult<RequestHeader> {
         let bad = |_| GatewayError::internal("Failed to build the upstream request header.");
-        let mut header = RequestHeader::build(req.method.clone(), req.path.as_bytes(), Some(req.headers.len() + 3))
-            .map_err(bad)?;
+        let mut header = RequestHeader::build(
+            req.method.clone(),
+            req.path.as_bytes(),
+            Some(req.headers.len() + 3),
+        )
+        .map_err(bad)?;
         if h2 {
             let uri = http::Uri::builder()
                 .scheme(if endpoint.tls { "https" } else { "http" })
@@ -260,10 +277,14 @@ impl UpstreamClient {
                 .map_err(|_| GatewayError::internal("Failed to build the upstream URI."))?;
             header.set_uri(uri);
         } else {
-            header.insert_header(http::header::HOST, endpoint.authority.as_str()).map_err(bad)?;
+            header
+                .insert_header(http::header::HOST, endpoint.authority.as_str())
+                .map_err(bad)?;
         }
         for (name, value) in &req.headers {
-            header.append_header(name.clone(), value.clone()).map_err(bad)?;
+            header
+                .append_header(name.clone(), value.clone())
+                .map_err(bad)?;
         }
         header
             .insert_header(http::header::CONTENT_LENGTH, req.body.len().to_string())
@@ -363,7 +384,10 @@ mod tests {
         assert!(e.tls);
         assert_eq!((e.host.as_str(), e.port), ("api.openai.com", 443));
         let e = Endpoint::parse("http://127.0.0.1:8000", o).unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.authority.as_str()), ("127.0.0.1", 8000, "127.0.0.1:8000"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.authority.as_str()),
+            ("127.0.0.1", 8000, "127.0.0.1:8000")
+        );
         assert!(e.cached.load().is_some());
         let e = Endpoint::parse("http://[::1]:9/x", o).unwrap();
         assert_eq!(e.port, 9);
