@@ -17,8 +17,9 @@
 //! `SB_LOAD_WARMUP_SECS` [1], `SB_LOAD_CONNS` [16], `SB_LOAD_IDLE_SECS` [3] per unloaded
 //! (one-connection) run, `SB_LOAD_GATEWAY_THREADS` [2], `SB_LOAD_UPSTREAM_THREADS` [2],
 //! `SB_LOAD_CLIENT_THREADS` [2], `SB_LOAD_STREAM_EVENTS` [8] content events per stream,
-//! `SB_LOAD_GATEWAY_BIN` [the release binary cargo built], `SB_LOAD_KEEP` [unset: the temp dir
-//! with the gateway's config and logs is removed at the end].
+//! `SB_LOAD_GATEWAY_BIN` [the release binary cargo built], `SB_LOAD_RUNS`
+//! [`chat,stream,chat1,stream1`: loaded and one-connection runs, non-streaming and streaming],
+//! `SB_LOAD_KEEP` [unset: the temp dir with the gateway's config and logs is removed at the end].
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ struct Settings {
     stream_events: usize,
     gateway_bin: PathBuf,
     keep: bool,
+    /// Which runs to do: `chat`, `stream`, `chat1`, `stream1`.
+    runs: Vec<String>,
 }
 
 fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -88,6 +91,11 @@ impl Settings {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchboard"))),
             keep: std::env::var_os("SB_LOAD_KEEP").is_some(),
+            runs: std::env::var("SB_LOAD_RUNS")
+                .unwrap_or_else(|_| "chat,stream,chat1,stream1".into())
+                .split(',')
+                .map(|r| r.trim().to_string())
+                .collect(),
         }
     }
 }
@@ -333,14 +341,23 @@ fn orchestrate(cfg: &Settings) -> Result<(), String> {
             cfg.secs,
             cfg.warmup
         );
+            println!(
+                "pids: gateway {}, upstream mock {}, load client {}",
+                gateway.pid(),
+                upstream.pid(),
+                std::process::id()
+            );
             let runs = [
-                ("chat", false, cfg.conns, cfg.secs),
-                ("chat stream", true, cfg.conns, cfg.secs),
-                ("chat, 1 conn", false, 1, cfg.idle_secs),
-                ("chat stream, 1 conn", true, 1, cfg.idle_secs),
+                ("chat", "chat", false, cfg.conns, cfg.secs),
+                ("stream", "chat stream", true, cfg.conns, cfg.secs),
+                ("chat1", "chat, 1 conn", false, 1, cfg.idle_secs),
+                ("stream1", "chat stream, 1 conn", true, 1, cfg.idle_secs),
             ];
             let mut results = Vec::new();
-            for (label, stream, conns, secs) in runs {
+            for (key, label, stream, conns, secs) in runs {
+                if !cfg.runs.iter().any(|r| r == key) {
+                    continue;
+                }
                 for target in [Target::Direct, Target::Gateway] {
                     let run = Run {
                         label,
