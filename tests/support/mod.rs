@@ -315,7 +315,8 @@ impl Conn {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
         let mut has_len = false;
         for (k, v) in headers {
-            has_len |= k.eq_ignore_ascii_case("content-length");
+            has_len |= k.eq_ignore_ascii_case("content-length")
+                || k.eq_ignore_ascii_case("transfer-encoding");
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         if !has_len && (method != "GET" || !body.is_empty()) {
