@@ -246,8 +246,8 @@ struct MessagesRequest<'r> {
     top_p: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_k: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop_sequences: Option<&'r [Cow<'r, str>]>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<&'r str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -494,7 +494,14 @@ pub fn messages_body(
         temperature: req.temperature,
         top_p: req.top_p,
         top_k,
-        stop_sequences: req.stop.as_deref().filter(|s| !s.is_empty()),
+        // The API rejects whitespace-only stop sequences; LiteLLM drops them too.
+        stop_sequences: req
+            .stop
+            .iter()
+            .flatten()
+            .map(|s| s.as_ref())
+            .filter(|s| !s.trim().is_empty())
+            .collect(),
         stream: req.stream,
         metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
         tools,
@@ -718,9 +725,18 @@ pub fn parse_messages_response(
     model: &str,
 ) -> GatewayResult<TranslatedResponse> {
     let parsed: MessagesResponse<'_> = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::bad_gateway(format!(
-            "{provider}: the upstream answered 2xx with a body that is not a Messages response ({e})."
-        ))
+        // Some proxies answer 200 with an Anthropic error object: report that error.
+        match serde_json::from_slice::<ErrorBody<'_>>(body) {
+            Ok(b) => error_from_type(
+                provider,
+                b.error.kind.as_deref(),
+                None,
+                b.error.message.as_deref().unwrap_or("(no message)"),
+            ),
+            Err(_) => GatewayError::bad_gateway(format!(
+                "{provider}: the upstream answered 2xx with a body that is not a Messages response ({e})."
+            )),
+        }
     })?;
     let mut text = String::new();
     let mut json_content: Option<&str> = None;
@@ -822,6 +838,14 @@ struct Delta<'a> {
     stop_reason: Option<Cow<'a, str>>,
 }
 
+/// `{"type":"error","error":{"type","message"}}`, as an HTTP error body.
+#[derive(Deserialize)]
+struct ErrorBody<'a> {
+    #[serde(borrow)]
+    error: ErrorDetail<'a>,
+}
+
+/// The `error` object of an error body or a stream `error` event.
 #[derive(Deserialize)]
 struct ErrorDetail<'a> {
     #[serde(default, rename = "type", borrow)]
@@ -1021,11 +1045,6 @@ pub fn map_anthropic_error(
     headers: &ResponseHeader,
     body: &[u8],
 ) -> GatewayError {
-    #[derive(Deserialize)]
-    struct ErrorBody<'a> {
-        #[serde(borrow)]
-        error: ErrorDetail<'a>,
-    }
     let parsed: Option<ErrorBody<'_>> = serde_json::from_slice(body).ok();
     let snippet;
     let (kind, message) = match &parsed {
@@ -1138,7 +1157,7 @@ mod tests {
             "max_tokens": 50,
             "temperature": 0.5,
             "top_p": 0.9,
-            "stop": ["END"],
+            "stop": ["END", " \n"],
             "user": "u-42",
             "stream": true,
             "stream_options": {"include_usage": true},
@@ -1404,6 +1423,15 @@ mod tests {
         assert!(json_mode["choices"][0]["message"]
             .get("tool_calls")
             .is_none());
+        let err = parse_messages_response(
+            PROVIDER,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            &cx(false, false),
+            "m",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.status, 503);
         for bad in [&b"not json"[..], b"{\"type\":\"message\"}", b""] {
             let err = parse_messages_response(PROVIDER, bad, &cx(false, false), "m")
                 .err()
