@@ -52,6 +52,8 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// The forced tool that carries `response_format` output (LiteLLM's name for it).
 pub const JSON_TOOL_NAME: &str = "json_tool_call";
+/// The JSON tool's schema for `json_object` (and `json_schema` without a schema): any object.
+const ANY_OBJECT_SCHEMA: &str = r#"{"type":"object","additionalProperties":true,"properties":{}}"#;
 
 /// The OpenAI fields the Messages API can take (`n` only as 1, checked separately).
 const SUPPORTED: &[&str] = &[
@@ -443,16 +445,12 @@ pub fn messages_body(
             }
             None
         }
-        Some(ResponseFormat::JsonObject) => Some(static_raw(
-            r#"{"type":"object","additionalProperties":true,"properties":{}}"#,
-        )),
+        Some(ResponseFormat::JsonObject) => Some(static_raw(ANY_OBJECT_SCHEMA)),
         Some(ResponseFormat::JsonSchema { json_schema }) => Some(
             json_schema
                 .schema
                 .filter(|s| s.get() != "null")
-                .unwrap_or_else(|| {
-                    static_raw(r#"{"type":"object","additionalProperties":true,"properties":{}}"#)
-                }),
+                .unwrap_or_else(|| static_raw(ANY_OBJECT_SCHEMA)),
         ),
     };
 
