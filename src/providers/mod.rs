@@ -6,6 +6,7 @@
 //! Adding a provider: write `providers/<name>.rs` implementing [`Provider`] (and a
 //! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
 
+pub mod anthropic;
 pub mod mock;
 pub mod openai_compat;
 
@@ -234,6 +235,9 @@ pub fn build_provider(
     if let Some(p) = openai_compat::build(dep)? {
         return Ok(p);
     }
+    if let Some(p) = anthropic::build(dep)? {
+        return Ok(p);
+    }
     Err(ConfigError::new(
         format!("model_list[{}].litellm_params.model", dep.index),
         format!(
@@ -262,4 +266,5 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "lm_studio",
     "openai_like",
     "custom_openai",
+    "anthropic",
 ];
