@@ -523,3 +523,45 @@ async fn json_object_response_format_returns_content() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["choices"][0]["message"].get("tool_calls").is_none());
 }
+
+#[tokio::test]
+async fn json_schema_response_format_forces_the_schema_tool() {
+    let up = MockUpstream::start(|_| {
+        Reply::json(
+            200,
+            messages_response(
+                json!([{"type": "tool_use", "id": "toolu_S", "name": "json_tool_call", "input": {"city": "Paris"}}]),
+                "tool_use",
+                json!({"input_tokens": 5, "output_tokens": 6}),
+            ),
+        )
+    })
+    .await;
+    let gw = Gateway::start(&config(&up.base(), ""));
+    let schema =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let resp = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "claude", "messages": [user("where?")],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": true}}}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = up.last().json();
+    let tool = sent["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "json_tool_call")
+        .expect("schema tool sent");
+    assert_eq!(tool["input_schema"], schema);
+    assert_eq!(
+        sent["tool_choice"],
+        json!({"type": "tool", "name": "json_tool_call"})
+    );
+    assert_eq!(
+        resp.json()["choices"][0]["message"]["content"],
+        "{\"city\":\"Paris\"}"
+    );
+}
