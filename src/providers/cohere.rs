@@ -1,0 +1,969 @@
+//! Cohere v2 (`cohere_chat/`, `cohere/`): OpenAI chat requests become `POST /v2/chat` bodies,
+//! Cohere's responses and SSE streams (`message-start` … `message-end`) become OpenAI
+//! completions and chunks, and embeddings go to `POST /v2/embed`. `api_base` may be a base URL
+//! (`/v2/chat` and `/v2/embed` are appended) or the full chat or embed endpoint, as LiteLLM
+//! configs give it.
+//!
+//! Choices where Cohere has no OpenAI equivalent:
+//! - `tool_choice`: Cohere only has `REQUIRED` and `NONE`. `auto` is the default (omitted); a
+//!   named function is a 400 unless `drop_params` is on, in which case the call is sent with
+//!   `REQUIRED` and `tools` narrowed to that one function, which forces exactly that call.
+//! - `parallel_tool_calls: true` is Cohere's behaviour already; `false` cannot be expressed and
+//!   is treated as an unsupported parameter.
+//! - `user` is an end-user tag with no effect on the output; Cohere has no such field, so it is
+//!   not forwarded. `n` must be 1.
+//! - `tool_plan` (the model's reasoning before calling tools) is not part of the OpenAI message.
+
+use super::openai_compat::split_origin;
+use super::{
+    default_map_error, Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse,
+    UpstreamRequest,
+};
+use crate::codec::sse::{SseDecoder, SseEvent};
+use crate::config::{ConfigError, DeploymentConfig};
+use crate::error::{ErrorKind, GatewayError, GatewayResult};
+use crate::openai::request::{
+    check_supported, ChatMessage, ContentPart, EmbeddingsRequest, MessageContent, ResponseFormat,
+    Tool, ToolChoice,
+};
+use crate::openai::response::{embeddings_response, ChatCompletion, ToolCallOut};
+use crate::openai::{ChatRequest, ChunkWriter, FinishReason, RequestBody, Usage};
+use crate::upstream::UpstreamClient;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora_http::ResponseHeader;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+const NAME: &str = "cohere";
+const DEFAULT_BASE: &str = "https://api.cohere.com";
+
+/// Chat parameters this translator sends (or deliberately ignores, see the module doc).
+const CHAT_SUPPORTED: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+];
+
+const EMBED_SUPPORTED: &[&str] = &[
+    "model",
+    "input",
+    "encoding_format",
+    "dimensions",
+    "input_type",
+    "user",
+];
+
+pub struct Cohere {
+    origin: String,
+    chat_path: String,
+    embed_path: String,
+    model: String,
+    auth: Option<String>,
+}
+
+/// Builds the provider if `dep.provider` is `cohere` or `cohere_chat`.
+pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
+    if dep.provider != "cohere" && dep.provider != "cohere_chat" {
+        return Ok(None);
+    }
+    let key_path = |key: &str| format!("model_list[{}].litellm_params.{key}", dep.index);
+    let base = dep.params.api_base.as_deref().unwrap_or(DEFAULT_BASE);
+    let (origin, chat_path, embed_path) =
+        endpoints(base).map_err(|msg| ConfigError::new(key_path("api_base"), msg))?;
+    let auth = dep
+        .params
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("COHERE_API_KEY").ok())
+        .filter(|k| !k.is_empty())
+        .map(|k| format!("Bearer {k}"));
+    if let Some(v) = &auth {
+        http::HeaderValue::from_str(v).map_err(|_| {
+            ConfigError::new(
+                key_path("api_key"),
+                "contains characters not allowed in an HTTP header",
+            )
+        })?;
+    }
+    Ok(Some(Arc::new(Cohere {
+        origin,
+        chat_path,
+        embed_path,
+        model: dep.model.clone(),
+        auth,
+    })))
+}
+
+/// `(origin, chat path, embed path)` from an `api_base` that is either a base URL or the full
+/// `/v2/chat` (or `/v2/embed`) endpoint.
+fn endpoints(api_base: &str) -> Result<(String, String, String), String> {
+    let url = api_base.trim_end_matches('/');
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let (origin, path) = split_origin(url)
+        .ok_or_else(|| format!("\"{api_base}\" must be an http:// or https:// URL"))?;
+    let path = path.trim_end_matches('/');
+    let prefix = if let Some(p) = path
+        .strip_suffix("/v2/chat")
+        .or_else(|| path.strip_suffix("/v2/embed"))
+    {
+        p
+    } else if let Some(p) = path.strip_suffix("/v2") {
+        p
+    } else if path.ends_with("/v1/chat") || path.ends_with("/v1/embed") {
+        return Err(format!(
+            "\"{api_base}\" is a Cohere v1 endpoint; Switchboard speaks Cohere's v2 API. Use the base URL (e.g. https://api.cohere.com) or the v2 endpoint (…/v2/chat)."
+        ));
+    } else {
+        path
+    };
+    Ok((
+        origin.to_string(),
+        format!("{prefix}/v2/chat"),
+        format!("{prefix}/v2/embed"),
+    ))
+}
+
+#[async_trait]
+impl Provider for Cohere {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn base_url(&self) -> &str {
+        &self.origin
+    }
+
+    fn supports(&self, _op: Operation) -> bool {
+        true
+    }
+
+    async fn build_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        _client: &UpstreamClient,
+    ) -> GatewayResult<UpstreamRequest> {
+        let mut req = match cx.op {
+            Operation::Chat => self.chat_request(body, cx)?,
+            Operation::Embeddings => self.embed_request(body, cx)?,
+        };
+        if let Some(auth) = &self.auth {
+            req.header(http::header::AUTHORIZATION, auth)?;
+        }
+        if cx.stream {
+            req.header(http::header::ACCEPT, "text/event-stream")?;
+        }
+        Ok(req)
+    }
+
+    fn parse_response(
+        &self,
+        body: &[u8],
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
+        match cx.op {
+            Operation::Chat => self.parse_chat(body, cx),
+            Operation::Embeddings => self.parse_embed(body, cx),
+        }
+    }
+
+    fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
+        Box::new(CohereStream {
+            decoder: SseDecoder::new(),
+            writer: ChunkWriter::new(cx.response_id, cx.created, &self.model, cx.include_usage),
+            tool_indices: Vec::new(),
+            response_id: cx.response_id.to_string(),
+            ended: false,
+        })
+    }
+
+    fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
+        let mut err = default_map_error(NAME, status, headers, body);
+        match status {
+            // 498: invalid or expired token.
+            498 => {
+                err.kind = ErrorKind::Authentication;
+                err.status = 401;
+            }
+            // 499: the request was cancelled on Cohere's side.
+            499 => err.kind = ErrorKind::from_status(err.status),
+            _ => {}
+        }
+        err
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request.
+
+#[derive(Serialize)]
+struct ChatBody<'r> {
+    model: &'r str,
+    messages: Vec<OutMessage<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<OutTool<'r>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<OutResponseFormat<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<&'r [Cow<'r, str>]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct OutMessage<'r> {
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<OutContent<'r>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<OutToolCall<'r>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'r str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutContent<'r> {
+    Text(Cow<'r, str>),
+    Parts(Vec<OutPart<'r>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutPart<'r> {
+    Text { text: &'r str },
+    ImageUrl { image_url: OutImage<'r> },
+}
+
+#[derive(Serialize)]
+struct OutImage<'r> {
+    url: &'r str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'r str>,
+}
+
+#[derive(Serialize)]
+struct OutToolCall<'r> {
+    id: &'r str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunction<'r>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'r> {
+    name: &'r str,
+    arguments: &'r str,
+}
+
+/// An OpenAI function tool, in the (identical) shape Cohere takes.
+#[derive(Serialize)]
+struct OutTool<'r> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutToolFunction<'r>,
+}
+
+#[derive(Serialize)]
+struct OutToolFunction<'r> {
+    name: &'r str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'r str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'r RawValue>,
+}
+
+fn out_tool<'r>(t: &'r Tool<'r>) -> OutTool<'r> {
+    OutTool {
+        kind: "function",
+        function: OutToolFunction {
+            name: &t.function.name,
+            description: t.function.description.as_deref(),
+            parameters: t.function.parameters,
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct OutResponseFormat<'r> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    json_schema: Option<&'r RawValue>,
+}
+
+impl Cohere {
+    fn chat_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<UpstreamRequest> {
+        check_supported(body, CHAT_SUPPORTED, cx.drop_params, NAME)?;
+        let req = ChatRequest::from_body(body)?;
+        if req.n.is_some_and(|n| n != 1) && !cx.drop_params {
+            return Err(unsupported("n", "only n=1 is supported"));
+        }
+        if req.parallel_tool_calls == Some(false) && !cx.drop_params {
+            return Err(unsupported(
+                "parallel_tool_calls",
+                "Cohere always allows parallel tool calls; parallel_tool_calls=false cannot be honoured",
+            ));
+        }
+        let messages = req
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| out_message(i, m))
+            .collect::<GatewayResult<Vec<_>>>()?;
+
+        let mut tools: Option<Vec<&Tool<'_>>> = req
+            .tools
+            .as_ref()
+            .filter(|t| !t.is_empty())
+            .map(|t| t.iter().collect());
+        let tool_choice = match &req.tool_choice {
+            None | Some(ToolChoice::Auto) => None,
+            Some(ToolChoice::None) => Some("NONE"),
+            Some(ToolChoice::Required) => Some("REQUIRED"),
+            Some(ToolChoice::Function(name)) => {
+                if !cx.drop_params {
+                    return Err(unsupported(
+                        "tool_choice",
+                        "Cohere cannot force a named function (it only has REQUIRED and NONE). Use \"required\", or set drop_params: true to send REQUIRED with tools narrowed to that function",
+                    ));
+                }
+                let all = tools.take().unwrap_or_default();
+                let named: Vec<_> = all
+                    .into_iter()
+                    .filter(|t| t.function.name == *name)
+                    .collect();
+                if named.is_empty() {
+                    return Err(GatewayError::invalid_param(
+                        "tool_choice",
+                        format!("tool_choice names function '{name}', which is not in 'tools'."),
+                    ));
+                }
+                tools = Some(named);
+                Some("REQUIRED")
+            }
+        };
+        let response_format = match &req.response_format {
+            None | Some(ResponseFormat::Text) => None,
+            Some(ResponseFormat::JsonObject) => Some(OutResponseFormat {
+                kind: "json_object",
+                json_schema: None,
+            }),
+            Some(ResponseFormat::JsonSchema { json_schema }) => Some(OutResponseFormat {
+                kind: "json_object",
+                json_schema: json_schema.schema,
+            }),
+        };
+        let out = ChatBody {
+            model: &self.model,
+            messages,
+            tools: tools.map(|t| t.into_iter().map(out_tool).collect()),
+            tool_choice,
+            response_format,
+            max_tokens: req.max_output_tokens(),
+            stop_sequences: req.stop.as_deref().filter(|s| !s.is_empty()),
+            temperature: req.temperature,
+            p: req.top_p,
+            seed: req.seed,
+            frequency_penalty: req.frequency_penalty,
+            presence_penalty: req.presence_penalty,
+            stream: cx.stream,
+        };
+        let mut buf = Vec::with_capacity(256 + body.get("messages").map_or(0, |m| m.get().len()));
+        serde_json::to_writer(&mut buf, &out)
+            .map_err(|e| GatewayError::internal(format!("cohere: cannot encode request: {e}")))?;
+        Ok(UpstreamRequest::post_json(self.chat_path.clone(), buf))
+    }
+
+    fn embed_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<UpstreamRequest> {
+        #[derive(Serialize)]
+        struct EmbedBody<'r> {
+            model: &'r str,
+            texts: Vec<&'r str>,
+            input_type: &'r str,
+            embedding_types: [&'static str; 1],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            output_dimension: Option<u32>,
+        }
+        check_supported(body, EMBED_SUPPORTED, cx.drop_params, NAME)?;
+        let req = EmbeddingsRequest::from_body(body)?;
+        let out = EmbedBody {
+            model: &self.model,
+            texts: req.input.texts(NAME)?,
+            input_type: req.input_type.as_deref().unwrap_or("search_document"),
+            embedding_types: ["float"],
+            output_dimension: req.dimensions,
+        };
+        let buf = serde_json::to_vec(&out)
+            .map_err(|e| GatewayError::internal(format!("cohere: cannot encode request: {e}")))?;
+        Ok(UpstreamRequest::post_json(self.embed_path.clone(), buf))
+    }
+}
+
+fn unsupported(param: &str, why: &str) -> GatewayError {
+    GatewayError::invalid_param(
+        param,
+        format!("{NAME} does not support parameter '{param}': {why}. Remove it, or set drop_params: true to drop it."),
+    )
+    .with_code("unsupported_parameter")
+}
+
+fn out_message<'r>(i: usize, m: &'r ChatMessage<'r>) -> GatewayResult<OutMessage<'r>> {
+    let text = |m: &'r ChatMessage<'r>| {
+        m.content
+            .as_ref()
+            .map(|c| OutContent::Text(c.joined_text()))
+    };
+    let msg = match m.role.as_ref() {
+        "system" | "developer" => OutMessage {
+            role: "system",
+            content: Some(text(m).unwrap_or(OutContent::Text(Cow::Borrowed("")))),
+            tool_calls: None,
+            tool_call_id: None,
+        },
+        "user" => OutMessage {
+            role: "user",
+            content: Some(match &m.content {
+                None => OutContent::Text(Cow::Borrowed("")),
+                Some(MessageContent::Text(t)) => OutContent::Text(Cow::Borrowed(t.as_ref())),
+                Some(MessageContent::Parts(parts)) => OutContent::Parts(user_parts(i, parts)?),
+            }),
+            tool_calls: None,
+            tool_call_id: None,
+        },
+        "assistant" => {
+            let tool_calls = m.tool_calls.as_ref().filter(|c| !c.is_empty()).map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| OutToolCall {
+                        id: &c.id,
+                        kind: "function",
+                        function: OutFunction {
+                            name: &c.function.name,
+                            arguments: if c.function.arguments.is_empty() {
+                                "{}"
+                            } else {
+                                &c.function.arguments
+                            },
+                        },
+                    })
+                    .collect()
+            });
+            let content = text(m).filter(|c| !matches!(c, OutContent::Text(t) if t.is_empty()));
+            OutMessage {
+                role: "assistant",
+                content: if content.is_none() && tool_calls.is_none() {
+                    Some(OutContent::Text(Cow::Borrowed("")))
+                } else {
+                    content
+                },
+                tool_calls,
+                tool_call_id: None,
+            }
+        }
+        "tool" => OutMessage {
+            role: "tool",
+            content: Some(text(m).unwrap_or(OutContent::Text(Cow::Borrowed("")))),
+            tool_calls: None,
+            tool_call_id: Some(m.tool_call_id.as_deref().ok_or_else(|| {
+                GatewayError::invalid_param(
+                    "messages",
+                    format!("messages[{i}]: a tool message needs 'tool_call_id'."),
+                )
+            })?),
+        },
+        other => {
+            return Err(GatewayError::invalid_param(
+                "messages",
+                format!("messages[{i}]: role '{other}' is not supported by cohere (use system, developer, user, assistant or tool)."),
+            ))
+        }
+    };
+    Ok(msg)
+}
+
+fn user_parts<'r>(i: usize, parts: &'r [ContentPart<'r>]) -> GatewayResult<Vec<OutPart<'r>>> {
+    parts
+        .iter()
+        .map(|p| match p {
+            ContentPart::Text { text } => Ok(OutPart::Text { text }),
+            ContentPart::ImageUrl { image_url } => {
+                // Validates the URL (data URI or http[s]); Cohere takes both as given.
+                image_url.source()?;
+                Ok(OutPart::ImageUrl {
+                    image_url: OutImage {
+                        url: &image_url.url,
+                        detail: image_url.detail.as_deref(),
+                    },
+                })
+            }
+            ContentPart::Unsupported => Err(GatewayError::invalid_param(
+                "messages",
+                format!("messages[{i}]: cohere accepts only text and image_url content parts."),
+            )),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response.
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct CohereUsage {
+    #[serde(default)]
+    tokens: Option<Units>,
+    #[serde(default)]
+    billed_units: Option<Units>,
+    #[serde(default)]
+    cached_tokens: Option<f64>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct Units {
+    #[serde(default)]
+    input_tokens: Option<f64>,
+    #[serde(default)]
+    output_tokens: Option<f64>,
+}
+
+impl CohereUsage {
+    /// `tokens` (what the model saw) when present, else `billed_units`.
+    fn to_usage(self) -> Usage {
+        let pick = |f: fn(&Units) -> Option<f64>| {
+            self.tokens
+                .as_ref()
+                .and_then(f)
+                .or_else(|| self.billed_units.as_ref().and_then(f))
+                .unwrap_or(0.0)
+                .max(0.0) as u64
+        };
+        Usage::new(pick(|u| u.input_tokens), pick(|u| u.output_tokens))
+            .with_cached(self.cached_tokens.unwrap_or(0.0).max(0.0) as u64)
+    }
+}
+
+/// Cohere's finish reasons, compared case-insensitively (the API documents upper case, the SDK
+/// lower case).
+fn finish_reason(reason: &str, has_tool_calls: bool) -> FinishReason {
+    let r = reason.to_ascii_lowercase();
+    let mapped = match r.as_str() {
+        "max_tokens" => FinishReason::Length,
+        "tool_call" => FinishReason::ToolCalls,
+        "error_toxic" | "content_blocked" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    };
+    if mapped == FinishReason::Stop && has_tool_calls {
+        FinishReason::ToolCalls
+    } else {
+        mapped
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatResponse<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<ResponseMessage<'a>>,
+    #[serde(default)]
+    usage: Option<CohereUsage>,
+}
+
+#[derive(Deserialize)]
+struct ResponseMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<ResponseContent<'a>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ResponseToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ResponseContent<'a> {
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+    #[serde(borrow)]
+    Items(Vec<ContentItem<'a>>),
+}
+
+#[derive(Deserialize)]
+struct ContentItem<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ResponseToolCall<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: ResponseFunction<'a>,
+}
+
+#[derive(Deserialize)]
+struct ResponseFunction<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// A stable id for a tool call the upstream gave none: derived from the response id and index.
+fn synthetic_call_id(response_id: &str, index: usize) -> String {
+    let tail = response_id.strip_prefix("chatcmpl-").unwrap_or(response_id);
+    format!("call_{tail}_{index}")
+}
+
+impl Cohere {
+    fn parse_chat(
+        &self,
+        body: &[u8],
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
+        let resp: ChatResponse = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::bad_gateway(format!(
+                "cohere: the upstream answered 2xx with a body that is not a Cohere chat response ({e})."
+            ))
+        })?;
+        let message = resp.message.ok_or_else(|| {
+            GatewayError::bad_gateway("cohere: the upstream's chat response has no 'message'.")
+        })?;
+        let content = match message.content {
+            None => None,
+            Some(ResponseContent::Text(t)) => Some(t.into_owned()),
+            Some(ResponseContent::Items(items)) => {
+                let mut text = String::new();
+                for item in &items {
+                    if item.kind.as_deref().is_none_or(|k| k == "text") {
+                        if let Some(t) = &item.text {
+                            text.push_str(t);
+                        }
+                    }
+                }
+                (!items.is_empty()).then_some(text)
+            }
+        };
+        let tool_calls: Vec<ToolCallOut> = message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                ToolCallOut::new(
+                    c.id.map(Cow::into_owned)
+                        .unwrap_or_else(|| synthetic_call_id(cx.response_id, i)),
+                    c.function.name.into_owned(),
+                    c.function
+                        .arguments
+                        .filter(|a| !a.is_empty())
+                        .map_or_else(|| "{}".to_string(), Cow::into_owned),
+                )
+            })
+            .collect();
+        let finish = finish_reason(
+            resp.finish_reason.as_deref().unwrap_or("COMPLETE"),
+            !tool_calls.is_empty(),
+        );
+        let usage = resp.usage.unwrap_or_default().to_usage();
+        let content = match content {
+            Some(c) if c.is_empty() && !tool_calls.is_empty() => None,
+            None if tool_calls.is_empty() => Some(String::new()),
+            c => c,
+        };
+        let completion = ChatCompletion::single(
+            cx.response_id,
+            cx.created,
+            &self.model,
+            content,
+            tool_calls,
+            finish,
+            usage,
+        );
+        Ok(TranslatedResponse {
+            body: completion.to_bytes(),
+            usage: Some(usage),
+        })
+    }
+
+    fn parse_embed(
+        &self,
+        body: &[u8],
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
+        #[derive(Deserialize)]
+        struct EmbedResponse {
+            embeddings: Embeddings,
+            #[serde(default)]
+            meta: Option<Meta>,
+        }
+        #[derive(Deserialize)]
+        struct Embeddings {
+            float: Vec<Vec<f32>>,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            #[serde(default)]
+            billed_units: Option<Units>,
+        }
+        let resp: EmbedResponse = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::bad_gateway(format!(
+                "cohere: the upstream answered 2xx with a body that is not a Cohere embed response with float embeddings ({e})."
+            ))
+        })?;
+        let prompt = resp
+            .meta
+            .and_then(|m| m.billed_units)
+            .and_then(|u| u.input_tokens)
+            .unwrap_or(0.0)
+            .max(0.0) as u64;
+        let usage = Usage::new(prompt, 0);
+        Ok(TranslatedResponse {
+            body: embeddings_response(
+                &self.model,
+                &resp.embeddings.float,
+                cx.embeddings_base64,
+                usage,
+            ),
+            usage: Some(usage),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming.
+
+/// Translates Cohere's SSE events into OpenAI chunks as they arrive.
+struct CohereStream {
+    decoder: SseDecoder,
+    writer: ChunkWriter,
+    /// Cohere tool-call `index` → OpenAI tool-call index, in start order.
+    tool_indices: Vec<u64>,
+    response_id: String,
+    /// `message-end` was seen.
+    ended: bool,
+}
+
+#[derive(Deserialize)]
+struct StreamEvent<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    delta: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ContentDelta<'a> {
+    #[serde(borrow)]
+    message: ContentDeltaMessage<'a>,
+}
+#[derive(Deserialize)]
+struct ContentDeltaMessage<'a> {
+    #[serde(borrow)]
+    content: ContentDeltaText<'a>,
+}
+#[derive(Deserialize)]
+struct ContentDeltaText<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ToolDelta<'a> {
+    #[serde(borrow)]
+    message: ToolDeltaMessage<'a>,
+}
+#[derive(Deserialize)]
+struct ToolDeltaMessage<'a> {
+    #[serde(borrow)]
+    tool_calls: ToolDeltaCall<'a>,
+}
+#[derive(Deserialize)]
+struct ToolDeltaCall<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<ToolDeltaFunction<'a>>,
+}
+#[derive(Deserialize)]
+struct ToolDeltaFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct EndDelta<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<CohereUsage>,
+}
+
+fn malformed(kind: &str, e: serde_json::Error) -> GatewayError {
+    GatewayError::bad_gateway(format!(
+        "cohere: the upstream sent a malformed '{kind}' stream event ({e})."
+    ))
+}
+
+fn delta<'a, T: Deserialize<'a>>(kind: &str, raw: Option<&'a RawValue>) -> GatewayResult<T> {
+    let raw = raw.ok_or_else(|| {
+        GatewayError::bad_gateway(format!(
+            "cohere: the upstream sent a '{kind}' stream event without 'delta'."
+        ))
+    })?;
+    serde_json::from_str(raw.get()).map_err(|e| malformed(kind, e))
+}
+
+impl CohereStream {
+    fn on_event(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+        let data = ev.data.trim();
+        if data.is_empty() || data == "[DONE]" || self.ended {
+            return Ok(());
+        }
+        let event: StreamEvent = serde_json::from_str(data).map_err(|e| {
+            GatewayError::bad_gateway(format!(
+                "cohere: the upstream sent a stream event that is not JSON ({e})."
+            ))
+        })?;
+        let kind = event.kind.as_deref().unwrap_or(ev.event);
+        match kind {
+            "message-start" => self.writer.start(out),
+            "content-start" | "content-delta" => {
+                let d: ContentDelta = delta(kind, event.delta)?;
+                if let Some(text) = d.message.content.text {
+                    self.writer.text(&text, out);
+                }
+            }
+            "tool-call-start" => {
+                let d: ToolDelta = delta(kind, event.delta)?;
+                let call = d.message.tool_calls;
+                let index = self.tool_indices.len();
+                self.tool_indices.push(event.index.unwrap_or(index as u64));
+                let function = call.function.unwrap_or(ToolDeltaFunction {
+                    name: None,
+                    arguments: None,
+                });
+                let id = call
+                    .id
+                    .map(Cow::into_owned)
+                    .unwrap_or_else(|| synthetic_call_id(&self.response_id, index));
+                self.writer.tool_call_start(
+                    index,
+                    &id,
+                    function.name.as_deref().unwrap_or_default(),
+                    out,
+                );
+                if let Some(args) = function.arguments {
+                    self.writer.tool_call_args(index, &args, out);
+                }
+            }
+            "tool-call-delta" => {
+                let d: ToolDelta = delta(kind, event.delta)?;
+                let index = event
+                    .index
+                    .and_then(|i| self.tool_indices.iter().position(|&x| x == i))
+                    .or_else(|| self.tool_indices.len().checked_sub(1))
+                    .ok_or_else(|| {
+                        GatewayError::bad_gateway(
+                            "cohere: the upstream sent tool-call-delta before tool-call-start.",
+                        )
+                    })?;
+                if let Some(args) = d.message.tool_calls.function.and_then(|f| f.arguments) {
+                    self.writer.tool_call_args(index, &args, out);
+                }
+            }
+            "message-end" => {
+                let d: EndDelta = match event.delta {
+                    Some(_) => delta(kind, event.delta)?,
+                    None => EndDelta {
+                        finish_reason: None,
+                        usage: None,
+                    },
+                };
+                if let Some(u) = d.usage {
+                    self.writer.set_usage(u.to_usage());
+                }
+                let reason = finish_reason(
+                    d.finish_reason.as_deref().unwrap_or("COMPLETE"),
+                    !self.tool_indices.is_empty(),
+                );
+                self.writer.start(out);
+                self.writer.finish(reason, out);
+                self.ended = true;
+            }
+            // content-end, tool-plan-delta, tool-call-end, citation-start/end, debug, and
+            // anything newer carry nothing an OpenAI chunk has.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl StreamTranslator for CohereStream {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
+        let mut decoder = std::mem::take(&mut self.decoder);
+        let result = decoder.feed(input, &mut |ev| self.on_event(ev, out));
+        self.decoder = decoder;
+        result
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
+        let mut decoder = std::mem::take(&mut self.decoder);
+        decoder.finish(&mut |ev| self.on_event(ev, out))?;
+        if !self.ended {
+            return Err(GatewayError::bad_gateway(
+                "cohere: the upstream ended the stream before message-end.",
+            ));
+        }
+        self.writer.done(out);
+        Ok(())
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.writer.usage()
+    }
+}
