@@ -967,3 +967,467 @@ impl StreamTranslator for CohereStream {
         self.writer.usage()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn cx(op: Operation, stream: bool, drop_params: bool) -> RequestContext<'static> {
+        RequestContext {
+            op,
+            stream,
+            include_usage: true,
+            response_id: "chatcmpl-r1",
+            created: 7,
+            drop_params,
+            embeddings_base64: false,
+        }
+    }
+
+    fn provider() -> Cohere {
+        let (origin, chat_path, embed_path) = endpoints("https://api.cohere.com").unwrap();
+        Cohere {
+            origin,
+            chat_path,
+            embed_path,
+            model: "command-r-plus".into(),
+            auth: Some("Bearer k".into()),
+        }
+    }
+
+    fn chat_body(req: &Value, drop_params: bool) -> GatewayResult<Value> {
+        let raw = req.to_string();
+        let body = RequestBody::parse(raw.as_bytes())?;
+        let out = provider().chat_request(&body, &cx(Operation::Chat, false, drop_params))?;
+        assert_eq!(out.path, "/v2/chat");
+        Ok(serde_json::from_slice(&out.body).unwrap())
+    }
+
+    #[test]
+    fn api_base_as_base_or_full_endpoint() {
+        let e = |s: &str| endpoints(s).unwrap();
+        let want = |o: &str, p: &str| {
+            (
+                o.to_string(),
+                format!("{p}/v2/chat"),
+                format!("{p}/v2/embed"),
+            )
+        };
+        assert_eq!(
+            e("https://api.cohere.com"),
+            want("https://api.cohere.com", "")
+        );
+        assert_eq!(
+            e("https://api.cohere.com/"),
+            want("https://api.cohere.com", "")
+        );
+        assert_eq!(
+            e("https://api.cohere.com/v2/chat"),
+            want("https://api.cohere.com", "")
+        );
+        assert_eq!(
+            e("https://api.cohere.com/v2/embed"),
+            want("https://api.cohere.com", "")
+        );
+        assert_eq!(
+            e("https://api.cohere.com/v2"),
+            want("https://api.cohere.com", "")
+        );
+        assert_eq!(
+            e("http://proxy:8080/cohere"),
+            want("http://proxy:8080", "/cohere")
+        );
+        assert_eq!(
+            e("http://proxy:8080/cohere/v2/chat/"),
+            want("http://proxy:8080", "/cohere")
+        );
+        assert!(endpoints("https://api.cohere.com/v1/chat")
+            .unwrap_err()
+            .contains("v2"));
+        assert!(endpoints("api.cohere.com").is_err());
+    }
+
+    #[test]
+    fn chat_request_golden() {
+        let got = chat_body(
+            &json!({
+                "model": "c", "stream": false,
+                "messages": [
+                    {"role": "developer", "content": "Be brief."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "What is in this image?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO", "detail": "low"}}
+                    ]},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                    {"role": "assistant", "content": "It is sunny."},
+                    {"role": "user", "content": "Thanks"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+                "tool_choice": "required",
+                "max_completion_tokens": 100, "stop": ["END"], "temperature": 0.3, "top_p": 0.9,
+                "seed": 42, "frequency_penalty": 0.1, "presence_penalty": 0.2,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}},
+                "user": "u-1", "n": 1, "parallel_tool_calls": true
+            }),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            json!({
+                "model": "command-r-plus",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "What is in this image?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO", "detail": "low"}}
+                    ]},
+                    {"role": "assistant", "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}
+                    ]},
+                    {"role": "tool", "content": "sunny", "tool_call_id": "call_1"},
+                    {"role": "assistant", "content": "It is sunny."},
+                    {"role": "user", "content": "Thanks"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+                "tool_choice": "REQUIRED",
+                "response_format": {"type": "json_object", "json_schema": {"type": "object"}},
+                "max_tokens": 100, "stop_sequences": ["END"], "temperature": 0.3, "p": 0.9,
+                "seed": 42, "frequency_penalty": 0.1, "presence_penalty": 0.2,
+                "stream": false
+            })
+        );
+    }
+
+    #[test]
+    fn tool_choice_modes() {
+        let base = |choice: Value| {
+            json!({"model": "c", "messages": [{"role": "user", "content": "hi"}],
+                "tools": [
+                    {"type": "function", "function": {"name": "a", "parameters": {}}},
+                    {"type": "function", "function": {"name": "b", "parameters": {}}}
+                ],
+                "tool_choice": choice})
+        };
+        let auto = chat_body(&base(json!("auto")), false).unwrap();
+        assert!(auto.get("tool_choice").is_none());
+        assert_eq!(auto["tools"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            chat_body(&base(json!("none")), false).unwrap()["tool_choice"],
+            "NONE"
+        );
+        let named = json!({"type": "function", "function": {"name": "b"}});
+        let err = chat_body(&base(named.clone()), false).unwrap_err();
+        assert_eq!(
+            (err.status, err.param.as_deref()),
+            (400, Some("tool_choice"))
+        );
+        assert!(err.message.contains("cohere"));
+        // With drop_params: REQUIRED, tools narrowed to the named one, which forces it.
+        let forced = chat_body(&base(named), true).unwrap();
+        assert_eq!(forced["tool_choice"], "REQUIRED");
+        assert_eq!(
+            forced["tools"],
+            json!([{"type": "function", "function": {"name": "b", "parameters": {}}}])
+        );
+        let missing = json!({"type": "function", "function": {"name": "zzz"}});
+        assert_eq!(chat_body(&base(missing), true).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn unsupported_params() {
+        let req = json!({"model": "c", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"1": 2}});
+        let err = chat_body(&req, false).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("logit_bias"));
+        assert!(chat_body(&req, true).unwrap().get("logit_bias").is_none());
+        let req = json!({"model": "c", "messages": [{"role": "user", "content": "hi"}], "n": 2});
+        assert_eq!(
+            chat_body(&req, false).unwrap_err().param.as_deref(),
+            Some("n")
+        );
+        let req = json!({"model": "c", "messages": [{"role": "wizard", "content": "hi"}]});
+        assert_eq!(chat_body(&req, false).unwrap_err().status, 400);
+        let req = json!({"model": "c", "messages": [{"role": "tool", "content": "x"}]});
+        assert!(chat_body(&req, false)
+            .unwrap_err()
+            .message
+            .contains("tool_call_id"));
+    }
+
+    #[test]
+    fn embed_request_golden() {
+        let p = provider();
+        let body = RequestBody::parse(br#"{"model":"e","input":["a","b"]}"#).unwrap();
+        let req = p
+            .embed_request(&body, &cx(Operation::Embeddings, false, false))
+            .unwrap();
+        assert_eq!(req.path, "/v2/embed");
+        assert_eq!(
+            std::str::from_utf8(&req.body).unwrap(),
+            r#"{"model":"command-r-plus","texts":["a","b"],"input_type":"search_document","embedding_types":["float"]}"#
+        );
+        let body = RequestBody::parse(
+            br#"{"model":"e","input":"q","input_type":"search_query","dimensions":256}"#,
+        )
+        .unwrap();
+        let req = p
+            .embed_request(&body, &cx(Operation::Embeddings, false, false))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(v["input_type"], "search_query");
+        assert_eq!(v["output_dimension"], 256);
+    }
+
+    #[test]
+    fn chat_response_golden() {
+        let body = br#"{"id":"x","finish_reason":"TOOL_CALL","message":{"role":"assistant","content":[{"type":"text","text":"Let me "},{"type":"text","text":"check."}],"tool_plan":"I will call it","tool_calls":[{"id":"get_weather_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},{"type":"function","function":{"name":"noargs"}}]},"usage":{"billed_units":{"input_tokens":5,"output_tokens":6},"tokens":{"input_tokens":11.0,"output_tokens":7.0},"cached_tokens":4}}"#;
+        let out = provider()
+            .parse_chat(body, &cx(Operation::Chat, false, false))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["id"], "chatcmpl-r1");
+        assert_eq!(v["created"], 7);
+        assert_eq!(v["object"], "chat.completion");
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], "Let me check.");
+        assert_eq!(
+            choice["message"]["tool_calls"],
+            json!([
+                {"id": "get_weather_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_r1_1", "type": "function", "function": {"name": "noargs", "arguments": "{}"}}
+            ])
+        );
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18, "prompt_tokens_details": {"cached_tokens": 4}})
+        );
+    }
+
+    #[test]
+    fn finish_reasons_and_usage_fallback() {
+        for (reason, want) in [
+            ("COMPLETE", "stop"),
+            ("complete", "stop"),
+            ("STOP_SEQUENCE", "stop"),
+            ("MAX_TOKENS", "length"),
+            ("max_tokens", "length"),
+            ("TOOL_CALL", "tool_calls"),
+            ("ERROR_TOXIC", "content_filter"),
+            ("content_blocked", "content_filter"),
+            ("ERROR", "stop"),
+        ] {
+            let body = format!(
+                r#"{{"finish_reason":"{reason}","message":{{"role":"assistant","content":[{{"type":"text","text":"x"}}]}},"usage":{{"billed_units":{{"input_tokens":3,"output_tokens":2}}}}}}"#
+            );
+            let out = provider()
+                .parse_chat(body.as_bytes(), &cx(Operation::Chat, false, false))
+                .unwrap();
+            let v: Value = serde_json::from_slice(&out.body).unwrap();
+            assert_eq!(v["choices"][0]["finish_reason"], want, "{reason}");
+            assert_eq!(out.usage, Some(Usage::new(3, 2)));
+        }
+        for bad in [&b"not json"[..], b"{\"finish_reason\":\"COMPLETE\"}", b"[]"] {
+            let err = provider()
+                .parse_chat(bad, &cx(Operation::Chat, false, false))
+                .err()
+                .unwrap();
+            assert_eq!(err.status, 502);
+        }
+    }
+
+    #[test]
+    fn embed_response_golden() {
+        let body = br#"{"id":"e","embeddings":{"float":[[0.5,1.0],[1.0,0.0]]},"texts":["a","b"],"meta":{"billed_units":{"input_tokens":4}},"response_type":"embeddings_by_type"}"#;
+        let mut c = cx(Operation::Embeddings, false, false);
+        let out = provider().parse_embed(body, &c).unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["data"][1]["embedding"], json!([1.0, 0.0]));
+        assert_eq!(v["usage"]["prompt_tokens"], 4);
+        c.embeddings_base64 = true;
+        let out = provider().parse_embed(body, &c).unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["data"][1]["embedding"], "AACAPwAAAAA=");
+    }
+
+    #[test]
+    fn errors_mapped() {
+        let p = provider();
+        let h = ResponseHeader::build(498, None).unwrap();
+        let e = p.map_error(498, &h, br#"{"id":"1","message":"invalid api token"}"#);
+        assert_eq!((e.status, e.kind), (401, ErrorKind::Authentication));
+        assert!(e.message.contains("invalid api token"));
+        let mut h = ResponseHeader::build(429, None).unwrap();
+        h.insert_header("retry-after", "7").unwrap();
+        let e = p.map_error(429, &h, br#"{"message":"rate limited"}"#);
+        assert_eq!((e.status, e.retry_after), (429, Some(7)));
+        assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
+        let h = ResponseHeader::build(400, None).unwrap();
+        let e = p.map_error(
+            400,
+            &h,
+            br#"{"message":"too many tokens: total number of tokens in the prompt cannot exceed 128000 - received 130000"}"#,
+        );
+        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
+        let e = p.map_error(402, &h, br#"{"message":"please add a payment method"}"#);
+        assert_eq!(e.status, 402);
+    }
+
+    // ---- streaming
+
+    const TEXT_STREAM: &str = concat!(
+        "event: message-start\n",
+        "data: {\"id\":\"abc\",\"type\":\"message-start\",\"delta\":{\"message\":{\"role\":\"assistant\",\"content\":[],\"tool_plan\":\"\",\"tool_calls\":[],\"citations\":[]}}}\n\n",
+        "event: content-start\n",
+        "data: {\"type\":\"content-start\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"type\":\"text\",\"text\":\"\"}}}}\n\n",
+        "event: content-delta\n",
+        "data: {\"type\":\"content-delta\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"text\":\"Hello\"}}}}\n\n",
+        "event: content-delta\n",
+        "data: {\"type\":\"content-delta\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"text\":\" w\u{f6}rld \\\"q\\\"\"}}}}\n\n",
+        "event: citation-start\n",
+        "data: {\"type\":\"citation-start\",\"index\":0,\"delta\":{\"message\":{\"citations\":{\"start\":0,\"end\":5,\"text\":\"Hello\",\"sources\":[]}}}}\n\n",
+        "event: content-end\n",
+        "data: {\"type\":\"content-end\",\"index\":0}\n\n",
+        "event: message-end\n",
+        "data: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"MAX_TOKENS\",\"usage\":{\"billed_units\":{\"input_tokens\":5,\"output_tokens\":3},\"tokens\":{\"input_tokens\":12,\"output_tokens\":3}}}}\n\n",
+    );
+
+    // Data-only lines, as a server that sends no `event:` field would.
+    const TOOL_STREAM: &str = concat!(
+        "data: {\"id\":\"t\",\"type\":\"message-start\",\"delta\":{\"message\":{\"role\":\"assistant\"}}}\n\n",
+        "data: {\"type\":\"tool-plan-delta\",\"delta\":{\"message\":{\"tool_plan\":\"I will look it up\"}}}\n\n",
+        "data: {\"type\":\"tool-call-start\",\"index\":0,\"delta\":{\"message\":{\"tool_calls\":{\"id\":\"get_weather_a1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}}}}\n\n",
+        "data: {\"type\":\"tool-call-delta\",\"index\":0,\"delta\":{\"message\":{\"tool_calls\":{\"function\":{\"arguments\":\"{\\\"loc\"}}}}}\n\n",
+        "data: {\"type\":\"tool-call-delta\",\"index\":0,\"delta\":{\"message\":{\"tool_calls\":{\"function\":{\"arguments\":\"ation\\\":\\\"Paris\\\"}\"}}}}}\n\n",
+        "data: {\"type\":\"tool-call-end\",\"index\":0}\n\n",
+        "data: {\"type\":\"tool-call-start\",\"index\":1,\"delta\":{\"message\":{\"tool_calls\":{\"id\":\"get_weather_b2\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"location\\\":\\\"Rome\\\"}\"}}}}}\n\n",
+        "data: {\"type\":\"tool-call-end\",\"index\":1}\n\n",
+        "data: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"TOOL_CALL\",\"usage\":{\"tokens\":{\"input_tokens\":20,\"output_tokens\":9}}}}\n\n",
+    );
+
+    fn translate(input: &[u8], splits: &[usize], include_usage: bool) -> GatewayResult<String> {
+        let mut c = cx(Operation::Chat, true, false);
+        c.include_usage = include_usage;
+        let mut t = provider().stream_translator(&c);
+        let mut out = BytesMut::new();
+        let mut start = 0;
+        for &s in splits.iter().chain(std::iter::once(&input.len())) {
+            t.feed(&input[start..s], &mut out)?;
+            start = s;
+        }
+        t.finish(&mut out)?;
+        Ok(String::from_utf8(out.to_vec()).unwrap())
+    }
+
+    fn chunks(sse: &str) -> Vec<Value> {
+        let data: Vec<&str> = sse
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .collect();
+        assert_eq!(data.last(), Some(&"[DONE]"));
+        data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    fn assert_every_split_identical(input: &str) {
+        let input = input.as_bytes();
+        let whole = translate(input, &[], true).unwrap();
+        for i in 0..=input.len() {
+            assert_eq!(translate(input, &[i], true).unwrap(), whole, "split at {i}");
+        }
+        let bytewise: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(translate(input, &bytewise, true).unwrap(), whole);
+    }
+
+    #[test]
+    fn text_stream_golden() {
+        let out = translate(TEXT_STREAM.as_bytes(), &[], true).unwrap();
+        let c = chunks(&out);
+        assert_eq!(
+            c[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
+        let text: String = c
+            .iter()
+            .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "Hello w\u{f6}rld \"q\"");
+        let finishes: Vec<&Value> = c
+            .iter()
+            .filter(|c| {
+                c["choices"]
+                    .get(0)
+                    .is_some_and(|ch| !ch["finish_reason"].is_null())
+            })
+            .collect();
+        assert_eq!(finishes.len(), 1);
+        assert_eq!(finishes[0]["choices"][0]["finish_reason"], "length");
+        let last = c.last().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"]["prompt_tokens"], 12);
+        assert_eq!(last["usage"]["total_tokens"], 15);
+        assert!(c
+            .iter()
+            .all(|c| c["id"] == "chatcmpl-r1" && c["model"] == "command-r-plus"));
+        // Without include_usage there is no usage chunk.
+        let plain = chunks(&translate(TEXT_STREAM.as_bytes(), &[], false).unwrap());
+        assert!(plain.iter().all(|c| c.get("usage").is_none()));
+        assert_every_split_identical(TEXT_STREAM);
+    }
+
+    #[test]
+    fn tool_stream_golden() {
+        let out = translate(TOOL_STREAM.as_bytes(), &[], true).unwrap();
+        let c = chunks(&out);
+        let calls: Vec<&Value> = c
+            .iter()
+            .filter_map(|c| c["choices"].get(0)?["delta"].get("tool_calls"))
+            .map(|t| &t[0])
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                &json!({"index": 0, "id": "get_weather_a1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
+                &json!({"index": 0, "function": {"arguments": "{\"loc"}}),
+                &json!({"index": 0, "function": {"arguments": "ation\":\"Paris\"}"}}),
+                &json!({"index": 1, "id": "get_weather_b2", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
+                &json!({"index": 1, "function": {"arguments": "{\"location\":\"Rome\"}"}}),
+            ]
+        );
+        // The tool plan is not content.
+        assert!(!out.contains("look it up"));
+        let finish: Vec<&Value> = c
+            .iter()
+            .filter_map(|c| c["choices"].get(0))
+            .filter(|ch| !ch["finish_reason"].is_null())
+            .collect();
+        assert_eq!(finish.len(), 1);
+        assert_eq!(finish[0]["finish_reason"], "tool_calls");
+        assert_eq!(c.last().unwrap()["usage"]["completion_tokens"], 9);
+        assert_every_split_identical(TOOL_STREAM);
+    }
+
+    #[test]
+    fn broken_streams_are_errors() {
+        // Cut before message-end.
+        let cut = &TEXT_STREAM[..TEXT_STREAM.find("event: message-end").unwrap()];
+        assert_eq!(
+            translate(cut.as_bytes(), &[], true).unwrap_err().status,
+            502
+        );
+        // Not JSON.
+        assert_eq!(
+            translate(b"data: {oops\n\n", &[], true).unwrap_err().status,
+            502
+        );
+        // A delta before any start.
+        let orphan = b"data: {\"type\":\"tool-call-delta\",\"index\":3,\"delta\":{\"message\":{\"tool_calls\":{\"function\":{\"arguments\":\"x\"}}}}}\n\n";
+        assert_eq!(translate(orphan, &[], true).unwrap_err().status, 502);
+    }
+}
