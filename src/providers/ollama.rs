@@ -720,3 +720,347 @@ impl StreamTranslator for OllamaStream {
         self.writer.usage()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn cx(op: Operation, stream: bool, drop_params: bool) -> RequestContext<'static> {
+        RequestContext {
+            op,
+            stream,
+            include_usage: true,
+            response_id: "chatcmpl-r1",
+            created: 7,
+            drop_params,
+            embeddings_base64: false,
+        }
+    }
+
+    fn provider() -> Ollama {
+        Ollama {
+            origin: "http://localhost:11434".into(),
+            base_path: String::new(),
+            model: "llama3.1".into(),
+            auth: None,
+        }
+    }
+
+    fn chat_body(req: &Value, stream: bool, drop_params: bool) -> GatewayResult<Value> {
+        let raw = req.to_string();
+        let body = RequestBody::parse(raw.as_bytes())?;
+        let out = provider().chat_request(&body, &cx(Operation::Chat, stream, drop_params))?;
+        assert_eq!(out.path, "/api/chat");
+        Ok(serde_json::from_slice(&out.body).unwrap())
+    }
+
+    #[test]
+    fn chat_request_golden() {
+        let got = chat_body(
+            &json!({
+                "model": "o",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}
+                    ]},
+                    {"role": "assistant", "content": "", "tool_calls": [
+                        {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+                        {"id": "call_10", "type": "function", "function": {"name": "now", "arguments": ""}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "call_9", "content": "sunny"},
+                    {"role": "tool", "tool_call_id": "call_10", "content": "noon"},
+                    {"role": "tool", "tool_call_id": "unknown", "content": "?"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+                "tool_choice": "auto",
+                "max_tokens": 50, "stop": "END", "temperature": 0.1, "top_p": 0.5, "seed": 3,
+                "response_format": {"type": "json_object"}
+            }),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            json!({
+                "model": "llama3.1",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "What is this?", "images": ["iVBORw0K"]},
+                    {"role": "assistant", "content": "", "tool_calls": [
+                        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                        {"function": {"name": "now", "arguments": {}}}
+                    ]},
+                    {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+                    {"role": "tool", "content": "noon", "tool_name": "now"},
+                    {"role": "tool", "content": "?"}
+                ],
+                "stream": false,
+                "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+                "format": "json",
+                "options": {"temperature": 0.1, "top_p": 0.5, "num_predict": 50, "stop": ["END"], "seed": 3}
+            })
+        );
+    }
+
+    #[test]
+    fn stream_flag_schema_format_and_tool_choice() {
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let got = chat_body(
+            &json!({"model": "o", "messages": msgs, "stream": true}),
+            true,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            json!({"model": "llama3.1", "messages": [{"role": "user", "content": "hi"}], "stream": true})
+        );
+        let got = chat_body(
+            &json!({"model": "o", "messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}}}}),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(got["format"], json!({"type": "object", "required": ["a"]}));
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let none = chat_body(
+            &json!({"model": "o", "messages": msgs, "tools": tools, "tool_choice": "none"}),
+            false,
+            false,
+        )
+        .unwrap();
+        assert!(
+            none.get("tools").is_none(),
+            "tool_choice none withholds the tools"
+        );
+        let req =
+            json!({"model": "o", "messages": msgs, "tools": tools, "tool_choice": "required"});
+        let err = chat_body(&req, false, false).unwrap_err();
+        assert_eq!(
+            (err.status, err.param.as_deref()),
+            (400, Some("tool_choice"))
+        );
+        assert_eq!(
+            chat_body(&req, false, true).unwrap()["tools"][0]["function"]["name"],
+            "f"
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_400s() {
+        let url_image = json!({"model": "o", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
+        let err = chat_body(&url_image, false, false).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.message.contains("data:"), "{}", err.message);
+        let bad_args = json!({"model": "o", "messages": [{"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}]});
+        assert!(chat_body(&bad_args, false, false)
+            .unwrap_err()
+            .message
+            .contains("'f'"));
+        let extra =
+            json!({"model": "o", "messages": [{"role": "user", "content": "x"}], "logprobs": true});
+        assert_eq!(
+            chat_body(&extra, false, false)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("logprobs")
+        );
+    }
+
+    #[test]
+    fn embed_request_golden() {
+        let body = RequestBody::parse(br#"{"model":"e","input":"hello","dimensions":64}"#).unwrap();
+        let req = provider()
+            .embed_request(&body, &cx(Operation::Embeddings, false, false))
+            .unwrap();
+        assert_eq!(req.path, "/api/embed");
+        assert_eq!(
+            std::str::from_utf8(&req.body).unwrap(),
+            r#"{"model":"llama3.1","input":["hello"],"dimensions":64}"#
+        );
+    }
+
+    #[test]
+    fn chat_response_golden() {
+        let body = br#"{"model":"llama3.1","created_at":"2024-07-22T20:33:28Z","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Paris"}}},{"function":{"name":"f","arguments":"{\"a\":1}"}}]},"done":true,"done_reason":"stop","total_duration":1,"prompt_eval_count":26,"eval_count":12}"#;
+        let out = provider()
+            .parse_chat(body, &cx(Operation::Chat, false, false))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"],
+            json!([
+                {"id": "call_r1_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_r1_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}
+            ])
+        );
+        assert_eq!(out.usage, Some(Usage::new(26, 12)));
+        let body = br#"{"message":{"role":"assistant","content":"Hi"},"done":true,"done_reason":"length","prompt_eval_count":3,"eval_count":5}"#;
+        let v: Value = serde_json::from_slice(
+            &provider()
+                .parse_chat(body, &cx(Operation::Chat, false, false))
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+        assert_eq!(v["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(v["usage"]["total_tokens"], 8);
+        let err = provider()
+            .parse_chat(b"{\"done\":true}", &cx(Operation::Chat, false, false))
+            .err()
+            .unwrap();
+        assert_eq!(err.status, 502);
+    }
+
+    #[test]
+    fn embed_response_golden() {
+        let body = br#"{"model":"all-minilm","embeddings":[[0.25,-1.0],[1.0,2.0]],"total_duration":1,"prompt_eval_count":8}"#;
+        let out = provider()
+            .parse_embed(body, &cx(Operation::Embeddings, false, false))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["data"][0]["embedding"], json!([0.25, -1.0]));
+        assert_eq!(v["data"][1]["index"], 1);
+        assert_eq!(v["usage"]["prompt_tokens"], 8);
+    }
+
+    #[test]
+    fn model_not_found_names_the_model() {
+        let h = ResponseHeader::build(404, None).unwrap();
+        let e = provider().map_error(
+            404,
+            &h,
+            br#"{"error":"model \"llama3.1\" not found, try pulling it first"}"#,
+        );
+        assert_eq!((e.status, e.kind), (404, ErrorKind::NotFound));
+        assert_eq!(e.code.as_deref(), Some("model_not_found"));
+        assert!(e.message.contains("'llama3.1'") && e.message.contains("ollama pull llama3.1"));
+        let h = ResponseHeader::build(500, None).unwrap();
+        let e = provider().map_error(500, &h, br#"{"error":"out of memory"}"#);
+        assert_eq!(e.status, 500);
+        assert!(e.message.contains("out of memory"));
+    }
+
+    // ---- streaming
+
+    const TEXT_STREAM: &str = concat!(
+        "{\"model\":\"llama3.1\",\"created_at\":\"t\",\"message\":{\"role\":\"assistant\",\"content\":\"The\"},\"done\":false}\n",
+        "{\"model\":\"llama3.1\",\"created_at\":\"t\",\"message\":{\"role\":\"assistant\",\"content\":\" sky \\\"is\\\" bl\u{e9}\"},\"done\":false}\n",
+        "{\"model\":\"llama3.1\",\"created_at\":\"t\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":5,\"prompt_eval_count\":26,\"eval_count\":290}\n",
+    );
+
+    const TOOL_STREAM: &str = concat!(
+        "{\"model\":\"llama3.1\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":false}\n",
+        "{\"model\":\"llama3.1\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Rome\"}}}]},\"done\":false}\n",
+        "{\"model\":\"llama3.1\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":10,\"eval_count\":20}\n",
+    );
+
+    fn translate(input: &[u8], splits: &[usize], include_usage: bool) -> GatewayResult<String> {
+        let mut c = cx(Operation::Chat, true, false);
+        c.include_usage = include_usage;
+        let mut t = provider().stream_translator(&c);
+        let mut out = BytesMut::new();
+        let mut start = 0;
+        for &s in splits.iter().chain(std::iter::once(&input.len())) {
+            t.feed(&input[start..s], &mut out)?;
+            start = s;
+        }
+        t.finish(&mut out)?;
+        Ok(String::from_utf8(out.to_vec()).unwrap())
+    }
+
+    fn chunks(sse: &str) -> Vec<Value> {
+        let data: Vec<&str> = sse
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .collect();
+        assert_eq!(data.last(), Some(&"[DONE]"));
+        data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    fn assert_every_split_identical(input: &str) {
+        let input = input.as_bytes();
+        let whole = translate(input, &[], true).unwrap();
+        for i in 0..=input.len() {
+            assert_eq!(translate(input, &[i], true).unwrap(), whole, "split at {i}");
+        }
+        let bytewise: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(translate(input, &bytewise, true).unwrap(), whole);
+    }
+
+    #[test]
+    fn text_stream_golden() {
+        let c = chunks(&translate(TEXT_STREAM.as_bytes(), &[], true).unwrap());
+        assert_eq!(c[0]["choices"][0]["delta"]["role"], "assistant");
+        let text: String = c
+            .iter()
+            .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "The sky \"is\" bl\u{e9}");
+        let finishes: Vec<&Value> = c
+            .iter()
+            .filter_map(|c| c["choices"].get(0))
+            .filter(|ch| !ch["finish_reason"].is_null())
+            .collect();
+        assert_eq!(finishes.len(), 1);
+        assert_eq!(finishes[0]["finish_reason"], "stop");
+        assert_eq!(
+            c.last().unwrap()["usage"],
+            json!({"prompt_tokens": 26, "completion_tokens": 290, "total_tokens": 316})
+        );
+        assert_every_split_identical(TEXT_STREAM);
+    }
+
+    #[test]
+    fn tool_stream_golden() {
+        let c = chunks(&translate(TOOL_STREAM.as_bytes(), &[], false).unwrap());
+        let calls: Vec<&Value> = c
+            .iter()
+            .filter_map(|c| c["choices"].get(0)?["delta"].get("tool_calls"))
+            .map(|t| &t[0])
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                &json!({"index": 0, "id": "call_r1_0", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
+                &json!({"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}),
+                &json!({"index": 1, "id": "call_r1_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
+                &json!({"index": 1, "function": {"arguments": "{\"city\":\"Rome\"}"}}),
+            ]
+        );
+        assert_eq!(
+            c.last().unwrap()["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+        assert!(c.iter().all(|c| c.get("usage").is_none()));
+        assert_every_split_identical(TOOL_STREAM);
+    }
+
+    #[test]
+    fn broken_streams_are_errors() {
+        let first_line = &TEXT_STREAM[..TEXT_STREAM.find('\n').unwrap() + 1];
+        let mid_error = format!("{first_line}{{\"error\":\"an unknown error was encountered while running the model\"}}\n");
+        let err = translate(mid_error.as_bytes(), &[], true).unwrap_err();
+        assert!(err.message.contains("unknown error was encountered"));
+        assert_eq!(
+            translate(first_line.as_bytes(), &[], true)
+                .unwrap_err()
+                .status,
+            502
+        );
+        assert_eq!(translate(b"<html>\n", &[], true).unwrap_err().status, 502);
+    }
+}
