@@ -85,9 +85,14 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
         return Ok(None);
     }
     let key_path = |key: &str| format!("model_list[{}].litellm_params.{key}", dep.index);
-    let base = dep.params.api_base.as_deref().unwrap_or(DEFAULT_BASE);
+    let base = dep
+        .params
+        .api_base
+        .clone()
+        .or_else(|| std::env::var("COHERE_API_BASE").ok())
+        .unwrap_or_else(|| DEFAULT_BASE.to_string());
     let (origin, chat_path, embed_path) =
-        endpoints(base).map_err(|msg| ConfigError::new(key_path("api_base"), msg))?;
+        endpoints(&base).map_err(|msg| ConfigError::new(key_path("api_base"), msg))?;
     let auth = dep
         .params
         .api_key
@@ -584,12 +589,16 @@ impl CohereUsage {
 /// Cohere's finish reasons, compared case-insensitively (the API documents upper case, the SDK
 /// lower case).
 fn finish_reason(reason: &str, has_tool_calls: bool) -> FinishReason {
-    let r = reason.to_ascii_lowercase();
-    let mapped = match r.as_str() {
-        "max_tokens" => FinishReason::Length,
-        "tool_call" => FinishReason::ToolCalls,
-        "error_toxic" | "content_blocked" => FinishReason::ContentFilter,
-        _ => FinishReason::Stop,
+    let is = |name: &str| reason.eq_ignore_ascii_case(name);
+    let mapped = if is("max_tokens") {
+        FinishReason::Length
+    } else if is("tool_call") {
+        FinishReason::ToolCalls
+    } else if is("error_toxic") || is("content_blocked") {
+        FinishReason::ContentFilter
+    } else {
+        // complete, stop_sequence, and error/timeout/error_limit (no OpenAI equivalent).
+        FinishReason::Stop
     };
     if mapped == FinishReason::Stop && has_tool_calls {
         FinishReason::ToolCalls
