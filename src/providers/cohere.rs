@@ -225,6 +225,9 @@ struct ChatBody<'r> {
     messages: Vec<OutMessage<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tools: Option<Vec<OutTool<'r>>>,
+    /// Cohere's one switch for OpenAI's per-tool `strict`: on when any tool asks for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict_tools: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -394,10 +397,15 @@ impl Cohere {
                 json_schema: json_schema.schema,
             }),
         };
+        let strict_tools = tools
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|t| t.function.strict == Some(true)))
+            .then_some(true);
         let out = ChatBody {
             model: &self.model,
             messages,
             tools: tools.map(|t| t.into_iter().map(out_tool).collect()),
+            strict_tools,
             tool_choice,
             response_format,
             max_tokens: req.max_output_tokens(),
@@ -1075,7 +1083,7 @@ mod tests {
                     {"role": "assistant", "content": "It is sunny."},
                     {"role": "user", "content": "Thanks"}
                 ],
-                "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+                "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "strict": true, "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
                 "tool_choice": "required",
                 "max_completion_tokens": 100, "stop": ["END"], "temperature": 0.3, "top_p": 0.9,
                 "seed": 42, "frequency_penalty": 0.1, "presence_penalty": 0.2,
@@ -1103,6 +1111,7 @@ mod tests {
                     {"role": "user", "content": "Thanks"}
                 ],
                 "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+                "strict_tools": true,
                 "tool_choice": "REQUIRED",
                 "response_format": {"type": "json_object", "json_schema": {"type": "object"}},
                 "max_tokens": 100, "stop_sequences": ["END"], "temperature": 0.3, "p": 0.9,
@@ -1124,6 +1133,7 @@ mod tests {
         };
         let auto = chat_body(&base(json!("auto")), false).unwrap();
         assert!(auto.get("tool_choice").is_none());
+        assert!(auto.get("strict_tools").is_none());
         assert_eq!(auto["tools"].as_array().unwrap().len(), 2);
         assert_eq!(
             chat_body(&base(json!("none")), false).unwrap()["tool_choice"],

@@ -11,6 +11,9 @@
 //! - Tool calls carry no ids: stable ids are derived from the response id and the call's index;
 //!   a `tool` result is sent with the `tool_name` of the call its `tool_call_id` refers to.
 //! - `stream` is always sent (Ollama streams by default).
+//! - `user` (an end-user tag with no effect on output) is not forwarded; `n` must be 1;
+//!   `parallel_tool_calls: true` is Ollama's behaviour; `false` cannot be expressed (400, or
+//!   ignored with `drop_params`).
 
 use super::openai_compat::split_origin;
 use super::{
@@ -295,6 +298,12 @@ impl Ollama {
         let req = ChatRequest::from_body(body)?;
         if req.n.is_some_and(|n| n != 1) && !cx.drop_params {
             return Err(unsupported("n", "only n=1 is supported"));
+        }
+        if req.parallel_tool_calls == Some(false) && !cx.drop_params {
+            return Err(unsupported(
+                "parallel_tool_calls",
+                "Ollama may return several tool calls at once; parallel_tool_calls=false cannot be honoured",
+            ));
         }
         let tools = match &req.tool_choice {
             Some(ToolChoice::None) => None,
