@@ -14,7 +14,8 @@
 //! - `stream/chunk_writer`: `ChunkWriter::text`, the cost of one emitted text delta for
 //!   translating providers.
 //! - `codec/sse_decoder`: raw SSE decoding throughput (bytes/s).
-//! - `translated providers`: placeholder group; see the marked spot below.
+//! - `anthropic/*` (the `translated providers` section): the same request, response and stream
+//!   measurements for the Anthropic translator; other translating providers go there too.
 //!
 //! Run: `cargo bench --bench hotpath` (add a filter, e.g. `-- stream/`, to run one group).
 
@@ -127,6 +128,7 @@ fn context(stream: bool) -> RequestContext<'static> {
         response_id: "chatcmpl-bench0000000000000000",
         created: 1_732_230_000,
         drop_params: false,
+        embeddings_base64: false,
     }
 }
 
@@ -328,16 +330,113 @@ fn sse_decoder(c: &mut Criterion) {
 // ---------------------------------------------------------------------------------------------
 // translated providers
 //
-// Translating providers (anthropic, gemini, bedrock, cohere, ...) are being written in parallel.
-// When one lands on `main`, add here, per provider, the same three measurements as above:
-//   - request: parse + `build_request` (which for them includes `ChatRequest::from_body` and
-//     serializing the native body) for the small / 100KB / 2MB bodies from `chat_body_of_size`;
-//   - response: `parse_response` on a native completion body (translation to OpenAI JSON);
-//   - stream: `stream_translator().feed` on the provider's native stream, per event and in
-//     16 KiB reads, with `Throughput::Elements(events)` so it compares with stream/passthrough.
-// Build the provider with `build_provider` on a `DeploymentConfig` whose `provider` is the
-// LiteLLM prefix (e.g. "anthropic") and add the function to `criterion_group!` below.
-fn translated_providers(_c: &mut Criterion) {}
+// Translating providers, measured like the pass-through path so the figures compare:
+//   - request: parse + `build_request` (for them: `ChatRequest::from_body` + serializing the native
+//     body) on the small / 100KB / 2MB bodies;
+//   - response: `parse_response` on a native completion (translated into OpenAI JSON);
+//   - stream: `stream_translator().feed` on the native stream, one read per event, with
+//     `Throughput::Elements(events)` so the per-event cost compares with stream/passthrough.
+// To add one (gemini, bedrock, cohere, ...): build it with `provider_for(prefix, model)`, write a
+// native response and stream fixture, and copy the three blocks of `anthropic` below.
+
+fn provider_for(prefix: &str, model: &str) -> Arc<dyn Provider> {
+    let mut dep = openai_deployment();
+    dep.provider = prefix.into();
+    dep.model = model.into();
+    dep.params.api_base = Some("http://127.0.0.1:9".into());
+    let client = Arc::new(UpstreamClient::new(8));
+    build_provider(&dep, &BuildContext { client }).expect("deployment builds")
+}
+
+/// Anthropic's Messages stream: message_start, a text block of `n` deltas, message_delta with
+/// the stop reason and usage, message_stop. One entry per event (one network read each).
+fn anthropic_stream_events(n: usize) -> Vec<Vec<u8>> {
+    let mut events = vec![
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":27,\"output_tokens\":1}}}\n\n".to_string(),
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_string(),
+    ];
+    let words = [
+        " the",
+        " proxy",
+        " holds",
+        " doorway,",
+        " bytes",
+        " flow\\n",
+        " café",
+    ];
+    for i in 0..n {
+        events.push(format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{}\"}}}}\n\n",
+            words[i % words.len()]
+        ));
+    }
+    events.push(
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+            .to_string(),
+    );
+    events.push(format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{n}}}}}\n\n"));
+    events.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string());
+    events.into_iter().map(String::into_bytes).collect()
+}
+
+const ANTHROPIC_RESPONSE: &str = r#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Packets pass like wind,\nthe proxy holds the doorway,\nbytes flow, none are lost."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":27,"output_tokens":21,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}"#;
+
+fn translated_providers(c: &mut Criterion) {
+    let client = UpstreamClient::new(8);
+    let anthropic = provider_for("anthropic", "claude-sonnet-4-5");
+    let bodies = [
+        ("small", small_chat_body()),
+        ("100KB", chat_body_of_size(100 * 1024)),
+        ("2MB", chat_body_of_size(2 * 1024 * 1024)),
+    ];
+    let cx = context(false);
+
+    let mut g = c.benchmark_group("anthropic/request");
+    for (name, body) in &bodies {
+        let parsed = RequestBody::parse(body).unwrap();
+        ready(anthropic.build_request(&parsed, &cx, &client)).expect("fixture translates");
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(name), body, |b, body| {
+            b.iter(|| {
+                let parsed = RequestBody::parse(black_box(body)).unwrap();
+                ready(anthropic.build_request(&parsed, &cx, &client)).unwrap()
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("anthropic/response");
+    g.throughput(Throughput::Bytes(ANTHROPIC_RESPONSE.len() as u64));
+    anthropic
+        .parse_response(ANTHROPIC_RESPONSE.as_bytes(), &cx)
+        .expect("fixture translates");
+    g.bench_function("completion", |b| {
+        b.iter(|| {
+            anthropic
+                .parse_response(black_box(ANTHROPIC_RESPONSE.as_bytes()), &cx)
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    let events = anthropic_stream_events(200);
+    let mut g = c.benchmark_group("anthropic/stream");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    let scx = context(true);
+    g.bench_function("per_read_event", |b| {
+        b.iter(|| {
+            let mut t = anthropic.stream_translator(&scx);
+            let mut out = BytesMut::with_capacity(4096);
+            for ev in &events {
+                t.feed(black_box(ev), &mut out).unwrap();
+                black_box(out.split());
+            }
+            t.finish(&mut out).unwrap();
+            t.usage()
+        })
+    });
+    g.finish();
+}
 
 criterion_group!(
     benches,
