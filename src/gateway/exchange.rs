@@ -215,7 +215,21 @@ async fn stream_to_client(
             ))),
             Ok(Err(e)) => Err(e),
             Ok(Ok(None)) => translator.finish(&mut out).map(|_| true),
-            Ok(Ok(Some(chunk))) => translator.feed(&chunk, &mut out).map(|_| false),
+            Ok(Ok(Some(chunk))) => {
+                let mut r = translator.feed(&chunk, &mut out).map(|_| false);
+                // Pingora hands out one HTTP chunk per call even when the upstream's last read
+                // brought several (OpenAI sends one per event): take the ones already here so
+                // they reach the client in one write instead of one syscall each. Never waits.
+                while matches!(r, Ok(false)) && out.len() < COALESCE_LIMIT {
+                    r = match ready_now(response.chunk()).await {
+                        None => break,
+                        Some(Ok(Some(c))) => translator.feed(&c, &mut out).map(|_| false),
+                        Some(Ok(None)) => translator.finish(&mut out).map(|_| true),
+                        Some(Err(e)) => Err(e),
+                    };
+                }
+                r
+            }
         };
         let ended = match result {
             Ok(ended) => ended,
@@ -246,6 +260,22 @@ async fn stream_to_client(
             return;
         }
     }
+}
+
+/// Most bytes gathered from already-arrived upstream chunks before writing to the client.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Polls `fut` once: its output if it is ready now, `None` (dropping it) if it would wait.
+/// Used only on futures that are cancel-safe while pending (Pingora's body reads).
+async fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::future::Future::poll(fut.as_mut(), cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 async fn answer_mock(
