@@ -6,8 +6,10 @@
 //! Adding a provider: write `providers/<name>.rs` implementing [`Provider`] (and a
 //! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
 
+pub mod bedrock;
 pub mod mock;
 pub mod openai_compat;
+pub mod sigv4;
 
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{GatewayError, GatewayResult};
@@ -234,6 +236,9 @@ pub fn build_provider(
     if let Some(p) = openai_compat::build(dep)? {
         return Ok(p);
     }
+    if dep.provider == "bedrock" {
+        return bedrock::build(dep);
+    }
     Err(ConfigError::new(
         format!("model_list[{}].litellm_params.model", dep.index),
         format!(
@@ -262,4 +267,5 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "lm_studio",
     "openai_like",
     "custom_openai",
+    "bedrock",
 ];
