@@ -108,15 +108,39 @@ struct PendingEmbeddings {
 
 /// Builds the provider for a `bedrock/` deployment.
 pub fn build(dep: &DeploymentConfig) -> Result<Arc<dyn Provider>, ConfigError> {
+    Ok(Arc::new(build_bedrock(dep)?))
+}
+
+fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
     let key = |k: &str| format!("model_list[{}].litellm_params.{k}", dep.index);
     let extra = |k: &str| dep.params.extra_str(k).filter(|s| !s.is_empty());
     let env = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
 
-    let model_id = dep
-        .model
-        .strip_prefix("converse/")
-        .unwrap_or(&dep.model)
-        .to_string();
+    // LiteLLM's route prefixes: `converse/` is what this provider speaks anyway; `invoke/`
+    // (model-specific InvokeModel bodies) exists here only for the embedding models.
+    let (model_id, invoke_route) = match dep.model.strip_prefix("invoke/") {
+        Some(rest) => (rest.to_string(), true),
+        None => (
+            dep.model
+                .strip_prefix("converse/")
+                .unwrap_or(&dep.model)
+                .to_string(),
+            false,
+        ),
+    };
+    let embed = if model_id.contains("amazon.titan-embed") {
+        Some(EmbedModel::Titan)
+    } else if model_id.contains("cohere.embed") {
+        Some(EmbedModel::Cohere)
+    } else {
+        None
+    };
+    if invoke_route && embed.is_none() {
+        return Err(ConfigError::new(
+            key("model"),
+            "the bedrock/invoke/ route (model-specific InvokeModel bodies) is supported only for Titan and Cohere embedding models; use bedrock/<model id> for chat, which speaks the Converse API",
+        ));
+    }
     if model_id.is_empty() {
         return Err(ConfigError::new(
             key("model"),
@@ -227,13 +251,6 @@ pub fn build(dep: &DeploymentConfig) -> Result<Arc<dyn Provider>, ConfigError> {
     model_path.push_str(base_path);
     model_path.push_str("/model/");
     sigv4::uri_encode(&model_id, &mut model_path);
-    let embed = if model_id.contains("amazon.titan-embed") {
-        Some(EmbedModel::Titan)
-    } else if model_id.contains("cohere.embed") {
-        Some(EmbedModel::Cohere)
-    } else {
-        None
-    };
     let endpoint = Endpoint::parse(
         origin,
         PeerSettings {
@@ -242,7 +259,7 @@ pub fn build(dep: &DeploymentConfig) -> Result<Arc<dyn Provider>, ConfigError> {
         },
     )
     .map_err(|e| ConfigError::new(key(endpoint_key), e))?;
-    Ok(Arc::new(Bedrock {
+    Ok(Bedrock {
         origin: origin.to_string(),
         host: host.to_string(),
         region,
@@ -253,7 +270,7 @@ pub fn build(dep: &DeploymentConfig) -> Result<Arc<dyn Provider>, ConfigError> {
         endpoint: Arc::new(endpoint),
         timeout: dep.params.timeout.unwrap_or(Duration::from_secs(600)),
         pending_embeddings: Mutex::new(HashMap::new()),
-    }))
+    })
 }
 
 #[async_trait]
@@ -1077,6 +1094,12 @@ struct ToolUseDelta<'a> {
 }
 
 #[derive(Deserialize)]
+struct BlockStopEvent {
+    #[serde(default, rename = "contentBlockIndex")]
+    index: u32,
+}
+
+#[derive(Deserialize)]
 struct MessageStopEvent<'a> {
     #[serde(rename = "stopReason", borrow)]
     stop_reason: Cow<'a, str>,
@@ -1098,12 +1121,23 @@ struct ExceptionBody<'a> {
 pub struct ConverseStreamTranslator {
     decoder: EventStreamDecoder,
     writer: ChunkWriter,
-    /// (content block index, OpenAI tool-call index) of the tool-use blocks started so far.
-    tool_blocks: Vec<(u32, usize)>,
+    /// The tool-use blocks started so far, in order (OpenAI tool-call index = position).
+    tool_blocks: Vec<ToolBlock>,
     stopped: bool,
 }
 
+struct ToolBlock {
+    /// Bedrock's `contentBlockIndex`.
+    block: u32,
+    /// Some argument fragment was sent; a tool call without input gets `{}` at its stop.
+    has_args: bool,
+}
+
 impl ConverseStreamTranslator {
+    fn tool_index(&self, block: u32) -> Option<usize> {
+        self.tool_blocks.iter().position(|t| t.block == block)
+    }
+
     pub fn new(cx: &RequestContext<'_>, model: &str) -> Self {
         ConverseStreamTranslator {
             decoder: EventStreamDecoder::new(),
@@ -1138,7 +1172,10 @@ impl ConverseStreamTranslator {
                 let ev: BlockStartEvent<'_> = event_json(payload)?;
                 if let Some(tu) = ev.start.and_then(|s| s.tool_use) {
                     let index = self.tool_blocks.len();
-                    self.tool_blocks.push((ev.index, index));
+                    self.tool_blocks.push(ToolBlock {
+                        block: ev.index,
+                        has_args: false,
+                    });
                     self.writer.tool_call_start(index, &tu.id, &tu.name, out);
                 }
             }
@@ -1151,18 +1188,26 @@ impl ConverseStreamTranslator {
                     self.writer.text(&text, out);
                 }
                 if let Some(tu) = delta.tool_use {
-                    let index = self
-                        .tool_blocks
-                        .iter()
-                        .find(|(block, _)| *block == ev.index)
-                        .map(|(_, i)| *i)
-                        .ok_or_else(|| {
+                    let index = self.tool_index(ev.index).ok_or_else(|| {
                             GatewayError::bad_gateway(format!(
                                 "bedrock: a toolUse delta arrived for content block {} that never started.",
                                 ev.index
                             ))
                         })?;
-                    self.writer.tool_call_args(index, &tu.input, out);
+                    if !tu.input.is_empty() {
+                        self.tool_blocks[index].has_args = true;
+                        self.writer.tool_call_args(index, &tu.input, out);
+                    }
+                }
+            }
+            "contentBlockStop" => {
+                let ev: BlockStopEvent = event_json(payload)?;
+                if let Some(index) = self.tool_index(ev.index) {
+                    if !self.tool_blocks[index].has_args {
+                        // OpenAI clients parse `arguments` as JSON: an input-less call is `{}`.
+                        self.tool_blocks[index].has_args = true;
+                        self.writer.tool_call_args(index, "{}", out);
+                    }
                 }
             }
             "messageStop" => {
@@ -1176,7 +1221,7 @@ impl ConverseStreamTranslator {
                     self.writer.set_usage(u.to_openai());
                 }
             }
-            // contentBlockStop and event types added later carry nothing to translate.
+            // Event types added later carry nothing to translate.
             _ => {}
         }
         Ok(())
@@ -1615,6 +1660,90 @@ mod tests {
         let mut out = BytesMut::new();
         t.feed(&golden[..cut_at], &mut out).unwrap();
         assert_eq!(t.finish(&mut out).unwrap_err().status, 502);
+    }
+
+    fn deployment(params: &str) -> Result<Bedrock, ConfigError> {
+        let yaml = format!("model_list:\n  - model_name: x\n    litellm_params:\n{params}");
+        let config = crate::config::litellm::parse(&yaml).expect("valid yaml");
+        build_bedrock(&config.deployments[0])
+    }
+
+    fn env_set(keys: &[&str]) -> bool {
+        keys.iter()
+            .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()))
+    }
+
+    #[test]
+    fn config_endpoint_credentials_and_errors() {
+        let creds = "      aws_access_key_id: AK\n      aws_secret_access_key: SK\n";
+        let b = deployment(&format!(
+            "      model: bedrock/converse/us.anthropic.claude-3-5-sonnet-20240620-v1:0\n      aws_region_name: eu-west-1\n{creds}"
+        ))
+        .unwrap();
+        assert_eq!(b.origin, "https://bedrock-runtime.eu-west-1.amazonaws.com");
+        assert_eq!(b.host, "bedrock-runtime.eu-west-1.amazonaws.com");
+        assert_eq!(
+            b.model_path,
+            "/model/us.anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+        );
+        assert!(b.supports(Operation::Chat) && !b.supports(Operation::Embeddings));
+        let b = deployment(&format!(
+            "      model: bedrock/amazon.titan-embed-text-v2:0\n      region_name: us-east-1\n      aws_bedrock_runtime_endpoint: http://127.0.0.1:9000/\n{creds}"
+        ))
+        .unwrap();
+        assert_eq!(
+            (b.origin.as_str(), b.host.as_str()),
+            ("http://127.0.0.1:9000", "127.0.0.1:9000")
+        );
+        assert!(b.supports(Operation::Embeddings) && !b.supports(Operation::Chat));
+        let err = deployment(&format!(
+            "      model: bedrock/invoke/anthropic.claude-v2\n      aws_region_name: us-east-1\n{creds}"
+        ))
+        .err()
+        .unwrap();
+        assert_eq!(err.path, "model_list[0].litellm_params.model");
+        if !env_set(&["AWS_REGION", "AWS_DEFAULT_REGION"]) {
+            let err = deployment(&format!("      model: bedrock/m\n{creds}"))
+                .err()
+                .unwrap();
+            assert_eq!(err.path, "model_list[0].litellm_params.aws_region_name");
+        }
+        if !env_set(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) {
+            let err = deployment("      model: bedrock/m\n      aws_region_name: us-east-1\n")
+                .err()
+                .unwrap();
+            assert_eq!(err.path, "model_list[0].litellm_params.aws_access_key_id");
+        }
+        // A Bearer key against an explicit endpoint needs neither credentials nor a region.
+        assert!(deployment(
+            "      model: bedrock/m\n      api_key: k\n      api_base: https://x.example\n"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn stream_tool_call_without_input_gets_empty_object_arguments() {
+        let mut input = Vec::new();
+        encode_event("messageStart", br#"{"role":"assistant"}"#, &mut input);
+        encode_event(
+            "contentBlockStart",
+            br#"{"contentBlockIndex":0,"start":{"toolUse":{"toolUseId":"t","name":"now"}}}"#,
+            &mut input,
+        );
+        encode_event(
+            "contentBlockStop",
+            br#"{"contentBlockIndex":0}"#,
+            &mut input,
+        );
+        encode_event("messageStop", br#"{"stopReason":"tool_use"}"#, &mut input);
+        let out = translate(&input, &[], false).unwrap();
+        let args: String = chunks(&out)
+            .iter()
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            })
+            .collect();
+        assert_eq!(args, "{}");
     }
 
     fn header(pairs: &[(&str, &str)]) -> ResponseHeader {
