@@ -694,6 +694,10 @@ enum Schema<'r> {
         kind: &'static str,
         properties: Empty,
     },
+    AnyObject {
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
 }
 
 #[derive(Serialize)]
@@ -713,16 +717,6 @@ enum BedrockToolChoice<'r> {
 fn converse_body(req: &ChatRequest<'_>, drop_params: bool) -> GatewayResult<Vec<u8>> {
     if req.n.is_some_and(|n| n != 1) && !drop_params {
         return Err(unsupported("n", "more than one choice (n > 1)"));
-    }
-    match &req.response_format {
-        None | Some(ResponseFormat::Text) => {}
-        Some(_) if drop_params => {}
-        Some(_) => {
-            return Err(unsupported(
-                "response_format",
-                "response_format json_object/json_schema",
-            ))
-        }
     }
     let mut system = Vec::new();
     let mut turns: Vec<Turn<'_>> = Vec::with_capacity(req.messages.len());
@@ -773,45 +767,59 @@ fn converse_body(req: &ChatRequest<'_>, drop_params: bool) -> GatewayResult<Vec<
             "bedrock needs at least one user or assistant message with content.",
         ));
     }
-    let tool_config = match (&req.tools, &req.tool_choice) {
-        (None, _) | (_, Some(ToolChoice::None)) => None,
-        (Some(tools), _) if tools.is_empty() => None,
-        (Some(tools), choice) => {
-            let mut entries = Vec::with_capacity(tools.len());
-            for t in tools {
-                if t.kind != "function" {
-                    return Err(GatewayError::invalid_param(
-                        "tools",
-                        format!("bedrock supports only function tools, not \"{}\".", t.kind),
-                    ));
-                }
-                entries.push(ToolEntry {
-                    spec: ToolSpec {
-                        name: &t.function.name,
-                        description: t.function.description.as_deref(),
-                        input_schema: InputSchema {
-                            json: match t.function.parameters {
-                                Some(p) => Schema::Given(p),
-                                None => Schema::EmptyObject {
-                                    kind: "object",
-                                    properties: Empty {},
-                                },
-                            },
-                        },
-                    },
-                });
-            }
-            Some(ToolConfig {
-                tools: entries,
-                tool_choice: match choice {
-                    None | Some(ToolChoice::Auto) => Some(BedrockToolChoice::Auto(Empty {})),
-                    Some(ToolChoice::Required) => Some(BedrockToolChoice::Any(Empty {})),
-                    Some(ToolChoice::Function(name)) => Some(BedrockToolChoice::Tool { name }),
-                    Some(ToolChoice::None) => None,
-                },
-            })
+    // response_format json_object / json_schema, as LiteLLM does it: a tool whose input is the
+    // answer, forced when it is the only tool; its call comes back as the message content.
+    let json_tool = match &req.response_format {
+        None | Some(ResponseFormat::Text) => None,
+        Some(ResponseFormat::JsonObject) => Some(json_tool_entry(None)),
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            Some(json_tool_entry(json_schema.schema))
         }
     };
+    let user_tools = match (&req.tools, &req.tool_choice) {
+        (Some(tools), choice) if choice != &Some(ToolChoice::None) => tools.as_slice(),
+        _ => &[],
+    };
+    let mut entries = Vec::with_capacity(user_tools.len() + 1);
+    for t in user_tools {
+        if t.kind != "function" {
+            return Err(GatewayError::invalid_param(
+                "tools",
+                format!("bedrock supports only function tools, not \"{}\".", t.kind),
+            ));
+        }
+        entries.push(ToolEntry {
+            spec: ToolSpec {
+                name: &t.function.name,
+                description: t.function.description.as_deref(),
+                input_schema: InputSchema {
+                    json: match t.function.parameters {
+                        Some(p) => Schema::Given(p),
+                        None => Schema::EmptyObject {
+                            kind: "object",
+                            properties: Empty {},
+                        },
+                    },
+                },
+            },
+        });
+    }
+    let mut tool_choice = match &req.tool_choice {
+        None | Some(ToolChoice::Auto) => Some(BedrockToolChoice::Auto(Empty {})),
+        Some(ToolChoice::Required) => Some(BedrockToolChoice::Any(Empty {})),
+        Some(ToolChoice::Function(name)) => Some(BedrockToolChoice::Tool { name }),
+        Some(ToolChoice::None) => None,
+    };
+    if let Some(jt) = json_tool {
+        if entries.is_empty() {
+            tool_choice = Some(BedrockToolChoice::Tool { name: JSON_TOOL });
+        }
+        entries.push(jt);
+    }
+    let tool_config = (!entries.is_empty()).then_some(ToolConfig {
+        tools: entries,
+        tool_choice,
+    });
     let body = ConverseBody {
         messages: turns,
         system,
@@ -824,6 +832,25 @@ fn converse_body(req: &ChatRequest<'_>, drop_params: bool) -> GatewayResult<Vec<
         tool_config,
     };
     serde_json::to_vec(&body).map_err(serialize_error)
+}
+
+/// The tool that carries a `response_format` JSON answer (LiteLLM's name for it). A tool call of
+/// this name in a response becomes the message content.
+const JSON_TOOL: &str = "json_tool_call";
+
+fn json_tool_entry(schema: Option<&RawValue>) -> ToolEntry<'_> {
+    ToolEntry {
+        spec: ToolSpec {
+            name: JSON_TOOL,
+            description: Some("Respond with a JSON object."),
+            input_schema: InputSchema {
+                json: match schema {
+                    Some(s) => Schema::Given(s),
+                    None => Schema::AnyObject { kind: "object" },
+                },
+            },
+        },
+    }
 }
 
 fn unsupported(param: &str, what: &str) -> GatewayError {
@@ -1023,6 +1050,11 @@ fn parse_converse(
             text.get_or_insert_with(String::new).push_str(&t);
         }
         if let Some(tu) = block.tool_use {
+            if tu.name == JSON_TOOL {
+                text.get_or_insert_with(String::new)
+                    .push_str(tu.input.get());
+                continue;
+            }
             tool_calls.push(ToolCallOut::new(
                 tu.id.into_owned(),
                 tu.name.into_owned(),
@@ -1031,13 +1063,18 @@ fn parse_converse(
         }
     }
     let usage = r.usage.unwrap_or_default().to_openai();
+    let mut finish = finish_reason(&r.stop_reason);
+    if finish == FinishReason::ToolCalls && tool_calls.is_empty() {
+        // Only the response_format tool was called: the answer is the content.
+        finish = FinishReason::Stop;
+    }
     let completion = ChatCompletion::single(
         cx.response_id,
         cx.created,
         model,
         text,
         tool_calls,
-        finish_reason(&r.stop_reason),
+        finish,
         usage,
     );
     Ok(TranslatedResponse {
@@ -1121,21 +1158,25 @@ struct ExceptionBody<'a> {
 pub struct ConverseStreamTranslator {
     decoder: EventStreamDecoder,
     writer: ChunkWriter,
-    /// The tool-use blocks started so far, in order (OpenAI tool-call index = position).
+    /// The tool-use blocks started so far.
     tool_blocks: Vec<ToolBlock>,
+    /// OpenAI tool calls started so far.
+    calls: usize,
     stopped: bool,
 }
 
 struct ToolBlock {
     /// Bedrock's `contentBlockIndex`.
     block: u32,
+    /// The OpenAI tool-call index; `None` for the response_format tool, streamed as content.
+    call: Option<usize>,
     /// Some argument fragment was sent; a tool call without input gets `{}` at its stop.
     has_args: bool,
 }
 
 impl ConverseStreamTranslator {
-    fn tool_index(&self, block: u32) -> Option<usize> {
-        self.tool_blocks.iter().position(|t| t.block == block)
+    fn tool_block(&mut self, block: u32) -> Option<&mut ToolBlock> {
+        self.tool_blocks.iter_mut().find(|t| t.block == block)
     }
 
     pub fn new(cx: &RequestContext<'_>, model: &str) -> Self {
@@ -1143,6 +1184,7 @@ impl ConverseStreamTranslator {
             decoder: EventStreamDecoder::new(),
             writer: ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
             tool_blocks: Vec::new(),
+            calls: 0,
             stopped: false,
         }
     }
@@ -1171,12 +1213,16 @@ impl ConverseStreamTranslator {
             "contentBlockStart" => {
                 let ev: BlockStartEvent<'_> = event_json(payload)?;
                 if let Some(tu) = ev.start.and_then(|s| s.tool_use) {
-                    let index = self.tool_blocks.len();
+                    let call = (tu.name != JSON_TOOL).then_some(self.calls);
                     self.tool_blocks.push(ToolBlock {
                         block: ev.index,
+                        call,
                         has_args: false,
                     });
-                    self.writer.tool_call_start(index, &tu.id, &tu.name, out);
+                    if let Some(index) = call {
+                        self.calls += 1;
+                        self.writer.tool_call_start(index, &tu.id, &tu.name, out);
+                    }
                 }
             }
             "contentBlockDelta" => {
@@ -1188,32 +1234,40 @@ impl ConverseStreamTranslator {
                     self.writer.text(&text, out);
                 }
                 if let Some(tu) = delta.tool_use {
-                    let index = self.tool_index(ev.index).ok_or_else(|| {
-                            GatewayError::bad_gateway(format!(
-                                "bedrock: a toolUse delta arrived for content block {} that never started.",
-                                ev.index
-                            ))
-                        })?;
+                    let index = ev.index;
+                    let block = self.tool_block(index).ok_or_else(|| {
+                        GatewayError::bad_gateway(format!(
+                            "bedrock: a toolUse delta arrived for content block {index} that never started."
+                        ))
+                    })?;
                     if !tu.input.is_empty() {
-                        self.tool_blocks[index].has_args = true;
-                        self.writer.tool_call_args(index, &tu.input, out);
+                        block.has_args = true;
+                        match block.call {
+                            Some(call) => self.writer.tool_call_args(call, &tu.input, out),
+                            None => self.writer.text(&tu.input, out),
+                        }
                     }
                 }
             }
             "contentBlockStop" => {
                 let ev: BlockStopEvent = event_json(payload)?;
-                if let Some(index) = self.tool_index(ev.index) {
-                    if !self.tool_blocks[index].has_args {
+                if let Some(block) = self.tool_block(ev.index) {
+                    if let (Some(call), false) = (block.call, block.has_args) {
                         // OpenAI clients parse `arguments` as JSON: an input-less call is `{}`.
-                        self.tool_blocks[index].has_args = true;
-                        self.writer.tool_call_args(index, "{}", out);
+                        block.has_args = true;
+                        self.writer.tool_call_args(call, "{}", out);
                     }
                 }
             }
             "messageStop" => {
                 let ev: MessageStopEvent<'_> = event_json(payload)?;
                 self.stopped = true;
-                self.writer.finish(finish_reason(&ev.stop_reason), out);
+                let mut finish = finish_reason(&ev.stop_reason);
+                if finish == FinishReason::ToolCalls && self.calls == 0 {
+                    // Only the response_format tool was called: the answer was the content.
+                    finish = FinishReason::Stop;
+                }
+                self.writer.finish(finish, out);
             }
             "metadata" => {
                 let ev: MetadataEvent = event_json(payload)?;
@@ -1443,11 +1497,6 @@ mod tests {
         let err = body_for(seed, false).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("seed"));
         assert!(body_for(seed, true).is_ok());
-        let rf = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#;
-        assert_eq!(
-            body_for(rf, false).unwrap_err().param.as_deref(),
-            Some("response_format")
-        );
         let args = r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"a","type":"function","function":{"name":"f","arguments":"[1]"}}]}]}"#;
         assert_eq!(body_for(args, false).unwrap_err().status, 400);
     }
@@ -1719,6 +1768,90 @@ mod tests {
             "      model: bedrock/m\n      api_key: k\n      api_base: https://x.example\n"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn response_format_rides_on_a_forced_json_tool() {
+        let v = body_for(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            v["toolConfig"],
+            serde_json::json!({
+                "tools": [{"toolSpec": {"name": "json_tool_call", "description": "Respond with a JSON object.",
+                    "inputSchema": {"json": {"type": "object"}}}}],
+                "toolChoice": {"tool": {"name": "json_tool_call"}}
+            })
+        );
+        // A json_schema's schema becomes the tool's input schema. (Built directly: the shared
+        // `ResponseFormat` cannot yet deserialize a schema, see the report.)
+        let schema: &RawValue =
+            serde_json::from_str(r#"{"type":"object","properties":{"a":{"type":"integer"}}}"#)
+                .unwrap();
+        let entry = serde_json::to_value(json_tool_entry(Some(schema))).unwrap();
+        assert_eq!(
+            entry["toolSpec"]["inputSchema"]["json"]["properties"]["a"]["type"],
+            "integer"
+        );
+        // Next to the user's tools it is offered, not forced.
+        let v = body_for(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"},
+               "tools":[{"type":"function","function":{"name":"f"}}]}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            v["toolConfig"]["tools"][1]["toolSpec"]["inputSchema"]["json"],
+            serde_json::json!({"type": "object"})
+        );
+        assert_eq!(
+            v["toolConfig"]["toolChoice"],
+            serde_json::json!({"auto": {}})
+        );
+
+        let body = br#"{"output":{"message":{"role":"assistant","content":[
+            {"toolUse":{"toolUseId":"t","name":"json_tool_call","input":{"a":1}}}]}},
+            "stopReason":"tool_use","usage":{"inputTokens":1,"outputTokens":2}}"#;
+        let r = parse_converse(body, &cx(false, false), "m").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], r#"{"a":1}"#);
+        assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+        let mut input = Vec::new();
+        encode_event("messageStart", br#"{"role":"assistant"}"#, &mut input);
+        encode_event(
+            "contentBlockStart",
+            br#"{"contentBlockIndex":0,"start":{"toolUse":{"toolUseId":"t","name":"json_tool_call"}}}"#,
+            &mut input,
+        );
+        encode_event(
+            "contentBlockDelta",
+            br#"{"contentBlockIndex":0,"delta":{"toolUse":{"input":"{\"a\":"}}}"#,
+            &mut input,
+        );
+        encode_event(
+            "contentBlockDelta",
+            br#"{"contentBlockIndex":0,"delta":{"toolUse":{"input":"1}"}}}"#,
+            &mut input,
+        );
+        encode_event(
+            "contentBlockStop",
+            br#"{"contentBlockIndex":0}"#,
+            &mut input,
+        );
+        encode_event("messageStop", br#"{"stopReason":"tool_use"}"#, &mut input);
+        let out = translate(&input, &[], false).unwrap();
+        let ev = chunks(&out);
+        let text: String = ev
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, r#"{"a":1}"#);
+        assert!(!out.contains("tool_calls"));
+        assert_eq!(ev.last().unwrap()["choices"][0]["finish_reason"], "stop");
     }
 
     #[test]
