@@ -227,7 +227,7 @@ async fn session_token_is_sent_and_signed() {
     let up = bedrock_mock(|_| Reply::json(200, converse_text("ok"))).await;
     let gw = Gateway::start(&config(
         &up.base(),
-        "      aws_session_token: FwoGZXIvYXdzEXAMPLE/token+=",
+        "      aws_session_token: FwoGZXIvYXdzEXAMPLE/token+=\n      max_tokens: 99",
     ));
     let resp = gw
         .post(
@@ -245,6 +245,8 @@ async fn session_token_is_sent_and_signed() {
         .header("authorization")
         .unwrap()
         .contains("x-amz-security-token"));
+    // litellm_params.max_tokens is the default output cap.
+    assert_eq!(sent.json()["inferenceConfig"]["maxTokens"], 99);
 }
 
 #[tokio::test]

@@ -93,6 +93,8 @@ pub struct Bedrock {
     /// For the extra requests of a multi-input Titan batch.
     endpoint: Arc<Endpoint>,
     timeout: Duration,
+    /// `litellm_params.max_tokens`: the output cap when the request sets none.
+    default_max_tokens: Option<u64>,
     /// Per embeddings call, by response id: facts `parse_response` cannot get from the body.
     pending_embeddings: Mutex<HashMap<String, PendingEmbeddings>>,
 }
@@ -150,6 +152,7 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
     let region = extra("aws_region_name")
         .or_else(|| extra("region_name"))
         .map(str::to_string)
+        .or_else(|| env("AWS_REGION_NAME"))
         .or_else(|| env("AWS_REGION"))
         .or_else(|| env("AWS_DEFAULT_REGION"));
     let explicit_endpoint = dep
@@ -167,7 +170,7 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
     let missing_region = || {
         ConfigError::new(
             key("aws_region_name"),
-            "required for bedrock deployments (or set AWS_REGION / AWS_DEFAULT_REGION), e.g. us-east-1",
+            "required for bedrock deployments (or set AWS_REGION_NAME / AWS_REGION / AWS_DEFAULT_REGION), e.g. us-east-1",
         )
     };
     let (endpoint_url, endpoint_key) = match explicit_endpoint {
@@ -269,6 +272,7 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
         embed,
         endpoint: Arc::new(endpoint),
         timeout: dep.params.timeout.unwrap_or(Duration::from_secs(600)),
+        default_max_tokens: dep.params.extra.get("max_tokens").and_then(|v| v.as_u64()),
         pending_embeddings: Mutex::new(HashMap::new()),
     })
 }
@@ -300,7 +304,7 @@ impl Provider for Bedrock {
             Operation::Chat => {
                 check_supported(body, CHAT_SUPPORTED, cx.drop_params, NAME)?;
                 let req = ChatRequest::from_body(body)?;
-                let json = converse_body(&req, cx.drop_params)?;
+                let json = converse_body(&req, self.default_max_tokens, cx.drop_params)?;
                 let op = if cx.stream {
                     "/converse-stream"
                 } else {
@@ -714,7 +718,11 @@ enum BedrockToolChoice<'r> {
 }
 
 /// Builds the Converse body from the typed view of the client's request.
-fn converse_body(req: &ChatRequest<'_>, drop_params: bool) -> GatewayResult<Vec<u8>> {
+fn converse_body(
+    req: &ChatRequest<'_>,
+    default_max_tokens: Option<u64>,
+    drop_params: bool,
+) -> GatewayResult<Vec<u8>> {
     if req.n.is_some_and(|n| n != 1) && !drop_params {
         return Err(unsupported("n", "more than one choice (n > 1)"));
     }
@@ -824,7 +832,7 @@ fn converse_body(req: &ChatRequest<'_>, drop_params: bool) -> GatewayResult<Vec<
         messages: turns,
         system,
         inference_config: InferenceConfig {
-            max_tokens: req.max_output_tokens(),
+            max_tokens: req.max_output_tokens().or(default_max_tokens),
             temperature: req.temperature,
             top_p: req.top_p,
             stop_sequences: req.stop.as_deref().filter(|s| !s.is_empty()),
@@ -1410,7 +1418,7 @@ mod tests {
         let body = RequestBody::parse(json.as_bytes()).unwrap();
         check_supported(&body, CHAT_SUPPORTED, drop_params, NAME)?;
         let req = ChatRequest::from_body(&body)?;
-        let out = converse_body(&req, drop_params)?;
+        let out = converse_body(&req, None, drop_params)?;
         Ok(serde_json::from_slice(&out).unwrap())
     }
 
@@ -1751,7 +1759,7 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(err.path, "model_list[0].litellm_params.model");
-        if !env_set(&["AWS_REGION", "AWS_DEFAULT_REGION"]) {
+        if !env_set(&["AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION"]) {
             let err = deployment(&format!("      model: bedrock/m\n{creds}"))
                 .err()
                 .unwrap();
