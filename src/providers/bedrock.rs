@@ -5,6 +5,10 @@
 //! key is sent as a Bearer token instead, as LiteLLM does. This module owns the OpenAI <-> Bedrock
 //! translation both ways and the mapping of Bedrock's error types.
 //!
+//! Converse has no JSON mode: `response_format` json_object/json_schema becomes a tool named
+//! `json_tool_call` (LiteLLM's convention) whose call is returned as the message content. It has
+//! no `seed`, penalties or `n > 1` either; those go through `check_supported` / `drop_params`.
+//!
 //! Titan embedding models take one text per request. For several inputs the extra texts are
 //! embedded first, sequentially, from `build_request` (each bounded by the deployment timeout);
 //! their vectors wait, keyed by the response id, until `parse_response` joins them with the
