@@ -4,24 +4,31 @@
 //! `ArcSwap`; a request holds the snapshot it started with until it ends. Per-deployment live
 //! state ([`DeploymentState`]) lives in a [`StateRegistry`] keyed by deployment id, so it
 //! survives reloads that keep the deployment.
+//!
+//! Selection ([`ModelGroup::select`]) walks the group's priority tiers (`order`), keeps the
+//! deployments that are not cooling down and have room under their limits, lets the routing
+//! strategy rank them, and hands back an [`Admission`]: the slot on the chosen deployment,
+//! released when dropped (so a cancelled request frees it at once).
 
+pub mod clock;
+pub mod cooldown;
+pub mod limits;
 pub mod rng;
+pub mod state;
+pub mod strategy;
 
-use crate::config::{Config, ConfigError, DeploymentConfig, DEFAULT_TIMEOUT};
+pub use cooldown::CooldownPolicy;
+pub use limits::{Limits, Refusal};
+pub use state::{Availability, DeploymentState};
+
+use crate::config::{Config, ConfigError, DeploymentConfig, RouterSettings, DEFAULT_TIMEOUT};
+use crate::error::{ErrorKind, GatewayError};
 use crate::providers::{self, mock::MockResponder, BuildContext, Provider};
 use crate::upstream::{Endpoint, PeerSettings, UpstreamClient};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Live counters for one deployment, shared across snapshots.
-#[derive(Default, Debug)]
-pub struct DeploymentState {
-    pub in_flight: AtomicU64,
-    pub requests: AtomicU64,
-    pub failures: AtomicU64,
-}
+use std::time::{Duration, Instant};
+use strategy::{Choice, WeightedTable};
 
 /// Keeps [`DeploymentState`] by deployment id across snapshots.
 #[derive(Default)]
@@ -49,13 +56,17 @@ pub struct Deployment {
     /// How the request is answered: by an upstream provider, or locally (`mock_response`).
     pub target: Target,
     pub state: Arc<DeploymentState>,
-    /// Whole-request deadline.
+    /// Deadline for one attempt on this deployment (the request's own deadline still applies).
     pub timeout: Duration,
     /// Time to first byte and longest silence between stream chunks.
     pub stream_timeout: Duration,
     pub drop_params: bool,
     /// Selection weight for simple-shuffle.
     pub weight: f64,
+    /// rpm / tpm / max_parallel_requests.
+    pub limits: Limits,
+    /// Priority tier (`order`); lower goes first, none goes last.
+    pub order: u32,
 }
 
 pub enum Target {
@@ -90,7 +101,14 @@ impl Deployment {
 pub struct ModelGroup {
     pub name: String,
     pub deployments: Vec<Arc<Deployment>>,
-    total_weight: f64,
+    /// Priority tiers, lowest `order` first.
+    tiers: Vec<Tier>,
+}
+
+struct Tier {
+    /// Indices into `deployments`.
+    members: Vec<usize>,
+    weighted: Option<WeightedTable>,
 }
 
 pub struct Snapshot {
@@ -100,6 +118,9 @@ pub struct Snapshot {
     groups: HashMap<String, ModelGroup>,
     /// Group names in config order, for `/v1/models`.
     pub group_names: Vec<String>,
+    /// Whole-request deadline, retries and fallbacks included.
+    pub request_timeout: Duration,
+    pub cooldown: CooldownPolicy,
 }
 
 impl Snapshot {
@@ -164,53 +185,306 @@ impl Snapshot {
                 stream_timeout,
                 drop_params: dep.params.drop_params.unwrap_or(config.litellm.drop_params),
                 weight,
+                limits: Limits {
+                    max_parallel: dep
+                        .params
+                        .max_parallel_requests
+                        .or(config.router.default_max_parallel_requests),
+                    rpm: dep.params.rpm,
+                    tpm: dep.params.tpm,
+                },
+                order: dep.params.order.unwrap_or(u32::MAX),
             });
             let group = groups.entry(dep.model_name.clone()).or_insert_with(|| {
                 group_names.push(dep.model_name.clone());
                 ModelGroup {
                     name: dep.model_name.clone(),
                     deployments: Vec::new(),
-                    total_weight: 0.0,
+                    tiers: Vec::new(),
                 }
             });
-            group.total_weight += deployment.weight;
             group.deployments.push(deployment);
+        }
+        for group in groups.values_mut() {
+            group.build_tiers();
         }
         let ids: Vec<&str> = config.deployments.iter().map(|d| d.id.as_str()).collect();
         registry.retain(&ids);
+        let request_timeout = config
+            .router
+            .timeout
+            .or(config.litellm.request_timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let cooldown = CooldownPolicy::from_settings(&config.router);
         Ok(Snapshot {
             generation,
             config,
             groups,
             group_names,
+            request_timeout,
+            cooldown,
         })
     }
 
+    /// The group a client's `model` names: a group, or a `model_group_alias` of one.
     pub fn group(&self, model: &str) -> Option<&ModelGroup> {
-        self.groups.get(model)
+        self.groups.get(model).or_else(|| {
+            self.config
+                .router
+                .model_group_alias
+                .get(model)
+                .and_then(|g| self.groups.get(g))
+        })
+    }
+
+    /// Fallback groups for `group` after an error of `kind`: context-window and content-policy
+    /// errors use their own lists; other deployment-side failures use `fallbacks` (else
+    /// `default_fallbacks`); a plain bad request falls back nowhere (every group would refuse
+    /// it the same way). At most `max_fallbacks`.
+    pub fn fallbacks_for(&self, group: &str, kind: ErrorKind) -> &[String] {
+        let r = &self.config.router;
+        let list: &[String] = match kind {
+            ErrorKind::ContextLengthExceeded => r
+                .context_window_fallbacks
+                .get(group)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            ErrorKind::ContentPolicy => r
+                .content_policy_fallbacks
+                .get(group)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            ErrorKind::BadRequest
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::Unprocessable => &[],
+            _ => r
+                .fallbacks
+                .get(group)
+                .map(Vec::as_slice)
+                .unwrap_or(&r.default_fallbacks),
+        };
+        &list[..list.len().min(r.max_fallbacks)]
+    }
+}
+
+/// A slot on a deployment for one attempt. Dropping it frees the slot (and gives up a
+/// half-open probe without a verdict), so a cancelled request never leaks counters.
+pub struct Admission {
+    pub deployment: Arc<Deployment>,
+    /// The deployment's index in its group (to avoid it on retries).
+    pub index: usize,
+    /// This attempt is the half-open probe after a cooldown.
+    pub probe: bool,
+    group_size: usize,
+    verdict: bool,
+}
+
+impl Admission {
+    /// The attempt succeeded: latency feeds latency-based routing, tokens the tpm window.
+    pub fn succeeded(
+        mut self,
+        now: Instant,
+        latency: Duration,
+        ttft: Option<Duration>,
+        tokens: u64,
+    ) {
+        self.verdict = true;
+        let s = &self.deployment.state;
+        s.record_success(now, latency, ttft);
+        if tokens > 0 {
+            s.record_tokens(now, tokens);
+        }
+    }
+
+    /// The attempt failed; applies the cooldown rules. Returns the cooldown entered, if any.
+    pub fn failed(
+        mut self,
+        now: Instant,
+        err: &GatewayError,
+        policy: &CooldownPolicy,
+    ) -> Option<Duration> {
+        self.verdict = true;
+        policy.on_failure(
+            &self.deployment.state,
+            now,
+            err,
+            self.probe,
+            self.group_size,
+        )
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.deployment.state.leave();
+        if self.probe && !self.verdict {
+            self.deployment.state.release_probe();
+        }
+    }
+}
+
+/// No deployment of a group could take the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unavailable {
+    /// Earliest end of a cooldown among cooling deployments.
+    pub earliest_recovery: Option<Instant>,
+    /// Shortest wait for a deployment at its limits.
+    pub limited_for: Option<Duration>,
+}
+
+impl Unavailable {
+    /// Every deployment was cooling down (none was merely at its limits).
+    pub fn all_cooling(&self) -> bool {
+        self.limited_for.is_none() && self.earliest_recovery.is_some()
+    }
+
+    /// When to try again.
+    pub fn retry_in(&self, now: Instant) -> Duration {
+        let cool = self
+            .earliest_recovery
+            .map(|t| t.saturating_duration_since(now));
+        match (cool, self.limited_for) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => Duration::from_secs(1),
+        }
+    }
+
+    pub fn merge(&mut self, other: Unavailable) {
+        self.earliest_recovery = match (self.earliest_recovery, other.earliest_recovery) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.limited_for = match (self.limited_for, other.limited_for) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The client-visible error: 503 when everything is cooling down, 429 when deployments
+    /// are at their limits; Retry-After is the earliest moment one can take a request.
+    pub fn to_error(&self, group: &str, now: Instant) -> GatewayError {
+        let secs = self.retry_in(now).as_secs_f64().ceil().max(1.0) as u64;
+        if self.all_cooling() {
+            GatewayError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "All deployments for selected model are in cooldown: every deployment of '{group}' (and of its fallbacks) failed recently; the first recovers in {secs}s."
+                ),
+            )
+            .with_code("no_deployments_available")
+            .with_retry_after(Some(secs))
+        } else {
+            GatewayError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "Every deployment of '{group}' is at its rpm/tpm/max_parallel_requests limit; retry in {secs}s."
+                ),
+            )
+            .with_code("rate_limit_exceeded")
+            .with_retry_after(Some(secs))
+        }
     }
 }
 
 impl ModelGroup {
-    /// simple-shuffle: a weighted random pick (weight, else rpm, else tpm, else equal).
-    pub fn pick(&self) -> &Arc<Deployment> {
-        if self.deployments.len() == 1 || self.total_weight <= 0.0 {
-            return &self.deployments[rng::below(self.deployments.len() as u64) as usize];
-        }
-        let mut point = rng::unit() * self.total_weight;
-        for d in &self.deployments {
-            if point < d.weight {
-                return d;
+    fn build_tiers(&mut self) {
+        let mut orders: Vec<u32> = self.deployments.iter().map(|d| d.order).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        self.tiers = orders
+            .into_iter()
+            .map(|o| {
+                let members: Vec<usize> = (0..self.deployments.len())
+                    .filter(|&i| self.deployments[i].order == o)
+                    .collect();
+                let weighted = WeightedTable::build(&self.deployments, &members);
+                Tier { members, weighted }
+            })
+            .collect();
+    }
+
+    /// Picks a deployment for one attempt and takes a slot on it. Deployments in `tried` are
+    /// avoided while any other can take the request. Tiers are tried in `order`; inside a tier
+    /// the routing strategy ranks the deployments that are available and under their limits.
+    pub fn select(
+        &self,
+        now: Instant,
+        stream: bool,
+        tried: &[usize],
+        router: &RouterSettings,
+    ) -> Result<Admission, Unavailable> {
+        let mut unavailable = Unavailable::default();
+        let mut candidates = Vec::with_capacity(self.deployments.len());
+        for allow_tried in [false, true] {
+            if allow_tried && tried.is_empty() {
+                break;
             }
-            point -= d.weight;
+            for tier in &self.tiers {
+                candidates.clear();
+                for &i in &tier.members {
+                    if !allow_tried && tried.contains(&i) {
+                        continue;
+                    }
+                    match self.deployments[i].state.availability(now) {
+                        Availability::Cooling(until) => unavailable.merge(Unavailable {
+                            earliest_recovery: Some(until),
+                            limited_for: None,
+                        }),
+                        _ => candidates.push(i),
+                    }
+                }
+                let choice = Choice {
+                    strategy: router.routing_strategy,
+                    stream,
+                    latency_buffer: router.lowest_latency_buffer,
+                    weighted: tier.weighted.as_ref(),
+                };
+                while !candidates.is_empty() {
+                    let pos = choice.pick(&self.deployments, &candidates);
+                    let i = candidates.swap_remove(pos);
+                    let d = &self.deployments[i];
+                    let probe = match d.state.availability(now) {
+                        Availability::Ready => false,
+                        Availability::Probe if d.state.claim_probe() => true,
+                        Availability::Probe => continue,
+                        Availability::Cooling(until) => {
+                            unavailable.merge(Unavailable {
+                                earliest_recovery: Some(until),
+                                limited_for: None,
+                            });
+                            continue;
+                        }
+                    };
+                    match d.state.try_admit(now, &d.limits) {
+                        Ok(()) => {
+                            return Ok(Admission {
+                                deployment: d.clone(),
+                                index: i,
+                                probe,
+                                group_size: self.deployments.len(),
+                                verdict: false,
+                            })
+                        }
+                        Err(refusal) => {
+                            if probe {
+                                d.state.release_probe();
+                            }
+                            unavailable.merge(Unavailable {
+                                earliest_recovery: None,
+                                limited_for: Some(refusal.retry_in()),
+                            });
+                        }
+                    }
+                }
+            }
         }
-        self.deployments.last().expect("groups are never empty")
+        Err(unavailable)
     }
 
     pub fn in_flight(&self) -> u64 {
-        self.deployments
-            .iter()
-            .map(|d| d.state.in_flight.load(Ordering::Relaxed))
-            .sum()
+        self.deployments.iter().map(|d| d.state.in_flight()).sum()
     }
 }
