@@ -748,4 +748,101 @@ router_settings: {timeout: 12}
         let err = parse("switchboard: {port: 70000}\n").unwrap_err();
         assert_eq!(err.path, "switchboard.port");
     }
+
+    #[test]
+    fn reads_router_settings_and_routing_keys() {
+        let cfg = parse(
+            r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x, order: 1, max_parallel_requests: 4, num_retries: 1, input_cost_per_token: 0.000001}
+  - model_name: b
+    litellm_params: {model: openai/y}
+    model_info: {output_cost_per_token: 0.000002}
+litellm_settings: {num_retries: 7, default_fallbacks: [b], cooldown_time: 9}
+router_settings:
+  routing_strategy: usage-based-routing-v2
+  routing_strategy_args: {ttl: 60, lowest_latency_buffer: 0.5}
+  num_retries: 4
+  retry_after: 0.5
+  retry_policy: {RateLimitErrorRetries: 0, TimeoutErrorRetries: 2}
+  allowed_fails_policy: {InternalServerErrorAllowedFails: 5}
+  fallbacks: [{a: [b]}]
+  context_window_fallbacks: [{a: b}]
+  max_fallbacks: 2
+  model_group_alias: {alias-a: a, hidden: {model: b, hidden: true}}
+  default_max_parallel_requests: 10
+  disable_cooldowns: true
+"#,
+        )
+        .unwrap();
+        let r = &cfg.router;
+        assert_eq!(r.routing_strategy, RoutingStrategy::UsageBased);
+        assert_eq!(r.lowest_latency_buffer, 0.5);
+        assert_eq!(
+            r.num_retries, 4,
+            "router_settings wins over litellm_settings"
+        );
+        assert_eq!(r.cooldown_time, Duration::from_secs(9));
+        assert_eq!(r.retry_after, Duration::from_millis(500));
+        assert_eq!(r.retry_policy.get(&ErrorClass::RateLimit), Some(&0));
+        assert_eq!(r.retry_policy.get(&ErrorClass::Timeout), Some(&2));
+        assert_eq!(
+            r.allowed_fails_policy.get(&ErrorClass::InternalServer),
+            Some(&5)
+        );
+        assert_eq!(r.fallbacks["a"], ["b"]);
+        assert_eq!(r.context_window_fallbacks["a"], ["b"]);
+        assert_eq!(r.default_fallbacks, ["b"]);
+        assert_eq!(r.max_fallbacks, 2);
+        assert_eq!(r.model_group_alias["hidden"], "b");
+        assert_eq!(r.default_max_parallel_requests, Some(10));
+        assert!(r.disable_cooldowns);
+        let p = &cfg.deployments[0].params;
+        assert_eq!(
+            (p.order, p.max_parallel_requests, p.num_retries),
+            (Some(1), Some(4), Some(1))
+        );
+        assert_eq!(p.input_cost_per_token, Some(0.000001));
+        assert_eq!(
+            cfg.deployments[1].params.output_cost_per_token,
+            Some(0.000002)
+        );
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn routing_errors_name_the_key_path() {
+        let base = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n";
+        let err = parse(&format!(
+            "{base}router_settings: {{routing_strategy: fastest}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "router_settings.routing_strategy");
+        assert!(err.message.contains("least-busy"));
+        let err = parse(&format!(
+            "{base}router_settings: {{fallbacks: [{{a: [nope]}}]}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "router_settings.fallbacks.a[0]");
+        let err = parse(&format!(
+            "{base}router_settings: {{retry_policy: {{RateLimitRetries: 1}}}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "router_settings.retry_policy.RateLimitRetries");
+        let err = parse(&format!(
+            "{base}router_settings: {{model_group_alias: {{x: zz}}}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "router_settings.model_group_alias.x");
+        // Keys not implemented still warn.
+        let cfg = parse(&format!(
+            "{base}router_settings: {{redis_host: r, enable_pre_call_checks: true}}\n"
+        ))
+        .unwrap();
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("router_settings.redis_host")));
+    }
 }
