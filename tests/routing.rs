@@ -756,3 +756,55 @@ async fn zero_client_errors_with_a_down_and_a_failing_deployment() {
         failing.count()
     );
 }
+
+#[tokio::test]
+async fn active_health_checks_skip_unhealthy_deployments() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    let pool = MockUpstream::start(move |r| {
+        if r.path == "/health" {
+            let status = if flag.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            };
+            Reply::json(status, json!({}))
+        } else {
+            Reply::json(200, openai::completion("from pool"))
+        }
+    })
+    .await;
+    let other = MockUpstream::start(ok_upstream("from other")).await;
+    let dead = dead_base();
+    let gw = Gateway::start(&format!(
+        "model_list:\n{}    model_info: {{id: pool, health_check: {{path: /health, interval: 0.05, timeout: 0.2}}}}\n{}    model_info: {{id: dead, health_check: {{type: tcp, interval: 0.05, timeout: 0.2}}}}\n{}",
+        "  - model_name: g\n    litellm_params: {model: openai/pool, api_base: \"BASE/v1\", api_key: k}\n"
+            .replace("BASE", &pool.base()),
+        "  - model_name: g\n    litellm_params: {model: openai/dead, api_base: \"BASE/v1\", api_key: k}\n"
+            .replace("BASE", &dead),
+        upstream("g", "other", &other.base(), ""),
+    ));
+    assert!(!gw.stderr().contains("not implemented"), "{}", gw.stderr());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let chat_calls = |up: &MockUpstream| {
+        up.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .count()
+    };
+    for _ in 0..12 {
+        let r = gw.post("/v1/chat/completions", &chat("g")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-litellm-model-id"), Some("other"));
+        assert!(r.header("x-litellm-attempted-retries").is_none());
+    }
+    assert_eq!(chat_calls(&pool), 0);
+    assert!(pool.count() >= 3, "the pool was health-checked");
+    // The pool recovers: traffic comes back.
+    healthy.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..30 {
+        gw.post("/v1/chat/completions", &chat("g")).await;
+    }
+    assert!(chat_calls(&pool) > 0);
+}

@@ -588,6 +588,7 @@ fn read_deployment(
         max_tokens: mi.u64("max_tokens")?,
         max_input_tokens: mi.u64("max_input_tokens")?,
         max_output_tokens: mi.u64("max_output_tokens")?,
+        health_check: read_health_check(&mut mi)?,
     };
     if let Some(mode) = &model_info.mode {
         const MODES: &[&str] = &[
@@ -628,6 +629,62 @@ fn read_deployment(
         params,
         model_info,
     })
+}
+
+fn read_health_check(mi: &mut Section<'_>) -> Result<Option<HealthCheckConfig>, ConfigError> {
+    if mi.value("health_check").is_none() {
+        return Ok(None);
+    }
+    let mut hc = mi.section("health_check")?;
+    let kind = hc.string("type")?;
+    let path = hc.string("path")?;
+    let http_path = match (kind.as_deref(), path) {
+        (Some("tcp"), None) => None,
+        (Some("tcp"), Some(_)) => {
+            return Err(ConfigError::new(
+                hc.key_path("path"),
+                "a tcp check has no path (use type: http)",
+            ))
+        }
+        (None | Some("http"), p) => {
+            let p = p.unwrap_or_else(|| "/health".to_string());
+            if !p.starts_with('/') {
+                return Err(ConfigError::new(hc.key_path("path"), "must start with /"));
+            }
+            Some(p)
+        }
+        (Some(other), _) => {
+            return Err(ConfigError::new(
+                hc.key_path("type"),
+                format!("unknown check type \"{other}\" (tcp or http)"),
+            ))
+        }
+    };
+    let threshold = |hc: &mut Section<'_>, key: &'static str| -> Result<u32, ConfigError> {
+        Ok(hc.u64(key)?.unwrap_or(1).clamp(1, 100) as u32)
+    };
+    let out = HealthCheckConfig {
+        http_path,
+        interval: hc
+            .f64_in("interval", 0.01, 86_400.0)?
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(5)),
+        timeout: hc
+            .f64_in("timeout", 0.01, 600.0)?
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(1)),
+        healthy_threshold: threshold(&mut hc, "healthy_threshold")?,
+        unhealthy_threshold: threshold(&mut hc, "unhealthy_threshold")?,
+    };
+    let mut ignored = Vec::new();
+    hc.finish(&mut ignored);
+    if let Some(w) = ignored.first() {
+        return Err(ConfigError::new(
+            w.split(':').next().unwrap_or(""),
+            "unknown health_check key (type, path, interval, timeout, healthy_threshold, unhealthy_threshold)",
+        ));
+    }
+    Ok(Some(out))
 }
 
 /// LiteLLM derives an id from the entry when `model_info.id` is absent; ours is a stable hash of

@@ -330,4 +330,19 @@ pub struct ModelInfo {
     pub max_tokens: Option<u64>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// `model_info.health_check` (Switchboard extension; LiteLLM ignores unknown model_info
+    /// keys): an active check for self-hosted pools.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// An active health check run in the background; a failing deployment is skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    /// `path`: an HTTP GET that must answer 200; absent (`type: tcp`): a TCP connect.
+    pub http_path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive results needed to flip the state.
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
 }

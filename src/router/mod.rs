@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod cooldown;
+pub mod health;
 pub mod limits;
 pub mod rng;
 pub mod state;
@@ -67,6 +68,8 @@ pub struct Deployment {
     pub limits: Limits,
     /// Priority tier (`order`); lower goes first, none goes last.
     pub order: u32,
+    /// Active health check (`model_info.health_check`), for upstream deployments.
+    pub health: Option<health::ActiveCheck>,
 }
 
 pub enum Target {
@@ -177,6 +180,15 @@ impl Snapshot {
                 .or(dep.params.rpm.map(|r| r as f64))
                 .or(dep.params.tpm.map(|t| t as f64))
                 .unwrap_or(1.0);
+            let health = match (&dep.model_info.health_check, &target) {
+                (Some(hc), Target::Upstream { endpoint, .. }) => Some(health::ActiveCheck::build(
+                    hc,
+                    endpoint.tls,
+                    &endpoint.authority,
+                    &endpoint.host,
+                )),
+                _ => None,
+            };
             let deployment = Arc::new(Deployment {
                 config: dep.clone(),
                 target,
@@ -194,6 +206,7 @@ impl Snapshot {
                     tpm: dep.params.tpm,
                 },
                 order: dep.params.order.unwrap_or(u32::MAX),
+                health,
             });
             let group = groups.entry(dep.model_name.clone()).or_insert_with(|| {
                 group_names.push(dep.model_name.clone());
@@ -224,6 +237,11 @@ impl Snapshot {
             request_timeout,
             cooldown,
         })
+    }
+
+    /// Every deployment, group by group.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.groups.values().flat_map(|g| g.deployments.iter())
     }
 
     /// The group a client's `model` names: a group, or a `model_group_alias` of one.
@@ -428,7 +446,21 @@ impl ModelGroup {
                     if !allow_tried && tried.contains(&i) {
                         continue;
                     }
-                    match self.deployments[i].state.availability(now) {
+                    let state = &self.deployments[i].state;
+                    if !state.is_healthy() {
+                        // Looked at again after its next check.
+                        let next_check = self.deployments[i]
+                            .health
+                            .as_ref()
+                            .map(|h| h.config.interval)
+                            .unwrap_or(Duration::from_secs(1));
+                        unavailable.merge(Unavailable {
+                            earliest_recovery: Some(now + next_check),
+                            limited_for: None,
+                        });
+                        continue;
+                    }
+                    match state.availability(now) {
                         Availability::Cooling(until) => unavailable.merge(Unavailable {
                             earliest_recovery: Some(until),
                             limited_for: None,

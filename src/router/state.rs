@@ -5,7 +5,7 @@
 //! The rules that decide *when* to cool down live in `cooldown`; limits in `limits`.
 
 use super::clock::{from_nanos, minute_of, to_nanos};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,10 @@ pub struct DeploymentState {
     latency_us: AtomicU64,
     ttft_us: AtomicU64,
     window: Mutex<Window>,
+    /// Active health check verdict (healthy until a check says otherwise).
+    unhealthy: AtomicBool,
+    health_successes: AtomicU32,
+    health_failures: AtomicU32,
 }
 
 /// Counts for the current minute, plus the count-rule failure window.
@@ -110,6 +114,25 @@ impl DeploymentState {
         }
         let left = from_nanos(until).saturating_duration_since(now);
         (!left.is_zero()).then_some(left)
+    }
+
+    /// False while an active health check says the deployment is down.
+    pub fn is_healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Acquire)
+    }
+
+    /// Records a health check result; flips the verdict after `healthy_after` consecutive
+    /// successes or `unhealthy_after` consecutive failures. Returns whether it flipped.
+    pub fn record_health(&self, ok: bool, healthy_after: u32, unhealthy_after: u32) -> bool {
+        if ok {
+            self.health_failures.store(0, Ordering::Relaxed);
+            let n = self.health_successes.fetch_add(1, Ordering::Relaxed) + 1;
+            n >= healthy_after && self.unhealthy.swap(false, Ordering::AcqRel)
+        } else {
+            self.health_successes.store(0, Ordering::Relaxed);
+            let n = self.health_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            n >= unhealthy_after && !self.unhealthy.swap(true, Ordering::AcqRel)
+        }
     }
 
     /// Moving average of whole-request latency.
