@@ -808,3 +808,30 @@ async fn active_health_checks_skip_unhealthy_deployments() {
     }
     assert!(chat_calls(&pool) > 0);
 }
+
+#[tokio::test]
+async fn wildcard_groups_route_concrete_models() {
+    let up = MockUpstream::start(ok_upstream("wild")).await;
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: \"openai/*\"\n    litellm_params: {{model: \"openai/*\", api_base: \"{}/v1\", api_key: k}}\n  - model_name: \"*\"\n    litellm_params: {{model: \"openai/*\", mock_response: catch-all}}\n  - model_name: exact\n    litellm_params: {{model: openai/e, mock_response: exact}}\n",
+        up.base()
+    ));
+    for model in ["openai/gpt-4o-mini", "openai/o3"] {
+        let r = gw.post("/v1/chat/completions", &chat(model)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            up.last().json()["model"],
+            model.strip_prefix("openai/").unwrap()
+        );
+        assert_eq!(r.header("x-litellm-model-group"), Some(model));
+    }
+    assert_eq!(
+        content(&gw.post("/v1/chat/completions", &chat("exact")).await),
+        "exact"
+    );
+    let r = gw
+        .post("/v1/chat/completions", &chat("anything-else"))
+        .await;
+    assert_eq!(content(&r), "catch-all");
+    assert_eq!(up.count(), 2);
+}

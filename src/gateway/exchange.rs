@@ -126,7 +126,7 @@ pub async fn handle(
     ctx.stream = stream;
 
     let primary = snapshot
-        .group(&model)
+        .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
     let response_id = format!("chatcmpl-{}", super::new_id());
     let call = Call {
@@ -149,10 +149,10 @@ pub async fn handle(
         let mut only_unavailable = Some(Unavailable::default());
         let mut fallbacks: &[String] = &[];
         let mut next_fallback = 0;
-        let mut group = primary;
+        let mut group = primary.clone();
         ctx.fallback = None;
         loop {
-            match run_group(&call, group, session, ctx).await {
+            match run_group(&call, &group, session, ctx).await {
                 GroupOutcome::Done => return Ok(()),
                 GroupOutcome::Failed(e) => {
                     only_unavailable = None;
@@ -167,7 +167,7 @@ pub async fn handle(
                     }
                 }
             }
-            if std::ptr::eq(group, primary) {
+            if Arc::ptr_eq(&group, &primary) {
                 let kind = last_err
                     .as_ref()
                     .map(|e| e.kind)
@@ -176,7 +176,7 @@ pub async fn handle(
             }
             let Some(next) = fallbacks
                 .get(next_fallback)
-                .and_then(|name| snapshot.group(name))
+                .and_then(|name| snapshot.resolve(name))
             else {
                 break;
             };

@@ -118,12 +118,97 @@ pub struct Snapshot {
     /// Increments on every successful (re)load.
     pub generation: u64,
     pub config: Config,
-    groups: HashMap<String, ModelGroup>,
+    groups: HashMap<String, Arc<ModelGroup>>,
     /// Group names in config order, for `/v1/models`.
     pub group_names: Vec<String>,
     /// Whole-request deadline, retries and fallbacks included.
     pub request_timeout: Duration,
     pub cooldown: CooldownPolicy,
+    /// Wildcard group names (`openai/*`, `*`), longest first.
+    wildcards: Vec<String>,
+    /// Wildcard groups specialised to concrete models, by model.
+    derived: Mutex<HashMap<String, Arc<ModelGroup>>>,
+    /// For building wildcard deployments on first use.
+    cx: BuildContext,
+}
+
+/// Most wildcard specialisations kept per snapshot (clients choose the names; beyond this the
+/// group is built per request and not kept).
+pub const MAX_DERIVED_GROUPS: usize = 1024;
+
+/// Builds one deployment: provider, endpoint, deadlines, limits, health check.
+fn build_deployment(
+    dep: &DeploymentConfig,
+    config: &Config,
+    cx: &BuildContext,
+    state: Arc<DeploymentState>,
+) -> Result<Deployment, ConfigError> {
+    let peer_settings = PeerSettings {
+        connect_timeout: config.server.connect_timeout,
+        idle_timeout: config.server.upstream_idle_timeout,
+    };
+    let target = match &dep.params.mock_response {
+        Some(text) => Target::Mock(MockResponder::new(text, &dep.model)),
+        None => {
+            let provider = providers::build_provider(dep, cx)?;
+            let endpoint = Endpoint::parse(provider.base_url(), peer_settings).map_err(|e| {
+                ConfigError::new(
+                    format!("model_list[{}].litellm_params.api_base", dep.index),
+                    e,
+                )
+            })?;
+            Target::Upstream {
+                provider,
+                endpoint: Arc::new(endpoint),
+            }
+        }
+    };
+    let timeout = dep
+        .params
+        .timeout
+        .or(config.router.timeout)
+        .or(config.litellm.request_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let stream_timeout = dep
+        .params
+        .stream_timeout
+        .or(config.router.stream_timeout)
+        .unwrap_or(timeout)
+        .min(timeout);
+    let weight = dep
+        .params
+        .weight
+        .or(dep.params.rpm.map(|r| r as f64))
+        .or(dep.params.tpm.map(|t| t as f64))
+        .unwrap_or(1.0);
+    let health = match (&dep.model_info.health_check, &target) {
+        (Some(hc), Target::Upstream { endpoint, .. }) => Some(health::ActiveCheck::build(
+            hc,
+            endpoint.tls,
+            &endpoint.authority,
+            &endpoint.host,
+        )),
+        _ => None,
+    };
+    Ok(Deployment {
+        config: dep.clone(),
+        target,
+        state,
+        timeout,
+        stream_timeout,
+        drop_params: dep.params.drop_params.unwrap_or(config.litellm.drop_params),
+        weight,
+        limits: Limits {
+            max_parallel: dep
+                .params
+                .max_parallel_requests
+                .or(config.router.default_max_parallel_requests),
+            rpm: dep.params.rpm,
+            tpm: dep.params.tpm,
+        },
+        order: dep.params.order.unwrap_or(u32::MAX),
+        health,
+    })
 }
 
 impl Snapshot {
@@ -138,77 +223,17 @@ impl Snapshot {
         let cx = BuildContext {
             client: client.clone(),
         };
-        let peer_settings = PeerSettings {
-            connect_timeout: config.server.connect_timeout,
-            idle_timeout: config.server.upstream_idle_timeout,
-        };
-        let mut groups: HashMap<String, ModelGroup> = HashMap::new();
+        let mut groups: HashMap<String, Arc<ModelGroup>> = HashMap::new();
+        let mut building: HashMap<String, ModelGroup> = HashMap::new();
         let mut group_names = Vec::new();
         for dep in &config.deployments {
-            let target = match &dep.params.mock_response {
-                Some(text) => Target::Mock(MockResponder::new(text, &dep.model)),
-                None => {
-                    let provider = providers::build_provider(dep, &cx)?;
-                    let endpoint =
-                        Endpoint::parse(provider.base_url(), peer_settings).map_err(|e| {
-                            ConfigError::new(
-                                format!("model_list[{}].litellm_params.api_base", dep.index),
-                                e,
-                            )
-                        })?;
-                    Target::Upstream {
-                        provider,
-                        endpoint: Arc::new(endpoint),
-                    }
-                }
-            };
-            let timeout = dep
-                .params
-                .timeout
-                .or(config.router.timeout)
-                .or(config.litellm.request_timeout)
-                .unwrap_or(DEFAULT_TIMEOUT);
-            let stream_timeout = dep
-                .params
-                .stream_timeout
-                .or(config.router.stream_timeout)
-                .unwrap_or(timeout)
-                .min(timeout);
-            let weight = dep
-                .params
-                .weight
-                .or(dep.params.rpm.map(|r| r as f64))
-                .or(dep.params.tpm.map(|t| t as f64))
-                .unwrap_or(1.0);
-            let health = match (&dep.model_info.health_check, &target) {
-                (Some(hc), Target::Upstream { endpoint, .. }) => Some(health::ActiveCheck::build(
-                    hc,
-                    endpoint.tls,
-                    &endpoint.authority,
-                    &endpoint.host,
-                )),
-                _ => None,
-            };
-            let deployment = Arc::new(Deployment {
-                config: dep.clone(),
-                target,
-                state: registry.state_for(&dep.id),
-                timeout,
-                stream_timeout,
-                drop_params: dep.params.drop_params.unwrap_or(config.litellm.drop_params),
-                weight,
-                limits: Limits {
-                    max_parallel: dep
-                        .params
-                        .max_parallel_requests
-                        .or(config.router.default_max_parallel_requests),
-                    rpm: dep.params.rpm,
-                    tpm: dep.params.tpm,
-                },
-                order: dep.params.order.unwrap_or(u32::MAX),
-                health,
-            });
-            let group = groups.entry(dep.model_name.clone()).or_insert_with(|| {
+            let deployment = Arc::new(build_deployment(
+                dep,
+                &config,
+                &cx,
+                registry.state_for(&dep.id),
+            )?);
+            let group = building.entry(dep.model_name.clone()).or_insert_with(|| {
                 group_names.push(dep.model_name.clone());
                 ModelGroup {
                     name: dep.model_name.clone(),
@@ -218,9 +243,17 @@ impl Snapshot {
             });
             group.deployments.push(deployment);
         }
-        for group in groups.values_mut() {
+        for (name, mut group) in building {
             group.build_tiers();
+            groups.insert(name, Arc::new(group));
         }
+        // Wildcard groups, most specific (longest prefix) first.
+        let mut wildcards: Vec<String> = group_names
+            .iter()
+            .filter(|n| n.ends_with('*'))
+            .cloned()
+            .collect();
+        wildcards.sort_by_key(|n| std::cmp::Reverse(n.len()));
         let ids: Vec<&str> = config.deployments.iter().map(|d| d.id.as_str()).collect();
         registry.retain(&ids);
         let request_timeout = config
@@ -236,6 +269,9 @@ impl Snapshot {
             group_names,
             request_timeout,
             cooldown,
+            wildcards,
+            derived: Mutex::new(HashMap::new()),
+            cx,
         })
     }
 
@@ -244,8 +280,12 @@ impl Snapshot {
         self.groups.values().flat_map(|g| g.deployments.iter())
     }
 
-    /// The group a client's `model` names: a group, or a `model_group_alias` of one.
+    /// The configured group a client's `model` names: a group, or a `model_group_alias` of one.
     pub fn group(&self, model: &str) -> Option<&ModelGroup> {
+        self.exact(model).map(|g| &**g)
+    }
+
+    fn exact(&self, model: &str) -> Option<&Arc<ModelGroup>> {
         self.groups.get(model).or_else(|| {
             self.config
                 .router
@@ -253,6 +293,56 @@ impl Snapshot {
                 .get(model)
                 .and_then(|g| self.groups.get(g))
         })
+    }
+
+    /// The group serving `model`: a configured group or alias, else the most specific wildcard
+    /// group (`openai/*`, `*`) whose pattern matches, specialised to the concrete model (the
+    /// `*` of `litellm_params.model` becomes what the client's `*` matched, as LiteLLM does).
+    /// Specialised groups are built once and kept, with their own live state, up to
+    /// [`MAX_DERIVED_GROUPS`] per snapshot.
+    pub fn resolve(&self, model: &str) -> Option<Arc<ModelGroup>> {
+        if let Some(g) = self.exact(model) {
+            return Some(g.clone());
+        }
+        let pattern = self
+            .wildcards
+            .iter()
+            .find(|p| model.starts_with(&p[..p.len() - 1]))?;
+        {
+            let derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(g) = derived.get(model) {
+                return Some(g.clone());
+            }
+        }
+        let matched = &model[pattern.len() - 1..];
+        let template = self.groups.get(pattern)?;
+        let mut deployments = Vec::with_capacity(template.deployments.len());
+        for d in &template.deployments {
+            let mut config = d.config.clone();
+            config.model_name = model.to_string();
+            config.model = config.model.replacen('*', matched, 1);
+            match build_deployment(&config, &self.config, &self.cx, Default::default()) {
+                Ok(dep) => deployments.push(Arc::new(dep)),
+                Err(e) => log::warn!("wildcard deployment {} for {model}: {e}", d.id()),
+            }
+        }
+        if deployments.is_empty() {
+            return None;
+        }
+        let mut group = ModelGroup {
+            name: template.name.clone(),
+            deployments,
+            tiers: Vec::new(),
+        };
+        group.build_tiers();
+        let group = Arc::new(group);
+        let mut derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+        if derived.len() < MAX_DERIVED_GROUPS {
+            derived
+                .entry(model.to_string())
+                .or_insert_with(|| group.clone());
+        }
+        Some(group)
     }
 
     /// Fallback groups for `group` after an error of `kind`: context-window and content-policy
