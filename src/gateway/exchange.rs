@@ -406,8 +406,10 @@ async fn attempt(
                 }
                 None if ctx.client_disconnected => {}
                 None => {
+                    // A stream's length is the answer's, not the deployment's speed: streams
+                    // feed the time to first token only (as LiteLLM's latency routing does).
                     let tokens = ctx.usage.map(|u| u.total_tokens).unwrap_or(0);
-                    admission.succeeded(now, start.elapsed(), Some(ttft), tokens);
+                    admission.succeeded(now, ttft, Some(ttft), tokens);
                 }
             }
         }
@@ -716,4 +718,35 @@ async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> 
         }
     }
     Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_goes_elsewhere_at_once_else_waits() {
+        let e500 = GatewayError::from_upstream(500, "x");
+        assert_eq!(backoff(&e500, 1, Duration::ZERO, true), Duration::ZERO);
+        assert_eq!(
+            backoff(&e500, 1, Duration::from_millis(200), true),
+            Duration::from_millis(200)
+        );
+        for retry in 1..=6 {
+            let d = backoff(&e500, retry, Duration::ZERO, false);
+            let cap = BACKOFF_BASE
+                .saturating_mul(1 << (retry - 1))
+                .min(BACKOFF_MAX);
+            assert!(d >= cap / 2 && d <= cap, "retry {retry}: {d:?}");
+        }
+        let rl = GatewayError::from_upstream(429, "x").with_retry_after(Some(3));
+        assert_eq!(
+            backoff(&rl, 1, Duration::ZERO, false),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            backoff(&rl, 1, Duration::from_secs(5), false),
+            Duration::from_secs(5)
+        );
+    }
 }

@@ -479,7 +479,7 @@ impl Unavailable {
             GatewayError::new(
                 ErrorKind::Unavailable,
                 format!(
-                    "All deployments for selected model are in cooldown: every deployment of '{group}' (and of its fallbacks) failed recently; the first recovers in {secs}s."
+                    "All deployments for selected model are in cooldown ('{group}' and any fallbacks failed recently); the first recovers in {secs}s."
                 ),
             )
             .with_code("no_deployments_available")
@@ -608,5 +608,88 @@ impl ModelGroup {
 
     pub fn in_flight(&self) -> u64 {
         self.deployments.iter().map(|d| d.state.in_flight()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let config = crate::config::litellm::parse(yaml).unwrap();
+        let client = Arc::new(UpstreamClient::new(4));
+        Snapshot::build(config, 1, &client, &StateRegistry::default()).unwrap()
+    }
+
+    #[test]
+    fn selection_honours_tiers_cooldown_probe_and_limits() {
+        let s = snapshot(
+            r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/a, mock_response: a, order: 1, rpm: 1}, model_info: {id: a}}
+  - {model_name: g, litellm_params: {model: openai/b, mock_response: b, order: 2}, model_info: {id: b}}
+router_settings: {cooldown_time: 2}
+"#,
+        );
+        let g = s.group("g").unwrap();
+        let now = Instant::now();
+        let r = &s.config.router;
+        // Tier 1 first.
+        let a = g.select(now, false, &[], r).unwrap();
+        assert_eq!(a.deployment.id(), "a");
+        let a_index = a.index;
+        drop(a);
+        // `a` used its rpm: tier 2 takes over.
+        let b = g.select(now, false, &[], r).unwrap();
+        assert_eq!(b.deployment.id(), "b");
+        // `b` cools down (a 401 cools at once); `a` is at its limit: 429 with Retry-After.
+        let err = GatewayError::from_upstream(401, "bad key");
+        assert!(b.failed(now, &err, &s.cooldown).is_some());
+        let u = g.select(now, false, &[], r).err().unwrap();
+        assert!(!u.all_cooling());
+        assert_eq!(u.to_error("g", now).status, 429);
+        assert_eq!(
+            g.deployments[1].state.cooldown_remaining(now),
+            Some(Duration::from_secs(2))
+        );
+        // After the cooldown one request probes `b`; a second one finds nothing.
+        let later = now + Duration::from_millis(2001);
+        let probe = g.select(later, false, &[a_index], r).unwrap();
+        assert!(probe.probe && probe.deployment.id() == "b");
+        assert!(g.select(later, false, &[a_index], r).is_err());
+        probe.succeeded(later, Duration::from_millis(5), None, 10);
+        let again = g.select(later, false, &[a_index], r).unwrap();
+        assert!(!again.probe);
+        assert_eq!(g.in_flight(), 1);
+        drop(again);
+        assert_eq!(g.in_flight(), 0);
+    }
+
+    #[test]
+    fn fallbacks_by_error_kind_and_aliases() {
+        let s = snapshot(
+            r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/a, mock_response: a}}
+  - {model_name: b, litellm_params: {model: openai/b, mock_response: b}}
+  - {model_name: c, litellm_params: {model: openai/c, mock_response: c}}
+router_settings:
+  fallbacks: [{a: [b, c]}]
+  context_window_fallbacks: [{a: [c]}]
+  default_fallbacks: [c]
+  max_fallbacks: 1
+  model_group_alias: {alias: a}
+"#,
+        );
+        assert_eq!(s.fallbacks_for("a", ErrorKind::RateLimited), ["b"]);
+        assert_eq!(
+            s.fallbacks_for("a", ErrorKind::ContextLengthExceeded),
+            ["c"]
+        );
+        assert!(s.fallbacks_for("a", ErrorKind::ContentPolicy).is_empty());
+        assert!(s.fallbacks_for("a", ErrorKind::BadRequest).is_empty());
+        assert_eq!(s.fallbacks_for("b", ErrorKind::Internal), ["c"]);
+        assert_eq!(s.group("alias").unwrap().name, "a");
+        assert!(s.resolve("nope").is_none());
     }
 }
