@@ -700,7 +700,8 @@ async fn rpm_limit_skips_the_deployment_then_429s() {
 }
 
 /// The acceptance scenario: one deployment is down (connection refused), another fails every
-/// request, the third works. Under concurrent load, clients never see an error.
+/// request, the third works. Under concurrent load (half the requests streaming), clients
+/// never see an error.
 #[tokio::test]
 async fn zero_client_errors_with_a_down_and_a_failing_deployment() {
     let failing = MockUpstream::start(|_| {
@@ -710,7 +711,19 @@ async fn zero_client_errors_with_a_down_and_a_failing_deployment() {
         )
     })
     .await;
-    let good = MockUpstream::start(ok_upstream("ok")).await;
+    let good = MockUpstream::start(|r: &Recorded| {
+        if String::from_utf8_lossy(&r.body).contains("\"stream\":true") {
+            Reply::stream(
+                "text/event-stream",
+                &openai::sse(&["o", "k"], false),
+                9,
+                Duration::ZERO,
+            )
+        } else {
+            Reply::json(200, openai::completion("ok"))
+        }
+    })
+    .await;
     let gw = Arc::new(Gateway::start(&config(
         &[
             upstream("g", "down", &dead_base(), ""),
@@ -725,15 +738,29 @@ async fn zero_client_errors_with_a_down_and_a_failing_deployment() {
     let mut errors = Vec::new();
     for _ in 0..total / concurrency {
         let batch: Vec<_> = (0..concurrency)
-            .map(|_| {
+            .map(|i| {
                 let gw = gw.clone();
-                tokio::spawn(async move { gw.post("/v1/chat/completions", &chat("g")).await })
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        let r = gw.post("/v1/chat/completions", &chat("g")).await;
+                        (r.status == 200 && content(&r) == "ok", r.text())
+                    } else {
+                        let r = gw
+                            .post_stream("/v1/chat/completions", &chat_stream("g"))
+                            .await
+                            .into_response()
+                            .await;
+                        let text = r.text();
+                        let ok = r.status == 200 && stream_text(&openai_chunks(&r)) == "ok";
+                        (ok, text)
+                    }
+                })
             })
             .collect();
         for h in batch {
-            let r = h.await.unwrap();
-            if r.status != 200 {
-                errors.push(format!("{} {}", r.status, r.text()));
+            let (ok, text) = h.await.unwrap();
+            if !ok {
+                errors.push(text);
             }
         }
     }
