@@ -861,4 +861,5 @@ async fn wildcard_groups_route_concrete_models() {
         .await;
     assert_eq!(content(&r), "catch-all");
     assert_eq!(up.count(), 2);
+    assert_eq!(gw.get("/v1/models/openai/gpt-x", &[]).await.status, 200);
 }

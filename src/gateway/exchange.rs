@@ -580,6 +580,9 @@ async fn stream_to_client(
             }
         };
         let result = match next {
+            Err(_) if Instant::now() >= deadline => Err(GatewayError::timeout(
+                "The stream did not finish within the request timeout.",
+            )),
             Err(_) => Err(GatewayError::timeout(format!(
                 "The upstream stream went silent for more than {:.1}s.",
                 gap.as_secs_f64()

@@ -212,7 +212,7 @@ impl Gateway {
             }
             Route::Model(id) => {
                 ctx.route = "model";
-                if snapshot.group(id).is_some() {
+                if snapshot.serves(id) {
                     let body = model_object(id, unix_now()).to_string();
                     respond::json(session, ctx, 200, Bytes::from(body)).await
                 } else {

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 /// How often the service looks for checks that are due.
 const TICK: Duration = Duration::from_millis(50);
+/// How often it looks when no deployment has a check (a reload may add one).
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// A deployment's configured check, built once per snapshot.
 pub struct ActiveCheck {
@@ -119,8 +121,10 @@ where
         loop {
             let snapshot = (self.snapshot)();
             let now = Instant::now();
+            let mut any = false;
             for d in snapshot.deployments() {
                 let Some(check) = &d.health else { continue };
+                any = true;
                 let due = last_run
                     .get(d.id())
                     .is_none_or(|t| now.duration_since(*t) >= check.config.interval);
@@ -134,7 +138,7 @@ where
             drop(snapshot);
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(if any { TICK } else { IDLE_TICK }) => {}
             }
             // Forget deployments that left the config.
             last_run.retain(|_, t| t.elapsed() < Duration::from_secs(2 * 86_400));

@@ -295,6 +295,15 @@ impl Snapshot {
         })
     }
 
+    /// Whether some group serves `model` (exact, alias or wildcard), without building anything.
+    pub fn serves(&self, model: &str) -> bool {
+        self.exact(model).is_some()
+            || self
+                .wildcards
+                .iter()
+                .any(|p| model.starts_with(&p[..p.len() - 1]))
+    }
+
     /// The group serving `model`: a configured group or alias, else the most specific wildcard
     /// group (`openai/*`, `*`) whose pattern matches, specialised to the concrete model (the
     /// `*` of `litellm_params.model` becomes what the client's `*` matched, as LiteLLM does).
