@@ -129,6 +129,9 @@ pub fn access(session: &Session, ctx: &RequestLog) {
         obj.insert("deployment".into(), d.id().into());
         obj.insert("provider".into(), d.provider_name().into());
         obj.insert("attempts".into(), ctx.attempts.into());
+        if let Some(f) = &ctx.fallback {
+            obj.insert("fallback".into(), f.as_str().into());
+        }
         obj.insert(
             "upstream_ms".into(),
             ((ctx.upstream_time.as_secs_f64() * 1e6).round() / 1000.0).into(),

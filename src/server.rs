@@ -80,6 +80,17 @@ pub fn build(
     };
     service.add_tcp(&listen);
     server.add_service(service);
+
+    // --- routing: active health checks (router::health) over the current snapshot ---
+    {
+        let app = app.clone();
+        let checks = crate::router::health::HealthChecks::new(move || app.snapshot.load_full());
+        server.add_service(pingora_core::services::background::background_service(
+            "health checks",
+            checks,
+        ));
+    }
+    // --- end routing ---
     Ok(Built {
         server,
         app,

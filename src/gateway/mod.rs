@@ -63,7 +63,12 @@ pub struct RequestLog {
     pub model: Option<String>,
     pub deployment: Option<Arc<Deployment>>,
     pub status: u16,
+    /// Attempts made (first try, retries and fallback attempts).
     pub attempts: u32,
+    /// The fallback group in use: the one that answered when a fallback did.
+    pub fallback: Option<String>,
+    /// Fallback groups tried.
+    pub fallbacks_attempted: u32,
     pub stream: bool,
     /// Time spent waiting on upstreams (for the overhead header and metrics).
     pub upstream_time: Duration,
@@ -83,6 +88,8 @@ impl Default for RequestLog {
             deployment: None,
             status: 0,
             attempts: 0,
+            fallback: None,
+            fallbacks_attempted: 0,
             stream: false,
             upstream_time: Duration::ZERO,
             ttft: None,
@@ -205,7 +212,7 @@ impl Gateway {
             }
             Route::Model(id) => {
                 ctx.route = "model";
-                if snapshot.group(id).is_some() {
+                if snapshot.serves(id) {
                     let body = model_object(id, unix_now()).to_string();
                     respond::json(session, ctx, 200, Bytes::from(body)).await
                 } else {

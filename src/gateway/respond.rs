@@ -21,6 +21,13 @@ pub fn head(status: u16, ctx: &RequestLog, content_type: &str) -> ResponseHeader
     if let Some(d) = &ctx.deployment {
         let _ = h.insert_header("x-litellm-model-id", d.id());
         let _ = h.insert_header("x-litellm-model-api-base", d.api_base());
+        let _ = h.insert_header("x-litellm-model-group", d.config.model_name.as_str());
+    }
+    if ctx.fallbacks_attempted > 0 {
+        let _ = h.insert_header(
+            "x-litellm-attempted-fallbacks",
+            ctx.fallbacks_attempted.to_string(),
+        );
     }
     if ctx.attempts > 1 {
         let _ = h.insert_header(
