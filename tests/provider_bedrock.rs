@@ -424,7 +424,7 @@ async fn throttling_is_429_with_retry_after() {
             "x-amzn-ErrorType",
             "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
         )
-        .with_header("retry-after", "7")
+        .with_header("retry-after", "17")
     })
     .await;
     let gw = Gateway::start(&config(&up.base(), ""));
@@ -436,7 +436,7 @@ async fn throttling_is_429_with_retry_after() {
         .await;
     let err = resp.expect_error(429);
     assert_eq!(err["code"], "rate_limit_exceeded");
-    assert_eq!(resp.header("retry-after"), Some("7"));
+    assert_eq!(resp.header("retry-after"), Some("17"));
 }
 
 #[tokio::test]

@@ -863,3 +863,59 @@ async fn wildcard_groups_route_concrete_models() {
     assert_eq!(up.count(), 2);
     assert_eq!(gw.get("/v1/models/openai/gpt-x", &[]).await.status, 200);
 }
+
+#[tokio::test]
+async fn short_retry_after_is_honoured_long_one_is_passed_to_the_client_at_once() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // The first request is asked to wait 1 s, after which the upstream recovers.
+    let up = MockUpstream::start(move |_| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::json(
+                429,
+                json!({"error": {"message": "slow down", "type": "requests"}}),
+            )
+            .with_header("retry-after", "1")
+        } else {
+            Reply::json(200, openai::completion("after the pause"))
+        }
+    })
+    .await;
+    let long = MockUpstream::start(|_| {
+        Reply::json(
+            429,
+            json!({"error": {"message": "quota", "type": "requests"}}),
+        )
+        .with_header("retry-after", "120")
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &[
+            upstream("short", "s1", &up.base(), ""),
+            upstream("long", "l1", &long.base(), ""),
+        ],
+        "  num_retries: 2\n",
+    ));
+
+    let started = Instant::now();
+    let resp = gw.post("/v1/chat/completions", &chat("short")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(content(&resp), "after the pause");
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "the 1 s Retry-After was honoured"
+    );
+
+    // 120 s is longer than any backoff the gateway holds a client for: the 429 goes back at once
+    // with the upstream's Retry-After, and the upstream is not hammered.
+    let started = Instant::now();
+    let resp = gw.post("/v1/chat/completions", &chat("long")).await;
+    resp.expect_error(429);
+    assert_eq!(resp.header("retry-after"), Some("120"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(long.count(), 1);
+}

@@ -269,6 +269,15 @@ async fn run_group(
                     crate::router::Availability::Cooling(_)
                 )
         });
+        if !elsewhere
+            && err
+                .retry_after
+                .is_some_and(|s| Duration::from_secs(s) > BACKOFF_MAX)
+        {
+            // The upstream asks for a longer pause than we would ever hold a client for: answer
+            // now and pass its Retry-After on (the client's SDK waits for it anyway).
+            return GroupOutcome::Failed(err);
+        }
         let wait = backoff(&err, retries, router.retry_after, elsewhere);
         let now = Instant::now();
         if now + wait >= call.deadline {
