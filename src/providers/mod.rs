@@ -6,6 +6,8 @@
 //! Adding a provider: write `providers/<name>.rs` implementing [`Provider`] (and a
 //! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
 
+pub mod gemini;
+pub mod google_auth;
 pub mod mock;
 pub mod openai_compat;
 
@@ -234,6 +236,9 @@ pub fn build_provider(
     if let Some(p) = openai_compat::build(dep)? {
         return Ok(p);
     }
+    if let Some(p) = gemini::build(dep)? {
+        return Ok(p);
+    }
     Err(ConfigError::new(
         format!("model_list[{}].litellm_params.model", dep.index),
         format!(
@@ -262,4 +267,6 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "lm_studio",
     "openai_like",
     "custom_openai",
+    "gemini",
+    "vertex_ai",
 ];
