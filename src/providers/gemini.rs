@@ -19,7 +19,7 @@ use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::{
     check_supported, ChatRequest, ContentPart, EmbeddingsRequest, ImageSource, MessageContent,
-    ResponseFormat, ToolChoice, CHAT_FIELDS,
+    ToolChoice, CHAT_FIELDS,
 };
 use crate::openai::response::{embeddings_response, ChatCompletion, FinishReason, ToolCallOut};
 use crate::openai::stream::ChunkWriter;
@@ -209,7 +209,7 @@ impl Provider for Gemini {
         let mut req = match cx.op {
             Operation::Chat => {
                 check_supported(body, CHAT_FIELDS, cx.drop_params, self.name)?;
-                let chat = ChatRequest::from_body(body)?;
+                let (chat, format) = read_chat_request(body)?;
                 if chat.n.is_some_and(|n| n > 1) && !cx.drop_params {
                     return Err(GatewayError::invalid_param(
                         "n",
@@ -217,7 +217,7 @@ impl Provider for Gemini {
                     )
                     .with_code("unsupported_parameter"));
                 }
-                let out = chat_request_body(&chat)?;
+                let out = chat_request_body(&chat, format.as_ref())?;
                 let path = if cx.stream {
                     format!("{}:streamGenerateContent?alt=sse", self.model_path)
                 } else {
@@ -445,6 +445,77 @@ impl GenerationConfig<'_> {
     }
 }
 
+/// `response_format`, read here rather than through `ChatRequest::response_format`: that
+/// internally tagged enum cannot hold the borrowed `RawValue` schema (serde buffers the
+/// content), so `ChatRequest::from_body` refuses every `json_schema` format.
+#[derive(Deserialize)]
+struct OutputFormat<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    json_schema: Option<OutputSchema<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OutputSchema<'a> {
+    #[serde(default, borrow)]
+    schema: Option<&'a RawValue>,
+}
+
+/// The typed chat request and its `response_format`. Each field is parsed once: with a
+/// `json_schema` format the typed view is assembled here without `response_format`.
+fn read_chat_request<'a>(
+    body: &RequestBody<'a>,
+) -> GatewayResult<(ChatRequest<'a>, Option<OutputFormat<'a>>)> {
+    let format: Option<OutputFormat<'a>> = body.typed("response_format")?;
+    if format.as_ref().is_none_or(|f| f.kind != "json_schema") {
+        let mut chat = ChatRequest::from_body(body)?;
+        chat.response_format = None;
+        return Ok((chat, format));
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stop<'a> {
+        #[serde(borrow)]
+        One(Cow<'a, str>),
+        #[serde(borrow)]
+        Many(Vec<Cow<'a, str>>),
+    }
+    let messages: Vec<_> = body
+        .typed("messages")?
+        .ok_or_else(|| GatewayError::missing_field("messages"))?;
+    if messages.is_empty() {
+        return Err(GatewayError::invalid_param(
+            "messages",
+            "'messages' must contain at least one message.",
+        ));
+    }
+    let chat = ChatRequest {
+        model: body.required_str("model")?,
+        messages,
+        stream: body.bool_field("stream")?,
+        include_usage: body.include_usage()?,
+        max_tokens: body.typed("max_tokens")?,
+        max_completion_tokens: body.typed("max_completion_tokens")?,
+        temperature: body.typed("temperature")?,
+        top_p: body.typed("top_p")?,
+        n: body.typed("n")?,
+        stop: body.typed::<Stop<'a>>("stop")?.map(|s| match s {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }),
+        seed: body.typed("seed")?,
+        user: body.typed("user")?,
+        tools: body.typed("tools")?,
+        tool_choice: body.typed("tool_choice")?,
+        parallel_tool_calls: body.typed("parallel_tool_calls")?,
+        response_format: None,
+        presence_penalty: body.typed("presence_penalty")?,
+        frequency_penalty: body.typed("frequency_penalty")?,
+    };
+    Ok((chat, format))
+}
+
 /// Which kind of turn a `contents[]` entry is; consecutive turns of one kind are merged (all
 /// results of one round of tool calls must come back in one turn).
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -455,7 +526,10 @@ enum Turn {
 }
 
 /// Builds the `generateContent` body. Every `contents[]` entry carries a role (Vertex requires it).
-fn chat_request_body(req: &ChatRequest<'_>) -> GatewayResult<Vec<u8>> {
+fn chat_request_body(
+    req: &ChatRequest<'_>,
+    format: Option<&OutputFormat<'_>>,
+) -> GatewayResult<Vec<u8>> {
     let mut system: Vec<Part<'_>> = Vec::new();
     let mut contents_out: Vec<Content<'_>> = Vec::with_capacity(req.messages.len());
     let mut turns: Vec<Turn> = Vec::with_capacity(req.messages.len());
@@ -531,7 +605,7 @@ fn chat_request_body(req: &ChatRequest<'_>) -> GatewayResult<Vec<u8>> {
             }
         }
     }
-    let mut system_instruction = (!system.is_empty()).then(|| Content {
+    let mut system_instruction = (!system.is_empty()).then_some(Content {
         role: None,
         parts: system,
     });
@@ -600,16 +674,27 @@ fn chat_request_body(req: &ChatRequest<'_>) -> GatewayResult<Vec<u8>> {
             },
         },
     });
-    let (response_mime_type, response_schema) = match &req.response_format {
-        None | Some(ResponseFormat::Text) => (None, None),
-        Some(ResponseFormat::JsonObject) => (Some("application/json"), None),
-        Some(ResponseFormat::JsonSchema { json_schema }) => (
+    let (response_mime_type, response_schema) = match format.map(|f| f.kind.as_ref()) {
+        None | Some("text") => (None, None),
+        Some("json_object") => (Some("application/json"), None),
+        Some("json_schema") => (
             Some("application/json"),
-            match json_schema.schema {
+            match format
+                .and_then(|f| f.json_schema.as_ref())
+                .and_then(|j| j.schema)
+            {
                 Some(raw) => clean_schema_root(raw, "response_format")?,
                 None => None,
             },
         ),
+        Some(other) => {
+            return Err(GatewayError::invalid_param(
+                "response_format",
+                format!(
+                "Unknown response_format type \"{other}\"; use text, json_object or json_schema."
+            ),
+            ))
+        }
     };
     let generation_config = GenerationConfig {
         max_output_tokens: req.max_output_tokens(),
@@ -718,7 +803,7 @@ fn guess_mime(url: &str) -> Option<&'static str> {
 }
 
 /// An assistant tool call's `arguments` (a JSON string) as the object Gemini wants.
-fn arguments_object<'r>(arguments: &'r str, i: usize) -> GatewayResult<&'r RawValue> {
+fn arguments_object(arguments: &str, i: usize) -> GatewayResult<&RawValue> {
     let trimmed = arguments.trim();
     if trimmed.is_empty() {
         return serde_json::from_str::<&RawValue>("{}")
@@ -1406,4 +1491,366 @@ pub fn map_gemini_error(
         out.retry_after = retry_after.or(retry_delay);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cx(op: Operation, stream: bool, include_usage: bool) -> RequestContext<'static> {
+        RequestContext {
+            op,
+            stream,
+            include_usage,
+            response_id: "chatcmpl-abc",
+            created: 1_700_000_000,
+            drop_params: false,
+        }
+    }
+
+    fn request_json(body: Value) -> Value {
+        let bytes = body.to_string();
+        let parsed = RequestBody::parse(bytes.as_bytes()).unwrap();
+        let (req, format) = read_chat_request(&parsed).unwrap();
+        serde_json::from_slice(&chat_request_body(&req, format.as_ref()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn request_golden() {
+        let got = request_json(json!({
+            "model": "g",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use tools."}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in this image, and the weather?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/cat.JPG?s=1"}}
+                ]},
+                {"role": "assistant", "content": "Checking.", "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "t2", "type": "function", "function": {"name": "time", "arguments": ""}}
+                ]},
+                {"role": "tool", "tool_call_id": "t1", "content": "{\"temp\":21}"},
+                {"role": "tool", "tool_call_id": "t2", "content": "noon"},
+                {"role": "user", "content": "Thanks"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather",
+                "parameters": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                    "additionalProperties": false, "strict": true,
+                    "properties": {"city": {"type": ["string", "null"], "description": "City"},
+                                   "unit": {"$ref": "#/$defs/unit"}},
+                    "required": ["city"], "$defs": {"unit": {"enum": ["c", "f"], "type": "string"}}}}},
+                {"type": "function", "function": {"name": "time", "parameters": {"type": "object", "properties": {}}}}],
+            "tool_choice": {"type": "function", "function": {"name": "weather"}},
+            "max_completion_tokens": 100, "max_tokens": 5, "temperature": 0.5, "top_p": 0.9,
+            "stop": ["END"], "seed": 7, "user": "u1",
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema":
+                {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": false}}}
+        }));
+        let want = json!({
+            "contents": [
+                {"role": "user", "parts": [
+                    {"text": "What is in this image, and the weather?"},
+                    {"inlineData": {"mimeType": "image/png", "data": "iVBOR"}},
+                    {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://x.test/cat.JPG?s=1"}}
+                ]},
+                {"role": "model", "parts": [
+                    {"text": "Checking."},
+                    {"functionCall": {"name": "weather", "args": {"city": "Paris"}}},
+                    {"functionCall": {"name": "time", "args": {}}}
+                ]},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "weather", "response": {"temp": 21}}},
+                    {"functionResponse": {"name": "time", "response": {"content": "noon"}}}
+                ]},
+                {"role": "user", "parts": [{"text": "Thanks"}]}
+            ],
+            "systemInstruction": {"parts": [{"text": "Be brief."}, {"text": "Use tools."}]},
+            "tools": [{"functionDeclarations": [
+                {"name": "weather", "description": "Weather", "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "nullable": true, "description": "City"},
+                                   "unit": {"enum": ["c", "f"], "type": "string"}},
+                    "required": ["city"]}},
+                {"name": "time"}
+            ]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["weather"]}},
+            "generationConfig": {"maxOutputTokens": 100, "temperature": 0.5, "topP": 0.9,
+                "stopSequences": ["END"], "seed": 7, "responseMimeType": "application/json",
+                "responseSchema": {"type": "object", "properties": {"a": {"type": "integer"}}}}
+        });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn tool_choice_modes_and_json_object() {
+        for (choice, mode) in [("auto", "AUTO"), ("none", "NONE"), ("required", "ANY")] {
+            let got = request_json(
+                json!({"model": "g", "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": choice,
+                "response_format": {"type": "json_object"}}),
+            );
+            assert_eq!(
+                got["toolConfig"]["functionCallingConfig"],
+                json!({"mode": mode})
+            );
+            assert_eq!(
+                got["generationConfig"],
+                json!({"responseMimeType": "application/json"})
+            );
+        }
+        // A system-only prompt still has a turn.
+        let got =
+            request_json(json!({"model": "g", "messages": [{"role": "system", "content": "x"}]}));
+        assert_eq!(
+            got["contents"],
+            json!([{"role": "user", "parts": [{"text": "x"}]}])
+        );
+        assert!(got.get("generationConfig").is_none());
+    }
+
+    #[test]
+    fn bad_requests_are_400s() {
+        let cases = [
+            json!({"model": "g", "messages": [{"role": "tool", "tool_call_id": "nope", "content": "x"}]}),
+            json!({"model": "g", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/image"}}]}]}),
+            json!({"model": "g", "messages": [{"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}),
+            json!({"model": "g", "messages": [{"role": "wizard", "content": "x"}]}),
+            json!({"model": "g", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
+        ];
+        for body in cases {
+            let bytes = body.to_string();
+            let parsed = RequestBody::parse(bytes.as_bytes()).unwrap();
+            let (req, format) = read_chat_request(&parsed).unwrap();
+            let err = chat_request_body(&req, format.as_ref()).expect_err("must be refused");
+            assert_eq!(err.status, 400, "{body}");
+            assert_eq!(err.param.as_deref(), Some("messages"));
+        }
+    }
+
+    const RESPONSE: &str = r#"{"candidates":[{"content":{"role":"model","parts":[
+        {"text":"thinking...","thought":true},{"text":"Let me "},{"text":"check."},
+        {"functionCall":{"name":"weather","args":{"city":"Paris"}}},
+        {"functionCall":{"name":"time","args":{}}}]},"finishReason":"STOP","index":0}],
+        "usageMetadata":{"promptTokenCount":11,"candidatesTokenCount":7,"thoughtsTokenCount":3,
+        "cachedContentTokenCount":4,"totalTokenCount":21},"modelVersion":"gemini-2.5","responseId":"r1"}"#;
+
+    #[test]
+    fn response_golden() {
+        let out = parse_chat_response(
+            "gemini",
+            "gemini-2.5",
+            RESPONSE.as_bytes(),
+            &cx(Operation::Chat, false, false),
+        )
+        .unwrap();
+        let got: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            got,
+            json!({"id": "chatcmpl-abc", "object": "chat.completion", "created": 1_700_000_000u64,
+                "model": "gemini-2.5", "choices": [{"index": 0, "message": {"role": "assistant",
+                "content": "Let me check.", "tool_calls": [
+                    {"id": "call_abc_0", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_abc_1", "type": "function", "function": {"name": "time", "arguments": "{}"}}],
+                "refusal": null}, "logprobs": null, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 10, "total_tokens": 21,
+                    "prompt_tokens_details": {"cached_tokens": 4}}})
+        );
+    }
+
+    #[test]
+    fn finish_reasons_and_blocks() {
+        assert_eq!(map_finish(Some("STOP"), false), FinishReason::Stop);
+        assert_eq!(map_finish(Some("MAX_TOKENS"), true), FinishReason::Length);
+        assert_eq!(
+            map_finish(Some("SAFETY"), false),
+            FinishReason::ContentFilter
+        );
+        assert_eq!(
+            map_finish(Some("PROHIBITED_CONTENT"), false),
+            FinishReason::ContentFilter
+        );
+        assert_eq!(map_finish(Some("OTHER"), false), FinishReason::Stop);
+        let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":3}}"#;
+        let out = parse_chat_response("gemini", "m", blocked, &cx(Operation::Chat, false, false))
+            .unwrap();
+        let got: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(got["choices"][0]["finish_reason"], "content_filter");
+        for bad in [&b"not json"[..], b"{}", b"[]"] {
+            let err = parse_chat_response("gemini", "m", bad, &cx(Operation::Chat, false, false))
+                .err()
+                .unwrap();
+            assert_eq!(err.status, 502);
+        }
+    }
+
+    const STREAM: &str = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"totalTokenCount\": 9}}\r\n\r\n\
+data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo \\u00e9\\n\"}],\"role\": \"model\"},\"index\": 0}]}\r\n\r\n\
+data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"weather\",\"args\": {\"city\": \"Paris\"}}}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 5,\"totalTokenCount\": 14}}\r\n\r\n";
+
+    fn run_stream(
+        input: &[u8],
+        splits: &[usize],
+        include_usage: bool,
+    ) -> GatewayResult<(String, Option<Usage>)> {
+        let c = cx(Operation::Chat, true, include_usage);
+        let mut t = GeminiStream::new("gemini", "gemini-2.5", &c);
+        let mut out = BytesMut::new();
+        let mut start = 0;
+        for &s in splits.iter().chain(std::iter::once(&input.len())) {
+            t.feed(&input[start..s], &mut out)?;
+            start = s;
+        }
+        t.finish(&mut out)?;
+        Ok((String::from_utf8(out.to_vec()).unwrap(), t.usage()))
+    }
+
+    fn chunks(out: &str) -> Vec<Value> {
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        out.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn stream_golden_and_identical_at_every_split() {
+        let (whole, usage) = run_stream(STREAM.as_bytes(), &[], true).unwrap();
+        assert_eq!(usage, Some(Usage::new(9, 5)));
+        let ev = chunks(&whole);
+        let deltas: Vec<&Value> = ev.iter().map(|e| &e["choices"][0]["delta"]).collect();
+        assert_eq!(deltas[0], &json!({"role": "assistant", "content": "Hel"}));
+        assert_eq!(deltas[1], &json!({"content": "lo é\n"}));
+        assert_eq!(
+            deltas[2],
+            &json!({"tool_calls": [{"index": 0, "id": "call_abc_0", "type": "function",
+                "function": {"name": "weather", "arguments": ""}}]})
+        );
+        assert_eq!(
+            deltas[3],
+            &json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": \"Paris\"}"}}]})
+        );
+        assert_eq!(ev[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(ev[5]["choices"], json!([]));
+        assert_eq!(ev[5]["usage"]["total_tokens"], 14);
+        assert_eq!(ev.len(), 6);
+        for i in 0..=STREAM.len() {
+            let (split, _) = run_stream(STREAM.as_bytes(), &[i], true).unwrap();
+            assert_eq!(split, whole, "split at {i}");
+        }
+        let bytes: Vec<usize> = (1..STREAM.len()).collect();
+        assert_eq!(
+            run_stream(STREAM.as_bytes(), &bytes, true).unwrap().0,
+            whole
+        );
+        // Without include_usage: no usage chunk.
+        let (plain, _) = run_stream(STREAM.as_bytes(), &[], false).unwrap();
+        assert_eq!(chunks(&plain).len(), 5);
+    }
+
+    #[test]
+    fn stream_failures() {
+        // Ends without finishReason: truncated.
+        let cut = &STREAM[..STREAM.rfind("data:").unwrap()];
+        assert_eq!(
+            run_stream(cut.as_bytes(), &[], false).unwrap_err().status,
+            502
+        );
+        assert_eq!(run_stream(b"", &[], false).unwrap_err().status, 502);
+        // An error event mid-stream ends it with the mapped error.
+        let err = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}]}\n\ndata: {\"error\":{\"code\":429,\"message\":\"Quota\",\"status\":\"RESOURCE_EXHAUSTED\"}}\n\n";
+        assert_eq!(
+            run_stream(err.as_bytes(), &[], false).unwrap_err().status,
+            429
+        );
+        // The last event may end with the body, without a blank line.
+        let last = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},\"finishReason\":\"MAX_TOKENS\"}]}";
+        let (out, _) = run_stream(last.as_bytes(), &[], false).unwrap();
+        assert_eq!(chunks(&out)[1]["choices"][0]["finish_reason"], "length");
+    }
+
+    #[test]
+    fn errors_map_to_openai() {
+        let e = map_gemini_error("gemini", 429, None, br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"33.5s"}]}}"#);
+        assert_eq!(
+            (e.status, e.code.as_deref(), e.retry_after),
+            (429, Some("rate_limit_exceeded"), Some(34))
+        );
+        let e = map_gemini_error(
+            "gemini",
+            429,
+            Some(5),
+            br#"{"error":{"code":429,"message":"q","status":"RESOURCE_EXHAUSTED"}}"#,
+        );
+        assert_eq!(e.retry_after, Some(5));
+        let e = map_gemini_error("gemini", 400, None, br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#);
+        assert_eq!((e.status, e.kind), (401, ErrorKind::Authentication));
+        let e = map_gemini_error("gemini", 400, None, br#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#);
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (400, Some("context_length_exceeded"))
+        );
+        let e = map_gemini_error("vertex_ai", 401, None, br#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#);
+        assert_eq!(e.status, 401);
+        let e = map_gemini_error("gemini", 503, None, br#"[{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}]"#);
+        assert_eq!(e.status, 503);
+        assert!(e.message.contains("overloaded"));
+        let e = map_gemini_error("gemini", 504, None, b"<html>gateway</html>");
+        assert_eq!(e.status, 504);
+        let e = map_gemini_error("gemini", 400, None, br#"{"error":{"code":400,"message":"Invalid JSON payload","status":"INVALID_ARGUMENT"}}"#);
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (400, Some("invalid_argument"))
+        );
+    }
+
+    #[test]
+    fn embeddings_both_flavours() {
+        let body = batch_embeddings_body("models/text-embedding-004", &["a", "b"], Some(8));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            json!({"requests": [
+                {"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]}, "outputDimensionality": 8},
+                {"model": "models/text-embedding-004", "content": {"parts": [{"text": "b"}]}, "outputDimensionality": 8}]})
+        );
+        let body = vertex_embeddings_body(&["a"], None);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            json!({"instances": [{"content": "a"}]})
+        );
+        let body = vertex_embeddings_body(&["a"], Some(4));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["parameters"],
+            json!({"outputDimensionality": 4})
+        );
+        let (v, u) = parse_batch_embeddings(
+            "gemini",
+            br#"{"embeddings":[{"values":[0.5,1]},{"values":[2]}]}"#,
+        )
+        .unwrap();
+        assert_eq!((v, u.prompt_tokens), (vec![vec![0.5, 1.0], vec![2.0]], 0));
+        let (v, u) = parse_vertex_embeddings("vertex_ai", br#"{"predictions":[{"embeddings":{"values":[0.25],"statistics":{"token_count":3,"truncated":false}}},{"embeddings":{"values":[1],"statistics":{"token_count":2.0}}}]}"#).unwrap();
+        assert_eq!((v, u.prompt_tokens), (vec![vec![0.25], vec![1.0]], 5));
+        assert_eq!(
+            parse_batch_embeddings("gemini", b"{}").unwrap_err().status,
+            502
+        );
+    }
+
+    #[test]
+    fn mime_guesses() {
+        assert_eq!(guess_mime("https://a/b.webp#x"), Some("image/webp"));
+        assert_eq!(guess_mime("https://a/b.pdf"), Some("application/pdf"));
+        assert_eq!(guess_mime("https://a/b"), None);
+        assert_eq!(guess_mime("https://a/b.exe"), None);
+    }
+
+    #[test]
+    fn recursive_schema_is_refused() {
+        let raw: Box<RawValue> = serde_json::from_str(r##"{"type":"object","properties":{"n":{"$ref":"#/$defs/node"}},"$defs":{"node":{"type":"object","properties":{"next":{"$ref":"#/$defs/node"}}}}}"##).unwrap();
+        assert_eq!(clean_tool_schema(&raw, "tools").unwrap_err().status, 400);
+    }
 }
