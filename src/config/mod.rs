@@ -124,21 +124,12 @@ pub struct LitellmSettings {
     pub request_timeout: Option<Duration>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RouterSettings {
     /// Whole-request deadline default for deployments without their own `timeout`.
     pub timeout: Option<Duration>,
     /// Default time to first token / longest silence between chunks for streams.
     pub stream_timeout: Option<Duration>,
-}
-
-impl Default for RouterSettings {
-    fn default() -> Self {
-        RouterSettings {
-            timeout: None,
-            stream_timeout: None,
-        }
-    }
 }
 
 /// Default deadline when neither the deployment nor router/litellm settings set one

@@ -465,15 +465,37 @@ impl<'de: 'a, 'a> Deserialize<'de> for ToolChoice<'a> {
     }
 }
 
-#[derive(Deserialize, Debug, Clone)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum ResponseFormat<'a> {
     Text,
     JsonObject,
-    JsonSchema {
-        #[serde(borrow)]
-        json_schema: JsonSchemaFormat<'a>,
-    },
+    JsonSchema { json_schema: JsonSchemaFormat<'a> },
+}
+
+// Parsed through a plain struct: serde cannot fill a borrowed `RawValue` (the schema) inside an
+// internally tagged enum.
+impl<'de: 'a, 'a> Deserialize<'de> for ResponseFormat<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Cow<'a, str>,
+            #[serde(default, borrow)]
+            json_schema: Option<JsonSchemaFormat<'a>>,
+        }
+        let raw = Raw::deserialize(d)?;
+        match raw.kind.as_ref() {
+            "text" => Ok(ResponseFormat::Text),
+            "json_object" => Ok(ResponseFormat::JsonObject),
+            "json_schema" => match raw.json_schema {
+                Some(json_schema) => Ok(ResponseFormat::JsonSchema { json_schema }),
+                None => Err(de::Error::custom("type \"json_schema\" needs a \"json_schema\" object")),
+            },
+            other => Err(de::Error::custom(format!(
+                "unknown response_format type \"{other}\"; expected \"text\", \"json_object\" or \"json_schema\""
+            ))),
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -649,6 +671,31 @@ mod tests {
             },
             _ => panic!("expected parts"),
         }
+    }
+
+    #[test]
+    fn response_format_with_a_schema() {
+        let body = RequestBody::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],
+                "response_format":{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object"},"strict":true}}}"#,
+        )
+        .unwrap();
+        match ChatRequest::from_body(&body).unwrap().response_format {
+            Some(ResponseFormat::JsonSchema { json_schema }) => {
+                assert_eq!(json_schema.name, "r");
+                assert_eq!(json_schema.schema.unwrap().get(), r#"{"type":"object"}"#);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let body = RequestBody::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#).unwrap();
+        assert_eq!(
+            ChatRequest::from_body(&body)
+                .err()
+                .unwrap()
+                .param
+                .as_deref(),
+            Some("response_format")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Adding a provider: write `providers/<name>.rs` implementing [`Provider`] (and a
 //! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
 
+pub mod anthropic;
 pub mod gemini;
 pub mod google_auth;
 pub mod mock;
@@ -236,6 +237,9 @@ pub fn build_provider(
     if let Some(p) = openai_compat::build(dep)? {
         return Ok(p);
     }
+    if let Some(p) = anthropic::build(dep)? {
+        return Ok(p);
+    }
     if let Some(p) = gemini::build(dep)? {
         return Ok(p);
     }
@@ -267,6 +271,7 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "lm_studio",
     "openai_like",
     "custom_openai",
+    "anthropic",
     "gemini",
     "vertex_ai",
 ];

@@ -315,7 +315,8 @@ impl Conn {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
         let mut has_len = false;
         for (k, v) in headers {
-            has_len |= k.eq_ignore_ascii_case("content-length");
+            has_len |= k.eq_ignore_ascii_case("content-length")
+                || k.eq_ignore_ascii_case("transfer-encoding");
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         if !has_len && (method != "GET" || !body.is_empty()) {
@@ -676,6 +677,54 @@ impl MockUpstream {
         }
     }
 
+    /// The same mock behind TLS (HTTP/1.1 via ALPN) with the given PEM certificate chain and key.
+    pub async fn start_tls(
+        cert_pem: &std::path::Path,
+        key_pem: &std::path::Path,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> MockUpstream {
+        use pingora_core::tls::{
+            install_default_crypto_provider, load_certs_and_key_files, ServerConfig, TlsAcceptor,
+        };
+        install_default_crypto_provider();
+        let (certs, key) =
+            load_certs_and_key_files(cert_pem.to_str().unwrap(), key_pem.to_str().unwrap())
+                .unwrap()
+                .expect("cert and key");
+        let mut config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (reqs, conns) = (requests.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    break;
+                };
+                conns.fetch_add(1, Ordering::Relaxed);
+                let (handler, reqs, acceptor) = (handler.clone(), reqs.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(sock).await {
+                        let _ = serve_conn(tls, handler, reqs).await;
+                    }
+                });
+            }
+        });
+        MockUpstream {
+            port,
+            requests,
+            connections,
+            task,
+        }
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -701,11 +750,14 @@ impl Drop for MockUpstream {
     }
 }
 
-async fn serve_conn(
-    mut sock: TcpStream,
+async fn serve_conn<S>(
+    mut sock: S,
     handler: Arc<Handler>,
     reqs: Arc<Mutex<Vec<Recorded>>>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     loop {
         // Read a request head.
