@@ -19,7 +19,7 @@ use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::{
     check_supported, ChatRequest, ContentPart, EmbeddingsRequest, ImageSource, MessageContent,
-    ToolChoice, CHAT_FIELDS,
+    ResponseFormat, ToolChoice, CHAT_FIELDS,
 };
 use crate::openai::response::{embeddings_response, ChatCompletion, FinishReason, ToolCallOut};
 use crate::openai::stream::ChunkWriter;
@@ -209,7 +209,7 @@ impl Provider for Gemini {
         let mut req = match cx.op {
             Operation::Chat => {
                 check_supported(body, CHAT_FIELDS, cx.drop_params, self.name)?;
-                let (chat, format) = read_chat_request(body)?;
+                let chat = ChatRequest::from_body(body)?;
                 if chat.n.is_some_and(|n| n > 1) && !cx.drop_params {
                     return Err(GatewayError::invalid_param(
                         "n",
@@ -217,7 +217,7 @@ impl Provider for Gemini {
                     )
                     .with_code("unsupported_parameter"));
                 }
-                let out = chat_request_body(&chat, format.as_ref())?;
+                let out = chat_request_body(&chat)?;
                 let path = if cx.stream {
                     format!("{}:streamGenerateContent?alt=sse", self.model_path)
                 } else {
@@ -445,77 +445,6 @@ impl GenerationConfig<'_> {
     }
 }
 
-/// `response_format`, read here rather than through `ChatRequest::response_format`: that
-/// internally tagged enum cannot hold the borrowed `RawValue` schema (serde buffers the
-/// content), so `ChatRequest::from_body` refuses every `json_schema` format.
-#[derive(Deserialize)]
-struct OutputFormat<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(default, borrow)]
-    json_schema: Option<OutputSchema<'a>>,
-}
-
-#[derive(Deserialize)]
-struct OutputSchema<'a> {
-    #[serde(default, borrow)]
-    schema: Option<&'a RawValue>,
-}
-
-/// The typed chat request and its `response_format`. Each field is parsed once: with a
-/// `json_schema` format the typed view is assembled here without `response_format`.
-fn read_chat_request<'a>(
-    body: &RequestBody<'a>,
-) -> GatewayResult<(ChatRequest<'a>, Option<OutputFormat<'a>>)> {
-    let format: Option<OutputFormat<'a>> = body.typed("response_format")?;
-    if format.as_ref().is_none_or(|f| f.kind != "json_schema") {
-        let mut chat = ChatRequest::from_body(body)?;
-        chat.response_format = None;
-        return Ok((chat, format));
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Stop<'a> {
-        #[serde(borrow)]
-        One(Cow<'a, str>),
-        #[serde(borrow)]
-        Many(Vec<Cow<'a, str>>),
-    }
-    let messages: Vec<_> = body
-        .typed("messages")?
-        .ok_or_else(|| GatewayError::missing_field("messages"))?;
-    if messages.is_empty() {
-        return Err(GatewayError::invalid_param(
-            "messages",
-            "'messages' must contain at least one message.",
-        ));
-    }
-    let chat = ChatRequest {
-        model: body.required_str("model")?,
-        messages,
-        stream: body.bool_field("stream")?,
-        include_usage: body.include_usage()?,
-        max_tokens: body.typed("max_tokens")?,
-        max_completion_tokens: body.typed("max_completion_tokens")?,
-        temperature: body.typed("temperature")?,
-        top_p: body.typed("top_p")?,
-        n: body.typed("n")?,
-        stop: body.typed::<Stop<'a>>("stop")?.map(|s| match s {
-            Stop::One(s) => vec![s],
-            Stop::Many(v) => v,
-        }),
-        seed: body.typed("seed")?,
-        user: body.typed("user")?,
-        tools: body.typed("tools")?,
-        tool_choice: body.typed("tool_choice")?,
-        parallel_tool_calls: body.typed("parallel_tool_calls")?,
-        response_format: None,
-        presence_penalty: body.typed("presence_penalty")?,
-        frequency_penalty: body.typed("frequency_penalty")?,
-    };
-    Ok((chat, format))
-}
-
 /// Which kind of turn a `contents[]` entry is; consecutive turns of one kind are merged (all
 /// results of one round of tool calls must come back in one turn).
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -526,10 +455,7 @@ enum Turn {
 }
 
 /// Builds the `generateContent` body. Every `contents[]` entry carries a role (Vertex requires it).
-fn chat_request_body(
-    req: &ChatRequest<'_>,
-    format: Option<&OutputFormat<'_>>,
-) -> GatewayResult<Vec<u8>> {
+fn chat_request_body(req: &ChatRequest<'_>) -> GatewayResult<Vec<u8>> {
     let mut system: Vec<Part<'_>> = Vec::new();
     let mut contents_out: Vec<Content<'_>> = Vec::with_capacity(req.messages.len());
     let mut turns: Vec<Turn> = Vec::with_capacity(req.messages.len());
@@ -674,27 +600,16 @@ fn chat_request_body(
             },
         },
     });
-    let (response_mime_type, response_schema) = match format.map(|f| f.kind.as_ref()) {
-        None | Some("text") => (None, None),
-        Some("json_object") => (Some("application/json"), None),
-        Some("json_schema") => (
+    let (response_mime_type, response_schema) = match &req.response_format {
+        None | Some(ResponseFormat::Text) => (None, None),
+        Some(ResponseFormat::JsonObject) => (Some("application/json"), None),
+        Some(ResponseFormat::JsonSchema { json_schema }) => (
             Some("application/json"),
-            match format
-                .and_then(|f| f.json_schema.as_ref())
-                .and_then(|j| j.schema)
-            {
+            match json_schema.schema {
                 Some(raw) => clean_schema_root(raw, "response_format")?,
                 None => None,
             },
         ),
-        Some(other) => {
-            return Err(GatewayError::invalid_param(
-                "response_format",
-                format!(
-                "Unknown response_format type \"{other}\"; use text, json_object or json_schema."
-            ),
-            ))
-        }
     };
     let generation_config = GenerationConfig {
         max_output_tokens: req.max_output_tokens(),
@@ -1512,8 +1427,8 @@ mod tests {
     fn request_json(body: Value) -> Value {
         let bytes = body.to_string();
         let parsed = RequestBody::parse(bytes.as_bytes()).unwrap();
-        let (req, format) = read_chat_request(&parsed).unwrap();
-        serde_json::from_slice(&chat_request_body(&req, format.as_ref()).unwrap()).unwrap()
+        let req = ChatRequest::from_body(&parsed).unwrap();
+        serde_json::from_slice(&chat_request_body(&req).unwrap()).unwrap()
     }
 
     #[test]
@@ -1623,8 +1538,8 @@ mod tests {
         for body in cases {
             let bytes = body.to_string();
             let parsed = RequestBody::parse(bytes.as_bytes()).unwrap();
-            let (req, format) = read_chat_request(&parsed).unwrap();
-            let err = chat_request_body(&req, format.as_ref()).expect_err("must be refused");
+            let req = ChatRequest::from_body(&parsed).unwrap();
+            let err = chat_request_body(&req).expect_err("must be refused");
             assert_eq!(err.status, 400, "{body}");
             assert_eq!(err.param.as_deref(), Some("messages"));
         }
