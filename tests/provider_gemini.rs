@@ -621,3 +621,106 @@ async fn vertex_rejected_credentials_are_401() {
         .contains("Invalid JWT Signature"));
     assert!(up.requests().iter().all(|r| r.path == "/token"));
 }
+
+/// Claude on Vertex: Anthropic's Messages format at `publishers/anthropic/...:rawPredict`, with
+/// the service account's token, `anthropic_version` in the body and no `model`.
+#[tokio::test]
+async fn vertex_claude_raw_predict_and_stream() {
+    let public_key = public_key();
+    let base_path = "/v1/projects/proj-x/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929";
+    let up = MockUpstream::start(move |req| {
+        if req.path == "/token" {
+            return match check_token_request(req, &public_key) {
+                None => Reply::json(200, json!({"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"})),
+                Some(why) => Reply::json(400, json!({"error": "invalid_grant", "error_description": why})),
+            };
+        }
+        if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+            return Reply::json(401, error_body(401, "UNAUTHENTICATED", "bad token"));
+        }
+        let body = req.json();
+        if body.get("model").is_some() || body["anthropic_version"] != "vertex-2023-10-16" {
+            return Reply::json(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": format!("bad body {body}")}}));
+        }
+        if req.path == format!("{base_path}:rawPredict") {
+            let prompt = body["messages"][0]["content"].to_string();
+            if prompt.contains("busy") {
+                return Reply::json(529, json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+            }
+            if prompt.contains("quota") {
+                return Reply::json(429, error_body(429, "RESOURCE_EXHAUSTED", "Quota exceeded for aiplatform.googleapis.com"))
+                    .with_header("retry-after", "9");
+            }
+            Reply::json(200, json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                "content": [{"type": "text", "text": "Hi from Claude on Vertex."}], "stop_reason": "end_turn",
+                "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 6}}))
+        } else if req.path == format!("{base_path}:streamRawPredict") {
+            let events = [
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                    "content": [], "model": "claude-sonnet-4-5", "stop_reason": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " there"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 4}}),
+                json!({"type": "message_stop"}),
+            ];
+            let mut out = String::new();
+            for ev in &events {
+                out.push_str(&format!("event: {}\ndata: {ev}\n\n", ev["type"].as_str().unwrap()));
+            }
+            Reply::stream("text/event-stream", out.as_bytes(), 9, Duration::ZERO)
+        } else {
+            Reply::json(404, error_body(404, "NOT_FOUND", &format!("no route {}", req.path)))
+        }
+    })
+    .await;
+    let sa = service_account_json(&format!("{}/token", up.base()));
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: claude
+    litellm_params:
+      model: vertex_ai/claude-sonnet-4-5@20250929
+      api_base: {base}
+      vertex_project: proj-x
+      vertex_location: us-east5
+      vertex_credentials: {sa}
+"#,
+        base = up.base()
+    ));
+    let ask = |t: &str| json!({"model": "claude", "messages": [{"role": "user", "content": t}]});
+    let resp = gw.post("/v1/chat/completions", &ask("hello")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = resp.json();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hi from Claude on Vertex."
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["total_tokens"], 16);
+
+    let resp = gw
+        .post_stream(
+            "/v1/chat/completions",
+            &json!({"model": "claude", "stream": true, "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await
+        .into_response()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(stream_text(&openai_chunks(&resp)), "Hello there");
+
+    // Anthropic's overloaded error and Google's quota error are both understood.
+    gw.post("/v1/chat/completions", &ask("busy"))
+        .await
+        .expect_error(503);
+    let resp = gw.post("/v1/chat/completions", &ask("quota")).await;
+    assert_eq!(resp.expect_error(429)["code"], "rate_limit_exceeded");
+    assert_eq!(resp.header("retry-after"), Some("9"));
+
+    assert_eq!(
+        up.requests().iter().filter(|r| r.path == "/token").count(),
+        1
+    );
+}

@@ -114,76 +114,100 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
         }
         "vertex_ai" => {
             if model.starts_with("claude") {
-                return Err(ConfigError::new(
-                    path("model"),
-                    "Anthropic models on Vertex AI (vertex_ai/claude-*) are not supported yet",
-                ));
+                return super::vertex::build_claude(dep);
             }
-            let account = ServiceAccount::from_config(dep.params.extra.get("vertex_credentials"))
-                .map_err(|e| ConfigError::new(path("vertex_credentials"), e))?
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        path("vertex_credentials"),
-                        "required for vertex_ai/ deployments: a service-account key (file path, JSON string or mapping), or set GOOGLE_APPLICATION_CREDENTIALS",
-                    )
-                })?;
-            let project = dep
-                .params
-                .extra_str("vertex_project")
-                .map(str::to_string)
-                .or_else(|| std::env::var("VERTEXAI_PROJECT").ok())
-                .or_else(|| account.project_id.clone())
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        path("vertex_project"),
-                        "required for vertex_ai/ deployments (or set VERTEXAI_PROJECT, or use a key with project_id)",
-                    )
-                })?;
-            let location = dep
-                .params
-                .extra_str("vertex_location")
-                .map(str::to_string)
-                .or_else(|| std::env::var("VERTEXAI_LOCATION").ok())
-                .filter(|l| !l.is_empty())
-                .unwrap_or_else(|| VERTEX_DEFAULT_LOCATION.to_string());
-            let base = dep
-                .params
-                .api_base
-                .clone()
-                .unwrap_or_else(|| format!("https://{location}-aiplatform.googleapis.com"));
-            let base = base.trim_end_matches('/');
-            let (origin, base_path) = split_origin(base).ok_or_else(|| {
-                ConfigError::new(
-                    path("api_base"),
-                    format!("\"{base}\" must be an http:// or https:// URL"),
-                )
-            })?;
-            // An api_base with a path is the model's URL itself (LiteLLM's custom-proxy rule:
-            // `{api_base}:{method}`); a bare host gets Vertex's resource path.
-            let model_path = if base_path.is_empty() {
-                format!(
-                    "/v1/projects/{project}/locations/{location}/publishers/google/models/{model}"
-                )
-            } else {
-                base_path.to_string()
-            };
-            let tokens = TokenSource::new(account, CLOUD_PLATFORM_SCOPE)
-                .map_err(|e| ConfigError::new(path("vertex_credentials"), e))?;
+            let target = vertex_target(dep, "google", &model)?;
             Gemini {
                 name: "vertex_ai",
                 vertex: true,
-                origin: origin.to_string(),
-                model_path,
+                origin: target.origin,
+                model_path: target.model_path,
                 resource_name: format!("models/{model}"),
                 model,
-                auth: Auth::Google(Arc::new(tokens)),
+                auth: Auth::Google(target.tokens),
                 base64_pending: Mutex::new(HashSet::new()),
             }
         }
         _ => return Ok(None),
     };
     Ok(Some(Arc::new(provider)))
+}
+
+/// Where and how a Vertex AI deployment is reached.
+pub(crate) struct VertexTarget {
+    /// `scheme://host[:port]`
+    pub origin: String,
+    /// `/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}`, or
+    /// the path of an `api_base` that has one; methods are appended as `:{method}`.
+    pub model_path: String,
+    pub tokens: Arc<TokenSource>,
+}
+
+/// Reads a `vertex_ai/` deployment's credentials (`vertex_credentials`, else
+/// `GOOGLE_APPLICATION_CREDENTIALS`), project (`vertex_project`, `VERTEXAI_PROJECT`, the key's
+/// `project_id`), location (`vertex_location`, `VERTEXAI_LOCATION`, `us-central1`) and base URL.
+/// An `api_base` with a path is the model's URL itself (LiteLLM's custom-proxy rule:
+/// `{api_base}:{method}`); a bare host gets Vertex's resource path.
+pub(crate) fn vertex_target(
+    dep: &DeploymentConfig,
+    publisher: &str,
+    model: &str,
+) -> Result<VertexTarget, ConfigError> {
+    let path = |key: &str| format!("model_list[{}].litellm_params.{key}", dep.index);
+    let account = ServiceAccount::from_config(dep.params.extra.get("vertex_credentials"))
+        .map_err(|e| ConfigError::new(path("vertex_credentials"), e))?
+        .ok_or_else(|| {
+            ConfigError::new(
+                path("vertex_credentials"),
+                "required for vertex_ai/ deployments: a service-account key (file path, JSON string or mapping), or set GOOGLE_APPLICATION_CREDENTIALS",
+            )
+        })?;
+    let project = dep
+        .params
+        .extra_str("vertex_project")
+        .map(str::to_string)
+        .or_else(|| std::env::var("VERTEXAI_PROJECT").ok())
+        .or_else(|| account.project_id.clone())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                path("vertex_project"),
+                "required for vertex_ai/ deployments (or set VERTEXAI_PROJECT, or use a key with project_id)",
+            )
+        })?;
+    let location = dep
+        .params
+        .extra_str("vertex_location")
+        .map(str::to_string)
+        .or_else(|| std::env::var("VERTEXAI_LOCATION").ok())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| VERTEX_DEFAULT_LOCATION.to_string());
+    let base = dep.params.api_base.clone().unwrap_or_else(|| {
+        if location == "global" {
+            "https://aiplatform.googleapis.com".to_string()
+        } else {
+            format!("https://{location}-aiplatform.googleapis.com")
+        }
+    });
+    let base = base.trim_end_matches('/');
+    let (origin, base_path) = split_origin(base).ok_or_else(|| {
+        ConfigError::new(
+            path("api_base"),
+            format!("\"{base}\" must be an http:// or https:// URL"),
+        )
+    })?;
+    let model_path = if base_path.is_empty() {
+        format!("/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}")
+    } else {
+        base_path.to_string()
+    };
+    let tokens = TokenSource::new(account, CLOUD_PLATFORM_SCOPE)
+        .map_err(|e| ConfigError::new(path("vertex_credentials"), e))?;
+    Ok(VertexTarget {
+        origin: origin.to_string(),
+        model_path,
+        tokens: Arc::new(tokens),
+    })
 }
 
 #[async_trait]

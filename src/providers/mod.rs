@@ -11,6 +11,7 @@ pub mod gemini;
 pub mod google_auth;
 pub mod mock;
 pub mod openai_compat;
+pub mod vertex;
 
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{GatewayError, GatewayResult};
