@@ -252,7 +252,9 @@ pub struct TokenSource {
     token_path: String,
     cached: ArcSwapOption<AccessToken>,
     /// Held by the one task fetching a token (an async mutex: it is held across the fetch).
-    refreshing: tokio::sync::Mutex<()>,
+    /// Guards the time and error of the last failed fetch, so callers that queued behind a
+    /// failing fetch share its error instead of each trying again in turn.
+    refreshing: tokio::sync::Mutex<Option<(Instant, GatewayError)>>,
 }
 
 impl TokenSource {
@@ -274,7 +276,7 @@ impl TokenSource {
             endpoint: Arc::new(endpoint),
             token_path,
             cached: ArcSwapOption::empty(),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -291,15 +293,19 @@ impl TokenSource {
             match tok.freshness(Instant::now()) {
                 Freshness::Fresh => return Ok(tok.header.clone()),
                 Freshness::Stale => {
-                    let Ok(_guard) = self.refreshing.try_lock() else {
+                    let Ok(mut last_failure) = self.refreshing.try_lock() else {
                         // Someone else is refreshing; this one is still good.
                         return Ok(tok.header.clone());
                     };
-                    if let Some(newer) = self.fresh_cached() {
+                    // Another caller may have refreshed it between the load and the lock.
+                    if let Some(newer) = self.cached_if(|f| f == Freshness::Fresh) {
                         return Ok(newer);
                     }
                     return match self.fetch(client).await {
-                        Ok(h) => Ok(h),
+                        Ok(h) => {
+                            *last_failure = None;
+                            Ok(h)
+                        }
                         Err(e) => {
                             log::warn!(
                                 "refreshing the Google access token for {} failed, using the current one until it expires: {}",
@@ -313,18 +319,33 @@ impl TokenSource {
                 Freshness::Expired => {}
             }
         }
-        let _guard = self.refreshing.lock().await;
-        // The fetch this caller waited on may have produced a token.
-        if let Some(h) = self.fresh_cached() {
+        let waiting_since = Instant::now();
+        let mut last_failure = self.refreshing.lock().await;
+        // The fetch this caller waited on may have produced a token, or failed.
+        if let Some(h) = self.cached_if(|f| f != Freshness::Expired) {
             return Ok(h);
         }
-        self.fetch(client).await
+        if let Some((at, err)) = last_failure.as_ref() {
+            if *at >= waiting_since {
+                return Err(err.clone());
+            }
+        }
+        match self.fetch(client).await {
+            Ok(h) => {
+                *last_failure = None;
+                Ok(h)
+            }
+            Err(e) => {
+                *last_failure = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
-    /// The cached token if it is fresh, or at least not expired.
-    fn fresh_cached(&self) -> Option<HeaderValue> {
+    /// The cached token if its freshness passes `accept`.
+    fn cached_if(&self, accept: impl Fn(Freshness) -> bool) -> Option<HeaderValue> {
         let tok = self.cached.load_full()?;
-        (tok.freshness(Instant::now()) != Freshness::Expired).then(|| tok.header.clone())
+        accept(tok.freshness(Instant::now())).then(|| tok.header.clone())
     }
 
     /// Fetches a token, caches it and returns its header. Called with `refreshing` held.
@@ -632,9 +653,12 @@ mod tests {
         );
     }
 
-    /// Many concurrent callers with no token share one fetch; later calls hit the cache.
-    #[tokio::test]
-    async fn concurrent_callers_share_one_fetch() {
+    /// A one-route HTTP/1.1 server answering every request after 100 ms with `status` and
+    /// `body`, counting requests.
+    async fn token_server(
+        status: u16,
+        body: &'static str,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -670,30 +694,119 @@ mod tests {
                     }
                     hits.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    let body =
-                        r#"{"access_token":"tok-1","expires_in":3600,"token_type":"Bearer"}"#;
                     let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = sock.write_all(resp.as_bytes()).await;
                 });
             }
         });
+        (port, hits)
+    }
+
+    async fn burst(
+        port: u16,
+        callers: usize,
+    ) -> (Arc<TokenSource>, Vec<GatewayResult<HeaderValue>>) {
+        burst_with(port, callers, None).await
+    }
+
+    async fn burst_with(
+        port: u16,
+        callers: usize,
+        cached: Option<AccessToken>,
+    ) -> (Arc<TokenSource>, Vec<GatewayResult<HeaderValue>>) {
         let sa =
             ServiceAccount::from_json(&test_key_json(&format!("http://127.0.0.1:{port}/token")))
                 .unwrap();
         let source = Arc::new(TokenSource::new(sa, CLOUD_PLATFORM_SCOPE).unwrap());
+        source.cached.store(cached.map(Arc::new));
         let client = Arc::new(UpstreamClient::new(8));
         let mut tasks = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..callers {
             let (s, c) = (source.clone(), client.clone());
             tasks.push(tokio::spawn(async move { s.authorization(&c).await }));
         }
+        let mut out = Vec::new();
         for t in tasks {
-            assert_eq!(t.await.unwrap().unwrap(), "Bearer tok-1");
+            out.push(t.await.unwrap());
         }
+        (source, out)
+    }
+
+    /// Many concurrent callers with no token share one fetch; later calls hit the cache.
+    #[tokio::test]
+    async fn concurrent_callers_share_one_fetch() {
+        use std::sync::atomic::Ordering;
+        let (port, hits) = token_server(
+            200,
+            r#"{"access_token":"tok-1","expires_in":3600,"token_type":"Bearer"}"#,
+        )
+        .await;
+        let (source, results) = burst(port, 8).await;
+        for r in results {
+            assert_eq!(r.unwrap(), "Bearer tok-1");
+        }
+        let client = UpstreamClient::new(1);
         assert_eq!(source.authorization(&client).await.unwrap(), "Bearer tok-1");
         assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// Callers queued behind a failing fetch get its error rather than retrying one by one;
+    /// a later caller tries again.
+    #[tokio::test]
+    async fn a_failed_fetch_is_shared_by_its_waiters() {
+        use std::sync::atomic::Ordering;
+        let (port, hits) = token_server(
+            400,
+            r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+        )
+        .await;
+        let (source, results) = burst(port, 6).await;
+        for r in results {
+            assert_eq!(r.unwrap_err().status, 401);
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let client = UpstreamClient::new(1);
+        assert!(source.authorization(&client).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    /// A token due for refresh is replaced by one caller; the others keep using it meanwhile,
+    /// and a failed refresh falls back to it while it is still valid.
+    #[tokio::test]
+    async fn stale_token_is_refreshed_once_in_the_background_of_requests() {
+        use std::sync::atomic::Ordering;
+        let stale = || {
+            let now = Instant::now();
+            AccessToken {
+                header: HeaderValue::from_static("Bearer old"),
+                refresh_at: now - Duration::from_secs(1),
+                expires_at: now + Duration::from_secs(60),
+            }
+        };
+        let (port, hits) = token_server(
+            200,
+            r#"{"access_token":"new","expires_in":3600,"token_type":"Bearer"}"#,
+        )
+        .await;
+        let (source, results) = burst_with(port, 6, Some(stale())).await;
+        let got: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(
+            got.iter().filter(|h| *h == "Bearer new").count(),
+            1,
+            "{got:?}"
+        );
+        assert_eq!(got.iter().filter(|h| *h == "Bearer old").count(), 5);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let client = UpstreamClient::new(1);
+        assert_eq!(source.authorization(&client).await.unwrap(), "Bearer new");
+
+        let (port, _) = token_server(500, "{}").await;
+        let (_, results) = burst_with(port, 3, Some(stale())).await;
+        for r in results {
+            assert_eq!(r.unwrap(), "Bearer old");
+        }
     }
 }
