@@ -1792,4 +1792,91 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\":
         let raw: Box<RawValue> = serde_json::from_str(r##"{"type":"object","properties":{"n":{"$ref":"#/$defs/node"}},"$defs":{"node":{"type":"object","properties":{"next":{"$ref":"#/$defs/node"}}}}}"##).unwrap();
         assert_eq!(clean_tool_schema(&raw, "tools").unwrap_err().status, 400);
     }
+
+    fn build_yaml(params: &str) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
+        let yaml = format!("model_list:\n  - model_name: m\n    litellm_params:\n{params}");
+        let config = crate::config::litellm::parse(&yaml).expect("valid YAML config");
+        build(&config.deployments[0])
+    }
+
+    fn key_json(project: Option<&str>) -> String {
+        let mut v: Value = serde_json::json!({
+            "type": "service_account",
+            "private_key_id": "k",
+            "private_key": include_str!("../../tests/fixtures/vertex_test_key.pem"),
+            "client_email": "a@b.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        });
+        if let Some(p) = project {
+            v["project_id"] = p.into();
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |params: String| build_yaml(&params).err().expect("must be refused").path;
+        assert_eq!(
+            err("      model: vertex_ai/gemini-2.5-pro\n      vertex_project: p\n      vertex_credentials: '{not json'\n".into()),
+            "model_list[0].litellm_params.vertex_credentials"
+        );
+        let bad_key = key_json(Some("p")).replace("MII", "XXX");
+        assert_eq!(
+            err(format!(
+                "      model: vertex_ai/gemini-2.5-pro\n      vertex_credentials: {bad_key}\n"
+            )),
+            "model_list[0].litellm_params.vertex_credentials"
+        );
+        if std::env::var_os("VERTEXAI_PROJECT").is_none() {
+            assert_eq!(
+                err(format!(
+                    "      model: vertex_ai/gemini-2.5-pro\n      vertex_credentials: {}\n",
+                    key_json(None)
+                )),
+                "model_list[0].litellm_params.vertex_project"
+            );
+        }
+        if std::env::var_os("GEMINI_API_KEY").is_none() {
+            assert_eq!(
+                err("      model: gemini/gemini-2.0-flash\n".into()),
+                "model_list[0].litellm_params.api_key"
+            );
+        }
+        assert_eq!(
+            err(
+                "      model: gemini/gemini-2.0-flash\n      api_key: k\n      api_base: ftp://x\n"
+                    .into()
+            ),
+            "model_list[0].litellm_params.api_base"
+        );
+    }
+
+    #[test]
+    fn vertex_hosts_follow_the_location() {
+        let sa = key_json(Some("proj"));
+        let p = build_yaml(&format!(
+            "      model: vertex_ai/gemini-2.5-pro\n      vertex_credentials: {sa}\n"
+        ))
+        .unwrap()
+        .unwrap();
+        if std::env::var_os("VERTEXAI_LOCATION").is_none() {
+            assert_eq!(
+                p.base_url(),
+                "https://us-central1-aiplatform.googleapis.com"
+            );
+        }
+        let p = build_yaml(&format!("      model: vertex_ai/gemini-2.5-pro\n      vertex_location: global\n      vertex_credentials: {sa}\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.base_url(), "https://aiplatform.googleapis.com");
+        assert!(p.supports(Operation::Embeddings));
+        let claude = build_yaml(&format!("      model: vertex_ai/claude-sonnet-4-5\n      vertex_location: us-east5\n      vertex_credentials: {sa}\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            claude.base_url(),
+            "https://us-east5-aiplatform.googleapis.com"
+        );
+        assert!(!claude.supports(Operation::Embeddings));
+    }
 }
