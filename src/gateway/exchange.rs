@@ -72,6 +72,8 @@ pub async fn handle(
         response_id: &response_id,
         created: unix_now(),
         drop_params: deployment.drop_params,
+        embeddings_base64: op == Operation::Embeddings
+            && parsed.get("encoding_format").map(|v| v.get()) == Some("\"base64\""),
     };
 
     let _in_flight = InFlight::enter(&deployment);

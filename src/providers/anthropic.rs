@@ -1108,6 +1108,7 @@ mod tests {
             response_id: "chatcmpl-test",
             created: 1700000000,
             drop_params: false,
+            embeddings_base64: false,
         }
     }
 

@@ -7,11 +7,14 @@
 //! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
 
 pub mod anthropic;
+pub mod cohere;
 pub mod gemini;
 pub mod google_auth;
 pub mod mock;
+pub mod ollama;
 pub mod openai_compat;
 pub mod vertex;
+pub mod voyage;
 
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{GatewayError, GatewayResult};
@@ -52,6 +55,9 @@ pub struct RequestContext<'a> {
     pub created: u64,
     /// `drop_params` in force for this deployment (deployment setting, else litellm_settings).
     pub drop_params: bool,
+    /// Embeddings: the client asked for `encoding_format: base64`. Translators that build the
+    /// list themselves pass it to `embeddings_response`.
+    pub embeddings_base64: bool,
 }
 
 /// An HTTP request to send upstream. `path` includes the query string.
@@ -244,6 +250,15 @@ pub fn build_provider(
     if let Some(p) = gemini::build(dep)? {
         return Ok(p);
     }
+    if let Some(p) = cohere::build(dep)? {
+        return Ok(p);
+    }
+    if let Some(p) = ollama::build(dep)? {
+        return Ok(p);
+    }
+    if let Some(p) = voyage::build(dep)? {
+        return Ok(p);
+    }
     Err(ConfigError::new(
         format!("model_list[{}].litellm_params.model", dep.index),
         format!(
@@ -275,4 +290,9 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "anthropic",
     "gemini",
     "vertex_ai",
+    "cohere_chat",
+    "cohere",
+    "ollama_chat",
+    "ollama",
+    "voyage",
 ];
