@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 const AI_STUDIO_BASE: &str = "https://generativelanguage.googleapis.com/v1beta";
 const VERTEX_DEFAULT_LOCATION: &str = "us-central1";
@@ -60,9 +60,6 @@ pub struct Gemini {
     resource_name: String,
     model: String,
     auth: Auth,
-    /// Response ids of embeddings requests that asked for base64 (the request context has no
-    /// room for `encoding_format`, so it is remembered between build and parse).
-    base64_pending: Mutex<HashSet<String>>,
 }
 
 /// Builds the provider for `gemini/` and `vertex_ai/` deployments.
@@ -109,7 +106,6 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
                 resource_name: format!("models/{model}"),
                 model,
                 auth: Auth::ApiKey(key),
-                base64_pending: Mutex::new(HashSet::new()),
             }
         }
         "vertex_ai" => {
@@ -125,7 +121,6 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
                 resource_name: format!("models/{model}"),
                 model,
                 auth: Auth::Google(target.tokens),
-                base64_pending: Mutex::new(HashSet::new()),
             }
         }
         _ => return Ok(None),
@@ -268,18 +263,6 @@ impl Provider for Gemini {
                         batch_embeddings_body(&self.resource_name, &texts, emb.dimensions),
                     )
                 };
-                if emb.base64 {
-                    let mut pending = self
-                        .base64_pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    // Entries of requests that failed upstream are never taken back out; keep
-                    // the set bounded.
-                    if pending.len() > 4096 {
-                        pending.clear();
-                    }
-                    pending.insert(cx.response_id.to_string());
-                }
                 UpstreamRequest::post_json(path, out)
             }
         };
@@ -303,18 +286,13 @@ impl Provider for Gemini {
         match cx.op {
             Operation::Chat => parse_chat_response(self.name, &self.model, body, cx),
             Operation::Embeddings => {
-                let base64 = self
-                    .base64_pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(cx.response_id);
                 let (vectors, usage) = if self.vertex {
                     parse_vertex_embeddings(self.name, body)?
                 } else {
                     parse_batch_embeddings(self.name, body)?
                 };
                 Ok(TranslatedResponse {
-                    body: embeddings_response(&self.model, &vectors, base64, usage),
+                    body: embeddings_response(&self.model, &vectors, cx.embeddings_base64, usage),
                     usage: Some(usage),
                 })
             }
@@ -1445,6 +1423,7 @@ mod tests {
             response_id: "chatcmpl-abc",
             created: 1_700_000_000,
             drop_params: false,
+            embeddings_base64: false,
         }
     }
 
