@@ -8,6 +8,9 @@
 //! Schema keywords Gemini rejects (`$schema`, `additionalProperties`, `strict`, `$defs`, …) with
 //! local `$ref`s inlined, rather than as `parametersJsonSchema`: `parameters` works on every
 //! Gemini model on both AI Studio and Vertex v1, which is what LiteLLM users' configs rely on.
+//!
+//! `user` and `parallel_tool_calls` are accepted and not forwarded (Gemini has neither); `n`
+//! above 1 is refused (or ignored under `drop_params`): one candidate is returned.
 
 use super::google_auth::{ServiceAccount, TokenSource, CLOUD_PLATFORM_SCOPE};
 use super::openai_compat::split_origin;
@@ -92,12 +95,13 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
                         "required for gemini/ deployments (an AI Studio API key), or set GEMINI_API_KEY",
                     )
                 })?;
-            let key = HeaderValue::from_str(&key).map_err(|_| {
+            let mut key = HeaderValue::from_str(&key).map_err(|_| {
                 ConfigError::new(
                     path("api_key"),
                     "contains characters not allowed in an HTTP header",
                 )
             })?;
+            key.set_sensitive(true);
             Gemini {
                 name: "gemini",
                 vertex: false,

@@ -395,12 +395,13 @@ impl TokenSource {
             }
         };
         let token = parse_token_response(status, &body, &self.account)?;
-        let header = HeaderValue::from_str(&format!("Bearer {}", token.access_token))
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", token.access_token))
             .map_err(|_| {
                 GatewayError::bad_gateway(
                     "The Google token endpoint returned an access token with characters not allowed in a header.",
                 )
             })?;
+        header.set_sensitive(true);
         let expires_in = Duration::from_secs(token.expires_in.unwrap_or(3600).max(1));
         self.cached.store(Some(Arc::new(AccessToken::new(
             header.clone(),
