@@ -1862,4 +1862,23 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\":
         );
         assert!(!claude.supports(Operation::Embeddings));
     }
+
+    #[test]
+    fn vertex_api_base_with_a_path_is_the_model_url() {
+        let sa = key_json(Some("proj"));
+        let yaml = |api_base: &str| {
+            format!("model_list:\n  - model_name: m\n    litellm_params:\n      model: vertex_ai/gemini-2.5-pro\n      vertex_location: europe-west4\n      api_base: {api_base}\n      vertex_credentials: {sa}\n")
+        };
+        let config = crate::config::litellm::parse(&yaml("https://proxy.test/")).unwrap();
+        let t = vertex_target(&config.deployments[0], "google", "gemini-2.5-pro").unwrap();
+        assert_eq!(t.origin, "https://proxy.test");
+        assert_eq!(
+            t.model_path,
+            "/v1/projects/proj/locations/europe-west4/publishers/google/models/gemini-2.5-pro"
+        );
+        let config =
+            crate::config::litellm::parse(&yaml("https://proxy.test/vertex/models/pro")).unwrap();
+        let t = vertex_target(&config.deployments[0], "google", "gemini-2.5-pro").unwrap();
+        assert_eq!(t.model_path, "/vertex/models/pro");
+    }
 }
