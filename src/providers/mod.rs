@@ -7,12 +7,14 @@
 //! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod cohere;
 pub mod gemini;
 pub mod google_auth;
 pub mod mock;
 pub mod ollama;
 pub mod openai_compat;
+pub mod sigv4;
 pub mod vertex;
 pub mod voyage;
 
@@ -259,6 +261,9 @@ pub fn build_provider(
     if let Some(p) = voyage::build(dep)? {
         return Ok(p);
     }
+    if dep.provider == "bedrock" {
+        return bedrock::build(dep);
+    }
     Err(ConfigError::new(
         format!("model_list[{}].litellm_params.model", dep.index),
         format!(
@@ -295,4 +300,5 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "ollama_chat",
     "ollama",
     "voyage",
+    "bedrock",
 ];
