@@ -9,10 +9,13 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
+pub mod gemini;
+pub mod google_auth;
 pub mod mock;
 pub mod ollama;
 pub mod openai_compat;
 pub mod sigv4;
+pub mod vertex;
 pub mod voyage;
 
 use crate::config::{ConfigError, DeploymentConfig};
@@ -246,6 +249,9 @@ pub fn build_provider(
     if let Some(p) = anthropic::build(dep)? {
         return Ok(p);
     }
+    if let Some(p) = gemini::build(dep)? {
+        return Ok(p);
+    }
     if let Some(p) = cohere::build(dep)? {
         return Ok(p);
     }
@@ -287,6 +293,8 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "openai_like",
     "custom_openai",
     "anthropic",
+    "gemini",
+    "vertex_ai",
     "cohere_chat",
     "cohere",
     "ollama_chat",
