@@ -60,9 +60,17 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let mut top = Section::new("", Some(&root), &env)?;
     top.accept(&["environment_variables"]);
 
-    let server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
+    let mut server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
     let general = read_general(top.section("general_settings")?, &mut warnings)?;
-    let litellm = read_litellm_settings(top.section("litellm_settings")?, &mut warnings)?;
+    let (litellm, json_logs) =
+        read_litellm_settings(top.section("litellm_settings")?, &mut warnings)?;
+    let own_json_logs = root
+        .get("switchboard")
+        .and_then(|s| s.get("json_logs"))
+        .is_some();
+    if let (Some(v), false) = (json_logs, own_json_logs) {
+        server.json_logs = v;
+    }
     let router = read_router_settings(top.section("router_settings")?, &mut warnings)?;
 
     let mut deployments = Vec::new();
@@ -212,18 +220,23 @@ fn read_general(
     })
 }
 
+/// Also returns `json_logs`, which sets the diagnostic log format unless `switchboard.json_logs`
+/// does.
 fn read_litellm_settings(
     mut s: Section<'_>,
     warnings: &mut Vec<String>,
-) -> Result<LitellmSettings, ConfigError> {
+) -> Result<(LitellmSettings, Option<bool>), ConfigError> {
     let out = LitellmSettings {
         drop_params: s.bool("drop_params")?.unwrap_or(false),
         request_timeout: seconds(&mut s, "request_timeout")?,
+        require_auth_for_metrics_endpoint: s
+            .bool("require_auth_for_metrics_endpoint")?
+            .unwrap_or(false),
     };
-    // `json_logs` is honoured through the switchboard section / SWITCHBOARD_JSON_LOGS.
-    s.accept(&["json_logs", "set_verbose"]);
+    let json_logs = s.bool("json_logs")?;
+    s.accept(&["set_verbose"]);
     s.finish(warnings);
-    Ok(out)
+    Ok((out, json_logs))
 }
 
 fn read_router_settings(

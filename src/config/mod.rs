@@ -122,6 +122,8 @@ pub struct LitellmSettings {
     pub drop_params: bool,
     /// `request_timeout`: the default per-request deadline when nothing narrower is set.
     pub request_timeout: Option<Duration>,
+    /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
+    pub require_auth_for_metrics_endpoint: bool,
 }
 
 #[derive(Debug, Clone)]

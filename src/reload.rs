@@ -1,0 +1,165 @@
+//! Hot reload on SIGHUP. The config file (and the environment variables it names) is read again,
+//! validated and built into a complete new [`Snapshot`] on a blocking thread, off the request
+//! path, then swapped in with one `ArcSwap::store`. Requests and streams already running keep
+//! the snapshot they loaded; new requests see the new one. Deployment state lives in the
+//! process-wide [`StateRegistry`](crate::router::StateRegistry) and the connection pool in the
+//! process-wide `UpstreamClient`, so deployments that survive a reload keep both.
+//!
+//! An invalid config changes nothing: the old snapshot keeps serving, the error is logged with
+//! its key path, `switchboard_config_reloads_total{result="failed"}` counts it, and
+//! `/health/readiness` reports it.
+
+use crate::config::{Config, ConfigError};
+use crate::gateway::App;
+use crate::router::Snapshot;
+use crate::systemd::Notifier;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// What the last reload did, for `/health/readiness`.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    /// Unix seconds.
+    pub at: u64,
+    /// The generation serving after the attempt.
+    pub generation: u64,
+    /// `None` when the reload succeeded.
+    pub error: Option<String>,
+}
+
+impl ReloadOutcome {
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "result": if self.error.is_none() { "ok" } else { "failed" },
+            "at": self.at,
+            "generation": self.generation,
+        });
+        if let Some(e) = &self.error {
+            v["error"] = e.as_str().into();
+        }
+        v
+    }
+}
+
+/// Re-reads `config_path` and swaps the new snapshot into `app`. Blocking (file I/O, provider
+/// set-up): call it off the async workers. Returns the new generation.
+pub fn reload(app: &App, config_path: &std::path::Path) -> Result<u64, ConfigError> {
+    let result = Config::load(config_path).and_then(|config| {
+        let current = app.snapshot.load();
+        warn_unreloadable(&current.config, &config);
+        for w in &config.warnings {
+            log::warn!("{w}");
+        }
+        let generation = current.generation + 1;
+        Snapshot::build(config, generation, &app.client, &app.registry)
+    });
+    let outcome = match result {
+        Ok(snapshot) => {
+            let generation = snapshot.generation;
+            app.snapshot.store(Arc::new(snapshot));
+            app.metrics.reload(true);
+            log::info!(
+                "config reloaded from {}: generation {generation}",
+                config_path.display()
+            );
+            Ok(generation)
+        }
+        Err(e) => {
+            app.metrics.reload(false);
+            log::error!(
+                "config reload from {} failed, still serving generation {}: {e}",
+                config_path.display(),
+                app.snapshot.load().generation
+            );
+            Err(e)
+        }
+    };
+    app.last_reload.store(Some(Arc::new(ReloadOutcome {
+        at: crate::gateway::unix_now(),
+        generation: app.snapshot.load().generation,
+        error: outcome.as_ref().err().map(|e| e.to_string()),
+    })));
+    outcome
+}
+
+/// Listener and process settings only change with a restart or an upgrade: say so.
+fn warn_unreloadable(old: &Config, new: &Config) {
+    let (a, b) = (&old.server, &new.server);
+    let changed: Vec<&str> = [
+        ("host", a.host != b.host),
+        ("port", a.port != b.port),
+        ("threads", a.threads != b.threads),
+        ("pid_file", a.pid_file != b.pid_file),
+        ("upgrade_sock", a.upgrade_sock != b.upgrade_sock),
+        (
+            "upstream_keepalive_pool_size",
+            a.upstream_keepalive_pool_size != b.upstream_keepalive_pool_size,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, c)| c.then_some(k))
+    .collect();
+    if !changed.is_empty() {
+        log::warn!(
+            "switchboard.{{{}}} changed: these take effect on restart or upgrade, not on reload",
+            changed.join(", ")
+        );
+    }
+}
+
+/// Installs the process's SIGHUP handler now, so a SIGHUP that arrives before the reload service
+/// listens is ignored instead of killing the process (its default action). systemd only sends
+/// `ExecReload` after READY=1, by which time the service listens.
+pub fn install_handler() -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async { signal(SignalKind::hangup()).map(|_| ()) })
+}
+
+/// The Pingora background service that reloads on every SIGHUP until shutdown.
+pub struct ReloadService {
+    pub app: Arc<App>,
+    pub config_path: PathBuf,
+    pub notifier: Arc<Notifier>,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup: Signal = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP, hot reload is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    self.notifier.reloading();
+                    let (app, path) = (self.app.clone(), self.config_path.clone());
+                    let result = tokio::task::spawn_blocking(move || reload(&app, &path)).await;
+                    if let Err(e) = result {
+                        log::error!("config reload task failed: {e}");
+                    }
+                    let generation = self.app.snapshot.load().generation;
+                    self.notifier
+                        .ready(&format!("serving config generation {generation}"), false);
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
