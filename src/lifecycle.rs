@@ -7,6 +7,10 @@
 //!   finish, and the process exits 0 as soon as none is left.
 //! - SIGQUIT: Pingora's zero-downtime upgrade: the listening sockets go to a new process started
 //!   with `--upgrade`; this one stops accepting and drains as above.
+//! - SIGUSR2: self-upgrade for service managers: the config is validated, the binary at argv[0]
+//!   (the new version once installed there) is started with `--upgrade`, and this process then
+//!   proceeds as on SIGQUIT. Under systemd the new process becomes the main PID (it sends
+//!   MAINPID= with READY=1; the unit has `NotifyAccess=all`).
 //! - SIGINT: fast shutdown.
 //! - READY=1 once Pingora runs and the listener accepts connections; WATCHDOG=1 every half
 //!   `WATCHDOG_USEC` while the process runs.
@@ -22,6 +26,19 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
+/// Installs the process's SIGHUP and SIGUSR2 handlers now, so one that arrives before the
+/// services listen for it is ignored instead of killing the process (the default action of
+/// both). systemd only sends `ExecReload` after READY=1, by which time the services listen.
+pub fn install_signal_handlers() -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        let _hup = signal(SignalKind::hangup())?;
+        signal(SignalKind::user_defined2()).map(|_| ())
+    })
+}
+
 /// Pingora's shutdown signals, with the drain flag and systemd told first.
 pub struct Signals {
     pub app: Arc<App>,
@@ -36,28 +53,83 @@ impl ShutdownSignalWatch for Signals {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler");
+        loop {
+            if let Some(s) = tokio::select! {
+                _ = term.recv() => Some(self.terminate(&mut int).await),
+                _ = quit.recv() => Some(self.hand_over()),
+                _ = usr2.recv() => match self.spawn_successor().await {
+                    Ok(pid) => {
+                        log::info!("SIGUSR2: started upgraded process {pid}");
+                        Some(self.hand_over())
+                    }
+                    Err(e) => {
+                        log::error!("SIGUSR2: upgrade not started, still serving: {e}");
+                        None
+                    }
+                },
+                _ = int.recv() => Some(ShutdownSignal::FastShutdown),
+            } {
+                return s;
+            }
+        }
+    }
+}
+
+impl Signals {
+    async fn terminate(&self, int: &mut tokio::signal::unix::Signal) -> ShutdownSignal {
+        log::info!(
+            "SIGTERM: draining; listeners close in {}s",
+            self.grace_period.as_secs()
+        );
+        self.app.draining.store(true, Ordering::Relaxed);
+        self.notifier.stopping();
         tokio::select! {
-            _ = term.recv() => {
-                log::info!(
-                    "SIGTERM: draining; listeners close in {}s",
-                    self.grace_period.as_secs()
-                );
-                self.app.draining.store(true, Ordering::Relaxed);
-                self.notifier.stopping();
-                tokio::select! {
-                    _ = tokio::time::sleep(self.grace_period) => ShutdownSignal::GracefulTerminate,
-                    _ = int.recv() => ShutdownSignal::FastShutdown,
-                }
-            }
-            _ = quit.recv() => {
-                log::info!("SIGQUIT: handing the listeners to the upgraded process");
-                self.app.draining.store(true, Ordering::Relaxed);
-                // The new process reports READY with its MAINPID; a STOPPING from here would
-                // read as the whole service stopping.
-                self.notifier.mute();
-                ShutdownSignal::GracefulUpgrade
-            }
+            _ = tokio::time::sleep(self.grace_period) => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+
+    fn hand_over(&self) -> ShutdownSignal {
+        log::info!("handing the listeners to the upgraded process");
+        self.app.draining.store(true, Ordering::Relaxed);
+        // The new process reports READY with its MAINPID; a STOPPING from here would read as
+        // the whole service stopping.
+        self.notifier.mute();
+        ShutdownSignal::GracefulUpgrade
+    }
+
+    /// Validates the config the successor will read, starts it with `--upgrade`, and checks it
+    /// did not die at once. Returns its pid.
+    async fn spawn_successor(&self) -> Result<u32, String> {
+        let path = self.app.snapshot.load().config.source.clone();
+        let config = crate::config::Config::load(&path).map_err(|e| e.to_string())?;
+        crate::router::Snapshot::build(
+            config,
+            0,
+            &self.app.client,
+            &crate::router::StateRegistry::default(),
+        )
+        .map_err(|e| format!("invalid config {}: {e}", path.display()))?;
+        let mut rest: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if rest.is_empty() {
+            return Err("no argv[0]".into());
+        }
+        let exe = rest.remove(0);
+        if !rest.iter().any(|a| a == "--upgrade" || a == "-u") {
+            rest.push("--upgrade".into());
+        }
+        let mut child = std::process::Command::new(&exe)
+            .args(&rest)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.to_string_lossy()))?;
+        let pid = child.id();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match child.try_wait() {
+            // Dropping the handle neither kills nor waits: the successor outlives this process.
+            Ok(None) => Ok(pid),
+            Ok(Some(status)) => Err(format!("the upgraded process exited at once ({status})")),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -99,7 +171,7 @@ impl BackgroundService for LifecycleService {
                 self.upgraded,
             );
             // Pings until the process ends (the select below drops this future on shutdown).
-            if let Some(every) = crate::systemd::watchdog_interval() {
+            if let Some(every) = crate::systemd::watchdog_interval(self.upgraded) {
                 loop {
                     self.notifier.watchdog();
                     tokio::time::sleep(every).await;

@@ -111,16 +111,6 @@ fn warn_unreloadable(old: &Config, new: &Config) {
     }
 }
 
-/// Installs the process's SIGHUP handler now, so a SIGHUP that arrives before the reload service
-/// listens is ignored instead of killing the process (its default action). systemd only sends
-/// `ExecReload` after READY=1, by which time the service listens.
-pub fn install_handler() -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    rt.block_on(async { signal(SignalKind::hangup()).map(|_| ()) })
-}
-
 /// The Pingora background service that reloads on every SIGHUP until shutdown.
 pub struct ReloadService {
     pub app: Arc<App>,

@@ -103,7 +103,8 @@ pub fn build(
     service.add_tcp(&listen);
     server.add_service(service);
 
-    crate::reload::install_handler().map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    crate::lifecycle::install_signal_handlers()
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     server.add_service(background_service(
         "config reload",
         ReloadService {

@@ -82,9 +82,11 @@ impl Notifier {
 }
 
 /// How often to ping the watchdog: half of `$WATCHDOG_USEC`, if it is set for this process.
-pub fn watchdog_interval() -> Option<Duration> {
+/// An upgraded process inherited its predecessor's `$WATCHDOG_PID` and pings all the same: it
+/// is the main process now.
+pub fn watchdog_interval(upgraded: bool) -> Option<Duration> {
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.trim() != std::process::id().to_string() {
+        if !upgraded && pid.trim() != std::process::id().to_string() {
             return None;
         }
     }

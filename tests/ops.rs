@@ -573,3 +573,66 @@ async fn access_log_has_one_json_line_per_request() {
         1
     );
 }
+
+/// SIGUSR2 (the systemd upgrade path): the running process starts its successor with
+/// `--upgrade` itself, hands over the listeners and exits; no request fails.
+#[tokio::test]
+async fn sigusr2_self_upgrade_under_load() {
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hi"))).await;
+    let yaml = format!(
+        "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: {}/v1\n      api_key: sk-x\n",
+        up.base()
+    );
+    let mut old = Gateway::start(&yaml);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(old.port, "m", 3, stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    old.signal("USR2");
+    let status = old
+        .wait_exit(Duration::from_secs(12))
+        .expect("old process exits after handing over");
+    assert!(status.success(), "{status}");
+    let stderr = old.stderr();
+    let new_pid: u32 = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| {
+            l["msg"]
+                .as_str()?
+                .strip_prefix("SIGUSR2: started upgraded process ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no successor logged: {stderr}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failures) = loader.await.unwrap();
+    let alive = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    };
+    let served = old.post("/v1/chat/completions", &chat("m")).await.status;
+    // Stop the successor (not a child of this test) before asserting.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &new_pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(new_pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !alive(new_pid),
+        "successor {new_pid} did not stop on SIGTERM"
+    );
+    assert_eq!(served, 200, "the successor serves on the same port");
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 20, "only {ok} requests went through");
+}
