@@ -636,3 +636,55 @@ async fn sigusr2_self_upgrade_under_load() {
     );
     assert!(ok > 20, "only {ok} requests went through");
 }
+
+/// sd_notify through a stand-in `$NOTIFY_SOCKET`: READY once listening, RELOADING/READY around
+/// a reload, watchdog pings, STOPPING on SIGTERM.
+#[tokio::test]
+async fn tells_systemd_ready_reloading_watchdog_stopping() {
+    let dir = temp_dir();
+    let sock_path = dir.join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    let mut gw = Gateway::start_with_env(
+        &format!("model_list:\n{}", mock_group("m", "x")),
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut seen: Vec<String> = Vec::new();
+    let ready = next_notification(&sock, &mut seen, "READY=1").await;
+    assert!(ready.contains("STATUS=serving on 127.0.0.1:"), "{ready}");
+    // The listener accepted before READY was sent.
+    assert_eq!(gw.get("/health/readiness", &[]).await.status, 200);
+    next_notification(&sock, &mut seen, "WATCHDOG=1").await;
+    next_notification(&sock, &mut seen, "WATCHDOG=1").await;
+    gw.signal("HUP");
+    let reloading = next_notification(&sock, &mut seen, "RELOADING=1").await;
+    assert!(reloading.contains("\nMONOTONIC_USEC="), "{reloading}");
+    let ready = next_notification(&sock, &mut seen, "READY=1").await;
+    assert!(ready.contains("config generation 2"), "{ready}");
+    gw.signal("TERM");
+    next_notification(&sock, &mut seen, "STOPPING=1").await;
+    assert!(gw.wait_exit(Duration::from_secs(5)).unwrap().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn next_notification(
+    sock: &tokio::net::UnixDatagram,
+    seen: &mut Vec<String>,
+    want: &str,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout_at(deadline.into(), sock.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {want} notification; got {seen:?}"))
+            .unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(msg.clone());
+        if msg.starts_with(want) {
+            return msg;
+        }
+    }
+}
