@@ -611,6 +611,68 @@ mod tests {
         assert_eq!(exception_class(599, false), "InternalServerError");
     }
 
+    /// Every series the Grafana dashboard queries is one this module exposes.
+    #[test]
+    fn dashboard_queries_exposed_metrics() {
+        use prometheus::core::Collector;
+        let m = Metrics::new();
+        let collectors: Vec<&dyn Collector> = vec![
+            &m.proxy_requests,
+            &m.proxy_failed_requests,
+            &m.total_latency,
+            &m.api_latency,
+            &m.time_to_first_token,
+            &m.overhead_latency,
+            &m.latency_per_output_token,
+            &m.input_tokens,
+            &m.output_tokens,
+            &m.total_tokens,
+            &m.spend,
+            &m.deployment_state,
+            &m.deployment_cooled_down,
+            &m.deployment_success,
+            &m.deployment_failure,
+            &m.deployment_total,
+            &m.fallbacks_ok,
+            &m.fallbacks_failed,
+            &m.in_flight,
+            &m.deployment_in_flight,
+            &m.retries,
+            &m.reloads,
+            &m.config_generation,
+            &m.upstream_connections,
+            &m.access_log_dropped,
+        ];
+        let names: Vec<String> = collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect();
+        let dashboard = include_str!("../conf/grafana-dashboard.json");
+        let mut queried = 0;
+        for (i, _) in dashboard
+            .match_indices("litellm_")
+            .chain(dashboard.match_indices("switchboard_"))
+        {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            if name == "switchboard_gateway" || name.ends_with('_') {
+                continue; // the dashboard uid, prose
+            }
+            queried += 1;
+            assert!(
+                names.iter().any(|n| n == base),
+                "dashboard queries unknown {name}"
+            );
+        }
+        assert!(queried > 20);
+    }
+
     #[test]
     fn exposes_litellm_names() {
         let m = Metrics::new();
