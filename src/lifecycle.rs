@@ -18,6 +18,9 @@
 use crate::gateway::App;
 use crate::systemd::Notifier;
 use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
 use pingora_core::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use std::sync::atomic::Ordering;
@@ -25,6 +28,52 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
+
+/// How long connections accepted before the listeners closed get to send their request head
+/// before Pingora drops the ones still waiting (see [`SettledShutdown`]).
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// Wraps the HTTP app so that, when the listeners close, connections still waiting for a request
+/// head are dropped only after [`SETTLE`]. Pingora drops them at once, which fails a request
+/// whose connection was accepted a moment before the listeners closed but whose bytes had not
+/// arrived yet (seen under load during an upgrade). Idle keep-alive connections close after the
+/// same delay.
+pub struct SettledShutdown<A>(pub Arc<A>);
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for SettledShutdown<A> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.0.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<pingora_core::protocols::http::v2::server::H2Options> {
+        self.0.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.0.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        tokio::time::sleep(SETTLE).await;
+        self.0.http_cleanup().await
+    }
+
+    async fn process_custom_session(
+        self: Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.0
+            .clone()
+            .process_custom_session(stream, shutdown)
+            .await
+    }
+}
 
 /// Installs the process's SIGHUP and SIGUSR2 handlers now, so one that arrives before the
 /// services listen for it is ignored instead of killing the process (the default action of
@@ -92,8 +141,9 @@ impl Signals {
 
     fn hand_over(&self) -> ShutdownSignal {
         log::info!("handing the listeners to the upgraded process");
-        self.app.draining.store(true, Ordering::Relaxed);
-        // The new process reports READY with its MAINPID; a STOPPING from here would read as
+        // Health stays 200 here: the listening socket keeps being served (by both processes for
+        // a few seconds, then by the new one). The new process reports READY with its MAINPID;
+        // a STOPPING from here would read as the whole service stopping. reports READY with its MAINPID; a STOPPING from here would read as
         // the whole service stopping.
         self.notifier.mute();
         ShutdownSignal::GracefulUpgrade
@@ -194,12 +244,14 @@ impl LifecycleService {
     /// drain timeout passes), then exits 0 without waiting out Pingora's fixed grace sleep.
     async fn drain(&self) {
         let deadline = Instant::now() + self.drain_timeout;
+        // Connections accepted just before the listeners closed send their request head within
+        // SETTLE (see SettledShutdown); only then can "nothing in flight" mean done.
+        tokio::time::sleep(SETTLE).await;
         let mut idle_polls = 0;
         while Instant::now() < deadline {
             if self.app.in_flight.load(Ordering::Relaxed) == 0 {
                 idle_polls += 1;
-                // A connection accepted just before the listeners closed may still be sending
-                // its request head: 5 quiet polls (100 ms) in a row mean done.
+                // 5 quiet polls (100 ms) in a row mean done.
                 if idle_polls >= 5 {
                     break;
                 }

@@ -488,6 +488,40 @@ impl Metrics {
         }
     }
 
+    /// Records a deployment entering cooldown (`status`: the failure that caused it). For the
+    /// router to call where it starts a cooldown.
+    pub fn cooled_down(&self, d: &Deployment, status: u16) {
+        self.deployment_cooled_down
+            .with_label_values(&[
+                &litellm_model_name(d),
+                d.id(),
+                d.api_base(),
+                &d.config.provider,
+                status_label(status),
+            ])
+            .inc();
+    }
+
+    /// Records a fallback from model group `requested` to `fallback`, answered or not, after
+    /// the original group failed with `status`.
+    pub fn fallback(&self, requested: &str, fallback: &str, ok: bool, status: u16) {
+        let labels = [
+            requested,
+            fallback,
+            "",
+            "",
+            "",
+            "",
+            status_label(status),
+            exception_class(status, false),
+        ];
+        if ok {
+            self.fallbacks_ok.with_label_values(&labels).inc();
+        } else {
+            self.fallbacks_failed.with_label_values(&labels).inc();
+        }
+    }
+
     /// Records a reload attempt.
     pub fn reload(&self, ok: bool) {
         self.reloads
@@ -519,7 +553,7 @@ impl Metrics {
                             d.api_base(),
                             &d.config.provider,
                         ])
-                        .set(0);
+                        .set(deployment_state(d));
                     self.deployment_in_flight
                         .with_label_values(&[name, d.id()])
                         .set(d.state.in_flight.load(Ordering::Relaxed) as i64);
@@ -539,6 +573,13 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// LiteLLM's deployment state: 0 healthy, 1 partial outage, 2 complete outage (cooling down).
+/// `DeploymentState` has no cooldown yet, so every deployment reads healthy until the router
+/// exposes one (then: 2 while cooling down).
+fn deployment_state(_d: &Deployment) -> i64 {
+    0
 }
 
 /// Brings a counter up to a monotonic value kept elsewhere.
@@ -677,6 +718,7 @@ mod tests {
     fn exposes_litellm_names() {
         let m = Metrics::new();
         m.reload(true);
+        m.fallback("a", "b", true, 429);
         m.proxy_requests
             .with_label_values(&["", "", "", "g", "", "", "", "200"])
             .inc();
@@ -687,5 +729,6 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("litellm_proxy_total_requests_metric_total{api_key_alias=\"\",end_user=\"\",hashed_api_key=\"\",requested_model=\"g\",status_code=\"200\",team=\"\",team_alias=\"\",user=\"\"} 1"), "{text}");
         assert!(text.contains("switchboard_config_reloads_total{result=\"ok\"} 1"));
+        assert!(text.contains("litellm_deployment_successful_fallbacks_total{api_key_alias=\"\",exception_class=\"RateLimitError\",exception_status=\"429\",fallback_model=\"b\",hashed_api_key=\"\",requested_model=\"a\",team=\"\",team_alias=\"\"} 1"), "{text}");
     }
 }

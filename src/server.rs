@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::gateway::{App, Gateway};
-use crate::lifecycle::{LifecycleService, Signals};
+use crate::lifecycle::{LifecycleService, SettledShutdown, Signals};
 use crate::reload::ReloadService;
 use crate::router::{Snapshot, StateRegistry};
 use crate::systemd::Notifier;
@@ -13,6 +13,7 @@ use crate::upstream::UpstreamClient;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,11 +91,8 @@ pub fn build(
     let app = Arc::new(App::new(snapshot, client, registry));
     let notifier = Arc::new(Notifier::from_env());
 
-    let mut service = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway { app: app.clone() },
-        "switchboard",
-    );
+    let proxy = pingora_proxy::http_proxy(&server.configuration, Gateway { app: app.clone() });
+    let mut service = Service::new("switchboard".to_string(), SettledShutdown(Arc::new(proxy)));
     let listen = if s.host.contains(':') && !s.host.starts_with('[') {
         format!("[{}]:{}", s.host, s.port)
     } else {

@@ -489,4 +489,17 @@ router_settings: {timeout: 12}
         let err = parse("switchboard: {port: 70000}\n").unwrap_err();
         assert_eq!(err.path, "switchboard.port");
     }
+
+    #[test]
+    fn ops_settings() {
+        let c = parse("model_list: []\nlitellm_settings: {json_logs: false, require_auth_for_metrics_endpoint: true}\n").unwrap();
+        assert!(!c.server.json_logs);
+        assert!(c.litellm.require_auth_for_metrics_endpoint);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // The switchboard section wins over litellm_settings.
+        let c = parse("litellm_settings: {json_logs: false}\nswitchboard: {json_logs: true}\n")
+            .unwrap();
+        assert!(c.server.json_logs);
+        assert!(!c.litellm.require_auth_for_metrics_endpoint);
+    }
 }
