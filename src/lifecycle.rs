@@ -153,7 +153,7 @@ impl Signals {
     /// did not die at once. Returns its pid.
     async fn spawn_successor(&self) -> Result<u32, String> {
         let path = self.app.snapshot.load().config.source.clone();
-        let config = crate::config::Config::load(&path).map_err(|e| e.to_string())?;
+        let config = crate::reload::load_config(&path).map_err(|e| e.to_string())?;
         crate::router::Snapshot::build(
             config,
             0,

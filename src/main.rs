@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     if let Ok(abs) = std::fs::canonicalize(&cli.config) {
         cli.config = abs;
     }
-    let config = match Config::load(&cli.config) {
+    let config = match switchboard::reload::load_config(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard: invalid config {}: {e}", cli.config.display());

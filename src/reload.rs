@@ -16,7 +16,8 @@ use crate::systemd::Notifier;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -45,10 +46,60 @@ impl ReloadOutcome {
     }
 }
 
+/// Names an environment file (systemd `EnvironmentFile=` syntax) whose variables `os.environ/`
+/// references see before the process environment, read again on every load: the process
+/// environment is fixed at start, so without it a changed API key would need a restart.
+pub const ENV_FILE_VAR: &str = "SWITCHBOARD_ENV_FILE";
+
+/// Loads the config, with the variables of `$SWITCHBOARD_ENV_FILE` when it is set.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let env = match std::env::var_os(ENV_FILE_VAR) {
+        Some(file) if !file.is_empty() => read_env_file(Path::new(&file))?,
+        _ => HashMap::new(),
+    };
+    Config::load_with_env(path, env)
+}
+
+/// Reads `KEY=VALUE` lines (blank lines and `#`/`;` comments skipped, one level of single or
+/// double quotes removed), as systemd's `EnvironmentFile=` does for the simple cases.
+pub fn read_env_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(ENV_FILE_VAR, format!("cannot read {}: {e}", path.display()))
+    })?;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let (key, value) = line.split_once('=').ok_or_else(|| {
+            ConfigError::new(
+                format!("{}:{}", path.display(), i + 1),
+                "expected KEY=VALUE",
+            )
+        })?;
+        let key = key.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(ConfigError::new(
+                format!("{}:{}", path.display(), i + 1),
+                format!("\"{key}\" is not a variable name"),
+            ));
+        }
+        let value = value.trim();
+        let value = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(a, b)| value.strip_prefix(*a)?.strip_suffix(*b))
+            .filter(|_| value.len() >= 2)
+            .unwrap_or(value);
+        out.insert(key.to_string(), value.to_string());
+    }
+    Ok(out)
+}
+
 /// Re-reads `config_path` and swaps the new snapshot into `app`. Blocking (file I/O, provider
 /// set-up): call it off the async workers. Returns the new generation.
-pub fn reload(app: &App, config_path: &std::path::Path) -> Result<u64, ConfigError> {
-    let result = Config::load(config_path).and_then(|config| {
+pub fn reload(app: &App, config_path: &Path) -> Result<u64, ConfigError> {
+    let result = load_config(config_path).and_then(|config| {
         let current = app.snapshot.load();
         warn_unreloadable(&current.config, &config);
         for w in &config.warnings {
@@ -151,5 +202,25 @@ impl BackgroundService for ReloadService {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_env_files() {
+        let dir = std::env::temp_dir().join(format!("sb-envfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("env");
+        std::fs::write(&f, "# keys\nA=1\n\n B = \"two words\" \n;c\nC='x'\nD=\n").unwrap();
+        let env = super::read_env_file(&f).unwrap();
+        assert_eq!(env["A"], "1");
+        assert_eq!(env["B"], "two words");
+        assert_eq!(env["C"], "x");
+        assert_eq!(env["D"], "");
+        std::fs::write(&f, "A=1\nnot a line\n").unwrap();
+        let err = super::read_env_file(&f).unwrap_err();
+        assert!(err.path.ends_with(":2"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -688,3 +688,34 @@ async fn next_notification(
         }
     }
 }
+
+/// A reload sees API keys changed in `$SWITCHBOARD_ENV_FILE` (the process environment is fixed
+/// at start).
+#[tokio::test]
+async fn reload_rereads_the_environment_file() {
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("ok"))).await;
+    let dir = temp_dir();
+    let env_file = dir.join("switchboard.env");
+    std::fs::write(&env_file, "UPSTREAM_KEY=sk-first\n").unwrap();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: {}/v1\n      api_key: os.environ/UPSTREAM_KEY\n",
+            up.base()
+        ),
+        &[("SWITCHBOARD_ENV_FILE", env_file.to_str().unwrap())],
+    );
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat("m")).await.status,
+        200
+    );
+    assert_eq!(up.last().header("authorization"), Some("Bearer sk-first"));
+    std::fs::write(&env_file, "# rotated\nUPSTREAM_KEY=\"sk-second\"\n").unwrap();
+    gw.signal("HUP");
+    wait_readiness(&gw, |b| b["config_generation"] == 2).await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat("m")).await.status,
+        200
+    );
+    assert_eq!(up.last().header("authorization"), Some("Bearer sk-second"));
+    let _ = std::fs::remove_dir_all(dir);
+}

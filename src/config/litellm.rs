@@ -34,6 +34,12 @@ pub const PROVIDER_PARAMS: &[&str] = &[
 ];
 
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, HashMap::new())
+}
+
+/// [`parse`], with `os.environ/` references looked up in `env` before the process environment
+/// (the config's own `environment_variables` still come first).
+pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config, ConfigError> {
     let root: Value = serde_yaml::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -53,7 +59,10 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
 
     // environment_variables first: os.environ/ references anywhere may point at them.
-    let overrides = read_environment_variables(root.get("environment_variables"))?;
+    let mut overrides = env;
+    overrides.extend(read_environment_variables(
+        root.get("environment_variables"),
+    )?);
     let env = Env {
         overrides: &overrides,
     };
