@@ -207,6 +207,80 @@ impl BackgroundService for ReloadService {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::router::StateRegistry;
+    use crate::upstream::UpstreamClient;
+
+    fn dep(name: &str, id: &str, text: &str) -> String {
+        format!("  - model_name: {name}\n    litellm_params: {{model: openai/x, mock_response: {text}}}\n    model_info: {{id: {id}}}\n")
+    }
+
+    /// Surviving deployments keep their live state; snapshots held by requests are untouched.
+    #[test]
+    fn reload_swaps_whole_snapshots_and_keeps_state() {
+        let dir = std::env::temp_dir().join(format!("sb-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "model_list:\n{}{}",
+                dep("g", "a", "one"),
+                dep("g", "b", "two")
+            ),
+        )
+        .unwrap();
+        let client = Arc::new(UpstreamClient::new(1));
+        let registry = StateRegistry::default();
+        let snapshot =
+            Snapshot::build(Config::load(&path).unwrap(), 1, &client, &registry).unwrap();
+        let app = App::new(snapshot, client, registry);
+        let held = app.snapshot.load_full();
+        let state_a = held.group("g").unwrap().deployments[0].state.clone();
+        state_a
+            .requests
+            .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+
+        std::fs::write(
+            &path,
+            format!(
+                "model_list:\n{}{}",
+                dep("g", "a", "changed"),
+                dep("h", "c", "new")
+            ),
+        )
+        .unwrap();
+        assert_eq!(reload(&app, &path).unwrap(), 2);
+        let now = app.snapshot.load_full();
+        let a = &now.group("g").unwrap().deployments;
+        assert_eq!(a.len(), 1);
+        assert!(Arc::ptr_eq(&a[0].state, &state_a), "a kept its state");
+        assert_eq!(
+            a[0].state
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            7
+        );
+        assert!(now.group("h").is_some());
+        // The snapshot a request held is unchanged.
+        assert_eq!(held.generation, 1);
+        assert_eq!(held.group("g").unwrap().deployments.len(), 2);
+
+        // A broken file changes nothing and is reported.
+        std::fs::write(
+            &path,
+            "model_list:\n  - model_name: g\n    litellm_params: {model: nope/x}\n",
+        )
+        .unwrap();
+        let err = reload(&app, &path).unwrap_err();
+        assert!(err.path.starts_with("model_list[0]"), "{err}");
+        assert_eq!(app.snapshot.load().generation, 2);
+        let last = app.last_reload.load_full().unwrap();
+        assert_eq!(last.generation, 2);
+        assert!(last.error.as_deref().unwrap().contains("model_list[0]"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn reads_env_files() {
         let dir = std::env::temp_dir().join(format!("sb-envfile-{}", std::process::id()));
