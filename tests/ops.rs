@@ -719,3 +719,55 @@ async fn reload_rereads_the_environment_file() {
     assert_eq!(up.last().header("authorization"), Some("Bearer sk-second"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A client that hangs up mid-stream is logged as such, and the request leaves the in-flight
+/// count.
+#[tokio::test]
+async fn access_log_records_client_disconnect() {
+    let up = MockUpstream::start(|_| {
+        Reply::stream(
+            "text/event-stream",
+            &openai::sse(&["a", "b", "c", "d", "e", "f", "g", "h"], false),
+            20,
+            Duration::from_millis(100),
+        )
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: g\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: {}/v1\n      api_key: sk-x\n",
+        up.base()
+    ));
+    let mut s = gw
+        .post_stream(
+            "/v1/chat/completions",
+            &json!({"model": "g", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert!(s.next_chunk().await.is_some());
+    s.hang_up();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        if let Some(l) = gw.access_log().into_iter().find(|l| l["model"] == "g") {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access-log line: {}",
+            gw.stdout()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(line["client_disconnected"], true, "{line}");
+    assert_eq!(line["status"], 200);
+    let metrics = gw.get("/metrics", &[]).await.text();
+    // Only the scrape itself is in flight.
+    assert!(
+        metrics.contains("switchboard_in_flight_requests 1"),
+        "{metrics}"
+    );
+    let dep = metrics
+        .lines()
+        .find(|l| l.starts_with("switchboard_deployment_in_flight_requests{model_group=\"g\""))
+        .expect("per-deployment in-flight gauge");
+    assert!(dep.ends_with(" 0"), "{dep}");
+}
