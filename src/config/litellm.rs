@@ -34,6 +34,12 @@ pub const PROVIDER_PARAMS: &[&str] = &[
 ];
 
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, HashMap::new())
+}
+
+/// [`parse`], with `os.environ/` references looked up in `env` before the process environment
+/// (the config's own `environment_variables` still come first).
+pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config, ConfigError> {
     let root: Value = serde_yaml::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -53,18 +59,28 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
 
     // environment_variables first: os.environ/ references anywhere may point at them.
-    let overrides = read_environment_variables(root.get("environment_variables"))?;
+    let mut overrides = env;
+    overrides.extend(read_environment_variables(
+        root.get("environment_variables"),
+    )?);
     let env = Env {
         overrides: &overrides,
     };
     let mut top = Section::new("", Some(&root), &env)?;
     top.accept(&["environment_variables"]);
 
-    let server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
+    let mut server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
     let general = read_general(top.section("general_settings")?, &mut warnings)?;
     let mut router = RouterSettings::default();
-    let litellm =
+    let (litellm, json_logs) =
         read_litellm_settings(top.section("litellm_settings")?, &mut router, &mut warnings)?;
+    let own_json_logs = root
+        .get("switchboard")
+        .and_then(|s| s.get("json_logs"))
+        .is_some();
+    if let (Some(v), false) = (json_logs, own_json_logs) {
+        server.json_logs = v;
+    }
     read_router_settings(top.section("router_settings")?, &mut router, &mut warnings)?;
 
     let mut deployments = Vec::new();
@@ -215,20 +231,25 @@ fn read_general(
     })
 }
 
+/// Also returns `json_logs`, which sets the diagnostic log format unless `switchboard.json_logs`
+/// does.
 fn read_litellm_settings(
     mut s: Section<'_>,
     router: &mut RouterSettings,
     warnings: &mut Vec<String>,
-) -> Result<LitellmSettings, ConfigError> {
+) -> Result<(LitellmSettings, Option<bool>), ConfigError> {
     let out = LitellmSettings {
         drop_params: s.bool("drop_params")?.unwrap_or(false),
         request_timeout: seconds(&mut s, "request_timeout")?,
+        require_auth_for_metrics_endpoint: s
+            .bool("require_auth_for_metrics_endpoint")?
+            .unwrap_or(false),
     };
     read_shared_routing_keys(&mut s, router)?;
-    // `json_logs` is honoured through the switchboard section / SWITCHBOARD_JSON_LOGS.
-    s.accept(&["json_logs", "set_verbose"]);
+    let json_logs = s.bool("json_logs")?;
+    s.accept(&["set_verbose"]);
     s.finish(warnings);
-    Ok(out)
+    Ok((out, json_logs))
 }
 
 /// Routing keys LiteLLM accepts in both `litellm_settings` and `router_settings`.
@@ -901,5 +922,18 @@ router_settings:
             .warnings
             .iter()
             .any(|w| w.starts_with("router_settings.redis_host")));
+    }
+
+    #[test]
+    fn ops_settings() {
+        let c = parse("model_list: []\nlitellm_settings: {json_logs: false, require_auth_for_metrics_endpoint: true}\n").unwrap();
+        assert!(!c.server.json_logs);
+        assert!(c.litellm.require_auth_for_metrics_endpoint);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // The switchboard section wins over litellm_settings.
+        let c = parse("litellm_settings: {json_logs: false}\nswitchboard: {json_logs: true}\n")
+            .unwrap();
+        assert!(c.server.json_logs);
+        assert!(!c.litellm.require_auth_for_metrics_endpoint);
     }
 }

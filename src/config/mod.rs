@@ -56,9 +56,18 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, Default::default())
+    }
+
+    /// [`Config::load`], resolving `os.environ/` references in `env` before the process
+    /// environment (for an environment file re-read on reload).
+    pub fn load_with_env(
+        path: &Path,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-        let mut config = litellm::parse(&text)?;
+        let mut config = litellm::parse_with_env(&text, env)?;
         config.source = path.to_path_buf();
         Ok(config)
     }
@@ -122,6 +131,8 @@ pub struct LitellmSettings {
     pub drop_params: bool,
     /// `request_timeout`: the default per-request deadline when nothing narrower is set.
     pub request_timeout: Option<Duration>,
+    /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
+    pub require_auth_for_metrics_endpoint: bool,
 }
 
 /// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;

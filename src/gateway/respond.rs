@@ -45,6 +45,11 @@ pub async fn json(session: &mut Session, ctx: &mut RequestLog, status: u16, body
     write_whole(session, ctx, h, body).await;
 }
 
+/// Writes a complete response with a caller-built head (which sets Content-Length).
+pub async fn whole(session: &mut Session, ctx: &mut RequestLog, h: ResponseHeader, body: Bytes) {
+    write_whole(session, ctx, h, body).await;
+}
+
 /// Writes an OpenAI error object with the error's status (and Retry-After when set).
 pub async fn error(session: &mut Session, ctx: &mut RequestLog, err: &GatewayError) {
     ctx.error = Some(err.message.clone());
