@@ -433,36 +433,9 @@ impl Metrics {
         self.overhead_latency
             .with_label_values(&[group, provider, api_base, &litellm_model, "", ""])
             .observe(total.saturating_sub(ctx.upstream_time).as_secs_f64());
-        let dep_labels = [
-            litellm_model.as_str(),
-            id,
-            api_base,
-            provider,
-            requested,
-            "",
-            "",
-            "",
-            "",
-        ];
-        self.deployment_total.with_label_values(&dep_labels).inc();
-        if failed {
-            self.deployment_failure
-                .with_label_values(&[
-                    &litellm_model,
-                    id,
-                    api_base,
-                    provider,
-                    status,
-                    class,
-                    requested,
-                    "",
-                    "",
-                    "",
-                    "",
-                ])
-                .inc();
-        } else {
-            self.deployment_success.with_label_values(&dep_labels).inc();
+        if let Some(fallback) = ctx.fallback.as_deref() {
+            // The group that answered (or failed last) was a fallback of the requested one.
+            self.fallback(requested, fallback, !failed, ctx.status);
         }
         if ctx.attempts > 1 {
             self.retries
@@ -485,6 +458,44 @@ impl Metrics {
                     .with_label_values(&[&litellm_model, id, api_base, provider, "", "", "", ""])
                     .observe(upstream / u.completion_tokens as f64);
             }
+        }
+    }
+
+    /// Records one attempt on a deployment (every attempt, retries and fallbacks included):
+    /// `failed` is the failing status, `None` for an answered attempt.
+    pub fn deployment_attempt(&self, d: &Deployment, requested: &str, failed: Option<u16>) {
+        let litellm_model = litellm_model_name(d);
+        let (api_base, provider, id) = (d.api_base(), d.config.provider.as_str(), d.id());
+        let labels = [
+            litellm_model.as_str(),
+            id,
+            api_base,
+            provider,
+            requested,
+            "",
+            "",
+            "",
+            "",
+        ];
+        self.deployment_total.with_label_values(&labels).inc();
+        match failed {
+            None => self.deployment_success.with_label_values(&labels).inc(),
+            Some(status) => self
+                .deployment_failure
+                .with_label_values(&[
+                    &litellm_model,
+                    id,
+                    api_base,
+                    provider,
+                    status_label(status),
+                    exception_class(status, false),
+                    requested,
+                    "",
+                    "",
+                    "",
+                    "",
+                ])
+                .inc(),
         }
     }
 
@@ -575,11 +586,17 @@ impl Metrics {
     }
 }
 
-/// LiteLLM's deployment state: 0 healthy, 1 partial outage, 2 complete outage (cooling down).
-/// `DeploymentState` has no cooldown yet, so every deployment reads healthy until the router
-/// exposes one (then: 2 while cooling down).
-fn deployment_state(_d: &Deployment) -> i64 {
-    0
+/// LiteLLM's deployment state: 0 healthy, 1 partial outage (failures this minute), 2 complete
+/// outage (cooling down, or failing its active health check).
+fn deployment_state(d: &Deployment) -> i64 {
+    let now = std::time::Instant::now();
+    if d.state.is_cooling_down(now) || !d.state.is_healthy() {
+        2
+    } else if d.state.failures_this_minute(now) > 0 {
+        1
+    } else {
+        0
+    }
 }
 
 /// Brings a counter up to a monotonic value kept elsewhere.

@@ -771,3 +771,137 @@ async fn access_log_records_client_disconnect() {
         .expect("per-deployment in-flight gauge");
     assert!(dep.ends_with(" 0"), "{dep}");
 }
+
+/// The value of the first series of `name` whose labels contain every one of `labels`.
+fn series(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_every_attempt_cooldowns_and_fallbacks() {
+    let bad = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let good = MockUpstream::start(|_| Reply::json(200, openai::completion("ok"))).await;
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: primary
+    litellm_params: {{model: openai/m, api_base: "{bad}/v1", api_key: k, order: 1}}
+    model_info: {{id: bad}}
+  - model_name: primary
+    litellm_params: {{model: openai/m, api_base: "{good}/v1", api_key: k, order: 2}}
+    model_info: {{id: good}}
+  - model_name: limited
+    litellm_params: {{model: openai/m, mock_response: litellm.RateLimitError, num_retries: 0}}
+    model_info: {{id: limited-1}}
+  - model_name: spare
+    litellm_params: {{model: openai/m, mock_response: "from the spare"}}
+    model_info: {{id: spare-1}}
+router_settings:
+  num_retries: 1
+  cooldown_time: 30
+  fallbacks: [{{limited: [spare]}}]
+"#,
+        bad = bad.base(),
+        good = good.base()
+    ));
+    // Each request tries `bad` (priority tier 1) first, then retries on `good`. The second
+    // failure in the minute puts `bad` over the 50% rule: it cools down.
+    for _ in 0..2 {
+        let r = gw.post("/v1/chat/completions", &chat("primary")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = gw.post("/v1/chat/completions", &chat("limited")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "from the spare"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = gw.get("/metrics", &[]).await.text();
+
+    // Every attempt counts against its own deployment, not only the one that answered.
+    assert_eq!(
+        series(
+            &t,
+            "litellm_deployment_failure_responses_total",
+            &["model_id=\"bad\"", "exception_status=\"500\""]
+        ),
+        2.0,
+        "{t}"
+    );
+    assert_eq!(
+        series(
+            &t,
+            "litellm_deployment_total_requests_total",
+            &["model_id=\"bad\""]
+        ),
+        2.0,
+        "{t}"
+    );
+    assert_eq!(
+        series(
+            &t,
+            "litellm_deployment_success_responses_total",
+            &["model_id=\"good\""]
+        ),
+        2.0,
+        "{t}"
+    );
+    assert_eq!(
+        series(
+            &t,
+            "litellm_deployment_cooled_down_total",
+            &["model_id=\"bad\"", "exception_status=\"500\""]
+        ),
+        1.0,
+        "{t}"
+    );
+    assert_eq!(
+        series(&t, "litellm_deployment_state", &["model_id=\"bad\""]),
+        2.0,
+        "{t}"
+    );
+    assert_eq!(
+        series(&t, "litellm_deployment_state", &["model_id=\"good\""]),
+        0.0,
+        "{t}"
+    );
+    assert_eq!(
+        series(
+            &t,
+            "switchboard_retries_total",
+            &["model_group=\"primary\""]
+        ),
+        2.0,
+        "{t}"
+    );
+    // The fallback from `limited` to `spare` answered.
+    assert_eq!(
+        series(
+            &t,
+            "litellm_deployment_successful_fallbacks_total",
+            &["requested_model=\"limited\"", "fallback_model=\"spare\""]
+        ),
+        1.0,
+        "{t}"
+    );
+    assert_eq!(
+        series(
+            &t,
+            "litellm_deployment_failure_responses_total",
+            &["model_id=\"limited-1\"", "exception_status=\"429\""]
+        ),
+        1.0,
+        "{t}"
+    );
+}

@@ -55,6 +55,8 @@ pub fn model_not_found(model: &str) -> GatewayError {
 struct Call<'a> {
     app: &'a App,
     snapshot: &'a Snapshot,
+    /// The model name the client asked for (metrics label).
+    requested: &'a str,
     parsed: &'a RequestBody<'a>,
     op: Operation,
     stream: bool,
@@ -133,6 +135,7 @@ pub async fn handle(
     let response_id = format!("chatcmpl-{}", super::new_id());
     let call = Call {
         app,
+        requested: &model,
         snapshot,
         parsed: &parsed,
         op,
@@ -360,19 +363,10 @@ async fn attempt(
         }
     };
     ctx.upstream_time += start.elapsed();
-    let policy = &call.snapshot.cooldown;
     let ready = match ready {
         Ok(r) => r,
         Err(e) => {
-            if let Some(d) = admission.failed(Instant::now(), &e, policy) {
-                log::warn!(
-                    "deployment {} ({}) cooling down for {:.1}s after: {}",
-                    deployment.id(),
-                    deployment.config.model_name,
-                    d.as_secs_f64(),
-                    e
-                );
-            }
+            attempt_failed(call, admission, &e);
             return AttemptOutcome::Failed(e);
         }
     };
@@ -381,10 +375,13 @@ async fn attempt(
             if let Err(e) =
                 answer_mock(mock, call.parsed, &cx, call.prompt_bytes, session, ctx).await
             {
-                admission.failed(Instant::now(), &e, policy);
+                attempt_failed(call, admission, &e);
                 return AttemptOutcome::Failed(e);
             }
             let tokens = ctx.usage.map(|u| u.total_tokens).unwrap_or(0);
+            call.app
+                .metrics
+                .deployment_attempt(&deployment, call.requested, None);
             admission.succeeded(Instant::now(), start.elapsed(), ctx.ttft, tokens);
         }
         Ready::Whole { body, usage } => {
@@ -392,6 +389,9 @@ async fn attempt(
             ctx.usage = usage;
             respond::json(session, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
+            call.app
+                .metrics
+                .deployment_attempt(&deployment, call.requested, None);
             admission.succeeded(Instant::now(), latency, None, tokens);
         }
         Ready::Stream {
@@ -415,20 +415,40 @@ async fn attempt(
             ctx.usage = translator.usage();
             let now = Instant::now();
             match failure {
-                Some(e) => {
-                    admission.failed(now, &e, policy);
-                }
+                Some(e) => attempt_failed(call, admission, &e),
                 None if ctx.client_disconnected => {}
                 None => {
                     // A stream's length is the answer's, not the deployment's speed: streams
                     // feed the time to first token only (as LiteLLM's latency routing does).
                     let tokens = ctx.usage.map(|u| u.total_tokens).unwrap_or(0);
+                    call.app
+                        .metrics
+                        .deployment_attempt(&deployment, call.requested, None);
                     admission.succeeded(now, ttft, Some(ttft), tokens);
                 }
             }
         }
     }
     AttemptOutcome::Done
+}
+
+/// Records a failed attempt against its deployment: the cooldown rules, the per-deployment
+/// failure metric, and the cooldown metric (with the status that caused it) when one starts.
+fn attempt_failed(call: &Call<'_>, admission: Admission, err: &GatewayError) {
+    let deployment = admission.deployment.clone();
+    call.app
+        .metrics
+        .deployment_attempt(&deployment, call.requested, Some(err.status));
+    if let Some(d) = admission.failed(Instant::now(), err, &call.snapshot.cooldown) {
+        call.app.metrics.cooled_down(&deployment, err.status);
+        log::warn!(
+            "deployment {} ({}) cooling down for {:.1}s after: {}",
+            deployment.id(),
+            deployment.config.model_name,
+            d.as_secs_f64(),
+            err
+        );
+    }
 }
 
 /// Drives an attempt up to the point where the gateway can answer: a whole translated body,

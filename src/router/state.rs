@@ -151,6 +151,11 @@ impl DeploymentState {
         (w.requests, w.tokens)
     }
 
+    /// Failed attempts in the minute containing `now` (LiteLLM's "partial outage" signal).
+    pub fn failures_this_minute(&self, now: Instant) -> u64 {
+        self.window_at(now).fails
+    }
+
     // ---- crate-internal mutation ----
 
     pub(super) fn window_at(&self, now: Instant) -> Window {
