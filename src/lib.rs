@@ -9,14 +9,20 @@
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs.
+//! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
+//!   (signals, drain), [`systemd`] (sd_notify).
 
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod openai;
 pub mod providers;
+pub mod reload;
 pub mod router;
 pub mod server;
+pub mod systemd;
 pub mod upstream;

@@ -9,7 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::OnceLock;
 
-static ACCESS: OnceLock<SyncSender<String>> = OnceLock::new();
+static ACCESS: OnceLock<SyncSender<Msg>> = OnceLock::new();
+
+enum Msg {
+    Line(String),
+    /// Answered once every line sent before it is written.
+    Flush(SyncSender<()>),
+}
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Longest an access-log line waits for the writer after a flush (the channel holds 65 536).
 const ACCESS_BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
@@ -19,21 +25,40 @@ pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// Waits (up to `timeout`) until every access-log line logged so far is written to stdout.
+pub fn flush(timeout: std::time::Duration) {
+    let Some(tx) = ACCESS.get() else { return };
+    let (ack_tx, ack_rx) = sync_channel(1);
+    if tx.send(Msg::Flush(ack_tx)).is_ok() {
+        let _ = ack_rx.recv_timeout(timeout);
+    }
+}
+
 /// Starts the access-log writer and installs the diagnostic logger. Idempotent.
 pub fn init(json: bool, level: log::LevelFilter) {
     ACCESS.get_or_init(|| {
-        let (tx, rx) = sync_channel::<String>(65_536);
+        let (tx, rx) = sync_channel::<Msg>(65_536);
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::new(stdout.lock());
-                while let Ok(line) = rx.recv() {
-                    let _ = out.write_all(line.as_bytes());
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = out.write_all(more.as_bytes());
+                let mut acks = Vec::new();
+                while let Ok(msg) = rx.recv() {
+                    let mut next = Some(msg);
+                    while let Some(m) = next {
+                        match m {
+                            Msg::Line(line) => {
+                                let _ = out.write_all(line.as_bytes());
+                            }
+                            Msg::Flush(ack) => acks.push(ack),
+                        }
+                        next = rx.try_recv().ok();
                     }
                     let _ = out.flush();
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(());
+                    }
                     // Under load, let lines gather instead of being woken for each one (a futex
                     // wake on the worker plus a context switch per request: ~20% of the gateway's
                     // CPU per request in benches/load.rs). Idle, the next line is written at once.
@@ -132,9 +157,13 @@ pub fn access(session: &Session, ctx: &RequestLog) {
         obj.insert("model".into(), m.as_str().into());
     }
     if let Some(d) = &ctx.deployment {
+        obj.insert("model_group".into(), d.config.model_name.as_str().into());
         obj.insert("deployment".into(), d.id().into());
         obj.insert("provider".into(), d.provider_name().into());
         obj.insert("attempts".into(), ctx.attempts.into());
+        if let Some(f) = &ctx.fallback {
+            obj.insert("fallback".into(), f.as_str().into());
+        }
         obj.insert(
             "upstream_ms".into(),
             ((ctx.upstream_time.as_secs_f64() * 1e6).round() / 1000.0).into(),
@@ -159,7 +188,7 @@ pub fn access(session: &Session, ctx: &RequestLog) {
     }
     let mut s = line.to_string();
     s.push('\n');
-    if let Err(TrySendError::Full(_)) = tx.try_send(s) {
+    if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(s)) {
         DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -39,8 +39,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
+    let mut cli = Cli::parse();
+    // Absolute, so SIGHUP re-reads the same file whatever the working directory becomes.
+    if let Ok(abs) = std::fs::canonicalize(&cli.config) {
+        cli.config = abs;
+    }
+    let config = match switchboard::reload::load_config(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard: invalid config {}: {e}", cli.config.display());
@@ -75,7 +79,9 @@ fn main() -> ExitCode {
         }
     };
     log::info!("switchboard listening on http://{}", built.listen);
-    built.server.run_forever()
+    built.run();
+    switchboard::logging::flush(std::time::Duration::from_secs(2));
+    ExitCode::SUCCESS
 }
 
 /// `--check`: validate everything the server would (providers, endpoints), print a summary.

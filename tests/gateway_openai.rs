@@ -401,6 +401,8 @@ model_list:
     litellm_params: {{model: openai/gpt-4o, api_base: "http://127.0.0.1:{dead_port}/v1", api_key: k}}
   - model_name: streamy
     litellm_params: {{model: openai/gpt-4o, api_base: "{base}/v1", api_key: k, timeout: 5, stream_timeout: 0.5}}
+router_settings:
+  num_retries: 0   # one attempt each: this test is about how a single fault is reported
 "#,
         base = up.base()
     );

@@ -15,7 +15,7 @@ fn voyage_mock(req: &Recorded) -> Reply {
     let inputs = body["input"].as_array().cloned().unwrap_or_default();
     if inputs.first().and_then(Value::as_str) == Some("slow down") {
         return Reply::json(429, json!({"detail": "Rate limit exceeded"}))
-            .with_header("retry-after", "3");
+            .with_header("retry-after", "13");
     }
     // Deliberately out of order: the gateway must order by index.
     let mut data: Vec<Value> = (0..inputs.len())
@@ -111,7 +111,7 @@ async fn voyage_refuses_chat_and_maps_errors() {
         .await;
     let err = resp.expect_error(429);
     assert_eq!(err["code"], "rate_limit_exceeded");
-    assert_eq!(resp.header("retry-after"), Some("3"));
+    assert_eq!(resp.header("retry-after"), Some("13"));
 
     let resp = gw
         .post(

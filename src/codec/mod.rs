@@ -2,5 +2,6 @@
 //! is in the middle of, so a stream is never buffered whole, and each yields the same events
 //! however the byte stream is split.
 
+pub mod eventstream;
 pub mod ndjson;
 pub mod sse;

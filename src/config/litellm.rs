@@ -34,6 +34,12 @@ pub const PROVIDER_PARAMS: &[&str] = &[
 ];
 
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, HashMap::new())
+}
+
+/// [`parse`], with `os.environ/` references looked up in `env` before the process environment
+/// (the config's own `environment_variables` still come first).
+pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config, ConfigError> {
     let root: Value = serde_yaml::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -53,17 +59,29 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
 
     // environment_variables first: os.environ/ references anywhere may point at them.
-    let overrides = read_environment_variables(root.get("environment_variables"))?;
+    let mut overrides = env;
+    overrides.extend(read_environment_variables(
+        root.get("environment_variables"),
+    )?);
     let env = Env {
         overrides: &overrides,
     };
     let mut top = Section::new("", Some(&root), &env)?;
     top.accept(&["environment_variables"]);
 
-    let server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
+    let mut server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
     let general = read_general(top.section("general_settings")?, &mut warnings)?;
-    let litellm = read_litellm_settings(top.section("litellm_settings")?, &mut warnings)?;
-    let router = read_router_settings(top.section("router_settings")?, &mut warnings)?;
+    let mut router = RouterSettings::default();
+    let (litellm, json_logs) =
+        read_litellm_settings(top.section("litellm_settings")?, &mut router, &mut warnings)?;
+    let own_json_logs = root
+        .get("switchboard")
+        .and_then(|s| s.get("json_logs"))
+        .is_some();
+    if let (Some(v), false) = (json_logs, own_json_logs) {
+        server.json_logs = v;
+    }
+    read_router_settings(top.section("router_settings")?, &mut router, &mut warnings)?;
 
     let mut deployments = Vec::new();
     for (i, (path, value)) in sequence("model_list", top.value("model_list"))?
@@ -74,6 +92,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     }
     disambiguate_derived_ids(&mut deployments);
     check_unique_ids(&deployments)?;
+    check_group_references(&router, &deployments)?;
 
     for key in IGNORED_TOP_LEVEL {
         if top.value(key).is_some() {
@@ -212,30 +231,287 @@ fn read_general(
     })
 }
 
+/// Also returns `json_logs`, which sets the diagnostic log format unless `switchboard.json_logs`
+/// does.
 fn read_litellm_settings(
     mut s: Section<'_>,
+    router: &mut RouterSettings,
     warnings: &mut Vec<String>,
-) -> Result<LitellmSettings, ConfigError> {
+) -> Result<(LitellmSettings, Option<bool>), ConfigError> {
     let out = LitellmSettings {
         drop_params: s.bool("drop_params")?.unwrap_or(false),
         request_timeout: seconds(&mut s, "request_timeout")?,
+        require_auth_for_metrics_endpoint: s
+            .bool("require_auth_for_metrics_endpoint")?
+            .unwrap_or(false),
     };
-    // `json_logs` is honoured through the switchboard section / SWITCHBOARD_JSON_LOGS.
-    s.accept(&["json_logs", "set_verbose"]);
+    read_shared_routing_keys(&mut s, router)?;
+    let json_logs = s.bool("json_logs")?;
+    s.accept(&["set_verbose"]);
     s.finish(warnings);
-    Ok(out)
+    Ok((out, json_logs))
+}
+
+/// Routing keys LiteLLM accepts in both `litellm_settings` and `router_settings`.
+fn read_shared_routing_keys(
+    s: &mut Section<'_>,
+    out: &mut RouterSettings,
+) -> Result<(), ConfigError> {
+    if let Some(n) = s.u64("num_retries")? {
+        out.num_retries = small_count(s, "num_retries", n)?;
+    }
+    if let Some(v) = seconds_or_zero(s, "retry_after")? {
+        out.retry_after = v;
+    }
+    if let Some(n) = s.u64("allowed_fails")? {
+        out.allowed_fails = Some(small_count(s, "allowed_fails", n)?);
+    }
+    if let Some(v) = seconds_or_zero(s, "cooldown_time")? {
+        out.cooldown_time = v;
+    }
+    if let Some(v) = s.bool("disable_cooldowns")? {
+        out.disable_cooldowns = v;
+    }
+    if let Some(n) = s.u64("max_fallbacks")? {
+        out.max_fallbacks = small_count(s, "max_fallbacks", n)? as usize;
+    }
+    if let Some(v) = fallback_rules(s, "fallbacks")? {
+        out.fallbacks = v;
+    }
+    if let Some(v) = fallback_rules(s, "context_window_fallbacks")? {
+        out.context_window_fallbacks = v;
+    }
+    if let Some(v) = fallback_rules(s, "content_policy_fallbacks")? {
+        out.content_policy_fallbacks = v;
+    }
+    if let Some(v) = s.string_list("default_fallbacks")? {
+        out.default_fallbacks = v;
+    }
+    Ok(())
 }
 
 fn read_router_settings(
     mut s: Section<'_>,
+    out: &mut RouterSettings,
     warnings: &mut Vec<String>,
-) -> Result<RouterSettings, ConfigError> {
-    let out = RouterSettings {
-        timeout: seconds(&mut s, "timeout")?,
-        stream_timeout: seconds(&mut s, "stream_timeout")?,
-    };
+) -> Result<(), ConfigError> {
+    out.timeout = seconds(&mut s, "timeout")?;
+    out.stream_timeout = seconds(&mut s, "stream_timeout")?;
+    read_shared_routing_keys(&mut s, out)?;
+    if let Some(name) = s.string("routing_strategy")? {
+        out.routing_strategy = RoutingStrategy::from_name(name.trim()).ok_or_else(|| {
+            ConfigError::new(
+                s.key_path("routing_strategy"),
+                format!(
+                    "unknown routing strategy \"{name}\" (expected one of {})",
+                    RoutingStrategy::NAMES.join(", ")
+                ),
+            )
+        })?;
+    }
+    let mut args = s.section("routing_strategy_args")?;
+    if let Some(b) = args.f64_in("lowest_latency_buffer", 0.0, 1e6)? {
+        out.lowest_latency_buffer = b;
+    }
+    // The latency window is a moving average here; its TTL and list size have no meaning.
+    args.accept(&["ttl", "max_latency_list_size"]);
+    args.finish(warnings);
+    out.retry_policy = class_policy(&mut s, "retry_policy", "Retries")?;
+    out.allowed_fails_policy = class_policy(&mut s, "allowed_fails_policy", "AllowedFails")?;
+    out.model_group_alias = group_aliases(&mut s)?;
+    out.default_max_parallel_requests = s.u64("default_max_parallel_requests")?;
+    out.cooldown_wait = seconds(&mut s, "cooldown_wait")?;
     s.finish(warnings);
+    Ok(())
+}
+
+fn seconds_or_zero(
+    s: &mut Section<'_>,
+    key: &'static str,
+) -> Result<Option<Duration>, ConfigError> {
+    Ok(s.f64_in(key, 0.0, 1e7)?.map(Duration::from_secs_f64))
+}
+
+fn small_count(s: &Section<'_>, key: &str, n: u64) -> Result<u32, ConfigError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n <= 1000)
+        .ok_or_else(|| ConfigError::new(s.key_path(key), format!("{n} is out of range (0-1000)")))
+}
+
+/// `[{"group": ["fallback1", "fallback2"]}, ...]` (a single mapping is accepted too).
+fn fallback_rules(
+    s: &mut Section<'_>,
+    key: &'static str,
+) -> Result<Option<BTreeMap<String, Vec<String>>>, ConfigError> {
+    let path = s.key_path(key);
+    let Some(value) = s.value(key) else {
+        return Ok(None);
+    };
+    let items: Vec<(String, &Value)> = match value {
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{path}[{i}]"), v))
+            .collect(),
+        Value::Mapping(_) => vec![(path.clone(), value)],
+        other => {
+            return Err(ConfigError::new(
+                path,
+                format!(
+                    "expected a list of {{group: [fallback groups]}}, found {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    };
+    let mut out = BTreeMap::new();
+    for (item_path, item) in items {
+        let Value::Mapping(m) = item else {
+            return Err(ConfigError::new(
+                item_path,
+                format!(
+                    "expected a mapping {{group: [fallback groups]}}, found {}",
+                    type_name(item)
+                ),
+            ));
+        };
+        for (k, v) in m {
+            let group = k
+                .as_str()
+                .ok_or_else(|| ConfigError::new(&item_path, "group names must be strings"))?;
+            let target_path = format!("{item_path}.{group}");
+            let targets = match v {
+                Value::String(t) => vec![t.clone()],
+                Value::Sequence(ts) => ts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        t.as_str().map(str::to_string).ok_or_else(|| {
+                            ConfigError::new(
+                                format!("{target_path}[{i}]"),
+                                format!("expected a group name, found {}", type_name(t)),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                other => {
+                    return Err(ConfigError::new(
+                        target_path,
+                        format!("expected a list of group names, found {}", type_name(other)),
+                    ))
+                }
+            };
+            out.insert(group.to_string(), targets);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// `retry_policy` / `allowed_fails_policy`: `{<Class><suffix>: n}`.
+fn class_policy(
+    s: &mut Section<'_>,
+    key: &'static str,
+    suffix: &str,
+) -> Result<BTreeMap<ErrorClass, u32>, ConfigError> {
+    let mut section = s.section(key)?;
+    let mut out = BTreeMap::new();
+    for name in section.keys() {
+        let class = name
+            .strip_suffix(suffix)
+            .and_then(|c| ErrorClass::ALL.iter().find(|(_, n)| *n == c))
+            .map(|(c, _)| *c);
+        let Some(class) = class else {
+            let known: Vec<String> = ErrorClass::ALL
+                .iter()
+                .map(|(_, n)| format!("{n}{suffix}"))
+                .collect();
+            return Err(ConfigError::new(
+                section.key_path(name),
+                format!("unknown error class (expected one of {})", known.join(", ")),
+            ));
+        };
+        if let Some(n) = section.u64(name)? {
+            out.insert(class, small_count(&section, name, n)?);
+        }
+    }
     Ok(out)
+}
+
+/// `model_group_alias: {alias: group}` or `{alias: {model: group, hidden: bool}}`.
+fn group_aliases(s: &mut Section<'_>) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut section = s.section("model_group_alias")?;
+    let mut out = BTreeMap::new();
+    for alias in section.keys() {
+        let path = section.key_path(alias);
+        let target = match section.value(alias) {
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Mapping(m)) => m
+                .get("model")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ConfigError::new(format!("{path}.model"), "required: the group name")
+                })?,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    path,
+                    format!("expected a group name, found {}", type_name(other)),
+                ))
+            }
+            None => continue,
+        };
+        out.insert(alias.to_string(), target);
+    }
+    Ok(out)
+}
+
+/// Fallbacks and aliases must name groups that exist (a typo would otherwise surface only when
+/// the primary group fails, which is the worst moment to learn about it).
+fn check_group_references(
+    router: &RouterSettings,
+    deployments: &[DeploymentConfig],
+) -> Result<(), ConfigError> {
+    let known = |name: &str| {
+        deployments.iter().any(|d| d.model_name == name)
+            || router.model_group_alias.contains_key(name)
+    };
+    let unknown = |path: String, name: &str| {
+        ConfigError::new(
+            path,
+            format!("\"{name}\" is not a model_name in model_list (nor a model_group_alias)"),
+        )
+    };
+    for (alias, target) in &router.model_group_alias {
+        if !deployments.iter().any(|d| &d.model_name == target) {
+            return Err(unknown(
+                format!("router_settings.model_group_alias.{alias}"),
+                target,
+            ));
+        }
+    }
+    for (key, rules) in [
+        ("fallbacks", &router.fallbacks),
+        ("context_window_fallbacks", &router.context_window_fallbacks),
+        ("content_policy_fallbacks", &router.content_policy_fallbacks),
+    ] {
+        for (group, targets) in rules {
+            for (i, t) in targets.iter().enumerate() {
+                if !known(t) {
+                    return Err(unknown(format!("router_settings.{key}.{group}[{i}]"), t));
+                }
+            }
+        }
+    }
+    for (i, t) in router.default_fallbacks.iter().enumerate() {
+        if !known(t) {
+            return Err(unknown(
+                format!("router_settings.default_fallbacks[{i}]"),
+                t,
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read_deployment(
@@ -295,6 +571,16 @@ fn read_deployment(
         weight: lp.f64_in("weight", 0.0, 1e9)?,
         mock_response: lp.string("mock_response")?,
         drop_params: lp.bool("drop_params")?,
+        order: lp
+            .u64("order")?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        max_parallel_requests: lp.u64("max_parallel_requests")?,
+        num_retries: match lp.u64("num_retries")? {
+            Some(n) => Some(small_count(&lp, "num_retries", n)?),
+            None => None,
+        },
+        input_cost_per_token: lp.f64_in("input_cost_per_token", 0.0, 1e6)?,
+        output_cost_per_token: lp.f64_in("output_cost_per_token", 0.0, 1e6)?,
         extra: Default::default(),
     };
     // LiteLLM sets this itself; the router owns retries.
@@ -310,12 +596,20 @@ fn read_deployment(
 
     let mut mi = entry.section("model_info")?;
     let id = mi.string("id")?;
+    // LiteLLM also takes prices from model_info.
+    if params.input_cost_per_token.is_none() {
+        params.input_cost_per_token = mi.f64_in("input_cost_per_token", 0.0, 1e6)?;
+    }
+    if params.output_cost_per_token.is_none() {
+        params.output_cost_per_token = mi.f64_in("output_cost_per_token", 0.0, 1e6)?;
+    }
     let model_info = ModelInfo {
         mode: mi.string("mode")?,
         base_model: mi.string("base_model")?,
         max_tokens: mi.u64("max_tokens")?,
         max_input_tokens: mi.u64("max_input_tokens")?,
         max_output_tokens: mi.u64("max_output_tokens")?,
+        health_check: read_health_check(&mut mi)?,
     };
     if let Some(mode) = &model_info.mode {
         const MODES: &[&str] = &[
@@ -356,6 +650,62 @@ fn read_deployment(
         params,
         model_info,
     })
+}
+
+fn read_health_check(mi: &mut Section<'_>) -> Result<Option<HealthCheckConfig>, ConfigError> {
+    if mi.value("health_check").is_none() {
+        return Ok(None);
+    }
+    let mut hc = mi.section("health_check")?;
+    let kind = hc.string("type")?;
+    let path = hc.string("path")?;
+    let http_path = match (kind.as_deref(), path) {
+        (Some("tcp"), None) => None,
+        (Some("tcp"), Some(_)) => {
+            return Err(ConfigError::new(
+                hc.key_path("path"),
+                "a tcp check has no path (use type: http)",
+            ))
+        }
+        (None | Some("http"), p) => {
+            let p = p.unwrap_or_else(|| "/health".to_string());
+            if !p.starts_with('/') {
+                return Err(ConfigError::new(hc.key_path("path"), "must start with /"));
+            }
+            Some(p)
+        }
+        (Some(other), _) => {
+            return Err(ConfigError::new(
+                hc.key_path("type"),
+                format!("unknown check type \"{other}\" (tcp or http)"),
+            ))
+        }
+    };
+    let threshold = |hc: &mut Section<'_>, key: &'static str| -> Result<u32, ConfigError> {
+        Ok(hc.u64(key)?.unwrap_or(1).clamp(1, 100) as u32)
+    };
+    let out = HealthCheckConfig {
+        http_path,
+        interval: hc
+            .f64_in("interval", 0.01, 86_400.0)?
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(5)),
+        timeout: hc
+            .f64_in("timeout", 0.01, 600.0)?
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(1)),
+        healthy_threshold: threshold(&mut hc, "healthy_threshold")?,
+        unhealthy_threshold: threshold(&mut hc, "unhealthy_threshold")?,
+    };
+    let mut ignored = Vec::new();
+    hc.finish(&mut ignored);
+    if let Some(w) = ignored.first() {
+        return Err(ConfigError::new(
+            w.split(':').next().unwrap_or(""),
+            "unknown health_check key (type, path, interval, timeout, healthy_threshold, unhealthy_threshold)",
+        ));
+    }
+    Ok(Some(out))
 }
 
 /// LiteLLM derives an id from the entry when `model_info.id` is absent; ours is a stable hash of
@@ -475,5 +825,115 @@ router_settings: {timeout: 12}
         assert_eq!(err.path, "model_list");
         let err = parse("switchboard: {port: 70000}\n").unwrap_err();
         assert_eq!(err.path, "switchboard.port");
+    }
+
+    #[test]
+    fn reads_router_settings_and_routing_keys() {
+        let cfg = parse(
+            r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x, order: 1, max_parallel_requests: 4, num_retries: 1, input_cost_per_token: 0.000001}
+  - model_name: b
+    litellm_params: {model: openai/y}
+    model_info: {output_cost_per_token: 0.000002}
+litellm_settings: {num_retries: 7, default_fallbacks: [b], cooldown_time: 9}
+router_settings:
+  routing_strategy: usage-based-routing-v2
+  routing_strategy_args: {ttl: 60, lowest_latency_buffer: 0.5}
+  num_retries: 4
+  retry_after: 0.5
+  retry_policy: {RateLimitErrorRetries: 0, TimeoutErrorRetries: 2}
+  allowed_fails_policy: {InternalServerErrorAllowedFails: 5}
+  fallbacks: [{a: [b]}]
+  context_window_fallbacks: [{a: b}]
+  max_fallbacks: 2
+  model_group_alias: {alias-a: a, hidden: {model: b, hidden: true}}
+  default_max_parallel_requests: 10
+  disable_cooldowns: true
+"#,
+        )
+        .unwrap();
+        let r = &cfg.router;
+        assert_eq!(r.routing_strategy, RoutingStrategy::UsageBased);
+        assert_eq!(r.lowest_latency_buffer, 0.5);
+        assert_eq!(
+            r.num_retries, 4,
+            "router_settings wins over litellm_settings"
+        );
+        assert_eq!(r.cooldown_time, Duration::from_secs(9));
+        assert_eq!(r.retry_after, Duration::from_millis(500));
+        assert_eq!(r.retry_policy.get(&ErrorClass::RateLimit), Some(&0));
+        assert_eq!(r.retry_policy.get(&ErrorClass::Timeout), Some(&2));
+        assert_eq!(
+            r.allowed_fails_policy.get(&ErrorClass::InternalServer),
+            Some(&5)
+        );
+        assert_eq!(r.fallbacks["a"], ["b"]);
+        assert_eq!(r.context_window_fallbacks["a"], ["b"]);
+        assert_eq!(r.default_fallbacks, ["b"]);
+        assert_eq!(r.max_fallbacks, 2);
+        assert_eq!(r.model_group_alias["hidden"], "b");
+        assert_eq!(r.default_max_parallel_requests, Some(10));
+        assert!(r.disable_cooldowns);
+        let p = &cfg.deployments[0].params;
+        assert_eq!(
+            (p.order, p.max_parallel_requests, p.num_retries),
+            (Some(1), Some(4), Some(1))
+        );
+        assert_eq!(p.input_cost_per_token, Some(0.000001));
+        assert_eq!(
+            cfg.deployments[1].params.output_cost_per_token,
+            Some(0.000002)
+        );
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn routing_errors_name_the_key_path() {
+        let base = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n";
+        let err = parse(&format!(
+            "{base}router_settings: {{routing_strategy: fastest}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "router_settings.routing_strategy");
+        assert!(err.message.contains("least-busy"));
+        let err = parse(&format!(
+            "{base}router_settings: {{fallbacks: [{{a: [nope]}}]}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "router_settings.fallbacks.a[0]");
+        let err = parse(&format!(
+            "{base}router_settings: {{retry_policy: {{RateLimitRetries: 1}}}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "router_settings.retry_policy.RateLimitRetries");
+        let err = parse(&format!(
+            "{base}router_settings: {{model_group_alias: {{x: zz}}}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "router_settings.model_group_alias.x");
+        // Keys not implemented still warn.
+        let cfg = parse(&format!(
+            "{base}router_settings: {{redis_host: r, enable_pre_call_checks: true}}\n"
+        ))
+        .unwrap();
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("router_settings.redis_host")));
+    }
+
+    #[test]
+    fn ops_settings() {
+        let c = parse("model_list: []\nlitellm_settings: {json_logs: false, require_auth_for_metrics_endpoint: true}\n").unwrap();
+        assert!(!c.server.json_logs);
+        assert!(c.litellm.require_auth_for_metrics_endpoint);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // The switchboard section wins over litellm_settings.
+        let c = parse("litellm_settings: {json_logs: false}\nswitchboard: {json_logs: true}\n")
+            .unwrap();
+        assert!(c.server.json_logs);
+        assert!(!c.litellm.require_auth_for_metrics_endpoint);
     }
 }

@@ -56,9 +56,18 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, Default::default())
+    }
+
+    /// [`Config::load`], resolving `os.environ/` references in `env` before the process
+    /// environment (for an environment file re-read on reload).
+    pub fn load_with_env(
+        path: &Path,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-        let mut config = litellm::parse(&text)?;
+        let mut config = litellm::parse_with_env(&text, env)?;
         config.source = path.to_path_buf();
         Ok(config)
     }
@@ -122,14 +131,150 @@ pub struct LitellmSettings {
     pub drop_params: bool,
     /// `request_timeout`: the default per-request deadline when nothing narrower is set.
     pub request_timeout: Option<Duration>,
+    /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
+    pub require_auth_for_metrics_endpoint: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+/// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;
+/// `router_settings` wins when both set one).
+#[derive(Debug, Clone)]
 pub struct RouterSettings {
     /// Whole-request deadline default for deployments without their own `timeout`.
     pub timeout: Option<Duration>,
     /// Default time to first token / longest silence between chunks for streams.
     pub stream_timeout: Option<Duration>,
+    pub routing_strategy: RoutingStrategy,
+    /// `routing_strategy_args.lowest_latency_buffer`: latency-based routing picks at random
+    /// among deployments within `(1 + buffer) ×` the fastest.
+    pub lowest_latency_buffer: f64,
+    /// Retries per model group after the first attempt (LiteLLM default 2).
+    pub num_retries: u32,
+    /// Least wait before a retry (`retry_after`, default 0).
+    pub retry_after: Duration,
+    /// `retry_policy`: retries per error class, overriding `num_retries` for that class.
+    pub retry_policy: BTreeMap<ErrorClass, u32>,
+    /// `allowed_fails`: set, it switches cooldown to LiteLLM's count rule (v1).
+    pub allowed_fails: Option<u32>,
+    /// `allowed_fails_policy`: per-class allowed fails (also selects the count rule).
+    pub allowed_fails_policy: BTreeMap<ErrorClass, u32>,
+    pub cooldown_time: Duration,
+    pub disable_cooldowns: bool,
+    /// `fallbacks`: group -> groups tried in order when it fails.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    pub context_window_fallbacks: BTreeMap<String, Vec<String>>,
+    pub content_policy_fallbacks: BTreeMap<String, Vec<String>>,
+    /// Tried for any group without its own `fallbacks` entry.
+    pub default_fallbacks: Vec<String>,
+    pub max_fallbacks: usize,
+    /// `model_group_alias`: public alias -> group name.
+    pub model_group_alias: BTreeMap<String, String>,
+    /// Default `max_parallel_requests` for deployments without their own.
+    pub default_max_parallel_requests: Option<u64>,
+    /// Switchboard extension (`cooldown_wait`): when every candidate is cooling down, wait up to
+    /// this long for the first to recover instead of failing at once with 503.
+    pub cooldown_wait: Option<Duration>,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            timeout: None,
+            stream_timeout: None,
+            routing_strategy: RoutingStrategy::SimpleShuffle,
+            lowest_latency_buffer: 0.0,
+            num_retries: DEFAULT_NUM_RETRIES,
+            retry_after: Duration::ZERO,
+            retry_policy: BTreeMap::new(),
+            allowed_fails: None,
+            allowed_fails_policy: BTreeMap::new(),
+            cooldown_time: DEFAULT_COOLDOWN_TIME,
+            disable_cooldowns: false,
+            fallbacks: BTreeMap::new(),
+            context_window_fallbacks: BTreeMap::new(),
+            content_policy_fallbacks: BTreeMap::new(),
+            default_fallbacks: Vec::new(),
+            max_fallbacks: DEFAULT_MAX_FALLBACKS,
+            model_group_alias: BTreeMap::new(),
+            default_max_parallel_requests: None,
+            cooldown_wait: None,
+        }
+    }
+}
+
+/// LiteLLM's `DEFAULT_MAX_RETRIES`.
+pub const DEFAULT_NUM_RETRIES: u32 = 2;
+/// LiteLLM's `DEFAULT_COOLDOWN_TIME_SECONDS`.
+pub const DEFAULT_COOLDOWN_TIME: Duration = Duration::from_secs(5);
+/// LiteLLM's `ROUTER_MAX_FALLBACKS`.
+pub const DEFAULT_MAX_FALLBACKS: usize = 5;
+
+/// `router_settings.routing_strategy`, with LiteLLM's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingStrategy {
+    /// `simple-shuffle`: weighted random (weight, else rpm, else tpm).
+    SimpleShuffle,
+    /// `least-busy`: fewest requests in flight.
+    LeastBusy,
+    /// `latency-based-routing`: lowest moving-average latency (time to first token for streams).
+    LatencyBased,
+    /// `usage-based-routing` / `usage-based-routing-v2`: most rpm/tpm headroom this minute.
+    UsageBased,
+    /// `cost-based-routing`: cheapest price per token.
+    CostBased,
+}
+
+impl RoutingStrategy {
+    pub const NAMES: &'static [&'static str] = &[
+        "simple-shuffle",
+        "least-busy",
+        "latency-based-routing",
+        "usage-based-routing",
+        "usage-based-routing-v2",
+        "cost-based-routing",
+    ];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "simple-shuffle" => RoutingStrategy::SimpleShuffle,
+            "least-busy" => RoutingStrategy::LeastBusy,
+            "latency-based-routing" => RoutingStrategy::LatencyBased,
+            "usage-based-routing" | "usage-based-routing-v2" => RoutingStrategy::UsageBased,
+            "cost-based-routing" => RoutingStrategy::CostBased,
+            _ => return None,
+        })
+    }
+}
+
+/// LiteLLM's exception classes as named in `retry_policy` / `allowed_fails_policy`
+/// (`<Class>Retries`, `<Class>AllowedFails`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorClass {
+    BadRequest,
+    Authentication,
+    Timeout,
+    RateLimit,
+    ContentPolicyViolation,
+    InternalServer,
+    ServiceUnavailable,
+    BadGateway,
+    NotFound,
+}
+
+impl ErrorClass {
+    pub const ALL: &'static [(ErrorClass, &'static str)] = &[
+        (ErrorClass::BadRequest, "BadRequestError"),
+        (ErrorClass::Authentication, "AuthenticationError"),
+        (ErrorClass::Timeout, "TimeoutError"),
+        (ErrorClass::RateLimit, "RateLimitError"),
+        (
+            ErrorClass::ContentPolicyViolation,
+            "ContentPolicyViolationError",
+        ),
+        (ErrorClass::InternalServer, "InternalServerError"),
+        (ErrorClass::ServiceUnavailable, "ServiceUnavailableError"),
+        (ErrorClass::BadGateway, "BadGatewayError"),
+        (ErrorClass::NotFound, "NotFoundError"),
+    ];
 }
 
 /// Default deadline when neither the deployment nor router/litellm settings set one
@@ -170,6 +315,15 @@ pub struct LitellmParams {
     pub weight: Option<f64>,
     pub mock_response: Option<String>,
     pub drop_params: Option<bool>,
+    /// Priority tier inside the group: the lowest `order` with an available deployment wins.
+    pub order: Option<u32>,
+    /// Most requests in flight on this deployment at once.
+    pub max_parallel_requests: Option<u64>,
+    /// Retries for requests whose first pick is this deployment (overrides the router's).
+    pub num_retries: Option<u32>,
+    /// Prices (USD per token) for cost-based routing.
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
@@ -187,4 +341,19 @@ pub struct ModelInfo {
     pub max_tokens: Option<u64>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// `model_info.health_check` (Switchboard extension; LiteLLM ignores unknown model_info
+    /// keys): an active check for self-hosted pools.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// An active health check run in the background; a failing deployment is skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    /// `path`: an HTTP GET that must answer 200; absent (`type: tcp`): a TCP connect.
+    pub http_path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive results needed to flip the state.
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
 }

@@ -1,19 +1,35 @@
-//! One LLM call, end to end: read and parse the client body once, pick a deployment, have its
-//! provider build the native request, drive it through the pooled connector, and answer the
-//! client, whole (exact Content-Length) or as a stream translated event by event. Deadlines are
-//! enforced here: `timeout` bounds the whole exchange, `stream_timeout` bounds the wait for the
-//! first byte and every silence between chunks. A client that hangs up mid-stream is noticed
-//! while waiting on the upstream, and the upstream request is dropped at once.
+//! One LLM call, end to end: read and parse the client body once, then the attempt loop:
+//!
+//! ```text
+//!  group ─► select (tier, cooldown, limits, strategy) ─► attempt ─► answered
+//!              ▲                                            │ failed before the first byte
+//!              └── retry (another deployment first; ◄── classify: cool down? retry budget?
+//!                  backoff / Retry-After)                   │ budget spent
+//!  fallback group (fallbacks / context_window_fallbacks / ◄─┘
+//!  content_policy_fallbacks / default_fallbacks, ≤ max_fallbacks) ─► same loop
+//! ```
+//!
+//! An attempt has its provider build the native request, drives it through the pooled
+//! connector and answers the client, whole (exact Content-Length) or as a stream translated
+//! event by event. Nothing is written to the client until an attempt has its answer (for
+//! streams: its first translated bytes), so everything before that can be retried or fall back;
+//! after it, an upstream failure ends the stream with an error event. Deadlines: the request's
+//! `timeout` bounds everything (retries, backoff and fallbacks included); each attempt is also
+//! bounded by its deployment's `timeout`, and `stream_timeout` bounds the wait for the first
+//! byte and every silence between chunks. The client connection is watched throughout: a
+//! hang-up drops the upstream request at once and frees its slot.
 
 use super::{respond, unix_now, App, RequestLog};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::EmbeddingsRequest;
 use crate::openai::RequestBody;
-use crate::providers::{Operation, RequestContext};
-use crate::router::{Deployment, Snapshot, Target};
+use crate::providers::mock::MockResponder;
+use crate::providers::{Operation, RequestContext, StreamTranslator};
+use crate::router::cooldown::error_class;
+use crate::router::{rng, Admission, Deployment, ModelGroup, Snapshot, Target, Unavailable};
+use crate::upstream::UpstreamResponse;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +37,10 @@ use std::time::{Duration, Instant};
 const MAX_RESPONSE_BODY: usize = 256 * 1024 * 1024;
 /// Largest upstream error body read (the rest is not needed to explain the error).
 const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// First backoff step when a retry has to wait for the same deployment(s).
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// Longest computed backoff (an upstream Retry-After may ask for more).
+const BACKOFF_MAX: Duration = Duration::from_secs(8);
 
 pub fn model_not_found(model: &str) -> GatewayError {
     GatewayError::new(
@@ -29,6 +49,58 @@ pub fn model_not_found(model: &str) -> GatewayError {
     )
     .with_param("model")
     .with_code("model_not_found")
+}
+
+/// What every attempt of one client request shares.
+struct Call<'a> {
+    app: &'a App,
+    snapshot: &'a Snapshot,
+    /// The model name the client asked for (metrics label).
+    requested: &'a str,
+    parsed: &'a RequestBody<'a>,
+    op: Operation,
+    stream: bool,
+    include_usage: bool,
+    /// Embeddings: the client asked for `encoding_format: base64`.
+    embeddings_base64: bool,
+    response_id: &'a str,
+    created: u64,
+    prompt_bytes: usize,
+    /// The whole request's deadline.
+    deadline: Instant,
+}
+
+enum GroupOutcome {
+    /// A response went out (or the client left): the request is over.
+    Done,
+    /// Every attempt failed before answering; the last error.
+    Failed(GatewayError),
+    /// No deployment could take the request (cooling down / at limits); nothing was tried.
+    Unavailable(Unavailable),
+}
+
+enum AttemptOutcome {
+    Done,
+    /// Failed before anything reached the client: may be retried or fall back.
+    Failed(GatewayError),
+}
+
+/// What an attempt has in hand once it can commit to answering. Lives on the stack for one
+/// move; boxing the stream variant would cost an allocation per stream for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Ready<'a> {
+    Mock(&'a MockResponder),
+    Whole {
+        body: Bytes,
+        usage: Option<crate::openai::Usage>,
+    },
+    Stream {
+        response: UpstreamResponse<'a>,
+        translator: Box<dyn StreamTranslator>,
+        /// Translated bytes so far (never empty unless `ended`).
+        first: BytesMut,
+        ended: bool,
+    },
 }
 
 /// Handles a chat or embeddings call. `Err` means nothing was written yet and the caller should
@@ -57,95 +129,424 @@ pub async fn handle(
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;
 
-    let group = snapshot
-        .group(&model)
+    let primary = snapshot
+        .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
-    let deployment = group.pick().clone();
-    ctx.deployment = Some(deployment.clone());
-    ctx.attempts = 1;
-
     let response_id = format!("chatcmpl-{}", super::new_id());
-    let cx = RequestContext {
+    let call = Call {
+        app,
+        requested: &model,
+        snapshot,
+        parsed: &parsed,
         op,
         stream,
         include_usage,
-        response_id: &response_id,
-        created: unix_now(),
-        drop_params: deployment.drop_params,
         embeddings_base64: op == Operation::Embeddings
             && parsed.get("encoding_format").map(|v| v.get()) == Some("\"base64\""),
+        response_id: &response_id,
+        created: unix_now(),
+        prompt_bytes: body.len(),
+        deadline: ctx.start + snapshot.request_timeout,
     };
-
-    let _in_flight = InFlight::enter(&deployment);
-    match &deployment.target {
-        Target::Mock(mock) => {
-            if let Some(err) = mock.error() {
-                return Err(err);
-            }
-            answer_mock(mock, &parsed, &cx, body.len(), session, ctx).await
-        }
-        Target::Upstream { provider, endpoint } => {
-            if !provider.supports(op) {
-                return Err(GatewayError::invalid_param(
-                    "model",
-                    format!(
-                        "The model '{model}' ({}) does not support {}.",
-                        provider.name(),
-                        op.as_str()
-                    ),
-                ));
-            }
-            let deadline = Instant::now() + deployment.timeout;
-            let request = provider.build_request(&parsed, &cx, &app.client).await?;
-            // Until the first byte: `stream_timeout` for streams, the whole deadline otherwise.
-            let first_byte = if stream {
-                deployment.stream_timeout
-            } else {
-                deployment.timeout
-            };
-            let upstream_start = Instant::now();
-            let sent =
-                tokio::time::timeout(first_byte, app.client.send(endpoint, &request, None)).await;
-            ctx.upstream_time += upstream_start.elapsed();
-            let mut response = match sent {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(GatewayError::timeout(format!(
-                        "{} did not start answering within {:.1}s.",
-                        provider.name(),
-                        first_byte.as_secs_f64()
-                    )))
+    let router = &snapshot.config.router;
+    let wait_until = router.cooldown_wait.map(|w| Instant::now() + w);
+    loop {
+        let mut last_err: Option<GatewayError> = None;
+        // Stays Some while every group tried was merely unavailable (nothing was attempted).
+        let mut only_unavailable = Some(Unavailable::default());
+        let mut fallbacks: &[String] = &[];
+        let mut next_fallback = 0;
+        let mut group = primary.clone();
+        ctx.fallback = None;
+        loop {
+            match run_group(&call, &group, session, ctx).await {
+                GroupOutcome::Done => return Ok(()),
+                GroupOutcome::Failed(e) => {
+                    only_unavailable = None;
+                    last_err = Some(e);
                 }
-            };
-            if !(200..300).contains(&response.status) {
-                let err_body = within(deadline, response.body(MAX_ERROR_BODY))
-                    .await
-                    .unwrap_or_default();
-                let err = provider.map_error(response.status, &response.header, &err_body);
-                deployment.state.failures.fetch_add(1, Ordering::Relaxed);
-                return Err(err);
+                GroupOutcome::Unavailable(u) => {
+                    if let Some(all) = &mut only_unavailable {
+                        all.merge(u);
+                    }
+                    if last_err.is_none() {
+                        last_err = Some(u.to_error(&group.name, Instant::now()));
+                    }
+                }
             }
-            if stream {
-                let mut translator = provider.stream_translator(&cx);
-                stream_to_client(
-                    &mut response,
-                    translator.as_mut(),
-                    &deployment,
-                    deadline,
-                    session,
-                    ctx,
+            if Arc::ptr_eq(&group, &primary) {
+                let kind = last_err
+                    .as_ref()
+                    .map(|e| e.kind)
+                    .unwrap_or(ErrorKind::Internal);
+                fallbacks = snapshot.fallbacks_for(&primary.name, kind);
+            }
+            let Some(next) = fallbacks
+                .get(next_fallback)
+                .and_then(|name| snapshot.resolve(name))
+            else {
+                break;
+            };
+            next_fallback += 1;
+            if Instant::now() >= call.deadline {
+                break;
+            }
+            group = next;
+            ctx.fallback = Some(group.name.clone());
+            ctx.fallbacks_attempted += 1;
+        }
+        let now = Instant::now();
+        if let Some(all) = only_unavailable {
+            let err = all.to_error(&primary.name, now);
+            // Configured: wait (bounded) for the first deployment to recover, then start over.
+            if let (true, Some(until), Some(recovery)) =
+                (all.all_cooling(), wait_until, all.earliest_recovery)
+            {
+                let wake = recovery.min(until).min(call.deadline);
+                if wake > now && recovery <= until.min(call.deadline) {
+                    if !sleep_or_hang_up(wake + Duration::from_millis(1), session, ctx).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            return Err(err);
+        }
+        return Err(last_err.unwrap_or_else(|| GatewayError::internal("no attempt was made")));
+    }
+}
+
+/// Attempts (and retries) one group until it answers, its retry budget is spent, or it has
+/// nothing available.
+async fn run_group(
+    call: &Call<'_>,
+    group: &ModelGroup,
+    session: &mut Session,
+    ctx: &mut RequestLog,
+) -> GroupOutcome {
+    let router = &call.snapshot.config.router;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retries = 0u32;
+    let mut last_err: Option<GatewayError> = None;
+    loop {
+        let now = Instant::now();
+        if now >= call.deadline {
+            return GroupOutcome::Failed(last_err.unwrap_or_else(|| request_deadline(call)));
+        }
+        let admission = match group.select(now, call.stream, &tried, router) {
+            Ok(a) => a,
+            Err(u) => {
+                return match last_err {
+                    Some(e) => GroupOutcome::Failed(e),
+                    None => GroupOutcome::Unavailable(u),
+                }
+            }
+        };
+        if !tried.contains(&admission.index) {
+            tried.push(admission.index);
+        }
+        let deployment = admission.deployment.clone();
+        ctx.attempts += 1;
+        ctx.deployment = Some(deployment.clone());
+        let err = match attempt(call, admission, session, ctx).await {
+            AttemptOutcome::Done => return GroupOutcome::Done,
+            AttemptOutcome::Failed(e) => e,
+        };
+        let budget = match router.retry_policy.get(&error_class(&err)) {
+            Some(n) => *n,
+            None if err.is_retryable() => deployment
+                .config
+                .params
+                .num_retries
+                .unwrap_or(router.num_retries),
+            None => 0,
+        };
+        if retries >= budget {
+            return GroupOutcome::Failed(err);
+        }
+        retries += 1;
+        let elsewhere = group.deployments.iter().enumerate().any(|(i, d)| {
+            !tried.contains(&i)
+                && !matches!(
+                    d.state.availability(Instant::now()),
+                    crate::router::Availability::Cooling(_)
                 )
-                .await;
-                ctx.usage = translator.usage();
-                Ok(())
-            } else {
-                let upstream_start = Instant::now();
-                let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await;
-                ctx.upstream_time += upstream_start.elapsed();
-                let translated = provider.parse_response(&whole?, &cx)?;
-                ctx.usage = translated.usage;
-                respond::json(session, ctx, 200, translated.body).await;
-                Ok(())
+        });
+        if !elsewhere
+            && err
+                .retry_after
+                .is_some_and(|s| Duration::from_secs(s) > BACKOFF_MAX)
+        {
+            // The upstream asks for a longer pause than we would ever hold a client for: answer
+            // now and pass its Retry-After on (the client's SDK waits for it anyway).
+            return GroupOutcome::Failed(err);
+        }
+        let wait = backoff(&err, retries, router.retry_after, elsewhere);
+        let now = Instant::now();
+        if now + wait >= call.deadline {
+            // Waiting as asked would outlive the request: answer now with what we know.
+            return GroupOutcome::Failed(err);
+        }
+        if !wait.is_zero() && !sleep_or_hang_up(now + wait, session, ctx).await {
+            return GroupOutcome::Done;
+        }
+        last_err = Some(err);
+    }
+}
+
+/// How long to wait before retry number `retry` (1-based). Another deployment can take it:
+/// at once (LiteLLM does the same), else exponential backoff with jitter; an upstream
+/// Retry-After replaces the computed wait, and `retry_after` is always the least wait.
+fn backoff(err: &GatewayError, retry: u32, least: Duration, elsewhere: bool) -> Duration {
+    if elsewhere {
+        return least;
+    }
+    let computed = match err.retry_after {
+        Some(secs) => Duration::from_secs(secs),
+        None => {
+            let exp = BACKOFF_BASE
+                .saturating_mul(1u32 << retry.saturating_sub(1).min(8))
+                .min(BACKOFF_MAX);
+            // Jitter in [50%, 100%] so synchronized clients spread out.
+            exp.mul_f64(0.5 + rng::unit() * 0.5)
+        }
+    };
+    computed.max(least)
+}
+
+/// Sleeps until `until`, or returns false at once if the client hangs up meanwhile.
+async fn sleep_or_hang_up(until: Instant, session: &mut Session, ctx: &mut RequestLog) -> bool {
+    tokio::select! {
+        biased;
+        _ = tokio::time::sleep_until(until.into()) => true,
+        _ = session.read_body_or_idle(true) => {
+            ctx.client_disconnected = true;
+            false
+        }
+    }
+}
+
+fn request_deadline(call: &Call<'_>) -> GatewayError {
+    GatewayError::timeout(format!(
+        "The request did not complete within its timeout of {:.1}s (router_settings.timeout).",
+        call.snapshot.request_timeout.as_secs_f64()
+    ))
+}
+
+/// One attempt on one deployment. Everything up to the point of answering races the client
+/// connection: a hang-up drops the attempt (and with it the upstream request and the slot).
+async fn attempt(
+    call: &Call<'_>,
+    admission: Admission,
+    session: &mut Session,
+    ctx: &mut RequestLog,
+) -> AttemptOutcome {
+    let deployment = admission.deployment.clone();
+    let cx = RequestContext {
+        op: call.op,
+        stream: call.stream,
+        include_usage: call.include_usage,
+        response_id: call.response_id,
+        created: call.created,
+        drop_params: deployment.drop_params,
+        embeddings_base64: call.embeddings_base64,
+    };
+    let start = Instant::now();
+    let deadline = call.deadline.min(start + deployment.timeout);
+    let ready = tokio::select! {
+        biased;
+        r = until_ready(call, &deployment, &cx, deadline) => r,
+        _ = session.read_body_or_idle(true) => {
+            ctx.client_disconnected = true;
+            ctx.upstream_time += start.elapsed();
+            return AttemptOutcome::Done;
+        }
+    };
+    ctx.upstream_time += start.elapsed();
+    let ready = match ready {
+        Ok(r) => r,
+        Err(e) => {
+            attempt_failed(call, admission, &e);
+            return AttemptOutcome::Failed(e);
+        }
+    };
+    match ready {
+        Ready::Mock(mock) => {
+            if let Err(e) =
+                answer_mock(mock, call.parsed, &cx, call.prompt_bytes, session, ctx).await
+            {
+                attempt_failed(call, admission, &e);
+                return AttemptOutcome::Failed(e);
+            }
+            let tokens = ctx.usage.map(|u| u.total_tokens).unwrap_or(0);
+            call.app
+                .metrics
+                .deployment_attempt(&deployment, call.requested, None);
+            admission.succeeded(Instant::now(), start.elapsed(), ctx.ttft, tokens);
+        }
+        Ready::Whole { body, usage } => {
+            let latency = start.elapsed();
+            ctx.usage = usage;
+            respond::json(session, ctx, 200, body).await;
+            let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
+            call.app
+                .metrics
+                .deployment_attempt(&deployment, call.requested, None);
+            admission.succeeded(Instant::now(), latency, None, tokens);
+        }
+        Ready::Stream {
+            mut response,
+            mut translator,
+            first,
+            ended,
+        } => {
+            let ttft = start.elapsed();
+            let failure = stream_to_client(
+                &mut response,
+                translator.as_mut(),
+                first,
+                ended,
+                &deployment,
+                deadline,
+                session,
+                ctx,
+            )
+            .await;
+            ctx.usage = translator.usage();
+            let now = Instant::now();
+            match failure {
+                Some(e) => attempt_failed(call, admission, &e),
+                None if ctx.client_disconnected => {}
+                None => {
+                    // A stream's length is the answer's, not the deployment's speed: streams
+                    // feed the time to first token only (as LiteLLM's latency routing does).
+                    let tokens = ctx.usage.map(|u| u.total_tokens).unwrap_or(0);
+                    call.app
+                        .metrics
+                        .deployment_attempt(&deployment, call.requested, None);
+                    admission.succeeded(now, ttft, Some(ttft), tokens);
+                }
+            }
+        }
+    }
+    AttemptOutcome::Done
+}
+
+/// Records a failed attempt against its deployment: the cooldown rules, the per-deployment
+/// failure metric, and the cooldown metric (with the status that caused it) when one starts.
+fn attempt_failed(call: &Call<'_>, admission: Admission, err: &GatewayError) {
+    let deployment = admission.deployment.clone();
+    call.app
+        .metrics
+        .deployment_attempt(&deployment, call.requested, Some(err.status));
+    if let Some(d) = admission.failed(Instant::now(), err, &call.snapshot.cooldown) {
+        call.app.metrics.cooled_down(&deployment, err.status);
+        log::warn!(
+            "deployment {} ({}) cooling down for {:.1}s after: {}",
+            deployment.id(),
+            deployment.config.model_name,
+            d.as_secs_f64(),
+            err
+        );
+    }
+}
+
+/// Drives an attempt up to the point where the gateway can answer: a whole translated body,
+/// or a stream's first translated bytes. Any error here can still be retried.
+async fn until_ready<'a>(
+    call: &Call<'a>,
+    deployment: &'a Deployment,
+    cx: &RequestContext<'_>,
+    deadline: Instant,
+) -> GatewayResult<Ready<'a>> {
+    let (provider, endpoint) = match &deployment.target {
+        Target::Mock(mock) => {
+            return match mock.error() {
+                Some(err) => Err(err),
+                None => Ok(Ready::Mock(mock)),
+            }
+        }
+        Target::Upstream { provider, endpoint } => (provider, endpoint),
+    };
+    if !provider.supports(call.op) {
+        return Err(GatewayError::invalid_param(
+            "model",
+            format!(
+                "The model '{}' ({}) does not support {}.",
+                deployment.config.model_name,
+                provider.name(),
+                call.op.as_str()
+            ),
+        ));
+    }
+    let client = &call.app.client;
+    let request = provider.build_request(call.parsed, cx, client).await?;
+    // Until the first byte: `stream_timeout` for streams, the attempt's deadline otherwise.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let first_byte = if call.stream {
+        deployment.stream_timeout.min(left)
+    } else {
+        left
+    };
+    let sent = tokio::time::timeout(first_byte, client.send(endpoint, &request, None)).await;
+    let mut response = match sent {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(GatewayError::timeout(format!(
+                "{} did not start answering within {:.1}s.",
+                provider.name(),
+                first_byte.as_secs_f64()
+            )))
+        }
+    };
+    if !(200..300).contains(&response.status) {
+        let err_body = within(deadline, response.body(MAX_ERROR_BODY))
+            .await
+            .unwrap_or_default();
+        return Err(provider.map_error(response.status, &response.header, &err_body));
+    }
+    if !call.stream {
+        let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
+        let translated = provider.parse_response(&whole, cx)?;
+        return Ok(Ready::Whole {
+            body: translated.body,
+            usage: translated.usage,
+        });
+    }
+    let mut translator = provider.stream_translator(cx);
+    let mut first = BytesMut::with_capacity(4096);
+    loop {
+        let gap = deployment
+            .stream_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(gap, response.chunk()).await {
+            Err(_) => {
+                return Err(GatewayError::timeout(format!(
+                    "{} sent no stream data within {:.1}s.",
+                    provider.name(),
+                    gap.as_secs_f64()
+                )))
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(None)) => {
+                translator.finish(&mut first)?;
+                return Ok(Ready::Stream {
+                    response,
+                    translator,
+                    first,
+                    ended: true,
+                });
+            }
+            Ok(Ok(Some(chunk))) => {
+                translator.feed(&chunk, &mut first)?;
+                if !first.is_empty() {
+                    return Ok(Ready::Stream {
+                        response,
+                        translator,
+                        first,
+                        ended: false,
+                    });
+                }
             }
         }
     }
@@ -164,39 +565,43 @@ async fn within<T>(
     }
 }
 
-/// Counts a request in flight on a deployment for as long as it lives (least-busy routing,
-/// limits), including when the client hangs up and the future is dropped.
-struct InFlight(Arc<Deployment>);
-
-impl InFlight {
-    fn enter(d: &Arc<Deployment>) -> Self {
-        d.state.in_flight.fetch_add(1, Ordering::Relaxed);
-        d.state.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight(d.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.state.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Pipes a 2xx upstream stream to the client through the translator. Waits on the upstream and
-/// on the client at once, so a client hang-up drops the upstream request immediately.
+/// Pipes a 2xx upstream stream to the client through the translator, starting with the bytes
+/// already translated. Waits on the upstream and on the client at once, so a client hang-up
+/// drops the upstream request immediately. Returns the upstream failure that cut the stream.
+#[allow(clippy::too_many_arguments)]
 async fn stream_to_client(
-    response: &mut crate::upstream::UpstreamResponse<'_>,
-    translator: &mut dyn crate::providers::StreamTranslator,
+    response: &mut UpstreamResponse<'_>,
+    translator: &mut dyn StreamTranslator,
+    mut out: BytesMut,
+    mut ended: bool,
     deployment: &Deployment,
     deadline: Instant,
     session: &mut Session,
     ctx: &mut RequestLog,
-) {
+) -> Option<GatewayError> {
     if !respond::sse_head(session, ctx).await {
-        return;
+        return None;
     }
-    let mut out = BytesMut::with_capacity(4096);
+    let mut failure = None;
     loop {
+        if !out.is_empty() {
+            if ctx.ttft.is_none() {
+                ctx.ttft = Some(ctx.start.elapsed());
+            }
+            if session
+                .write_response_body(Some(out.split().freeze()), ended)
+                .await
+                .is_err()
+            {
+                ctx.client_disconnected = true;
+                return failure;
+            }
+        } else if ended {
+            let _ = session.write_response_body(None, true).await;
+        }
+        if ended {
+            return failure;
+        }
         let gap = deployment
             .stream_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
@@ -205,10 +610,13 @@ async fn stream_to_client(
             r = tokio::time::timeout(gap, response.chunk()) => r,
             _ = session.read_body_or_idle(true) => {
                 ctx.client_disconnected = true;
-                return;
+                return None;
             }
         };
         let result = match next {
+            Err(_) if Instant::now() >= deadline => Err(GatewayError::timeout(
+                "The stream did not finish within the request timeout.",
+            )),
             Err(_) => Err(GatewayError::timeout(format!(
                 "The upstream stream went silent for more than {:.1}s.",
                 gap.as_secs_f64()
@@ -231,34 +639,17 @@ async fn stream_to_client(
                 r
             }
         };
-        let ended = match result {
+        ended = match result {
             Ok(ended) => ended,
             Err(e) => {
                 // Mid-stream failure: end the stream with an OpenAI error event.
                 ctx.error = Some(e.message.clone());
                 out.extend_from_slice(&e.sse_event());
                 out.extend_from_slice(b"data: [DONE]\n\n");
+                failure = Some(e);
                 true
             }
         };
-        if !out.is_empty() {
-            if ctx.ttft.is_none() {
-                ctx.ttft = Some(ctx.start.elapsed());
-            }
-            if session
-                .write_response_body(Some(out.split().freeze()), ended)
-                .await
-                .is_err()
-            {
-                ctx.client_disconnected = true;
-                return;
-            }
-        } else if ended {
-            let _ = session.write_response_body(None, true).await;
-        }
-        if ended {
-            return;
-        }
     }
 }
 
@@ -394,4 +785,35 @@ async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> 
         }
     }
     Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_goes_elsewhere_at_once_else_waits() {
+        let e500 = GatewayError::from_upstream(500, "x");
+        assert_eq!(backoff(&e500, 1, Duration::ZERO, true), Duration::ZERO);
+        assert_eq!(
+            backoff(&e500, 1, Duration::from_millis(200), true),
+            Duration::from_millis(200)
+        );
+        for retry in 1..=6 {
+            let d = backoff(&e500, retry, Duration::ZERO, false);
+            let cap = BACKOFF_BASE
+                .saturating_mul(1 << (retry - 1))
+                .min(BACKOFF_MAX);
+            assert!(d >= cap / 2 && d <= cap, "retry {retry}: {d:?}");
+        }
+        let rl = GatewayError::from_upstream(429, "x").with_retry_after(Some(3));
+        assert_eq!(
+            backoff(&rl, 1, Duration::ZERO, false),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            backoff(&rl, 1, Duration::from_secs(5), false),
+            Duration::from_secs(5)
+        );
+    }
 }

@@ -20,12 +20,13 @@ pub mod exchange;
 pub mod respond;
 pub mod routes;
 
-use crate::error::GatewayError;
 use crate::logging;
+use crate::metrics::Metrics;
 use crate::openai::Usage;
-use crate::router::{Deployment, Snapshot};
+use crate::reload::ReloadOutcome;
+use crate::router::{Deployment, Snapshot, StateRegistry};
 use crate::upstream::UpstreamClient;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -35,23 +36,49 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Process-wide state: the current routing snapshot and the upstream connection pool.
+/// Process-wide state: the current routing snapshot and what outlives it across reloads (the
+/// upstream connection pool, per-deployment state, metrics).
 pub struct App {
     pub snapshot: ArcSwap<Snapshot>,
     pub client: Arc<UpstreamClient>,
+    /// Per-deployment live state by id; every snapshot is built against it.
+    pub registry: StateRegistry,
+    pub metrics: Metrics,
+    /// The last SIGHUP reload's result (`None` until the first).
+    pub last_reload: ArcSwapOption<ReloadOutcome>,
     /// Set once shutdown begins: liveness and readiness report it.
     pub draining: AtomicBool,
     pub in_flight: AtomicU64,
 }
 
 impl App {
-    pub fn new(snapshot: Snapshot, client: Arc<UpstreamClient>) -> Self {
+    pub fn new(snapshot: Snapshot, client: Arc<UpstreamClient>, registry: StateRegistry) -> Self {
         App {
             snapshot: ArcSwap::from_pointee(snapshot),
             client,
+            registry,
+            metrics: Metrics::new(),
+            last_reload: ArcSwapOption::empty(),
             draining: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
         }
+    }
+}
+
+/// Counts a request in [`App::in_flight`] for as long as it is being served, also when its
+/// future is dropped (the drain on shutdown waits for this to reach zero).
+struct Serving<'a>(&'a AtomicU64);
+
+impl<'a> Serving<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Serving(counter)
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -63,7 +90,12 @@ pub struct RequestLog {
     pub model: Option<String>,
     pub deployment: Option<Arc<Deployment>>,
     pub status: u16,
+    /// Attempts made (first try, retries and fallback attempts).
     pub attempts: u32,
+    /// The fallback group in use: the one that answered when a fallback did.
+    pub fallback: Option<String>,
+    /// Fallback groups tried.
+    pub fallbacks_attempted: u32,
     pub stream: bool,
     /// Time spent waiting on upstreams (for the overhead header and metrics).
     pub upstream_time: Duration,
@@ -83,6 +115,8 @@ impl Default for RequestLog {
             deployment: None,
             status: 0,
             attempts: 0,
+            fallback: None,
+            fallbacks_attempted: 0,
             stream: false,
             upstream_time: Duration::ZERO,
             ttft: None,
@@ -112,9 +146,8 @@ impl ProxyHttp for Gateway {
     ) -> pingora_core::Result<bool> {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
-        self.app.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _serving = Serving::enter(&self.app.in_flight);
         self.serve(session, ctx).await;
-        self.app.in_flight.fetch_sub(1, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -136,6 +169,7 @@ impl ProxyHttp for Gateway {
         _e: Option<&pingora_core::Error>,
         ctx: &mut RequestLog,
     ) {
+        self.app.metrics.observe(ctx, &self.app.snapshot.load());
         logging::access(session, ctx);
     }
 }
@@ -175,22 +209,32 @@ impl Gateway {
             Route::Readiness => {
                 ctx.route = "readiness";
                 let draining = self.app.draining.load(Ordering::Relaxed);
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "status": if draining { "shutting_down" } else { "healthy" },
                     "config_generation": snapshot.generation,
                     "model_groups": snapshot.group_names.len(),
                     "deployments": snapshot.config.deployments.len(),
                 });
+                if let Some(r) = self.app.last_reload.load().as_deref() {
+                    body["last_reload"] = r.to_json();
+                }
                 let status = if draining { 503 } else { 200 };
                 respond::json(session, ctx, status, Bytes::from(body.to_string())).await
             }
             Route::Metrics => {
                 ctx.route = "metrics";
-                let e = GatewayError::new(
-                    crate::error::ErrorKind::NotFound,
-                    "Metrics are not enabled in this build.",
-                );
-                respond::error(session, ctx, &e).await
+                if snapshot.config.litellm.require_auth_for_metrics_endpoint {
+                    if let Err(e) = auth::check(
+                        session.req_header(),
+                        snapshot.config.general.master_key.as_deref(),
+                    ) {
+                        return respond::error(session, ctx, &e).await;
+                    }
+                }
+                let text = self.app.metrics.render(&self.app);
+                let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
+                let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());
+                respond::whole(session, ctx, h, Bytes::from(text)).await
             }
             Route::Models => {
                 ctx.route = "models";
@@ -205,7 +249,7 @@ impl Gateway {
             }
             Route::Model(id) => {
                 ctx.route = "model";
-                if snapshot.group(id).is_some() {
+                if snapshot.serves(id) {
                     let body = model_object(id, unix_now()).to_string();
                     respond::json(session, ctx, 200, Bytes::from(body)).await
                 } else {

@@ -21,6 +21,13 @@ pub fn head(status: u16, ctx: &RequestLog, content_type: &str) -> ResponseHeader
     if let Some(d) = &ctx.deployment {
         let _ = h.insert_header("x-litellm-model-id", d.id());
         let _ = h.insert_header("x-litellm-model-api-base", d.api_base());
+        let _ = h.insert_header("x-litellm-model-group", d.config.model_name.as_str());
+    }
+    if ctx.fallbacks_attempted > 0 {
+        let _ = h.insert_header(
+            "x-litellm-attempted-fallbacks",
+            ctx.fallbacks_attempted.to_string(),
+        );
     }
     if ctx.attempts > 1 {
         let _ = h.insert_header(
@@ -35,6 +42,11 @@ pub fn head(status: u16, ctx: &RequestLog, content_type: &str) -> ResponseHeader
 pub async fn json(session: &mut Session, ctx: &mut RequestLog, status: u16, body: Bytes) {
     let mut h = head(status, ctx, "application/json");
     let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+    write_whole(session, ctx, h, body).await;
+}
+
+/// Writes a complete response with a caller-built head (which sets Content-Length).
+pub async fn whole(session: &mut Session, ctx: &mut RequestLog, h: ResponseHeader, body: Bytes) {
     write_whole(session, ctx, h, body).await;
 }
 

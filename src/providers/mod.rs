@@ -7,10 +7,15 @@
 //! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod cohere;
+pub mod gemini;
+pub mod google_auth;
 pub mod mock;
 pub mod ollama;
 pub mod openai_compat;
+pub mod sigv4;
+pub mod vertex;
 pub mod voyage;
 
 use crate::config::{ConfigError, DeploymentConfig};
@@ -244,6 +249,9 @@ pub fn build_provider(
     if let Some(p) = anthropic::build(dep)? {
         return Ok(p);
     }
+    if let Some(p) = gemini::build(dep)? {
+        return Ok(p);
+    }
     if let Some(p) = cohere::build(dep)? {
         return Ok(p);
     }
@@ -252,6 +260,9 @@ pub fn build_provider(
     }
     if let Some(p) = voyage::build(dep)? {
         return Ok(p);
+    }
+    if dep.provider == "bedrock" {
+        return bedrock::build(dep);
     }
     Err(ConfigError::new(
         format!("model_list[{}].litellm_params.model", dep.index),
@@ -282,9 +293,12 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "openai_like",
     "custom_openai",
     "anthropic",
+    "gemini",
+    "vertex_ai",
     "cohere_chat",
     "cohere",
     "ollama_chat",
     "ollama",
     "voyage",
+    "bedrock",
 ];

@@ -4,24 +4,32 @@
 //! `ArcSwap`; a request holds the snapshot it started with until it ends. Per-deployment live
 //! state ([`DeploymentState`]) lives in a [`StateRegistry`] keyed by deployment id, so it
 //! survives reloads that keep the deployment.
+//!
+//! Selection ([`ModelGroup::select`]) walks the group's priority tiers (`order`), keeps the
+//! deployments that are not cooling down and have room under their limits, lets the routing
+//! strategy rank them, and hands back an [`Admission`]: the slot on the chosen deployment,
+//! released when dropped (so a cancelled request frees it at once).
 
+pub mod clock;
+pub mod cooldown;
+pub mod health;
+pub mod limits;
 pub mod rng;
+pub mod state;
+pub mod strategy;
 
-use crate::config::{Config, ConfigError, DeploymentConfig, DEFAULT_TIMEOUT};
+pub use cooldown::CooldownPolicy;
+pub use limits::{Limits, Refusal};
+pub use state::{Availability, DeploymentState};
+
+use crate::config::{Config, ConfigError, DeploymentConfig, RouterSettings, DEFAULT_TIMEOUT};
+use crate::error::{ErrorKind, GatewayError};
 use crate::providers::{self, mock::MockResponder, BuildContext, Provider};
 use crate::upstream::{Endpoint, PeerSettings, UpstreamClient};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Live counters for one deployment, shared across snapshots.
-#[derive(Default, Debug)]
-pub struct DeploymentState {
-    pub in_flight: AtomicU64,
-    pub requests: AtomicU64,
-    pub failures: AtomicU64,
-}
+use std::time::{Duration, Instant};
+use strategy::{Choice, WeightedTable};
 
 /// Keeps [`DeploymentState`] by deployment id across snapshots.
 #[derive(Default)]
@@ -49,13 +57,19 @@ pub struct Deployment {
     /// How the request is answered: by an upstream provider, or locally (`mock_response`).
     pub target: Target,
     pub state: Arc<DeploymentState>,
-    /// Whole-request deadline.
+    /// Deadline for one attempt on this deployment (the request's own deadline still applies).
     pub timeout: Duration,
     /// Time to first byte and longest silence between stream chunks.
     pub stream_timeout: Duration,
     pub drop_params: bool,
     /// Selection weight for simple-shuffle.
     pub weight: f64,
+    /// rpm / tpm / max_parallel_requests.
+    pub limits: Limits,
+    /// Priority tier (`order`); lower goes first, none goes last.
+    pub order: u32,
+    /// Active health check (`model_info.health_check`), for upstream deployments.
+    pub health: Option<health::ActiveCheck>,
 }
 
 pub enum Target {
@@ -90,16 +104,111 @@ impl Deployment {
 pub struct ModelGroup {
     pub name: String,
     pub deployments: Vec<Arc<Deployment>>,
-    total_weight: f64,
+    /// Priority tiers, lowest `order` first.
+    tiers: Vec<Tier>,
+}
+
+struct Tier {
+    /// Indices into `deployments`.
+    members: Vec<usize>,
+    weighted: Option<WeightedTable>,
 }
 
 pub struct Snapshot {
     /// Increments on every successful (re)load.
     pub generation: u64,
     pub config: Config,
-    groups: HashMap<String, ModelGroup>,
+    groups: HashMap<String, Arc<ModelGroup>>,
     /// Group names in config order, for `/v1/models`.
     pub group_names: Vec<String>,
+    /// Whole-request deadline, retries and fallbacks included.
+    pub request_timeout: Duration,
+    pub cooldown: CooldownPolicy,
+    /// Wildcard group names (`openai/*`, `*`), longest first.
+    wildcards: Vec<String>,
+    /// Wildcard groups specialised to concrete models, by model.
+    derived: Mutex<HashMap<String, Arc<ModelGroup>>>,
+    /// For building wildcard deployments on first use.
+    cx: BuildContext,
+}
+
+/// Most wildcard specialisations kept per snapshot (clients choose the names; beyond this the
+/// group is built per request and not kept).
+pub const MAX_DERIVED_GROUPS: usize = 1024;
+
+/// Builds one deployment: provider, endpoint, deadlines, limits, health check.
+fn build_deployment(
+    dep: &DeploymentConfig,
+    config: &Config,
+    cx: &BuildContext,
+    state: Arc<DeploymentState>,
+) -> Result<Deployment, ConfigError> {
+    let peer_settings = PeerSettings {
+        connect_timeout: config.server.connect_timeout,
+        idle_timeout: config.server.upstream_idle_timeout,
+    };
+    let target = match &dep.params.mock_response {
+        Some(text) => Target::Mock(MockResponder::new(text, &dep.model)),
+        None => {
+            let provider = providers::build_provider(dep, cx)?;
+            let endpoint = Endpoint::parse(provider.base_url(), peer_settings).map_err(|e| {
+                ConfigError::new(
+                    format!("model_list[{}].litellm_params.api_base", dep.index),
+                    e,
+                )
+            })?;
+            Target::Upstream {
+                provider,
+                endpoint: Arc::new(endpoint),
+            }
+        }
+    };
+    let timeout = dep
+        .params
+        .timeout
+        .or(config.router.timeout)
+        .or(config.litellm.request_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let stream_timeout = dep
+        .params
+        .stream_timeout
+        .or(config.router.stream_timeout)
+        .unwrap_or(timeout)
+        .min(timeout);
+    let weight = dep
+        .params
+        .weight
+        .or(dep.params.rpm.map(|r| r as f64))
+        .or(dep.params.tpm.map(|t| t as f64))
+        .unwrap_or(1.0);
+    let health = match (&dep.model_info.health_check, &target) {
+        (Some(hc), Target::Upstream { endpoint, .. }) => Some(health::ActiveCheck::build(
+            hc,
+            endpoint.tls,
+            &endpoint.authority,
+            &endpoint.host,
+        )),
+        _ => None,
+    };
+    Ok(Deployment {
+        config: dep.clone(),
+        target,
+        state,
+        timeout,
+        stream_timeout,
+        drop_params: dep.params.drop_params.unwrap_or(config.litellm.drop_params),
+        weight,
+        limits: Limits {
+            max_parallel: dep
+                .params
+                .max_parallel_requests
+                .or(config.router.default_max_parallel_requests),
+            rpm: dep.params.rpm,
+            tpm: dep.params.tpm,
+        },
+        order: dep.params.order.unwrap_or(u32::MAX),
+        health,
+    })
 }
 
 impl Snapshot {
@@ -114,103 +223,482 @@ impl Snapshot {
         let cx = BuildContext {
             client: client.clone(),
         };
-        let peer_settings = PeerSettings {
-            connect_timeout: config.server.connect_timeout,
-            idle_timeout: config.server.upstream_idle_timeout,
-        };
-        let mut groups: HashMap<String, ModelGroup> = HashMap::new();
+        let mut groups: HashMap<String, Arc<ModelGroup>> = HashMap::new();
+        let mut building: HashMap<String, ModelGroup> = HashMap::new();
         let mut group_names = Vec::new();
         for dep in &config.deployments {
-            let target = match &dep.params.mock_response {
-                Some(text) => Target::Mock(MockResponder::new(text, &dep.model)),
-                None => {
-                    let provider = providers::build_provider(dep, &cx)?;
-                    let endpoint =
-                        Endpoint::parse(provider.base_url(), peer_settings).map_err(|e| {
-                            ConfigError::new(
-                                format!("model_list[{}].litellm_params.api_base", dep.index),
-                                e,
-                            )
-                        })?;
-                    Target::Upstream {
-                        provider,
-                        endpoint: Arc::new(endpoint),
-                    }
-                }
-            };
-            let timeout = dep
-                .params
-                .timeout
-                .or(config.router.timeout)
-                .or(config.litellm.request_timeout)
-                .unwrap_or(DEFAULT_TIMEOUT);
-            let stream_timeout = dep
-                .params
-                .stream_timeout
-                .or(config.router.stream_timeout)
-                .unwrap_or(timeout)
-                .min(timeout);
-            let weight = dep
-                .params
-                .weight
-                .or(dep.params.rpm.map(|r| r as f64))
-                .or(dep.params.tpm.map(|t| t as f64))
-                .unwrap_or(1.0);
-            let deployment = Arc::new(Deployment {
-                config: dep.clone(),
-                target,
-                state: registry.state_for(&dep.id),
-                timeout,
-                stream_timeout,
-                drop_params: dep.params.drop_params.unwrap_or(config.litellm.drop_params),
-                weight,
-            });
-            let group = groups.entry(dep.model_name.clone()).or_insert_with(|| {
+            let deployment = Arc::new(build_deployment(
+                dep,
+                &config,
+                &cx,
+                registry.state_for(&dep.id),
+            )?);
+            let group = building.entry(dep.model_name.clone()).or_insert_with(|| {
                 group_names.push(dep.model_name.clone());
                 ModelGroup {
                     name: dep.model_name.clone(),
                     deployments: Vec::new(),
-                    total_weight: 0.0,
+                    tiers: Vec::new(),
                 }
             });
-            group.total_weight += deployment.weight;
             group.deployments.push(deployment);
         }
+        for (name, mut group) in building {
+            group.build_tiers();
+            groups.insert(name, Arc::new(group));
+        }
+        // Wildcard groups, most specific (longest prefix) first.
+        let mut wildcards: Vec<String> = group_names
+            .iter()
+            .filter(|n| n.ends_with('*'))
+            .cloned()
+            .collect();
+        wildcards.sort_by_key(|n| std::cmp::Reverse(n.len()));
         let ids: Vec<&str> = config.deployments.iter().map(|d| d.id.as_str()).collect();
         registry.retain(&ids);
+        let request_timeout = config
+            .router
+            .timeout
+            .or(config.litellm.request_timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let cooldown = CooldownPolicy::from_settings(&config.router);
         Ok(Snapshot {
             generation,
             config,
             groups,
             group_names,
+            request_timeout,
+            cooldown,
+            wildcards,
+            derived: Mutex::new(HashMap::new()),
+            cx,
         })
     }
 
+    /// Every deployment, group by group.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.groups.values().flat_map(|g| g.deployments.iter())
+    }
+
+    /// The configured group a client's `model` names: a group, or a `model_group_alias` of one.
     pub fn group(&self, model: &str) -> Option<&ModelGroup> {
-        self.groups.get(model)
+        self.exact(model).map(|g| &**g)
+    }
+
+    fn exact(&self, model: &str) -> Option<&Arc<ModelGroup>> {
+        self.groups.get(model).or_else(|| {
+            self.config
+                .router
+                .model_group_alias
+                .get(model)
+                .and_then(|g| self.groups.get(g))
+        })
+    }
+
+    /// Whether some group serves `model` (exact, alias or wildcard), without building anything.
+    pub fn serves(&self, model: &str) -> bool {
+        self.exact(model).is_some()
+            || self
+                .wildcards
+                .iter()
+                .any(|p| model.starts_with(&p[..p.len() - 1]))
+    }
+
+    /// The group serving `model`: a configured group or alias, else the most specific wildcard
+    /// group (`openai/*`, `*`) whose pattern matches, specialised to the concrete model (the
+    /// `*` of `litellm_params.model` becomes what the client's `*` matched, as LiteLLM does).
+    /// Specialised groups are built once and kept, with their own live state, up to
+    /// [`MAX_DERIVED_GROUPS`] per snapshot.
+    pub fn resolve(&self, model: &str) -> Option<Arc<ModelGroup>> {
+        if let Some(g) = self.exact(model) {
+            return Some(g.clone());
+        }
+        let pattern = self
+            .wildcards
+            .iter()
+            .find(|p| model.starts_with(&p[..p.len() - 1]))?;
+        {
+            let derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(g) = derived.get(model) {
+                return Some(g.clone());
+            }
+        }
+        let matched = &model[pattern.len() - 1..];
+        let template = self.groups.get(pattern)?;
+        let mut deployments = Vec::with_capacity(template.deployments.len());
+        for d in &template.deployments {
+            let mut config = d.config.clone();
+            config.model_name = model.to_string();
+            config.model = config.model.replacen('*', matched, 1);
+            match build_deployment(&config, &self.config, &self.cx, Default::default()) {
+                Ok(dep) => deployments.push(Arc::new(dep)),
+                Err(e) => log::warn!("wildcard deployment {} for {model}: {e}", d.id()),
+            }
+        }
+        if deployments.is_empty() {
+            return None;
+        }
+        let mut group = ModelGroup {
+            name: template.name.clone(),
+            deployments,
+            tiers: Vec::new(),
+        };
+        group.build_tiers();
+        let group = Arc::new(group);
+        let mut derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+        if derived.len() < MAX_DERIVED_GROUPS {
+            derived
+                .entry(model.to_string())
+                .or_insert_with(|| group.clone());
+        }
+        Some(group)
+    }
+
+    /// Fallback groups for `group` after an error of `kind`: context-window and content-policy
+    /// errors use their own lists; other deployment-side failures use `fallbacks` (else
+    /// `default_fallbacks`); a plain bad request falls back nowhere (every group would refuse
+    /// it the same way). At most `max_fallbacks`.
+    pub fn fallbacks_for(&self, group: &str, kind: ErrorKind) -> &[String] {
+        let r = &self.config.router;
+        let list: &[String] = match kind {
+            ErrorKind::ContextLengthExceeded => r
+                .context_window_fallbacks
+                .get(group)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            ErrorKind::ContentPolicy => r
+                .content_policy_fallbacks
+                .get(group)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            ErrorKind::BadRequest
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::Unprocessable => &[],
+            _ => r
+                .fallbacks
+                .get(group)
+                .map(Vec::as_slice)
+                .unwrap_or(&r.default_fallbacks),
+        };
+        &list[..list.len().min(r.max_fallbacks)]
+    }
+}
+
+/// A slot on a deployment for one attempt. Dropping it frees the slot (and gives up a
+/// half-open probe without a verdict), so a cancelled request never leaks counters.
+pub struct Admission {
+    pub deployment: Arc<Deployment>,
+    /// The deployment's index in its group (to avoid it on retries).
+    pub index: usize,
+    /// This attempt is the half-open probe after a cooldown.
+    pub probe: bool,
+    group_size: usize,
+    verdict: bool,
+}
+
+impl Admission {
+    /// The attempt succeeded: latency feeds latency-based routing, tokens the tpm window.
+    pub fn succeeded(
+        mut self,
+        now: Instant,
+        latency: Duration,
+        ttft: Option<Duration>,
+        tokens: u64,
+    ) {
+        self.verdict = true;
+        let s = &self.deployment.state;
+        s.record_success(now, latency, ttft);
+        if tokens > 0 {
+            s.record_tokens(now, tokens);
+        }
+    }
+
+    /// The attempt failed; applies the cooldown rules. Returns the cooldown entered, if any.
+    pub fn failed(
+        mut self,
+        now: Instant,
+        err: &GatewayError,
+        policy: &CooldownPolicy,
+    ) -> Option<Duration> {
+        self.verdict = true;
+        policy.on_failure(
+            &self.deployment.state,
+            now,
+            err,
+            self.probe,
+            self.group_size,
+        )
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.deployment.state.leave();
+        if self.probe && !self.verdict {
+            self.deployment.state.release_probe();
+        }
+    }
+}
+
+/// No deployment of a group could take the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unavailable {
+    /// Earliest end of a cooldown among cooling deployments.
+    pub earliest_recovery: Option<Instant>,
+    /// Shortest wait for a deployment at its limits.
+    pub limited_for: Option<Duration>,
+}
+
+impl Unavailable {
+    /// Every deployment was cooling down (none was merely at its limits).
+    pub fn all_cooling(&self) -> bool {
+        self.limited_for.is_none() && self.earliest_recovery.is_some()
+    }
+
+    /// When to try again.
+    pub fn retry_in(&self, now: Instant) -> Duration {
+        let cool = self
+            .earliest_recovery
+            .map(|t| t.saturating_duration_since(now));
+        match (cool, self.limited_for) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => Duration::from_secs(1),
+        }
+    }
+
+    pub fn merge(&mut self, other: Unavailable) {
+        self.earliest_recovery = match (self.earliest_recovery, other.earliest_recovery) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.limited_for = match (self.limited_for, other.limited_for) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The client-visible error: 503 when everything is cooling down, 429 when deployments
+    /// are at their limits; Retry-After is the earliest moment one can take a request.
+    pub fn to_error(&self, group: &str, now: Instant) -> GatewayError {
+        let secs = self.retry_in(now).as_secs_f64().ceil().max(1.0) as u64;
+        if self.all_cooling() {
+            GatewayError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "All deployments for selected model are in cooldown ('{group}' and any fallbacks failed recently); the first recovers in {secs}s."
+                ),
+            )
+            .with_code("no_deployments_available")
+            .with_retry_after(Some(secs))
+        } else {
+            GatewayError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "Every deployment of '{group}' is at its rpm/tpm/max_parallel_requests limit; retry in {secs}s."
+                ),
+            )
+            .with_code("rate_limit_exceeded")
+            .with_retry_after(Some(secs))
+        }
     }
 }
 
 impl ModelGroup {
-    /// simple-shuffle: a weighted random pick (weight, else rpm, else tpm, else equal).
-    pub fn pick(&self) -> &Arc<Deployment> {
-        if self.deployments.len() == 1 || self.total_weight <= 0.0 {
-            return &self.deployments[rng::below(self.deployments.len() as u64) as usize];
-        }
-        let mut point = rng::unit() * self.total_weight;
-        for d in &self.deployments {
-            if point < d.weight {
-                return d;
+    fn build_tiers(&mut self) {
+        let mut orders: Vec<u32> = self.deployments.iter().map(|d| d.order).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        self.tiers = orders
+            .into_iter()
+            .map(|o| {
+                let members: Vec<usize> = (0..self.deployments.len())
+                    .filter(|&i| self.deployments[i].order == o)
+                    .collect();
+                let weighted = WeightedTable::build(&self.deployments, &members);
+                Tier { members, weighted }
+            })
+            .collect();
+    }
+
+    /// Picks a deployment for one attempt and takes a slot on it. Deployments in `tried` are
+    /// avoided while any other can take the request. Tiers are tried in `order`; inside a tier
+    /// the routing strategy ranks the deployments that are available and under their limits.
+    pub fn select(
+        &self,
+        now: Instant,
+        stream: bool,
+        tried: &[usize],
+        router: &RouterSettings,
+    ) -> Result<Admission, Unavailable> {
+        let mut unavailable = Unavailable::default();
+        let mut candidates = Vec::with_capacity(self.deployments.len());
+        for allow_tried in [false, true] {
+            if allow_tried && tried.is_empty() {
+                break;
             }
-            point -= d.weight;
+            for tier in &self.tiers {
+                candidates.clear();
+                for &i in &tier.members {
+                    if !allow_tried && tried.contains(&i) {
+                        continue;
+                    }
+                    let state = &self.deployments[i].state;
+                    if !state.is_healthy() {
+                        // Looked at again after its next check.
+                        let next_check = self.deployments[i]
+                            .health
+                            .as_ref()
+                            .map(|h| h.config.interval)
+                            .unwrap_or(Duration::from_secs(1));
+                        unavailable.merge(Unavailable {
+                            earliest_recovery: Some(now + next_check),
+                            limited_for: None,
+                        });
+                        continue;
+                    }
+                    match state.availability(now) {
+                        Availability::Cooling(until) => unavailable.merge(Unavailable {
+                            earliest_recovery: Some(until),
+                            limited_for: None,
+                        }),
+                        _ => candidates.push(i),
+                    }
+                }
+                let choice = Choice {
+                    strategy: router.routing_strategy,
+                    stream,
+                    latency_buffer: router.lowest_latency_buffer,
+                    weighted: tier.weighted.as_ref(),
+                };
+                while !candidates.is_empty() {
+                    let pos = choice.pick(&self.deployments, &candidates);
+                    let i = candidates.swap_remove(pos);
+                    let d = &self.deployments[i];
+                    let probe = match d.state.availability(now) {
+                        Availability::Ready => false,
+                        Availability::Probe if d.state.claim_probe() => true,
+                        Availability::Probe => continue,
+                        Availability::Cooling(until) => {
+                            unavailable.merge(Unavailable {
+                                earliest_recovery: Some(until),
+                                limited_for: None,
+                            });
+                            continue;
+                        }
+                    };
+                    match d.state.try_admit(now, &d.limits) {
+                        Ok(()) => {
+                            return Ok(Admission {
+                                deployment: d.clone(),
+                                index: i,
+                                probe,
+                                group_size: self.deployments.len(),
+                                verdict: false,
+                            })
+                        }
+                        Err(refusal) => {
+                            if probe {
+                                d.state.release_probe();
+                            }
+                            unavailable.merge(Unavailable {
+                                earliest_recovery: None,
+                                limited_for: Some(refusal.retry_in()),
+                            });
+                        }
+                    }
+                }
+            }
         }
-        self.deployments.last().expect("groups are never empty")
+        Err(unavailable)
     }
 
     pub fn in_flight(&self) -> u64 {
-        self.deployments
-            .iter()
-            .map(|d| d.state.in_flight.load(Ordering::Relaxed))
-            .sum()
+        self.deployments.iter().map(|d| d.state.in_flight()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let config = crate::config::litellm::parse(yaml).unwrap();
+        let client = Arc::new(UpstreamClient::new(4));
+        Snapshot::build(config, 1, &client, &StateRegistry::default()).unwrap()
+    }
+
+    #[test]
+    fn selection_honours_tiers_cooldown_probe_and_limits() {
+        let s = snapshot(
+            r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/a, mock_response: a, order: 1, rpm: 1}, model_info: {id: a}}
+  - {model_name: g, litellm_params: {model: openai/b, mock_response: b, order: 2}, model_info: {id: b}}
+router_settings: {cooldown_time: 2}
+"#,
+        );
+        let g = s.group("g").unwrap();
+        let now = Instant::now();
+        let r = &s.config.router;
+        // Tier 1 first.
+        let a = g.select(now, false, &[], r).unwrap();
+        assert_eq!(a.deployment.id(), "a");
+        let a_index = a.index;
+        drop(a);
+        // `a` used its rpm: tier 2 takes over.
+        let b = g.select(now, false, &[], r).unwrap();
+        assert_eq!(b.deployment.id(), "b");
+        // `b` cools down (a 401 cools at once); `a` is at its limit: 429 with Retry-After.
+        let err = GatewayError::from_upstream(401, "bad key");
+        assert!(b.failed(now, &err, &s.cooldown).is_some());
+        let u = g.select(now, false, &[], r).err().unwrap();
+        assert!(!u.all_cooling());
+        assert_eq!(u.to_error("g", now).status, 429);
+        assert_eq!(
+            g.deployments[1].state.cooldown_remaining(now),
+            Some(Duration::from_secs(2))
+        );
+        // After the cooldown one request probes `b`; a second one finds nothing.
+        let later = now + Duration::from_millis(2001);
+        let probe = g.select(later, false, &[a_index], r).unwrap();
+        assert!(probe.probe && probe.deployment.id() == "b");
+        assert!(g.select(later, false, &[a_index], r).is_err());
+        probe.succeeded(later, Duration::from_millis(5), None, 10);
+        let again = g.select(later, false, &[a_index], r).unwrap();
+        assert!(!again.probe);
+        assert_eq!(g.in_flight(), 1);
+        drop(again);
+        assert_eq!(g.in_flight(), 0);
+    }
+
+    #[test]
+    fn fallbacks_by_error_kind_and_aliases() {
+        let s = snapshot(
+            r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/a, mock_response: a}}
+  - {model_name: b, litellm_params: {model: openai/b, mock_response: b}}
+  - {model_name: c, litellm_params: {model: openai/c, mock_response: c}}
+router_settings:
+  fallbacks: [{a: [b, c]}]
+  context_window_fallbacks: [{a: [c]}]
+  default_fallbacks: [c]
+  max_fallbacks: 1
+  model_group_alias: {alias: a}
+"#,
+        );
+        assert_eq!(s.fallbacks_for("a", ErrorKind::RateLimited), ["b"]);
+        assert_eq!(
+            s.fallbacks_for("a", ErrorKind::ContextLengthExceeded),
+            ["c"]
+        );
+        assert!(s.fallbacks_for("a", ErrorKind::ContentPolicy).is_empty());
+        assert!(s.fallbacks_for("a", ErrorKind::BadRequest).is_empty());
+        assert_eq!(s.fallbacks_for("b", ErrorKind::Internal), ["c"]);
+        assert_eq!(s.group("alias").unwrap().name, "a");
+        assert!(s.resolve("nope").is_none());
     }
 }

@@ -105,6 +105,49 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Replaces the config's model and settings sections with `yaml`, keeping the
+    /// `switchboard:` section the harness appended (pid file, upgrade socket, grace periods).
+    pub fn rewrite_config(&self, yaml: &str) {
+        let current = std::fs::read_to_string(&self.config_path).unwrap();
+        let ours = current
+            .find("\nswitchboard:")
+            .map(|i| &current[i..])
+            .unwrap_or("");
+        std::fs::write(&self.config_path, format!("{yaml}\n{ours}")).unwrap();
+    }
+
+    /// Starts a second process on the same config with `--upgrade` (Pingora's zero-downtime
+    /// upgrade): it waits on the upgrade socket for the listeners, which this process hands
+    /// over on SIGQUIT. Its logs go to a directory of its own.
+    pub fn spawn_upgrade(&self) -> Gateway {
+        let dir = temp_dir();
+        let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--upgrade")
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn switchboard --upgrade");
+        Gateway {
+            port: self.port,
+            dir,
+            config_path: self.config_path.clone(),
+            child,
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
     }
