@@ -453,6 +453,17 @@ impl Metrics {
             self.total_tokens
                 .with_label_values(&labels)
                 .inc_by(u.total_tokens);
+            // Spend, from the deployment's prices (litellm_params or model_info, USD per token).
+            let prices = &d.config.params;
+            if prices.input_cost_per_token.is_some() || prices.output_cost_per_token.is_some() {
+                let cost = u.prompt_tokens as f64 * prices.input_cost_per_token.unwrap_or(0.0)
+                    + u.completion_tokens as f64 * prices.output_cost_per_token.unwrap_or(0.0);
+                if cost > 0.0 {
+                    self.spend
+                        .with_label_values(&["", "", "", model, "", "", ""])
+                        .inc_by(cost);
+                }
+            }
             if u.completion_tokens > 0 && !failed {
                 self.latency_per_output_token
                     .with_label_values(&[&litellm_model, id, api_base, provider, "", "", "", ""])

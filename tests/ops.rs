@@ -798,7 +798,7 @@ model_list:
     litellm_params: {{model: openai/m, api_base: "{bad}/v1", api_key: k, order: 1}}
     model_info: {{id: bad}}
   - model_name: primary
-    litellm_params: {{model: openai/m, api_base: "{good}/v1", api_key: k, order: 2}}
+    litellm_params: {{model: openai/m, api_base: "{good}/v1", api_key: k, order: 2, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}
     model_info: {{id: good}}
   - model_name: limited
     litellm_params: {{model: openai/m, mock_response: litellm.RateLimitError, num_retries: 0}}
