@@ -141,60 +141,114 @@ pub fn timestamp() -> String {
 pub fn access(session: &Session, ctx: &RequestLog) {
     let Some(tx) = ACCESS.get() else { return };
     let req = session.req_header();
-    let latency_ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
-    let mut line = serde_json::json!({
-        "ts": timestamp(),
-        "request_id": ctx.request_id,
-        "method": req.method.as_str(),
-        "path": req.uri.path(),
-        "route": ctx.route,
-        "status": ctx.status,
-        "latency_ms": (latency_ms * 1000.0).round() / 1000.0,
-        "stream": ctx.stream,
-    });
-    let obj = line.as_object_mut().expect("object");
+    // Written field by field into one buffer: no intermediate JSON tree per request.
+    let mut line = JsonLine::with_capacity(320 + ctx.error.as_ref().map_or(0, |e| e.len()));
+    line.str("ts", &timestamp());
+    line.str("request_id", &ctx.request_id);
+    line.str("method", req.method.as_str());
+    line.str("path", req.uri.path());
+    line.str("route", ctx.route);
+    line.num("status", ctx.status);
+    line.millis("latency_ms", ctx.start.elapsed());
+    line.bool("stream", ctx.stream);
     if let Some(m) = &ctx.model {
-        obj.insert("model".into(), m.as_str().into());
+        line.str("model", m);
     }
     if let Some(d) = &ctx.deployment {
-        obj.insert("model_group".into(), d.config.model_name.as_str().into());
-        obj.insert("deployment".into(), d.id().into());
-        obj.insert("provider".into(), d.provider_name().into());
-        obj.insert("attempts".into(), ctx.attempts.into());
+        line.str("model_group", &d.config.model_name);
+        line.str("deployment", d.id());
+        line.str("provider", d.provider_name());
+        line.num("attempts", ctx.attempts);
         if let Some(f) = &ctx.fallback {
-            obj.insert("fallback".into(), f.as_str().into());
+            line.str("fallback", f);
         }
-        obj.insert(
-            "upstream_ms".into(),
-            ((ctx.upstream_time.as_secs_f64() * 1e6).round() / 1000.0).into(),
-        );
+        line.millis("upstream_ms", ctx.upstream_time);
     }
     if let Some(t) = ctx.ttft {
-        obj.insert(
-            "ttft_ms".into(),
-            ((t.as_secs_f64() * 1e6).round() / 1000.0).into(),
-        );
+        line.millis("ttft_ms", t);
     }
     if let Some(u) = &ctx.usage {
-        obj.insert("prompt_tokens".into(), u.prompt_tokens.into());
-        obj.insert("completion_tokens".into(), u.completion_tokens.into());
-        obj.insert("total_tokens".into(), u.total_tokens.into());
+        line.num("prompt_tokens", u.prompt_tokens);
+        line.num("completion_tokens", u.completion_tokens);
+        line.num("total_tokens", u.total_tokens);
     }
     if ctx.client_disconnected {
-        obj.insert("client_disconnected".into(), true.into());
+        line.bool("client_disconnected", true);
     }
     if let Some(e) = &ctx.error {
-        obj.insert("error".into(), e.as_str().into());
+        line.str("error", e);
     }
-    let mut s = line.to_string();
-    s.push('\n');
-    if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(s)) {
+    if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(line.finish())) {
         DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A one-line JSON object built in place.
+struct JsonLine(Vec<u8>);
+
+impl JsonLine {
+    fn with_capacity(n: usize) -> Self {
+        let mut v = Vec::with_capacity(n);
+        v.push(b'{');
+        JsonLine(v)
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(b',');
+        }
+        self.0.push(b'"');
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        let _ = serde_json::to_writer(&mut self.0, value);
+    }
+
+    fn num(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.key(key);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.0
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    /// A duration in milliseconds, to the microsecond.
+    fn millis(&mut self, key: &str, d: std::time::Duration) {
+        self.key(key);
+        let _ = write!(self.0, "{:.3}", d.as_secs_f64() * 1000.0);
+    }
+
+    fn finish(mut self) -> String {
+        self.0.extend_from_slice(b"}\n");
+        // Only valid UTF-8 was written (serde_json escapes strings; numbers are ASCII).
+        String::from_utf8(self.0).unwrap_or_default()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_line_is_valid_json() {
+        let mut l = super::JsonLine::with_capacity(8);
+        l.str("a", "quote \" and \n newline");
+        l.num("n", 42u16);
+        l.bool("b", true);
+        l.millis("ms", std::time::Duration::from_micros(1500));
+        let line = l.finish();
+        assert!(line.ends_with("}\n"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["a"], "quote \" and \n newline");
+        assert_eq!(v["n"], 42);
+        assert_eq!(v["b"], true);
+        assert_eq!(v["ms"], 1.5);
+    }
+
     #[test]
     fn timestamp_shape() {
         let t = super::timestamp();
