@@ -100,7 +100,10 @@ async fn voyage_refuses_chat_and_maps_errors() {
     let err = resp.expect_error(400);
     assert_eq!(err["param"], "model");
     let msg = err["message"].as_str().unwrap();
-    assert!(msg.contains("voyage") && msg.contains("chat"), "{msg}");
+    assert!(
+        msg.contains("voyage") && msg.contains("/v1/embeddings"),
+        "{msg}"
+    );
     assert_eq!(up.count(), 0, "chat must not reach Voyage");
 
     let resp = gw

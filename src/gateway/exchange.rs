@@ -471,12 +471,18 @@ async fn until_ready<'a>(
     if !provider.supports(call.op) {
         return Err(GatewayError::invalid_param(
             "model",
-            format!(
-                "The model '{}' ({}) does not support {}.",
-                deployment.config.model_name,
-                provider.name(),
-                call.op.as_str()
-            ),
+            match call.op {
+                Operation::Chat => format!(
+                    "The model '{}' is served by {}, which does not do chat completions; send it to /v1/embeddings instead.",
+                    deployment.config.model_name,
+                    provider.name()
+                ),
+                Operation::Embeddings => format!(
+                    "The model '{}' is served by {}, which does not do embeddings; send it to /v1/chat/completions instead.",
+                    deployment.config.model_name,
+                    provider.name()
+                ),
+            },
         ));
     }
     let client = &call.app.client;
