@@ -20,6 +20,7 @@
 //! (forcing the JSON tool would disable the client's tools), so it is a 400, or dropped under
 //! `drop_params`.
 
+use super::framed::{EventTranslator, Framed};
 use super::openai_compat::split_origin;
 use super::{
     retry_after_secs, Provider, RequestContext, StreamTranslator, TranslatedResponse,
@@ -871,7 +872,6 @@ enum OpenBlock {
 /// blocks take indices too). An `error` event ends the stream with that error.
 pub struct MessagesStream {
     provider: &'static str,
-    decoder: SseDecoder,
     writer: ChunkWriter,
     block: OpenBlock,
     tool_calls: usize,
@@ -882,10 +882,14 @@ pub struct MessagesStream {
 }
 
 impl MessagesStream {
-    pub fn new(provider: &'static str, cx: &RequestContext<'_>, model: &str) -> Self {
-        MessagesStream {
+    /// The translator with its SSE framing, ready to drive as a [`StreamTranslator`].
+    pub fn new(
+        provider: &'static str,
+        cx: &RequestContext<'_>,
+        model: &str,
+    ) -> Framed<SseDecoder, MessagesStream> {
+        Framed::new(MessagesStream {
             provider,
-            decoder: SseDecoder::new(),
             writer: ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
             block: OpenBlock::None,
             tool_calls: 0,
@@ -893,10 +897,10 @@ impl MessagesStream {
             usage: AnthropicUsage::default(),
             started: false,
             done: false,
-        }
+        })
     }
 
-    fn on_event(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn translate(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
         if self.done {
             return Ok(());
         }
@@ -1005,17 +1009,12 @@ impl MessagesStream {
     }
 }
 
-impl StreamTranslator for MessagesStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        let result = decoder.feed(input, &mut |ev| self.on_event(ev, out));
-        self.decoder = decoder;
-        result
+impl EventTranslator<SseDecoder> for MessagesStream {
+    fn on_event(&mut self, event: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+        self.translate(event, out)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        decoder.finish(&mut |ev| self.on_event(ev, out))?;
+    fn on_end(&mut self, _out: &mut BytesMut) -> GatewayResult<()> {
         if !self.done {
             return Err(GatewayError::bad_gateway(format!(
                 "{}: the upstream ended the stream before message_stop.",

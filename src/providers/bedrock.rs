@@ -16,6 +16,7 @@
 //! waits the same way (`parse_response` sees only the upstream body). Entries whose final request
 //! never completes are pruned after [`PENDING_TTL`].
 
+use super::framed::{EventTranslator, Framed};
 use super::sigv4::{self, Credentials, SignableRequest};
 use super::{
     Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest,
@@ -1166,7 +1167,6 @@ struct ExceptionBody<'a> {
 
 /// Turns ConverseStream event-stream messages into OpenAI chunks as they complete.
 pub struct ConverseStreamTranslator {
-    decoder: EventStreamDecoder,
     writer: ChunkWriter,
     /// The tool-use blocks started so far.
     tool_blocks: Vec<ToolBlock>,
@@ -1189,14 +1189,14 @@ impl ConverseStreamTranslator {
         self.tool_blocks.iter_mut().find(|t| t.block == block)
     }
 
-    pub fn new(cx: &RequestContext<'_>, model: &str) -> Self {
-        ConverseStreamTranslator {
-            decoder: EventStreamDecoder::new(),
+    /// The translator with its eventstream framing, ready to drive as a [`StreamTranslator`].
+    pub fn new(cx: &RequestContext<'_>, model: &str) -> Framed<EventStreamDecoder, Self> {
+        Framed::new(ConverseStreamTranslator {
             writer: ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
             tool_blocks: Vec::new(),
             calls: 0,
             stopped: false,
-        }
+        })
     }
 
     fn on_message(&mut self, m: Message<'_>, out: &mut BytesMut) -> GatewayResult<()> {
@@ -1300,16 +1300,12 @@ fn event_json<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> GatewayResult<T> {
     })
 }
 
-impl StreamTranslator for ConverseStreamTranslator {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        let result = decoder.feed(input, &mut |m| self.on_message(m, out));
-        self.decoder = decoder;
-        result
+impl EventTranslator<EventStreamDecoder> for ConverseStreamTranslator {
+    fn on_event(&mut self, event: Message<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+        self.on_message(event, out)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
-        self.decoder.finish()?;
+    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
         if !self.stopped {
             return Err(GatewayError::bad_gateway(
                 "bedrock: the stream ended before messageStop.",

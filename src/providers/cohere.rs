@@ -14,6 +14,7 @@
 //!   not forwarded. `n` must be 1.
 //! - `tool_plan` (the model's reasoning before calling tools) is not part of the OpenAI message.
 
+use super::framed::{EventTranslator, Framed};
 use super::openai_compat::split_origin;
 use super::{
     default_map_error, Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse,
@@ -191,13 +192,12 @@ impl Provider for Cohere {
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(CohereStream {
-            decoder: SseDecoder::new(),
+        Box::new(Framed::<SseDecoder, _>::new(CohereStream {
             writer: ChunkWriter::new(cx.response_id, cx.created, &self.model, cx.include_usage),
             tool_indices: Vec::new(),
             response_id: cx.response_id.to_string(),
             ended: false,
-        })
+        }))
     }
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
@@ -792,7 +792,6 @@ impl Cohere {
 
 /// Translates Cohere's SSE events into OpenAI chunks as they arrive.
 struct CohereStream {
-    decoder: SseDecoder,
     writer: ChunkWriter,
     /// Cohere tool-call `index` → OpenAI tool-call index, in start order.
     tool_indices: Vec<u64>,
@@ -876,7 +875,7 @@ fn delta<'a, T: Deserialize<'a>>(kind: &str, raw: Option<&'a RawValue>) -> Gatew
 }
 
 impl CohereStream {
-    fn on_event(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn translate(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
         let data = ev.data.trim();
         if data.is_empty() || data == "[DONE]" || self.ended {
             return Ok(());
@@ -960,17 +959,12 @@ impl CohereStream {
     }
 }
 
-impl StreamTranslator for CohereStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        let result = decoder.feed(input, &mut |ev| self.on_event(ev, out));
-        self.decoder = decoder;
-        result
+impl EventTranslator<SseDecoder> for CohereStream {
+    fn on_event(&mut self, event: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+        self.translate(event, out)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        decoder.finish(&mut |ev| self.on_event(ev, out))?;
+    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
         if !self.ended {
             return Err(GatewayError::bad_gateway(
                 "cohere: the upstream ended the stream before message-end.",

@@ -12,6 +12,7 @@
 //! `user` and `parallel_tool_calls` are accepted and not forwarded (Gemini has neither); `n`
 //! above 1 is refused (or ignored under `drop_params`): one candidate is returned.
 
+use super::framed::{EventTranslator, Framed};
 use super::google_auth::{ServiceAccount, TokenSource, CLOUD_PLATFORM_SCOPE};
 use super::openai_compat::split_origin;
 use super::{
@@ -1088,7 +1089,6 @@ fn parse_chat_response(
 
 struct GeminiStream {
     provider: &'static str,
-    decoder: SseDecoder,
     writer: ChunkWriter,
     response_id: String,
     tool_calls: usize,
@@ -1099,10 +1099,13 @@ struct GeminiStream {
 }
 
 impl GeminiStream {
-    fn new(provider: &'static str, model: &str, cx: &RequestContext<'_>) -> Self {
-        GeminiStream {
+    fn new(
+        provider: &'static str,
+        model: &str,
+        cx: &RequestContext<'_>,
+    ) -> Framed<SseDecoder, GeminiStream> {
+        Framed::new(GeminiStream {
             provider,
-            decoder: SseDecoder::new(),
             writer: ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
             response_id: cx.response_id.to_string(),
             tool_calls: 0,
@@ -1110,10 +1113,10 @@ impl GeminiStream {
             blocked: false,
             usage: None,
             events: 0,
-        }
+        })
     }
 
-    fn on_event(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn translate(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
         let data = ev.data.trim();
         if data.is_empty() {
             return Ok(());
@@ -1162,17 +1165,12 @@ impl GeminiStream {
     }
 }
 
-impl StreamTranslator for GeminiStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        let result = decoder.feed(input, &mut |ev| self.on_event(ev, out));
-        self.decoder = decoder;
-        result
+impl EventTranslator<SseDecoder> for GeminiStream {
+    fn on_event(&mut self, event: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+        self.translate(event, out)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        decoder.finish(&mut |ev| self.on_event(ev, out))?;
+    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
         let reason = match (&self.finish_reason, self.blocked) {
             (Some(r), _) => map_finish(Some(r), self.tool_calls > 0),
             (None, true) => FinishReason::ContentFilter,

@@ -3,12 +3,14 @@
 //! stream of bytes) back into OpenAI's. The exchange loop (`gateway::exchange`) drives the HTTP;
 //! providers never do I/O on the request path except to fetch credentials.
 //!
-//! Adding a provider: write `providers/<name>.rs` implementing [`Provider`] (and a
-//! [`StreamTranslator`] for streaming), then register its prefixes in [`build_provider`].
+//! Adding a provider: write `providers/<name>.rs` implementing [`Provider`], with an
+//! [`framed::EventTranslator`] over the provider's stream framing (SSE, NDJSON, eventstream)
+//! wrapped in [`framed::Framed`] for streaming, then register its prefixes in [`build_provider`].
 
 pub mod anthropic;
 pub mod bedrock;
 pub mod cohere;
+pub mod framed;
 pub mod gemini;
 pub mod google_auth;
 pub mod mock;

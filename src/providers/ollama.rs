@@ -15,6 +15,7 @@
 //!   `parallel_tool_calls: true` is Ollama's behaviour; `false` cannot be expressed (400, or
 //!   ignored with `drop_params`).
 
+use super::framed::{EventTranslator, Framed};
 use super::openai_compat::split_origin;
 use super::{
     default_map_error, Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse,
@@ -159,13 +160,12 @@ impl Provider for Ollama {
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(OllamaStream {
-            decoder: NdjsonDecoder::new(),
+        Box::new(Framed::<NdjsonDecoder, _>::new(OllamaStream {
             writer: ChunkWriter::new(cx.response_id, cx.created, &self.model, cx.include_usage),
             response_id: cx.response_id.to_string(),
             tool_calls: 0,
             done: false,
-        })
+        }))
     }
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
@@ -653,7 +653,6 @@ impl Ollama {
 
 /// Translates Ollama's NDJSON objects into OpenAI chunks, one line at a time.
 struct OllamaStream {
-    decoder: NdjsonDecoder,
     writer: ChunkWriter,
     response_id: String,
     /// Tool calls emitted so far (the next call's OpenAI index).
@@ -705,17 +704,12 @@ impl OllamaStream {
     }
 }
 
-impl StreamTranslator for OllamaStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        let result = decoder.feed(input, &mut |line| self.on_line(line, out));
-        self.decoder = decoder;
-        result
+impl EventTranslator<NdjsonDecoder> for OllamaStream {
+    fn on_event(&mut self, event: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
+        self.on_line(event, out)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        decoder.finish(&mut |line| self.on_line(line, out))?;
+    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
         if !self.done {
             return Err(GatewayError::bad_gateway(
                 "ollama: the upstream ended the stream before its final (done: true) object.",

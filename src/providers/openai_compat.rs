@@ -5,6 +5,7 @@
 //! chunk is stripped again when the client did not ask for it. Responses are forwarded byte for
 //! byte; they are only scanned for usage.
 
+use super::framed::{EventTranslator, Framed};
 use super::{
     Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest,
 };
@@ -322,13 +323,12 @@ impl Provider for OpenAiCompat {
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(PassThroughStream {
+        Box::new(Framed::<SseDecoder, _>::new(PassThroughStream {
             provider: self.flavor.name,
-            decoder: SseDecoder::new(),
             client_wants_usage: cx.include_usage,
             usage: None,
             done: false,
-        })
+        }))
     }
 }
 
@@ -342,7 +342,6 @@ fn body_len_hint(body: &RequestBody<'_>) -> usize {
 /// the gateway asked for on the client's behalf.
 struct PassThroughStream {
     provider: &'static str,
-    decoder: SseDecoder,
     client_wants_usage: bool,
     usage: Option<Usage>,
     done: bool,
@@ -358,7 +357,7 @@ struct ChunkPeek {
     error: Option<IgnoredAny>,
 }
 
-impl PassThroughStream {
+impl EventTranslator<SseDecoder> for PassThroughStream {
     fn on_event(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
         if self.done {
             return Ok(());
@@ -392,19 +391,8 @@ impl PassThroughStream {
         }
         Ok(())
     }
-}
 
-impl StreamTranslator for PassThroughStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        let result = decoder.feed(input, &mut |ev| self.on_event(ev, out));
-        self.decoder = decoder;
-        result
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        decoder.finish(&mut |ev| self.on_event(ev, out))?;
+    fn on_end(&mut self, _out: &mut BytesMut) -> GatewayResult<()> {
         if !self.done {
             return Err(GatewayError::bad_gateway(format!(
                 "{}: the upstream ended the stream before [DONE].",
