@@ -7,7 +7,7 @@
 //!   finish, and the process exits 0 as soon as none is left.
 //! - SIGQUIT: Pingora's zero-downtime upgrade: the listening sockets go to a new process started
 //!   with `--upgrade`; this one stops accepting and drains as above.
-//! - SIGUSR2: self-upgrade for service managers: the config is validated, the binary at argv[0]
+//! - SIGUSR2: self-upgrade for service managers: the config is validated, the binary at `argv[0]`
 //!   (the new version once installed there) is started with `--upgrade`, and this process then
 //!   proceeds as on SIGQUIT. Under systemd the new process becomes the main PID (it sends
 //!   MAINPID= with READY=1; the unit has `NotifyAccess=all`).

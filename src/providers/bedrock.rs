@@ -12,9 +12,9 @@
 //! Titan embedding models take one text per request. For several inputs the extra texts are
 //! embedded first, sequentially, from `build_request` (each bounded by the deployment timeout);
 //! their vectors wait, keyed by the response id, until `parse_response` joins them with the
-//! vector of the first text, which the exchange sends as usual. The client's `encoding_format`
-//! waits the same way (`parse_response` sees only the upstream body). Entries whose final request
-//! never completes are pruned after [`PENDING_TTL`].
+//! vector of the first text, which the exchange sends as usual (the client's `encoding_format`
+//! arrives in `RequestContext::embeddings_base64`). Entries whose final request never completes
+//! are pruned after `PENDING_TTL`.
 
 use super::framed::{EventTranslator, Framed};
 use super::sigv4::{self, Credentials, SignableRequest};
