@@ -56,25 +56,9 @@ pub const JSON_TOOL_NAME: &str = "json_tool_call";
 /// The JSON tool's schema for `json_object` (and `json_schema` without a schema): any object.
 const ANY_OBJECT_SCHEMA: &str = r#"{"type":"object","additionalProperties":true,"properties":{}}"#;
 
-/// The OpenAI fields the Messages API can take (`n` only as 1, checked separately).
+/// The OpenAI fields the Messages API can take. `n` is last: it is accepted only as 1, so a
+/// request with another `n` is checked against the list without it.
 const SUPPORTED: &[&str] = &[
-    "model",
-    "messages",
-    "stream",
-    "stream_options",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop",
-    "user",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-];
-const SUPPORTED_WITH_N: &[&str] = &[
     "model",
     "messages",
     "stream",
@@ -358,9 +342,9 @@ pub fn messages_body(
     drop_params: bool,
 ) -> GatewayResult<Vec<u8>> {
     let supported = if req.n.is_none_or(|n| n == 1) {
-        SUPPORTED_WITH_N
-    } else {
         SUPPORTED
+    } else {
+        &SUPPORTED[..SUPPORTED.len() - 1]
     };
     check_supported(body, supported, drop_params, PROVIDER)?;
     let top_k: Option<u64> = body.typed("top_k")?;
