@@ -419,7 +419,7 @@ impl Metrics {
             return;
         };
         let group = d.config.model_name.as_str();
-        let litellm_model = litellm_model_name(d);
+        let litellm_model = d.litellm_model_name.as_str();
         let (api_base, provider, id) = (d.api_base(), d.config.provider.as_str(), d.id());
         let upstream = ctx.upstream_time.as_secs_f64();
         self.api_latency
@@ -431,7 +431,7 @@ impl Metrics {
                 .observe(t.as_secs_f64());
         }
         self.overhead_latency
-            .with_label_values(&[group, provider, api_base, &litellm_model, "", ""])
+            .with_label_values(&[group, provider, api_base, litellm_model, "", ""])
             .observe(total.saturating_sub(ctx.upstream_time).as_secs_f64());
         if let Some(fallback) = ctx.fallback.as_deref() {
             // The group that answered (or failed last) was a fallback of the requested one.
@@ -466,7 +466,7 @@ impl Metrics {
             }
             if u.completion_tokens > 0 && !failed {
                 self.latency_per_output_token
-                    .with_label_values(&[&litellm_model, id, api_base, provider, "", "", "", ""])
+                    .with_label_values(&[litellm_model, id, api_base, provider, "", "", "", ""])
                     .observe(upstream / u.completion_tokens as f64);
             }
         }
@@ -475,10 +475,10 @@ impl Metrics {
     /// Records one attempt on a deployment (every attempt, retries and fallbacks included):
     /// `failed` is the failing status, `None` for an answered attempt.
     pub fn deployment_attempt(&self, d: &Deployment, requested: &str, failed: Option<u16>) {
-        let litellm_model = litellm_model_name(d);
+        let litellm_model = d.litellm_model_name.as_str();
         let (api_base, provider, id) = (d.api_base(), d.config.provider.as_str(), d.id());
         let labels = [
-            litellm_model.as_str(),
+            litellm_model,
             id,
             api_base,
             provider,
@@ -494,7 +494,7 @@ impl Metrics {
             Some(status) => self
                 .deployment_failure
                 .with_label_values(&[
-                    &litellm_model,
+                    litellm_model,
                     id,
                     api_base,
                     provider,
@@ -515,7 +515,7 @@ impl Metrics {
     pub fn cooled_down(&self, d: &Deployment, status: u16) {
         self.deployment_cooled_down
             .with_label_values(&[
-                &litellm_model_name(d),
+                &d.litellm_model_name,
                 d.id(),
                 d.api_base(),
                 &d.config.provider,
@@ -567,10 +567,10 @@ impl Metrics {
                     continue;
                 };
                 for d in &group.deployments {
-                    let litellm_model = litellm_model_name(d);
+                    let litellm_model = d.litellm_model_name.as_str();
                     self.deployment_state
                         .with_label_values(&[
-                            &litellm_model,
+                            litellm_model,
                             d.id(),
                             d.api_base(),
                             &d.config.provider,
@@ -616,11 +616,6 @@ fn mirror(c: &IntCounter, value: u64) {
     if value > have {
         c.inc_by(value - have);
     }
-}
-
-/// LiteLLM's `litellm_model_name`: the `litellm_params.model` string, provider prefix included.
-fn litellm_model_name(d: &Deployment) -> String {
-    format!("{}/{}", d.config.provider, d.config.model)
 }
 
 /// The status as a label from a fixed set (anything unusual collapses to its class).

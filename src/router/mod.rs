@@ -70,6 +70,8 @@ pub struct Deployment {
     pub order: u32,
     /// Active health check (`model_info.health_check`), for upstream deployments.
     pub health: Option<health::ActiveCheck>,
+    /// `provider/model` as LiteLLM labels it (`litellm_model_name`), built once for metrics.
+    pub litellm_model_name: String,
 }
 
 pub enum Target {
@@ -208,6 +210,7 @@ fn build_deployment(
         },
         order: dep.params.order.unwrap_or(u32::MAX),
         health,
+        litellm_model_name: format!("{}/{}", dep.provider, dep.model),
     })
 }
 
