@@ -21,7 +21,7 @@
 
 use super::{respond, unix_now, App, RequestLog};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::openai::request::EmbeddingsRequest;
+use crate::openai::request::{check_model_name, EmbeddingsRequest};
 use crate::openai::RequestBody;
 use crate::providers::mock::MockResponder;
 use crate::providers::{Operation, RequestContext, StreamTranslator};
@@ -115,6 +115,7 @@ pub async fn handle(
     let body = read_body(session, snapshot.config.general.max_request_size).await?;
     let parsed = RequestBody::parse(&body)?;
     let model = parsed.required_str("model")?;
+    check_model_name(&model, || snapshot.group(&model).is_some())?;
     ctx.model = Some(model.to_string());
     match op {
         Operation::Chat if !parsed.has("messages") => {
