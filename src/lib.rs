@@ -8,7 +8,8 @@
 //! - [`providers`]: one module per upstream API behind the [`providers::Provider`] trait.
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
-//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs.
+//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
+//!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
@@ -21,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod openai;
 pub mod providers;
+pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;

@@ -212,3 +212,82 @@ async fn client_model_names_cannot_change_the_upstream_path() {
         assert!(!req.path.contains("/../") && !req.path.contains("admin?"));
     }
 }
+
+#[tokio::test]
+async fn upstream_errors_never_echo_the_operators_credentials() {
+    // An upstream that answers 401 quoting the credential it received, whole and masked.
+    let up = MockUpstream::start(|req| {
+        let sent = req
+            .header("authorization")
+            .or(req.header("x-goog-api-key"))
+            .or(req.header("api-key"))
+            .or(req.header("x-api-key"))
+            .unwrap_or("")
+            .to_string();
+        let bare = sent.trim_start_matches("Bearer ").to_string();
+        let masked = format!("{}****************{}", &bare[..6], &bare[bare.len() - 4..]);
+        let message = format!(
+            "Incorrect API key provided: {sent}. Masked: {masked}. Raw: '{bare}'. See https://platform.example/account."
+        );
+        if req.header("x-api-key").is_some() {
+            // Anthropic: a stream that starts, then fails with an error event quoting the key.
+            let body = format!(
+                "event: message_start\ndata: {}\n\nevent: content_block_start\ndata: {}\n\nevent: content_block_delta\ndata: {}\n\nevent: error\ndata: {}\n\n",
+                json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "content": [],
+                       "model": "claude-sonnet-4-5", "stop_reason": null, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": message}}),
+            );
+            return Reply::stream("text/event-stream", body.as_bytes(), 7, std::time::Duration::ZERO);
+        }
+        Reply::json(
+            401,
+            json!({"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}),
+        )
+    })
+    .await;
+    let gw = Gateway::start(&config(&up.base()));
+    let leaks = |text: &str, key: &str| {
+        text.contains(key) || text.contains(&key[key.len() - 4..]) || text.contains(&key[..8])
+    };
+    for (model, key) in [
+        ("g", OPENAI_KEY),
+        ("gemini/gemini-2.0-flash", GEMINI_KEY),
+        ("azure/my-deployment", AZURE_KEY),
+    ] {
+        let r = gw.post("/v1/chat/completions", &chat(model)).await;
+        let e = r.expect_error(401);
+        let text = r.text();
+        assert!(!leaks(&text, key), "{model}: the key leaked: {text}");
+        assert!(text.contains("[REDACTED]"), "{model}: {text}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("https://platform.example/account"),
+            "the rest of the message is kept: {e}"
+        );
+    }
+    // Mid-stream error events too.
+    let mut body = chat("claude");
+    body["stream"] = json!(true);
+    let r = gw.post_stream("/v1/chat/completions", &body).await;
+    let text = r.into_response().await.text();
+    assert!(text.contains("Hi"), "{text}");
+    assert!(text.contains("[REDACTED]"), "{text}");
+    assert!(!leaks(&text, ANTHROPIC_KEY), "the key leaked: {text}");
+    // Nor in the access log (written once each response is done: wait for all four lines).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let requests = |log: &[Value]| log.iter().filter(|l| l.get("status").is_some()).count();
+    let mut log = gw.access_log();
+    while requests(&log) < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        log = gw.access_log();
+    }
+    assert_eq!(requests(&log), 4, "{log:?}");
+    let log_text = serde_json::to_string(&log).unwrap();
+    for key in [OPENAI_KEY, GEMINI_KEY, AZURE_KEY, ANTHROPIC_KEY] {
+        assert!(!log_text.contains(key), "the access log leaked a key");
+    }
+}

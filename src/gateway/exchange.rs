@@ -367,6 +367,9 @@ async fn attempt(
     let ready = match ready {
         Ok(r) => r,
         Err(e) => {
+            // Upstream text may quote the credential it was sent: redacted before it is logged
+            // or can reach the client.
+            let e = call.snapshot.secrets.redact_error(e);
             attempt_failed(call, admission, &e);
             return AttemptOutcome::Failed(e);
         }
@@ -408,6 +411,7 @@ async fn attempt(
                 first,
                 ended,
                 &deployment,
+                &call.snapshot.secrets,
                 deadline,
                 session,
                 ctx,
@@ -582,6 +586,7 @@ async fn stream_to_client(
     mut out: BytesMut,
     mut ended: bool,
     deployment: &Deployment,
+    secrets: &crate::redact::Secrets,
     deadline: Instant,
     session: &mut Session,
     ctx: &mut RequestLog,
@@ -650,6 +655,7 @@ async fn stream_to_client(
             Ok(ended) => ended,
             Err(e) => {
                 // Mid-stream failure: end the stream with an OpenAI error event.
+                let e = secrets.redact_error(e);
                 ctx.error = Some(e.message.clone());
                 out.extend_from_slice(&e.sse_event());
                 out.extend_from_slice(b"data: [DONE]\n\n");
