@@ -597,3 +597,24 @@ proptest! {
         prop_assert!(error.contains("max_stream_event_bytes"), "{kind:?}: {error}");
     }
 }
+
+/// Translators that remember every tool call (to route later fragments) refuse to remember
+/// more than `MAX_STREAM_TOOL_CALLS`, instead of growing a list and searching it per event.
+#[test]
+fn endless_tool_calls_are_refused_where_they_are_remembered() {
+    let items: Vec<Item> = (0..limits::MAX_STREAM_TOOL_CALLS + 1)
+        .map(|i| Item::Tool(format!("fn_{i}"), vec!["{}".into()]))
+        .collect();
+    for kind in [Kind::Bedrock, Kind::Cohere] {
+        let got = run(kind, &wire(kind, &items), &[]);
+        let error = got.error.unwrap_or_default();
+        assert!(error.contains("tool calls"), "{kind:?}: {error}");
+    }
+    // At the cap, the stream is fine.
+    let at_cap = &items[..limits::MAX_STREAM_TOOL_CALLS];
+    for kind in [Kind::Bedrock, Kind::Cohere] {
+        let got = run(kind, &wire(kind, at_cap), &[]);
+        assert_eq!(got.error, None, "{kind:?}");
+        assert_eq!(client_view(&got.out).1.len(), at_cap.len());
+    }
+}
