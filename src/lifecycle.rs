@@ -15,7 +15,7 @@
 //! - READY=1 once Pingora runs and the listener accepts connections; WATCHDOG=1 every half
 //!   `WATCHDOG_USEC` while the process runs.
 
-use crate::gateway::App;
+use crate::app::App;
 use crate::systemd::Notifier;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};

@@ -24,9 +24,9 @@ use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{GatewayError, GatewayResult};
 use crate::openai::{RequestBody, Usage};
 use crate::upstream::UpstreamClient;
+pub use crate::upstream::UpstreamRequest;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method};
 use pingora_http::ResponseHeader;
 use std::sync::Arc;
 
@@ -62,39 +62,6 @@ pub struct RequestContext<'a> {
     /// Embeddings: the client asked for `encoding_format: base64`. Translators that build the
     /// list themselves pass it to `embeddings_response`.
     pub embeddings_base64: bool,
-}
-
-/// An HTTP request to send upstream. `path` includes the query string.
-pub struct UpstreamRequest {
-    pub method: Method,
-    pub path: String,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
-}
-
-impl UpstreamRequest {
-    pub fn post_json(path: String, body: Vec<u8>) -> Self {
-        UpstreamRequest {
-            method: Method::POST,
-            path,
-            headers: vec![(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body: Bytes::from(body),
-        }
-    }
-
-    /// Adds a header; a value with bytes HTTP forbids (a key with a newline) is a config-class 500.
-    pub fn header(&mut self, name: HeaderName, value: &str) -> GatewayResult<()> {
-        let value = HeaderValue::from_str(value).map_err(|_| {
-            GatewayError::internal(format!(
-                "The configured value for header '{name}' contains characters not allowed in HTTP headers."
-            ))
-        })?;
-        self.headers.push((name, value));
-        Ok(())
-    }
 }
 
 /// A translated whole response.
