@@ -22,6 +22,7 @@ use super::{
     Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest,
 };
 use crate::codec::eventstream::{EventStreamDecoder, Message};
+use crate::codec::limits::MAX_STREAM_TOOL_CALLS;
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::{
@@ -1223,6 +1224,11 @@ impl ConverseStreamTranslator {
             "contentBlockStart" => {
                 let ev: BlockStartEvent<'_> = event_json(payload)?;
                 if let Some(tu) = ev.start.and_then(|s| s.tool_use) {
+                    if self.tool_blocks.len() >= MAX_STREAM_TOOL_CALLS {
+                        return Err(GatewayError::bad_gateway(format!(
+                            "bedrock: the stream started more than {MAX_STREAM_TOOL_CALLS} tool calls."
+                        )));
+                    }
                     let call = (tu.name != JSON_TOOL).then_some(self.calls);
                     self.tool_blocks.push(ToolBlock {
                         block: ev.index,

@@ -20,6 +20,7 @@ use super::{
     default_map_error, Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse,
     UpstreamRequest,
 };
+use crate::codec::limits::MAX_STREAM_TOOL_CALLS;
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
@@ -898,6 +899,11 @@ impl CohereStream {
                 let d: ToolDelta = delta(kind, event.delta)?;
                 let call = d.message.tool_calls;
                 let index = self.tool_indices.len();
+                if index >= MAX_STREAM_TOOL_CALLS {
+                    return Err(GatewayError::bad_gateway(format!(
+                        "cohere: the stream started more than {MAX_STREAM_TOOL_CALLS} tool calls."
+                    )));
+                }
                 self.tool_indices.push(event.index.unwrap_or(index as u64));
                 let function = call.function.unwrap_or(ToolDeltaFunction {
                     name: None,
