@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod exchange;
+pub mod framing;
 pub mod respond;
 pub mod routes;
 
@@ -73,6 +74,11 @@ impl ProxyHttp for Gateway {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         let _serving = Serving::enter(&self.app.in_flight);
+        if let Err(e) = framing::check(session) {
+            session.set_keepalive(None);
+            respond::error(session, ctx, &e).await;
+            return Ok(true);
+        }
         self.serve(session, ctx).await;
         Ok(true)
     }
