@@ -13,8 +13,10 @@
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
+pub mod app;
 pub mod codec;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod events;
 pub mod gateway;
