@@ -901,11 +901,13 @@ impl MessagesStream {
         })?;
         match event.kind.as_ref() {
             "message_start" => {
-                if let Some(u) = event.message.as_ref().and_then(|m| m.usage.as_ref()) {
-                    self.usage.update(u);
-                }
                 self.started = true;
                 sink.event(Emit::Start);
+                if let Some(u) = event.message.as_ref().and_then(|m| m.usage.as_ref()) {
+                    // The prompt's count, early: sinks that announce it up front can.
+                    self.usage.update(u);
+                    sink.event(Emit::Usage(self.usage.to_openai()));
+                }
             }
             "content_block_start" => {
                 self.block = OpenBlock::Ignored;
@@ -1728,6 +1730,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             text,
             vec![
                 E::Start,
+                E::Usage(Usage::new(30, 1).with_cached(5)),
                 E::Reasoning("Hmm".into()),
                 E::Text(String::new()),
                 E::Text("Hello".into()),
@@ -1744,6 +1747,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             tools,
             vec![
                 E::Start,
+                E::Usage(Usage::new(400, 1)),
                 E::Text(String::new()),
                 E::Text("Checking both.".into()),
                 E::ToolCallStart {

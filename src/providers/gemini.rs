@@ -1902,4 +1902,34 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\":
         let t = vertex_target(&config.deployments[0], "google", "gemini-2.5-pro").unwrap();
         assert_eq!(t.model_path, "/vertex/models/pro");
     }
+    #[test]
+    fn stream_events_carry_reasoning_tool_ids_and_cached_usage() {
+        use crate::events::{EventLog, RecordedEvent as E};
+        let input = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"plan\",\"thought\":true},{\"text\":\"Hi\"}]}}]}\n\n\
+data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"f\",\"args\":{}}}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":2,\"cachedContentTokenCount\":4}}\n\n";
+        let c = cx(Operation::Chat, true, false);
+        let mut t = GeminiStream::new("gemini", "gemini-2.5", &c);
+        let mut log = EventLog::default();
+        t.feed_events(input.as_bytes(), &mut log).unwrap();
+        t.finish_events(&mut log).unwrap();
+        assert_eq!(
+            log.events,
+            vec![
+                E::Reasoning("plan".into()),
+                E::Text("Hi".into()),
+                E::ToolCallStart {
+                    index: 0,
+                    id: "call_abc_0".into(),
+                    name: "f".into()
+                },
+                E::ToolCallArgs {
+                    index: 0,
+                    fragment: "{}".into()
+                },
+                E::Usage(Usage::new(9, 2).with_cached(4)),
+                E::Finish(FinishReason::ToolCalls),
+                E::Done,
+            ]
+        );
+    }
 }
