@@ -550,7 +550,7 @@ async fn until_ready<'a>(
     }
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
-        let translated = provider.parse_response(&whole, cx)?;
+        let translated = provider.parse_response_owned(whole, cx)?;
         return Ok(Ready::Whole {
             body: translated.body,
             usage: translated.usage,
