@@ -87,7 +87,8 @@ pub fn reload(app: &App, config_path: &Path) -> Result<u64, ConfigError> {
     let outcome = match result {
         Ok(snapshot) => {
             let generation = snapshot.generation;
-            app.snapshot.store(Arc::new(snapshot));
+            app.snapshot
+                .store(Arc::new(crate::app::Live::new(snapshot)));
             app.metrics.reload(true);
             log::info!(
                 "config reloaded from {}: generation {generation}",
