@@ -14,6 +14,7 @@
 //!   (signals, drain), [`systemd`] (sd_notify).
 
 pub mod app;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod context;
@@ -24,6 +25,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod openai;
+pub mod pipeline;
 pub mod providers;
 pub mod reload;
 pub mod router;
