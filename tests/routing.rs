@@ -1086,3 +1086,69 @@ async fn an_abandoned_probe_does_not_keep_the_deployment_out() {
     .expect("the deployment never came back after its probe was abandoned");
     assert_eq!(content(&r), "back");
 }
+
+/// A group whose only deployment fails, with a fallback configured, goes to the fallback at
+/// once: the failing deployment is called once, with no backoff before the fallback answers.
+#[tokio::test]
+async fn a_failing_single_deployment_group_falls_back_at_once() {
+    let e500 = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let e429 = MockUpstream::start(|_| {
+        Reply::json(
+            429,
+            json!({"error": {"message": "slow down", "type": "requests"}}),
+        )
+        .with_header("retry-after", "2")
+    })
+    .await;
+    let lone = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let backup = MockUpstream::start(ok_upstream("from backup")).await;
+    let gw = Gateway::start(&config(
+        &[
+            upstream("a", "a500", &e500.base(), ""),
+            upstream("r", "r429", &e429.base(), ""),
+            upstream("lone", "lone", &lone.base(), ""),
+            upstream("b", "b", &backup.base(), ""),
+        ],
+        "  num_retries: 2\n  disable_cooldowns: true\n  fallbacks: [{a: [b]}, {r: [b]}]\n",
+    ));
+    for (group, failing) in [("a", &e500), ("r", &e429)] {
+        for round in 1..=3 {
+            let t = Instant::now();
+            let r = gw.post("/v1/chat/completions", &chat(group)).await;
+            let took = t.elapsed();
+            assert_eq!(r.status, 200, "{group}: {}", r.text());
+            assert_eq!(content(&r), "from backup");
+            assert_eq!(r.header("x-litellm-attempted-fallbacks"), Some("1"));
+            assert_eq!(
+                failing.count(),
+                round,
+                "{group} was retried before the fallback"
+            );
+            assert!(took < Duration::from_millis(300), "{group}: took {took:?}");
+        }
+    }
+    // No fallback: retrying the same deployment still waits out the backoff (500 ms base,
+    // jitter 50-100%).
+    let t = Instant::now();
+    gw.post("/v1/chat/completions", &chat("lone"))
+        .await
+        .expect_error(500);
+    assert_eq!(lone.count(), 3);
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
+}
