@@ -23,9 +23,11 @@
 //! byte and every silence between chunks. The client connection is watched throughout: a
 //! hang-up drops the upstream request at once and frees its slot.
 
+use super::sink::ResponseSink;
 use super::{respond, unix_now, App, RequestLog};
+use crate::app::Live;
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::openai::request::EmbeddingsRequest;
+use crate::openai::request::{check_model_name, EmbeddingsRequest};
 use crate::openai::RequestBody;
 use crate::providers::mock::MockResponder;
 use crate::providers::{Operation, RequestContext, StreamTranslator};
@@ -111,14 +113,16 @@ enum Ready<'a> {
 /// answer with the error; once a response has started, errors are written here.
 pub async fn handle(
     app: &App,
-    snapshot: &Arc<Snapshot>,
-    session: &mut Session,
+    live: &Live,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
     op: Operation,
+    body: Bytes,
 ) -> GatewayResult<()> {
-    let body = read_body(session, snapshot.config.general.max_request_size).await?;
+    let snapshot = &live.routing;
     let parsed = RequestBody::parse(&body)?;
     let model = parsed.required_str("model")?;
+    check_model_name(&model, || snapshot.group(&model).is_some())?;
     ctx.model = Some(model.to_string());
     match op {
         Operation::Chat if !parsed.has("messages") => {
@@ -132,6 +136,12 @@ pub async fn handle(
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;
+
+    live.stages.admit(ctx, &parsed)?;
+    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed) {
+        respond::json(sink, ctx, 200, answer).await;
+        return Ok(());
+    }
 
     let primary = snapshot
         .resolve(&model)
@@ -171,7 +181,7 @@ pub async fn handle(
             } else {
                 FallbackAfter::Remaining(fallbacks.len() > next_fallback)
             };
-            match run_group(&call, &group, then, session, ctx).await {
+            match run_group(&call, &group, then, sink, ctx).await {
                 GroupOutcome::Done => return Ok(()),
                 GroupOutcome::Failed(e) => {
                     only_unavailable = None;
@@ -216,7 +226,7 @@ pub async fn handle(
             {
                 let wake = recovery.min(until).min(call.deadline);
                 if wake > now && recovery <= until.min(call.deadline) {
-                    if !sleep_or_hang_up(wake + Duration::from_millis(1), session, ctx).await {
+                    if !sleep_or_hang_up(wake + Duration::from_millis(1), sink, ctx).await {
                         return Ok(());
                     }
                     continue;
@@ -245,7 +255,7 @@ async fn run_group(
     call: &Call<'_>,
     group: &ModelGroup,
     then: FallbackAfter,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> GroupOutcome {
     let router = &call.snapshot.config.router;
@@ -272,7 +282,7 @@ async fn run_group(
         let deployment = admission.deployment.clone();
         ctx.attempts += 1;
         ctx.deployment = Some(deployment.clone());
-        let err = match attempt(call, admission, session, ctx).await {
+        let err = match attempt(call, admission, sink, ctx).await {
             AttemptOutcome::Done => return GroupOutcome::Done,
             AttemptOutcome::Failed(e) => e,
         };
@@ -324,7 +334,7 @@ async fn run_group(
             // Waiting as asked would outlive the request: answer now with what we know.
             return GroupOutcome::Failed(err);
         }
-        if !wait.is_zero() && !sleep_or_hang_up(clock::later(now, wait), session, ctx).await {
+        if !wait.is_zero() && !sleep_or_hang_up(clock::later(now, wait), sink, ctx).await {
             return GroupOutcome::Done;
         }
         last_err = Some(err);
@@ -352,11 +362,15 @@ fn backoff(err: &GatewayError, retry: u32, least: Duration, elsewhere: bool) -> 
 }
 
 /// Sleeps until `until`, or returns false at once if the client hangs up meanwhile.
-async fn sleep_or_hang_up(until: Instant, session: &mut Session, ctx: &mut RequestLog) -> bool {
+async fn sleep_or_hang_up(
+    until: Instant,
+    sink: &mut impl ResponseSink,
+    ctx: &mut RequestLog,
+) -> bool {
     tokio::select! {
         biased;
         _ = tokio::time::sleep_until(until.into()) => true,
-        _ = session.read_body_or_idle(true) => {
+        _ = sink.hung_up() => {
             ctx.client_disconnected = true;
             false
         }
@@ -375,7 +389,7 @@ fn request_deadline(call: &Call<'_>) -> GatewayError {
 async fn attempt(
     call: &Call<'_>,
     admission: Admission,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> AttemptOutcome {
     let deployment = admission.deployment.clone();
@@ -393,7 +407,7 @@ async fn attempt(
     let ready = tokio::select! {
         biased;
         r = until_ready(call, &deployment, &cx, deadline) => r,
-        _ = session.read_body_or_idle(true) => {
+        _ = sink.hung_up() => {
             ctx.client_disconnected = true;
             ctx.upstream_time += start.elapsed();
             return AttemptOutcome::Done;
@@ -403,14 +417,16 @@ async fn attempt(
     let ready = match ready {
         Ok(r) => r,
         Err(e) => {
+            // Upstream text may quote the credential it was sent: redacted before it is logged
+            // or can reach the client.
+            let e = call.snapshot.secrets.redact_error(e);
             attempt_failed(call, admission, &e);
             return AttemptOutcome::Failed(e);
         }
     };
     match ready {
         Ready::Mock(mock) => {
-            if let Err(e) =
-                answer_mock(mock, call.parsed, &cx, call.prompt_bytes, session, ctx).await
+            if let Err(e) = answer_mock(mock, call.parsed, &cx, call.prompt_bytes, sink, ctx).await
             {
                 attempt_failed(call, admission, &e);
                 return AttemptOutcome::Failed(e);
@@ -424,7 +440,7 @@ async fn attempt(
         Ready::Whole { body, usage } => {
             let latency = start.elapsed();
             ctx.usage = usage;
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
                 .metrics
@@ -444,8 +460,9 @@ async fn attempt(
                 first,
                 ended,
                 &deployment,
+                &call.snapshot.secrets,
                 deadline,
-                session,
+                sink,
                 ctx,
             )
             .await;
@@ -550,7 +567,7 @@ async fn until_ready<'a>(
     }
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
-        let translated = provider.parse_response(&whole, cx)?;
+        let translated = provider.parse_response_owned(whole, cx)?;
         return Ok(Ready::Whole {
             body: translated.body,
             usage: translated.usage,
@@ -618,11 +635,12 @@ async fn stream_to_client(
     mut out: BytesMut,
     mut ended: bool,
     deployment: &Deployment,
+    secrets: &crate::redact::Secrets,
     deadline: Instant,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> Option<GatewayError> {
-    if !respond::sse_head(session, ctx).await {
+    if !respond::sse_head(sink, ctx).await {
         return None;
     }
     let mut failure = None;
@@ -631,16 +649,11 @@ async fn stream_to_client(
             if ctx.ttft.is_none() {
                 ctx.ttft = Some(ctx.start.elapsed());
             }
-            if session
-                .write_response_body(Some(out.split().freeze()), ended)
-                .await
-                .is_err()
-            {
-                ctx.client_disconnected = true;
+            if !respond::send_body(sink, ctx, out.split().freeze(), ended).await {
                 return failure;
             }
         } else if ended {
-            let _ = session.write_response_body(None, true).await;
+            respond::send_body(sink, ctx, Bytes::new(), true).await;
         }
         if ended {
             return failure;
@@ -651,7 +664,7 @@ async fn stream_to_client(
         let next = tokio::select! {
             biased;
             r = tokio::time::timeout(gap, response.chunk()) => r,
-            _ = session.read_body_or_idle(true) => {
+            _ = sink.hung_up() => {
                 ctx.client_disconnected = true;
                 return None;
             }
@@ -686,6 +699,7 @@ async fn stream_to_client(
             Ok(ended) => ended,
             Err(e) => {
                 // Mid-stream failure: end the stream with an OpenAI error event.
+                let e = secrets.redact_error(e);
                 ctx.error = Some(e.message.clone());
                 out.extend_from_slice(&e.sse_event());
                 out.extend_from_slice(b"data: [DONE]\n\n");
@@ -717,7 +731,7 @@ async fn answer_mock(
     parsed: &RequestBody<'_>,
     cx: &RequestContext<'_>,
     prompt_bytes: usize,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> GatewayResult<()> {
     match cx.op {
@@ -730,13 +744,13 @@ async fn answer_mock(
             };
             let (body, usage) = mock.embeddings(inputs, req.base64, prompt_bytes);
             ctx.usage = Some(usage);
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
         }
         Operation::Chat if cx.stream => {
             let (events, usage) =
                 mock.stream_events(cx.response_id, cx.created, cx.include_usage, prompt_bytes);
             ctx.usage = Some(usage);
-            if !respond::sse_head(session, ctx).await {
+            if !respond::sse_head(sink, ctx).await {
                 return Ok(());
             }
             let last = events.len().saturating_sub(1);
@@ -744,12 +758,7 @@ async fn answer_mock(
                 if ctx.ttft.is_none() {
                     ctx.ttft = Some(ctx.start.elapsed());
                 }
-                if session
-                    .write_response_body(Some(ev), i == last)
-                    .await
-                    .is_err()
-                {
-                    ctx.client_disconnected = true;
+                if !respond::send_body(sink, ctx, ev, i == last).await {
                     break;
                 }
             }
@@ -757,7 +766,7 @@ async fn answer_mock(
         Operation::Chat => {
             let (body, usage) = mock.completion(cx.response_id, cx.created, prompt_bytes);
             ctx.usage = Some(usage);
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
         }
     }
     Ok(())
@@ -765,7 +774,7 @@ async fn answer_mock(
 
 /// Reads the whole request body, refusing more than `limit` bytes (413) before reading it when
 /// Content-Length says so, and as soon as the count passes the limit otherwise.
-async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> {
+pub async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> {
     let too_large = || {
         GatewayError::new(
             ErrorKind::PayloadTooLarge,
