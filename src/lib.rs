@@ -6,7 +6,8 @@
 //!   deployments, live per-deployment state), swapped whole on reload.
 //! - [`gateway`]: the Pingora service; routes, auth and the upstream exchange loop.
 //! - [`providers`]: one module per upstream API behind the [`providers::Provider`] trait.
-//! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings.
+//! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings;
+//!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod lifecycle;
 pub mod logging;

@@ -187,6 +187,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub upstream_connections: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    /// Streams cut for an upstream event over `max_stream_event_bytes`, by framing.
+    pub stream_event_too_large: IntCounterVec,
     /// Serialises scrape-time updates of the mirrored counters.
     scrape: Mutex<()>,
 }
@@ -380,6 +382,12 @@ impl Metrics {
                 &["reused"],
             ),
             access_log_dropped,
+            stream_event_too_large: counter(
+                &r,
+                "switchboard_stream_event_too_large_total",
+                "Upstream streams cut because one event exceeded max_stream_event_bytes",
+                &["framing"],
+            ),
             scrape: Mutex::new(()),
             registry: r,
         }
@@ -590,6 +598,14 @@ impl Metrics {
                 client.connections_new.load(Ordering::Relaxed),
             );
             mirror(&self.access_log_dropped, crate::logging::dropped_lines());
+            for framing in crate::codec::limits::Framing::ALL {
+                mirror(
+                    &self
+                        .stream_event_too_large
+                        .with_label_values(&[framing.as_str()]),
+                    crate::codec::limits::too_large_count(framing),
+                );
+            }
         }
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

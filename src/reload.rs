@@ -87,6 +87,9 @@ pub fn reload(app: &App, config_path: &Path) -> Result<u64, ConfigError> {
     let outcome = match result {
         Ok(snapshot) => {
             let generation = snapshot.generation;
+            crate::codec::limits::set_max_stream_event_bytes(
+                snapshot.config.server.max_stream_event_bytes,
+            );
             app.snapshot
                 .store(Arc::new(crate::app::Live::new(snapshot)));
             app.metrics.reload(true);

@@ -85,6 +85,7 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    crate::codec::limits::set_max_stream_event_bytes(s.max_stream_event_bytes);
     let client = Arc::new(UpstreamClient::new(s.upstream_keepalive_pool_size));
     let registry = StateRegistry::default();
     let config_path = config.source.clone();

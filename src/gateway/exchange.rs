@@ -9,6 +9,10 @@
 //!  content_policy_fallbacks / default_fallbacks, ≤ max_fallbacks) ─► same loop
 //! ```
 //!
+//! A retry that could only wait for a deployment already tried is skipped when a fallback group
+//! can take the request: the fallback is tried at once (backoff only when waiting is the only
+//! option).
+//!
 //! An attempt has its provider build the native request, drives it through the pooled
 //! connector and answers the client, whole (exact Content-Length) or as a stream translated
 //! event by event. Nothing is written to the client until an attempt has its answer (for
@@ -170,7 +174,13 @@ pub async fn handle(
         let mut group = primary.clone();
         ctx.fallback = None;
         loop {
-            match run_group(&call, &group, sink, ctx).await {
+            // The primary's fallbacks depend on how it fails; a fallback's are what is left.
+            let then = if Arc::ptr_eq(&group, &primary) {
+                FallbackAfter::ByError
+            } else {
+                FallbackAfter::Remaining(fallbacks.len() > next_fallback)
+            };
+            match run_group(&call, &group, then, sink, ctx).await {
                 GroupOutcome::Done => return Ok(()),
                 GroupOutcome::Failed(e) => {
                     only_unavailable = None;
@@ -227,11 +237,23 @@ pub async fn handle(
     }
 }
 
+/// Whether another group takes over when this one gives up (see [`run_group`]).
+#[derive(Clone, Copy)]
+enum FallbackAfter {
+    /// The primary group: its fallbacks depend on the error (`Snapshot::fallbacks_for`).
+    ByError,
+    /// A fallback group: whether the chain has another group after it.
+    Remaining(bool),
+}
+
 /// Attempts (and retries) one group until it answers, its retry budget is spent, or it has
-/// nothing available.
+/// nothing available. A retry that could only go back to a deployment already tried (and so
+/// would have to wait out a backoff) is not made when a fallback group can take the request at
+/// once: the group gives up and the fallback answers (LiteLLM and Portkey do the same).
 async fn run_group(
     call: &Call<'_>,
     group: &ModelGroup,
+    then: FallbackAfter,
     sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> GroupOutcome {
@@ -283,6 +305,19 @@ async fn run_group(
                     crate::router::Availability::Cooling(_)
                 )
         });
+        if !elsewhere {
+            let fallback_waits = match then {
+                FallbackAfter::ByError => !call
+                    .snapshot
+                    .fallbacks_for(&group.name, err.kind)
+                    .is_empty(),
+                FallbackAfter::Remaining(more) => more,
+            };
+            if fallback_waits {
+                // Waiting for the same deployment(s) would only delay the fallback.
+                return GroupOutcome::Failed(err);
+            }
+        }
         if !elsewhere
             && err
                 .retry_after
@@ -528,7 +563,7 @@ async fn until_ready<'a>(
     }
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
-        let translated = provider_call.parse_response(&whole, cx)?;
+        let translated = provider_call.parse_response(whole, cx)?;
         return Ok(Ready::Whole {
             body: translated.body,
             usage: translated.usage,

@@ -19,6 +19,7 @@
 //! `upstream_peer` is never reached.
 
 pub mod exchange;
+pub mod framing;
 pub mod respond;
 pub mod routes;
 pub mod sink;
@@ -80,6 +81,11 @@ impl ProxyHttp for Gateway {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         let _serving = Serving::enter(&self.app.in_flight);
+        if let Err(e) = framing::check(session) {
+            session.set_keepalive(None);
+            respond::error(&mut SessionSink::new(session), ctx, &e).await;
+            return Ok(true);
+        }
         let live = self.app.snapshot.load_full();
         self.serve(&live, session, ctx).await;
         live.stages.settle(ctx);

@@ -4,11 +4,11 @@
 //! providers never do I/O on the request path except to fetch credentials.
 //!
 //! Adding a provider: write `providers/<name>.rs` implementing [`Provider`], with an
-//! [`framed::EventTranslator`] over the provider's stream framing (SSE, NDJSON, eventstream)
-//! wrapped in [`framed::Framed`] for streaming, then add its prefixes and constructor to the
-//! registry table (`REGISTRY`, read by [`build_provider`] and [`known_prefixes`]). A provider
-//! that carries state from building a request to reading its answer returns a [`ProviderCall`]
-//! from [`Provider::start`].
+//! [`framed::EventTranslator`] over the provider's stream framing (SSE, NDJSON, eventstream),
+//! emitting [`crate::events::StreamEvent`]s, wrapped in [`framed::Framed`] for streaming, then
+//! add its prefixes and constructor to the registry table (`REGISTRY`, read by
+//! [`build_provider`] and [`known_prefixes`]). A provider that carries state from building a
+//! request to reading its answer returns a [`ProviderCall`] from [`Provider::start`].
 
 pub mod anthropic;
 pub mod bedrock;
@@ -105,6 +105,16 @@ pub trait Provider: Send + Sync {
         cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse>;
 
+    /// [`Provider::parse_response`] for a body the caller owns, which the exchange calls:
+    /// a provider that forwards the body unchanged hands it on without a copy.
+    fn parse_response_owned(
+        &self,
+        body: Bytes,
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
+        self.parse_response(&body, cx)
+    }
+
     /// A translator for a streaming 2xx body.
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator>;
 
@@ -137,7 +147,7 @@ pub trait ProviderCall: Send {
 
     fn parse_response(
         &mut self,
-        body: &[u8],
+        body: Bytes,
         cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse>;
 
@@ -179,11 +189,11 @@ impl<'p> Call<'p> {
 
     pub fn parse_response(
         &mut self,
-        body: &[u8],
+        body: Bytes,
         cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse> {
         match self {
-            Call::Stateless(p) => p.parse_response(body, cx),
+            Call::Stateless(p) => p.parse_response_owned(body, cx),
             Call::Owned(_, c) => c.parse_response(body, cx),
         }
     }
@@ -200,7 +210,9 @@ impl<'p> Call<'p> {
     }
 }
 
-/// Turns a provider's byte stream into OpenAI SSE bytes, event by event.
+/// Turns a provider's byte stream into stream events, event by event: into any
+/// [`EventSink`](crate::events::EventSink) (`feed_events`), or straight into OpenAI SSE bytes
+/// through the translator's own OpenAI sink (`feed`). Drive one stream through one of the two.
 pub trait StreamTranslator: Send {
     /// Consumes upstream bytes (any split), appending OpenAI SSE to `out`. An error ends the
     /// stream: the exchange writes it as an error event.
@@ -208,6 +220,16 @@ pub trait StreamTranslator: Send {
 
     /// The upstream body ended cleanly: flush, emit the finish/usage chunks and `[DONE]`.
     fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()>;
+
+    /// Consumes upstream bytes (any split), emitting the events they complete into `sink`.
+    fn feed_events(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn crate::events::EventSink,
+    ) -> GatewayResult<()>;
+
+    /// The upstream body ended cleanly: flush, emit the closing events and `Done`.
+    fn finish_events(&mut self, sink: &mut dyn crate::events::EventSink) -> GatewayResult<()>;
 
     /// Usage seen so far (complete once `finish` ran).
     fn usage(&self) -> Option<Usage>;
