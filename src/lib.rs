@@ -9,7 +9,8 @@
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings;
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
-//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs.
+//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
+//!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;
+pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;
