@@ -540,7 +540,8 @@ async fn until_ready<'a>(
         ));
     }
     let client = &call.app.client;
-    let request = provider.build_request(call.parsed, cx, client).await?;
+    let mut provider_call = crate::providers::Call::start(provider.as_ref(), cx);
+    let request = provider_call.build_request(call.parsed, cx, client).await?;
     // Until the first byte: `stream_timeout` for streams, the attempt's deadline otherwise.
     let left = deadline.saturating_duration_since(Instant::now());
     let first_byte = if call.stream {
@@ -563,17 +564,17 @@ async fn until_ready<'a>(
         let err_body = within(deadline, response.body(MAX_ERROR_BODY))
             .await
             .unwrap_or_default();
-        return Err(provider.map_error(response.status, &response.header, &err_body));
+        return Err(provider_call.map_error(response.status, &response.header, &err_body));
     }
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
-        let translated = provider.parse_response_owned(whole, cx)?;
+        let translated = provider_call.parse_response(whole, cx)?;
         return Ok(Ready::Whole {
             body: translated.body,
             usage: translated.usage,
         });
     }
-    let mut translator = provider.stream_translator(cx);
+    let mut translator = provider_call.stream_translator(cx);
     let mut first = BytesMut::with_capacity(4096);
     loop {
         let gap = deployment

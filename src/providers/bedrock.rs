@@ -11,15 +11,16 @@
 //!
 //! Titan embedding models take one text per request. For several inputs the extra texts are
 //! embedded first, sequentially, from `build_request` (each bounded by the deployment timeout);
-//! their vectors wait, keyed by the response id, until `parse_response` joins them with the
-//! vector of the first text, which the exchange sends as usual (the client's `encoding_format`
-//! arrives in `RequestContext::embeddings_base64`). Entries whose final request never completes
-//! are pruned after `PENDING_TTL`.
+//! their vectors wait in the request's own call object ([`TitanCall`], from `Provider::start`)
+//! until `parse_response` joins them with the vector of the first text, which the exchange sends
+//! as usual (the client's `encoding_format` arrives in `RequestContext::embeddings_base64`).
+//! They go away with the request, whatever becomes of it.
 
 use super::framed::{EventTranslator, Framed};
 use super::sigv4::{self, Credentials, SignableRequest};
 use super::{
-    Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest,
+    Operation, Provider, ProviderCall, RequestContext, StreamTranslator, TranslatedResponse,
+    UpstreamRequest,
 };
 use crate::codec::eventstream::{EventStreamDecoder, Message};
 use crate::codec::limits::MAX_STREAM_TOOL_CALLS;
@@ -34,20 +35,18 @@ use crate::openai::response::{embeddings_response, ChatCompletion, ToolCallOut};
 use crate::openai::{ChatRequest, ChunkWriter, FinishReason, RequestBody, Usage};
 use crate::upstream::{Endpoint, PeerSettings, UpstreamClient};
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::HeaderName;
 use pingora_http::ResponseHeader;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 const NAME: &str = "bedrock";
 /// SigV4 service name of bedrock-runtime.
 const SIGNING_SERVICE: &str = "bedrock";
-/// How long an embeddings call's pending facts wait for its response before being pruned.
-const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Largest InvokeModel response read for an extra Titan input.
 const MAX_EMBED_BODY: usize = 64 * 1024 * 1024;
 
@@ -101,16 +100,48 @@ pub struct Bedrock {
     timeout: Duration,
     /// `litellm_params.max_tokens`: the output cap when the request sets none.
     default_max_tokens: Option<u64>,
-    /// Per embeddings call, by response id: facts `parse_response` cannot get from the body.
-    pending_embeddings: Mutex<HashMap<String, PendingEmbeddings>>,
 }
 
 /// What an embeddings response needs besides the upstream's body: the client's encoding and
 /// the vectors of a Titan batch's 2nd..nth inputs.
+#[derive(Default)]
 struct PendingEmbeddings {
-    at: Instant,
     vectors: Vec<Vec<f32>>,
     tokens: u64,
+}
+
+/// One multi-input Titan embeddings call: it owns the vectors of the 2nd..nth inputs between
+/// `build_request` and `parse_response`.
+pub struct TitanCall<'p> {
+    bedrock: &'p Bedrock,
+    pending: PendingEmbeddings,
+}
+
+#[async_trait]
+impl ProviderCall for TitanCall<'_> {
+    async fn build_request(
+        &mut self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> GatewayResult<UpstreamRequest> {
+        let (request, pending) = self.bedrock.build_embeddings(body, cx, client).await?;
+        self.pending = pending;
+        Ok(request)
+    }
+
+    fn parse_response(
+        &mut self,
+        body: Bytes,
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
+        self.bedrock
+            .parse_embeddings(&body, cx, std::mem::take(&mut self.pending))
+    }
+
+    fn stream_translator(&mut self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
+        self.bedrock.stream_translator(cx)
+    }
 }
 
 /// Builds the provider for a `bedrock/` deployment.
@@ -281,7 +312,6 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
         endpoint: Arc::new(endpoint),
         timeout: dep.params.timeout.unwrap_or(Duration::from_secs(600)),
         default_max_tokens: dep.params.extra.get("max_tokens").and_then(|v| v.as_u64()),
-        pending_embeddings: Mutex::new(HashMap::new()),
     })
 }
 
@@ -326,58 +356,13 @@ impl Provider for Bedrock {
                 self.signed(format!("{}{op}", self.model_path), json, accept)
             }
             Operation::Embeddings => {
-                let kind = self.embed.ok_or_else(|| {
-                    GatewayError::invalid_param(
-                        "model",
-                        format!(
-                            "bedrock model '{}' is not an embedding model.",
-                            self.model_id
-                        ),
-                    )
-                })?;
-                let supported = match kind {
-                    EmbedModel::Titan => TITAN_SUPPORTED,
-                    EmbedModel::Cohere => COHERE_SUPPORTED,
-                };
-                check_supported(body, supported, cx.drop_params, NAME)?;
-                let req = EmbeddingsRequest::from_body(body)?;
-                let texts = req.input.texts(NAME)?;
-                if texts.is_empty() {
-                    return Err(GatewayError::invalid_param(
-                        "input",
-                        "'input' must contain at least one text.",
-                    ));
-                }
-                let invoke = format!("{}/invoke", self.model_path);
-                let mut pending = PendingEmbeddings {
-                    at: Instant::now(),
-                    vectors: Vec::new(),
-                    tokens: 0,
-                };
-                let request = match kind {
-                    EmbedModel::Cohere => {
-                        let json = serde_json::to_vec(&CohereEmbedBody {
-                            texts: &texts,
-                            input_type: req.input_type.as_deref().unwrap_or("search_document"),
-                        })
-                        .map_err(serialize_error)?;
-                        self.signed(invoke, json, "application/json")?
-                    }
-                    EmbedModel::Titan => {
-                        if texts.len() > 1 {
-                            (pending.vectors, pending.tokens) = self
-                                .embed_titan_rest(&texts[1..], req.dimensions, client)
-                                .await?;
-                        }
-                        self.signed(
-                            invoke,
-                            titan_body(texts[0], req.dimensions)?,
-                            "application/json",
-                        )?
-                    }
-                };
+                let (request, pending) = self.build_embeddings(body, cx, client).await?;
                 if !pending.vectors.is_empty() {
-                    self.remember(cx.response_id, pending);
+                    // The extra vectors would be lost: several Titan inputs need the call
+                    // object from `start`, which the exchange always uses.
+                    return Err(GatewayError::internal(
+                        "bedrock: a multi-input Titan embeddings request must go through Provider::start.",
+                    ));
                 }
                 Ok(request)
             }
@@ -391,7 +376,7 @@ impl Provider for Bedrock {
     ) -> GatewayResult<TranslatedResponse> {
         match cx.op {
             Operation::Chat => parse_converse(body, cx, &self.model_id),
-            Operation::Embeddings => self.parse_embeddings(body, cx),
+            Operation::Embeddings => self.parse_embeddings(body, cx, PendingEmbeddings::default()),
         }
     }
 
@@ -402,9 +387,75 @@ impl Provider for Bedrock {
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
         map_error(status, headers, body)
     }
+
+    fn start(&self, cx: &RequestContext<'_>) -> Option<Box<dyn ProviderCall + '_>> {
+        (cx.op == Operation::Embeddings && self.embed == Some(EmbedModel::Titan)).then(|| {
+            Box::new(TitanCall {
+                bedrock: self,
+                pending: PendingEmbeddings::default(),
+            }) as Box<dyn ProviderCall + '_>
+        })
+    }
 }
 
 impl Bedrock {
+    /// The InvokeModel request for an embeddings call, and (Titan with several inputs) the
+    /// vectors of the 2nd..nth inputs, embedded now.
+    async fn build_embeddings(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> GatewayResult<(UpstreamRequest, PendingEmbeddings)> {
+        let kind = self.embed.ok_or_else(|| {
+            GatewayError::invalid_param(
+                "model",
+                format!(
+                    "bedrock model '{}' is not an embedding model.",
+                    self.model_id
+                ),
+            )
+        })?;
+        let supported = match kind {
+            EmbedModel::Titan => TITAN_SUPPORTED,
+            EmbedModel::Cohere => COHERE_SUPPORTED,
+        };
+        check_supported(body, supported, cx.drop_params, NAME)?;
+        let req = EmbeddingsRequest::from_body(body)?;
+        let texts = req.input.texts(NAME)?;
+        if texts.is_empty() {
+            return Err(GatewayError::invalid_param(
+                "input",
+                "'input' must contain at least one text.",
+            ));
+        }
+        let invoke = format!("{}/invoke", self.model_path);
+        let mut pending = PendingEmbeddings::default();
+        let request = match kind {
+            EmbedModel::Cohere => {
+                let json = serde_json::to_vec(&CohereEmbedBody {
+                    texts: &texts,
+                    input_type: req.input_type.as_deref().unwrap_or("search_document"),
+                })
+                .map_err(serialize_error)?;
+                self.signed(invoke, json, "application/json")?
+            }
+            EmbedModel::Titan => {
+                if texts.len() > 1 {
+                    (pending.vectors, pending.tokens) = self
+                        .embed_titan_rest(&texts[1..], req.dimensions, client)
+                        .await?;
+                }
+                self.signed(
+                    invoke,
+                    titan_body(texts[0], req.dimensions)?,
+                    "application/json",
+                )?
+            }
+        };
+        Ok((request, pending))
+    }
+
     /// A POST of `json` to `path`, authorized: signed now with SigV4, or with the Bearer key.
     fn signed(&self, path: String, json: Vec<u8>, accept: &str) -> GatewayResult<UpstreamRequest> {
         let mut req = UpstreamRequest::post_json(path, json);
@@ -479,12 +530,8 @@ impl Bedrock {
         &self,
         body: &[u8],
         cx: &RequestContext<'_>,
+        rest: PendingEmbeddings,
     ) -> GatewayResult<TranslatedResponse> {
-        let pending = self
-            .pending_embeddings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(cx.response_id);
         let base64 = cx.embeddings_base64;
         let (vectors, usage) = match self.embed {
             Some(EmbedModel::Cohere) => {
@@ -499,28 +546,14 @@ impl Bedrock {
             _ => {
                 let (first, tokens) = parse_titan(body)?;
                 let mut vectors = vec![first];
-                let mut total = tokens;
-                if let Some(rest) = pending {
-                    total += rest.tokens;
-                    vectors.extend(rest.vectors);
-                }
-                (vectors, Usage::new(total, 0))
+                vectors.extend(rest.vectors);
+                (vectors, Usage::new(tokens + rest.tokens, 0))
             }
         };
         Ok(TranslatedResponse {
             body: embeddings_response(&self.model_id, &vectors, base64, usage),
             usage: Some(usage),
         })
-    }
-
-    /// Keeps what `parse_response` will need for this embeddings call.
-    fn remember(&self, response_id: &str, pending: PendingEmbeddings) {
-        let mut map = self
-            .pending_embeddings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, p| p.at.elapsed() < PENDING_TTL);
-        map.insert(response_id.to_string(), pending);
     }
 }
 
@@ -1759,6 +1792,73 @@ mod tests {
         let yaml = format!("model_list:\n  - model_name: x\n    litellm_params:\n{params}");
         let config = crate::config::litellm::parse(&yaml).expect("valid yaml");
         build_bedrock(&config.deployments[0])
+    }
+
+    /// Each request's extra Titan vectors live in its own call object: two calls in flight with
+    /// the same response id (a client-chosen id, or a retry) no longer share a slot.
+    #[test]
+    fn titan_calls_own_their_extra_vectors() {
+        let creds = "      aws_access_key_id: AK\n      aws_secret_access_key: SK\n";
+        let b = deployment(&format!(
+            "      model: bedrock/amazon.titan-embed-text-v2:0\n      aws_region_name: us-east-1\n{creds}"
+        ))
+        .unwrap();
+        let mut embed_cx = cx(false, false);
+        embed_cx.op = Operation::Embeddings;
+        assert!(
+            b.start(&cx(false, false)).is_none(),
+            "chat needs no call object"
+        );
+        let call = |rest: Vec<Vec<f32>>| TitanCall {
+            bedrock: &b,
+            pending: PendingEmbeddings {
+                tokens: rest.len() as u64,
+                vectors: rest,
+            },
+        };
+        assert!(b.start(&embed_cx).is_some());
+        let mut one = call(vec![vec![1.5], vec![1.75]]);
+        let mut two = call(vec![vec![2.5]]);
+        let parsed_two = two
+            .parse_response(
+                Bytes::from_static(br#"{"embedding":[2.0],"inputTextTokenCount":3}"#),
+                &embed_cx,
+            )
+            .unwrap();
+        let parsed_one = one
+            .parse_response(
+                Bytes::from_static(br#"{"embedding":[1.0],"inputTextTokenCount":4}"#),
+                &embed_cx,
+            )
+            .unwrap();
+        let vectors = |r: &TranslatedResponse| -> Vec<serde_json::Value> {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["embedding"].clone())
+                .collect()
+        };
+        assert_eq!(
+            vectors(&parsed_one),
+            [
+                serde_json::json!([1.0]),
+                serde_json::json!([1.5]),
+                serde_json::json!([1.75])
+            ]
+        );
+        assert_eq!(
+            vectors(&parsed_two),
+            [serde_json::json!([2.0]), serde_json::json!([2.5])]
+        );
+        assert_eq!(parsed_one.usage.unwrap().prompt_tokens, 4 + 2);
+        assert_eq!(parsed_two.usage.unwrap().prompt_tokens, 3 + 1);
+        // Without a call object a single input still parses (no extra vectors).
+        let single = b
+            .parse_response(br#"{"embedding":[9.0],"inputTextTokenCount":1}"#, &embed_cx)
+            .unwrap();
+        assert_eq!(vectors(&single), [serde_json::json!([9.0])]);
     }
 
     fn env_set(keys: &[&str]) -> bool {

@@ -5,7 +5,10 @@
 //!
 //! Adding a provider: write `providers/<name>.rs` implementing [`Provider`], with an
 //! [`framed::EventTranslator`] over the provider's stream framing (SSE, NDJSON, eventstream),
-//! emitting [`crate::events::StreamEvent`]s, wrapped in [`framed::Framed`] for streaming, then register its prefixes in [`build_provider`].
+//! emitting [`crate::events::StreamEvent`]s, wrapped in [`framed::Framed`] for streaming, then
+//! add its prefixes and constructor to the registry table (`REGISTRY`, read by
+//! [`build_provider`] and [`known_prefixes`]). A provider that carries state from building a
+//! request to reading its answer returns a [`ProviderCall`] from [`Provider::start`].
 
 pub mod anthropic;
 pub mod bedrock;
@@ -120,6 +123,91 @@ pub trait Provider: Send + Sync {
     /// the provider uses non-standard ones) and its Retry-After.
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
         default_map_error(self.name(), status, headers, body)
+    }
+
+    /// Starts one request's call. Providers whose calls carry state between building the
+    /// request and reading the answer (Bedrock Titan's per-input embeddings, per-request
+    /// credentials) return their own [`ProviderCall`]; the rest keep the default, which costs
+    /// nothing: the call is the provider itself.
+    fn start(&self, cx: &RequestContext<'_>) -> Option<Box<dyn ProviderCall + '_>> {
+        let _ = cx;
+        None
+    }
+}
+
+/// One request's dealings with a provider, owning whatever that request needs to carry from
+/// building the upstream request to translating its answer. Dropped with the attempt.
+#[async_trait]
+pub trait ProviderCall: Send {
+    async fn build_request(
+        &mut self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> GatewayResult<UpstreamRequest>;
+
+    fn parse_response(
+        &mut self,
+        body: Bytes,
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse>;
+
+    fn stream_translator(&mut self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator>;
+}
+
+/// The call an attempt drives: the provider itself, or the call object it started.
+pub enum Call<'p> {
+    Stateless(&'p dyn Provider),
+    Owned(&'p dyn Provider, Box<dyn ProviderCall + 'p>),
+}
+
+impl<'p> Call<'p> {
+    /// Starts a call on `provider` (no allocation unless the provider keeps per-call state).
+    pub fn start(provider: &'p dyn Provider, cx: &RequestContext<'_>) -> Call<'p> {
+        match provider.start(cx) {
+            Some(call) => Call::Owned(provider, call),
+            None => Call::Stateless(provider),
+        }
+    }
+
+    pub fn provider(&self) -> &'p dyn Provider {
+        match self {
+            Call::Stateless(p) | Call::Owned(p, _) => *p,
+        }
+    }
+
+    pub async fn build_request(
+        &mut self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> GatewayResult<UpstreamRequest> {
+        match self {
+            Call::Stateless(p) => p.build_request(body, cx, client).await,
+            Call::Owned(_, c) => c.build_request(body, cx, client).await,
+        }
+    }
+
+    pub fn parse_response(
+        &mut self,
+        body: Bytes,
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
+        match self {
+            Call::Stateless(p) => p.parse_response_owned(body, cx),
+            Call::Owned(_, c) => c.parse_response(body, cx),
+        }
+    }
+
+    pub fn stream_translator(&mut self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
+        match self {
+            Call::Stateless(p) => p.stream_translator(cx),
+            Call::Owned(_, c) => c.stream_translator(cx),
+        }
+    }
+
+    pub fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
+        self.provider().map_error(status, headers, body)
     }
 }
 
@@ -258,6 +346,28 @@ pub struct BuildContext {
     pub client: Arc<UpstreamClient>,
 }
 
+/// A provider module's constructor: `Ok(None)` when the deployment's prefix is not its own.
+type Constructor = fn(&DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError>;
+
+/// Every provider, once: the `litellm_params.model` prefixes it serves and its constructor.
+/// `build_provider`, error messages and `--check` all read this table.
+const REGISTRY: &[(&[&str], Constructor)] = &[
+    (openai_compat::PREFIXES, openai_compat::build),
+    (&["anthropic"], anthropic::build),
+    (&["gemini", "vertex_ai"], gemini::build),
+    (&["cohere_chat", "cohere"], cohere::build),
+    (&["ollama_chat", "ollama"], ollama::build),
+    (&["voyage"], voyage::build),
+    (&["bedrock"], |dep| bedrock::build(dep).map(Some)),
+];
+
+/// Every prefix a config may use, in the registry's order.
+pub fn known_prefixes() -> impl Iterator<Item = &'static str> {
+    REGISTRY
+        .iter()
+        .flat_map(|(prefixes, _)| prefixes.iter().copied())
+}
+
 /// Builds the provider for a deployment from its `litellm_params.model` prefix. Unknown
 /// prefixes are a config error at `model_list[i].litellm_params.model`.
 pub fn build_provider(
@@ -265,154 +375,74 @@ pub fn build_provider(
     cx: &BuildContext,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let _ = cx;
-    if let Some(p) = openai_compat::build(dep)? {
-        return Ok(p);
+    let registered = REGISTRY
+        .iter()
+        .find(|(prefixes, _)| prefixes.contains(&dep.provider.as_str()));
+    if let Some((_, build)) = registered {
+        if let Some(provider) = build(dep)? {
+            return Ok(provider);
+        }
     }
-    if let Some(p) = anthropic::build(dep)? {
-        return Ok(p);
-    }
-    if let Some(p) = gemini::build(dep)? {
-        return Ok(p);
-    }
-    if let Some(p) = cohere::build(dep)? {
-        return Ok(p);
-    }
-    if let Some(p) = ollama::build(dep)? {
-        return Ok(p);
-    }
-    if let Some(p) = voyage::build(dep)? {
-        return Ok(p);
-    }
-    if dep.provider == "bedrock" {
-        return bedrock::build(dep);
-    }
+    let known: Vec<&str> = known_prefixes().collect();
     Err(ConfigError::new(
         format!("model_list[{}].litellm_params.model", dep.index),
         format!(
             "unknown provider \"{}\" (known: {})",
             dep.provider,
-            KNOWN_PREFIXES.join(", ")
+            known.join(", ")
         ),
     ))
 }
 
-/// Every prefix a config may use, for error messages and `--check`.
-pub const KNOWN_PREFIXES: &[&str] = &[
-    "openai",
-    "azure",
-    "hosted_vllm",
-    "vllm",
-    "groq",
-    "xai",
-    "mistral",
-    "deepseek",
-    "openrouter",
-    "together_ai",
-    "fireworks_ai",
-    "perplexity",
-    "huggingface",
-    "lm_studio",
-    "openai_like",
-    "custom_openai",
-    "anthropic",
-    "gemini",
-    "vertex_ai",
-    "cohere_chat",
-    "cohere",
-    "ollama_chat",
-    "ollama",
-    "voyage",
-    "bedrock",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime};
 
-    fn hint(headers: &[(&'static str, &str)]) -> Option<u64> {
-        let mut h = ResponseHeader::build(429, None).unwrap();
-        for (k, v) in headers {
-            h.insert_header(*k, v.to_string()).unwrap();
+    /// Every registered prefix reaches its constructor (with enough config to pass
+    /// validation), and an unknown one lists them all.
+    #[test]
+    fn every_registered_prefix_builds_its_provider() {
+        let prefixes: Vec<&str> = known_prefixes().collect();
+        assert_eq!(prefixes.len(), 25);
+        let mut yaml = String::from("model_list:\n");
+        for p in &prefixes {
+            let model = match *p {
+                "bedrock" => "bedrock/m".to_string(),
+                "vertex_ai" => "vertex_ai/gemini-2.5-pro".to_string(),
+                _ => format!("{p}/m"),
+            };
+            yaml.push_str(&format!(
+                "  - model_name: {p}\n    litellm_params: {{model: {model}, api_base: http://127.0.0.1:9, api_key: k, api_version: v, aws_region_name: us-east-1, vertex_project: p, vertex_location: us-central1}}\n"
+            ));
         }
-        retry_after_secs(&h)
-    }
-
-    #[test]
-    fn retry_after_is_clamped_and_nonsense_is_no_hint() {
-        assert_eq!(hint(&[("retry-after", "7")]), Some(7));
-        assert_eq!(hint(&[("retry-after", " 1.2 ")]), Some(2));
-        assert_eq!(hint(&[("retry-after", "0")]), Some(0));
-        // Values past anything `Instant` can add, or centuries away, are capped at an hour.
-        for huge in [
-            "inf",
-            "Infinity",
-            "1e30",
-            "1e11",
-            "18446744073709551615",
-            "3601",
-        ] {
-            assert_eq!(
-                hint(&[("retry-after", huge)]),
-                Some(MAX_RETRY_AFTER_SECS),
-                "{huge}"
-            );
+        let config = crate::config::litellm::parse(&yaml).expect("valid yaml");
+        let client = Arc::new(UpstreamClient::new(1));
+        let cx = BuildContext { client };
+        for dep in &config.deployments {
+            match build_provider(dep, &cx) {
+                // The provider answers to a name of its own registry row (aliases share one).
+                Ok(p) => assert!(
+                    REGISTRY.iter().any(|(names, _)| {
+                        names.contains(&dep.provider.as_str()) && names.contains(&p.name())
+                    }),
+                    "{} built {}",
+                    dep.provider,
+                    p.name()
+                ),
+                // Credentials some providers read only from their own settings.
+                Err(e) => assert!(
+                    !e.message.contains("unknown provider"),
+                    "{}: {e}",
+                    dep.provider
+                ),
+            }
         }
-        for junk in ["-5", "-inf", "NaN", "soon", ""] {
-            assert_eq!(hint(&[("retry-after", junk)]), None, "{junk}");
-        }
-        assert_eq!(hint(&[]), None);
-    }
-
-    #[test]
-    fn retry_after_ms_is_clamped_too() {
-        assert_eq!(hint(&[("retry-after-ms", "1500")]), Some(2));
-        assert_eq!(
-            hint(&[("retry-after-ms", "1e300")]),
-            Some(MAX_RETRY_AFTER_SECS)
-        );
-        assert_eq!(
-            hint(&[("retry-after-ms", "inf")]),
-            Some(MAX_RETRY_AFTER_SECS)
-        );
-        assert_eq!(hint(&[("retry-after-ms", "-1")]), None);
-        assert_eq!(hint(&[("retry-after-ms", "NaN")]), None);
-        // Retry-After wins when both are there; an unreadable one leaves the ms form.
-        assert_eq!(
-            hint(&[("retry-after", "3"), ("retry-after-ms", "9000")]),
-            Some(3)
-        );
-        assert_eq!(
-            hint(&[("retry-after", "later"), ("retry-after-ms", "9000")]),
-            Some(9)
-        );
-    }
-
-    #[test]
-    fn retry_after_http_date() {
-        let now = SystemTime::now();
-        let at = |t: SystemTime| {
-            let mut h = ResponseHeader::build(503, None).unwrap();
-            h.insert_header("retry-after", httpdate::fmt_http_date(t))
-                .unwrap();
-            retry_after_at(&h, now)
-        };
-        // HTTP-dates have whole seconds: 30 s ahead reads as 29-30 s.
-        let soon = at(now + Duration::from_secs(30)).unwrap();
-        assert!((29..=30).contains(&soon), "{soon}");
-        assert_eq!(at(now - Duration::from_secs(30)), Some(0));
-        assert_eq!(
-            at(now + Duration::from_secs(86_400 * 365 * 1000)),
-            Some(MAX_RETRY_AFTER_SECS)
-        );
-    }
-
-    #[test]
-    fn clamp_retry_secs_bounds() {
-        assert_eq!(clamp_retry_secs(f64::INFINITY), Some(MAX_RETRY_AFTER_SECS));
-        assert_eq!(clamp_retry_secs(f64::NAN), None);
-        assert_eq!(clamp_retry_secs(-0.5), None);
-        assert_eq!(clamp_retry_secs(-0.0), Some(0));
-        assert_eq!(clamp_retry_secs(0.1), Some(1));
+        let mut dep = config.deployments[0].clone();
+        dep.provider = "opnai".into();
+        let err = build_provider(&dep, &cx).err().unwrap();
+        assert!(err
+            .message
+            .contains("unknown provider \"opnai\" (known: openai, azure,"));
+        assert!(err.message.ends_with("voyage, bedrock)"), "{}", err.message);
     }
 }

@@ -36,6 +36,26 @@ struct Flavor {
     stream_options: bool,
 }
 
+/// The prefixes served here, for the provider registry (the same names as [`FLAVORS`]).
+pub const PREFIXES: &[&str] = &[
+    "openai",
+    "azure",
+    "hosted_vllm",
+    "vllm",
+    "groq",
+    "xai",
+    "mistral",
+    "deepseek",
+    "openrouter",
+    "together_ai",
+    "fireworks_ai",
+    "perplexity",
+    "huggingface",
+    "lm_studio",
+    "openai_like",
+    "custom_openai",
+];
+
 const FLAVORS: &[Flavor] = &[
     Flavor {
         name: "openai",
@@ -441,6 +461,17 @@ impl EventTranslator<SseDecoder> for PassThroughStream {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn registry_prefixes_are_the_flavors() {
+        let names: Vec<&str> = FLAVORS.iter().map(|f| f.name).collect();
+        assert_eq!(names, PREFIXES);
     }
 }
 
