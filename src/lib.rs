@@ -8,12 +8,14 @@
 //! - [`providers`]: one module per upstream API behind the [`providers::Provider`] trait.
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
+//! - [`edge`]: bounds on client connections (count, request head, stalled writes).
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
 pub mod codec;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod lifecycle;

@@ -112,7 +112,12 @@ pub async fn handle(
     ctx: &mut RequestLog,
     op: Operation,
 ) -> GatewayResult<()> {
-    let body = read_body(session, snapshot.config.general.max_request_size).await?;
+    let body = read_body(
+        session,
+        snapshot.config.general.max_request_size,
+        snapshot.config.server.request_body_timeout,
+    )
+    .await?;
     let parsed = RequestBody::parse(&body)?;
     let model = parsed.required_str("model")?;
     ctx.model = Some(model.to_string());
@@ -726,9 +731,11 @@ async fn answer_mock(
     Ok(())
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes (413) before reading it when
-/// Content-Length says so, and as soon as the count passes the limit otherwise.
-async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> {
+/// Reads the whole request body within `timeout` (408 after it), refusing more than `limit`
+/// bytes (413) before reading it when Content-Length says so, and as soon as the count passes
+/// the limit otherwise. The buffer grows with the bytes that arrive, never with what a
+/// Content-Length merely declares.
+async fn read_body(session: &mut Session, limit: usize, timeout: Duration) -> GatewayResult<Bytes> {
     let too_large = || {
         GatewayError::new(
             ErrorKind::PayloadTooLarge,
@@ -752,12 +759,9 @@ async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> 
     }
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
-    if let Some(n) = declared {
-        buf.reserve(n);
-    }
-    let read_timeout = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let chunk = match tokio::time::timeout(read_timeout, session.read_request_body()).await {
+        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 session.set_keepalive(None);
@@ -770,7 +774,10 @@ async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> 
                 session.set_keepalive(None);
                 return Err(GatewayError::new(
                     ErrorKind::RequestTimeout,
-                    "Timed out reading the request body.",
+                    format!(
+                        "The request body did not arrive within {:.1}s (switchboard.request_body_timeout_seconds).",
+                        timeout.as_secs_f64()
+                    ),
                 )
                 .with_status(408));
             }

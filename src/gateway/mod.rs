@@ -144,10 +144,19 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestLog,
     ) -> pingora_core::Result<bool> {
+        crate::edge::head_done(session);
+        // A request sent before the previous answer is read (HTTP/1.1 pipelining) is answered
+        // after it, in order; without this Pingora drops it (and, when it arrives while the
+        // first is in flight, leaves the connection open and silent).
+        session.set_pipelining_enabled(true);
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         let _serving = Serving::enter(&self.app.in_flight);
         self.serve(session, ctx).await;
+        if ctx.client_disconnected {
+            // A write failed or timed out part-way: this connection's framing is lost.
+            session.set_keepalive(None);
+        }
         Ok(true)
     }
 

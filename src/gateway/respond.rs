@@ -79,12 +79,17 @@ async fn write_whole(session: &mut Session, ctx: &mut RequestLog, h: ResponseHea
     }
 }
 
-/// Starts an SSE response: no Content-Length, chunked on HTTP/1.1 (never close-delimited).
+/// Starts an SSE response: no Content-Length; chunked on HTTP/1.1, close-delimited on HTTP/1.0
+/// (which has no chunked encoding: the connection's end is the stream's end).
 pub async fn sse_head(session: &mut Session, ctx: &mut RequestLog) -> bool {
     let mut h = head(200, ctx, "text/event-stream");
     let _ = h.insert_header(http::header::CACHE_CONTROL, "no-cache");
     if !session.is_http2() {
-        let _ = h.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        if session.req_header().version == http::Version::HTTP_10 {
+            session.set_keepalive(None);
+        } else {
+            let _ = h.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        }
     }
     ctx.status = 200;
     if session
