@@ -1,10 +1,12 @@
 //! Downstream connection hardening, over raw TCP against the real gateway binary: stalled
 //! readers, slow and oversized request heads, slow bodies, declared-but-unsent bodies, the
-//! connection cap, HTTP/1.0 streams and pipelined requests.
+//! connection cap, HTTP/1.0 streams and pipelined requests; and the bounded Bedrock Titan
+//! embeddings fan-out.
 
 mod support;
 
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -493,4 +495,111 @@ async fn a_request_pipelined_while_the_first_is_in_flight_is_answered_after_it()
     assert!(got[0].1.contains("slow answer"), "{}", got[0].1);
     assert_eq!(got[1].0, 200);
     assert!(got[1].1.contains("alive"), "{}", got[1].1);
+}
+
+fn titan_config(base: &str, extra: &str) -> String {
+    format!(
+        "model_list:\n  - model_name: titan\n    litellm_params:\n      model: bedrock/amazon.titan-embed-text-v2:0\n      aws_bedrock_runtime_endpoint: {base}\n      api_key: bedrock-key\n      aws_region_name: us-west-2\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn titan_embedding_inputs_run_four_at_a_time() {
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    let up = MockUpstream::start(move |req| {
+        seen.lock().unwrap().push(Instant::now());
+        let text = req.json()["inputText"].as_str().unwrap().to_string();
+        Reply::json(
+            200,
+            json!({"embedding": [text.len() as f32], "inputTextTokenCount": 1}),
+        )
+        .delayed(Duration::from_millis(300))
+    })
+    .await;
+    let gw = start(&titan_config(&up.base(), ""), "");
+    let inputs: Vec<String> = (1..=9).map(|i| "a".repeat(i)).collect();
+    let began = Instant::now();
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "titan", "input": inputs}),
+        )
+        .await;
+    let took = began.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lens: Vec<f64> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["embedding"][0].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        lens,
+        (1..=9).map(f64::from).collect::<Vec<_>>(),
+        "input order kept"
+    );
+    // 8 extra inputs, 4 at a time, then the first: 3 rounds of 300 ms, not 9.
+    assert!(took < Duration::from_millis(2000), "took {took:?}");
+    let mut at = arrivals.lock().unwrap().clone();
+    at.sort();
+    assert_eq!(at.len(), 9);
+    assert!(
+        at[3] - at[0] < Duration::from_millis(200),
+        "the first four start together"
+    );
+    assert!(
+        at[4] - at[0] >= Duration::from_millis(250),
+        "a fifth waits for a free place"
+    );
+}
+
+#[tokio::test]
+async fn titan_embeddings_refuse_more_inputs_than_the_bound() {
+    let up = MockUpstream::start(|_| {
+        Reply::json(200, json!({"embedding": [1.0], "inputTextTokenCount": 1}))
+    })
+    .await;
+    let gw = start(&titan_config(&up.base(), ""), "");
+    let inputs: Vec<String> = (0..129).map(|i| format!("t{i}")).collect();
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "titan", "input": inputs}),
+        )
+        .await;
+    let err = r.expect_error(400);
+    assert_eq!(err["param"], "input");
+    let msg = err["message"].as_str().unwrap();
+    assert!(msg.contains("129") && msg.contains("128"), "{msg}");
+    assert_eq!(up.count(), 0, "nothing is sent for a refused batch");
+}
+
+#[tokio::test]
+async fn titan_extra_inputs_run_under_the_request_deadline() {
+    let up = MockUpstream::start(|_| {
+        Reply::json(200, json!({"embedding": [1.0], "inputTextTokenCount": 1}))
+            .delayed(Duration::from_secs(30))
+    })
+    .await;
+    let gw = start(
+        &titan_config(
+            &up.base(),
+            "router_settings: {timeout: 1, num_retries: 0}\n",
+        ),
+        "",
+    );
+    let began = Instant::now();
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "titan", "input": ["a", "b", "c"]}),
+        )
+        .await;
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        began.elapsed()
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
 }

@@ -491,7 +491,8 @@ async fn until_ready<'a>(
         ));
     }
     let client = &call.app.client;
-    let request = provider.build_request(call.parsed, cx, client).await?;
+    // Building may call upstreams itself (Bedrock Titan embeddings): under the deadline too.
+    let request = within(deadline, provider.build_request(call.parsed, cx, client)).await?;
     // Until the first byte: `stream_timeout` for streams, the attempt's deadline otherwise.
     let left = deadline.saturating_duration_since(Instant::now());
     let first_byte = if call.stream {
