@@ -7,7 +7,8 @@
 //! - `request/passthrough`: parse + `OpenAiCompat::build_request` (model rewrite, path, headers),
 //!   the whole request-side work of the pass-through path; plus the streaming variant, which also
 //!   injects `stream_options`.
-//! - `response/usage_scan`: `parse_response` on a non-streaming completion (usage peek + copy).
+//! - `response/usage_scan`: `parse_response_owned` on a non-streaming completion, as the exchange
+//!   calls it (the body is handed on; usage is found by a scan from the end).
 //! - `stream/passthrough`: the pass-through `StreamTranslator` on a realistic OpenAI SSE stream,
 //!   fed as it arrives from the network (one read per event) and in 16 KiB reads; throughput is
 //!   reported per event.
@@ -225,11 +226,15 @@ fn request(c: &mut Criterion) {
 fn response(c: &mut Criterion) {
     let s = setup();
     let cx = context(false);
-    let body = completion_body();
+    let body = bytes::Bytes::from(completion_body());
     let mut g = c.benchmark_group("response/usage_scan");
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("completion", |b| {
-        b.iter(|| s.provider.parse_response(black_box(&body), &cx).unwrap())
+        b.iter(|| {
+            s.provider
+                .parse_response_owned(black_box(body.clone()), &cx)
+                .unwrap()
+        })
     });
     g.finish();
 }

@@ -3,7 +3,7 @@
 //! are `switchboard_*`.
 //!
 //! Recording happens once per request, in Pingora's `logging` phase, from the finished
-//! [`RequestLog`]: the hot path only fills that struct. Gauges that mirror live state (in-flight
+//! [`Context`](crate::context::Context): the hot path only fills that struct. Gauges that mirror live state (in-flight
 //! requests, deployment state, config generation, upstream connection reuse) are read at scrape
 //! time.
 //!
@@ -13,8 +13,9 @@
 //! per-key/team/user labels are kept (so dashboard queries match) but are always empty: there
 //! are no virtual keys yet.
 
-use crate::gateway::{App, RequestLog};
+use crate::context::Context;
 use crate::router::{Deployment, Snapshot};
+use crate::upstream::UpstreamClient;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -186,6 +187,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub upstream_connections: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    /// Streams cut for an upstream event over `max_stream_event_bytes`, by framing.
+    pub stream_event_too_large: IntCounterVec,
     /// Serialises scrape-time updates of the mirrored counters.
     scrape: Mutex<()>,
 }
@@ -379,13 +382,19 @@ impl Metrics {
                 &["reused"],
             ),
             access_log_dropped,
+            stream_event_too_large: counter(
+                &r,
+                "switchboard_stream_event_too_large_total",
+                "Upstream streams cut because one event exceeded max_stream_event_bytes",
+                &["framing"],
+            ),
             scrape: Mutex::new(()),
             registry: r,
         }
     }
 
     /// Records one finished request. Only LLM calls (chat, embeddings) count, as in LiteLLM.
-    pub fn observe(&self, ctx: &RequestLog, snapshot: &Snapshot) {
+    pub fn observe(&self, ctx: &Context, snapshot: &Snapshot) {
         if ctx.route != "chat" && ctx.route != "embeddings" {
             return;
         }
@@ -551,13 +560,12 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition, with live gauges refreshed from `app`.
-    pub fn render(&self, app: &App) -> String {
+    /// The Prometheus text exposition, with live gauges refreshed from the current snapshot,
+    /// the requests in flight and the upstream client.
+    pub fn render(&self, snapshot: &Snapshot, in_flight: u64, client: &UpstreamClient) -> String {
         {
             let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-            let snapshot = app.snapshot.load();
-            self.in_flight
-                .set(app.in_flight.load(Ordering::Relaxed) as i64);
+            self.in_flight.set(in_flight as i64);
             self.config_generation.set(snapshot.generation as i64);
             // Per-deployment gauges describe the current snapshot only.
             self.deployment_state.reset();
@@ -583,13 +591,21 @@ impl Metrics {
             }
             mirror(
                 &self.upstream_connections.with_label_values(&["true"]),
-                app.client.connections_reused.load(Ordering::Relaxed),
+                client.connections_reused.load(Ordering::Relaxed),
             );
             mirror(
                 &self.upstream_connections.with_label_values(&["false"]),
-                app.client.connections_new.load(Ordering::Relaxed),
+                client.connections_new.load(Ordering::Relaxed),
             );
             mirror(&self.access_log_dropped, crate::logging::dropped_lines());
+            for framing in crate::codec::limits::Framing::ALL {
+                mirror(
+                    &self
+                        .stream_event_too_large
+                        .with_label_values(&[framing.as_str()]),
+                    crate::codec::limits::too_large_count(framing),
+                );
+            }
         }
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

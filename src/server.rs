@@ -3,9 +3,10 @@
 //! service and its listener, the SIGHUP reload service and the lifecycle service (systemd
 //! notifications, drain on shutdown).
 
+use crate::app::App;
 use crate::config::Config;
 use crate::edge::{Edge, EdgeLimits};
-use crate::gateway::{App, Gateway};
+use crate::gateway::Gateway;
 use crate::lifecycle::{LifecycleService, SettledShutdown, Signals};
 use crate::reload::ReloadService;
 use crate::router::{Snapshot, StateRegistry};
@@ -85,6 +86,7 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    crate::codec::limits::set_max_stream_event_bytes(s.max_stream_event_bytes);
     let client = Arc::new(UpstreamClient::new(s.upstream_keepalive_pool_size));
     let registry = StateRegistry::default();
     let config_path = config.source.clone();

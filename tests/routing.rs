@@ -192,13 +192,8 @@ async fn every_fallback_kind() {
         assert_eq!(r.header("x-litellm-attempted-fallbacks"), Some("1"));
     }
     // The access log says which fallback answered.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let log = gw.access_log();
-    assert!(
-        log.iter()
-            .any(|l| l["fallback"] == "big" && l["status"] == 200),
-        "{log:?}"
-    );
+    gw.wait_for_log_line(|l| l["fallback"] == "big" && l["status"] == 200)
+        .await;
 }
 
 #[tokio::test]
@@ -244,43 +239,58 @@ async fn cooldown_is_entered_skipped_and_left_through_a_probe() {
         ],
         "  num_retries: 2\n  cooldown_time: 1\n",
     ));
-    // Enough requests that the bad deployment fails >50% of its minute and cools down.
-    let mut cooled_at = None;
-    for i in 0..40 {
+    // Enough requests that the bad deployment fails >50% of its minute and cools down. The
+    // cooldown began during the request that brought it to two failures.
+    let mut cooling_since = None;
+    for _ in 0..40 {
+        let sent = Instant::now();
         let r = gw.post("/v1/chat/completions", &chat("g")).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        if bad.count() >= 2 && cooled_at.is_none() {
-            cooled_at = Some(i);
+        if bad.count() >= 2 {
+            cooling_since = Some(sent);
             break;
         }
     }
-    assert!(
-        cooled_at.is_some(),
-        "the bad deployment was never picked twice"
-    );
+    let cooling_since = cooling_since.expect("the bad deployment was never picked twice");
     let bad_before = bad.count();
-    for _ in 0..10 {
-        let r = gw.post("/v1/chat/completions", &chat("g")).await;
-        assert_eq!(r.status, 200);
-    }
+    // While it cools (1 s), it gets no traffic. Only requests that surely end inside the
+    // cooldown count, so a slow machine cannot make this fail.
+    let skipped = requests_until(&gw, "g", cooling_since + Duration::from_millis(800)).await;
     assert_eq!(bad.count(), bad_before, "a cooling deployment got traffic");
+    eprintln!("{skipped} requests skipped the cooling deployment");
     // After the cooldown it is tried again (one probe), fails, and cools again at once.
-    tokio::time::sleep(Duration::from_millis(1050)).await;
-    for _ in 0..30 {
-        gw.post("/v1/chat/completions", &chat("g")).await;
-        if bad.count() > bad_before {
-            break;
-        }
-    }
+    let probed = wait_until_async(
+        async || {
+            gw.post("/v1/chat/completions", &chat("g")).await;
+            bad.count() > bad_before
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(probed, "never probed after the cooldown");
+    let probe_failed = Instant::now();
     assert_eq!(bad.count(), bad_before + 1, "exactly one probe");
-    for _ in 0..10 {
-        gw.post("/v1/chat/completions", &chat("g")).await;
-    }
+    requests_until(&gw, "g", probe_failed + Duration::from_millis(800)).await;
     assert_eq!(
         bad.count(),
         bad_before + 1,
         "a failed probe cools down again"
     );
+}
+
+/// Sends requests to `group` one after another as long as each would end before `until`;
+/// returns how many (each answered 200).
+async fn requests_until(gw: &Gateway, group: &str, until: Instant) -> usize {
+    let mut n = 0;
+    let mut slowest = Duration::ZERO;
+    while Instant::now() + slowest < until {
+        let sent = Instant::now();
+        let r = gw.post("/v1/chat/completions", &chat(group)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        slowest = slowest.max(sent.elapsed());
+        n += 1;
+    }
+    n
 }
 
 #[tokio::test]
@@ -307,7 +317,7 @@ async fn all_cooling_down_is_503_with_retry_after_then_recovers() {
             mock("fb", "fb1", "litellm.ServiceUnavailableError", ""),
             mock("fb", "fb2", "litellm.ServiceUnavailableError", ""),
         ],
-        "  num_retries: 1\n  cooldown_time: 0.5\n  fallbacks: [{g: [fb]}]\n",
+        "  num_retries: 1\n  cooldown_time: 2\n  fallbacks: [{g: [fb]}]\n",
     ));
     // Two rounds fail every deployment of the group and of its fallback (each then >50%
     // failed): all cool down. The client sees the last group's error.
@@ -322,16 +332,28 @@ async fn all_cooling_down_is_503_with_retry_after_then_recovers() {
     let e = r.expect_error(503);
     assert!(t.elapsed() < Duration::from_millis(300), "fails fast");
     assert_eq!(e["code"], "no_deployments_available");
-    assert_eq!(r.header("retry-after"), Some("1"));
+    let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(
         n.load(Ordering::SeqCst),
         calls,
         "no upstream call while cooling"
     );
     failing.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(550)).await;
-    let r = gw.post("/v1/chat/completions", &chat("g")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    // Once the cooldown ends, a probe finds the upstream back.
+    let mut last = None;
+    let recovered = wait_until_async(
+        async || {
+            let r = gw.post("/v1/chat/completions", &chat("g")).await;
+            let ok = r.status == 200;
+            last = Some(r);
+            ok
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    let r = last.unwrap();
+    assert!(recovered, "{} {}", r.status, r.text());
 }
 
 #[tokio::test]
@@ -522,18 +544,29 @@ async fn a_client_hang_up_frees_the_slot_at_once() {
     )
     .await;
     // Wait until the upstream has it, then hang up.
-    let t = Instant::now();
-    while n.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        wait_until(|| n.load(Ordering::SeqCst) > 0, Duration::from_secs(10)).await,
+        "the upstream never got the request"
+    );
     // While it runs, the only slot is taken: 429 with Retry-After.
     let r = gw.post("/v1/chat/completions", &chat("g")).await;
     r.expect_error(429);
     assert!(r.header("retry-after").is_some());
     drop(conn);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let r = gw.post("/v1/chat/completions", &chat("g")).await;
-    assert_eq!(r.status, 200, "slot not freed: {}", r.text());
+    // The upstream never answers: only the hang-up can free the slot.
+    let mut last = None;
+    let freed = wait_until_async(
+        async || {
+            let r = gw.post("/v1/chat/completions", &chat("g")).await;
+            let ok = r.status == 200;
+            last = Some(r);
+            ok
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    let r = last.unwrap();
+    assert!(freed, "slot not freed: {}", r.text());
     assert_eq!(content(&r), "next");
 }
 
@@ -571,7 +604,7 @@ async fn weighted_shuffle_follows_weights() {
 async fn least_busy_avoids_the_busy_deployment() {
     let handler = |r: &Recorded| {
         if String::from_utf8_lossy(&r.body).contains("slow") {
-            Reply::json(200, openai::completion("slow")).delayed(Duration::from_millis(800))
+            Reply::json(200, openai::completion("slow")).delayed(Duration::from_secs(3))
         } else {
             Reply::json(200, openai::completion("fast"))
         }
@@ -593,10 +626,10 @@ async fn least_busy_avoids_the_busy_deployment() {
         )
         .await
     });
-    let t = Instant::now();
-    while a.count() + b.count() == 0 && t.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(
+        wait_until(|| a.count() + b.count() > 0, Duration::from_secs(10)).await,
+        "the slow request never reached an upstream"
+    );
     let busy = if a.count() == 1 { "a" } else { "b" };
     for _ in 0..6 {
         let r = gw.post("/v1/chat/completions", &chat("g")).await;
@@ -812,7 +845,15 @@ async fn active_health_checks_skip_unhealthy_deployments() {
         upstream("g", "other", &other.base(), ""),
     ));
     assert!(!gw.stderr().contains("not implemented"), "{}", gw.stderr());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The checks mark both failing deployments down (state 2).
+    for id in ["pool", "dead"] {
+        gw.wait_for_metric(
+            "litellm_deployment_state",
+            &[&format!("model_id=\"{id}\"")],
+            |v| v == 2.0,
+        )
+        .await;
+    }
     let chat_calls = |up: &MockUpstream| {
         up.requests()
             .iter()
@@ -829,7 +870,10 @@ async fn active_health_checks_skip_unhealthy_deployments() {
     assert!(pool.count() >= 3, "the pool was health-checked");
     // The pool recovers: traffic comes back.
     healthy.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.wait_for_metric("litellm_deployment_state", &["model_id=\"pool\""], |v| {
+        v == 0.0
+    })
+    .await;
     for _ in 0..30 {
         gw.post("/v1/chat/completions", &chat("g")).await;
     }
@@ -918,4 +962,193 @@ async fn short_retry_after_is_honoured_long_one_is_passed_to_the_client_at_once(
         started.elapsed()
     );
     assert_eq!(long.count(), 1);
+}
+
+/// Polls `f` every 10 ms until it returns Some, for at most `limit`.
+async fn poll_until<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if t.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Upstreams that answer 429/503 with a Retry-After no clock can add (`inf`, `1e30`, a huge
+/// `retry-after-ms`): every client gets an answer (no dropped connection, no panic), the
+/// Retry-After passed on is capped at an hour, and the healthy deployment keeps serving.
+#[tokio::test]
+async fn endless_retry_after_is_answered_capped_and_never_panics() {
+    let endless = |status: u16, header: &'static str, value: &'static str| {
+        move |_: &Recorded| {
+            Reply::json(
+                status,
+                json!({"error": {"message": "go away", "type": "requests"}}),
+            )
+            .with_header(header, value)
+        }
+    };
+    let inf = MockUpstream::start(endless(429, "retry-after", "inf")).await;
+    let huge = MockUpstream::start(endless(503, "retry-after", "1e30")).await;
+    let huge_ms = MockUpstream::start(endless(429, "retry-after-ms", "1e300")).await;
+    let good = MockUpstream::start(ok_upstream("steady")).await;
+    let gw = Gateway::start(&config(
+        &[
+            upstream("mixed", "inf", &inf.base(), ""),
+            upstream("mixed", "huge", &huge.base(), ""),
+            upstream("mixed", "good", &good.base(), ""),
+            upstream("hostile", "h-inf", &inf.base(), ""),
+            upstream("hostile", "h-ms", &huge_ms.base(), ""),
+        ],
+        "  num_retries: 3\n  cooldown_time: 0.2\n",
+    ));
+    // Enough requests that the hostile deployments fail more than half their minute and cool.
+    for _ in 0..30 {
+        let r = gw.post("/v1/chat/completions", &chat("mixed")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(content(&r), "steady");
+    }
+    assert!(good.count() >= 30);
+    for _ in 0..10 {
+        let r = gw.post("/v1/chat/completions", &chat("hostile")).await;
+        assert!(matches!(r.status, 429 | 503), "{} {}", r.status, r.text());
+        let secs: u64 = r
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no numeric retry-after: {:?}", r.header("retry-after")));
+        assert!((1..=3600).contains(&secs), "retry-after {secs}");
+    }
+    // Both hostile deployments are now cooling (bounded): the gateway answers 503 at once.
+    let r = gw.post("/v1/chat/completions", &chat("hostile")).await;
+    assert_eq!(r.expect_error(503)["code"], "no_deployments_available");
+    assert!(!gw.stderr().contains("panicked"), "{}", gw.stderr());
+    let r = gw.post("/v1/chat/completions", &chat("mixed")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// A half-open probe whose client hangs up mid-attempt is given up: the next request probes
+/// the deployment again and, now that it is healthy, gets its answer.
+#[tokio::test]
+async fn an_abandoned_probe_does_not_keep_the_deployment_out() {
+    // 0: 500 (cools the deployment), 1: hang (the probe), 2: healthy.
+    let mode = Arc::new(AtomicUsize::new(0));
+    let m = mode.clone();
+    let up = MockUpstream::start(move |_| match m.load(Ordering::SeqCst) {
+        0 => Reply::json(
+            500,
+            json!({"error": {"message": "down", "type": "server_error"}}),
+        ),
+        1 => Reply::Hang,
+        _ => Reply::json(200, openai::completion("back")),
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &[upstream("g", "only", &up.base(), "")],
+        "  num_retries: 0\n  allowed_fails: 0\n  cooldown_time: 0.2\n",
+    ));
+    gw.post("/v1/chat/completions", &chat("g"))
+        .await
+        .expect_error(500);
+    assert_eq!(up.count(), 1);
+    mode.store(1, Ordering::SeqCst);
+    // Once the cooldown ends, one request probes and hangs; its client gives up.
+    let probe = poll_until(Duration::from_secs(5), || async {
+        let mut conn = Conn::connect(gw.port).await;
+        conn.send_head_and_body(
+            "POST",
+            "/v1/chat/completions",
+            &[("content-type", "application/json")],
+            chat("g").to_string().as_bytes(),
+        )
+        .await;
+        let reached = poll_until(Duration::from_millis(100), || async {
+            (up.count() == 2).then_some(())
+        })
+        .await;
+        reached.map(|_| conn)
+    })
+    .await
+    .expect("no probe reached the upstream");
+    drop(probe);
+    mode.store(2, Ordering::SeqCst);
+    let r = poll_until(Duration::from_secs(5), || async {
+        let r = gw.post("/v1/chat/completions", &chat("g")).await;
+        (r.status == 200).then_some(r)
+    })
+    .await
+    .expect("the deployment never came back after its probe was abandoned");
+    assert_eq!(content(&r), "back");
+}
+
+/// A group whose only deployment fails, with a fallback configured, goes to the fallback at
+/// once: the failing deployment is called once, with no backoff before the fallback answers.
+#[tokio::test]
+async fn a_failing_single_deployment_group_falls_back_at_once() {
+    let e500 = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let e429 = MockUpstream::start(|_| {
+        Reply::json(
+            429,
+            json!({"error": {"message": "slow down", "type": "requests"}}),
+        )
+        .with_header("retry-after", "2")
+    })
+    .await;
+    let lone = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let backup = MockUpstream::start(ok_upstream("from backup")).await;
+    let gw = Gateway::start(&config(
+        &[
+            upstream("a", "a500", &e500.base(), ""),
+            upstream("r", "r429", &e429.base(), ""),
+            upstream("lone", "lone", &lone.base(), ""),
+            upstream("b", "b", &backup.base(), ""),
+        ],
+        "  num_retries: 2\n  disable_cooldowns: true\n  fallbacks: [{a: [b]}, {r: [b]}]\n",
+    ));
+    for (group, failing) in [("a", &e500), ("r", &e429)] {
+        for round in 1..=3 {
+            let t = Instant::now();
+            let r = gw.post("/v1/chat/completions", &chat(group)).await;
+            let took = t.elapsed();
+            assert_eq!(r.status, 200, "{group}: {}", r.text());
+            assert_eq!(content(&r), "from backup");
+            assert_eq!(r.header("x-litellm-attempted-fallbacks"), Some("1"));
+            assert_eq!(
+                failing.count(),
+                round,
+                "{group} was retried before the fallback"
+            );
+            assert!(took < Duration::from_millis(300), "{group}: took {took:?}");
+        }
+    }
+    // No fallback: retrying the same deployment still waits out the backoff (500 ms base,
+    // jitter 50-100%).
+    let t = Instant::now();
+    gw.post("/v1/chat/completions", &chat("lone"))
+        .await
+        .expect_error(500);
+    assert_eq!(lone.count(), 3);
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
 }

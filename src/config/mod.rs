@@ -107,6 +107,9 @@ pub struct ServerSettings {
     pub max_request_header: usize,
     /// `max_connections`: client connections open at once; past it new ones get a 503.
     pub max_connections: usize,
+    /// Largest upstream stream event (SSE event, NDJSON line, eventstream message) held before
+    /// the stream is cut with a 502 or an error event.
+    pub max_stream_event_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -132,6 +135,7 @@ impl Default for ServerSettings {
             request_header_timeout: Duration::from_secs(10),
             max_request_header: 64 * 1024,
             max_connections: 10_000,
+            max_stream_event_bytes: crate::codec::limits::DEFAULT_MAX_STREAM_EVENT_BYTES,
         }
     }
 }

@@ -9,6 +9,10 @@
 //!  content_policy_fallbacks / default_fallbacks, ≤ max_fallbacks) ─► same loop
 //! ```
 //!
+//! A retry that could only wait for a deployment already tried is skipped when a fallback group
+//! can take the request: the fallback is tried at once (backoff only when waiting is the only
+//! option).
+//!
 //! An attempt has its provider build the native request, drives it through the pooled
 //! connector and answers the client, whole (exact Content-Length) or as a stream translated
 //! event by event. Nothing is written to the client until an attempt has its answer (for
@@ -26,7 +30,7 @@ use crate::openai::RequestBody;
 use crate::providers::mock::MockResponder;
 use crate::providers::{Operation, RequestContext, StreamTranslator};
 use crate::router::cooldown::error_class;
-use crate::router::{rng, Admission, Deployment, ModelGroup, Snapshot, Target, Unavailable};
+use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Target, Unavailable};
 use crate::upstream::UpstreamResponse;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
@@ -154,7 +158,9 @@ pub async fn handle(
         deadline: ctx.start + snapshot.request_timeout,
     };
     let router = &snapshot.config.router;
-    let wait_until = router.cooldown_wait.map(|w| Instant::now() + w);
+    let wait_until = router
+        .cooldown_wait
+        .map(|w| clock::later(Instant::now(), w));
     loop {
         let mut last_err: Option<GatewayError> = None;
         // Stays Some while every group tried was merely unavailable (nothing was attempted).
@@ -164,7 +170,13 @@ pub async fn handle(
         let mut group = primary.clone();
         ctx.fallback = None;
         loop {
-            match run_group(&call, &group, session, ctx).await {
+            // The primary's fallbacks depend on how it fails; a fallback's are what is left.
+            let then = if Arc::ptr_eq(&group, &primary) {
+                FallbackAfter::ByError
+            } else {
+                FallbackAfter::Remaining(fallbacks.len() > next_fallback)
+            };
+            match run_group(&call, &group, then, session, ctx).await {
                 GroupOutcome::Done => return Ok(()),
                 GroupOutcome::Failed(e) => {
                     only_unavailable = None;
@@ -221,11 +233,23 @@ pub async fn handle(
     }
 }
 
+/// Whether another group takes over when this one gives up (see [`run_group`]).
+#[derive(Clone, Copy)]
+enum FallbackAfter {
+    /// The primary group: its fallbacks depend on the error (`Snapshot::fallbacks_for`).
+    ByError,
+    /// A fallback group: whether the chain has another group after it.
+    Remaining(bool),
+}
+
 /// Attempts (and retries) one group until it answers, its retry budget is spent, or it has
-/// nothing available.
+/// nothing available. A retry that could only go back to a deployment already tried (and so
+/// would have to wait out a backoff) is not made when a fallback group can take the request at
+/// once: the group gives up and the fallback answers (LiteLLM and Portkey do the same).
 async fn run_group(
     call: &Call<'_>,
     group: &ModelGroup,
+    then: FallbackAfter,
     session: &mut Session,
     ctx: &mut RequestLog,
 ) -> GroupOutcome {
@@ -277,6 +301,19 @@ async fn run_group(
                     crate::router::Availability::Cooling(_)
                 )
         });
+        if !elsewhere {
+            let fallback_waits = match then {
+                FallbackAfter::ByError => !call
+                    .snapshot
+                    .fallbacks_for(&group.name, err.kind)
+                    .is_empty(),
+                FallbackAfter::Remaining(more) => more,
+            };
+            if fallback_waits {
+                // Waiting for the same deployment(s) would only delay the fallback.
+                return GroupOutcome::Failed(err);
+            }
+        }
         if !elsewhere
             && err
                 .retry_after
@@ -288,11 +325,11 @@ async fn run_group(
         }
         let wait = backoff(&err, retries, router.retry_after, elsewhere);
         let now = Instant::now();
-        if now + wait >= call.deadline {
+        if clock::later(now, wait) >= call.deadline {
             // Waiting as asked would outlive the request: answer now with what we know.
             return GroupOutcome::Failed(err);
         }
-        if !wait.is_zero() && !sleep_or_hang_up(now + wait, session, ctx).await {
+        if !wait.is_zero() && !sleep_or_hang_up(clock::later(now, wait), session, ctx).await {
             return GroupOutcome::Done;
         }
         last_err = Some(err);
@@ -519,7 +556,7 @@ async fn until_ready<'a>(
     }
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
-        let translated = provider.parse_response(&whole, cx)?;
+        let translated = provider.parse_response_owned(whole, cx)?;
         return Ok(Ready::Whole {
             body: translated.body,
             usage: translated.usage,

@@ -21,6 +21,7 @@ use super::{
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
+use crate::events::{EventSink, StreamEvent as Emit};
 use crate::openai::request::{
     check_supported, ChatRequest, ContentPart, EmbeddingsRequest, ImageSource, MessageContent,
     ResponseFormat, ToolChoice, CHAT_FIELDS,
@@ -30,7 +31,6 @@ use crate::openai::stream::ChunkWriter;
 use crate::openai::{RequestBody, Usage};
 use crate::upstream::UpstreamClient;
 use async_trait::async_trait;
-use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use pingora_http::ResponseHeader;
 use serde::{Deserialize, Serialize};
@@ -1089,7 +1089,6 @@ fn parse_chat_response(
 
 struct GeminiStream {
     provider: &'static str,
-    writer: ChunkWriter,
     response_id: String,
     tool_calls: usize,
     finish_reason: Option<String>,
@@ -1104,19 +1103,21 @@ impl GeminiStream {
         model: &str,
         cx: &RequestContext<'_>,
     ) -> Framed<SseDecoder, GeminiStream> {
-        Framed::new(GeminiStream {
-            provider,
-            writer: ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
-            response_id: cx.response_id.to_string(),
-            tool_calls: 0,
-            finish_reason: None,
-            blocked: false,
-            usage: None,
-            events: 0,
-        })
+        Framed::new(
+            GeminiStream {
+                provider,
+                response_id: cx.response_id.to_string(),
+                tool_calls: 0,
+                finish_reason: None,
+                blocked: false,
+                usage: None,
+                events: 0,
+            },
+            ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
+        )
     }
 
-    fn translate(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn translate(&mut self, ev: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
         let data = ev.data.trim();
         if data.is_empty() {
             return Ok(());
@@ -1138,12 +1139,20 @@ impl GeminiStream {
                     let index = self.tool_calls;
                     self.tool_calls += 1;
                     let id = tool_call_id(&self.response_id, index);
-                    self.writer.tool_call_start(index, &id, &call.name, out);
-                    self.writer
-                        .tool_call_args(index, arguments_text(call.args), out);
+                    sink.event(Emit::ToolCallStart {
+                        index,
+                        id: &id,
+                        name: &call.name,
+                    });
+                    sink.event(Emit::ToolCallArgs {
+                        index,
+                        fragment: arguments_text(call.args),
+                    });
                 } else if let Some(t) = &part.text {
-                    if part.thought != Some(true) {
-                        self.writer.text(t, out);
+                    if part.thought == Some(true) {
+                        sink.event(Emit::Reasoning(t));
+                    } else {
+                        sink.event(Emit::Text(t));
                     }
                 }
             }
@@ -1166,11 +1175,11 @@ impl GeminiStream {
 }
 
 impl EventTranslator<SseDecoder> for GeminiStream {
-    fn on_event(&mut self, event: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
-        self.translate(event, out)
+    fn on_event(&mut self, event: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
+        self.translate(event, sink)
     }
 
-    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_end(&mut self, sink: &mut dyn EventSink) -> GatewayResult<()> {
         let reason = match (&self.finish_reason, self.blocked) {
             (Some(r), _) => map_finish(Some(r), self.tool_calls > 0),
             (None, true) => FinishReason::ContentFilter,
@@ -1187,10 +1196,10 @@ impl EventTranslator<SseDecoder> for GeminiStream {
             }
         };
         if let Some(u) = self.usage {
-            self.writer.set_usage(u);
+            sink.event(Emit::Usage(u));
         }
-        self.writer.finish(reason, out);
-        self.writer.done(out);
+        sink.event(Emit::Finish(reason));
+        sink.event(Emit::Done);
         Ok(())
     }
 
@@ -1374,7 +1383,7 @@ pub fn map_gemini_error(
                 .and_then(Value::as_str)
                 .and_then(|s| s.strip_suffix('s'))
                 .and_then(|s| s.parse::<f64>().ok())
-                .map(|s| s.max(0.0).ceil() as u64)
+                .and_then(super::clamp_retry_secs)
         })
     });
     let status = match status_name {
@@ -1415,6 +1424,7 @@ pub fn map_gemini_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use serde_json::json;
 
     fn cx(op: Operation, stream: bool, include_usage: bool) -> RequestContext<'static> {
@@ -1706,6 +1716,19 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\":
             br#"{"error":{"code":429,"message":"q","status":"RESOURCE_EXHAUSTED"}}"#,
         );
         assert_eq!(e.retry_after, Some(5));
+        // A hostile retryDelay is clamped (an hour at most) or ignored, never overflows.
+        for (delay, want) in [
+            ("1e30s", Some(super::super::MAX_RETRY_AFTER_SECS)),
+            ("infs", Some(super::super::MAX_RETRY_AFTER_SECS)),
+            ("-5s", None),
+            ("NaNs", None),
+        ] {
+            let body = format!(
+                r#"{{"error":{{"code":429,"message":"q","status":"RESOURCE_EXHAUSTED","details":[{{"retryDelay":"{delay}"}}]}}}}"#
+            );
+            let e = map_gemini_error("gemini", 429, None, body.as_bytes());
+            assert_eq!(e.retry_after, want, "{delay}");
+        }
         let e = map_gemini_error("gemini", 400, None, br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#);
         assert_eq!((e.status, e.kind), (401, ErrorKind::Authentication));
         let e = map_gemini_error("gemini", 400, None, br#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#);
@@ -1878,5 +1901,35 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\":
             crate::config::litellm::parse(&yaml("https://proxy.test/vertex/models/pro")).unwrap();
         let t = vertex_target(&config.deployments[0], "google", "gemini-2.5-pro").unwrap();
         assert_eq!(t.model_path, "/vertex/models/pro");
+    }
+    #[test]
+    fn stream_events_carry_reasoning_tool_ids_and_cached_usage() {
+        use crate::events::{EventLog, RecordedEvent as E};
+        let input = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"plan\",\"thought\":true},{\"text\":\"Hi\"}]}}]}\n\n\
+data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"f\",\"args\":{}}}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":2,\"cachedContentTokenCount\":4}}\n\n";
+        let c = cx(Operation::Chat, true, false);
+        let mut t = GeminiStream::new("gemini", "gemini-2.5", &c);
+        let mut log = EventLog::default();
+        t.feed_events(input.as_bytes(), &mut log).unwrap();
+        t.finish_events(&mut log).unwrap();
+        assert_eq!(
+            log.events,
+            vec![
+                E::Reasoning("plan".into()),
+                E::Text("Hi".into()),
+                E::ToolCallStart {
+                    index: 0,
+                    id: "call_abc_0".into(),
+                    name: "f".into()
+                },
+                E::ToolCallArgs {
+                    index: 0,
+                    fragment: "{}".into()
+                },
+                E::Usage(Usage::new(9, 2).with_cached(4)),
+                E::Finish(FinishReason::ToolCalls),
+                E::Done,
+            ]
+        );
     }
 }
