@@ -15,6 +15,7 @@
 //!   (signals, drain), [`systemd`] (sd_notify).
 
 pub mod app;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod context;
@@ -26,6 +27,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod openai;
+pub mod pipeline;
 pub mod providers;
 pub mod reload;
 pub mod router;

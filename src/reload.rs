@@ -90,7 +90,8 @@ pub fn reload(app: &App, config_path: &Path) -> Result<u64, ConfigError> {
             crate::codec::limits::set_max_stream_event_bytes(
                 snapshot.config.server.max_stream_event_bytes,
             );
-            app.snapshot.store(Arc::new(snapshot));
+            app.snapshot
+                .store(Arc::new(crate::app::Live::new(snapshot)));
             app.metrics.reload(true);
             log::info!(
                 "config reloaded from {}: generation {generation}",

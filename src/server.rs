@@ -108,7 +108,8 @@ pub fn build(
     // --- routing: active health checks (router::health) over the current snapshot ---
     {
         let app = app.clone();
-        let checks = crate::router::health::HealthChecks::new(move || app.snapshot.load_full());
+        let checks =
+            crate::router::health::HealthChecks::new(move || app.snapshot.load().routing.clone());
         server.add_service(background_service("health checks", checks));
     }
     // --- end routing ---

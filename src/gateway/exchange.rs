@@ -23,7 +23,9 @@
 //! byte and every silence between chunks. The client connection is watched throughout: a
 //! hang-up drops the upstream request at once and frees its slot.
 
+use super::sink::ResponseSink;
 use super::{respond, unix_now, App, RequestLog};
+use crate::app::Live;
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::EmbeddingsRequest;
 use crate::openai::RequestBody;
@@ -111,17 +113,13 @@ enum Ready<'a> {
 /// answer with the error; once a response has started, errors are written here.
 pub async fn handle(
     app: &App,
-    snapshot: &Arc<Snapshot>,
-    session: &mut Session,
+    live: &Live,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
     op: Operation,
+    body: Bytes,
 ) -> GatewayResult<()> {
-    let body = read_body(
-        session,
-        snapshot.config.general.max_request_size,
-        snapshot.config.server.request_body_timeout,
-    )
-    .await?;
+    let snapshot = &live.routing;
     let parsed = RequestBody::parse(&body)?;
     let model = parsed.required_str("model")?;
     ctx.model = Some(model.to_string());
@@ -137,6 +135,12 @@ pub async fn handle(
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;
+
+    live.stages.admit(ctx, &parsed)?;
+    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed) {
+        respond::json(sink, ctx, 200, answer).await;
+        return Ok(());
+    }
 
     let primary = snapshot
         .resolve(&model)
@@ -176,7 +180,7 @@ pub async fn handle(
             } else {
                 FallbackAfter::Remaining(fallbacks.len() > next_fallback)
             };
-            match run_group(&call, &group, then, session, ctx).await {
+            match run_group(&call, &group, then, sink, ctx).await {
                 GroupOutcome::Done => return Ok(()),
                 GroupOutcome::Failed(e) => {
                     only_unavailable = None;
@@ -221,7 +225,7 @@ pub async fn handle(
             {
                 let wake = recovery.min(until).min(call.deadline);
                 if wake > now && recovery <= until.min(call.deadline) {
-                    if !sleep_or_hang_up(wake + Duration::from_millis(1), session, ctx).await {
+                    if !sleep_or_hang_up(wake + Duration::from_millis(1), sink, ctx).await {
                         return Ok(());
                     }
                     continue;
@@ -250,7 +254,7 @@ async fn run_group(
     call: &Call<'_>,
     group: &ModelGroup,
     then: FallbackAfter,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> GroupOutcome {
     let router = &call.snapshot.config.router;
@@ -277,7 +281,7 @@ async fn run_group(
         let deployment = admission.deployment.clone();
         ctx.attempts += 1;
         ctx.deployment = Some(deployment.clone());
-        let err = match attempt(call, admission, session, ctx).await {
+        let err = match attempt(call, admission, sink, ctx).await {
             AttemptOutcome::Done => return GroupOutcome::Done,
             AttemptOutcome::Failed(e) => e,
         };
@@ -329,7 +333,7 @@ async fn run_group(
             // Waiting as asked would outlive the request: answer now with what we know.
             return GroupOutcome::Failed(err);
         }
-        if !wait.is_zero() && !sleep_or_hang_up(clock::later(now, wait), session, ctx).await {
+        if !wait.is_zero() && !sleep_or_hang_up(clock::later(now, wait), sink, ctx).await {
             return GroupOutcome::Done;
         }
         last_err = Some(err);
@@ -357,11 +361,15 @@ fn backoff(err: &GatewayError, retry: u32, least: Duration, elsewhere: bool) -> 
 }
 
 /// Sleeps until `until`, or returns false at once if the client hangs up meanwhile.
-async fn sleep_or_hang_up(until: Instant, session: &mut Session, ctx: &mut RequestLog) -> bool {
+async fn sleep_or_hang_up(
+    until: Instant,
+    sink: &mut impl ResponseSink,
+    ctx: &mut RequestLog,
+) -> bool {
     tokio::select! {
         biased;
         _ = tokio::time::sleep_until(until.into()) => true,
-        _ = session.read_body_or_idle(true) => {
+        _ = sink.hung_up() => {
             ctx.client_disconnected = true;
             false
         }
@@ -380,7 +388,7 @@ fn request_deadline(call: &Call<'_>) -> GatewayError {
 async fn attempt(
     call: &Call<'_>,
     admission: Admission,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> AttemptOutcome {
     let deployment = admission.deployment.clone();
@@ -398,7 +406,7 @@ async fn attempt(
     let ready = tokio::select! {
         biased;
         r = until_ready(call, &deployment, &cx, deadline) => r,
-        _ = session.read_body_or_idle(true) => {
+        _ = sink.hung_up() => {
             ctx.client_disconnected = true;
             ctx.upstream_time += start.elapsed();
             return AttemptOutcome::Done;
@@ -414,8 +422,7 @@ async fn attempt(
     };
     match ready {
         Ready::Mock(mock) => {
-            if let Err(e) =
-                answer_mock(mock, call.parsed, &cx, call.prompt_bytes, session, ctx).await
+            if let Err(e) = answer_mock(mock, call.parsed, &cx, call.prompt_bytes, sink, ctx).await
             {
                 attempt_failed(call, admission, &e);
                 return AttemptOutcome::Failed(e);
@@ -429,7 +436,7 @@ async fn attempt(
         Ready::Whole { body, usage } => {
             let latency = start.elapsed();
             ctx.usage = usage;
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
                 .metrics
@@ -450,7 +457,7 @@ async fn attempt(
                 ended,
                 &deployment,
                 deadline,
-                session,
+                sink,
                 ctx,
             )
             .await;
@@ -625,10 +632,10 @@ async fn stream_to_client(
     mut ended: bool,
     deployment: &Deployment,
     deadline: Instant,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> Option<GatewayError> {
-    if !respond::sse_head(session, ctx).await {
+    if !respond::sse_head(sink, ctx).await {
         return None;
     }
     let mut failure = None;
@@ -637,16 +644,11 @@ async fn stream_to_client(
             if ctx.ttft.is_none() {
                 ctx.ttft = Some(ctx.start.elapsed());
             }
-            if session
-                .write_response_body(Some(out.split().freeze()), ended)
-                .await
-                .is_err()
-            {
-                ctx.client_disconnected = true;
+            if !respond::send_body(sink, ctx, out.split().freeze(), ended).await {
                 return failure;
             }
         } else if ended {
-            let _ = session.write_response_body(None, true).await;
+            respond::send_body(sink, ctx, Bytes::new(), true).await;
         }
         if ended {
             return failure;
@@ -657,7 +659,7 @@ async fn stream_to_client(
         let next = tokio::select! {
             biased;
             r = tokio::time::timeout(gap, response.chunk()) => r,
-            _ = session.read_body_or_idle(true) => {
+            _ = sink.hung_up() => {
                 ctx.client_disconnected = true;
                 return None;
             }
@@ -723,7 +725,7 @@ async fn answer_mock(
     parsed: &RequestBody<'_>,
     cx: &RequestContext<'_>,
     prompt_bytes: usize,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> GatewayResult<()> {
     match cx.op {
@@ -736,13 +738,13 @@ async fn answer_mock(
             };
             let (body, usage) = mock.embeddings(inputs, req.base64, prompt_bytes);
             ctx.usage = Some(usage);
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
         }
         Operation::Chat if cx.stream => {
             let (events, usage) =
                 mock.stream_events(cx.response_id, cx.created, cx.include_usage, prompt_bytes);
             ctx.usage = Some(usage);
-            if !respond::sse_head(session, ctx).await {
+            if !respond::sse_head(sink, ctx).await {
                 return Ok(());
             }
             let last = events.len().saturating_sub(1);
@@ -750,12 +752,7 @@ async fn answer_mock(
                 if ctx.ttft.is_none() {
                     ctx.ttft = Some(ctx.start.elapsed());
                 }
-                if session
-                    .write_response_body(Some(ev), i == last)
-                    .await
-                    .is_err()
-                {
-                    ctx.client_disconnected = true;
+                if !respond::send_body(sink, ctx, ev, i == last).await {
                     break;
                 }
             }
@@ -763,7 +760,7 @@ async fn answer_mock(
         Operation::Chat => {
             let (body, usage) = mock.completion(cx.response_id, cx.created, prompt_bytes);
             ctx.usage = Some(usage);
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
         }
     }
     Ok(())
@@ -773,7 +770,11 @@ async fn answer_mock(
 /// bytes (413) before reading it when Content-Length says so, and as soon as the count passes
 /// the limit otherwise. The buffer grows with the bytes that arrive, never with what a
 /// Content-Length merely declares.
-async fn read_body(session: &mut Session, limit: usize, timeout: Duration) -> GatewayResult<Bytes> {
+pub async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    timeout: Duration,
+) -> GatewayResult<Bytes> {
     let too_large = || {
         GatewayError::new(
             ErrorKind::PayloadTooLarge,

@@ -1,4 +1,5 @@
-//! Client authentication against `general_settings.master_key`: `Authorization: Bearer KEY` or
+//! The master-key check (the first `authenticate` stage, see [`crate::pipeline`]), against
+//! `general_settings.master_key`: `Authorization: Bearer KEY` or
 //! `x-api-key: KEY`, compared in constant time.
 
 use crate::error::{ErrorKind, GatewayError};
@@ -32,12 +33,17 @@ pub fn check(req: &RequestHeader, master_key: Option<&str>) -> Result<(), Gatewa
             "Invalid API key. Send the gateway's key as 'Authorization: Bearer <key>'.",
         )
         .with_code("invalid_api_key")),
-        None => Err(GatewayError::new(
-            ErrorKind::Authentication,
-            "Missing API key. Send 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
-        )
-        .with_code("invalid_api_key")),
+        None => Err(missing_key()),
     }
+}
+
+/// The 401 for a request that presented no key.
+pub fn missing_key() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Authentication,
+        "Missing API key. Send 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
+    )
+    .with_code("invalid_api_key")
 }
 
 /// Compares without an early exit, so timing does not reveal how much of the key matched.
