@@ -10,7 +10,8 @@
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
 //! - [`edge`]: bounds on client connections (count, request head, stalled writes).
-//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs.
+//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
+//!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;
+pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;

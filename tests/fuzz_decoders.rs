@@ -1,5 +1,5 @@
-//! Property-based fuzzing of everything that parses bytes a client or an upstream controls: the
-//! request body parser and its typed views, and the SSE, NDJSON and AWS eventstream decoders.
+//! Property-based fuzzing of the stream framings an upstream controls: the SSE, NDJSON and AWS
+//! eventstream decoders (the request side and the translators are in `fuzz_translators.rs`).
 //!
 //! Properties: arbitrary bytes never panic; a decoder never holds more than its bound; and a
 //! decoder's verdict (events, then error or not) is the same however the bytes are split.
@@ -11,8 +11,6 @@ use switchboard::codec::eventstream::{encode_message, EventStreamDecoder, Header
 use switchboard::codec::ndjson::NdjsonDecoder;
 use switchboard::codec::sse::{SseDecoder, SseEvent};
 use switchboard::error::GatewayError;
-use switchboard::openai::request::EmbeddingsRequest;
-use switchboard::openai::{ChatRequest, RequestBody};
 
 /// `default` cases unless `PROPTEST_CASES` asks for more (a long campaign).
 fn cases(default: u32) -> ProptestConfig {
@@ -411,160 +409,5 @@ proptest! {
         let whole = eventstream_decode(&input, &[], max);
         let split = eventstream_decode(&input, &cut_points(input.len(), &picks), max);
         prop_assert_eq!(split, whole);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Request bodies
-
-/// Arbitrary JSON, biased towards the shapes of chat and embeddings requests.
-fn json_value() -> impl Strategy<Value = serde_json::Value> {
-    use serde_json::{json, Value};
-    let key = prop::sample::select(
-        &[
-            "model",
-            "messages",
-            "role",
-            "content",
-            "type",
-            "text",
-            "image_url",
-            "url",
-            "tools",
-            "tool_calls",
-            "tool_call_id",
-            "function",
-            "name",
-            "arguments",
-            "parameters",
-            "tool_choice",
-            "response_format",
-            "json_schema",
-            "schema",
-            "stream",
-            "stream_options",
-            "include_usage",
-            "stop",
-            "max_tokens",
-            "temperature",
-            "n",
-            "input",
-            "encoding_format",
-            "dimensions",
-            "user",
-        ][..],
-    )
-    .prop_map(str::to_string);
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| json!(f)),
-        "\\PC{0,12}".prop_map(Value::String),
-        prop::sample::select(
-            &[
-                "user",
-                "assistant",
-                "system",
-                "tool",
-                "developer",
-                "text",
-                "image_url",
-                "function",
-                "auto",
-                "none",
-                "required",
-                "json_object",
-                "json_schema",
-                "base64",
-                "float",
-                "data:image/png;base64,AAAA",
-                "https://example.com/a.png",
-            ][..]
-        )
-        .prop_map(|s| Value::String(s.to_string())),
-    ];
-    leaf.prop_recursive(6, 64, 6, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((key.clone(), inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
-}
-
-/// A top-level object with the request fields set to arbitrary values.
-fn request_body() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(
-        (
-            prop::sample::select(
-                &[
-                    "model",
-                    "messages",
-                    "stream",
-                    "stream_options",
-                    "tools",
-                    "tool_choice",
-                    "response_format",
-                    "stop",
-                    "max_tokens",
-                    "n",
-                    "input",
-                    "encoding_format",
-                    "dimensions",
-                ][..],
-            ),
-            json_value(),
-        ),
-        0..8,
-    )
-    .prop_map(|fields| {
-        let map: serde_json::Map<String, serde_json::Value> = fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        serde_json::to_vec(&map).unwrap()
-    })
-}
-
-/// Runs every parser over a body; none may panic, and a parsed body rewrites to valid JSON.
-fn exercise_request(bytes: &[u8]) {
-    let Ok(body) = RequestBody::parse(bytes) else {
-        return;
-    };
-    let _ = body.include_usage();
-    let _ = body.bool_field("stream");
-    let _ = body.required_str("model");
-    if let Ok(chat) = ChatRequest::from_body(&body) {
-        let _ = chat.max_output_tokens();
-        for m in &chat.messages {
-            if let Some(c) = &m.content {
-                let _ = c.joined_text();
-            }
-        }
-    }
-    if let Ok(e) = EmbeddingsRequest::from_body(&body) {
-        let _ = e.input.texts("fuzz");
-    }
-    let mut out = Vec::new();
-    body.write_with(&[("model", "\"m\"")], &["stream"], &mut out);
-    let rewritten = RequestBody::parse(&out).expect("a rewritten body parses again");
-    assert_eq!(rewritten.get("model").map(|v| v.get()), Some("\"m\""));
-    assert!(rewritten.fields().all(|(k, _)| k != "stream"));
-}
-
-proptest! {
-    #![proptest_config(cases(256))]
-
-    #[test]
-    fn request_parsers_never_panic_on_arbitrary_bytes(
-        bytes in token_soup(&[b"{", b"}", b"[", b"]", b"\"", b":", b",", b"\"model\"", b"\"messages\"", b"null", b"1e999", b"\\u0000", b"\\ud800"], 48),
-    ) {
-        exercise_request(&bytes);
-    }
-
-    #[test]
-    fn request_parsers_never_panic_on_arbitrary_json(bytes in request_body()) {
-        exercise_request(&bytes);
     }
 }

@@ -1,11 +1,14 @@
-//! Property-based fuzzing of every provider's stream translator through its public behaviour:
-//! upstream bytes in (`feed`, any split), OpenAI SSE bytes out, then `finish`.
+//! Property-based fuzzing of translation, through public behaviour only: every provider's
+//! stream translator (upstream bytes in with `feed`, any split, OpenAI SSE bytes out, then
+//! `finish`), its request building and whole-response parsing, and the client request parser.
 //!
 //! For each provider (OpenAI-compatible pass-through, Anthropic, Gemini, Cohere, Ollama,
 //! Bedrock): a generated valid stream gives the client exactly the text and tool calls it
 //! carried, under any split; a corrupted or arbitrary stream never panics, gives the same output
 //! and verdict under any split, and never balloons the output; an event past
-//! `max_stream_event_bytes` fails the stream instead of being buffered.
+//! `max_stream_event_bytes` fails the stream instead of being buffered. Requests: arbitrary
+//! bytes and JSON never panic the body parser or its typed views; any chat request is built into
+//! a JSON body or refused with a 4xx; arbitrary response bodies never panic a parser.
 //! CI runs a bounded number of cases; a long campaign sets `PROPTEST_CASES` (README).
 
 use bytes::BytesMut;
@@ -15,6 +18,8 @@ use serde_json::{json, Value};
 use std::sync::{Arc, OnceLock};
 use switchboard::codec::eventstream::{encode_message, HeaderValue};
 use switchboard::codec::limits;
+use switchboard::openai::request::EmbeddingsRequest;
+use switchboard::openai::{ChatRequest, RequestBody};
 use switchboard::providers::{
     build_provider, BuildContext, Operation, Provider, RequestContext, StreamTranslator,
 };
@@ -616,5 +621,356 @@ fn endless_tool_calls_are_refused_where_they_are_remembered() {
         let got = run(kind, &wire(kind, at_cap), &[]);
         assert_eq!(got.error, None, "{kind:?}");
         assert_eq!(client_view(&got.out).1.len(), at_cap.len());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies
+
+/// Arbitrary JSON, biased towards the shapes of chat and embeddings requests.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::{json, Value};
+    let key = prop::sample::select(
+        &[
+            "model",
+            "messages",
+            "role",
+            "content",
+            "type",
+            "text",
+            "image_url",
+            "url",
+            "tools",
+            "tool_calls",
+            "tool_call_id",
+            "function",
+            "name",
+            "arguments",
+            "parameters",
+            "tool_choice",
+            "response_format",
+            "json_schema",
+            "schema",
+            "stream",
+            "stream_options",
+            "include_usage",
+            "stop",
+            "max_tokens",
+            "temperature",
+            "n",
+            "input",
+            "encoding_format",
+            "dimensions",
+            "user",
+            // Response shapes, for the whole-response parsers.
+            "choices",
+            "candidates",
+            "parts",
+            "message",
+            "usage",
+            "finishReason",
+            "stop_reason",
+            "tool_use",
+            "output",
+            "functionCall",
+            "args",
+            "done",
+            "id",
+        ][..],
+    )
+    .prop_map(str::to_string);
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+        "\\PC{0,12}".prop_map(Value::String),
+        prop::sample::select(
+            &[
+                "user",
+                "assistant",
+                "system",
+                "tool",
+                "developer",
+                "text",
+                "image_url",
+                "function",
+                "auto",
+                "none",
+                "required",
+                "json_object",
+                "json_schema",
+                "base64",
+                "float",
+                "data:image/png;base64,AAAA",
+                "https://example.com/a.png",
+            ][..]
+        )
+        .prop_map(|s| Value::String(s.to_string())),
+    ];
+    leaf.prop_recursive(6, 64, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((key.clone(), inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+/// A top-level object with the request fields set to arbitrary values.
+fn request_body() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(
+                &[
+                    "model",
+                    "messages",
+                    "stream",
+                    "stream_options",
+                    "tools",
+                    "tool_choice",
+                    "response_format",
+                    "stop",
+                    "max_tokens",
+                    "n",
+                    "input",
+                    "encoding_format",
+                    "dimensions",
+                ][..],
+            ),
+            json_value(),
+        ),
+        0..8,
+    )
+    .prop_map(|fields| {
+        let map: serde_json::Map<String, serde_json::Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        serde_json::to_vec(&map).unwrap()
+    })
+}
+
+/// Runs every parser over a body; none may panic, and a parsed body rewrites to valid JSON.
+fn exercise_request(bytes: &[u8]) {
+    let Ok(body) = RequestBody::parse(bytes) else {
+        return;
+    };
+    let _ = body.include_usage();
+    let _ = body.bool_field("stream");
+    let _ = body.required_str("model");
+    if let Ok(chat) = ChatRequest::from_body(&body) {
+        let _ = chat.max_output_tokens();
+        for m in &chat.messages {
+            if let Some(c) = &m.content {
+                let _ = c.joined_text();
+            }
+        }
+    }
+    if let Ok(e) = EmbeddingsRequest::from_body(&body) {
+        let _ = e.input.texts("fuzz");
+    }
+    let mut out = Vec::new();
+    body.write_with(&[("model", "\"m\"")], &["stream"], &mut out);
+    let rewritten = RequestBody::parse(&out).expect("a rewritten body parses again");
+    assert_eq!(rewritten.get("model").map(|v| v.get()), Some("\"m\""));
+    assert!(rewritten.fields().all(|(k, _)| k != "stream"));
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn request_parsers_never_panic_on_arbitrary_bytes(
+        bytes in json_soup(),
+    ) {
+        exercise_request(&bytes);
+    }
+
+    #[test]
+    fn request_parsers_never_panic_on_arbitrary_json(bytes in request_body()) {
+        exercise_request(&bytes);
+    }
+}
+
+/// Bytes made mostly of JSON tokens, so random input gets past the first byte.
+fn json_soup() -> impl Strategy<Value = Vec<u8>> {
+    const TOKENS: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ":",
+        ",",
+        "\"model\"",
+        "\"messages\"",
+        "\"role\"",
+        "\"content\"",
+        "null",
+        "true",
+        "1",
+        "-0.5",
+        "1e999",
+        "\\u0000",
+        "\\ud800",
+        " ",
+    ];
+    let token = prop_oneof![
+        4 => prop::sample::select(TOKENS).prop_map(|t| t.as_bytes().to_vec()),
+        1 => prop::collection::vec(any::<u8>(), 0..8),
+    ];
+    prop::collection::vec(token, 0..48).prop_map(|ts| ts.concat())
+}
+
+/// A chat request shaped enough to get past the typed parser, with arbitrary values inside.
+fn chat_body() -> impl Strategy<Value = Vec<u8>> {
+    let part = prop_oneof![
+        4 => "\\PC{0,16}".prop_map(|t| json!({"type": "text", "text": t})),
+        2 => prop::sample::select(&[
+            "data:image/png;base64,iVBORw0KGgo=",
+            "data:image/jpeg;base64,",
+            "data:;base64,@@",
+            "https://example.com/a.png",
+            "",
+        ][..])
+        .prop_map(|u| json!({"type": "image_url", "image_url": {"url": u}})),
+        1 => json_value(),
+    ];
+    let content = prop_oneof![
+        3 => "\\PC{0,24}".prop_map(Value::String),
+        2 => prop::collection::vec(part, 0..3).prop_map(Value::Array),
+        1 => Just(Value::Null),
+    ];
+    let call = ("fn_[a-z]{0,6}", "\\PC{0,16}", any::<bool>()).prop_map(|(n, a, object)| {
+        // Arguments as OpenAI sends them (JSON text), or as arbitrary text.
+        let a = if object {
+            json!({ "q": a }).to_string()
+        } else {
+            a
+        };
+        json!({"id": "call_1", "type": "function", "function": {"name": n, "arguments": a}})
+    });
+    let role = prop_oneof![
+        8 => prop::sample::select(&["system", "user", "assistant", "tool", "developer"][..]),
+        1 => Just("x"),
+    ];
+    let message = (
+        role,
+        content,
+        prop::option::weighted(0.3, prop::collection::vec(call, 0..3)),
+        prop::option::weighted(0.3, prop::sample::select(&["call_1", "", "other"][..])),
+    )
+        .prop_map(|(role, content, calls, tool_call_id)| {
+            let mut m = json!({"role": role, "content": content});
+            if let Some(c) = calls {
+                m["tool_calls"] = Value::Array(c);
+            }
+            if let Some(id) = tool_call_id {
+                m["tool_call_id"] = json!(id);
+            }
+            m
+        });
+    let tool = ("fn_[a-z]{0,6}", json_value()).prop_map(
+        |(n, params)| json!({"type": "function", "function": {"name": n, "parameters": params}}),
+    );
+    let tool_choice = prop_oneof![
+        3 => prop::sample::select(&["auto", "none", "required"][..]).prop_map(|c| json!(c)),
+        2 => "fn_[a-z]{0,6}".prop_map(|n| json!({"type": "function", "function": {"name": n}})),
+        1 => json_value(),
+    ];
+    let response_format = prop_oneof![
+        2 => prop::sample::select(&["text", "json_object"][..]).prop_map(|t| json!({"type": t})),
+        2 => json_value().prop_map(|schema| json!({"type": "json_schema",
+            "json_schema": {"name": "out", "schema": schema, "strict": true}})),
+        1 => json_value(),
+    ];
+    let stop = prop_oneof![
+        "\\PC{0,6}".prop_map(Value::String),
+        prop::collection::vec("\\PC{0,6}", 0..5).prop_map(|v| json!(v)),
+    ];
+    (
+        prop::collection::vec(message, 1..5),
+        prop::option::weighted(0.4, prop::collection::vec(tool, 0..3)),
+        prop::option::weighted(0.3, tool_choice),
+        prop::option::weighted(0.3, response_format),
+        any::<bool>(),
+        prop::option::weighted(0.2, stop),
+    )
+        .prop_map(
+            |(messages, tools, tool_choice, response_format, stream, stop)| {
+                let mut body = json!({"model": "m", "messages": messages, "stream": stream});
+                for (k, v) in [
+                    ("tools", tools.map(Value::Array)),
+                    ("tool_choice", tool_choice),
+                    ("response_format", response_format),
+                    ("stop", stop),
+                ] {
+                    if let Some(v) = v {
+                        body[k] = v;
+                    }
+                }
+                serde_json::to_vec(&body).unwrap()
+            },
+        )
+}
+
+fn request_context(stream: bool) -> RequestContext<'static> {
+    RequestContext {
+        op: Operation::Chat,
+        stream,
+        include_usage: stream,
+        response_id: "chatcmpl-fuzz",
+        created: 1,
+        drop_params: true,
+        embeddings_base64: false,
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(128))]
+
+    /// Every provider turns any chat request into its native request without panicking: a
+    /// request it builds carries a JSON body that parses, a request it refuses gets a 4xx.
+    #[test]
+    fn request_translation_never_panics(kind in kind(), body in chat_body()) {
+        static CLIENT: OnceLock<UpstreamClient> = OnceLock::new();
+        let client = CLIENT.get_or_init(|| UpstreamClient::new(1));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let index = KINDS.iter().position(|k| *k == kind).unwrap();
+        let parsed = RequestBody::parse(&body).expect("the generator writes JSON objects");
+        let stream = parsed.bool_field("stream").unwrap_or(false);
+        let built = runtime.block_on(providers()[index].build_request(
+            &parsed,
+            &request_context(stream),
+            client,
+        ));
+        match built {
+            // The request is the client's: anything wrong with it is a 4xx that says so.
+            Err(e) => prop_assert!(
+                (400..500).contains(&e.status) && !e.message.is_empty(),
+                "{kind:?} answered a client request with {}: {}",
+                e.status,
+                e.message
+            ),
+            Ok(request) => prop_assert!(
+                serde_json::from_slice::<serde::de::IgnoredAny>(&request.body).is_ok(),
+                "{kind:?} built a body that is not JSON: {}",
+                String::from_utf8_lossy(&request.body)
+            ),
+        }
+    }
+
+    /// Every provider's whole-response parser survives arbitrary JSON and arbitrary bytes.
+    #[test]
+    fn response_parsing_never_panics(
+        kind in kind(),
+        body in prop_oneof![
+            json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+            json_soup(),
+        ],
+    ) {
+        let index = KINDS.iter().position(|k| *k == kind).unwrap();
+        let _ = providers()[index].parse_response(&body, &request_context(false));
     }
 }

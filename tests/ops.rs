@@ -400,7 +400,8 @@ async fn sigterm_drains_an_in_flight_stream_then_exits() {
         "the listener closed before the grace period ended"
     );
     let status = gw
-        .wait_exit(Duration::from_secs(10))
+        .exited(Duration::from_secs(10))
+        .await
         .expect("exits after draining");
     assert!(status.success(), "{status}");
     // Grace (2 s) plus the drain timeout (10 s) would be 12 s.
@@ -433,7 +434,8 @@ async fn zero_downtime_upgrade_under_load() {
     assert!(new.running(), "upgraded process died: {}", new.stderr());
     old.signal("QUIT");
     let status = old
-        .wait_exit(Duration::from_secs(12))
+        .exited(Duration::from_secs(12))
+        .await
         .expect("old process exits after handing over");
     assert!(status.success(), "{status}");
     // With the old process gone, the new one serves the load.
@@ -457,7 +459,7 @@ async fn zero_downtime_upgrade_under_load() {
         new.access_log().len()
     );
     new.signal("TERM");
-    assert!(new.wait_exit(Duration::from_secs(5)).unwrap().success());
+    assert!(new.exited(Duration::from_secs(5)).await.unwrap().success());
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -657,7 +659,8 @@ async fn sigusr2_self_upgrade_under_load() {
     loader.progress(10).await;
     old.signal("USR2");
     let status = old
-        .wait_exit(Duration::from_secs(12))
+        .exited(Duration::from_secs(12))
+        .await
         .expect("old process exits after handing over");
     assert!(status.success(), "{status}");
     let stderr = old.stderr();
@@ -730,7 +733,7 @@ async fn tells_systemd_ready_reloading_watchdog_stopping() {
     assert!(ready.contains("config generation 2"), "{ready}");
     gw.signal("TERM");
     next_notification(&sock, &mut seen, "STOPPING=1").await;
-    assert!(gw.wait_exit(Duration::from_secs(5)).unwrap().success());
+    assert!(gw.exited(Duration::from_secs(5)).await.unwrap().success());
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -49,11 +49,14 @@ impl EndlessUpstream {
                     let mut result = sock.write_all(head.as_bytes()).await;
                     let mut piece = prefix;
                     while result.is_ok() && sent.load(Ordering::Relaxed) < MOCK_GIVES_UP_AFTER {
-                        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
-                        chunk.extend_from_slice(&piece);
-                        chunk.extend_from_slice(b"\r\n");
-                        result = sock.write_all(&chunk).await;
-                        sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                        // An empty chunk would end the body.
+                        if !piece.is_empty() {
+                            let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+                            chunk.extend_from_slice(&piece);
+                            chunk.extend_from_slice(b"\r\n");
+                            result = sock.write_all(&chunk).await;
+                            sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                        }
                         piece = filler.clone();
                     }
                     if result.is_err() {
@@ -122,7 +125,10 @@ async fn read_request(sock: &mut tokio::net::TcpStream) {
 }
 
 fn config(model: &str, base: &str) -> String {
-    let dir = temp_dir();
+    config_with_bound(model, base, BOUND, &temp_dir())
+}
+
+fn config_with_bound(model: &str, base: &str, bound: usize, dir: &std::path::Path) -> String {
     format!(
         r#"
 model_list:
@@ -140,7 +146,7 @@ switchboard:
   graceful_shutdown_timeout_seconds: 5
   pid_file: {d}/sb.pid
   upgrade_sock: {d}/sb.sock
-  max_stream_event_bytes: {BOUND}
+  max_stream_event_bytes: {bound}
 "#,
         d = dir.display()
     )
@@ -266,4 +272,40 @@ async fn endless_ndjson_line_mid_stream_ends_with_an_error_event() {
     let gw = Gateway::start(&config("ollama_chat/llama3.1", &upstream.base()));
     expect_error_event(&gw, &upstream, "Hi").await;
     assert!(too_large_count(&gw, "ndjson").await >= 1);
+}
+
+#[tokio::test]
+async fn a_reload_changes_the_bound_for_new_streams() {
+    let upstream =
+        EndlessUpstream::start("application/x-ndjson", Vec::new(), vec![b'x'; 4096]).await;
+    let dir = temp_dir();
+    let model = "ollama_chat/llama3.1";
+    let gw = Gateway::start(&config_with_bound(model, &upstream.base(), BOUND, &dir));
+    let message = |r: Response| {
+        r.expect_error(502)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = message(gw.post("/v1/chat/completions", &chat()).await);
+    assert!(before.contains("256 KiB"), "{before}");
+
+    std::fs::write(
+        &gw.config_path,
+        config_with_bound(model, &upstream.base(), 64 * 1024, &dir),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw
+        .get("/metrics", &[])
+        .await
+        .text()
+        .contains("\nswitchboard_config_generation 2")
+    {
+        assert!(Instant::now() < deadline, "the reload did not happen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = message(gw.post("/v1/chat/completions", &chat()).await);
+    assert!(after.contains("64 KiB"), "{after}");
 }

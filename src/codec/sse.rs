@@ -83,12 +83,12 @@ impl SseDecoder {
     where
         E: From<SseError>,
     {
-        if self.skip_lf {
+        // Only the very next byte may be the LF of a CRLF split across chunks; an empty chunk
+        // leaves the question open.
+        if self.skip_lf && !input.is_empty() {
+            self.skip_lf = false;
             if let Some(rest) = input.strip_prefix(b"\n") {
                 input = rest;
-            }
-            if !input.is_empty() {
-                self.skip_lf = false;
             }
         }
         while let Some(pos) = input.iter().position(|&b| b == b'\n' || b == b'\r') {
@@ -252,6 +252,24 @@ mod tests {
         // One byte at a time.
         let all: Vec<usize> = (1..input.len()).collect();
         assert_eq!(decode_split(input, &all), expected);
+    }
+
+    #[test]
+    fn a_crlf_split_before_its_lf_does_not_swallow_the_next_lf() {
+        // Found by tests/fuzz_decoders.rs: CR | LF | LF in separate chunks. The first LF ends
+        // the CRLF; the second is a blank line that must dispatch the event. The decoder used
+        // to keep waiting for the CRLF's LF after consuming it, and swallowed the blank line,
+        // merging two events into one.
+        let input = b"data: a\r\n\ndata: b\r\n\n";
+        let expected = vec![(String::new(), "a".into()), (String::new(), "b".into())];
+        let all: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(decode_split(input, &all), expected);
+        assert_eq!(decode_split(input, &[8, 9]), expected);
+        assert_eq!(
+            decode_split(input, &[8, 8, 9]),
+            expected,
+            "an empty chunk in between"
+        );
     }
 
     fn feed_all(d: &mut SseDecoder, input: &[u8], chunk: usize) -> Result<usize, GatewayError> {

@@ -27,7 +27,7 @@ use super::sink::ResponseSink;
 use super::{respond, unix_now, App, RequestLog};
 use crate::app::Live;
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::openai::request::EmbeddingsRequest;
+use crate::openai::request::{check_model_name, EmbeddingsRequest};
 use crate::openai::RequestBody;
 use crate::providers::mock::MockResponder;
 use crate::providers::{Operation, RequestContext, StreamTranslator};
@@ -122,6 +122,7 @@ pub async fn handle(
     let snapshot = &live.routing;
     let parsed = RequestBody::parse(&body)?;
     let model = parsed.required_str("model")?;
+    check_model_name(&model, || snapshot.group(&model).is_some())?;
     ctx.model = Some(model.to_string());
     match op {
         Operation::Chat if !parsed.has("messages") => {
@@ -416,6 +417,9 @@ async fn attempt(
     let ready = match ready {
         Ok(r) => r,
         Err(e) => {
+            // Upstream text may quote the credential it was sent: redacted before it is logged
+            // or can reach the client.
+            let e = call.snapshot.secrets.redact_error(e);
             attempt_failed(call, admission, &e);
             return AttemptOutcome::Failed(e);
         }
@@ -456,6 +460,7 @@ async fn attempt(
                 first,
                 ended,
                 &deployment,
+                &call.snapshot.secrets,
                 deadline,
                 sink,
                 ctx,
@@ -631,6 +636,7 @@ async fn stream_to_client(
     mut out: BytesMut,
     mut ended: bool,
     deployment: &Deployment,
+    secrets: &crate::redact::Secrets,
     deadline: Instant,
     sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
@@ -694,6 +700,7 @@ async fn stream_to_client(
             Ok(ended) => ended,
             Err(e) => {
                 // Mid-stream failure: end the stream with an OpenAI error event.
+                let e = secrets.redact_error(e);
                 ctx.error = Some(e.message.clone());
                 out.extend_from_slice(&e.sse_event());
                 out.extend_from_slice(b"data: [DONE]\n\n");

@@ -160,6 +160,9 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
             "a bedrock model needs a model id after the prefix, e.g. bedrock/anthropic.claude-3-haiku-20240307-v1:0",
         ));
     }
+    // The id is one path segment below (`uri_encode` turns `/` into `%2F`), but no encoding
+    // makes `..` safe.
+    super::url::check_segment(&model_id).map_err(|e| ConfigError::new(key("model"), e))?;
     let region = extra("aws_region_name")
         .or_else(|| extra("region_name"))
         .map(str::to_string)

@@ -103,11 +103,14 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
                 )
             })?;
             key.set_sensitive(true);
+            let mut model_path = format!("{base_path}/models/");
+            super::url::push_segment(&mut model_path, &model)
+                .map_err(|e| ConfigError::new(path("model"), e))?;
             Gemini {
                 name: "gemini",
                 vertex: false,
                 origin: origin.to_string(),
-                model_path: format!("{base_path}/models/{model}"),
+                model_path,
                 resource_name: format!("models/{model}"),
                 model,
                 auth: Auth::ApiKey(key),
@@ -197,7 +200,10 @@ pub(crate) fn vertex_target(
         )
     })?;
     let model_path = if base_path.is_empty() {
-        format!("/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}")
+        let mut p =
+            format!("/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/");
+        super::url::push_segment(&mut p, model).map_err(|e| ConfigError::new(path("model"), e))?;
+        p
     } else {
         base_path.to_string()
     };

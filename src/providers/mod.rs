@@ -17,6 +17,7 @@ pub mod mock;
 pub mod ollama;
 pub mod openai_compat;
 pub mod sigv4;
+pub mod url;
 pub mod vertex;
 pub mod voyage;
 

@@ -148,7 +148,7 @@ pub struct OpenAiCompat {
     model_json: String,
     auth: Option<(HeaderName, String)>,
     organization: Option<String>,
-    /// Azure: `(deployment, api-version)`.
+    /// Azure: `(deployment, api-version)`, the deployment already percent-encoded.
     azure: Option<(String, String)>,
 }
 
@@ -212,15 +212,20 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
             )
         })?;
     }
-    let azure = (flavor.name == "azure").then(|| {
+    let azure = if flavor.name == "azure" {
         let version = dep
             .params
             .api_version
             .clone()
             .or_else(|| std::env::var("AZURE_API_VERSION").ok())
             .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_string());
-        (dep.model.clone(), version)
-    });
+        // The deployment is a path segment (a wildcard group's is the client's text).
+        let deployment =
+            super::url::segment(&dep.model).map_err(|e| ConfigError::new(path("model"), e))?;
+        Some((deployment, version))
+    } else {
+        None
+    };
     let mut model_json = Vec::new();
     write_json_string(&mut model_json, &dep.model);
     Ok(Some(Arc::new(OpenAiCompat {

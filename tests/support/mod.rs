@@ -423,7 +423,24 @@ impl Gateway {
         assert!(ok, "kill -{sig} failed");
     }
 
-    /// Waits for the process to exit; returns whether it did within `timeout`.
+    /// Waits for the process to exit without blocking the test's runtime (mock upstreams and
+    /// client tasks keep running meanwhile); returns its status if it exited within `timeout`.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(
+            || {
+                status = self.child.try_wait().unwrap();
+                status.is_some()
+            },
+            timeout,
+        )
+        .await;
+        status
+    }
+
+    /// Waits for the process to exit; returns whether it did within `timeout`. This blocks the
+    /// thread: in an async test, where a mock upstream or client task on the same runtime may
+    /// have to make progress for the process to finish, use [`Gateway::exited`].
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
