@@ -9,6 +9,7 @@
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings;
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
+//! - [`edge`]: bounds on client connections (count, request head, stalled writes).
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod gateway;

@@ -47,6 +47,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for SettledShutdown
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        crate::edge::head_begins(&session);
         self.0.process_new_http(session, shutdown).await
     }
 

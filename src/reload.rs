@@ -130,6 +130,19 @@ fn warn_unreloadable(old: &Config, new: &Config) {
             "upstream_keepalive_pool_size",
             a.upstream_keepalive_pool_size != b.upstream_keepalive_pool_size,
         ),
+        ("max_connections", a.max_connections != b.max_connections),
+        (
+            "request_header_timeout_seconds",
+            a.request_header_timeout != b.request_header_timeout,
+        ),
+        (
+            "max_request_header_kb",
+            a.max_request_header != b.max_request_header,
+        ),
+        (
+            "client_write_timeout_seconds",
+            a.client_write_timeout != b.client_write_timeout,
+        ),
     ]
     .into_iter()
     .filter_map(|(k, c)| c.then_some(k))

@@ -5,6 +5,7 @@
 
 use crate::app::App;
 use crate::config::Config;
+use crate::edge::{Edge, EdgeLimits};
 use crate::gateway::Gateway;
 use crate::lifecycle::{LifecycleService, SettledShutdown, Signals};
 use crate::reload::ReloadService;
@@ -94,7 +95,8 @@ pub fn build(
     let notifier = Arc::new(Notifier::from_env());
 
     let proxy = pingora_proxy::http_proxy(&server.configuration, Gateway { app: app.clone() });
-    let mut service = Service::new("switchboard".to_string(), SettledShutdown(Arc::new(proxy)));
+    let edge = Edge::new(SettledShutdown(Arc::new(proxy)), EdgeLimits::new(&s));
+    let mut service = Service::new("switchboard".to_string(), edge);
     let listen = if s.host.contains(':') && !s.host.starts_with('[') {
         format!("[{}]:{}", s.host, s.port)
     } else {

@@ -211,6 +211,26 @@ fn read_server(
             )
         })?;
     }
+    if let Some(v) = seconds(s, "client_write_timeout_seconds")? {
+        out.client_write_timeout = v;
+    }
+    if let Some(v) = seconds(s, "request_body_timeout_seconds")? {
+        out.request_body_timeout = v;
+    }
+    if let Some(v) = seconds(s, "request_header_timeout_seconds")? {
+        out.request_header_timeout = v;
+    }
+    if let Some(kb) = s.f64_in("max_request_header_kb", 1.0, 1024.0)? {
+        out.max_request_header = (kb * 1024.0) as usize;
+    }
+    if let Some(n) = s.u64("max_connections")? {
+        out.max_connections = usize::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+            ConfigError::new(
+                s.key_path("max_connections"),
+                format!("{n} is out of range (at least 1)"),
+            )
+        })?;
+    }
     if let Some(v) = s.u64("max_stream_event_bytes")? {
         let (min, max) = crate::codec::limits::MAX_STREAM_EVENT_BYTES_RANGE;
         out.max_stream_event_bytes = usize::try_from(v)
@@ -817,6 +837,40 @@ router_settings: {timeout: 12}
             .warnings
             .iter()
             .any(|w| w.starts_with("litellm_settings.callbacks")));
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        let c = parse("switchboard: {client_write_timeout_seconds: 5, request_body_timeout_seconds: 7.5, request_header_timeout_seconds: 2, max_request_header_kb: 16, max_connections: 300}\n").unwrap();
+        assert_eq!(c.server.client_write_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.request_body_timeout, Duration::from_millis(7500));
+        assert_eq!(c.server.request_header_timeout, Duration::from_secs(2));
+        assert_eq!(c.server.max_request_header, 16 * 1024);
+        assert_eq!(c.server.max_connections, 300);
+        for (yaml, path) in [
+            (
+                "switchboard: {client_write_timeout_seconds: 0}\n",
+                "switchboard.client_write_timeout_seconds",
+            ),
+            (
+                "switchboard: {request_body_timeout_seconds: -1}\n",
+                "switchboard.request_body_timeout_seconds",
+            ),
+            (
+                "switchboard: {request_header_timeout_seconds: x}\n",
+                "switchboard.request_header_timeout_seconds",
+            ),
+            (
+                "switchboard: {max_request_header_kb: 4096}\n",
+                "switchboard.max_request_header_kb",
+            ),
+            (
+                "switchboard: {max_connections: 0}\n",
+                "switchboard.max_connections",
+            ),
+        ] {
+            assert_eq!(parse(yaml).unwrap_err().path, path, "{yaml}");
+        }
     }
 
     #[test]

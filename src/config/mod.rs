@@ -95,6 +95,18 @@ pub struct ServerSettings {
     pub connect_timeout: Duration,
     pub json_logs: bool,
     pub log_level: log::LevelFilter,
+    /// `client_write_timeout_seconds`: a client that accepts no response bytes for this long
+    /// is dropped (with its upstream request and its slot).
+    pub client_write_timeout: Duration,
+    /// `request_body_timeout_seconds`: the whole request body must arrive within this.
+    pub request_body_timeout: Duration,
+    /// `request_header_timeout_seconds`: the request head must arrive within this, counted
+    /// from accept (or from its first byte on a kept-alive connection).
+    pub request_header_timeout: Duration,
+    /// `max_request_header_kb`, in bytes: the largest request head (request line and headers).
+    pub max_request_header: usize,
+    /// `max_connections`: client connections open at once; past it new ones get a 503.
+    pub max_connections: usize,
     /// Largest upstream stream event (SSE event, NDJSON line, eventstream message) held before
     /// the stream is cut with a 502 or an error event.
     pub max_stream_event_bytes: usize,
@@ -118,6 +130,11 @@ impl Default for ServerSettings {
             connect_timeout: Duration::from_secs(10),
             json_logs: true,
             log_level: log::LevelFilter::Info,
+            client_write_timeout: Duration::from_secs(30),
+            request_body_timeout: Duration::from_secs(120),
+            request_header_timeout: Duration::from_secs(10),
+            max_request_header: 64 * 1024,
+            max_connections: 10_000,
             max_stream_event_bytes: crate::codec::limits::DEFAULT_MAX_STREAM_EVENT_BYTES,
         }
     }

@@ -541,7 +541,12 @@ async fn until_ready<'a>(
     }
     let client = &call.app.client;
     let mut provider_call = crate::providers::Call::start(provider.as_ref(), cx);
-    let request = provider_call.build_request(call.parsed, cx, client).await?;
+    // Building may call upstreams itself (Bedrock Titan embeddings): under the deadline too.
+    let request = within(
+        deadline,
+        provider_call.build_request(call.parsed, cx, client),
+    )
+    .await?;
     // Until the first byte: `stream_timeout` for streams, the attempt's deadline otherwise.
     let left = deadline.saturating_duration_since(Instant::now());
     let first_byte = if call.stream {
@@ -773,9 +778,15 @@ async fn answer_mock(
     Ok(())
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes (413) before reading it when
-/// Content-Length says so, and as soon as the count passes the limit otherwise.
-pub async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> {
+/// Reads the whole request body within `timeout` (408 after it), refusing more than `limit`
+/// bytes (413) before reading it when Content-Length says so, and as soon as the count passes
+/// the limit otherwise. The buffer grows with the bytes that arrive, never with what a
+/// Content-Length merely declares.
+pub async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    timeout: Duration,
+) -> GatewayResult<Bytes> {
     let too_large = || {
         GatewayError::new(
             ErrorKind::PayloadTooLarge,
@@ -799,12 +810,9 @@ pub async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Byt
     }
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
-    if let Some(n) = declared {
-        buf.reserve(n);
-    }
-    let read_timeout = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let chunk = match tokio::time::timeout(read_timeout, session.read_request_body()).await {
+        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 session.set_keepalive(None);
@@ -817,7 +825,10 @@ pub async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Byt
                 session.set_keepalive(None);
                 return Err(GatewayError::new(
                     ErrorKind::RequestTimeout,
-                    "Timed out reading the request body.",
+                    format!(
+                        "The request body did not arrive within {:.1}s (switchboard.request_body_timeout_seconds).",
+                        timeout.as_secs_f64()
+                    ),
                 )
                 .with_status(408));
             }

@@ -78,6 +78,11 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestLog,
     ) -> pingora_core::Result<bool> {
+        crate::edge::head_done(session);
+        // A request sent before the previous answer is read (HTTP/1.1 pipelining) is answered
+        // after it, in order; without this Pingora drops it (and, when it arrives while the
+        // first is in flight, leaves the connection open and silent).
+        session.set_pipelining_enabled(true);
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         let _serving = Serving::enter(&self.app.in_flight);
@@ -89,6 +94,10 @@ impl ProxyHttp for Gateway {
         let live = self.app.snapshot.load_full();
         self.serve(&live, session, ctx).await;
         live.stages.settle(ctx);
+        if ctx.client_disconnected {
+            // A write failed or timed out part-way: this connection's framing is lost.
+            session.set_keepalive(None);
+        }
         Ok(true)
     }
 
@@ -201,7 +210,8 @@ impl Gateway {
             Route::Llm(op) => {
                 ctx.route = op.as_str();
                 let limit = snapshot.config.general.max_request_size;
-                let result = match exchange::read_body(sink.session(), limit).await {
+                let timeout = snapshot.config.server.request_body_timeout;
+                let result = match exchange::read_body(sink.session(), limit, timeout).await {
                     Ok(body) => exchange::handle(&self.app, live, &mut sink, ctx, op, body).await,
                     Err(e) => Err(e),
                 };

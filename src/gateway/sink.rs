@@ -12,7 +12,7 @@ use std::future::Future;
 /// Where a response goes. `false` from a write means the client is gone.
 pub trait ResponseSink: Send {
     /// Writes the response head. A head without Content-Length is a stream: the sink frames it
-    /// (chunked on HTTP/1.1).
+    /// (chunked on HTTP/1.1, close-delimited on HTTP/1.0).
     fn head(&mut self, head: ResponseHeader) -> impl Future<Output = bool> + Send;
 
     /// Writes body bytes; `end` closes the response (`bytes` may then be empty).
@@ -44,8 +44,13 @@ impl<'s> SessionSink<'s> {
 impl ResponseSink for SessionSink<'_> {
     async fn head(&mut self, mut head: ResponseHeader) -> bool {
         if !self.session.is_http2() && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
-            // Never close-delimited on HTTP/1.1.
-            let _ = head.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+            if self.session.req_header().version == http::Version::HTTP_10 {
+                // HTTP/1.0 has no chunked encoding: the connection's end is the stream's end.
+                self.session.set_keepalive(None);
+            } else {
+                // Never close-delimited on HTTP/1.1.
+                let _ = head.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+            }
         }
         self.session
             .write_response_header(Box::new(head), false)

@@ -9,12 +9,14 @@
 //! `json_tool_call` (LiteLLM's convention) whose call is returned as the message content. It has
 //! no `seed`, penalties or `n > 1` either; those go through `check_supported` / `drop_params`.
 //!
-//! Titan embedding models take one text per request. For several inputs the extra texts are
-//! embedded first, sequentially, from `build_request` (each bounded by the deployment timeout);
-//! their vectors wait in the request's own call object ([`TitanCall`], from `Provider::start`)
-//! until `parse_response` joins them with the vector of the first text, which the exchange sends
-//! as usual (the client's `encoding_format` arrives in `RequestContext::embeddings_base64`).
-//! They go away with the request, whatever becomes of it.
+//! Titan embedding models take one text per request. For several inputs (at most
+//! `MAX_TITAN_INPUTS`) the extra texts are embedded first from `build_request`,
+//! `TITAN_CONCURRENCY` at a time (under the attempt's deadline, which the exchange puts on
+//! `build_request`, and each bounded by the deployment timeout); their vectors wait in the
+//! request's own call object ([`TitanCall`], from `Provider::start`) until `parse_response` joins
+//! them with the vector of the first text, which the exchange sends as usual (the client's
+//! `encoding_format` arrives in `RequestContext::embeddings_base64`). They go away with the
+//! request, whatever becomes of it.
 
 use super::framed::{EventTranslator, Framed};
 use super::sigv4::{self, Credentials, SignableRequest};
@@ -49,6 +51,10 @@ const NAME: &str = "bedrock";
 const SIGNING_SERVICE: &str = "bedrock";
 /// Largest InvokeModel response read for an extra Titan input.
 const MAX_EMBED_BODY: usize = 64 * 1024 * 1024;
+/// Most texts in one Titan embeddings call (each is an upstream request).
+const MAX_TITAN_INPUTS: usize = 128;
+/// Titan requests of one embeddings call in flight at once.
+const TITAN_CONCURRENCY: usize = 4;
 
 /// Chat parameters the Converse translation handles (others: `drop_params` or a 400).
 const CHAT_SUPPORTED: &[&str] = &[
@@ -441,6 +447,15 @@ impl Bedrock {
                 self.signed(invoke, json, "application/json")?
             }
             EmbedModel::Titan => {
+                if texts.len() > MAX_TITAN_INPUTS {
+                    return Err(GatewayError::invalid_param(
+                        "input",
+                        format!(
+                            "'input' has {} texts; bedrock Titan embedding models take one text per upstream request, and the gateway sends at most {MAX_TITAN_INPUTS} per call. Split the batch.",
+                            texts.len()
+                        ),
+                    ));
+                }
                 if texts.len() > 1 {
                     (pending.vectors, pending.tokens) = self
                         .embed_titan_rest(&texts[1..], req.dimensions, client)
@@ -486,44 +501,58 @@ impl Bedrock {
         Ok(req)
     }
 
-    /// Embeds the 2nd..nth Titan inputs now, one request each, and keeps their vectors for
-    /// `parse_response`.
+    /// Embeds the 2nd..nth Titan inputs now, one request each, `TITAN_CONCURRENCY` at a time
+    /// (vectors in input order), and keeps their vectors for `parse_response`. The first
+    /// failure ends the call; dropping the future (the attempt's deadline, a client hang-up)
+    /// drops the requests in flight.
     async fn embed_titan_rest(
         &self,
         texts: &[&str],
         dimensions: Option<u32>,
         client: &UpstreamClient,
     ) -> GatewayResult<(Vec<Vec<f32>>, u64)> {
-        let mut vectors = Vec::with_capacity(texts.len());
-        let mut tokens = 0;
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
         let path = format!("{}/invoke", self.model_path);
-        for text in texts {
-            let req = self.signed(
-                path.clone(),
-                titan_body(text, dimensions)?,
-                "application/json",
-            )?;
-            let call = async {
-                let mut resp = client.send(&self.endpoint, &req, None).await?;
-                let body = resp.body(MAX_EMBED_BODY).await?;
-                Ok::<_, GatewayError>((resp.status, resp.header, body))
-            };
-            let (status, header, body) =
-                tokio::time::timeout(self.timeout, call)
-                    .await
-                    .map_err(|_| {
-                        GatewayError::timeout(
-                            "bedrock: an embedding request did not finish in time.",
-                        )
-                    })??;
-            if !(200..300).contains(&status) {
-                return Err(map_error(status, &header, &body));
-            }
-            let (v, t) = parse_titan(&body)?;
-            vectors.push(v);
-            tokens += t;
+        let requests = texts
+            .iter()
+            .map(|text| {
+                self.signed(
+                    path.clone(),
+                    titan_body(text, dimensions)?,
+                    "application/json",
+                )
+            })
+            .collect::<GatewayResult<Vec<_>>>()?;
+        let results: Vec<(Vec<f32>, u64)> = stream::iter(requests)
+            .map(|req| self.embed_titan_one(req, client))
+            .buffered(TITAN_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let tokens = results.iter().map(|(_, t)| t).sum();
+        Ok((results.into_iter().map(|(v, _)| v).collect(), tokens))
+    }
+
+    /// One Titan InvokeModel request: its vector and token count.
+    async fn embed_titan_one(
+        &self,
+        req: UpstreamRequest,
+        client: &UpstreamClient,
+    ) -> GatewayResult<(Vec<f32>, u64)> {
+        let call = async {
+            let mut resp = client.send(&self.endpoint, &req, None).await?;
+            let body = resp.body(MAX_EMBED_BODY).await?;
+            Ok::<_, GatewayError>((resp.status, resp.header, body))
+        };
+        let (status, header, body) =
+            tokio::time::timeout(self.timeout, call)
+                .await
+                .map_err(|_| {
+                    GatewayError::timeout("bedrock: an embedding request did not finish in time.")
+                })??;
+        if !(200..300).contains(&status) {
+            return Err(map_error(status, &header, &body));
         }
-        Ok((vectors, tokens))
+        parse_titan(&body)
     }
 
     fn parse_embeddings(
