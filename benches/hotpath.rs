@@ -123,6 +123,7 @@ fn openai_deployment() -> DeploymentConfig {
 fn context(stream: bool) -> RequestContext<'static> {
     RequestContext {
         op: Operation::Chat,
+        model: "gpt-4o-2024-08-06",
         stream,
         include_usage: false,
         response_id: "chatcmpl-bench0000000000000000",

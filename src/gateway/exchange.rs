@@ -344,6 +344,7 @@ async fn attempt(
     let deployment = admission.deployment.clone();
     let cx = RequestContext {
         op: call.op,
+        model: &deployment.config.model,
         stream: call.stream,
         include_usage: call.include_usage,
         response_id: call.response_id,

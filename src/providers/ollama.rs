@@ -68,6 +68,8 @@ const EMBED_SUPPORTED: &[&str] = &["model", "input", "encoding_format", "dimensi
 pub struct Ollama {
     origin: String,
     base_path: String,
+    /// The configured model, for error hints only (requests use [`RequestContext::model`]; a
+    /// wildcard deployment's is its pattern).
     model: String,
     auth: Option<String>,
 }
@@ -161,7 +163,7 @@ impl Provider for Ollama {
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
         Box::new(Framed::<NdjsonDecoder, _>::new(OllamaStream {
-            writer: ChunkWriter::new(cx.response_id, cx.created, &self.model, cx.include_usage),
+            writer: ChunkWriter::new(cx.response_id, cx.created, cx.model, cx.include_usage),
             response_id: cx.response_id.to_string(),
             tool_calls: 0,
             done: false,
@@ -170,7 +172,14 @@ impl Provider for Ollama {
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
         let mut err = default_map_error(NAME, status, headers, body);
-        if status == 404 {
+        if status == 404 && self.model.contains('*') {
+            err.kind = ErrorKind::NotFound;
+            err.code = Some("model_not_found".into());
+            err.message = format!(
+                "{} (the model is not available on the Ollama server at {}{}; pull it with `ollama pull <model>`)",
+                err.message, self.origin, self.base_path
+            );
+        } else if status == 404 {
             err.kind = ErrorKind::NotFound;
             err.code = Some("model_not_found".into());
             err.message = format!(
@@ -330,7 +339,7 @@ impl Ollama {
             ),
         };
         let out = ChatBody {
-            model: &self.model,
+            model: cx.model,
             messages,
             stream: cx.stream,
             tools,
@@ -369,7 +378,7 @@ impl Ollama {
         check_supported(body, EMBED_SUPPORTED, cx.drop_params, NAME)?;
         let req = EmbeddingsRequest::from_body(body)?;
         let out = EmbedBody {
-            model: &self.model,
+            model: cx.model,
             input: req.input.texts(NAME)?,
             dimensions: req.dimensions,
         };
@@ -612,7 +621,7 @@ impl Ollama {
         let completion = ChatCompletion::single(
             cx.response_id,
             cx.created,
-            &self.model,
+            cx.model,
             content,
             tool_calls,
             finish,
@@ -642,7 +651,7 @@ impl Ollama {
         })?;
         let usage = Usage::new(resp.prompt_eval_count.unwrap_or(0), 0);
         Ok(TranslatedResponse {
-            body: embeddings_response(&self.model, &resp.embeddings, cx.embeddings_base64, usage),
+            body: embeddings_response(cx.model, &resp.embeddings, cx.embeddings_base64, usage),
             usage: Some(usage),
         })
     }
@@ -732,6 +741,7 @@ mod tests {
     fn cx(op: Operation, stream: bool, drop_params: bool) -> RequestContext<'static> {
         RequestContext {
             op,
+            model: "llama3.1",
             stream,
             include_usage: true,
             response_id: "chatcmpl-r1",

@@ -141,12 +141,10 @@ pub struct OpenAiCompat {
     origin: String,
     /// Path prefix from the base URL (`/v1`), no trailing slash.
     base_path: String,
-    /// The model name as a JSON string literal, ready to splice into bodies.
-    model_json: String,
     auth: Option<(HeaderName, String)>,
     organization: Option<String>,
-    /// Azure: `(deployment, api-version)`.
-    azure: Option<(String, String)>,
+    /// Azure: the `api-version` (the deployment name is the model).
+    azure_api_version: Option<String>,
 }
 
 /// Builds the provider if `dep.provider` is an OpenAI-compatible prefix.
@@ -209,25 +207,20 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
             )
         })?;
     }
-    let azure = (flavor.name == "azure").then(|| {
-        let version = dep
-            .params
+    let azure_api_version = (flavor.name == "azure").then(|| {
+        dep.params
             .api_version
             .clone()
             .or_else(|| std::env::var("AZURE_API_VERSION").ok())
-            .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_string());
-        (dep.model.clone(), version)
+            .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_string())
     });
-    let mut model_json = Vec::new();
-    write_json_string(&mut model_json, &dep.model);
     Ok(Some(Arc::new(OpenAiCompat {
         flavor,
         origin: origin.to_string(),
         base_path,
-        model_json: String::from_utf8(model_json).unwrap_or_default(),
         auth,
         organization: dep.params.organization.clone(),
-        azure,
+        azure_api_version,
     })))
 }
 
@@ -267,25 +260,28 @@ impl Provider for OpenAiCompat {
             Operation::Chat => "chat/completions",
             Operation::Embeddings => "embeddings",
         };
-        let path = match &self.azure {
-            Some((deployment, version)) => format!(
-                "{}/openai/deployments/{deployment}/{op_path}?api-version={version}",
-                self.base_path
+        let path = match &self.azure_api_version {
+            Some(version) => format!(
+                "{}/openai/deployments/{}/{op_path}?api-version={version}",
+                self.base_path, cx.model
             ),
             None => format!("{}/{op_path}", self.base_path),
         };
+        let mut model_json = Vec::with_capacity(cx.model.len() + 2);
+        write_json_string(&mut model_json, cx.model);
+        let model_json = std::str::from_utf8(&model_json).unwrap_or("\"\"");
         let mut out = Vec::with_capacity(body_len_hint(body) + 64);
         if cx.stream && self.flavor.stream_options {
             body.write_with(
                 &[
-                    ("model", &self.model_json),
+                    ("model", model_json),
                     ("stream_options", "{\"include_usage\":true}"),
                 ],
                 &[],
                 &mut out,
             );
         } else {
-            body.write_with(&[("model", &self.model_json)], &[], &mut out);
+            body.write_with(&[("model", model_json)], &[], &mut out);
         }
         let mut req = UpstreamRequest::post_json(path, out);
         if let Some((name, value)) = &self.auth {
