@@ -55,7 +55,8 @@ pub fn model_not_found(model: &str) -> GatewayError {
 struct Call<'a> {
     app: &'a App,
     snapshot: &'a Snapshot,
-    /// The model name the client asked for (metrics label).
+    /// The model the client asked for, as metrics label it (a wildcard group's pattern for a
+    /// name it matched: never a value only the client chose).
     requested: &'a str,
     parsed: &'a RequestBody<'a>,
     op: Operation,
@@ -135,7 +136,7 @@ pub async fn handle(
     let response_id = format!("chatcmpl-{}", super::new_id());
     let call = Call {
         app,
-        requested: &model,
+        requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
         snapshot,
         parsed: &parsed,
         op,
