@@ -12,8 +12,10 @@
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
+pub mod app;
 pub mod codec;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod gateway;
 pub mod lifecycle;

@@ -15,7 +15,7 @@
 //! - READY=1 once Pingora runs and the listener accepts connections; WATCHDOG=1 every half
 //!   `WATCHDOG_USEC` while the process runs.
 
-use crate::gateway::App;
+use crate::app::App;
 use crate::systemd::Notifier;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
@@ -243,12 +243,13 @@ impl LifecycleService {
     /// The listeners are closed: waits until no request has been in flight for a moment (or the
     /// drain timeout passes), then exits 0 without waiting out Pingora's fixed grace sleep.
     async fn drain(&self) {
-        let deadline = Instant::now() + self.drain_timeout;
+        // `graceful_shutdown_timeout_seconds` is any u64: a sum past what Instant holds is "never".
+        let deadline = Instant::now().checked_add(self.drain_timeout);
         // Connections accepted just before the listeners closed send their request head within
         // SETTLE (see SettledShutdown); only then can "nothing in flight" mean done.
         tokio::time::sleep(SETTLE).await;
         let mut idle_polls = 0;
-        while Instant::now() < deadline {
+        while deadline.is_none_or(|d| Instant::now() < d) {
             if self.app.in_flight.load(Ordering::Relaxed) == 0 {
                 idle_polls += 1;
                 // 5 quiet polls (100 ms) in a row mean done.

@@ -2,7 +2,7 @@
 //! dedicated thread so workers never block on the pipe; diagnostics from Switchboard and Pingora
 //! through the `log` facade on stderr, as JSON or plain text.
 
-use crate::gateway::RequestLog;
+use crate::context::Context;
 use pingora_proxy::Session;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,13 +138,13 @@ pub fn timestamp() -> String {
 }
 
 /// Emits the access-log line for a finished request.
-pub fn access(session: &Session, ctx: &RequestLog) {
+pub fn access(session: &Session, ctx: &Context) {
     let Some(tx) = ACCESS.get() else { return };
     let req = session.req_header();
     // Written field by field into one buffer: no intermediate JSON tree per request.
     let mut line = JsonLine::with_capacity(320 + ctx.error.as_ref().map_or(0, |e| e.len()));
     line.str("ts", &timestamp());
-    line.str("request_id", &ctx.request_id);
+    line.str("request_id", ctx.request_id.as_str());
     line.str("method", req.method.as_str());
     line.str("path", req.uri.path());
     line.str("route", ctx.route);

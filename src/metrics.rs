@@ -3,7 +3,7 @@
 //! are `switchboard_*`.
 //!
 //! Recording happens once per request, in Pingora's `logging` phase, from the finished
-//! [`RequestLog`]: the hot path only fills that struct. Gauges that mirror live state (in-flight
+//! [`Context`](crate::context::Context): the hot path only fills that struct. Gauges that mirror live state (in-flight
 //! requests, deployment state, config generation, upstream connection reuse) are read at scrape
 //! time.
 //!
@@ -20,8 +20,9 @@
 //! its [`MetricLabels`] (shared across reloads that keep the labels, and by the deployments a
 //! wildcard derives). Everything else (errors, aliases, fallbacks) looks its series up by label.
 
-use crate::gateway::{App, RequestLog};
+use crate::context::Context;
 use crate::router::{Deployment, MetricLabels, Snapshot};
+use crate::upstream::UpstreamClient;
 use prometheus::{
     Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -481,7 +482,7 @@ impl Metrics {
     }
 
     /// Records one finished request. Only LLM calls (chat, embeddings) count, as in LiteLLM.
-    pub fn observe(&self, ctx: &RequestLog, snapshot: &Snapshot) {
+    pub fn observe(&self, ctx: &Context, snapshot: &Snapshot) {
         if ctx.route != "chat" && ctx.route != "embeddings" {
             return;
         }
@@ -579,7 +580,7 @@ impl Metrics {
     /// The per-deployment part of [`Metrics::observe`] through pre-resolved handles.
     fn observe_deployment(
         &self,
-        ctx: &RequestLog,
+        ctx: &Context,
         d: &Deployment,
         series: &DeploymentSeries,
         total: std::time::Duration,
@@ -698,13 +699,12 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition, with live gauges refreshed from `app`.
-    pub fn render(&self, app: &App) -> String {
+    /// The Prometheus text exposition, with live gauges refreshed from the current snapshot,
+    /// the requests in flight and the upstream client.
+    pub fn render(&self, snapshot: &Snapshot, in_flight: u64, client: &UpstreamClient) -> String {
         {
             let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-            let snapshot = app.snapshot.load();
-            self.in_flight
-                .set(app.in_flight.load(Ordering::Relaxed) as i64);
+            self.in_flight.set(in_flight as i64);
             self.config_generation.set(snapshot.generation as i64);
             // Per-deployment gauges describe the current snapshot only.
             self.deployment_state.reset();
@@ -730,11 +730,11 @@ impl Metrics {
             }
             mirror(
                 &self.upstream_connections.with_label_values(&["true"]),
-                app.client.connections_reused.load(Ordering::Relaxed),
+                client.connections_reused.load(Ordering::Relaxed),
             );
             mirror(
                 &self.upstream_connections.with_label_values(&["false"]),
-                app.client.connections_new.load(Ordering::Relaxed),
+                client.connections_new.load(Ordering::Relaxed),
             );
             mirror(&self.access_log_dropped, crate::logging::dropped_lines());
         }
@@ -921,14 +921,14 @@ mod tests {
         let m = Metrics::new();
         let log = |model: &str| {
             let d = s.resolve(model).unwrap().deployments[0].clone();
-            RequestLog {
+            Context {
                 route: "chat",
                 model: Some(model.to_string()),
                 deployment: Some(d),
                 status: 200,
                 attempts: 1,
                 usage: Some(crate::openai::Usage::new(3, 4)),
-                ..RequestLog::default()
+                ..Context::default()
             }
         };
         let g = s.group("g").unwrap().deployments[0].clone();

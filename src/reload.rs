@@ -9,8 +9,9 @@
 //! its key path, `switchboard_config_reloads_total{result="failed"}` counts it, and
 //! `/health/readiness` reports it.
 
+use crate::app::App;
+pub use crate::app::ReloadOutcome;
 use crate::config::{Config, ConfigError};
-use crate::gateway::App;
 use crate::router::Snapshot;
 use crate::systemd::Notifier;
 use async_trait::async_trait;
@@ -20,31 +21,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-
-/// What the last reload did, for `/health/readiness`.
-#[derive(Debug, Clone)]
-pub struct ReloadOutcome {
-    /// Unix seconds.
-    pub at: u64,
-    /// The generation serving after the attempt.
-    pub generation: u64,
-    /// `None` when the reload succeeded.
-    pub error: Option<String>,
-}
-
-impl ReloadOutcome {
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "result": if self.error.is_none() { "ok" } else { "failed" },
-            "at": self.at,
-            "generation": self.generation,
-        });
-        if let Some(e) = &self.error {
-            v["error"] = e.as_str().into();
-        }
-        v
-    }
-}
 
 /// Names an environment file (systemd `EnvironmentFile=` syntax) whose variables `os.environ/`
 /// references see before the process environment, read again on every load: the process
@@ -130,7 +106,7 @@ pub fn reload(app: &App, config_path: &Path) -> Result<u64, ConfigError> {
         }
     };
     app.last_reload.store(Some(Arc::new(ReloadOutcome {
-        at: crate::gateway::unix_now(),
+        at: crate::context::unix_now(),
         generation: app.snapshot.load().generation,
         error: outcome.as_ref().err().map(|e| e.to_string()),
     })));

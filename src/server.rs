@@ -3,8 +3,9 @@
 //! service and its listener, the SIGHUP reload service and the lifecycle service (systemd
 //! notifications, drain on shutdown).
 
+use crate::app::App;
 use crate::config::Config;
-use crate::gateway::{App, Gateway};
+use crate::gateway::Gateway;
 use crate::lifecycle::{LifecycleService, SettledShutdown, Signals};
 use crate::reload::ReloadService;
 use crate::router::{Snapshot, StateRegistry};

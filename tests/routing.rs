@@ -919,3 +919,126 @@ async fn short_retry_after_is_honoured_long_one_is_passed_to_the_client_at_once(
     );
     assert_eq!(long.count(), 1);
 }
+
+/// Polls `f` every 10 ms until it returns Some, for at most `limit`.
+async fn poll_until<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if t.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Upstreams that answer 429/503 with a Retry-After no clock can add (`inf`, `1e30`, a huge
+/// `retry-after-ms`): every client gets an answer (no dropped connection, no panic), the
+/// Retry-After passed on is capped at an hour, and the healthy deployment keeps serving.
+#[tokio::test]
+async fn endless_retry_after_is_answered_capped_and_never_panics() {
+    let endless = |status: u16, header: &'static str, value: &'static str| {
+        move |_: &Recorded| {
+            Reply::json(
+                status,
+                json!({"error": {"message": "go away", "type": "requests"}}),
+            )
+            .with_header(header, value)
+        }
+    };
+    let inf = MockUpstream::start(endless(429, "retry-after", "inf")).await;
+    let huge = MockUpstream::start(endless(503, "retry-after", "1e30")).await;
+    let huge_ms = MockUpstream::start(endless(429, "retry-after-ms", "1e300")).await;
+    let good = MockUpstream::start(ok_upstream("steady")).await;
+    let gw = Gateway::start(&config(
+        &[
+            upstream("mixed", "inf", &inf.base(), ""),
+            upstream("mixed", "huge", &huge.base(), ""),
+            upstream("mixed", "good", &good.base(), ""),
+            upstream("hostile", "h-inf", &inf.base(), ""),
+            upstream("hostile", "h-ms", &huge_ms.base(), ""),
+        ],
+        "  num_retries: 3\n  cooldown_time: 0.2\n",
+    ));
+    // Enough requests that the hostile deployments fail more than half their minute and cool.
+    for _ in 0..30 {
+        let r = gw.post("/v1/chat/completions", &chat("mixed")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(content(&r), "steady");
+    }
+    assert!(good.count() >= 30);
+    for _ in 0..10 {
+        let r = gw.post("/v1/chat/completions", &chat("hostile")).await;
+        assert!(matches!(r.status, 429 | 503), "{} {}", r.status, r.text());
+        let secs: u64 = r
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no numeric retry-after: {:?}", r.header("retry-after")));
+        assert!((1..=3600).contains(&secs), "retry-after {secs}");
+    }
+    // Both hostile deployments are now cooling (bounded): the gateway answers 503 at once.
+    let r = gw.post("/v1/chat/completions", &chat("hostile")).await;
+    assert_eq!(r.expect_error(503)["code"], "no_deployments_available");
+    assert!(!gw.stderr().contains("panicked"), "{}", gw.stderr());
+    let r = gw.post("/v1/chat/completions", &chat("mixed")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// A half-open probe whose client hangs up mid-attempt is given up: the next request probes
+/// the deployment again and, now that it is healthy, gets its answer.
+#[tokio::test]
+async fn an_abandoned_probe_does_not_keep_the_deployment_out() {
+    // 0: 500 (cools the deployment), 1: hang (the probe), 2: healthy.
+    let mode = Arc::new(AtomicUsize::new(0));
+    let m = mode.clone();
+    let up = MockUpstream::start(move |_| match m.load(Ordering::SeqCst) {
+        0 => Reply::json(
+            500,
+            json!({"error": {"message": "down", "type": "server_error"}}),
+        ),
+        1 => Reply::Hang,
+        _ => Reply::json(200, openai::completion("back")),
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &[upstream("g", "only", &up.base(), "")],
+        "  num_retries: 0\n  allowed_fails: 0\n  cooldown_time: 0.2\n",
+    ));
+    gw.post("/v1/chat/completions", &chat("g"))
+        .await
+        .expect_error(500);
+    assert_eq!(up.count(), 1);
+    mode.store(1, Ordering::SeqCst);
+    // Once the cooldown ends, one request probes and hangs; its client gives up.
+    let probe = poll_until(Duration::from_secs(5), || async {
+        let mut conn = Conn::connect(gw.port).await;
+        conn.send_head_and_body(
+            "POST",
+            "/v1/chat/completions",
+            &[("content-type", "application/json")],
+            chat("g").to_string().as_bytes(),
+        )
+        .await;
+        let reached = poll_until(Duration::from_millis(100), || async {
+            (up.count() == 2).then_some(())
+        })
+        .await;
+        reached.map(|_| conn)
+    })
+    .await
+    .expect("no probe reached the upstream");
+    drop(probe);
+    mode.store(2, Ordering::SeqCst);
+    let r = poll_until(Duration::from_secs(5), || async {
+        let r = gw.post("/v1/chat/completions", &chat("g")).await;
+        (r.status == 200).then_some(r)
+    })
+    .await
+    .expect("the deployment never came back after its probe was abandoned");
+    assert_eq!(content(&r), "back");
+}

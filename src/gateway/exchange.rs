@@ -26,7 +26,7 @@ use crate::openai::RequestBody;
 use crate::providers::mock::MockResponder;
 use crate::providers::{Operation, RequestContext, StreamTranslator};
 use crate::router::cooldown::error_class;
-use crate::router::{rng, Admission, Deployment, ModelGroup, Snapshot, Target, Unavailable};
+use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Target, Unavailable};
 use crate::upstream::UpstreamResponse;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
@@ -150,7 +150,9 @@ pub async fn handle(
         deadline: ctx.start + snapshot.request_timeout,
     };
     let router = &snapshot.config.router;
-    let wait_until = router.cooldown_wait.map(|w| Instant::now() + w);
+    let wait_until = router
+        .cooldown_wait
+        .map(|w| clock::later(Instant::now(), w));
     loop {
         let mut last_err: Option<GatewayError> = None;
         // Stays Some while every group tried was merely unavailable (nothing was attempted).
@@ -284,11 +286,11 @@ async fn run_group(
         }
         let wait = backoff(&err, retries, router.retry_after, elsewhere);
         let now = Instant::now();
-        if now + wait >= call.deadline {
+        if clock::later(now, wait) >= call.deadline {
             // Waiting as asked would outlive the request: answer now with what we know.
             return GroupOutcome::Failed(err);
         }
-        if !wait.is_zero() && !sleep_or_hang_up(now + wait, session, ctx).await {
+        if !wait.is_zero() && !sleep_or_hang_up(clock::later(now, wait), session, ctx).await {
             return GroupOutcome::Done;
         }
         last_err = Some(err);

@@ -20,50 +20,21 @@ pub mod exchange;
 pub mod respond;
 pub mod routes;
 
+pub use crate::app::App;
+pub use crate::context::{new_id, unix_now, Context};
+/// The per-request context's old name, kept while branches that use it merge.
+pub type RequestLog = Context;
+
+use crate::context::RequestId;
 use crate::logging;
-use crate::metrics::Metrics;
-use crate::openai::Usage;
-use crate::reload::ReloadOutcome;
-use crate::router::{Deployment, Snapshot, StateRegistry};
-use crate::upstream::UpstreamClient;
-use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 use routes::Route;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Process-wide state: the current routing snapshot and what outlives it across reloads (the
-/// upstream connection pool, per-deployment state, metrics).
-pub struct App {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub client: Arc<UpstreamClient>,
-    /// Per-deployment live state by id; every snapshot is built against it.
-    pub registry: StateRegistry,
-    pub metrics: Metrics,
-    /// The last SIGHUP reload's result (`None` until the first).
-    pub last_reload: ArcSwapOption<ReloadOutcome>,
-    /// Set once shutdown begins: liveness and readiness report it.
-    pub draining: AtomicBool,
-    pub in_flight: AtomicU64,
-}
-
-impl App {
-    pub fn new(snapshot: Snapshot, client: Arc<UpstreamClient>, registry: StateRegistry) -> Self {
-        App {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            client,
-            registry,
-            metrics: Metrics::new(),
-            last_reload: ArcSwapOption::empty(),
-            draining: AtomicBool::new(false),
-            in_flight: AtomicU64::new(0),
-        }
-    }
-}
+use std::time::Instant;
 
 /// Counts a request in [`App::in_flight`] for as long as it is being served, also when its
 /// future is dropped (the drain on shutdown waits for this to reach zero).
@@ -79,51 +50,6 @@ impl<'a> Serving<'a> {
 impl Drop for Serving<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// What one request did, filled in as it goes and logged at the end.
-pub struct RequestLog {
-    pub request_id: String,
-    pub start: Instant,
-    pub route: &'static str,
-    pub model: Option<String>,
-    pub deployment: Option<Arc<Deployment>>,
-    pub status: u16,
-    /// Attempts made (first try, retries and fallback attempts).
-    pub attempts: u32,
-    /// The fallback group in use: the one that answered when a fallback did.
-    pub fallback: Option<String>,
-    /// Fallback groups tried.
-    pub fallbacks_attempted: u32,
-    pub stream: bool,
-    /// Time spent waiting on upstreams (for the overhead header and metrics).
-    pub upstream_time: Duration,
-    pub ttft: Option<Duration>,
-    pub usage: Option<Usage>,
-    pub client_disconnected: bool,
-    pub error: Option<String>,
-}
-
-impl Default for RequestLog {
-    fn default() -> Self {
-        RequestLog {
-            request_id: String::new(),
-            start: Instant::now(),
-            route: "",
-            model: None,
-            deployment: None,
-            status: 0,
-            attempts: 0,
-            fallback: None,
-            fallbacks_attempted: 0,
-            stream: false,
-            upstream_time: Duration::ZERO,
-            ttft: None,
-            usage: None,
-            client_disconnected: false,
-            error: None,
-        }
     }
 }
 
@@ -231,7 +157,11 @@ impl Gateway {
                         return respond::error(session, ctx, &e).await;
                     }
                 }
-                let text = self.app.metrics.render(&self.app);
+                let text = self.app.metrics.render(
+                    &snapshot,
+                    self.app.in_flight.load(Ordering::Relaxed),
+                    &self.app.client,
+                );
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());
                 respond::whole(session, ctx, h, Bytes::from(text)).await
@@ -271,35 +201,12 @@ fn model_object(id: &str, created: u64) -> serde_json::Value {
     serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": "openai"})
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The client's `x-request-id` when it is a sane token, else a new random one.
-fn request_id(session: &Session) -> String {
-    if let Some(v) = session.req_header().headers.get("x-request-id") {
-        if let Ok(s) = v.to_str() {
-            if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) {
-                return s.to_string();
-            }
-        }
-    }
-    new_id()
-}
-
-/// A random UUIDv4-formatted id.
-pub fn new_id() -> String {
-    use crate::router::rng::next_u64;
-    let (a, b) = (next_u64(), next_u64());
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        ((b >> 48) & 0x3fff) | 0x8000,
-        b & 0xffff_ffff_ffff
-    )
+fn request_id(session: &Session) -> RequestId {
+    session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| RequestId::from_client(v.as_bytes()))
+        .unwrap_or_else(RequestId::generate)
 }

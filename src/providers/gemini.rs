@@ -1445,7 +1445,7 @@ pub fn map_gemini_error(
                 .and_then(Value::as_str)
                 .and_then(|s| s.strip_suffix('s'))
                 .and_then(|s| s.parse::<f64>().ok())
-                .map(|s| s.max(0.0).ceil() as u64)
+                .and_then(super::clamp_retry_secs)
         })
     });
     let status = match status_name {
@@ -1778,6 +1778,19 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\":
             br#"{"error":{"code":429,"message":"q","status":"RESOURCE_EXHAUSTED"}}"#,
         );
         assert_eq!(e.retry_after, Some(5));
+        // A hostile retryDelay is clamped (an hour at most) or ignored, never overflows.
+        for (delay, want) in [
+            ("1e30s", Some(super::super::MAX_RETRY_AFTER_SECS)),
+            ("infs", Some(super::super::MAX_RETRY_AFTER_SECS)),
+            ("-5s", None),
+            ("NaNs", None),
+        ] {
+            let body = format!(
+                r#"{{"error":{{"code":429,"message":"q","status":"RESOURCE_EXHAUSTED","details":[{{"retryDelay":"{delay}"}}]}}}}"#
+            );
+            let e = map_gemini_error("gemini", 429, None, body.as_bytes());
+            assert_eq!(e.retry_after, want, "{delay}");
+        }
         let e = map_gemini_error("gemini", 400, None, br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#);
         assert_eq!((e.status, e.kind), (401, ErrorKind::Authentication));
         let e = map_gemini_error("gemini", 400, None, br#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#);

@@ -32,6 +32,8 @@ const ASSERTION_LIFETIME_SECS: u64 = 3600;
 const REFRESH_EARLY: Duration = Duration::from_secs(300);
 /// Longest wait for the token endpoint.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest token lifetime believed (seconds), whatever `expires_in` says.
+const MAX_TOKEN_LIFETIME: u64 = 86_400;
 /// Largest token response read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
@@ -402,7 +404,13 @@ impl TokenSource {
                 )
             })?;
         header.set_sensitive(true);
-        let expires_in = Duration::from_secs(token.expires_in.unwrap_or(3600).max(1));
+        // The token endpoint's figure is bounded: Google's tokens last an hour; a day is plenty.
+        let expires_in = Duration::from_secs(
+            token
+                .expires_in
+                .unwrap_or(3600)
+                .clamp(1, MAX_TOKEN_LIFETIME),
+        );
         self.cached.store(Some(Arc::new(AccessToken::new(
             header.clone(),
             started,

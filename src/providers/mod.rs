@@ -24,9 +24,9 @@ use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{GatewayError, GatewayResult};
 use crate::openai::{RequestBody, Usage};
 use crate::upstream::UpstreamClient;
+pub use crate::upstream::UpstreamRequest;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method};
 use pingora_http::ResponseHeader;
 use std::sync::Arc;
 
@@ -66,39 +66,6 @@ pub struct RequestContext<'a> {
     /// Embeddings: the client asked for `encoding_format: base64`. Translators that build the
     /// list themselves pass it to `embeddings_response`.
     pub embeddings_base64: bool,
-}
-
-/// An HTTP request to send upstream. `path` includes the query string.
-pub struct UpstreamRequest {
-    pub method: Method,
-    pub path: String,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
-}
-
-impl UpstreamRequest {
-    pub fn post_json(path: String, body: Vec<u8>) -> Self {
-        UpstreamRequest {
-            method: Method::POST,
-            path,
-            headers: vec![(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body: Bytes::from(body),
-        }
-    }
-
-    /// Adds a header; a value with bytes HTTP forbids (a key with a newline) is a config-class 500.
-    pub fn header(&mut self, name: HeaderName, value: &str) -> GatewayResult<()> {
-        let value = HeaderValue::from_str(value).map_err(|_| {
-            GatewayError::internal(format!(
-                "The configured value for header '{name}' contains characters not allowed in HTTP headers."
-            ))
-        })?;
-        self.headers.push((name, value));
-        Ok(())
-    }
 }
 
 /// A translated whole response.
@@ -164,19 +131,49 @@ pub trait StreamTranslator: Send {
     fn usage(&self) -> Option<Usage>;
 }
 
-/// Reads `Retry-After` (seconds or `retry-after-ms`) from a response.
+/// Longest wait an upstream's retry hint is taken at, in seconds (one hour): `Retry-After`,
+/// `retry-after-ms` and Gemini's `retryDelay` beyond it (`inf`, `1e30`, a date in 3026) are
+/// clamped to it, so a hostile or broken upstream can neither overflow time arithmetic nor
+/// cool a deployment for centuries.
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
+
+/// A retry hint in (possibly fractional) seconds as whole seconds: rounded up, clamped to
+/// [`MAX_RETRY_AFTER_SECS`]. NaN and negative values are no hint at all.
+pub fn clamp_retry_secs(secs: f64) -> Option<u64> {
+    if secs.is_nan() || secs < 0.0 {
+        return None;
+    }
+    // `as` saturates, and the value is already within 0..=MAX.
+    Some(secs.ceil().min(MAX_RETRY_AFTER_SECS as f64) as u64)
+}
+
+/// Reads the upstream's retry hint from a response: `Retry-After` (delay-seconds, leniently
+/// fractional, or an HTTP-date), else `retry-after-ms`; clamped by [`clamp_retry_secs`].
 pub fn retry_after_secs(headers: &ResponseHeader) -> Option<u64> {
-    if let Some(v) = headers.headers.get("retry-after") {
-        if let Some(secs) = v.to_str().ok().and_then(|s| s.trim().parse::<f64>().ok()) {
-            return Some(secs.max(0.0).ceil() as u64);
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+fn retry_after_at(headers: &ResponseHeader, now: std::time::SystemTime) -> Option<u64> {
+    let value = |name: &str| {
+        headers
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(v) = value("retry-after") {
+        if let Ok(secs) = v.parse::<f64>() {
+            return clamp_retry_secs(secs);
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            // A date already past means "now".
+            let wait = at.duration_since(now).unwrap_or_default();
+            return clamp_retry_secs(wait.as_secs_f64());
         }
     }
-    headers
-        .headers
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .map(|ms| (ms.max(0.0) / 1000.0).ceil() as u64)
+    value("retry-after-ms")
+        .and_then(|s| s.parse::<f64>().ok())
+        .and_then(|ms| clamp_retry_secs(ms / 1000.0))
 }
 
 /// Error mapping for providers whose error bodies carry a message in one of the common shapes:
@@ -310,3 +307,95 @@ pub const KNOWN_PREFIXES: &[&str] = &[
     "voyage",
     "bedrock",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn hint(headers: &[(&'static str, &str)]) -> Option<u64> {
+        let mut h = ResponseHeader::build(429, None).unwrap();
+        for (k, v) in headers {
+            h.insert_header(*k, v.to_string()).unwrap();
+        }
+        retry_after_secs(&h)
+    }
+
+    #[test]
+    fn retry_after_is_clamped_and_nonsense_is_no_hint() {
+        assert_eq!(hint(&[("retry-after", "7")]), Some(7));
+        assert_eq!(hint(&[("retry-after", " 1.2 ")]), Some(2));
+        assert_eq!(hint(&[("retry-after", "0")]), Some(0));
+        // Values past anything `Instant` can add, or centuries away, are capped at an hour.
+        for huge in [
+            "inf",
+            "Infinity",
+            "1e30",
+            "1e11",
+            "18446744073709551615",
+            "3601",
+        ] {
+            assert_eq!(
+                hint(&[("retry-after", huge)]),
+                Some(MAX_RETRY_AFTER_SECS),
+                "{huge}"
+            );
+        }
+        for junk in ["-5", "-inf", "NaN", "soon", ""] {
+            assert_eq!(hint(&[("retry-after", junk)]), None, "{junk}");
+        }
+        assert_eq!(hint(&[]), None);
+    }
+
+    #[test]
+    fn retry_after_ms_is_clamped_too() {
+        assert_eq!(hint(&[("retry-after-ms", "1500")]), Some(2));
+        assert_eq!(
+            hint(&[("retry-after-ms", "1e300")]),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
+        assert_eq!(
+            hint(&[("retry-after-ms", "inf")]),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
+        assert_eq!(hint(&[("retry-after-ms", "-1")]), None);
+        assert_eq!(hint(&[("retry-after-ms", "NaN")]), None);
+        // Retry-After wins when both are there; an unreadable one leaves the ms form.
+        assert_eq!(
+            hint(&[("retry-after", "3"), ("retry-after-ms", "9000")]),
+            Some(3)
+        );
+        assert_eq!(
+            hint(&[("retry-after", "later"), ("retry-after-ms", "9000")]),
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn retry_after_http_date() {
+        let now = SystemTime::now();
+        let at = |t: SystemTime| {
+            let mut h = ResponseHeader::build(503, None).unwrap();
+            h.insert_header("retry-after", httpdate::fmt_http_date(t))
+                .unwrap();
+            retry_after_at(&h, now)
+        };
+        // HTTP-dates have whole seconds: 30 s ahead reads as 29-30 s.
+        let soon = at(now + Duration::from_secs(30)).unwrap();
+        assert!((29..=30).contains(&soon), "{soon}");
+        assert_eq!(at(now - Duration::from_secs(30)), Some(0));
+        assert_eq!(
+            at(now + Duration::from_secs(86_400 * 365 * 1000)),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
+    }
+
+    #[test]
+    fn clamp_retry_secs_bounds() {
+        assert_eq!(clamp_retry_secs(f64::INFINITY), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(clamp_retry_secs(f64::NAN), None);
+        assert_eq!(clamp_retry_secs(-0.5), None);
+        assert_eq!(clamp_retry_secs(-0.0), Some(0));
+        assert_eq!(clamp_retry_secs(0.1), Some(1));
+    }
+}

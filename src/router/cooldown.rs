@@ -7,13 +7,14 @@
 //! - with them (the v1 rule): cool down when failures within `cooldown_time` exceed the allowed
 //!   count for the error's class;
 //! - the cooldown lasts `cooldown_time` (5 s), longer when the upstream's Retry-After says so,
-//!   and re-cooling never shortens a deadline;
+//!   and re-cooling never shortens a deadline (Retry-After counts up to an hour at most);
 //! - when it ends the deployment is half-open: one probe request decides. Success closes the
 //!   circuit; failure cools it down again at once.
 
 use super::state::DeploymentState;
 use crate::config::{ErrorClass, RouterSettings, DEFAULT_COOLDOWN_TIME};
 use crate::error::{ErrorKind, GatewayError};
+use crate::providers::MAX_RETRY_AFTER_SECS;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -99,7 +100,7 @@ impl CooldownPolicy {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let counts = says_something_about_the_deployment(err);
         let cooldown_time = self.cooldown_time;
-        let recent_expire = super::clock::to_nanos(now + cooldown_time);
+        let recent_expire = super::clock::to_nanos(super::clock::later(now, cooldown_time));
         let now_nanos = super::clock::to_nanos(now);
         let (fails, total, recent) = state.with_window(now, |w| {
             if counts {
@@ -142,7 +143,9 @@ impl CooldownPolicy {
             }
             return None;
         }
-        let upstream_wait = Duration::from_secs(err.retry_after.unwrap_or(0));
+        // Providers clamp Retry-After when they read it; clamp again for errors built elsewhere.
+        let upstream_wait =
+            Duration::from_secs(err.retry_after.unwrap_or(0).min(MAX_RETRY_AFTER_SECS));
         let for_ = cooldown_time.max(upstream_wait);
         state.cool_down(now, for_);
         Some(for_)
@@ -224,6 +227,39 @@ mod tests {
         p.on_failure(&s, c.now(), &e(500), false, 2);
         assert_eq!(s.cooldown_remaining(c.now()), Some(Duration::from_secs(20)));
         assert_eq!(s.cooldowns_total(), 1);
+    }
+
+    #[test]
+    fn endless_retry_after_cools_for_at_most_an_hour_then_probes() {
+        let c = TestClock::new();
+        let s = DeploymentState::default();
+        let p = policy(1.0);
+        // A failed probe cools at once, so this is the path a hostile 429 takes on a probe.
+        p.on_failure(&s, c.now(), &e(401), false, 2);
+        c.advance(Duration::from_millis(1001));
+        assert!(s.claim_probe());
+        let endless = e(429).with_retry_after(Some(u64::MAX));
+        assert_eq!(
+            p.on_failure(&s, c.now(), &endless, true, 2),
+            Some(Duration::from_secs(MAX_RETRY_AFTER_SECS))
+        );
+        assert_eq!(
+            s.cooldown_remaining(c.now()),
+            Some(Duration::from_secs(MAX_RETRY_AFTER_SECS))
+        );
+        // The deployment comes back: after the hour, the next request probes it.
+        c.advance(Duration::from_secs(MAX_RETRY_AFTER_SECS) + Duration::from_millis(1));
+        assert_eq!(s.availability(c.now()), Availability::Probe);
+        assert!(s.claim_probe());
+        s.record_success(c.now(), Duration::from_millis(3), None);
+        assert_eq!(s.availability(c.now()), Availability::Ready);
+        // Same for a non-probe failure and an absurd cooldown_time.
+        let s2 = DeploymentState::default();
+        let mut huge = policy(1.0);
+        huge.cooldown_time = Duration::MAX;
+        huge.allowed_fails = Some(0);
+        assert!(huge.on_failure(&s2, c.now(), &endless, false, 1).is_some());
+        assert!(s2.is_cooling_down(c.now()));
     }
 
     #[test]

@@ -476,12 +476,13 @@ impl Admission {
         ttft: Option<Duration>,
         tokens: u64,
     ) {
-        self.verdict = true;
         let s = &self.deployment.state;
         s.record_success(now, latency, ttft);
         if tokens > 0 {
             s.record_tokens(now, tokens);
         }
+        // Only once recorded: should recording panic, `Drop` still gives the probe up.
+        self.verdict = true;
     }
 
     /// The attempt failed; applies the cooldown rules. Returns the cooldown entered, if any.
@@ -491,22 +492,49 @@ impl Admission {
         err: &GatewayError,
         policy: &CooldownPolicy,
     ) -> Option<Duration> {
-        self.verdict = true;
-        policy.on_failure(
+        let cooled = policy.on_failure(
             &self.deployment.state,
             now,
             err,
             self.probe,
             self.group_size,
-        )
+        );
+        // Only once recorded: should recording panic, `Drop` still gives the probe up.
+        self.verdict = true;
+        cooled
     }
 }
 
 impl Drop for Admission {
+    /// Runs on every path, unwinding from a panic included: the slot is given back, and a
+    /// probe that reached no verdict is released so the next request can probe.
     fn drop(&mut self) {
         self.deployment.state.leave();
         if self.probe && !self.verdict {
             self.deployment.state.release_probe();
+        }
+    }
+}
+
+/// A claimed half-open probe between the claim and its [`Admission`]: released on drop unless
+/// [`ProbeClaim::hand_over`] passed it on, so no path out of selection can leak it.
+struct ProbeClaim<'a>(Option<&'a DeploymentState>);
+
+impl<'a> ProbeClaim<'a> {
+    fn claim(state: &'a DeploymentState) -> Option<Self> {
+        state.claim_probe().then_some(ProbeClaim(Some(state)))
+    }
+
+    /// The admission owns the probe now.
+    fn hand_over(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ProbeClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.0 {
+            state.release_probe();
         }
     }
 }
@@ -624,7 +652,7 @@ impl ModelGroup {
                             .map(|h| h.config.interval)
                             .unwrap_or(Duration::from_secs(1));
                         unavailable.merge(Unavailable {
-                            earliest_recovery: Some(now + next_check),
+                            earliest_recovery: Some(clock::later(now, next_check)),
                             limited_for: None,
                         });
                         continue;
@@ -648,9 +676,11 @@ impl ModelGroup {
                     let i = candidates.swap_remove(pos);
                     let d = &self.deployments[i];
                     let probe = match d.state.availability(now) {
-                        Availability::Ready => false,
-                        Availability::Probe if d.state.claim_probe() => true,
-                        Availability::Probe => continue,
+                        Availability::Ready => None,
+                        Availability::Probe => match ProbeClaim::claim(&d.state) {
+                            Some(claim) => Some(claim),
+                            None => continue,
+                        },
                         Availability::Cooling(until) => {
                             unavailable.merge(Unavailable {
                                 earliest_recovery: Some(until),
@@ -661,18 +691,21 @@ impl ModelGroup {
                     };
                     match d.state.try_admit(now, &d.limits) {
                         Ok(()) => {
-                            return Ok(Admission {
+                            let admission = Admission {
                                 deployment: d.clone(),
                                 index: i,
-                                probe,
+                                probe: probe.is_some(),
                                 group_size: self.deployments.len(),
                                 verdict: false,
-                            })
+                            };
+                            if let Some(claim) = probe {
+                                claim.hand_over();
+                            }
+                            return Ok(admission);
                         }
                         Err(refusal) => {
-                            if probe {
-                                d.state.release_probe();
-                            }
+                            // Dropping the claim releases the probe.
+                            drop(probe);
                             unavailable.merge(Unavailable {
                                 earliest_recovery: None,
                                 limited_for: Some(refusal.retry_in()),
@@ -742,6 +775,51 @@ router_settings: {cooldown_time: 2}
         assert_eq!(g.in_flight(), 1);
         drop(again);
         assert_eq!(g.in_flight(), 0);
+    }
+
+    #[test]
+    fn probes_are_released_on_every_path_and_endless_retry_after_is_bounded() {
+        let s = snapshot(
+            r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/a, mock_response: a}, model_info: {id: a}}
+  - {model_name: g, litellm_params: {model: openai/b, mock_response: b}, model_info: {id: b}}
+router_settings: {cooldown_time: 1}
+"#,
+        );
+        let g = s.group("g").unwrap();
+        let r = &s.config.router;
+        let now = Instant::now();
+        let b_state = &g.deployments[1].state;
+        let b = g.select(now, false, &[0], r).unwrap();
+        assert_eq!(b.deployment.id(), "b");
+        b.failed(now, &GatewayError::from_upstream(401, "x"), &s.cooldown);
+        let t = now + Duration::from_millis(1001);
+        // A panic anywhere while the probe runs (unwinding drops the admission) releases it.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let probe = g.select(t, false, &[0], r).unwrap();
+            assert!(probe.probe);
+            panic!("the attempt panicked");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(b_state.availability(t), Availability::Probe);
+        assert_eq!(g.in_flight(), 0);
+        // The probe meets `Retry-After: inf` (u64::MAX after parsing, from any source): the
+        // verdict is recorded without panicking and the cooldown is bounded.
+        let probe = g.select(t, false, &[0], r).unwrap();
+        assert!(probe.probe);
+        let endless = GatewayError::from_upstream(429, "x").with_retry_after(Some(u64::MAX));
+        assert!(probe.failed(t, &endless, &s.cooldown).is_some());
+        let left = b_state.cooldown_remaining(t).unwrap();
+        assert!(left <= Duration::from_secs(crate::providers::MAX_RETRY_AFTER_SECS));
+        // ...and it comes back.
+        let back = t + left + Duration::from_millis(1);
+        let probe = g.select(back, false, &[0], r).unwrap();
+        assert!(probe.probe && probe.deployment.id() == "b");
+        // A probe refused by a limit is released too (see `select`), as is one dropped
+        // without a verdict (a client hang-up).
+        drop(probe);
+        assert_eq!(b_state.availability(back), Availability::Probe);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! half-open probe). Atomics everywhere except the minute window, a short non-async lock.
 //! The rules that decide *when* to cool down live in `cooldown`; limits in `limits`.
 
-use super::clock::{from_nanos, minute_of, to_nanos};
+use super::clock::{from_nanos, later, minute_of, to_nanos};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -177,12 +177,12 @@ impl DeploymentState {
 
     pub fn availability(&self, now: Instant) -> Availability {
         if let Some(left) = self.cooldown_remaining(now) {
-            return Availability::Cooling(now + left);
+            return Availability::Cooling(later(now, left));
         }
         if self.needs_probe.load(Ordering::Acquire) {
             if self.probing.load(Ordering::Acquire) {
                 // Someone is probing; look again shortly.
-                return Availability::Cooling(now + Duration::from_millis(100));
+                return Availability::Cooling(later(now, Duration::from_millis(100)));
             }
             return Availability::Probe;
         }
@@ -201,9 +201,9 @@ impl DeploymentState {
         self.probing.store(false, Ordering::Release);
     }
 
-    /// Cools down until at least `now + for_`. Never shortens a running cooldown.
+    /// Cools down until at least `now + for_` (saturating). Never shortens a running cooldown.
     pub(super) fn cool_down(&self, now: Instant, for_: Duration) {
-        let target = to_nanos(now + for_);
+        let target = to_nanos(later(now, for_));
         let prev = self.cooldown_until.fetch_max(target, Ordering::AcqRel);
         let was_cooling = prev != 0 && from_nanos(prev) > now;
         if !was_cooling {

@@ -5,9 +5,9 @@
 //! response was read to the end.
 
 use crate::error::{GatewayError, GatewayResult};
-use crate::providers::UpstreamRequest;
 use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method};
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession;
@@ -21,6 +21,39 @@ use std::time::{Duration, Instant};
 
 /// How long a resolved address is used before it is refreshed in the background.
 const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// An HTTP request to send upstream. `path` includes the query string.
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl UpstreamRequest {
+    pub fn post_json(path: String, body: Vec<u8>) -> Self {
+        UpstreamRequest {
+            method: Method::POST,
+            path,
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Adds a header; a value with bytes HTTP forbids (a key with a newline) is a config-class 500.
+    pub fn header(&mut self, name: HeaderName, value: &str) -> GatewayResult<()> {
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            GatewayError::internal(format!(
+                "The configured value for header '{name}' contains characters not allowed in HTTP headers."
+            ))
+        })?;
+        self.headers.push((name, value));
+        Ok(())
+    }
+}
 
 /// An upstream base URL: `http[s]://host[:port]`, resolved lazily.
 pub struct Endpoint {

@@ -1,0 +1,226 @@
+//! The per-request context: everything one client request is and did, filled in as it goes by
+//! the stages (who is calling, what was asked), the exchange (which deployment answered,
+//! attempts, timings) and the response sink (status, usage), then read once at the end by
+//! settlement (metrics, access log). Nothing downstream re-derives what is recorded here.
+//!
+//! A leaf module: it names router and protocol types but nothing imports back into it from
+//! there, and it knows nothing of Pingora's `Session`.
+
+use crate::openai::Usage;
+use crate::router::Deployment;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Who is calling, as established by the `authenticate` stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Principal {
+    /// Not authenticated (yet), or a route that needs no key.
+    #[default]
+    Anonymous,
+    /// No `general_settings.master_key` is configured: every caller is let in.
+    Open,
+    /// The caller presented the gateway's master key.
+    MasterKey,
+}
+
+impl Principal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::Open => "open",
+            Principal::MasterKey => "master_key",
+        }
+    }
+}
+
+/// What the response cache did for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheStatus {
+    /// No cache stage is configured (or the route is not cacheable).
+    #[default]
+    NotConfigured,
+    Miss,
+    Hit,
+}
+
+/// A request id held inline: the client's `x-request-id` (≤ 128 printable ASCII bytes) or a
+/// generated UUIDv4, without a heap allocation per request.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    len: u8,
+    buf: [u8; RequestId::MAX],
+}
+
+impl RequestId {
+    /// Longest client-supplied id kept; longer ones are replaced by a generated id.
+    pub const MAX: usize = 128;
+
+    /// The client's id when it is a sane token (1–128 printable ASCII bytes, no spaces).
+    pub fn from_client(s: &[u8]) -> Option<RequestId> {
+        if s.is_empty() || s.len() > Self::MAX || !s.iter().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut id = RequestId::empty();
+        id.buf[..s.len()].copy_from_slice(s);
+        id.len = s.len() as u8;
+        Some(id)
+    }
+
+    /// A new random UUIDv4-formatted id.
+    pub fn generate() -> RequestId {
+        let mut id = RequestId::empty();
+        write_uuid(&mut id.buf[..36]);
+        id.len = 36;
+        id
+    }
+
+    fn empty() -> RequestId {
+        RequestId {
+            len: 0,
+            buf: [0; Self::MAX],
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::empty()
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Writes a random UUIDv4 (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`) into 36 bytes.
+fn write_uuid(out: &mut [u8]) {
+    use crate::router::rng::next_u64;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (a, b) = (next_u64(), next_u64());
+    // 32 random nibbles; the version nibble is 4 and the variant's top bits are 10.
+    let mut nibbles = [0u8; 32];
+    for (i, n) in nibbles.iter_mut().enumerate() {
+        let word = if i < 16 { a } else { b };
+        *n = ((word >> ((i % 16) * 4)) & 0xf) as u8;
+    }
+    nibbles[12] = 4;
+    nibbles[16] = 0x8 | (nibbles[16] & 0x3);
+    let mut j = 0;
+    for (i, slot) in out.iter_mut().enumerate().take(36) {
+        *slot = if matches!(i, 8 | 13 | 18 | 23) {
+            b'-'
+        } else {
+            let c = HEX[nibbles[j] as usize];
+            j += 1;
+            c
+        };
+    }
+}
+
+/// What one request is and did, filled in as it goes and settled at the end.
+pub struct Context {
+    pub request_id: RequestId,
+    pub start: Instant,
+    pub route: &'static str,
+    /// Who is calling (set by the `authenticate` stage).
+    pub principal: Principal,
+    /// The model name the client asked for.
+    pub model: Option<String>,
+    pub deployment: Option<Arc<Deployment>>,
+    pub status: u16,
+    /// Attempts made (first try, retries and fallback attempts).
+    pub attempts: u32,
+    /// The fallback group in use: the one that answered when a fallback did.
+    pub fallback: Option<String>,
+    /// Fallback groups tried.
+    pub fallbacks_attempted: u32,
+    pub stream: bool,
+    /// Time spent waiting on upstreams (for the overhead header and metrics).
+    pub upstream_time: Duration,
+    pub ttft: Option<Duration>,
+    pub usage: Option<Usage>,
+    /// What the answer cost, in USD, once a pricing stage computes it (none does yet).
+    pub cost: Option<f64>,
+    pub cache: CacheStatus,
+    pub client_disconnected: bool,
+    pub error: Option<String>,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context {
+            request_id: RequestId::empty(),
+            start: Instant::now(),
+            route: "",
+            principal: Principal::Anonymous,
+            model: None,
+            deployment: None,
+            status: 0,
+            attempts: 0,
+            fallback: None,
+            fallbacks_attempted: 0,
+            stream: false,
+            upstream_time: Duration::ZERO,
+            ttft: None,
+            usage: None,
+            cost: None,
+            cache: CacheStatus::NotConfigured,
+            client_disconnected: false,
+            error: None,
+        }
+    }
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A random UUIDv4-formatted id.
+pub fn new_id() -> String {
+    RequestId::generate().as_str().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        let id = RequestId::generate();
+        let s = id.as_str();
+        assert_eq!(s.len(), 36);
+        let parts: Vec<&str> = s.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+        assert_ne!(s, RequestId::generate().as_str());
+        assert_eq!(RequestId::from_client(b"abc-1").unwrap().as_str(), "abc-1");
+        assert!(RequestId::from_client(b"").is_none());
+        assert!(RequestId::from_client(b"a b").is_none());
+        assert!(RequestId::from_client(&[b'x'; 129]).is_none());
+        assert_eq!(
+            RequestId::from_client(&[b'x'; 128]).unwrap().as_str().len(),
+            128
+        );
+    }
+}
