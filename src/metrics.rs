@@ -955,6 +955,16 @@ mod tests {
         let tokens = text(&m);
         assert!(tokens.contains("litellm_output_tokens_total{api_key_alias=\"\",end_user=\"\",hashed_api_key=\"\",model=\"*\",requested_model=\"openai/*\",team=\"\",team_alias=\"\",user=\"\"} 200"), "{tokens}");
         assert!(!tokens.contains("x1"), "{tokens}");
+        // A reload builds new deployments (and labels): they count into the same series.
+        let s2 = Snapshot::build(s.config.clone(), 2, &client, &StateRegistry::default()).unwrap();
+        let reloaded = s2.group("g").unwrap().deployments[0].clone();
+        assert!(!Arc::ptr_eq(&reloaded, &g));
+        let ctx = Context {
+            deployment: Some(reloaded),
+            ..log("g")
+        };
+        m.observe(&ctx, &s2);
+        assert_eq!(requests("g"), 3);
         // Another instance records into its own registry, not through these handles.
         let other = Metrics::new();
         other.observe(&log("g"), &s);
@@ -965,7 +975,7 @@ mod tests {
                 .get(),
             1
         );
-        assert_eq!(requests("g"), 2);
+        assert_eq!(requests("g"), 3);
     }
 
     #[test]

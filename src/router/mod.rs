@@ -162,6 +162,11 @@ pub struct Snapshot {
 /// least recently used name is forgotten, with its cooldown and limit counters.
 pub const MAX_DERIVED_GROUPS: usize = 1024;
 
+/// Longest model name whose wildcard specialisation is kept: longer ones (which only a hostile
+/// client sends) are served but derived afresh per request, so the cache's memory stays
+/// bounded by [`MAX_DERIVED_GROUPS`] times this.
+pub const MAX_DERIVED_NAME_LEN: usize = 256;
+
 /// Builds one deployment: provider, endpoint, deadlines, limits, health check.
 fn build_deployment(
     dep: &DeploymentConfig,
@@ -392,6 +397,9 @@ impl Snapshot {
         };
         group.build_tiers();
         let group = Arc::new(group);
+        if model.len() > MAX_DERIVED_NAME_LEN {
+            return Some(group);
+        }
         // Another request may have derived the same name meanwhile: all share the first one.
         let mut derived = self.lock_derived();
         Some(derived.get_or_insert(model.to_string(), || group).clone())
@@ -906,6 +914,11 @@ router_settings: {cooldown_time: 30}
             }
         }
         assert_eq!(s.derived_count(), MAX_DERIVED_GROUPS);
+        assert!(Arc::ptr_eq(&s.resolve("openai/first").unwrap(), &first));
+        // An absurdly long name is served, not kept.
+        let long = format!("openai/{}", "x".repeat(MAX_DERIVED_NAME_LEN));
+        let once = s.resolve(&long).unwrap();
+        assert!(!Arc::ptr_eq(&s.resolve(&long).unwrap(), &once));
         assert!(Arc::ptr_eq(&s.resolve("openai/first").unwrap(), &first));
         let evicted = s.resolve("openai/m0").unwrap();
         assert_eq!(evicted.deployments[0].state.requests_total(), 0);
