@@ -7,7 +7,8 @@
 //! - `request/passthrough`: parse + `OpenAiCompat::build_request` (model rewrite, path, headers),
 //!   the whole request-side work of the pass-through path; plus the streaming variant, which also
 //!   injects `stream_options`.
-//! - `response/usage_scan`: `parse_response` on a non-streaming completion (usage peek + copy).
+//! - `response/usage_scan`: `parse_response_owned` on a non-streaming completion, as the exchange
+//!   calls it (the body is handed on; usage is found by a scan from the end).
 //! - `stream/passthrough`: the pass-through `StreamTranslator` on a realistic OpenAI SSE stream,
 //!   fed as it arrives from the network (one read per event) and in 16 KiB reads; throughput is
 //!   reported per event.
@@ -228,11 +229,15 @@ fn request(c: &mut Criterion) {
 fn response(c: &mut Criterion) {
     let s = setup();
     let cx = context(false);
-    let body = completion_body();
+    let body = bytes::Bytes::from(completion_body());
     let mut g = c.benchmark_group("response/usage_scan");
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("completion", |b| {
-        b.iter(|| s.provider.parse_response(black_box(&body), &cx).unwrap())
+        b.iter(|| {
+            s.provider
+                .parse_response_owned(black_box(body.clone()), &cx)
+                .unwrap()
+        })
     });
     g.finish();
 }
@@ -462,18 +467,16 @@ fn metrics(c: &mut Criterion) {
     let metrics = Metrics::new();
     let mut g = c.benchmark_group("metrics/record_request");
     for (name, model) in [("answered", "gpt-4o"), ("by_alias", "alias")] {
-        let log = Context {
-            route: "chat",
-            model: Some(model.to_string()),
-            deployment: Some(deployment.clone()),
-            status: 200,
-            attempts: 1,
-            stream: true,
-            ttft: Some(std::time::Duration::from_millis(80)),
-            upstream_time: std::time::Duration::from_millis(300),
-            usage: Some(switchboard::openai::Usage::new(27, 21)),
-            ..Context::default()
-        };
+        let mut log = Context::default();
+        log.route = "chat";
+        log.model = Some(model.to_string());
+        log.deployment = Some(deployment.clone());
+        log.status = 200;
+        log.attempts = 1;
+        log.stream = true;
+        log.ttft = Some(std::time::Duration::from_millis(80));
+        log.upstream_time = std::time::Duration::from_millis(300);
+        log.usage = Some(switchboard::openai::Usage::new(27, 21));
         let requested = snapshot.metric_label(model).unwrap();
         g.bench_function(name, |b| {
             b.iter(|| {

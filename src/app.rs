@@ -4,16 +4,43 @@
 //! reload's outcome is defined here, `reload` fills it in).
 
 use crate::metrics::Metrics;
+use crate::pipeline::Stages;
 use crate::router::{Snapshot, StateRegistry};
 use crate::upstream::UpstreamClient;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
+/// What serves requests for one config generation: the routing snapshot and the pipeline
+/// stages built from the same config. Derefs to the snapshot.
+pub struct Live {
+    pub routing: Arc<Snapshot>,
+    pub stages: Stages,
+}
+
+impl Live {
+    /// The snapshot with the stages its config asks for.
+    pub fn new(snapshot: Snapshot) -> Live {
+        let stages = Stages::from_config(&snapshot.config);
+        Live {
+            routing: Arc::new(snapshot),
+            stages,
+        }
+    }
+}
+
+impl std::ops::Deref for Live {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.routing
+    }
+}
+
 /// Process-wide state: the current routing snapshot and what outlives it across reloads (the
 /// upstream connection pool, per-deployment state, metrics).
 pub struct App {
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The routing snapshot and the stages built with it, swapped together on reload.
+    pub snapshot: ArcSwap<Live>,
     pub client: Arc<UpstreamClient>,
     /// Per-deployment live state by id; every snapshot is built against it.
     pub registry: StateRegistry,
@@ -28,7 +55,7 @@ pub struct App {
 impl App {
     pub fn new(snapshot: Snapshot, client: Arc<UpstreamClient>, registry: StateRegistry) -> Self {
         App {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: ArcSwap::from_pointee(Live::new(snapshot)),
             client,
             registry,
             metrics: Metrics::new(),

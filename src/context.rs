@@ -8,6 +8,7 @@
 
 use crate::openai::Usage;
 use crate::router::Deployment;
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -155,6 +156,14 @@ pub struct Context {
     /// What the answer cost, in USD, once a pricing stage computes it (none does yet).
     pub cost: Option<f64>,
     pub cache: CacheStatus,
+    /// Set by a stage that needs the whole answer (a cache that missed): the response sink
+    /// then keeps it in [`Context::answer`].
+    pub keep_answer: bool,
+    /// The whole answer as sent, when `keep_answer` asked for it (a whole body is shared, not
+    /// copied).
+    pub answer: Option<Bytes>,
+    /// A streamed answer gathered so far (while `keep_answer`).
+    pub(crate) answer_parts: BytesMut,
     pub client_disconnected: bool,
     pub error: Option<String>,
 }
@@ -178,8 +187,36 @@ impl Default for Context {
             usage: None,
             cost: None,
             cache: CacheStatus::NotConfigured,
+            keep_answer: false,
+            answer: None,
+            answer_parts: BytesMut::new(),
             client_disconnected: false,
             error: None,
+        }
+    }
+}
+
+/// Largest answer kept for a stage (a cache); a longer one is not kept at all.
+pub const MAX_KEPT_ANSWER: usize = 8 * 1024 * 1024;
+
+impl Context {
+    /// Keeps a piece of the answer as it goes out: a whole body is shared, not copied; a
+    /// stream's pieces are gathered and frozen at its end. Past [`MAX_KEPT_ANSWER`] nothing is
+    /// kept (and `keep_answer` turns off).
+    pub fn tee_answer(&mut self, bytes: &Bytes, end: bool) {
+        if end && self.answer_parts.is_empty() && self.answer.is_none() {
+            self.answer = Some(bytes.clone());
+            return;
+        }
+        if self.answer_parts.len() + bytes.len() > MAX_KEPT_ANSWER {
+            self.keep_answer = false;
+            self.answer_parts = BytesMut::new();
+            self.answer = None;
+            return;
+        }
+        self.answer_parts.extend_from_slice(bytes);
+        if end {
+            self.answer = Some(self.answer_parts.split().freeze());
         }
     }
 }

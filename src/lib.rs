@@ -6,23 +6,29 @@
 //!   deployments, live per-deployment state), swapped whole on reload.
 //! - [`gateway`]: the Pingora service; routes, auth and the upstream exchange loop.
 //! - [`providers`]: one module per upstream API behind the [`providers::Provider`] trait.
-//! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings.
+//! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings;
+//!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
-//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs.
+//! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
+//!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
 pub mod app;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod openai;
+pub mod pipeline;
 pub mod providers;
+pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;

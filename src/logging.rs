@@ -3,7 +3,7 @@
 //! through the `log` facade on stderr, as JSON or plain text.
 
 use crate::context::Context;
-use pingora_proxy::Session;
+use pingora_http::RequestHeader;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -138,9 +138,8 @@ pub fn timestamp() -> String {
 }
 
 /// Emits the access-log line for a finished request.
-pub fn access(session: &Session, ctx: &Context) {
+pub fn access(req: &RequestHeader, ctx: &Context) {
     let Some(tx) = ACCESS.get() else { return };
-    let req = session.req_header();
     // Written field by field into one buffer: no intermediate JSON tree per request.
     let mut line = JsonLine::with_capacity(320 + ctx.error.as_ref().map_or(0, |e| e.len()));
     line.str("ts", &timestamp());

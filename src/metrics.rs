@@ -194,6 +194,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub upstream_connections: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    /// Streams cut for an upstream event over `max_stream_event_bytes`, by framing.
+    pub stream_event_too_large: IntCounterVec,
     /// Serialises scrape-time updates of the mirrored counters.
     scrape: Mutex<()>,
     /// Tells this instance's pre-resolved handles from another's (tests build several).
@@ -412,6 +414,12 @@ impl Metrics {
                 &["reused"],
             ),
             access_log_dropped,
+            stream_event_too_large: counter(
+                &r,
+                "switchboard_stream_event_too_large_total",
+                "Upstream streams cut because one event exceeded max_stream_event_bytes",
+                &["framing"],
+            ),
             scrape: Mutex::new(()),
             id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             registry: r,
@@ -737,6 +745,14 @@ impl Metrics {
                 client.connections_new.load(Ordering::Relaxed),
             );
             mirror(&self.access_log_dropped, crate::logging::dropped_lines());
+            for framing in crate::codec::limits::Framing::ALL {
+                mirror(
+                    &self
+                        .stream_event_too_large
+                        .with_label_values(&[framing.as_str()]),
+                    crate::codec::limits::too_large_count(framing),
+                );
+            }
         }
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -87,7 +87,11 @@ pub fn reload(app: &App, config_path: &Path) -> Result<u64, ConfigError> {
     let outcome = match result {
         Ok(snapshot) => {
             let generation = snapshot.generation;
-            app.snapshot.store(Arc::new(snapshot));
+            crate::codec::limits::set_max_stream_event_bytes(
+                snapshot.config.server.max_stream_event_bytes,
+            );
+            app.snapshot
+                .store(Arc::new(crate::app::Live::new(snapshot)));
             app.metrics.reload(true);
             log::info!(
                 "config reloaded from {}: generation {generation}",

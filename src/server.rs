@@ -85,6 +85,7 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    crate::codec::limits::set_max_stream_event_bytes(s.max_stream_event_bytes);
     let client = Arc::new(UpstreamClient::new(s.upstream_keepalive_pool_size));
     let registry = StateRegistry::default();
     let config_path = config.source.clone();
@@ -105,7 +106,8 @@ pub fn build(
     // --- routing: active health checks (router::health) over the current snapshot ---
     {
         let app = app.clone();
-        let checks = crate::router::health::HealthChecks::new(move || app.snapshot.load_full());
+        let checks =
+            crate::router::health::HealthChecks::new(move || app.snapshot.load().routing.clone());
         server.add_service(background_service("health checks", checks));
     }
     // --- end routing ---

@@ -104,12 +104,7 @@ async fn stream_reaches_client_before_upstream_finishes_and_usage_is_stripped() 
     );
     // The gateway asked the upstream for usage anyway, so it is always known.
     assert_eq!(up.last().json()["stream_options"]["include_usage"], true);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let log = gw.access_log();
-    let line = log
-        .iter()
-        .find(|l| l["route"] == "chat")
-        .expect("access log line");
+    let line = gw.wait_for_log_line(|l| l["route"] == "chat").await;
     assert_eq!(line["total_tokens"], 7);
     assert_eq!(line["stream"], true);
 }

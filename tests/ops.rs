@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
@@ -22,20 +22,22 @@ fn model_ids(resp: &Response) -> Vec<String> {
         .collect()
 }
 
-/// Polls readiness until `pred` holds on its body (5 s at most).
+/// Polls readiness until `pred` holds on its body (10 s at most).
 async fn wait_readiness(
     gw: &Gateway,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let body = gw.get("/health/readiness", &[]).await.json();
-        if pred(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "readiness never matched: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut last = serde_json::Value::Null;
+    let matched = wait_until_async(
+        async || {
+            last = gw.get("/health/readiness", &[]).await.json();
+            pred(&last)
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(matched, "readiness never matched: {last}");
+    last
 }
 
 async fn reload(gw: &Gateway, yaml: &str, generation: u64) {
@@ -44,19 +46,56 @@ async fn reload(gw: &Gateway, yaml: &str, generation: u64) {
     wait_readiness(gw, |b| b["config_generation"] == generation).await;
 }
 
-/// Fires chat requests at `model` from `tasks` tasks until `stop`; returns (ok, failures).
-fn load(
-    port: u16,
-    model: &'static str,
-    tasks: usize,
+/// Chat requests fired at a model from several tasks until finished.
+struct Load {
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    tokio::spawn(async move {
-        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    handle: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Load {
+    /// Waits until `n` more requests have succeeded since the call (10 s at most): the load
+    /// really runs across whatever the test does next.
+    async fn progress(&self, n: usize) {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        let ok = wait_until(
+            || self.ok.load(Ordering::Relaxed) >= target,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(
+            ok,
+            "the load stalled at {} ok, {} failed",
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed)
+        );
+    }
+
+    /// Stops the load; returns (ok, failures).
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.handle.await.unwrap();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// Fires chat requests at `model` from `tasks` tasks until [`Load::finish`].
+fn load(port: u16, model: &'static str, tasks: usize) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (stop2, ok2, failed2) = (stop.clone(), ok.clone(), failed.clone());
+    let handle = tokio::spawn(async move {
         let failures = Arc::new(Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         for _ in 0..tasks {
-            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            let (stop, ok, failed, failures) = (
+                stop2.clone(),
+                ok2.clone(),
+                failed2.clone(),
+                failures.clone(),
+            );
             handles.push(tokio::spawn(async move {
                 let body = chat(model).to_string();
                 while !stop.load(Ordering::Relaxed) {
@@ -77,12 +116,18 @@ fn load(
                         Ok(resp) if resp.status == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        Ok(resp) => failures.lock().unwrap().push(format!(
-                            "{}: {}",
-                            resp.status,
-                            resp.text()
-                        )),
-                        Err(e) => failures.lock().unwrap().push(format!("client: {e}")),
+                        Ok(resp) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures.lock().unwrap().push(format!(
+                                "{}: {}",
+                                resp.status,
+                                resp.text()
+                            ))
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures.lock().unwrap().push(format!("client: {e}"))
+                        }
                     }
                 }
             }));
@@ -91,8 +136,14 @@ fn load(
             let _ = h.await;
         }
         let failures = failures.lock().unwrap().clone();
-        (ok.load(Ordering::Relaxed), failures)
-    })
+        failures
+    });
+    Load {
+        stop,
+        ok,
+        failed,
+        handle,
+    }
 }
 
 fn mock_group(name: &str, text: &str) -> String {
@@ -224,9 +275,8 @@ async fn reloads_under_load_fail_no_request_and_streams_finish() {
         .await;
     assert_eq!(stream.status, 200);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let loader = load(gw.port, "steady", 4, stop.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let loader = load(gw.port, "steady", 4);
+    loader.progress(10).await;
     // Add b, then change a (weight), then a broken file, then remove a.
     let v2 = format!(
         "model_list:\n{}{}",
@@ -234,23 +284,22 @@ async fn reloads_under_load_fail_no_request_and_streams_finish() {
         dep("steady", &b.base(), "b")
     );
     reload(&gw, &v2, 2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    loader.progress(10).await;
     let v3 = format!(
         "model_list:\n{}{}",
         dep("steady", &a.base(), "a").replace("sk-x\n", "sk-x\n      weight: 3\n"),
         dep("steady", &b.base(), "b")
     );
     reload(&gw, &v3, 3).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    loader.progress(10).await;
     gw.rewrite_config("model_list:\n  - model_name: steady\n    litellm_params: {model: nope/x}\n");
     gw.signal("HUP");
     wait_readiness(&gw, |b| b["last_reload"]["result"] == "failed").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    loader.progress(10).await;
     let v4 = format!("model_list:\n{}", dep("steady", &b.base(), "b"));
     reload(&gw, &v4, 4).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failures) = loader.await.unwrap();
+    loader.progress(10).await;
+    let (ok, failures) = loader.finish().await;
     assert!(
         failures.is_empty(),
         "{} failed: {:?}",
@@ -296,7 +345,7 @@ async fn sigterm_drains_an_in_flight_stream_then_exits() {
     .await;
     let dir = temp_dir();
     let yaml = format!(
-        "model_list:\n  - model_name: slow\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: {}/v1\n      api_key: sk-x\nswitchboard:\n  threads: 2\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 10\n  pid_file: {d}/sb.pid\n  upgrade_sock: {d}/sb.sock\n",
+        "model_list:\n  - model_name: slow\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: {}/v1\n      api_key: sk-x\nswitchboard:\n  threads: 2\n  grace_period_seconds: 2\n  graceful_shutdown_timeout_seconds: 10\n  pid_file: {d}/sb.pid\n  upgrade_sock: {d}/sb.sock\n",
         up.base(),
         d = dir.display()
     );
@@ -310,9 +359,24 @@ async fn sigterm_drains_an_in_flight_stream_then_exits() {
     let term_at = Instant::now();
     gw.signal("TERM");
     // During the grace period the listener is open and health says shutting down.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let r = gw.get("/health/readiness", &[]).await;
-    assert_eq!(r.status, 503);
+    let mut r = None;
+    let shutting_down = wait_until_async(
+        async || {
+            let resp = gw.get("/health/readiness", &[]).await;
+            let done = resp.status == 503;
+            r = Some(resp);
+            done
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let r = r.unwrap();
+    assert!(
+        shutting_down,
+        "readiness after SIGTERM: {} {}",
+        r.status,
+        r.text()
+    );
     assert_eq!(r.json()["status"], "shutting_down");
     let r = gw.get("/health/liveliness", &[]).await;
     assert_eq!(r.status, 503);
@@ -326,19 +390,23 @@ async fn sigterm_drains_an_in_flight_stream_then_exits() {
         body: rest,
     };
     assert_eq!(stream_text(&openai_chunks(&resp)), "abcdef");
-    // After the grace period new connections are refused.
-    let wait = Duration::from_millis(1300).saturating_sub(term_at.elapsed());
-    tokio::time::sleep(wait).await;
+    // After the grace period (2 s) new connections are refused.
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_err(),
-        "still accepting after the grace period"
+        gw.wait_not_listening(Duration::from_secs(10)).await,
+        "still accepting long after the grace period"
+    );
+    assert!(
+        term_at.elapsed() >= Duration::from_millis(1900),
+        "the listener closed before the grace period ended"
     );
     let status = gw
-        .wait_exit(Duration::from_secs(5))
+        .exited(Duration::from_secs(10))
+        .await
         .expect("exits after draining");
     assert!(status.success(), "{status}");
+    // Grace (2 s) plus the drain timeout (10 s) would be 12 s.
     assert!(
-        term_at.elapsed() < Duration::from_secs(5),
+        term_at.elapsed() < Duration::from_secs(9),
         "waited out the drain timeout instead of exiting when drained"
     );
     // The drained stream was logged.
@@ -357,21 +425,22 @@ async fn zero_downtime_upgrade_under_load() {
         up.base()
     );
     let mut old = Gateway::start(&yaml);
-    let stop = Arc::new(AtomicBool::new(false));
-    let loader = load(old.port, "m", 3, stop.clone());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let loader = load(old.port, "m", 3);
+    loader.progress(10).await;
     let mut new = old.spawn_upgrade();
-    // The new process waits on the upgrade socket; give it time to listen there.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The new process listens on the upgrade socket, then polls it for the listeners once a
+    // second, saying so (Pingora's transfer_fd).
+    new.wait_for_stderr("No incoming socket transfer").await;
     assert!(new.running(), "upgraded process died: {}", new.stderr());
     old.signal("QUIT");
     let status = old
-        .wait_exit(Duration::from_secs(12))
+        .exited(Duration::from_secs(12))
+        .await
         .expect("old process exits after handing over");
     assert!(status.success(), "{status}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failures) = loader.await.unwrap();
+    // With the old process gone, the new one serves the load.
+    loader.progress(10).await;
+    let (ok, failures) = loader.finish().await;
     assert!(
         failures.is_empty(),
         "{} failed: {:?}",
@@ -383,13 +452,14 @@ async fn zero_downtime_upgrade_under_load() {
     let r = new.post("/v1/chat/completions", &chat("m")).await;
     assert_eq!(r.status, 200);
     assert!(new.running());
-    let served_by_new = new.access_log().len();
+    // Access-log lines follow their responses: wait for them.
     assert!(
-        served_by_new > 1,
-        "new process served {served_by_new} requests"
+        wait_until(|| new.access_log().len() > 10, Duration::from_secs(10)).await,
+        "new process served {} requests",
+        new.access_log().len()
     );
     new.signal("TERM");
-    assert!(new.wait_exit(Duration::from_secs(5)).unwrap().success());
+    assert!(new.exited(Duration::from_secs(5)).await.unwrap().success());
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -432,8 +502,19 @@ async fn metrics_use_litellm_names_and_move() {
     gw.post("/v1/chat/completions", &chat("no-such-model"))
         .await
         .expect_error(404);
-    // Recorded in the logging phase, just after the response: give it a moment.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Recorded in the logging phase, just after each response: wait for the last request's.
+    gw.wait_for_metric(
+        "litellm_proxy_failed_requests_metric_total",
+        &["requested_model=\"__unknown__\""],
+        |v| v == 1.0,
+    )
+    .await;
+    gw.wait_for_metric(
+        "litellm_total_tokens_total",
+        &["requested_model=\"g\""],
+        |v| v == 43.0,
+    )
+    .await;
     let r = gw.get("/metrics", &[]).await;
     assert_eq!(r.status, 200);
     assert!(r
@@ -485,8 +566,13 @@ async fn metrics_use_litellm_names_and_move() {
 
     // A second scrape sees the counters move.
     gw.post("/v1/chat/completions", &chat("g")).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let t2 = gw.get("/metrics", &[]).await.text();
+    let t2 = gw
+        .wait_for_metric(
+            "litellm_proxy_total_requests_metric_total",
+            &["requested_model=\"g\"", "status_code=\"200\""],
+            |v| v >= 4.0,
+        )
+        .await;
     assert_eq!(metric(&t2, &ok), 4.0);
 }
 
@@ -533,22 +619,7 @@ async fn access_log_has_one_json_line_per_request() {
         )
         .await;
     assert_eq!(r.status, 200);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let line = loop {
-        if let Some(l) = gw
-            .access_log()
-            .into_iter()
-            .find(|l| l["request_id"] == "req-123")
-        {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no access-log line: {}",
-            gw.stdout()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let line = gw.wait_for_log_line(|l| l["request_id"] == "req-123").await;
     assert_eq!(line["model"], "g");
     assert_eq!(line["model_group"], "g");
     assert_eq!(line["deployment"], "dep-1");
@@ -584,12 +655,12 @@ async fn sigusr2_self_upgrade_under_load() {
         up.base()
     );
     let mut old = Gateway::start(&yaml);
-    let stop = Arc::new(AtomicBool::new(false));
-    let loader = load(old.port, "m", 3, stop.clone());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let loader = load(old.port, "m", 3);
+    loader.progress(10).await;
     old.signal("USR2");
     let status = old
-        .wait_exit(Duration::from_secs(12))
+        .exited(Duration::from_secs(12))
+        .await
         .expect("old process exits after handing over");
     assert!(status.success(), "{status}");
     let stderr = old.stderr();
@@ -604,9 +675,9 @@ async fn sigusr2_self_upgrade_under_load() {
                 .ok()
         })
         .unwrap_or_else(|| panic!("no successor logged: {stderr}"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failures) = loader.await.unwrap();
+    // With the old process gone, the successor serves the load.
+    loader.progress(10).await;
+    let (ok, failures) = loader.finish().await;
     let alive = |pid: u32| {
         std::process::Command::new("kill")
             .args(["-0", &pid.to_string()])
@@ -619,10 +690,7 @@ async fn sigusr2_self_upgrade_under_load() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &new_pid.to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(new_pid) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(|| !alive(new_pid), Duration::from_secs(10)).await;
     assert!(
         !alive(new_pid),
         "successor {new_pid} did not stop on SIGTERM"
@@ -665,7 +733,7 @@ async fn tells_systemd_ready_reloading_watchdog_stopping() {
     assert!(ready.contains("config generation 2"), "{ready}");
     gw.signal("TERM");
     next_notification(&sock, &mut seen, "STOPPING=1").await;
-    assert!(gw.wait_exit(Duration::from_secs(5)).unwrap().success());
+    assert!(gw.exited(Duration::from_secs(5)).await.unwrap().success());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -745,21 +813,16 @@ async fn access_log_records_client_disconnect() {
         .await;
     assert!(s.next_chunk().await.is_some());
     s.hang_up();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        if let Some(l) = gw.access_log().into_iter().find(|l| l["model"] == "g") {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no access-log line: {}",
-            gw.stdout()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let line = gw.wait_for_log_line(|l| l["model"] == "g").await;
     assert_eq!(line["client_disconnected"], true, "{line}");
     assert_eq!(line["status"], 200);
-    let metrics = gw.get("/metrics", &[]).await.text();
+    let metrics = gw
+        .wait_for_metric(
+            "switchboard_deployment_in_flight_requests",
+            &["model_group=\"g\""],
+            |v| v == 0.0,
+        )
+        .await;
     // Only the scrape itself is in flight.
     assert!(
         metrics.contains("switchboard_in_flight_requests 1"),
@@ -826,8 +889,20 @@ router_settings:
         r.json()["choices"][0]["message"]["content"],
         "from the spare"
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let t = gw.get("/metrics", &[]).await.text();
+    // Recorded just after each response: wait for the last request's.
+    gw.wait_for_metric(
+        "litellm_deployment_success_responses_total",
+        &["model_id=\"good\""],
+        |v| v == 2.0,
+    )
+    .await;
+    let t = gw
+        .wait_for_metric(
+            "litellm_deployment_successful_fallbacks_total",
+            &["requested_model=\"limited\""],
+            |v| v == 1.0,
+        )
+        .await;
 
     // Every attempt counts against its own deployment, not only the one that answered.
     assert_eq!(

@@ -192,13 +192,8 @@ async fn every_fallback_kind() {
         assert_eq!(r.header("x-litellm-attempted-fallbacks"), Some("1"));
     }
     // The access log says which fallback answered.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let log = gw.access_log();
-    assert!(
-        log.iter()
-            .any(|l| l["fallback"] == "big" && l["status"] == 200),
-        "{log:?}"
-    );
+    gw.wait_for_log_line(|l| l["fallback"] == "big" && l["status"] == 200)
+        .await;
 }
 
 #[tokio::test]
@@ -244,43 +239,58 @@ async fn cooldown_is_entered_skipped_and_left_through_a_probe() {
         ],
         "  num_retries: 2\n  cooldown_time: 1\n",
     ));
-    // Enough requests that the bad deployment fails >50% of its minute and cools down.
-    let mut cooled_at = None;
-    for i in 0..40 {
+    // Enough requests that the bad deployment fails >50% of its minute and cools down. The
+    // cooldown began during the request that brought it to two failures.
+    let mut cooling_since = None;
+    for _ in 0..40 {
+        let sent = Instant::now();
         let r = gw.post("/v1/chat/completions", &chat("g")).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        if bad.count() >= 2 && cooled_at.is_none() {
-            cooled_at = Some(i);
+        if bad.count() >= 2 {
+            cooling_since = Some(sent);
             break;
         }
     }
-    assert!(
-        cooled_at.is_some(),
-        "the bad deployment was never picked twice"
-    );
+    let cooling_since = cooling_since.expect("the bad deployment was never picked twice");
     let bad_before = bad.count();
-    for _ in 0..10 {
-        let r = gw.post("/v1/chat/completions", &chat("g")).await;
-        assert_eq!(r.status, 200);
-    }
+    // While it cools (1 s), it gets no traffic. Only requests that surely end inside the
+    // cooldown count, so a slow machine cannot make this fail.
+    let skipped = requests_until(&gw, "g", cooling_since + Duration::from_millis(800)).await;
     assert_eq!(bad.count(), bad_before, "a cooling deployment got traffic");
+    eprintln!("{skipped} requests skipped the cooling deployment");
     // After the cooldown it is tried again (one probe), fails, and cools again at once.
-    tokio::time::sleep(Duration::from_millis(1050)).await;
-    for _ in 0..30 {
-        gw.post("/v1/chat/completions", &chat("g")).await;
-        if bad.count() > bad_before {
-            break;
-        }
-    }
+    let probed = wait_until_async(
+        async || {
+            gw.post("/v1/chat/completions", &chat("g")).await;
+            bad.count() > bad_before
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(probed, "never probed after the cooldown");
+    let probe_failed = Instant::now();
     assert_eq!(bad.count(), bad_before + 1, "exactly one probe");
-    for _ in 0..10 {
-        gw.post("/v1/chat/completions", &chat("g")).await;
-    }
+    requests_until(&gw, "g", probe_failed + Duration::from_millis(800)).await;
     assert_eq!(
         bad.count(),
         bad_before + 1,
         "a failed probe cools down again"
     );
+}
+
+/// Sends requests to `group` one after another as long as each would end before `until`;
+/// returns how many (each answered 200).
+async fn requests_until(gw: &Gateway, group: &str, until: Instant) -> usize {
+    let mut n = 0;
+    let mut slowest = Duration::ZERO;
+    while Instant::now() + slowest < until {
+        let sent = Instant::now();
+        let r = gw.post("/v1/chat/completions", &chat(group)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        slowest = slowest.max(sent.elapsed());
+        n += 1;
+    }
+    n
 }
 
 #[tokio::test]
@@ -307,7 +317,7 @@ async fn all_cooling_down_is_503_with_retry_after_then_recovers() {
             mock("fb", "fb1", "litellm.ServiceUnavailableError", ""),
             mock("fb", "fb2", "litellm.ServiceUnavailableError", ""),
         ],
-        "  num_retries: 1\n  cooldown_time: 0.5\n  fallbacks: [{g: [fb]}]\n",
+        "  num_retries: 1\n  cooldown_time: 2\n  fallbacks: [{g: [fb]}]\n",
     ));
     // Two rounds fail every deployment of the group and of its fallback (each then >50%
     // failed): all cool down. The client sees the last group's error.
@@ -322,16 +332,28 @@ async fn all_cooling_down_is_503_with_retry_after_then_recovers() {
     let e = r.expect_error(503);
     assert!(t.elapsed() < Duration::from_millis(300), "fails fast");
     assert_eq!(e["code"], "no_deployments_available");
-    assert_eq!(r.header("retry-after"), Some("1"));
+    let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(
         n.load(Ordering::SeqCst),
         calls,
         "no upstream call while cooling"
     );
     failing.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(550)).await;
-    let r = gw.post("/v1/chat/completions", &chat("g")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    // Once the cooldown ends, a probe finds the upstream back.
+    let mut last = None;
+    let recovered = wait_until_async(
+        async || {
+            let r = gw.post("/v1/chat/completions", &chat("g")).await;
+            let ok = r.status == 200;
+            last = Some(r);
+            ok
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    let r = last.unwrap();
+    assert!(recovered, "{} {}", r.status, r.text());
 }
 
 #[tokio::test]
@@ -522,18 +544,29 @@ async fn a_client_hang_up_frees_the_slot_at_once() {
     )
     .await;
     // Wait until the upstream has it, then hang up.
-    let t = Instant::now();
-    while n.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        wait_until(|| n.load(Ordering::SeqCst) > 0, Duration::from_secs(10)).await,
+        "the upstream never got the request"
+    );
     // While it runs, the only slot is taken: 429 with Retry-After.
     let r = gw.post("/v1/chat/completions", &chat("g")).await;
     r.expect_error(429);
     assert!(r.header("retry-after").is_some());
     drop(conn);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let r = gw.post("/v1/chat/completions", &chat("g")).await;
-    assert_eq!(r.status, 200, "slot not freed: {}", r.text());
+    // The upstream never answers: only the hang-up can free the slot.
+    let mut last = None;
+    let freed = wait_until_async(
+        async || {
+            let r = gw.post("/v1/chat/completions", &chat("g")).await;
+            let ok = r.status == 200;
+            last = Some(r);
+            ok
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    let r = last.unwrap();
+    assert!(freed, "slot not freed: {}", r.text());
     assert_eq!(content(&r), "next");
 }
 
@@ -571,7 +604,7 @@ async fn weighted_shuffle_follows_weights() {
 async fn least_busy_avoids_the_busy_deployment() {
     let handler = |r: &Recorded| {
         if String::from_utf8_lossy(&r.body).contains("slow") {
-            Reply::json(200, openai::completion("slow")).delayed(Duration::from_millis(800))
+            Reply::json(200, openai::completion("slow")).delayed(Duration::from_secs(3))
         } else {
             Reply::json(200, openai::completion("fast"))
         }
@@ -593,10 +626,10 @@ async fn least_busy_avoids_the_busy_deployment() {
         )
         .await
     });
-    let t = Instant::now();
-    while a.count() + b.count() == 0 && t.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(
+        wait_until(|| a.count() + b.count() > 0, Duration::from_secs(10)).await,
+        "the slow request never reached an upstream"
+    );
     let busy = if a.count() == 1 { "a" } else { "b" };
     for _ in 0..6 {
         let r = gw.post("/v1/chat/completions", &chat("g")).await;
@@ -812,7 +845,15 @@ async fn active_health_checks_skip_unhealthy_deployments() {
         upstream("g", "other", &other.base(), ""),
     ));
     assert!(!gw.stderr().contains("not implemented"), "{}", gw.stderr());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The checks mark both failing deployments down (state 2).
+    for id in ["pool", "dead"] {
+        gw.wait_for_metric(
+            "litellm_deployment_state",
+            &[&format!("model_id=\"{id}\"")],
+            |v| v == 2.0,
+        )
+        .await;
+    }
     let chat_calls = |up: &MockUpstream| {
         up.requests()
             .iter()
@@ -829,7 +870,10 @@ async fn active_health_checks_skip_unhealthy_deployments() {
     assert!(pool.count() >= 3, "the pool was health-checked");
     // The pool recovers: traffic comes back.
     healthy.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.wait_for_metric("litellm_deployment_state", &["model_id=\"pool\""], |v| {
+        v == 0.0
+    })
+    .await;
     for _ in 0..30 {
         gw.post("/v1/chat/completions", &chat("g")).await;
     }
@@ -1041,4 +1085,70 @@ async fn an_abandoned_probe_does_not_keep_the_deployment_out() {
     .await
     .expect("the deployment never came back after its probe was abandoned");
     assert_eq!(content(&r), "back");
+}
+
+/// A group whose only deployment fails, with a fallback configured, goes to the fallback at
+/// once: the failing deployment is called once, with no backoff before the fallback answers.
+#[tokio::test]
+async fn a_failing_single_deployment_group_falls_back_at_once() {
+    let e500 = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let e429 = MockUpstream::start(|_| {
+        Reply::json(
+            429,
+            json!({"error": {"message": "slow down", "type": "requests"}}),
+        )
+        .with_header("retry-after", "2")
+    })
+    .await;
+    let lone = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let backup = MockUpstream::start(ok_upstream("from backup")).await;
+    let gw = Gateway::start(&config(
+        &[
+            upstream("a", "a500", &e500.base(), ""),
+            upstream("r", "r429", &e429.base(), ""),
+            upstream("lone", "lone", &lone.base(), ""),
+            upstream("b", "b", &backup.base(), ""),
+        ],
+        "  num_retries: 2\n  disable_cooldowns: true\n  fallbacks: [{a: [b]}, {r: [b]}]\n",
+    ));
+    for (group, failing) in [("a", &e500), ("r", &e429)] {
+        for round in 1..=3 {
+            let t = Instant::now();
+            let r = gw.post("/v1/chat/completions", &chat(group)).await;
+            let took = t.elapsed();
+            assert_eq!(r.status, 200, "{group}: {}", r.text());
+            assert_eq!(content(&r), "from backup");
+            assert_eq!(r.header("x-litellm-attempted-fallbacks"), Some("1"));
+            assert_eq!(
+                failing.count(),
+                round,
+                "{group} was retried before the fallback"
+            );
+            assert!(took < Duration::from_millis(300), "{group}: took {took:?}");
+        }
+    }
+    // No fallback: retrying the same deployment still waits out the backoff (500 ms base,
+    // jitter 50-100%).
+    let t = Instant::now();
+    gw.post("/v1/chat/completions", &chat("lone"))
+        .await
+        .expect_error(500);
+    assert_eq!(lone.count(), 3);
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
 }

@@ -9,8 +9,6 @@
 const PRELUDE_LEN: usize = 12;
 /// Prelude plus the trailing message CRC: the smallest possible message.
 const MIN_MESSAGE_LEN: usize = PRELUDE_LEN + 4;
-/// Largest message accepted (AWS caps event-stream messages at 16 MiB).
-pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
 
 /// A typed header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,10 +153,12 @@ impl Default for EventStreamDecoder {
 }
 
 impl EventStreamDecoder {
+    /// A decoder bounded by the process-wide [`super::limits::max_stream_event_bytes`].
     pub fn new() -> Self {
-        Self::with_max_len(MAX_MESSAGE_LEN)
+        Self::with_max_len(super::limits::max_stream_event_bytes())
     }
 
+    /// A decoder that fails a message declaring more than `max_len` bytes (before reading it).
     pub fn with_max_len(max_len: usize) -> Self {
         EventStreamDecoder {
             pending: Vec::new(),
@@ -214,6 +214,11 @@ impl EventStreamDecoder {
         Ok(())
     }
 
+    /// Bytes held for the message being read (for tests and diagnostics).
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The body ended: a partial message left over is an error.
     pub fn finish(&mut self) -> Result<(), EventStreamError> {
         if self.pending.is_empty() {
@@ -235,9 +240,16 @@ fn check_prelude(prelude: &[u8], max_len: usize) -> Result<usize, EventStreamErr
     if crc32fast::hash(&prelude[..8]) != crc {
         return Err(EventStreamError("prelude CRC mismatch".into()));
     }
-    if total < MIN_MESSAGE_LEN || total > max_len {
+    if total > max_len {
+        super::limits::record_too_large(super::limits::Framing::EventStream);
+        return Err(EventStreamError(super::limits::too_large_message(
+            &format!("a message declaring {total} bytes"),
+            max_len,
+        )));
+    }
+    if total < MIN_MESSAGE_LEN {
         return Err(EventStreamError(format!(
-            "message length {total} is outside {MIN_MESSAGE_LEN}..={max_len}"
+            "message length {total} is below the minimum of {MIN_MESSAGE_LEN}"
         )));
     }
     if headers_len > total - MIN_MESSAGE_LEN {
@@ -495,7 +507,7 @@ mod tests {
                 &mut |_m: Message<'_>| -> Result<(), EventStreamError> { Ok(()) },
             )
             .unwrap_err();
-        assert!(err.0.contains("outside"), "{}", err.0);
+        assert!(err.0.contains("max_stream_event_bytes"), "{}", err.0);
     }
 
     #[test]

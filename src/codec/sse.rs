@@ -1,6 +1,9 @@
 //! Server-sent events (WHATWG HTML §9.2): lines end in CRLF, LF or CR; `data:` lines of one
 //! event are joined with `\n`; a blank line dispatches; `:` lines are comments (OpenRouter's
-//! `: OPENROUTER PROCESSING` keep-alives); `event:` names the event.
+//! `: OPENROUTER PROCESSING` keep-alives); `event:` names the event. An event larger than the
+//! decoder's bound (an upstream sending `data:` lines with no blank line) fails the stream.
+
+use super::limits;
 
 /// One dispatched event. `data` is the joined data lines.
 #[derive(Debug, PartialEq, Eq)]
@@ -9,7 +12,8 @@ pub struct SseEvent<'a> {
     pub data: &'a str,
 }
 
-#[derive(Default)]
+/// Incremental SSE decoder. Holds one event's bytes at most: the event name, the data lines so
+/// far and the partial line, together never more than its bound.
 pub struct SseDecoder {
     /// Bytes after the last complete line.
     pending: Vec<u8>,
@@ -18,14 +22,56 @@ pub struct SseDecoder {
     event: String,
     data: String,
     has_data: bool,
+    /// Most bytes one event (name, data and the line being read) may hold.
+    max_event_bytes: usize,
 }
 
-/// Longest single SSE line accepted; beyond it the upstream is not speaking SSE.
-const MAX_LINE: usize = 16 * 1024 * 1024;
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl SseDecoder {
+    /// A decoder bounded by the process-wide [`limits::max_stream_event_bytes`].
     pub fn new() -> Self {
-        Self::default()
+        Self::with_max_event_bytes(limits::max_stream_event_bytes())
+    }
+
+    /// A decoder that fails an event holding more than `max_event_bytes`.
+    pub fn with_max_event_bytes(max_event_bytes: usize) -> Self {
+        SseDecoder {
+            pending: Vec::new(),
+            skip_lf: false,
+            event: String::new(),
+            data: String::new(),
+            has_data: false,
+            max_event_bytes,
+        }
+    }
+
+    /// Bytes held for the event being read (for tests and diagnostics).
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending.len() + self.event.len() + self.data.len()
+    }
+
+    /// Fails, dropping what is held, when the event being read plus a line of `line_len` bytes
+    /// would exceed the bound. The line's length counts in full (field name included), so the
+    /// verdict does not depend on how the bytes were split.
+    fn check_size(&mut self, line_len: usize) -> Result<(), SseError> {
+        let held = self.event.len() + self.data.len();
+        if held.saturating_add(line_len) <= self.max_event_bytes {
+            return Ok(());
+        }
+        self.pending = Vec::new();
+        self.event = String::new();
+        self.data = String::new();
+        self.has_data = false;
+        limits::record_too_large(limits::Framing::Sse);
+        Err(SseError(limits::too_large_message(
+            "an SSE event",
+            self.max_event_bytes,
+        )))
     }
 
     /// Feeds bytes; calls `on_event` for every event completed by them.
@@ -37,12 +83,12 @@ impl SseDecoder {
     where
         E: From<SseError>,
     {
-        if self.skip_lf {
+        // Only the very next byte may be the LF of a CRLF split across chunks; an empty chunk
+        // leaves the question open.
+        if self.skip_lf && !input.is_empty() {
+            self.skip_lf = false;
             if let Some(rest) = input.strip_prefix(b"\n") {
                 input = rest;
-            }
-            if !input.is_empty() {
-                self.skip_lf = false;
             }
         }
         while let Some(pos) = input.iter().position(|&b| b == b'\n' || b == b'\r') {
@@ -57,6 +103,7 @@ impl SseDecoder {
                     self.skip_lf = true;
                 }
             }
+            self.check_size(self.pending.len() + line_end)?;
             if self.pending.is_empty() {
                 self.line(&input[..line_end], on_event)?;
             } else {
@@ -68,9 +115,7 @@ impl SseDecoder {
             }
             input = &input[next..];
         }
-        if self.pending.len() + input.len() > MAX_LINE {
-            return Err(SseError("an SSE line exceeded 16 MiB".into()).into());
-        }
+        self.check_size(self.pending.len() + input.len())?;
         self.pending.extend_from_slice(input);
         Ok(())
     }
@@ -207,5 +252,74 @@ mod tests {
         // One byte at a time.
         let all: Vec<usize> = (1..input.len()).collect();
         assert_eq!(decode_split(input, &all), expected);
+    }
+
+    #[test]
+    fn a_crlf_split_before_its_lf_does_not_swallow_the_next_lf() {
+        // Found by tests/fuzz_decoders.rs: CR | LF | LF in separate chunks. The first LF ends
+        // the CRLF; the second is a blank line that must dispatch the event. The decoder used
+        // to keep waiting for the CRLF's LF after consuming it, and swallowed the blank line,
+        // merging two events into one.
+        let input = b"data: a\r\n\ndata: b\r\n\n";
+        let expected = vec![(String::new(), "a".into()), (String::new(), "b".into())];
+        let all: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(decode_split(input, &all), expected);
+        assert_eq!(decode_split(input, &[8, 9]), expected);
+        assert_eq!(
+            decode_split(input, &[8, 8, 9]),
+            expected,
+            "an empty chunk in between"
+        );
+    }
+
+    fn feed_all(d: &mut SseDecoder, input: &[u8], chunk: usize) -> Result<usize, GatewayError> {
+        let mut events = 0;
+        for piece in input.chunks(chunk) {
+            d.feed(piece, &mut |_e: SseEvent<'_>| -> Result<(), GatewayError> {
+                events += 1;
+                Ok(())
+            })?;
+            assert!(d.buffered_bytes() <= 1024);
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn an_event_of_endless_data_lines_is_cut_at_the_bound() {
+        // Each line is short; the event never ends. The bound is on the event, not the line.
+        let input = b"data: 0123456789\n".repeat(200);
+        for chunk in [1, 7, 64, input.len()] {
+            let mut d = SseDecoder::with_max_event_bytes(1024);
+            let err = feed_all(&mut d, &input, chunk).unwrap_err();
+            assert_eq!(err.status, 502);
+            assert!(
+                err.message.contains("max_stream_event_bytes"),
+                "{}",
+                err.message
+            );
+            assert_eq!(d.buffered_bytes(), 0, "what was held is released");
+        }
+        // One endless line, and an endless comment, too.
+        for input in [
+            vec![b'x'; 4096],
+            [b": ".to_vec(), vec![b'x'; 4096]].concat(),
+        ] {
+            let mut d = SseDecoder::with_max_event_bytes(1024);
+            assert!(feed_all(&mut d, &input, 100).is_err());
+        }
+    }
+
+    #[test]
+    fn events_within_the_bound_pass_and_reset_it() {
+        // Many events, each under the bound, total far over it.
+        let input = b"data: 0123456789\ndata: 0123456789\n\n".repeat(200);
+        let mut d = SseDecoder::with_max_event_bytes(64);
+        assert_eq!(feed_all(&mut d, &input, 13).unwrap(), 200);
+        // An event exactly at the bound: "data: " + 64 bytes of data.
+        let mut exact = b"data: ".to_vec();
+        exact.extend_from_slice(&[b'a'; 58]);
+        exact.extend_from_slice(b"\n\n");
+        let mut d = SseDecoder::with_max_event_bytes(64);
+        assert_eq!(feed_all(&mut d, &exact, 5).unwrap(), 1);
     }
 }

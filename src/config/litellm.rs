@@ -211,6 +211,18 @@ fn read_server(
             )
         })?;
     }
+    if let Some(v) = s.u64("max_stream_event_bytes")? {
+        let (min, max) = crate::codec::limits::MAX_STREAM_EVENT_BYTES_RANGE;
+        out.max_stream_event_bytes = usize::try_from(v)
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    s.key_path("max_stream_event_bytes"),
+                    format!("{v} is out of range ({min}-{max} bytes)"),
+                )
+            })?;
+    }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
     section.finish(warnings);
     Ok(out)
@@ -935,5 +947,18 @@ router_settings:
             .unwrap();
         assert!(c.server.json_logs);
         assert!(!c.litellm.require_auth_for_metrics_endpoint);
+    }
+
+    #[test]
+    fn max_stream_event_bytes() {
+        let c = parse("model_list: []\n").unwrap();
+        assert_eq!(c.server.max_stream_event_bytes, 16 * 1024 * 1024);
+        let c = parse("switchboard: {max_stream_event_bytes: 65536}\n").unwrap();
+        assert_eq!(c.server.max_stream_event_bytes, 65536);
+        for bad in ["0", "100", "-1", "1e12", "big"] {
+            let err =
+                parse(&format!("switchboard: {{max_stream_event_bytes: {bad}}}\n")).unwrap_err();
+            assert_eq!(err.path, "switchboard.max_stream_event_bytes", "{bad}");
+        }
     }
 }

@@ -95,6 +95,9 @@ pub struct ServerSettings {
     pub connect_timeout: Duration,
     pub json_logs: bool,
     pub log_level: log::LevelFilter,
+    /// Largest upstream stream event (SSE event, NDJSON line, eventstream message) held before
+    /// the stream is cut with a 502 or an error event.
+    pub max_stream_event_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -115,6 +118,7 @@ impl Default for ServerSettings {
             connect_timeout: Duration::from_secs(10),
             json_logs: true,
             log_level: log::LevelFilter::Info,
+            max_stream_event_bytes: crate::codec::limits::DEFAULT_MAX_STREAM_EVENT_BYTES,
         }
     }
 }

@@ -9,6 +9,10 @@
 //!  content_policy_fallbacks / default_fallbacks, ≤ max_fallbacks) ─► same loop
 //! ```
 //!
+//! A retry that could only wait for a deployment already tried is skipped when a fallback group
+//! can take the request: the fallback is tried at once (backoff only when waiting is the only
+//! option).
+//!
 //! An attempt has its provider build the native request, drives it through the pooled
 //! connector and answers the client, whole (exact Content-Length) or as a stream translated
 //! event by event. Nothing is written to the client until an attempt has its answer (for
@@ -19,9 +23,11 @@
 //! byte and every silence between chunks. The client connection is watched throughout: a
 //! hang-up drops the upstream request at once and frees its slot.
 
+use super::sink::ResponseSink;
 use super::{respond, unix_now, App, RequestLog};
+use crate::app::Live;
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::openai::request::EmbeddingsRequest;
+use crate::openai::request::{check_model_name, EmbeddingsRequest};
 use crate::openai::RequestBody;
 use crate::providers::mock::MockResponder;
 use crate::providers::{Operation, RequestContext, StreamTranslator};
@@ -108,14 +114,16 @@ enum Ready<'a> {
 /// answer with the error; once a response has started, errors are written here.
 pub async fn handle(
     app: &App,
-    snapshot: &Arc<Snapshot>,
-    session: &mut Session,
+    live: &Live,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
     op: Operation,
+    body: Bytes,
 ) -> GatewayResult<()> {
-    let body = read_body(session, snapshot.config.general.max_request_size).await?;
+    let snapshot = &live.routing;
     let parsed = RequestBody::parse(&body)?;
     let model = parsed.required_str("model")?;
+    check_model_name(&model, || snapshot.group(&model).is_some())?;
     ctx.model = Some(model.to_string());
     match op {
         Operation::Chat if !parsed.has("messages") => {
@@ -129,6 +137,12 @@ pub async fn handle(
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;
+
+    live.stages.admit(ctx, &parsed)?;
+    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed) {
+        respond::json(sink, ctx, 200, answer).await;
+        return Ok(());
+    }
 
     let primary = snapshot
         .resolve(&model)
@@ -162,7 +176,13 @@ pub async fn handle(
         let mut group = primary.clone();
         ctx.fallback = None;
         loop {
-            match run_group(&call, &group, session, ctx).await {
+            // The primary's fallbacks depend on how it fails; a fallback's are what is left.
+            let then = if Arc::ptr_eq(&group, &primary) {
+                FallbackAfter::ByError
+            } else {
+                FallbackAfter::Remaining(fallbacks.len() > next_fallback)
+            };
+            match run_group(&call, &group, then, sink, ctx).await {
                 GroupOutcome::Done => return Ok(()),
                 GroupOutcome::Failed(e) => {
                     only_unavailable = None;
@@ -207,7 +227,7 @@ pub async fn handle(
             {
                 let wake = recovery.min(until).min(call.deadline);
                 if wake > now && recovery <= until.min(call.deadline) {
-                    if !sleep_or_hang_up(wake + Duration::from_millis(1), session, ctx).await {
+                    if !sleep_or_hang_up(wake + Duration::from_millis(1), sink, ctx).await {
                         return Ok(());
                     }
                     continue;
@@ -219,12 +239,24 @@ pub async fn handle(
     }
 }
 
+/// Whether another group takes over when this one gives up (see [`run_group`]).
+#[derive(Clone, Copy)]
+enum FallbackAfter {
+    /// The primary group: its fallbacks depend on the error (`Snapshot::fallbacks_for`).
+    ByError,
+    /// A fallback group: whether the chain has another group after it.
+    Remaining(bool),
+}
+
 /// Attempts (and retries) one group until it answers, its retry budget is spent, or it has
-/// nothing available.
+/// nothing available. A retry that could only go back to a deployment already tried (and so
+/// would have to wait out a backoff) is not made when a fallback group can take the request at
+/// once: the group gives up and the fallback answers (LiteLLM and Portkey do the same).
 async fn run_group(
     call: &Call<'_>,
     group: &ModelGroup,
-    session: &mut Session,
+    then: FallbackAfter,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> GroupOutcome {
     let router = &call.snapshot.config.router;
@@ -251,7 +283,7 @@ async fn run_group(
         let deployment = admission.deployment.clone();
         ctx.attempts += 1;
         ctx.deployment = Some(deployment.clone());
-        let err = match attempt(call, admission, session, ctx).await {
+        let err = match attempt(call, admission, sink, ctx).await {
             AttemptOutcome::Done => return GroupOutcome::Done,
             AttemptOutcome::Failed(e) => e,
         };
@@ -275,6 +307,19 @@ async fn run_group(
                     crate::router::Availability::Cooling(_)
                 )
         });
+        if !elsewhere {
+            let fallback_waits = match then {
+                FallbackAfter::ByError => !call
+                    .snapshot
+                    .fallbacks_for(&group.name, err.kind)
+                    .is_empty(),
+                FallbackAfter::Remaining(more) => more,
+            };
+            if fallback_waits {
+                // Waiting for the same deployment(s) would only delay the fallback.
+                return GroupOutcome::Failed(err);
+            }
+        }
         if !elsewhere
             && err
                 .retry_after
@@ -290,7 +335,7 @@ async fn run_group(
             // Waiting as asked would outlive the request: answer now with what we know.
             return GroupOutcome::Failed(err);
         }
-        if !wait.is_zero() && !sleep_or_hang_up(clock::later(now, wait), session, ctx).await {
+        if !wait.is_zero() && !sleep_or_hang_up(clock::later(now, wait), sink, ctx).await {
             return GroupOutcome::Done;
         }
         last_err = Some(err);
@@ -318,11 +363,15 @@ fn backoff(err: &GatewayError, retry: u32, least: Duration, elsewhere: bool) -> 
 }
 
 /// Sleeps until `until`, or returns false at once if the client hangs up meanwhile.
-async fn sleep_or_hang_up(until: Instant, session: &mut Session, ctx: &mut RequestLog) -> bool {
+async fn sleep_or_hang_up(
+    until: Instant,
+    sink: &mut impl ResponseSink,
+    ctx: &mut RequestLog,
+) -> bool {
     tokio::select! {
         biased;
         _ = tokio::time::sleep_until(until.into()) => true,
-        _ = session.read_body_or_idle(true) => {
+        _ = sink.hung_up() => {
             ctx.client_disconnected = true;
             false
         }
@@ -341,7 +390,7 @@ fn request_deadline(call: &Call<'_>) -> GatewayError {
 async fn attempt(
     call: &Call<'_>,
     admission: Admission,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> AttemptOutcome {
     let deployment = admission.deployment.clone();
@@ -360,7 +409,7 @@ async fn attempt(
     let ready = tokio::select! {
         biased;
         r = until_ready(call, &deployment, &cx, deadline) => r,
-        _ = session.read_body_or_idle(true) => {
+        _ = sink.hung_up() => {
             ctx.client_disconnected = true;
             ctx.upstream_time += start.elapsed();
             return AttemptOutcome::Done;
@@ -370,14 +419,16 @@ async fn attempt(
     let ready = match ready {
         Ok(r) => r,
         Err(e) => {
+            // Upstream text may quote the credential it was sent: redacted before it is logged
+            // or can reach the client.
+            let e = call.snapshot.secrets.redact_error(e);
             attempt_failed(call, admission, &e);
             return AttemptOutcome::Failed(e);
         }
     };
     match ready {
         Ready::Mock(mock) => {
-            if let Err(e) =
-                answer_mock(mock, call.parsed, &cx, call.prompt_bytes, session, ctx).await
+            if let Err(e) = answer_mock(mock, call.parsed, &cx, call.prompt_bytes, sink, ctx).await
             {
                 attempt_failed(call, admission, &e);
                 return AttemptOutcome::Failed(e);
@@ -391,7 +442,7 @@ async fn attempt(
         Ready::Whole { body, usage } => {
             let latency = start.elapsed();
             ctx.usage = usage;
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
                 .metrics
@@ -411,8 +462,9 @@ async fn attempt(
                 first,
                 ended,
                 &deployment,
+                &call.snapshot.secrets,
                 deadline,
-                session,
+                sink,
                 ctx,
             )
             .await;
@@ -517,7 +569,7 @@ async fn until_ready<'a>(
     }
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
-        let translated = provider.parse_response(&whole, cx)?;
+        let translated = provider.parse_response_owned(whole, cx)?;
         return Ok(Ready::Whole {
             body: translated.body,
             usage: translated.usage,
@@ -585,11 +637,12 @@ async fn stream_to_client(
     mut out: BytesMut,
     mut ended: bool,
     deployment: &Deployment,
+    secrets: &crate::redact::Secrets,
     deadline: Instant,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> Option<GatewayError> {
-    if !respond::sse_head(session, ctx).await {
+    if !respond::sse_head(sink, ctx).await {
         return None;
     }
     let mut failure = None;
@@ -598,16 +651,11 @@ async fn stream_to_client(
             if ctx.ttft.is_none() {
                 ctx.ttft = Some(ctx.start.elapsed());
             }
-            if session
-                .write_response_body(Some(out.split().freeze()), ended)
-                .await
-                .is_err()
-            {
-                ctx.client_disconnected = true;
+            if !respond::send_body(sink, ctx, out.split().freeze(), ended).await {
                 return failure;
             }
         } else if ended {
-            let _ = session.write_response_body(None, true).await;
+            respond::send_body(sink, ctx, Bytes::new(), true).await;
         }
         if ended {
             return failure;
@@ -618,7 +666,7 @@ async fn stream_to_client(
         let next = tokio::select! {
             biased;
             r = tokio::time::timeout(gap, response.chunk()) => r,
-            _ = session.read_body_or_idle(true) => {
+            _ = sink.hung_up() => {
                 ctx.client_disconnected = true;
                 return None;
             }
@@ -653,6 +701,7 @@ async fn stream_to_client(
             Ok(ended) => ended,
             Err(e) => {
                 // Mid-stream failure: end the stream with an OpenAI error event.
+                let e = secrets.redact_error(e);
                 ctx.error = Some(e.message.clone());
                 out.extend_from_slice(&e.sse_event());
                 out.extend_from_slice(b"data: [DONE]\n\n");
@@ -684,7 +733,7 @@ async fn answer_mock(
     parsed: &RequestBody<'_>,
     cx: &RequestContext<'_>,
     prompt_bytes: usize,
-    session: &mut Session,
+    sink: &mut impl ResponseSink,
     ctx: &mut RequestLog,
 ) -> GatewayResult<()> {
     match cx.op {
@@ -697,13 +746,13 @@ async fn answer_mock(
             };
             let (body, usage) = mock.embeddings(inputs, req.base64, prompt_bytes);
             ctx.usage = Some(usage);
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
         }
         Operation::Chat if cx.stream => {
             let (events, usage) =
                 mock.stream_events(cx.response_id, cx.created, cx.include_usage, prompt_bytes);
             ctx.usage = Some(usage);
-            if !respond::sse_head(session, ctx).await {
+            if !respond::sse_head(sink, ctx).await {
                 return Ok(());
             }
             let last = events.len().saturating_sub(1);
@@ -711,12 +760,7 @@ async fn answer_mock(
                 if ctx.ttft.is_none() {
                     ctx.ttft = Some(ctx.start.elapsed());
                 }
-                if session
-                    .write_response_body(Some(ev), i == last)
-                    .await
-                    .is_err()
-                {
-                    ctx.client_disconnected = true;
+                if !respond::send_body(sink, ctx, ev, i == last).await {
                     break;
                 }
             }
@@ -724,7 +768,7 @@ async fn answer_mock(
         Operation::Chat => {
             let (body, usage) = mock.completion(cx.response_id, cx.created, prompt_bytes);
             ctx.usage = Some(usage);
-            respond::json(session, ctx, 200, body).await;
+            respond::json(sink, ctx, 200, body).await;
         }
     }
     Ok(())
@@ -732,7 +776,7 @@ async fn answer_mock(
 
 /// Reads the whole request body, refusing more than `limit` bytes (413) before reading it when
 /// Content-Length says so, and as soon as the count passes the limit otherwise.
-async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> {
+pub async fn read_body(session: &mut Session, limit: usize) -> GatewayResult<Bytes> {
     let too_large = || {
         GatewayError::new(
             ErrorKind::PayloadTooLarge,

@@ -5,26 +5,33 @@
 //!  client ──► request_filter ─┬─ route (path, method) ─► 404 / 405
 //!                             ├─ health, models ───────► answered from the snapshot
 //!                             └─ chat, embeddings
-//!                                  auth ─► read body (≤ max_request_size_mb) ─► parse once
+//!                                  authenticate (stages) ─► read body (≤ max_request_size_mb)
+//!                                  ─► parse once ─► admit, cache lookup (stages)
 //!                                  ─► model group ─► deployment ─► provider.build_request
 //!                                  ─► Connector (pooled h1/h2) ─► upstream
 //!                                  ◄─ whole body: translate, exact Content-Length
 //!                                  ◄─ stream: translate event by event, flush each
-//!          logging ◄──────────── one JSON line per request (request id, model, deployment,
-//!                                 status, latency, attempts, tokens)
+//!          settle (stages), then logging ◄── metrics and one JSON line per request (request
+//!                                 id, model, deployment, status, latency, attempts, tokens)
 //! ```
+//! Everything the client receives goes through a [`sink::ResponseSink`]; [`sink::SessionSink`]
+//! is the only writer that knows Pingora's `Session`.
 //! `upstream_peer` is never reached.
 
-pub mod auth;
 pub mod exchange;
+pub mod framing;
 pub mod respond;
 pub mod routes;
+pub mod sink;
+#[cfg(test)]
+mod tests;
 
 pub use crate::app::App;
 pub use crate::context::{new_id, unix_now, Context};
 /// The per-request context's old name, kept while branches that use it merge.
 pub type RequestLog = Context;
 
+use crate::app::Live;
 use crate::context::RequestId;
 use crate::logging;
 use async_trait::async_trait;
@@ -32,6 +39,7 @@ use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 use routes::Route;
+use sink::SessionSink;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,7 +81,14 @@ impl ProxyHttp for Gateway {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         let _serving = Serving::enter(&self.app.in_flight);
-        self.serve(session, ctx).await;
+        if let Err(e) = framing::check(session) {
+            session.set_keepalive(None);
+            respond::error(&mut SessionSink::new(session), ctx, &e).await;
+            return Ok(true);
+        }
+        let live = self.app.snapshot.load_full();
+        self.serve(&live, session, ctx).await;
+        live.stages.settle(ctx);
         Ok(true)
     }
 
@@ -96,40 +111,39 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestLog,
     ) {
         self.app.metrics.observe(ctx, &self.app.snapshot.load());
-        logging::access(session, ctx);
+        logging::access(session.req_header(), ctx);
     }
 }
 
 impl Gateway {
-    async fn serve(&self, session: &mut Session, ctx: &mut RequestLog) {
-        let snapshot = self.app.snapshot.load_full();
+    async fn serve(&self, live: &Live, session: &mut Session, ctx: &mut RequestLog) {
+        let snapshot = &live.routing;
         let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
-        let route = match routes::route(&method, &path) {
+        // Shares the request's bytes (no copy): the route borrows from it.
+        let uri = session.req_header().uri.clone();
+        let route = match routes::route(&method, uri.path()) {
             Ok(r) => r,
-            Err(e) => return respond::error(session, ctx, &e).await,
+            Err(e) => return respond::error(&mut SessionSink::new(session), ctx, &e).await,
         };
         if route.needs_auth() {
-            if let Err(e) = auth::check(
-                session.req_header(),
-                snapshot.config.general.master_key.as_deref(),
-            ) {
-                return respond::error(session, ctx, &e).await;
+            if let Err(e) = live.stages.authenticate(session.req_header(), ctx) {
+                return respond::error(&mut SessionSink::new(session), ctx, &e).await;
             }
         }
+        let mut sink = SessionSink::new(session);
         match route {
             Route::Liveness => {
                 ctx.route = "liveness";
                 if self.app.draining.load(Ordering::Relaxed) {
                     respond::json(
-                        session,
+                        &mut sink,
                         ctx,
                         503,
                         Bytes::from_static(b"{\"status\":\"shutting_down\"}"),
                     )
                     .await
                 } else {
-                    respond::json(session, ctx, 200, Bytes::from_static(b"\"I'm alive!\"")).await
+                    respond::json(&mut sink, ctx, 200, Bytes::from_static(b"\"I'm alive!\"")).await
                 }
             }
             Route::Readiness => {
@@ -145,26 +159,23 @@ impl Gateway {
                     body["last_reload"] = r.to_json();
                 }
                 let status = if draining { 503 } else { 200 };
-                respond::json(session, ctx, status, Bytes::from(body.to_string())).await
+                respond::json(&mut sink, ctx, status, Bytes::from(body.to_string())).await
             }
             Route::Metrics => {
                 ctx.route = "metrics";
                 if snapshot.config.litellm.require_auth_for_metrics_endpoint {
-                    if let Err(e) = auth::check(
-                        session.req_header(),
-                        snapshot.config.general.master_key.as_deref(),
-                    ) {
-                        return respond::error(session, ctx, &e).await;
+                    if let Err(e) = live.stages.authenticate(sink.session().req_header(), ctx) {
+                        return respond::error(&mut sink, ctx, &e).await;
                     }
                 }
                 let text = self.app.metrics.render(
-                    &snapshot,
+                    snapshot,
                     self.app.in_flight.load(Ordering::Relaxed),
                     &self.app.client,
                 );
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());
-                respond::whole(session, ctx, h, Bytes::from(text)).await
+                respond::whole(&mut sink, ctx, h, Bytes::from(text)).await
             }
             Route::Models => {
                 ctx.route = "models";
@@ -175,22 +186,27 @@ impl Gateway {
                     .map(|id| model_object(id, created))
                     .collect();
                 let body = serde_json::json!({"object": "list", "data": data});
-                respond::json(session, ctx, 200, Bytes::from(body.to_string())).await
+                respond::json(&mut sink, ctx, 200, Bytes::from(body.to_string())).await
             }
             Route::Model(id) => {
                 ctx.route = "model";
                 if snapshot.serves(id) {
                     let body = model_object(id, unix_now()).to_string();
-                    respond::json(session, ctx, 200, Bytes::from(body)).await
+                    respond::json(&mut sink, ctx, 200, Bytes::from(body)).await
                 } else {
                     let e = exchange::model_not_found(id);
-                    respond::error(session, ctx, &e).await
+                    respond::error(&mut sink, ctx, &e).await
                 }
             }
             Route::Llm(op) => {
                 ctx.route = op.as_str();
-                if let Err(e) = exchange::handle(&self.app, &snapshot, session, ctx, op).await {
-                    respond::error(session, ctx, &e).await
+                let limit = snapshot.config.general.max_request_size;
+                let result = match exchange::read_body(sink.session(), limit).await {
+                    Ok(body) => exchange::handle(&self.app, live, &mut sink, ctx, op, body).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    respond::error(&mut sink, ctx, &e).await
                 }
             }
         }

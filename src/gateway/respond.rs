@@ -1,15 +1,18 @@
-//! Writing responses to the client: JSON bodies with an exact Content-Length, OpenAI error
-//! objects, and the SSE response head. Every response carries `x-request-id` and the gateway's
-//! own overhead (`x-litellm-overhead-duration-ms`), plus which deployment answered.
+//! Writing responses to the client through a [`ResponseSink`]: JSON bodies with an exact
+//! Content-Length, OpenAI error objects, and streams. Every response carries `x-request-id` and
+//! the gateway's own overhead (`x-litellm-overhead-duration-ms`), plus which deployment
+//! answered. Every byte goes out through [`send_head`] and [`send_body`], which tee what the
+//! context needs (status, time to first token, the whole answer when a stage asked for it) and
+//! record a client that left.
 
-use super::RequestLog;
+use super::sink::ResponseSink;
+use crate::context::Context;
 use crate::error::GatewayError;
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 
 /// The response head every answer starts from.
-pub fn head(status: u16, ctx: &RequestLog, content_type: &str) -> ResponseHeader {
+pub fn head(status: u16, ctx: &Context, content_type: &str) -> ResponseHeader {
     let mut h = ResponseHeader::build(status, Some(8)).expect("valid status");
     let _ = h.insert_header(http::header::CONTENT_TYPE, content_type);
     let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
@@ -39,19 +42,24 @@ pub fn head(status: u16, ctx: &RequestLog, content_type: &str) -> ResponseHeader
 }
 
 /// Writes a complete JSON response. A client that went away is recorded, not an error.
-pub async fn json(session: &mut Session, ctx: &mut RequestLog, status: u16, body: Bytes) {
+pub async fn json(sink: &mut impl ResponseSink, ctx: &mut Context, status: u16, body: Bytes) {
     let mut h = head(status, ctx, "application/json");
     let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-    write_whole(session, ctx, h, body).await;
+    write_whole(sink, ctx, h, body).await;
 }
 
 /// Writes a complete response with a caller-built head (which sets Content-Length).
-pub async fn whole(session: &mut Session, ctx: &mut RequestLog, h: ResponseHeader, body: Bytes) {
-    write_whole(session, ctx, h, body).await;
+pub async fn whole(
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    h: ResponseHeader,
+    body: Bytes,
+) {
+    write_whole(sink, ctx, h, body).await;
 }
 
 /// Writes an OpenAI error object with the error's status (and Retry-After when set).
-pub async fn error(session: &mut Session, ctx: &mut RequestLog, err: &GatewayError) {
+pub async fn error(sink: &mut impl ResponseSink, ctx: &mut Context, err: &GatewayError) {
     ctx.error = Some(err.message.clone());
     let body = err.body();
     let mut h = head(err.status, ctx, "application/json");
@@ -59,39 +67,49 @@ pub async fn error(session: &mut Session, ctx: &mut RequestLog, err: &GatewayErr
     if let Some(secs) = err.retry_after {
         let _ = h.insert_header(http::header::RETRY_AFTER, secs.to_string());
     }
-    write_whole(session, ctx, h, body).await;
+    write_whole(sink, ctx, h, body).await;
 }
 
-async fn write_whole(session: &mut Session, ctx: &mut RequestLog, h: ResponseHeader, body: Bytes) {
-    ctx.status = h.status.as_u16();
-    let head_only = session.req_header().method == http::Method::HEAD;
-    if session
-        .write_response_header(Box::new(h), false)
-        .await
-        .is_err()
-    {
-        ctx.client_disconnected = true;
-        return;
-    }
-    let body = if head_only { Bytes::new() } else { body };
-    if session.write_response_body(Some(body), true).await.is_err() {
-        ctx.client_disconnected = true;
+async fn write_whole(
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    h: ResponseHeader,
+    body: Bytes,
+) {
+    if send_head(sink, ctx, h).await {
+        send_body(sink, ctx, body, true).await;
     }
 }
 
-/// Starts an SSE response: no Content-Length, chunked on HTTP/1.1 (never close-delimited).
-pub async fn sse_head(session: &mut Session, ctx: &mut RequestLog) -> bool {
+/// Starts an SSE response (no Content-Length: the sink frames it as a stream).
+pub async fn sse_head(sink: &mut impl ResponseSink, ctx: &mut Context) -> bool {
     let mut h = head(200, ctx, "text/event-stream");
     let _ = h.insert_header(http::header::CACHE_CONTROL, "no-cache");
-    if !session.is_http2() {
-        let _ = h.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    send_head(sink, ctx, h).await
+}
+
+/// Writes a response head, recording its status. `false`: the client is gone (recorded).
+pub async fn send_head(sink: &mut impl ResponseSink, ctx: &mut Context, h: ResponseHeader) -> bool {
+    ctx.status = h.status.as_u16();
+    if !sink.head(h).await {
+        ctx.client_disconnected = true;
+        return false;
     }
-    ctx.status = 200;
-    if session
-        .write_response_header(Box::new(h), false)
-        .await
-        .is_err()
-    {
+    true
+}
+
+/// Writes body bytes, keeping them in `ctx.answer` when a stage asked for the whole answer (a
+/// whole body is shared, a stream's pieces are gathered). `false`: the client is gone.
+pub async fn send_body(
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    bytes: Bytes,
+    end: bool,
+) -> bool {
+    if ctx.keep_answer {
+        ctx.tee_answer(&bytes, end);
+    }
+    if !sink.body(bytes, end).await {
         ctx.client_disconnected = true;
         return false;
     }

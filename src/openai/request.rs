@@ -3,6 +3,12 @@
 //! rewrites a couple of fields and copies the rest byte for byte, never parsing `messages`.
 //! Translating providers deserialize the typed view ([`ChatRequest`]) from those slices, so a
 //! field is parsed at most once either way.
+//!
+//! Hostile bodies are refused here, before anything is routed: a top-level key given twice
+//! (the gateway would read one value and the upstream another), more than
+//! [`MAX_TOP_LEVEL_FIELDS`] top-level keys, and arrays/objects nested deeper than
+//! [`MAX_NESTING_DEPTH`] (the pass-through path forwards values it never parses). The client's
+//! `model` is checked by [`check_model_name`].
 
 use crate::error::{GatewayError, GatewayResult};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -25,18 +31,36 @@ impl<'a> RequestBody<'a> {
             ));
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let fields = de.deserialize_map(FieldsVisitor).map_err(|e| {
-            GatewayError::bad_request(format!(
-                "The request body is not valid JSON ({e}). Send a JSON object with Content-Type: application/json."
-            ))
-            .with_code("invalid_json")
-        })?;
+        let mut refused = None;
+        let fields = de
+            .deserialize_map(FieldsVisitor {
+                refused: &mut refused,
+            })
+            .map_err(|e| match refused.take() {
+                Some(refused) => refused,
+                None => GatewayError::bad_request(format!(
+                    "The request body is not valid JSON ({e}). Send a JSON object with Content-Type: application/json."
+                ))
+                .with_code("invalid_json"),
+            })?;
         de.end().map_err(|e| {
             GatewayError::bad_request(format!(
                 "The request body has trailing data after the JSON object ({e})."
             ))
             .with_code("invalid_json")
         })?;
+        // The body object is level 1, so its values may nest one level less.
+        for (key, raw) in &fields {
+            if nests_deeper_than(raw.get().as_bytes(), MAX_NESTING_DEPTH - 1) {
+                return Err(GatewayError::invalid_param(
+                    key,
+                    format!(
+                        "'{key}' nests arrays and objects deeper than the gateway's limit of {MAX_NESTING_DEPTH} levels (counting the request body itself)."
+                    ),
+                )
+                .with_code("nesting_too_deep"));
+            }
+        }
         Ok(RequestBody { fields })
     }
 
@@ -131,9 +155,23 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-struct FieldsVisitor;
+/// Most top-level keys a request body may have. OpenAI's chat API has about 40 parameters;
+/// the bound keeps the duplicate check (a scan of the keys so far) cheap on any body.
+pub const MAX_TOP_LEVEL_FIELDS: usize = 256;
 
-impl<'de> Visitor<'de> for FieldsVisitor {
+/// Deepest nesting of arrays and objects in a request body, the body object itself being
+/// level 1. The same as serde_json's recursion limit, which translating providers (that do
+/// parse `messages`, `tools`, …) already hit at 128; the pass-through path parses no values,
+/// so without this bound any depth would reach the upstream.
+pub const MAX_NESTING_DEPTH: usize = 128;
+
+/// Reads the top-level fields. A refusal that is the client's to fix (a duplicate key, too
+/// many keys) is left in `refused` and the parse aborted with a placeholder error.
+struct FieldsVisitor<'r> {
+    refused: &'r mut Option<GatewayError>,
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor<'_> {
     type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -141,13 +179,109 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Vec::with_capacity(16);
+        let mut fields: Self::Value = Vec::with_capacity(16);
         while let Some(key) = map.next_key::<MaybeBorrowed<'de>>()? {
+            let key = key.0;
+            // Keys compare decoded: `"\u0073tream"` is `stream` to the upstream too.
+            if fields.iter().any(|(k, _)| *k == key) {
+                *self.refused = Some(
+                    GatewayError::invalid_param(
+                        &key,
+                        format!(
+                            "The request body has the key '{key}' more than once. Send each parameter once."
+                        ),
+                    )
+                    .with_code("duplicate_key"),
+                );
+                return Err(de::Error::custom("duplicate key"));
+            }
+            if fields.len() == MAX_TOP_LEVEL_FIELDS {
+                *self.refused = Some(
+                    GatewayError::bad_request(format!(
+                        "The request body has more than {MAX_TOP_LEVEL_FIELDS} top-level keys."
+                    ))
+                    .with_code("too_many_fields"),
+                );
+                return Err(de::Error::custom("too many keys"));
+            }
             let value: &'de RawValue = map.next_value()?;
-            fields.push((key.0, value));
+            fields.push((key, value));
         }
         Ok(fields)
     }
+}
+
+/// Whether the JSON value `json` (already validated) nests arrays/objects deeper than `limit`
+/// levels. One pass over the bytes without parsing: string contents (most of a chat body) are
+/// skipped with `memchr`, brackets inside them do not count.
+fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = json.get(i) {
+        match b {
+            b'"' => {
+                // To the closing quote: the next quote not escaped by a backslash.
+                i += 1;
+                loop {
+                    let Some(rest) = json.get(i..) else {
+                        return false;
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(j) if rest[j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j + 1;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Longest `model` a client may send (bytes). Real model ids, Bedrock ARNs included, are far
+/// shorter; wildcard groups keep what clients send, so it is bounded.
+pub const MAX_MODEL_NAME_LEN: usize = 256;
+
+/// Checks the client's `model` before it is routed. A wildcard group puts the client's text
+/// into the upstream model id (and so into URLs, see [`crate::providers::url`]), so what could
+/// never be a model id is refused as the client's error (400 naming `model`): control
+/// characters (CR/LF would break the request line), a `.` or `..` path segment, more than
+/// [`MAX_MODEL_NAME_LEN`] bytes, and whitespace unless the name is a configured group or alias
+/// (`is_configured`, asked only then: configs may name a group "my model").
+pub fn check_model_name(model: &str, is_configured: impl FnOnce() -> bool) -> GatewayResult<()> {
+    let refuse = |what: &str| {
+        Err(GatewayError::invalid_param(
+            "model",
+            format!("Invalid model name: {what}. Send a model name from GET /v1/models."),
+        )
+        .with_code("invalid_model_name"))
+    };
+    if model.len() > MAX_MODEL_NAME_LEN {
+        return refuse(&format!("longer than {MAX_MODEL_NAME_LEN} bytes"));
+    }
+    if model.chars().any(char::is_control) {
+        return refuse("it contains control characters (CR, LF, tab, NUL, ...)");
+    }
+    if model.split('/').any(|s| s == "." || s == "..") {
+        return refuse("it contains a '.' or '..' path segment");
+    }
+    if model.contains(char::is_whitespace) && !is_configured() {
+        return refuse("it contains whitespace");
+    }
+    Ok(())
 }
 
 /// A string that borrows from the input when it has no escapes.
@@ -705,6 +839,91 @@ mod tests {
         assert_eq!(err.param.as_deref(), Some("messages"));
         let body = RequestBody::parse(br#"{"model":"m","messages":[]}"#).unwrap();
         assert!(ChatRequest::from_body(&body).is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_naming_the_key() {
+        for (body, key) in [
+            (
+                &br#"{"stream":false,"model":"m","stream":true}"#[..],
+                "stream",
+            ),
+            (br#"{"model":"a","\u006dodel":"b"}"#, "model"),
+            (br#"{"x":null,"x":null}"#, "x"),
+        ] {
+            let err = RequestBody::parse(body).err().expect("must fail");
+            assert_eq!(err.status, 400);
+            assert_eq!(err.param.as_deref(), Some(key));
+            assert_eq!(err.code.as_deref(), Some("duplicate_key"));
+        }
+        let mut many = String::from("{");
+        for i in 0..=MAX_TOP_LEVEL_FIELDS {
+            many.push_str(&format!("\"k{i}\":1,"));
+        }
+        many.pop();
+        many.push('}');
+        let err = RequestBody::parse(many.as_bytes()).err().unwrap();
+        assert_eq!(err.code.as_deref(), Some("too_many_fields"));
+        // A repeated key is refused as soon as it is read; other malformed JSON is invalid_json.
+        let err = RequestBody::parse(br#"{"a":1,"a""#).err().unwrap();
+        assert_eq!(err.code.as_deref(), Some("duplicate_key"));
+        let err = RequestBody::parse(br#"{"a":1,"b""#).err().unwrap();
+        assert_eq!(err.code.as_deref(), Some("invalid_json"));
+    }
+
+    #[test]
+    fn nesting_depth_is_bounded_outside_strings() {
+        assert!(!nests_deeper_than(b"[[1],{\"a\":[2]}]", 3));
+        assert!(nests_deeper_than(b"[[1],{\"a\":[2]}]", 2));
+        // Brackets in strings, escaped quotes and backslashes do not count or confuse it.
+        assert!(!nests_deeper_than(
+            br#"["[[[[", "\"[[[", "\\", {"[": "]]]"}]"#,
+            2
+        ));
+        assert!(nests_deeper_than(br#"["\\", [[1]]]"#, 2));
+        // Truncated input ends the scan without a panic.
+        assert!(!nests_deeper_than(br#"["abc\"#, 5));
+        let deep = |n: usize| {
+            let mut b = br#"{"model":"m","messages":"#.to_vec();
+            b.extend(std::iter::repeat_n(b'[', n));
+            b.extend(std::iter::repeat_n(b']', n));
+            b.push(b'}');
+            b
+        };
+        assert!(RequestBody::parse(&deep(MAX_NESTING_DEPTH - 1)).is_ok());
+        let err = RequestBody::parse(&deep(MAX_NESTING_DEPTH)).err().unwrap();
+        assert_eq!(err.param.as_deref(), Some("messages"));
+        assert!(RequestBody::parse(&deep(100_000)).is_err());
+    }
+
+    #[test]
+    fn model_names_that_cannot_be_model_ids_are_400s() {
+        let configured = || true;
+        let wildcard = || false;
+        for ok in [
+            "gpt-4o",
+            "bedrock/arn:aws:bedrock:us-east-1:1:inference-profile/us.x-v1:0",
+            "a@b",
+            "...",
+        ] {
+            assert!(check_model_name(ok, wildcard).is_ok(), "{ok}");
+        }
+        assert!(check_model_name("my model", configured).is_ok());
+        for bad in [
+            "gemini/a b",
+            "a\r\nb",
+            "a\tb",
+            "x\u{0}",
+            "gemini/..",
+            "./x",
+            "a/../b",
+        ] {
+            let err = check_model_name(bad, wildcard).expect_err(bad);
+            assert_eq!(err.param.as_deref(), Some("model"), "{bad:?}");
+            assert_eq!(err.status, 400);
+        }
+        assert!(check_model_name("a\nb", configured).is_err());
+        assert!(check_model_name(&"m".repeat(MAX_MODEL_NAME_LEN + 1), configured).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! finish reason, usage) into OpenAI `chat.completion.chunk` SSE events, enforcing the stream
 //! contract every provider must meet: role in the first delta, exactly one finish_reason, the
 //! usage chunk (`choices: []`) only when the client asked for it, then `data: [DONE]`.
+//! It is the state behind [`crate::events::OpenAiSink`], the OpenAI sink of stream events.
 
 use super::response::{FinishReason, Usage};
 use crate::error::GatewayError;
@@ -15,6 +16,9 @@ pub struct ChunkWriter {
     role_sent: bool,
     finished: bool,
     done: bool,
+    /// The upstream's own chunks are forwarded ([`ChunkWriter::raw`]): the stream contract is
+    /// theirs, so `done` adds only `[DONE]`.
+    raw: bool,
     usage: Option<Usage>,
 }
 
@@ -34,8 +38,39 @@ impl ChunkWriter {
             role_sent: false,
             finished: false,
             done: false,
+            raw: false,
             usage: None,
         }
+    }
+
+    /// A writer for an upstream that already speaks OpenAI: it forwards the upstream's chunks
+    /// ([`ChunkWriter::raw`]) and never writes its own.
+    pub fn passthrough(include_usage: bool) -> Self {
+        ChunkWriter {
+            prefix: Vec::new(),
+            include_usage,
+            role_sent: true,
+            finished: false,
+            done: false,
+            raw: true,
+            usage: None,
+        }
+    }
+
+    /// Forwards one upstream chunk (the JSON of an SSE event's data) unchanged. The usage-only
+    /// chunk the gateway asked for on the client's behalf is dropped unless the client asked.
+    pub fn raw(&mut self, json: &str, usage_only: bool, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        self.raw = true;
+        if usage_only && !self.include_usage {
+            return;
+        }
+        out.reserve(json.len() + 8);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(b"\n\n");
     }
 
     fn open_delta(&mut self, out: &mut BytesMut) {
@@ -138,6 +173,11 @@ impl ChunkWriter {
     /// the client asked for it, then `[DONE]`. Idempotent.
     pub fn done(&mut self, out: &mut BytesMut) {
         if self.done {
+            return;
+        }
+        if self.raw {
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            self.done = true;
             return;
         }
         self.finish(FinishReason::Stop, out);

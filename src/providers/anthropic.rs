@@ -29,6 +29,7 @@ use super::{
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
+use crate::events::{EventSink, StreamEvent as Emit};
 use crate::openai::request::{
     check_supported, ChatMessage, ContentPart, ImageSource, MessageContent, ResponseFormat,
     ToolChoice,
@@ -37,7 +38,6 @@ use crate::openai::response::{ChatCompletion, ToolCallOut};
 use crate::openai::{ChatRequest, ChunkWriter, FinishReason, RequestBody, Usage};
 use crate::upstream::UpstreamClient;
 use async_trait::async_trait;
-use bytes::BytesMut;
 use http::HeaderName;
 use pingora_http::ResponseHeader;
 use serde::{Deserialize, Serialize};
@@ -816,6 +816,8 @@ struct Delta<'a> {
     #[serde(default, borrow)]
     partial_json: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     stop_reason: Option<Cow<'a, str>>,
 }
 
@@ -844,17 +846,18 @@ enum OpenBlock {
     Tool(usize, bool),
     /// The response_format tool: its input streams as content.
     Json,
-    /// thinking and other blocks: ignored.
+    /// A thinking block: its text streams as reasoning.
+    Thinking,
+    /// Other blocks (redacted thinking, server tools): ignored.
     Ignored,
 }
 
 /// Translates the Messages SSE stream (`message_start`, `content_block_*`, `message_delta`,
-/// `message_stop`, `ping`, `error`) into OpenAI chunks as events arrive. Tool calls are
+/// `message_stop`, `ping`, `error`) into stream events as they arrive. Tool calls are
 /// numbered by counting `tool_use` blocks, not by Anthropic's block index (text and thinking
 /// blocks take indices too). An `error` event ends the stream with that error.
 pub struct MessagesStream {
     provider: &'static str,
-    writer: ChunkWriter,
     block: OpenBlock,
     tool_calls: usize,
     stop_reason: Option<String>,
@@ -870,19 +873,21 @@ impl MessagesStream {
         cx: &RequestContext<'_>,
         model: &str,
     ) -> Framed<SseDecoder, MessagesStream> {
-        Framed::new(MessagesStream {
-            provider,
-            writer: ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
-            block: OpenBlock::None,
-            tool_calls: 0,
-            stop_reason: None,
-            usage: AnthropicUsage::default(),
-            started: false,
-            done: false,
-        })
+        Framed::new(
+            MessagesStream {
+                provider,
+                block: OpenBlock::None,
+                tool_calls: 0,
+                stop_reason: None,
+                usage: AnthropicUsage::default(),
+                started: false,
+                done: false,
+            },
+            ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
+        )
     }
 
-    fn translate(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn translate(&mut self, ev: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
         if self.done {
             return Ok(());
         }
@@ -894,11 +899,13 @@ impl MessagesStream {
         })?;
         match event.kind.as_ref() {
             "message_start" => {
-                if let Some(u) = event.message.as_ref().and_then(|m| m.usage.as_ref()) {
-                    self.usage.update(u);
-                }
                 self.started = true;
-                self.writer.start(out);
+                sink.event(Emit::Start);
+                if let Some(u) = event.message.as_ref().and_then(|m| m.usage.as_ref()) {
+                    // The prompt's count, early: sinks that announce it up front can.
+                    self.usage.update(u);
+                    sink.event(Emit::Usage(self.usage.to_openai()));
+                }
             }
             "content_block_start" => {
                 self.block = OpenBlock::Ignored;
@@ -907,7 +914,7 @@ impl MessagesStream {
                         "text" => {
                             self.block = OpenBlock::Text;
                             if let Some(t) = block.text.as_deref() {
-                                self.writer.text(t, out);
+                                sink.event(Emit::Text(t));
                             }
                         }
                         "tool_use" if block.name.as_deref() == Some(JSON_TOOL_NAME) => {
@@ -916,14 +923,14 @@ impl MessagesStream {
                         "tool_use" => {
                             let index = self.tool_calls;
                             self.tool_calls += 1;
-                            self.writer.tool_call_start(
+                            sink.event(Emit::ToolCallStart {
                                 index,
-                                block.id.as_deref().unwrap_or_default(),
-                                block.name.as_deref().unwrap_or_default(),
-                                out,
-                            );
+                                id: block.id.as_deref().unwrap_or_default(),
+                                name: block.name.as_deref().unwrap_or_default(),
+                            });
                             self.block = OpenBlock::Tool(index, false);
                         }
+                        "thinking" => self.block = OpenBlock::Thinking,
                         _ => {}
                     }
                 }
@@ -934,24 +941,30 @@ impl MessagesStream {
                 };
                 match (self.block, delta.kind.as_deref()) {
                     (OpenBlock::Text, Some("text_delta")) => {
-                        self.writer.text(delta.text.as_deref().unwrap_or(""), out)
+                        sink.event(Emit::Text(delta.text.as_deref().unwrap_or("")))
                     }
                     (OpenBlock::Tool(index, sent), Some("input_json_delta")) => {
                         let fragment = delta.partial_json.as_deref().unwrap_or("");
-                        self.writer.tool_call_args(index, fragment, out);
+                        sink.event(Emit::ToolCallArgs { index, fragment });
                         self.block = OpenBlock::Tool(index, sent || !fragment.is_empty());
                     }
-                    (OpenBlock::Json, Some("input_json_delta")) => self
-                        .writer
-                        .text(delta.partial_json.as_deref().unwrap_or(""), out),
-                    // thinking_delta, signature_delta, citations_delta, …
+                    (OpenBlock::Json, Some("input_json_delta")) => {
+                        sink.event(Emit::Text(delta.partial_json.as_deref().unwrap_or("")))
+                    }
+                    (OpenBlock::Thinking, Some("thinking_delta")) => {
+                        sink.event(Emit::Reasoning(delta.thinking.as_deref().unwrap_or("")))
+                    }
+                    // signature_delta, citations_delta, …
                     _ => {}
                 }
             }
             "content_block_stop" => {
                 if let OpenBlock::Tool(index, false) = self.block {
                     // A call without arguments: OpenAI clients parse the arguments string.
-                    self.writer.tool_call_args(index, "{}", out);
+                    sink.event(Emit::ToolCallArgs {
+                        index,
+                        fragment: "{}",
+                    });
                 }
                 self.block = OpenBlock::None;
             }
@@ -969,10 +982,10 @@ impl MessagesStream {
                     // Only the response_format tool was used: its input was the content.
                     finish = FinishReason::Stop;
                 }
-                self.writer.start(out);
-                self.writer.finish(finish, out);
-                self.writer.set_usage(self.usage.to_openai());
-                self.writer.done(out);
+                sink.event(Emit::Start);
+                sink.event(Emit::Finish(finish));
+                sink.event(Emit::Usage(self.usage.to_openai()));
+                sink.event(Emit::Done);
                 self.done = true;
             }
             "error" => {
@@ -992,11 +1005,11 @@ impl MessagesStream {
 }
 
 impl EventTranslator<SseDecoder> for MessagesStream {
-    fn on_event(&mut self, event: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
-        self.translate(event, out)
+    fn on_event(&mut self, event: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
+        self.translate(event, sink)
     }
 
-    fn on_end(&mut self, _out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_end(&mut self, _sink: &mut dyn EventSink) -> GatewayResult<()> {
         if !self.done {
             return Err(GatewayError::bad_gateway(format!(
                 "{}: the upstream ended the stream before message_stop.",
@@ -1079,6 +1092,8 @@ fn error_from_type(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::{EventLog, RecordedEvent};
+    use bytes::BytesMut;
     use serde_json::{json, Value};
 
     fn cx(stream: bool, include_usage: bool) -> RequestContext<'static> {
@@ -1692,5 +1707,91 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             "/proxy/anthropic/v1/messages"
         );
         assert_eq!(messages_path("/x/v1/messages"), "/x/v1/messages");
+    }
+    /// The stream's events, recorded through the sink seam, fed `input` split at `splits`.
+    fn recorded(input: &[u8], splits: &[usize]) -> GatewayResult<Vec<RecordedEvent>> {
+        let mut t = MessagesStream::new(PROVIDER, &cx(true, false), "claude-sonnet-4-5");
+        let mut log = EventLog::default();
+        let mut start = 0;
+        for &s in splits.iter().chain(std::iter::once(&input.len())) {
+            t.feed_events(&input[start..s], &mut log)?;
+            start = s;
+        }
+        t.finish_events(&mut log)?;
+        Ok(log.events)
+    }
+
+    #[test]
+    fn stream_emits_provider_neutral_events() {
+        use RecordedEvent as E;
+        let text = recorded(TEXT_STREAM.as_bytes(), &[]).unwrap();
+        assert_eq!(
+            text,
+            vec![
+                E::Start,
+                E::Usage(Usage::new(30, 1).with_cached(5)),
+                E::Reasoning("Hmm".into()),
+                E::Text(String::new()),
+                E::Text("Hello".into()),
+                E::Text(", wörld \"\u{1F600}\"\n".into()),
+                E::Start,
+                E::Finish(FinishReason::Stop),
+                // Prompt = input + cache reads, with the cached count kept for other formats.
+                E::Usage(Usage::new(30, 15).with_cached(5)),
+                E::Done,
+            ]
+        );
+        let tools = recorded(TOOL_STREAM.as_bytes(), &[]).unwrap();
+        assert_eq!(
+            tools,
+            vec![
+                E::Start,
+                E::Usage(Usage::new(400, 1)),
+                E::Text(String::new()),
+                E::Text("Checking both.".into()),
+                E::ToolCallStart {
+                    index: 0,
+                    id: "toolu_A".into(),
+                    name: "weather".into()
+                },
+                E::ToolCallArgs {
+                    index: 0,
+                    fragment: String::new()
+                },
+                E::ToolCallArgs {
+                    index: 0,
+                    fragment: "{\"city\": \"Pa".into()
+                },
+                E::ToolCallArgs {
+                    index: 0,
+                    fragment: "ris\"}".into()
+                },
+                E::ToolCallStart {
+                    index: 1,
+                    id: "toolu_B".into(),
+                    name: "clock".into()
+                },
+                // An input-less call gets `{}` so every format's arguments parse.
+                E::ToolCallArgs {
+                    index: 1,
+                    fragment: "{}".into()
+                },
+                E::Start,
+                E::Finish(FinishReason::ToolCalls),
+                E::Usage(Usage::new(400, 42)),
+                E::Done,
+            ]
+        );
+        // The events do not depend on how the bytes arrived.
+        for input in [TEXT_STREAM, TOOL_STREAM] {
+            let input = input.as_bytes();
+            let whole = recorded(input, &[]).unwrap();
+            for i in 0..=input.len() {
+                assert_eq!(recorded(input, &[i]).unwrap(), whole, "split at {i}");
+            }
+        }
+        // A stream cut before message_stop is the translator's error, not an event.
+        let cut = &TEXT_STREAM.as_bytes()[..TEXT_STREAM.len() - 50];
+        assert_eq!(recorded(cut, &[]).unwrap_err().status, 502);
     }
 }

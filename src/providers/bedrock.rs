@@ -22,8 +22,10 @@ use super::{
     Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest,
 };
 use crate::codec::eventstream::{EventStreamDecoder, Message};
+use crate::codec::limits::MAX_STREAM_TOOL_CALLS;
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
+use crate::events::{EventSink, StreamEvent as Emit};
 use crate::openai::request::{
     check_supported, ChatMessage, ContentPart, EmbeddingsRequest, ImageSource, MessageContent,
     ResponseFormat, ToolChoice,
@@ -32,7 +34,6 @@ use crate::openai::response::{embeddings_response, ChatCompletion, ToolCallOut};
 use crate::openai::{ChatRequest, ChunkWriter, FinishReason, RequestBody, Usage};
 use crate::upstream::{Endpoint, PeerSettings, UpstreamClient};
 use async_trait::async_trait;
-use bytes::BytesMut;
 use http::HeaderName;
 use pingora_http::ResponseHeader;
 use serde::{Deserialize, Serialize};
@@ -387,7 +388,7 @@ impl<'m> BedrockModel<'m> {
     /// LiteLLM's route prefixes: `converse/` is what this provider speaks anyway; `invoke/`
     /// (model-specific InvokeModel bodies) exists here only for the embedding models. A
     /// wildcard's pattern (`*`) passes: its concrete models are checked per request.
-    fn parse(model: &'m str) -> Result<BedrockModel<'m>, &'static str> {
+    fn parse(model: &'m str) -> Result<BedrockModel<'m>, String> {
         let invoke_route = model.starts_with("invoke/");
         let id = Self::id_of(model);
         let embed = if id.contains("amazon.titan-embed") {
@@ -398,11 +399,14 @@ impl<'m> BedrockModel<'m> {
             None
         };
         if invoke_route && embed.is_none() && !id.contains('*') {
-            return Err("the bedrock/invoke/ route (model-specific InvokeModel bodies) is supported only for Titan and Cohere embedding models; use bedrock/<model id> for chat, which speaks the Converse API");
+            return Err("the bedrock/invoke/ route (model-specific InvokeModel bodies) is supported only for Titan and Cohere embedding models; use bedrock/<model id> for chat, which speaks the Converse API".into());
         }
         if id.is_empty() {
-            return Err("a bedrock model needs a model id after the prefix, e.g. bedrock/anthropic.claude-3-haiku-20240307-v1:0");
+            return Err("a bedrock model needs a model id after the prefix, e.g. bedrock/anthropic.claude-3-haiku-20240307-v1:0".into());
         }
+        // The id is one path segment (`uri_encode` turns `/` into `%2F`), but no encoding
+        // makes `..` safe.
+        super::url::check_segment(id)?;
         Ok(BedrockModel { id, embed })
     }
 
@@ -1160,6 +1164,15 @@ struct BlockDelta<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(default, rename = "toolUse", borrow)]
     tool_use: Option<ToolUseDelta<'a>>,
+    #[serde(default, rename = "reasoningContent", borrow)]
+    reasoning: Option<ReasoningDelta<'a>>,
+}
+
+/// `reasoningContent` of a delta: thinking text (or only a signature, which carries none).
+#[derive(Deserialize)]
+struct ReasoningDelta<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -1192,9 +1205,9 @@ struct ExceptionBody<'a> {
     message: Option<Cow<'a, str>>,
 }
 
-/// Turns ConverseStream event-stream messages into OpenAI chunks as they complete.
+/// Turns ConverseStream event-stream messages into stream events as they complete.
 pub struct ConverseStreamTranslator {
-    writer: ChunkWriter,
+    usage: Option<Usage>,
     /// The tool-use blocks started so far.
     tool_blocks: Vec<ToolBlock>,
     /// OpenAI tool calls started so far.
@@ -1218,15 +1231,18 @@ impl ConverseStreamTranslator {
 
     /// The translator with its eventstream framing, ready to drive as a [`StreamTranslator`].
     pub fn new(cx: &RequestContext<'_>, model: &str) -> Framed<EventStreamDecoder, Self> {
-        Framed::new(ConverseStreamTranslator {
-            writer: ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
-            tool_blocks: Vec::new(),
-            calls: 0,
-            stopped: false,
-        })
+        Framed::new(
+            ConverseStreamTranslator {
+                usage: None,
+                tool_blocks: Vec::new(),
+                calls: 0,
+                stopped: false,
+            },
+            ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
+        )
     }
 
-    fn on_message(&mut self, m: Message<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_message(&mut self, m: Message<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
         match m.header_str(":message-type") {
             Some("event") | None => {}
             Some("exception") => {
@@ -1246,10 +1262,15 @@ impl ConverseStreamTranslator {
         }
         let payload = m.payload;
         match m.header_str(":event-type").unwrap_or("") {
-            "messageStart" => self.writer.start(out),
+            "messageStart" => sink.event(Emit::Start),
             "contentBlockStart" => {
                 let ev: BlockStartEvent<'_> = event_json(payload)?;
                 if let Some(tu) = ev.start.and_then(|s| s.tool_use) {
+                    if self.tool_blocks.len() >= MAX_STREAM_TOOL_CALLS {
+                        return Err(GatewayError::bad_gateway(format!(
+                            "bedrock: the stream started more than {MAX_STREAM_TOOL_CALLS} tool calls."
+                        )));
+                    }
                     let call = (tu.name != JSON_TOOL).then_some(self.calls);
                     self.tool_blocks.push(ToolBlock {
                         block: ev.index,
@@ -1258,7 +1279,11 @@ impl ConverseStreamTranslator {
                     });
                     if let Some(index) = call {
                         self.calls += 1;
-                        self.writer.tool_call_start(index, &tu.id, &tu.name, out);
+                        sink.event(Emit::ToolCallStart {
+                            index,
+                            id: &tu.id,
+                            name: &tu.name,
+                        });
                     }
                 }
             }
@@ -1268,7 +1293,10 @@ impl ConverseStreamTranslator {
                     return Ok(());
                 };
                 if let Some(text) = delta.text {
-                    self.writer.text(&text, out);
+                    sink.event(Emit::Text(&text));
+                }
+                if let Some(text) = delta.reasoning.and_then(|r| r.text) {
+                    sink.event(Emit::Reasoning(&text));
                 }
                 if let Some(tu) = delta.tool_use {
                     let index = ev.index;
@@ -1280,8 +1308,11 @@ impl ConverseStreamTranslator {
                     if !tu.input.is_empty() {
                         block.has_args = true;
                         match block.call {
-                            Some(call) => self.writer.tool_call_args(call, &tu.input, out),
-                            None => self.writer.text(&tu.input, out),
+                            Some(index) => sink.event(Emit::ToolCallArgs {
+                                index,
+                                fragment: &tu.input,
+                            }),
+                            None => sink.event(Emit::Text(&tu.input)),
                         }
                     }
                 }
@@ -1292,7 +1323,10 @@ impl ConverseStreamTranslator {
                     if let (Some(call), false) = (block.call, block.has_args) {
                         // OpenAI clients parse `arguments` as JSON: an input-less call is `{}`.
                         block.has_args = true;
-                        self.writer.tool_call_args(call, "{}", out);
+                        sink.event(Emit::ToolCallArgs {
+                            index: call,
+                            fragment: "{}",
+                        });
                     }
                 }
             }
@@ -1304,12 +1338,14 @@ impl ConverseStreamTranslator {
                     // Only the response_format tool was called: the answer was the content.
                     finish = FinishReason::Stop;
                 }
-                self.writer.finish(finish, out);
+                sink.event(Emit::Finish(finish));
             }
             "metadata" => {
                 let ev: MetadataEvent = event_json(payload)?;
                 if let Some(u) = ev.usage {
-                    self.writer.set_usage(u.to_openai());
+                    let usage = u.to_openai();
+                    self.usage = Some(usage);
+                    sink.event(Emit::Usage(usage));
                 }
             }
             // Event types added later carry nothing to translate.
@@ -1328,22 +1364,22 @@ fn event_json<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> GatewayResult<T> {
 }
 
 impl EventTranslator<EventStreamDecoder> for ConverseStreamTranslator {
-    fn on_event(&mut self, event: Message<'_>, out: &mut BytesMut) -> GatewayResult<()> {
-        self.on_message(event, out)
+    fn on_event(&mut self, event: Message<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
+        self.on_message(event, sink)
     }
 
-    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_end(&mut self, sink: &mut dyn EventSink) -> GatewayResult<()> {
         if !self.stopped {
             return Err(GatewayError::bad_gateway(
                 "bedrock: the stream ended before messageStop.",
             ));
         }
-        self.writer.done(out);
+        sink.event(Emit::Done);
         Ok(())
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.writer.usage()
+        self.usage
     }
 }
 
@@ -1427,6 +1463,7 @@ fn error_for_type(
 mod tests {
     use super::*;
     use crate::codec::eventstream::{encode_event, encode_exception};
+    use bytes::BytesMut;
 
     fn cx(stream: bool, include_usage: bool) -> RequestContext<'static> {
         RequestContext {

@@ -20,9 +20,11 @@ use super::{
     default_map_error, Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse,
     UpstreamRequest,
 };
+use crate::codec::limits::MAX_STREAM_TOOL_CALLS;
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
+use crate::events::{EventSink, StreamEvent as Emit};
 use crate::openai::request::{
     check_supported, ChatMessage, ContentPart, EmbeddingsRequest, MessageContent, ResponseFormat,
     Tool, ToolChoice,
@@ -31,7 +33,6 @@ use crate::openai::response::{embeddings_response, ChatCompletion, ToolCallOut};
 use crate::openai::{ChatRequest, ChunkWriter, FinishReason, RequestBody, Usage};
 use crate::upstream::UpstreamClient;
 use async_trait::async_trait;
-use bytes::BytesMut;
 use pingora_http::ResponseHeader;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -190,12 +191,15 @@ impl Provider for Cohere {
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(Framed::<SseDecoder, _>::new(CohereStream {
-            writer: ChunkWriter::new(cx.response_id, cx.created, cx.model, cx.include_usage),
-            tool_indices: Vec::new(),
-            response_id: cx.response_id.to_string(),
-            ended: false,
-        }))
+        Box::new(Framed::<SseDecoder, _>::new(
+            CohereStream {
+                usage: None,
+                tool_indices: Vec::new(),
+                response_id: cx.response_id.to_string(),
+                ended: false,
+            },
+            ChunkWriter::new(cx.response_id, cx.created, cx.model, cx.include_usage),
+        ))
     }
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
@@ -788,9 +792,9 @@ impl Cohere {
 // ---------------------------------------------------------------------------------------------
 // Streaming.
 
-/// Translates Cohere's SSE events into OpenAI chunks as they arrive.
+/// Translates Cohere's SSE events into stream events as they arrive.
 struct CohereStream {
-    writer: ChunkWriter,
+    usage: Option<Usage>,
     /// Cohere tool-call `index` → OpenAI tool-call index, in start order.
     tool_indices: Vec<u64>,
     response_id: String,
@@ -873,7 +877,7 @@ fn delta<'a, T: Deserialize<'a>>(kind: &str, raw: Option<&'a RawValue>) -> Gatew
 }
 
 impl CohereStream {
-    fn translate(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn translate(&mut self, ev: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
         let data = ev.data.trim();
         if data.is_empty() || data == "[DONE]" || self.ended {
             return Ok(());
@@ -885,17 +889,22 @@ impl CohereStream {
         })?;
         let kind = event.kind.as_deref().unwrap_or(ev.event);
         match kind {
-            "message-start" => self.writer.start(out),
+            "message-start" => sink.event(Emit::Start),
             "content-start" | "content-delta" => {
                 let d: ContentDelta = delta(kind, event.delta)?;
                 if let Some(text) = d.message.content.text {
-                    self.writer.text(&text, out);
+                    sink.event(Emit::Text(&text));
                 }
             }
             "tool-call-start" => {
                 let d: ToolDelta = delta(kind, event.delta)?;
                 let call = d.message.tool_calls;
                 let index = self.tool_indices.len();
+                if index >= MAX_STREAM_TOOL_CALLS {
+                    return Err(GatewayError::bad_gateway(format!(
+                        "cohere: the stream started more than {MAX_STREAM_TOOL_CALLS} tool calls."
+                    )));
+                }
                 self.tool_indices.push(event.index.unwrap_or(index as u64));
                 let function = call.function.unwrap_or(ToolDeltaFunction {
                     name: None,
@@ -905,14 +914,16 @@ impl CohereStream {
                     .id
                     .map(Cow::into_owned)
                     .unwrap_or_else(|| synthetic_call_id(&self.response_id, index));
-                self.writer.tool_call_start(
+                sink.event(Emit::ToolCallStart {
                     index,
-                    &id,
-                    function.name.as_deref().unwrap_or_default(),
-                    out,
-                );
+                    id: &id,
+                    name: function.name.as_deref().unwrap_or_default(),
+                });
                 if let Some(args) = function.arguments {
-                    self.writer.tool_call_args(index, &args, out);
+                    sink.event(Emit::ToolCallArgs {
+                        index,
+                        fragment: &args,
+                    });
                 }
             }
             "tool-call-delta" => {
@@ -927,7 +938,10 @@ impl CohereStream {
                         )
                     })?;
                 if let Some(args) = d.message.tool_calls.function.and_then(|f| f.arguments) {
-                    self.writer.tool_call_args(index, &args, out);
+                    sink.event(Emit::ToolCallArgs {
+                        index,
+                        fragment: &args,
+                    });
                 }
             }
             "message-end" => {
@@ -939,14 +953,16 @@ impl CohereStream {
                     },
                 };
                 if let Some(u) = d.usage {
-                    self.writer.set_usage(u.to_usage());
+                    let usage = u.to_usage();
+                    self.usage = Some(usage);
+                    sink.event(Emit::Usage(usage));
                 }
                 let reason = finish_reason(
                     d.finish_reason.as_deref().unwrap_or("COMPLETE"),
                     !self.tool_indices.is_empty(),
                 );
-                self.writer.start(out);
-                self.writer.finish(reason, out);
+                sink.event(Emit::Start);
+                sink.event(Emit::Finish(reason));
                 self.ended = true;
             }
             // content-end, tool-plan-delta, tool-call-end, citation-start/end, debug, and
@@ -958,28 +974,29 @@ impl CohereStream {
 }
 
 impl EventTranslator<SseDecoder> for CohereStream {
-    fn on_event(&mut self, event: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
-        self.translate(event, out)
+    fn on_event(&mut self, event: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
+        self.translate(event, sink)
     }
 
-    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_end(&mut self, sink: &mut dyn EventSink) -> GatewayResult<()> {
         if !self.ended {
             return Err(GatewayError::bad_gateway(
                 "cohere: the upstream ended the stream before message-end.",
             ));
         }
-        self.writer.done(out);
+        sink.event(Emit::Done);
         Ok(())
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.writer.usage()
+        self.usage
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use serde_json::{json, Value};
 
     fn cx(op: Operation, stream: bool, drop_params: bool) -> RequestContext<'static> {

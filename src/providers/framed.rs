@@ -1,14 +1,17 @@
 //! A streaming translator is two things: a framing decoder that finds events in the upstream's
-//! bytes (SSE, NDJSON, AWS eventstream), and the provider's per-event translation into OpenAI
-//! chunks. [`Framed`] joins them into a [`StreamTranslator`], so a provider writes only the
-//! second part ([`EventTranslator`]) and no provider repeats the decoder plumbing.
+//! bytes (SSE, NDJSON, AWS eventstream), and the provider's per-event translation into
+//! provider-neutral [`StreamEvent`](crate::events::StreamEvent)s emitted into an [`EventSink`].
+//! [`Framed`] joins them into a [`StreamTranslator`], so a provider writes only the second part
+//! ([`EventTranslator`]) and no provider repeats the decoder plumbing. `Framed` also holds the
+//! OpenAI [`ChunkWriter`], so `feed`/`finish` stay bytes in, OpenAI SSE bytes out.
 
 use super::StreamTranslator;
 use crate::codec::eventstream::{EventStreamDecoder, Message};
 use crate::codec::ndjson::NdjsonDecoder;
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::error::GatewayResult;
-use crate::openai::Usage;
+use crate::events::{EventSink, OpenAiSink};
+use crate::openai::{ChunkWriter, Usage};
 use bytes::BytesMut;
 
 /// An incremental decoder of one upstream stream framing.
@@ -30,28 +33,31 @@ pub trait Framing: Default + Send + 'static {
     ) -> GatewayResult<()>;
 }
 
-/// A provider's translation of decoded events into OpenAI SSE.
+/// A provider's translation of decoded upstream events into stream events.
 pub trait EventTranslator<F: Framing>: Send {
-    fn on_event(&mut self, event: F::Event<'_>, out: &mut BytesMut) -> GatewayResult<()>;
+    fn on_event(&mut self, event: F::Event<'_>, sink: &mut dyn EventSink) -> GatewayResult<()>;
 
     /// The upstream body ended cleanly after every event was seen: check the stream was
-    /// complete, then emit the closing chunks and `[DONE]`.
-    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()>;
+    /// complete, then emit the closing events (finish, usage) and `Done`.
+    fn on_end(&mut self, sink: &mut dyn EventSink) -> GatewayResult<()>;
 
     fn usage(&self) -> Option<Usage>;
 }
 
-/// A decoder and a translator, driven together as a [`StreamTranslator`].
+/// A decoder and a translator, driven together as a [`StreamTranslator`]; `writer` is the
+/// state of the OpenAI output used by `feed`/`finish`.
 pub struct Framed<F, T> {
     framing: F,
     translator: T,
+    writer: ChunkWriter,
 }
 
 impl<F: Framing, T: EventTranslator<F>> Framed<F, T> {
-    pub fn new(translator: T) -> Self {
+    pub fn new(translator: T, writer: ChunkWriter) -> Self {
         Framed {
             framing: F::default(),
             translator,
+            writer,
         }
     }
 }
@@ -59,14 +65,35 @@ impl<F: Framing, T: EventTranslator<F>> Framed<F, T> {
 impl<F: Framing, T: EventTranslator<F>> StreamTranslator for Framed<F, T> {
     fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
         let translator = &mut self.translator;
+        let mut sink = OpenAiSink {
+            writer: &mut self.writer,
+            out,
+        };
         self.framing
-            .decode(input, &mut |ev| translator.on_event(ev, out))
+            .decode(input, &mut |ev| translator.on_event(ev, &mut sink))
     }
 
     fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
         let translator = &mut self.translator;
-        self.framing.end(&mut |ev| translator.on_event(ev, out))?;
-        self.translator.on_end(out)
+        let mut sink = OpenAiSink {
+            writer: &mut self.writer,
+            out,
+        };
+        self.framing
+            .end(&mut |ev| translator.on_event(ev, &mut sink))?;
+        translator.on_end(&mut sink)
+    }
+
+    fn feed_events(&mut self, input: &[u8], sink: &mut dyn EventSink) -> GatewayResult<()> {
+        let translator = &mut self.translator;
+        self.framing
+            .decode(input, &mut |ev| translator.on_event(ev, sink))
+    }
+
+    fn finish_events(&mut self, sink: &mut dyn EventSink) -> GatewayResult<()> {
+        let translator = &mut self.translator;
+        self.framing.end(&mut |ev| translator.on_event(ev, sink))?;
+        self.translator.on_end(sink)
     }
 
     fn usage(&self) -> Option<Usage> {

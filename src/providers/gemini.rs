@@ -21,6 +21,7 @@ use super::{
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
+use crate::events::{EventSink, StreamEvent as Emit};
 use crate::openai::request::{
     check_supported, ChatRequest, ContentPart, EmbeddingsRequest, ImageSource, MessageContent,
     ResponseFormat, ToolChoice, CHAT_FIELDS,
@@ -30,7 +31,6 @@ use crate::openai::stream::ChunkWriter;
 use crate::openai::{RequestBody, Usage};
 use crate::upstream::UpstreamClient;
 use async_trait::async_trait;
-use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use pingora_http::ResponseHeader;
 use serde::{Deserialize, Serialize};
@@ -76,17 +76,22 @@ pub(crate) enum ModelPath {
 
 impl ModelPath {
     /// `{model's path}:{method}`; `method` may carry a query (`streamGenerateContent?alt=sse`).
-    pub(crate) fn method(&self, model: &str, method: &str) -> String {
-        let (head, model) = match self {
-            ModelPath::Prefix(p) => (p.as_str(), model),
-            ModelPath::Fixed(p) => (p.as_str(), ""),
+    /// The model goes in as exactly one percent-encoded path segment (see [`super::url`]); one
+    /// that cannot (`..`) is the client's 400.
+    pub(crate) fn method(&self, model: &str, method: &str) -> GatewayResult<String> {
+        let mut path = match self {
+            ModelPath::Prefix(p) => {
+                let mut path = String::with_capacity(p.len() + model.len() + method.len() + 8);
+                path.push_str(p);
+                super::url::push_segment(&mut path, model)
+                    .map_err(|e| GatewayError::invalid_param("model", format!("model: {e}")))?;
+                path
+            }
+            ModelPath::Fixed(p) => String::with_capacity(p.len() + method.len() + 1) + p,
         };
-        let mut path = String::with_capacity(head.len() + model.len() + method.len() + 1);
-        path.push_str(head);
-        path.push_str(model);
         path.push(':');
         path.push_str(method);
-        path
+        Ok(path)
     }
 }
 
@@ -99,6 +104,8 @@ fn bare_model(model: &str) -> &str {
 pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
     let path = |key: &str| format!("model_list[{}].litellm_params.{key}", dep.index);
     let model = bare_model(&dep.model);
+    // Requests put their model in the path as one percent-encoded segment; this one must be one.
+    super::url::check_segment(model).map_err(|e| ConfigError::new(path("model"), e))?;
     let provider = match dep.provider.as_str() {
         "gemini" => {
             let base = dep
@@ -306,7 +313,7 @@ impl Provider for Gemini {
                 } else {
                     "generateContent"
                 };
-                let path = self.model_path.method(model, method);
+                let path = self.model_path.method(model, method)?;
                 let mut req = UpstreamRequest::post_json(path, out);
                 if cx.stream {
                     req.header(http::header::ACCEPT, "text/event-stream")?;
@@ -319,12 +326,12 @@ impl Provider for Gemini {
                 let texts = emb.input.texts(self.name)?;
                 let (path, out) = if self.vertex {
                     (
-                        self.model_path.method(model, "predict"),
+                        self.model_path.method(model, "predict")?,
                         vertex_embeddings_body(&texts, emb.dimensions),
                     )
                 } else {
                     (
-                        self.model_path.method(model, "batchEmbedContents"),
+                        self.model_path.method(model, "batchEmbedContents")?,
                         batch_embeddings_body(&format!("models/{model}"), &texts, emb.dimensions),
                     )
                 };
@@ -1160,7 +1167,6 @@ fn parse_chat_response(
 
 struct GeminiStream {
     provider: &'static str,
-    writer: ChunkWriter,
     response_id: String,
     tool_calls: usize,
     finish_reason: Option<String>,
@@ -1175,19 +1181,21 @@ impl GeminiStream {
         model: &str,
         cx: &RequestContext<'_>,
     ) -> Framed<SseDecoder, GeminiStream> {
-        Framed::new(GeminiStream {
-            provider,
-            writer: ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
-            response_id: cx.response_id.to_string(),
-            tool_calls: 0,
-            finish_reason: None,
-            blocked: false,
-            usage: None,
-            events: 0,
-        })
+        Framed::new(
+            GeminiStream {
+                provider,
+                response_id: cx.response_id.to_string(),
+                tool_calls: 0,
+                finish_reason: None,
+                blocked: false,
+                usage: None,
+                events: 0,
+            },
+            ChunkWriter::new(cx.response_id, cx.created, model, cx.include_usage),
+        )
     }
 
-    fn translate(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn translate(&mut self, ev: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
         let data = ev.data.trim();
         if data.is_empty() {
             return Ok(());
@@ -1209,12 +1217,20 @@ impl GeminiStream {
                     let index = self.tool_calls;
                     self.tool_calls += 1;
                     let id = tool_call_id(&self.response_id, index);
-                    self.writer.tool_call_start(index, &id, &call.name, out);
-                    self.writer
-                        .tool_call_args(index, arguments_text(call.args), out);
+                    sink.event(Emit::ToolCallStart {
+                        index,
+                        id: &id,
+                        name: &call.name,
+                    });
+                    sink.event(Emit::ToolCallArgs {
+                        index,
+                        fragment: arguments_text(call.args),
+                    });
                 } else if let Some(t) = &part.text {
-                    if part.thought != Some(true) {
-                        self.writer.text(t, out);
+                    if part.thought == Some(true) {
+                        sink.event(Emit::Reasoning(t));
+                    } else {
+                        sink.event(Emit::Text(t));
                     }
                 }
             }
@@ -1237,11 +1253,11 @@ impl GeminiStream {
 }
 
 impl EventTranslator<SseDecoder> for GeminiStream {
-    fn on_event(&mut self, event: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
-        self.translate(event, out)
+    fn on_event(&mut self, event: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
+        self.translate(event, sink)
     }
 
-    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_end(&mut self, sink: &mut dyn EventSink) -> GatewayResult<()> {
         let reason = match (&self.finish_reason, self.blocked) {
             (Some(r), _) => map_finish(Some(r), self.tool_calls > 0),
             (None, true) => FinishReason::ContentFilter,
@@ -1258,10 +1274,10 @@ impl EventTranslator<SseDecoder> for GeminiStream {
             }
         };
         if let Some(u) = self.usage {
-            self.writer.set_usage(u);
+            sink.event(Emit::Usage(u));
         }
-        self.writer.finish(reason, out);
-        self.writer.done(out);
+        sink.event(Emit::Finish(reason));
+        sink.event(Emit::Done);
         Ok(())
     }
 
@@ -1486,6 +1502,7 @@ pub fn map_gemini_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use serde_json::json;
 
     fn cx(op: Operation, stream: bool, include_usage: bool) -> RequestContext<'static> {
@@ -1956,15 +1973,49 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\":
         let t = vertex_target(&config.deployments[0]).unwrap();
         assert_eq!(t.origin, "https://proxy.test");
         assert_eq!(
-            t.model_path("google").method("gemini-2.5-pro", "generateContent"),
+            t.model_path("google")
+                .method("gemini-2.5-pro", "generateContent")
+                .unwrap(),
             "/v1/projects/proj/locations/europe-west4/publishers/google/models/gemini-2.5-pro:generateContent"
         );
         let config =
             crate::config::litellm::parse(&yaml("https://proxy.test/vertex/models/pro")).unwrap();
         let t = vertex_target(&config.deployments[0]).unwrap();
         assert_eq!(
-            t.model_path("anthropic").method("claude-x", "rawPredict"),
+            t.model_path("anthropic")
+                .method("claude-x", "rawPredict")
+                .unwrap(),
             "/vertex/models/pro:rawPredict"
+        );
+    }
+    #[test]
+    fn stream_events_carry_reasoning_tool_ids_and_cached_usage() {
+        use crate::events::{EventLog, RecordedEvent as E};
+        let input = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"plan\",\"thought\":true},{\"text\":\"Hi\"}]}}]}\n\n\
+data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"f\",\"args\":{}}}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":2,\"cachedContentTokenCount\":4}}\n\n";
+        let c = cx(Operation::Chat, true, false);
+        let mut t = GeminiStream::new("gemini", "gemini-2.5", &c);
+        let mut log = EventLog::default();
+        t.feed_events(input.as_bytes(), &mut log).unwrap();
+        t.finish_events(&mut log).unwrap();
+        assert_eq!(
+            log.events,
+            vec![
+                E::Reasoning("plan".into()),
+                E::Text("Hi".into()),
+                E::ToolCallStart {
+                    index: 0,
+                    id: "call_abc_0".into(),
+                    name: "f".into()
+                },
+                E::ToolCallArgs {
+                    index: 0,
+                    fragment: "{}".into()
+                },
+                E::Usage(Usage::new(9, 2).with_cached(4)),
+                E::Finish(FinishReason::ToolCalls),
+                E::Done,
+            ]
         );
     }
 }

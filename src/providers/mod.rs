@@ -4,8 +4,8 @@
 //! providers never do I/O on the request path except to fetch credentials.
 //!
 //! Adding a provider: write `providers/<name>.rs` implementing [`Provider`], with an
-//! [`framed::EventTranslator`] over the provider's stream framing (SSE, NDJSON, eventstream)
-//! wrapped in [`framed::Framed`] for streaming, then register its prefixes in [`build_provider`].
+//! [`framed::EventTranslator`] over the provider's stream framing (SSE, NDJSON, eventstream),
+//! emitting [`crate::events::StreamEvent`]s, wrapped in [`framed::Framed`] for streaming, then register its prefixes in [`build_provider`].
 
 pub mod anthropic;
 pub mod bedrock;
@@ -17,6 +17,7 @@ pub mod mock;
 pub mod ollama;
 pub mod openai_compat;
 pub mod sigv4;
+pub mod url;
 pub mod vertex;
 pub mod voyage;
 
@@ -108,6 +109,16 @@ pub trait Provider: Send + Sync {
         cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse>;
 
+    /// [`Provider::parse_response`] for a body the caller owns, which the exchange calls:
+    /// a provider that forwards the body unchanged hands it on without a copy.
+    fn parse_response_owned(
+        &self,
+        body: Bytes,
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
+        self.parse_response(&body, cx)
+    }
+
     /// A translator for a streaming 2xx body.
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator>;
 
@@ -118,7 +129,9 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Turns a provider's byte stream into OpenAI SSE bytes, event by event.
+/// Turns a provider's byte stream into stream events, event by event: into any
+/// [`EventSink`](crate::events::EventSink) (`feed_events`), or straight into OpenAI SSE bytes
+/// through the translator's own OpenAI sink (`feed`). Drive one stream through one of the two.
 pub trait StreamTranslator: Send {
     /// Consumes upstream bytes (any split), appending OpenAI SSE to `out`. An error ends the
     /// stream: the exchange writes it as an error event.
@@ -126,6 +139,16 @@ pub trait StreamTranslator: Send {
 
     /// The upstream body ended cleanly: flush, emit the finish/usage chunks and `[DONE]`.
     fn finish(&mut self, out: &mut BytesMut) -> GatewayResult<()>;
+
+    /// Consumes upstream bytes (any split), emitting the events they complete into `sink`.
+    fn feed_events(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn crate::events::EventSink,
+    ) -> GatewayResult<()>;
+
+    /// The upstream body ended cleanly: flush, emit the closing events and `Done`.
+    fn finish_events(&mut self, sink: &mut dyn crate::events::EventSink) -> GatewayResult<()>;
 
     /// Usage seen so far (complete once `finish` ran).
     fn usage(&self) -> Option<Usage>;

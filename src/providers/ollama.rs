@@ -24,6 +24,7 @@ use super::{
 use crate::codec::ndjson::NdjsonDecoder;
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
+use crate::events::{EventSink, StreamEvent as Emit};
 use crate::openai::request::{
     check_supported, ChatMessage, ContentPart, EmbeddingsRequest, ImageSource, MessageContent,
     ResponseFormat, Tool, ToolChoice,
@@ -32,7 +33,6 @@ use crate::openai::response::{embeddings_response, ChatCompletion, ToolCallOut};
 use crate::openai::{ChatRequest, ChunkWriter, FinishReason, RequestBody, Usage};
 use crate::upstream::UpstreamClient;
 use async_trait::async_trait;
-use bytes::BytesMut;
 use pingora_http::ResponseHeader;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -162,12 +162,15 @@ impl Provider for Ollama {
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(Framed::<NdjsonDecoder, _>::new(OllamaStream {
-            writer: ChunkWriter::new(cx.response_id, cx.created, cx.model, cx.include_usage),
-            response_id: cx.response_id.to_string(),
-            tool_calls: 0,
-            done: false,
-        }))
+        Box::new(Framed::<NdjsonDecoder, _>::new(
+            OllamaStream {
+                usage: None,
+                response_id: cx.response_id.to_string(),
+                tool_calls: 0,
+                done: false,
+            },
+            ChunkWriter::new(cx.response_id, cx.created, cx.model, cx.include_usage),
+        ))
     }
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
@@ -520,6 +523,9 @@ struct ChatResponse<'a> {
 struct ResponseMessage<'a> {
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
+    /// Reasoning text of thinking models (`think: true`).
+    #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<ResponseToolCall<'a>>>,
 }
@@ -660,9 +666,9 @@ impl Ollama {
 // ---------------------------------------------------------------------------------------------
 // Streaming.
 
-/// Translates Ollama's NDJSON objects into OpenAI chunks, one line at a time.
+/// Translates Ollama's NDJSON objects into stream events, one line at a time.
 struct OllamaStream {
-    writer: ChunkWriter,
+    usage: Option<Usage>,
     response_id: String,
     /// Tool calls emitted so far (the next call's OpenAI index).
     tool_calls: usize,
@@ -671,7 +677,7 @@ struct OllamaStream {
 }
 
 impl OllamaStream {
-    fn on_line(&mut self, line: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_line(&mut self, line: &[u8], sink: &mut dyn EventSink) -> GatewayResult<()> {
         if self.done {
             return Ok(());
         }
@@ -683,59 +689,71 @@ impl OllamaStream {
         if let Some(err) = obj.error {
             return Err(mid_error(err));
         }
-        self.writer.start(out);
+        sink.event(Emit::Start);
         if let Some(message) = obj.message {
+            if let Some(text) = &message.thinking {
+                sink.event(Emit::Reasoning(text));
+            }
             if let Some(text) = &message.content {
-                self.writer.text(text, out);
+                sink.event(Emit::Text(text));
             }
             for call in message.tool_calls.unwrap_or_default() {
                 let index = self.tool_calls;
                 self.tool_calls += 1;
                 let args = call.function.arguments_json();
                 let id = call_id(call.id, &self.response_id, index);
-                self.writer
-                    .tool_call_start(index, &id, &call.function.name, out);
-                self.writer.tool_call_args(index, &args, out);
+                sink.event(Emit::ToolCallStart {
+                    index,
+                    id: &id,
+                    name: &call.function.name,
+                });
+                sink.event(Emit::ToolCallArgs {
+                    index,
+                    fragment: &args,
+                });
             }
         }
         if obj.done {
             self.done = true;
-            self.writer.set_usage(Usage::new(
+            let usage = Usage::new(
                 obj.prompt_eval_count.unwrap_or(0),
                 obj.eval_count.unwrap_or(0),
-            ));
-            self.writer.finish(
-                finish_reason(obj.done_reason.as_deref(), self.tool_calls > 0),
-                out,
             );
+            self.usage = Some(usage);
+            sink.event(Emit::Usage(usage));
+            sink.event(Emit::Finish(finish_reason(
+                obj.done_reason.as_deref(),
+                self.tool_calls > 0,
+            )));
         }
         Ok(())
     }
 }
 
 impl EventTranslator<NdjsonDecoder> for OllamaStream {
-    fn on_event(&mut self, event: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
-        self.on_line(event, out)
+    fn on_event(&mut self, event: &[u8], sink: &mut dyn EventSink) -> GatewayResult<()> {
+        self.on_line(event, sink)
     }
 
-    fn on_end(&mut self, out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_end(&mut self, sink: &mut dyn EventSink) -> GatewayResult<()> {
         if !self.done {
             return Err(GatewayError::bad_gateway(
                 "ollama: the upstream ended the stream before its final (done: true) object.",
             ));
         }
-        self.writer.done(out);
+        sink.event(Emit::Done);
         Ok(())
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.writer.usage()
+        self.usage
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use serde_json::{json, Value};
 
     fn cx(op: Operation, stream: bool, drop_params: bool) -> RequestContext<'static> {

@@ -3,7 +3,9 @@
 //! `openai_like` server). Requests go through nearly untouched: the model name is replaced and,
 //! for streams, `stream_options.include_usage` is asked for so usage is always known; the usage
 //! chunk is stripped again when the client did not ask for it. Responses are forwarded byte for
-//! byte; they are only scanned for usage.
+//! byte; they are only scanned for usage and errors ([`crate::openai::scan`]), never parsed
+//! whole: a stream chunk goes on as one [`StreamEvent::RawOpenAiChunk`], a whole body as the
+//! same `Bytes` it arrived in.
 
 use super::framed::{EventTranslator, Framed};
 use super::{
@@ -12,14 +14,16 @@ use super::{
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::error::{GatewayError, GatewayResult};
+use crate::events::{EventSink, StreamEvent};
 use crate::openai::request::write_json_string;
-use crate::openai::{RequestBody, Usage};
+use crate::openai::{scan, ChunkWriter, RequestBody, Usage};
 use crate::upstream::UpstreamClient;
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::Bytes;
 use http::HeaderName;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
+use std::fmt::Write;
 use std::sync::Arc;
 
 /// Static facts about one OpenAI-compatible provider.
@@ -214,6 +218,10 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
             .or_else(|| std::env::var("AZURE_API_VERSION").ok())
             .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_string())
     });
+    if azure_api_version.is_some() {
+        // The deployment is a path segment; requests encode theirs (a wildcard's is the client's).
+        super::url::check_segment(&dep.model).map_err(|e| ConfigError::new(path("model"), e))?;
+    }
     Ok(Some(Arc::new(OpenAiCompat {
         flavor,
         origin: origin.to_string(),
@@ -261,10 +269,14 @@ impl Provider for OpenAiCompat {
             Operation::Embeddings => "embeddings",
         };
         let path = match &self.azure_api_version {
-            Some(version) => format!(
-                "{}/openai/deployments/{}/{op_path}?api-version={version}",
-                self.base_path, cx.model
-            ),
+            Some(version) => {
+                // The deployment (the model) is exactly one path segment, whatever it holds.
+                let mut path = format!("{}/openai/deployments/", self.base_path);
+                super::url::push_segment(&mut path, cx.model)
+                    .map_err(|e| GatewayError::invalid_param("model", format!("model: {e}")))?;
+                let _ = write!(path, "/{op_path}?api-version={version}");
+                path
+            }
             None => format!("{}/{op_path}", self.base_path),
         };
         let mut model_json = Vec::with_capacity(cx.model.len() + 2);
@@ -299,32 +311,29 @@ impl Provider for OpenAiCompat {
     fn parse_response(
         &self,
         body: &[u8],
+        cx: &RequestContext<'_>,
+    ) -> GatewayResult<TranslatedResponse> {
+        self.parse_response_owned(Bytes::copy_from_slice(body), cx)
+    }
+
+    fn parse_response_owned(
+        &self,
+        body: Bytes,
         _cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse> {
-        #[derive(Deserialize)]
-        struct Peek {
-            #[serde(default)]
-            usage: Option<Usage>,
-        }
-        let peek: Peek = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::bad_gateway(format!(
-                "{}: the upstream answered 2xx with a body that is not JSON ({e}).",
-                self.flavor.name
-            ))
-        })?;
-        Ok(TranslatedResponse {
-            body: bytes::Bytes::copy_from_slice(body),
-            usage: peek.usage,
-        })
+        let usage = whole_body_usage(self.flavor.name, &body)?;
+        Ok(TranslatedResponse { body, usage })
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(Framed::<SseDecoder, _>::new(PassThroughStream {
-            provider: self.flavor.name,
-            client_wants_usage: cx.include_usage,
-            usage: None,
-            done: false,
-        }))
+        Box::new(Framed::<SseDecoder, _>::new(
+            PassThroughStream {
+                provider: self.flavor.name,
+                usage: None,
+                done: false,
+            },
+            ChunkWriter::passthrough(cx.include_usage),
+        ))
     }
 }
 
@@ -334,15 +343,42 @@ fn body_len_hint(body: &RequestBody<'_>) -> usize {
         .sum()
 }
 
-/// Forwards OpenAI SSE events as they are, noting usage and dropping the usage-only chunk
-/// the gateway asked for on the client's behalf.
+/// The top-level usage of a whole pass-through body, by a scan from its end; the body is
+/// parsed only when that scan cannot tell (a `usage` key it cannot read).
+fn whole_body_usage(provider: &str, body: &[u8]) -> GatewayResult<Option<Usage>> {
+    let not_json = |detail: &dyn std::fmt::Display| {
+        GatewayError::bad_gateway(format!(
+            "{provider}: the upstream answered 2xx with a body that is not JSON ({detail})."
+        ))
+    };
+    if !scan::looks_like_object(body) {
+        return Err(not_json(&"it is not one JSON object"));
+    }
+    match scan::top_level_usage(body) {
+        Ok(usage) => Ok(usage),
+        Err(()) => {
+            #[derive(Deserialize)]
+            struct Peek {
+                #[serde(default)]
+                usage: Option<Usage>,
+            }
+            let peek: Peek = serde_json::from_slice(body).map_err(|e| not_json(&e))?;
+            Ok(peek.usage)
+        }
+    }
+}
+
+/// Forwards OpenAI SSE events as they are ([`StreamEvent::RawOpenAiChunk`]), noting usage and
+/// marking the usage-only chunk the gateway asked for on the client's behalf (the OpenAI sink
+/// drops it unless the client asked too). Chunks are scanned for `usage`/`error` keys, and
+/// parsed only when one is there: once or twice a stream.
 struct PassThroughStream {
     provider: &'static str,
-    client_wants_usage: bool,
     usage: Option<Usage>,
     done: bool,
 }
 
+/// What a chunk with a `usage` or `error` key holds.
 #[derive(Deserialize)]
 struct ChunkPeek {
     #[serde(default)]
@@ -354,41 +390,46 @@ struct ChunkPeek {
 }
 
 impl EventTranslator<SseDecoder> for PassThroughStream {
-    fn on_event(&mut self, ev: SseEvent<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_event(&mut self, ev: SseEvent<'_>, sink: &mut dyn EventSink) -> GatewayResult<()> {
         if self.done {
             return Ok(());
         }
-        if ev.data.trim() == "[DONE]" {
+        let json = ev.data;
+        if json.trim() == "[DONE]" {
             self.done = true;
-            out.extend_from_slice(b"data: [DONE]\n\n");
+            sink.event(StreamEvent::Done);
             return Ok(());
         }
-        let peek: ChunkPeek = serde_json::from_str(ev.data).map_err(|e| {
+        let not_json = |detail: &dyn std::fmt::Display| {
             GatewayError::bad_gateway(format!(
-                "{}: the upstream sent a stream event that is not JSON ({e}).",
+                "{}: the upstream sent a stream event that is not JSON ({detail}).",
                 self.provider
             ))
-        })?;
-        if let Some(u) = peek.usage {
-            self.usage = Some(u);
+        };
+        let bytes = json.as_bytes();
+        if !scan::looks_like_object(bytes) {
+            return Err(not_json(&"it is not one JSON object"));
         }
-        let usage_only =
-            peek.choices.as_ref().is_some_and(|c| c.is_empty()) && peek.usage.is_some();
-        if usage_only && !self.client_wants_usage {
-            return Ok(());
+        let (mut usage_only, mut error) = (false, false);
+        if scan::may_have_usage(bytes) || scan::may_have_error(bytes) {
+            let peek: ChunkPeek = serde_json::from_str(json).map_err(|e| not_json(&e))?;
+            if let Some(u) = peek.usage {
+                self.usage = Some(u);
+                sink.event(StreamEvent::Usage(u));
+                usage_only = peek.choices.as_ref().is_some_and(|c| c.is_empty());
+            }
+            error = peek.error.is_some();
         }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(ev.data.as_bytes());
-        out.extend_from_slice(b"\n\n");
-        if peek.error.is_some() {
+        sink.event(StreamEvent::RawOpenAiChunk { json, usage_only });
+        if error {
             // OpenAI's mid-stream error event ends the stream.
             self.done = true;
-            out.extend_from_slice(b"data: [DONE]\n\n");
+            sink.event(StreamEvent::Done);
         }
         Ok(())
     }
 
-    fn on_end(&mut self, _out: &mut BytesMut) -> GatewayResult<()> {
+    fn on_end(&mut self, _sink: &mut dyn EventSink) -> GatewayResult<()> {
         if !self.done {
             return Err(GatewayError::bad_gateway(format!(
                 "{}: the upstream ended the stream before [DONE].",
@@ -400,5 +441,166 @@ impl EventTranslator<SseDecoder> for PassThroughStream {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventLog, RecordedEvent};
+    use bytes::BytesMut;
+
+    fn provider() -> Arc<dyn Provider> {
+        let dep = DeploymentConfig {
+            index: 0,
+            model_name: "m".into(),
+            id: "d0".into(),
+            derived_id: false,
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            params: crate::config::LitellmParams {
+                api_base: Some("http://127.0.0.1:9/v1".into()),
+                api_key: Some("k".into()),
+                ..Default::default()
+            },
+            model_info: Default::default(),
+        };
+        build(&dep).unwrap().unwrap()
+    }
+
+    fn cx(include_usage: bool) -> RequestContext<'static> {
+        RequestContext {
+            op: Operation::Chat,
+            model: "m",
+            stream: true,
+            include_usage,
+            response_id: "chatcmpl-gw",
+            created: 1,
+            drop_params: false,
+            embeddings_base64: false,
+        }
+    }
+
+    const TEXT: &str = r#"{"id":"u1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"say \"usage\": 1"},"finish_reason":null}],"usage":null}"#;
+    const LAST: &str = r#"{"id":"u1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#;
+    const USAGE: &str = r#"{"id":"u1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"prompt_tokens_details":{"cached_tokens":1}}}"#;
+
+    fn stream() -> String {
+        format!(
+            ": keep-alive\n\ndata: {TEXT}\r\n\r\ndata: {LAST}\n\ndata: {USAGE}\n\ndata: [DONE]\n\n"
+        )
+    }
+
+    fn openai_out(input: &[u8], split: usize, include_usage: bool) -> (Vec<u8>, Option<Usage>) {
+        let mut t = provider().stream_translator(&cx(include_usage));
+        let mut out = BytesMut::new();
+        t.feed(&input[..split], &mut out).unwrap();
+        t.feed(&input[split..], &mut out).unwrap();
+        t.finish(&mut out).unwrap();
+        (out.to_vec(), t.usage())
+    }
+
+    #[test]
+    fn passthrough_emits_raw_chunks_and_announces_usage() {
+        use RecordedEvent as E;
+        let mut t = provider().stream_translator(&cx(false));
+        let mut log = EventLog::default();
+        t.feed_events(stream().as_bytes(), &mut log).unwrap();
+        t.finish_events(&mut log).unwrap();
+        let usage = Usage::new(3, 2).with_cached(1);
+        assert_eq!(
+            log.events,
+            vec![
+                // A `"usage"` inside content and `usage: null` cost no parse and no event.
+                E::RawOpenAiChunk {
+                    json: TEXT.into(),
+                    usage_only: false
+                },
+                E::RawOpenAiChunk {
+                    json: LAST.into(),
+                    usage_only: false
+                },
+                E::Usage(usage),
+                E::RawOpenAiChunk {
+                    json: USAGE.into(),
+                    usage_only: true
+                },
+                E::Done,
+            ]
+        );
+        assert_eq!(t.usage(), Some(usage));
+    }
+
+    #[test]
+    fn passthrough_forwards_bytes_unchanged_at_every_split() {
+        let input = stream();
+        let input = input.as_bytes();
+        let with = format!("data: {TEXT}\n\ndata: {LAST}\n\ndata: {USAGE}\n\ndata: [DONE]\n\n");
+        let without = format!("data: {TEXT}\n\ndata: {LAST}\n\ndata: [DONE]\n\n");
+        for i in 0..=input.len() {
+            let (out, usage) = openai_out(input, i, true);
+            assert_eq!(String::from_utf8(out).unwrap(), with, "split at {i}");
+            assert_eq!(usage, Some(Usage::new(3, 2).with_cached(1)));
+            let (out, _) = openai_out(input, i, false);
+            assert_eq!(String::from_utf8(out).unwrap(), without, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn passthrough_error_chunk_ends_the_stream_and_garbage_is_refused() {
+        let input = format!(
+            "data: {TEXT}\n\ndata: {{\"error\":{{\"message\":\"overloaded\"}}}}\n\ndata: {LAST}\n\n"
+        );
+        let (out, _) = openai_out(input.as_bytes(), 0, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "data: {TEXT}\n\ndata: {{\"error\":{{\"message\":\"overloaded\"}}}}\n\ndata: [DONE]\n\n"
+            )
+        );
+        for bad in ["data: <html>\n\n", "data: {\"id\":\n\n"] {
+            let mut t = provider().stream_translator(&cx(false));
+            let err = t.feed(bad.as_bytes(), &mut BytesMut::new()).unwrap_err();
+            assert_eq!(err.status, 502, "{bad}");
+            assert!(err.message.contains("not JSON"), "{}", err.message);
+        }
+        let mut t = provider().stream_translator(&cx(false));
+        let mut out = BytesMut::new();
+        t.feed(format!("data: {TEXT}\n\n").as_bytes(), &mut out)
+            .unwrap();
+        assert_eq!(t.finish(&mut out).unwrap_err().status, 502);
+    }
+
+    #[test]
+    fn whole_body_is_handed_on_without_a_copy() {
+        let p = provider();
+        let body = Bytes::from_static(
+            br#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"\"usage\":{\"prompt_tokens\":99}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10},"system_fingerprint":null}"#,
+        );
+        let r = p.parse_response_owned(body.clone(), &cx(false)).unwrap();
+        assert_eq!(r.usage, Some(Usage::new(9, 1)));
+        assert_eq!(
+            r.body.as_ptr(),
+            body.as_ptr(),
+            "the same buffer, not a copy"
+        );
+        let r = p.parse_response(&body, &cx(false)).unwrap();
+        assert_eq!((r.body, r.usage), (body, Some(Usage::new(9, 1))));
+        let none = p
+            .parse_response_owned(Bytes::from_static(b"{\"id\":\"c\"}"), &cx(false))
+            .unwrap();
+        assert_eq!(none.usage, None);
+        for bad in [
+            &b"<html>502</html>"[..],
+            b"{\"id\":",
+            b"",
+            b"{\"usage\":\"x\"}",
+        ] {
+            let Err(err) = p.parse_response_owned(Bytes::copy_from_slice(bad), &cx(false)) else {
+                panic!("accepted {bad:?}");
+            };
+            assert_eq!(err.status, 502);
+            assert!(err.message.contains("not JSON"), "{}", err.message);
+        }
     }
 }

@@ -100,7 +100,7 @@ impl Provider for VertexClaude {
         } else {
             "rawPredict"
         };
-        let path = self.model_path.method(cx.model, method);
+        let path = self.model_path.method(cx.model, method)?;
         let mut up = UpstreamRequest::post_json(path, out);
         if cx.stream {
             up.header(http::header::ACCEPT, "text/event-stream")?;

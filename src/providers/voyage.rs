@@ -202,6 +202,18 @@ impl StreamTranslator for NoStream {
         Err(embeddings_only())
     }
 
+    fn feed_events(
+        &mut self,
+        _input: &[u8],
+        _sink: &mut dyn crate::events::EventSink,
+    ) -> GatewayResult<()> {
+        Err(embeddings_only())
+    }
+
+    fn finish_events(&mut self, _sink: &mut dyn crate::events::EventSink) -> GatewayResult<()> {
+        Err(embeddings_only())
+    }
+
     fn usage(&self) -> Option<Usage> {
         None
     }

@@ -151,6 +151,8 @@ pub struct Snapshot {
     /// Whole-request deadline, retries and fallbacks included.
     pub request_timeout: Duration,
     pub cooldown: CooldownPolicy,
+    /// The configured credentials, redacted from upstream error text.
+    pub secrets: crate::redact::Secrets,
     /// Wildcard group names (`openai/*`, `*`), longest first.
     wildcards: Vec<String>,
     /// Wildcard groups specialised to concrete models, by model, with their live state; the
@@ -332,6 +334,7 @@ impl Snapshot {
             .or(config.litellm.request_timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
         let cooldown = CooldownPolicy::from_settings(&config.router);
+        let secrets = crate::redact::Secrets::from_config(&config);
         Ok(Snapshot {
             generation,
             config,
@@ -339,6 +342,7 @@ impl Snapshot {
             group_names,
             request_timeout,
             cooldown,
+            secrets,
             wildcards,
             derived: Mutex::new(LruCache::new(
                 NonZeroUsize::new(MAX_DERIVED_GROUPS).expect("nonzero"),

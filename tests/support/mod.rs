@@ -1,6 +1,15 @@
 //! Test support: the real gateway binary started on a config, mock upstreams on 127.0.0.1 that
-//! reply with exact bytes (split anywhere, delayed, hung, reset, cut mid-stream), and a small
-//! HTTP/1.1 client that reads chunked streams chunk by chunk with arrival times.
+//! reply with exact bytes (split anywhere, delayed, hung, reset, cut mid-stream), a small
+//! HTTP/1.1 client that reads chunked streams chunk by chunk with arrival times, and helpers that
+//! wait for a condition (a log line, a metric, a listener) instead of sleeping.
+//!
+//! Ports never race. Mock upstreams bind port 0 and keep their listener. A gateway's port (and a
+//! port that must refuse connections) is leased by [`reserve_port`]: taken from below the
+//! kernel's ephemeral range, so no port-0 bind and no outgoing connection can get it, and claimed
+//! across processes (parallel test binaries, other test runs on the machine) by an exclusive lock
+//! on a file per port, held while the port is in use. `Gateway::start` then checks that the
+//! process listening on the port is its own child, and retries on another port if the bind lost
+//! to a process outside this scheme.
 #![allow(dead_code)]
 
 use std::io::Read;
@@ -15,12 +24,147 @@ use tokio::net::{TcpListener, TcpStream};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+// ---------------------------------------------------------------------------------------------
+// Ports.
+
+/// A port reserved for this process until dropped: nothing else following this scheme takes it,
+/// and the kernel never hands it out for port 0 or an outgoing connection.
+#[derive(Debug)]
+pub struct PortLease {
+    pub port: u16,
+    _lock: std::fs::File,
+}
+
+/// Ports below the kernel's ephemeral range (`ip_local_port_range`), where nothing is assigned
+/// automatically.
+fn reservable_ports() -> std::ops::Range<u16> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        });
+    match ephemeral {
+        Some((low, _)) if low > 12_000 => 10_000..low,
+        Some((_, high)) if high < 60_000 => high + 1..65_000,
+        _ => 20_000..32_000,
+    }
+}
+
+/// Leases a free port (see the module doc).
+pub fn reserve_port() -> PortLease {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let range = reservable_ports();
+    let span = (range.end - range.start) as usize;
+    let lock_dir = std::env::temp_dir().join("switchboard-test-ports");
+    std::fs::create_dir_all(&lock_dir).unwrap();
+    // Processes start at different places so that they rarely contend for the same locks.
+    let start = std::process::id() as usize * 7919;
+    for _ in 0..span {
+        let port = range.start + ((start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let Ok(lock) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_dir.join(format!("{port}.lock")))
+        else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue; // leased by another test (of this process or another)
+        }
+        // Something outside the scheme may listen there.
+        if StdListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        return PortLease { port, _lock: lock };
+    }
+    panic!("no free port in {range:?}");
+}
+
+/// A port nothing listens on, reserved for the rest of the process: connecting to it is
+/// refused (see [`reserve_port`]).
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HELD: Mutex<Vec<PortLease>> = Mutex::new(Vec::new());
+    let lease = reserve_port();
+    let port = lease.port;
+    HELD.lock().unwrap().push(lease);
+    port
+}
+
+/// Whether the socket listening on 127.0.0.1:`port` belongs to process `pid` (Linux `/proc`;
+/// `true` where that cannot be read).
+fn listener_belongs_to(port: u16, pid: u32) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local_address, st (0A = LISTEN), inode
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting for a condition.
+
+/// How often the wait helpers poll.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `cond` until it holds; returns whether it did within `timeout`. Never sleeps longer
+/// than needed: use it (with an assertion on the result) instead of a fixed sleep.
+pub async fn wait_until(mut cond: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`wait_until`] for a condition that has to await (a request to the gateway, say).
+pub async fn wait_until_async(mut cond: impl AsyncFnMut() -> bool, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The value of the first series of metric `name` (exactly that name) whose labels include
+/// every one of `labels` (each like `model_id="a"`), in a Prometheus text scrape.
+pub fn metric_value(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && labels.iter().all(|x| l.contains(x))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 pub fn temp_dir() -> PathBuf {
@@ -36,11 +180,42 @@ pub fn temp_dir() -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // The gateway process.
 
+/// Waits until `child` (not another process that took the port) accepts connections on `port`.
+/// `Err(None)`: the port is in use by someone else (Pingora retries such a bind for a while
+/// instead of exiting), so try another; `Err(Some(why))`: the gateway failed.
+fn wait_ready(child: &mut Child, port: u16, dir: &std::path::Path) -> Result<(), Option<String>> {
+    let stderr = || read_file(&dir.join("stderr.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(Some(format!(
+                "switchboard exited with {status}: {}",
+                stderr()
+            )));
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && listener_belongs_to(port, child.id())
+        {
+            return Ok(());
+        }
+        if stderr().contains("is in use, will try again") {
+            return Err(None);
+        }
+        std::thread::sleep(POLL);
+    }
+    Err(Some(format!(
+        "switchboard did not start listening: {}",
+        stderr()
+    )))
+}
+
 pub struct Gateway {
     pub port: u16,
     pub dir: PathBuf,
     pub config_path: PathBuf,
     child: Child,
+    /// Shared with an upgraded successor on the same port.
+    lease: Arc<PortLease>,
 }
 
 impl Gateway {
@@ -52,7 +227,6 @@ impl Gateway {
 
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = temp_dir();
-        let port = free_port();
         let mut yaml = yaml.to_string();
         if !yaml.contains("\nswitchboard:") && !yaml.starts_with("switchboard:") {
             yaml.push_str(&format!(
@@ -62,43 +236,45 @@ impl Gateway {
         }
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, yaml).unwrap();
-        let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
-        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        cmd.arg("--config")
-            .arg(&config_path)
-            .arg("--host")
-            .arg("127.0.0.1")
-            .arg("--port")
-            .arg(port.to_string())
-            .stdout(stdout)
-            .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn switchboard");
-        let mut gw = Gateway {
-            port,
-            dir,
-            config_path,
-            child,
-        };
-        gw.wait_ready();
-        gw
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("switchboard exited with {status}: {}", self.stderr());
+        for _attempt in 0..5 {
+            let lease = reserve_port();
+            let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
+            let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+            cmd.arg("--config")
+                .arg(&config_path)
+                .arg("--host")
+                .arg("127.0.0.1")
+                .arg("--port")
+                .arg(lease.port.to_string())
+                .stdout(stdout)
+                .stderr(stderr);
+            for (k, v) in env {
+                cmd.env(k, v);
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            let mut child = cmd.spawn().expect("spawn switchboard");
+            match wait_ready(&mut child, lease.port, &dir) {
+                Ok(()) => {
+                    return Gateway {
+                        port: lease.port,
+                        dir,
+                        config_path,
+                        child,
+                        lease: Arc::new(lease),
+                    }
+                }
+                Err(failure) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    if let Some(reason) = failure {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        panic!("{reason}");
+                    }
+                    // The port was taken by a process outside the lease scheme: another one.
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("switchboard did not start listening: {}", self.stderr());
+        panic!("switchboard could not bind a port in 5 attempts");
     }
 
     pub fn pid(&self) -> u32 {
@@ -140,6 +316,7 @@ impl Gateway {
             dir,
             config_path: self.config_path.clone(),
             child,
+            lease: self.lease.clone(),
         }
     }
 
@@ -164,6 +341,78 @@ impl Gateway {
             .collect()
     }
 
+    /// Waits (10 s at most) for the access-log line that `pred` accepts and returns it. Access
+    /// logging follows the response, so a test reads the log through this, not right away.
+    pub async fn wait_for_log_line(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut found = None;
+        let ok = wait_until(
+            || {
+                found = self.access_log().into_iter().find(|l| pred(l));
+                found.is_some()
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(ok, "no such access-log line in: {}", self.stdout());
+        found.unwrap()
+    }
+
+    /// Waits (10 s at most) for a diagnostics (stderr) line containing `needle`; returns it.
+    pub async fn wait_for_stderr(&self, needle: &str) -> String {
+        let mut found = None;
+        let ok = wait_until(
+            || {
+                found = self
+                    .stderr()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_string);
+                found.is_some()
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(ok, "no stderr line with {needle:?} in: {}", self.stderr());
+        found.unwrap()
+    }
+
+    /// Scrapes `/metrics` until the series `name` with `labels` (see [`metric_value`]; a missing
+    /// series counts as 0) satisfies `pred` (10 s at most); returns that scrape. Metrics are
+    /// recorded just after the response is written, so a test reads them through this.
+    pub async fn wait_for_metric(
+        &self,
+        name: &str,
+        labels: &[&str],
+        pred: impl Fn(f64) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let last = self.get("/metrics", &[]).await.text();
+            if pred(metric_value(&last, name, labels).unwrap_or(0.0)) {
+                return last;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} never matched; last scrape:\n{last}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits (10 s at most) until connecting to the gateway's port is refused (its listeners
+    /// closed); returns whether they did.
+    pub async fn wait_not_listening(&self, timeout: Duration) -> bool {
+        let port = self.port;
+        wait_until(
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            timeout,
+        )
+        .await
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -174,7 +423,24 @@ impl Gateway {
         assert!(ok, "kill -{sig} failed");
     }
 
-    /// Waits for the process to exit; returns whether it did within `timeout`.
+    /// Waits for the process to exit without blocking the test's runtime (mock upstreams and
+    /// client tasks keep running meanwhile); returns its status if it exited within `timeout`.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(
+            || {
+                status = self.child.try_wait().unwrap();
+                status.is_some()
+            },
+            timeout,
+        )
+        .await;
+        status
+    }
+
+    /// Waits for the process to exit; returns whether it did within `timeout`. This blocks the
+    /// thread: in an async test, where a mock upstream or client task on the same runtime may
+    /// have to make progress for the process to finish, use [`Gateway::exited`].
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -332,6 +598,70 @@ pub async fn request(
         .0
 }
 
+/// What the gateway sent back on one raw connection.
+pub struct RawExchange {
+    /// Everything read, responses and all.
+    pub bytes: Vec<u8>,
+    /// Whether the gateway closed the connection (rather than the read timing out).
+    pub closed: bool,
+}
+
+impl RawExchange {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// The status codes of every response head in the bytes, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        self.text()
+            .match_indices("HTTP/1.")
+            .filter_map(|(i, _)| {
+                let line = &self.text()[i..];
+                let code = line.get(9..12)?;
+                line.get(8..9)
+                    .filter(|sp| *sp == " ")
+                    .and(code.parse().ok())
+            })
+            .collect()
+    }
+
+    /// The body of the first response (after the blank line; up to any next response).
+    pub fn first_body(&self) -> String {
+        let text = self.text();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        body.split("HTTP/1.").next().unwrap_or("").to_string()
+    }
+}
+
+/// Writes `bytes` on a new connection exactly as given and reads until the gateway closes it or
+/// `quiet` passes with nothing more arriving: for requests the client helpers cannot send
+/// (malformed framing, odd methods, HEAD).
+pub async fn raw_exchange(port: u16, bytes: &[u8], quiet: Duration) -> RawExchange {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let mut tmp = [0u8; 16384];
+    loop {
+        match tokio::time::timeout(quiet, stream.read(&mut tmp)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return RawExchange {
+                    bytes: out,
+                    closed: true,
+                }
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&tmp[..n]),
+            Err(_) => {
+                return RawExchange {
+                    bytes: out,
+                    closed: false,
+                }
+            }
+        }
+    }
+}
+
 /// One client connection (keep-alive: several requests may be sent in turn).
 pub struct Conn {
     stream: TcpStream,
@@ -346,6 +676,12 @@ impl Conn {
                 .expect("connect"),
             buf: Vec::new(),
         }
+    }
+
+    /// Writes `bytes` exactly as given (a request the other helpers cannot build); read the
+    /// answer with [`Conn::read_streaming`].
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
     }
 
     pub async fn send_head_and_body(
@@ -547,6 +883,17 @@ impl StreamingResponse {
             headers: self.headers.clone(),
             body,
         }
+    }
+
+    /// The whole response, and the connection back for the next request.
+    pub async fn into_response_and_conn(mut self) -> (Response, Conn) {
+        let body = self.read_to_end().await;
+        let resp = Response {
+            status: self.status,
+            headers: self.headers.clone(),
+            body,
+        };
+        (resp, self.conn)
     }
 
     /// Drops the connection (a client hanging up).

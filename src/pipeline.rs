@@ -1,0 +1,226 @@
+//! The request pipeline's stages, in their fixed order:
+//!
+//! ```text
+//!  authenticate ─► admit ─► cache lookup ─► route + exchange ─► settle
+//!  (Principal)     (limits,  (hit: replay    (gateway::exchange)  (after the answer: cache
+//!                  budgets)  through the sink)                    write, accounting; metrics
+//!                                                                 and the access log today)
+//! ```
+//!
+//! One small trait per phase. [`Stages`] is built from the config together with the routing
+//! snapshot (see [`crate::app::Live`]) and swapped with it on reload. A phase with nothing
+//! configured is an empty slice: it costs a length check per request, no allocation, no call.
+//! Stages run on the request path and must not block: what they read comes from memory.
+
+use crate::auth;
+use crate::config::Config;
+use crate::context::{Context, Principal};
+use crate::error::GatewayError;
+use crate::openai::RequestBody;
+use bytes::Bytes;
+use pingora_http::RequestHeader;
+
+/// Establishes who is calling from the request head.
+pub trait Authenticate: Send + Sync {
+    /// `Ok(Some(p))` accepts the caller as `p`; `Ok(None)` leaves the decision to the next
+    /// authenticator; `Err` refuses the request (401/403 as an OpenAI error).
+    fn authenticate(
+        &self,
+        req: &RequestHeader,
+        ctx: &Context,
+    ) -> Result<Option<Principal>, GatewayError>;
+}
+
+/// Decides whether an authenticated request may go ahead (rate limits, budgets, model access),
+/// after its body is parsed and before any routing or upstream work.
+pub trait Admit: Send + Sync {
+    /// `Err` refuses the request with that error (429 with Retry-After, 403, …).
+    fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError>;
+}
+
+/// A response cache: looked up after admission, written at settle from the answer the response
+/// sink kept.
+pub trait Cache: Send + Sync {
+    /// A stored whole OpenAI JSON answer for this request, if any.
+    fn lookup(&self, ctx: &Context, body: &RequestBody<'_>) -> Option<Bytes>;
+    /// Offers the answer of a request that missed (`ctx.cache == Miss`, `ctx.answer` set).
+    fn store(&self, ctx: &Context, answer: &Bytes);
+}
+
+/// Runs once the answer is out (or the client left): reconciliation, accounting, telemetry.
+/// Must not block: hand work to a background writer through a bounded channel.
+pub trait Settle: Send + Sync {
+    fn settle(&self, ctx: &Context);
+}
+
+/// The configured stages, in order. Built off the request path.
+#[derive(Default)]
+pub struct Stages {
+    authenticate: Vec<Box<dyn Authenticate>>,
+    admit: Vec<Box<dyn Admit>>,
+    cache: Option<Box<dyn Cache>>,
+    settle: Vec<Box<dyn Settle>>,
+}
+
+impl Stages {
+    /// The stages a config asks for. Today: the master-key check when
+    /// `general_settings.master_key` is set.
+    pub fn from_config(config: &Config) -> Stages {
+        let mut stages = Stages::default();
+        if let Some(key) = &config.general.master_key {
+            stages = stages.authenticate_with(MasterKey(key.clone()));
+        }
+        stages
+    }
+
+    pub fn authenticate_with(mut self, stage: impl Authenticate + 'static) -> Self {
+        self.authenticate.push(Box::new(stage));
+        self
+    }
+
+    pub fn admit_with(mut self, stage: impl Admit + 'static) -> Self {
+        self.admit.push(Box::new(stage));
+        self
+    }
+
+    pub fn cache_with(mut self, cache: impl Cache + 'static) -> Self {
+        self.cache = Some(Box::new(cache));
+        self
+    }
+
+    pub fn settle_with(mut self, stage: impl Settle + 'static) -> Self {
+        self.settle.push(Box::new(stage));
+        self
+    }
+
+    /// Runs the authenticators in order and records the principal. With none configured every
+    /// caller is [`Principal::Open`]; with some, a caller none accepts is refused.
+    pub fn authenticate(&self, req: &RequestHeader, ctx: &mut Context) -> Result<(), GatewayError> {
+        if self.authenticate.is_empty() {
+            ctx.principal = Principal::Open;
+            return Ok(());
+        }
+        for stage in &self.authenticate {
+            if let Some(p) = stage.authenticate(req, ctx)? {
+                ctx.principal = p;
+                return Ok(());
+            }
+        }
+        Err(auth::missing_key())
+    }
+
+    /// Runs the admission stages in order; the first refusal wins.
+    pub fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError> {
+        for stage in &self.admit {
+            stage.admit(ctx, body)?;
+        }
+        Ok(())
+    }
+
+    /// Looks the request up in the cache, recording hit or miss. `None` without a cache.
+    pub fn cache_lookup(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Option<Bytes> {
+        let cache = self.cache.as_ref()?;
+        let hit = cache.lookup(ctx, body);
+        ctx.cache = if hit.is_some() {
+            crate::context::CacheStatus::Hit
+        } else {
+            crate::context::CacheStatus::Miss
+        };
+        // A miss asks the response sink to keep the whole answer for `store`.
+        ctx.keep_answer = hit.is_none();
+        hit
+    }
+
+    /// Runs after the answer: the cache write, then the settle stages in order.
+    pub fn settle(&self, ctx: &Context) {
+        if let (Some(cache), crate::context::CacheStatus::Miss, Some(answer), false) =
+            (&self.cache, ctx.cache, &ctx.answer, ctx.status >= 300)
+        {
+            cache.store(ctx, answer);
+        }
+        for stage in &self.settle {
+            stage.settle(ctx);
+        }
+    }
+}
+
+/// `general_settings.master_key`: `Authorization: Bearer KEY` or `x-api-key: KEY`.
+pub struct MasterKey(pub String);
+
+impl Authenticate for MasterKey {
+    fn authenticate(
+        &self,
+        req: &RequestHeader,
+        _ctx: &Context,
+    ) -> Result<Option<Principal>, GatewayError> {
+        auth::check(req, Some(&self.0)).map(|()| Some(Principal::MasterKey))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn req(h: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        for (k, v) in h {
+            r.insert_header(k.to_string(), v.to_string()).unwrap();
+        }
+        r
+    }
+
+    /// A test-only admission stage: refuses every caller that is not the master key.
+    struct MasterOnly;
+    impl Admit for MasterOnly {
+        fn admit(&self, ctx: &mut Context, _body: &RequestBody<'_>) -> Result<(), GatewayError> {
+            if ctx.principal == Principal::MasterKey {
+                Ok(())
+            } else {
+                Err(
+                    GatewayError::new(ErrorKind::PermissionDenied, "Only the master key may call.")
+                        .with_code("forbidden"),
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn unconfigured_chain_lets_everyone_in_as_open() {
+        let stages = Stages::default();
+        let mut ctx = Context::default();
+        stages.authenticate(&req(&[]), &mut ctx).unwrap();
+        assert_eq!(ctx.principal, Principal::Open);
+        let body = RequestBody::parse(br#"{"model":"m"}"#).unwrap();
+        stages.admit(&mut ctx, &body).unwrap();
+        assert!(stages.cache_lookup(&mut ctx, &body).is_none());
+        assert_eq!(ctx.cache, crate::context::CacheStatus::NotConfigured);
+    }
+
+    #[test]
+    fn master_key_is_the_first_authenticator_and_an_admit_stage_can_refuse() {
+        let stages = Stages::default()
+            .authenticate_with(MasterKey("sk-1".into()))
+            .admit_with(MasterOnly);
+        let body = RequestBody::parse(br#"{"model":"m"}"#).unwrap();
+
+        let mut ctx = Context::default();
+        let e = stages.authenticate(&req(&[]), &mut ctx).unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (401, Some("invalid_api_key"))
+        );
+        assert_eq!(ctx.principal, Principal::Anonymous);
+        // Not authenticated: the admission stage refuses with its own 4xx.
+        let e = stages.admit(&mut ctx, &body).unwrap_err();
+        assert_eq!((e.status, e.code.as_deref()), (403, Some("forbidden")));
+        assert!(String::from_utf8_lossy(&e.body()).contains("Only the master key may call."));
+
+        let mut ctx = Context::default();
+        stages
+            .authenticate(&req(&[("authorization", "Bearer sk-1")]), &mut ctx)
+            .unwrap();
+        assert_eq!(ctx.principal, Principal::MasterKey);
+        stages.admit(&mut ctx, &body).unwrap();
+    }
+}
