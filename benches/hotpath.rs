@@ -15,6 +15,8 @@
 //! - `stream/chunk_writer`: `ChunkWriter::text`, the cost of one emitted text delta for
 //!   translating providers.
 //! - `codec/sse_decoder`: raw SSE decoding throughput (bytes/s).
+//! - `metrics/record_request`: recording one finished request's metrics, through the
+//!   deployment's pre-resolved handles (`answered`) and by label lookups (`by_alias`).
 //! - `anthropic/*` (the `translated providers` section): the same request, response and stream
 //!   measurements for the Anthropic translator; other translating providers go there too.
 //!
@@ -124,6 +126,7 @@ fn openai_deployment() -> DeploymentConfig {
 fn context(stream: bool) -> RequestContext<'static> {
     RequestContext {
         op: Operation::Chat,
+        model: "gpt-4o-2024-08-06",
         stream,
         include_usage: false,
         response_id: "chatcmpl-bench0000000000000000",
@@ -443,8 +446,51 @@ fn translated_providers(c: &mut Criterion) {
     g.finish();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+/// Recording one finished request's metrics (`Metrics::observe` plus the attempt's
+/// `deployment_attempt`), as the logging phase and the exchange do. `answered` is the common
+/// case, through the deployment's pre-resolved handles; `by_alias` is a request that named an
+/// alias, which looks every series up by its labels (what every request did before handles).
+fn metrics(c: &mut Criterion) {
+    use switchboard::context::Context;
+    use switchboard::metrics::Metrics;
+    use switchboard::router::{Snapshot, StateRegistry};
+    let config = switchboard::config::litellm::parse(
+        "model_list:\n  - {model_name: gpt-4o, litellm_params: {model: openai/gpt-4o-2024-08-06, api_base: \"http://127.0.0.1:9/v1\", api_key: k}, model_info: {id: d1}}\nrouter_settings: {model_group_alias: {alias: gpt-4o}}\n",
+    )
+    .expect("bench config");
+    let client = Arc::new(UpstreamClient::new(8));
+    let snapshot = Snapshot::build(config, 1, &client, &StateRegistry::default()).unwrap();
+    let deployment = snapshot.group("gpt-4o").unwrap().deployments[0].clone();
+    let metrics = Metrics::new();
+    let mut g = c.benchmark_group("metrics/record_request");
+    for (name, model) in [("answered", "gpt-4o"), ("by_alias", "alias")] {
+        let mut log = Context::default();
+        log.route = "chat";
+        log.model = Some(model.to_string());
+        log.deployment = Some(deployment.clone());
+        log.status = 200;
+        log.attempts = 1;
+        log.stream = true;
+        log.ttft = Some(std::time::Duration::from_millis(80));
+        log.upstream_time = std::time::Duration::from_millis(300);
+        log.usage = Some(switchboard::openai::Usage::new(27, 21));
+        let requested = snapshot.metric_label(model).unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                metrics.deployment_attempt(&deployment, black_box(requested), None);
+                metrics.observe(black_box(&log), &snapshot);
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    metrics,
     request,
     response,
     stream,

@@ -7,20 +7,27 @@
 //! requests, deployment state, config generation, upstream connection reuse) are read at scrape
 //! time.
 //!
-//! Label cardinality is bounded: model groups, deployment ids, api bases and provider names come
-//! from the config; a requested model that is not a configured group is recorded as
-//! [`UNKNOWN_MODEL`]; statuses and exception classes come from small fixed sets. LiteLLM's
-//! per-key/team/user labels are kept (so dashboard queries match) but are always empty: there
-//! are no virtual keys yet.
+//! Label cardinality is bounded: every label value comes from the config or a small fixed set,
+//! never from a client. Model groups, deployment ids, api bases and provider names are
+//! configured; a model served by a wildcard group is recorded under the group's pattern
+//! (`openai/*`, in `requested_model`, `model` and `litellm_model_name` alike), and one served by
+//! nothing as [`UNKNOWN_MODEL`]; statuses and exception classes come from small fixed sets.
+//! LiteLLM's per-key/team/user labels are kept (so dashboard queries match) but are always
+//! empty: there are no virtual keys yet.
+//!
+//! The common case, an answered request on its own group's deployment, costs atomics only: each
+//! deployment's handles ([`DeploymentSeries`]) are resolved on its first request and kept with
+//! its [`MetricLabels`] (shared across reloads that keep the labels, and by the deployments a
+//! wildcard derives). Everything else (errors, aliases, fallbacks) looks its series up by label.
 
 use crate::context::Context;
-use crate::router::{Deployment, Snapshot};
+use crate::router::{Deployment, MetricLabels, Snapshot};
 use crate::upstream::UpstreamClient;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The `requested_model` value for a model name that is not a configured group.
@@ -191,7 +198,32 @@ pub struct Metrics {
     pub stream_event_too_large: IntCounterVec,
     /// Serialises scrape-time updates of the mirrored counters.
     scrape: Mutex<()>,
+    /// Tells this instance's pre-resolved handles from another's (tests build several).
+    id: u64,
 }
+
+/// One deployment's series for requests to its own group (`requested_model` = the group),
+/// resolved once: recording into them is an atomic add, no label hashing, no lock.
+pub struct DeploymentSeries {
+    /// The [`Metrics`] instance these belong to.
+    owner: u64,
+    proxy_ok: IntCounter,
+    total_latency: Histogram,
+    api_latency: Histogram,
+    time_to_first_token: Histogram,
+    overhead_latency: Histogram,
+    latency_per_output_token: Histogram,
+    input_tokens: IntCounter,
+    output_tokens: IntCounter,
+    total_tokens: IntCounter,
+    spend: Counter,
+    retries: IntCounter,
+    deployment_total: IntCounter,
+    deployment_success: IntCounter,
+}
+
+/// Gives each [`Metrics`] instance its id.
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(1);
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -389,7 +421,71 @@ impl Metrics {
                 &["framing"],
             ),
             scrape: Mutex::new(()),
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             registry: r,
+        }
+    }
+
+    /// `d`'s pre-resolved series, resolving them on its first request.
+    fn series<'d>(&self, d: &'d Deployment) -> Option<&'d DeploymentSeries> {
+        let series = d
+            .labels
+            .handles
+            .get_or_init(|| Box::new(self.resolve_series(d)))
+            .downcast_ref::<DeploymentSeries>()?;
+        (series.owner == self.id).then_some(series)
+    }
+
+    fn resolve_series(&self, d: &Deployment) -> DeploymentSeries {
+        let MetricLabels {
+            group,
+            model,
+            litellm_model_name: litellm_model,
+            ..
+        } = &*d.labels;
+        let (group, model, litellm_model) =
+            (group.as_str(), model.as_str(), litellm_model.as_str());
+        let (api_base, provider, id) = (d.api_base(), d.config.provider.as_str(), d.id());
+        let api = [model, "", "", "", "", group, "", ""];
+        let tokens = ["", "", "", model, "", "", "", group];
+        let deployment = [litellm_model, id, api_base, provider, group, "", "", "", ""];
+        DeploymentSeries {
+            owner: self.id,
+            proxy_ok: self
+                .proxy_requests
+                .with_label_values(&["", "", "", group, "", "", "", "200"]),
+            total_latency: self
+                .total_latency
+                .with_label_values(&["", "", "", group, "", "", "", model]),
+            api_latency: self.api_latency.with_label_values(&api),
+            time_to_first_token: self.time_to_first_token.with_label_values(&api),
+            overhead_latency: self.overhead_latency.with_label_values(&[
+                group,
+                provider,
+                api_base,
+                litellm_model,
+                "",
+                "",
+            ]),
+            latency_per_output_token: self.latency_per_output_token.with_label_values(&[
+                litellm_model,
+                id,
+                api_base,
+                provider,
+                "",
+                "",
+                "",
+                "",
+            ]),
+            input_tokens: self.input_tokens.with_label_values(&tokens),
+            output_tokens: self.output_tokens.with_label_values(&tokens),
+            total_tokens: self.total_tokens.with_label_values(&tokens),
+            spend: self
+                .spend
+                .with_label_values(&["", "", "", model, "", "", ""]),
+            retries: self.retries.with_label_values(&[group]),
+            deployment_total: self.deployment_total.with_label_values(&deployment),
+            deployment_success: self.deployment_success.with_label_values(&deployment),
         }
     }
 
@@ -398,18 +494,28 @@ impl Metrics {
         if ctx.route != "chat" && ctx.route != "embeddings" {
             return;
         }
-        let requested = match ctx.model.as_deref() {
-            Some(m) if snapshot.group(m).is_some() => m,
-            Some(m) if ctx.deployment.is_some() => m,
-            _ => UNKNOWN_MODEL,
-        };
-        let status = status_label(ctx.status);
         let failed = ctx.status >= 400 || ctx.error.is_some();
-        let model = ctx
-            .deployment
-            .as_deref()
-            .map(|d| d.config.model.as_str())
-            .unwrap_or("");
+        let total = ctx.start.elapsed();
+        let d = ctx.deployment.as_deref();
+        let requested = match (ctx.model.as_deref(), d) {
+            // The common case, found without a lookup: the client named the deployment's group.
+            (Some(m), Some(d)) if m == d.config.model_name => d.labels.group.as_str(),
+            (Some(m), _) => snapshot.metric_label(m).unwrap_or(UNKNOWN_MODEL),
+            (None, _) => UNKNOWN_MODEL,
+        };
+        if let Some(d) = d {
+            let own_group = ctx.fallback.is_none() && requested == d.labels.group;
+            if !failed && ctx.status == 200 && own_group {
+                if let Some(series) = self.series(d) {
+                    series.proxy_ok.inc();
+                    series.total_latency.observe(total.as_secs_f64());
+                    self.observe_deployment(ctx, d, series, total);
+                    return;
+                }
+            }
+        }
+        let status = status_label(ctx.status);
+        let model = d.map(|d| d.labels.model.as_str()).unwrap_or("");
         self.proxy_requests
             .with_label_values(&["", "", "", requested, "", "", "", status])
             .inc();
@@ -419,16 +525,24 @@ impl Metrics {
                 .with_label_values(&["", "", "", requested, "", "", "", status, class])
                 .inc();
         }
-        let total = ctx.start.elapsed();
         self.total_latency
             .with_label_values(&["", "", "", requested, "", "", "", model])
             .observe(total.as_secs_f64());
-
-        let Some(d) = ctx.deployment.as_deref() else {
+        let Some(d) = d else {
             return;
         };
-        let group = d.config.model_name.as_str();
-        let litellm_model = d.litellm_model_name.as_str();
+        if let Some(fallback) = ctx.fallback.as_deref() {
+            // The group that answered (or failed last) was a fallback of the requested one.
+            self.fallback(requested, fallback, !failed, ctx.status);
+        }
+        if requested == d.labels.group {
+            if let Some(series) = self.series(d) {
+                return self.observe_deployment(ctx, d, series, total);
+            }
+        }
+        // Requested under another name (an alias, or the group a fallback came from).
+        let group = d.labels.group.as_str();
+        let litellm_model = d.labels.litellm_model_name.as_str();
         let (api_base, provider, id) = (d.api_base(), d.config.provider.as_str(), d.id());
         let upstream = ctx.upstream_time.as_secs_f64();
         self.api_latency
@@ -442,10 +556,6 @@ impl Metrics {
         self.overhead_latency
             .with_label_values(&[group, provider, api_base, litellm_model, "", ""])
             .observe(total.saturating_sub(ctx.upstream_time).as_secs_f64());
-        if let Some(fallback) = ctx.fallback.as_deref() {
-            // The group that answered (or failed last) was a fallback of the requested one.
-            self.fallback(requested, fallback, !failed, ctx.status);
-        }
         if ctx.attempts > 1 {
             self.retries
                 .with_label_values(&[group])
@@ -462,16 +572,10 @@ impl Metrics {
             self.total_tokens
                 .with_label_values(&labels)
                 .inc_by(u.total_tokens);
-            // Spend, from the deployment's prices (litellm_params or model_info, USD per token).
-            let prices = &d.config.params;
-            if prices.input_cost_per_token.is_some() || prices.output_cost_per_token.is_some() {
-                let cost = u.prompt_tokens as f64 * prices.input_cost_per_token.unwrap_or(0.0)
-                    + u.completion_tokens as f64 * prices.output_cost_per_token.unwrap_or(0.0);
-                if cost > 0.0 {
-                    self.spend
-                        .with_label_values(&["", "", "", model, "", "", ""])
-                        .inc_by(cost);
-                }
+            if let Some(cost) = spend(d, u) {
+                self.spend
+                    .with_label_values(&["", "", "", model, "", "", ""])
+                    .inc_by(cost);
             }
             if u.completion_tokens > 0 && !failed {
                 self.latency_per_output_token
@@ -481,10 +585,53 @@ impl Metrics {
         }
     }
 
+    /// The per-deployment part of [`Metrics::observe`] through pre-resolved handles.
+    fn observe_deployment(
+        &self,
+        ctx: &Context,
+        d: &Deployment,
+        series: &DeploymentSeries,
+        total: std::time::Duration,
+    ) {
+        let upstream = ctx.upstream_time.as_secs_f64();
+        series.api_latency.observe(upstream);
+        if let (Some(t), true) = (ctx.ttft, ctx.stream) {
+            series.time_to_first_token.observe(t.as_secs_f64());
+        }
+        series
+            .overhead_latency
+            .observe(total.saturating_sub(ctx.upstream_time).as_secs_f64());
+        if ctx.attempts > 1 {
+            series.retries.inc_by(u64::from(ctx.attempts - 1));
+        }
+        if let Some(u) = &ctx.usage {
+            series.input_tokens.inc_by(u.prompt_tokens);
+            series.output_tokens.inc_by(u.completion_tokens);
+            series.total_tokens.inc_by(u.total_tokens);
+            if let Some(cost) = spend(d, u) {
+                series.spend.inc_by(cost);
+            }
+            let answered = ctx.status < 400 && ctx.error.is_none();
+            if u.completion_tokens > 0 && answered {
+                series
+                    .latency_per_output_token
+                    .observe(upstream / u.completion_tokens as f64);
+            }
+        }
+    }
+
     /// Records one attempt on a deployment (every attempt, retries and fallbacks included):
-    /// `failed` is the failing status, `None` for an answered attempt.
+    /// `requested` is the requested-model label ([`Snapshot::metric_label`]), `failed` the
+    /// failing status, `None` for an answered attempt.
     pub fn deployment_attempt(&self, d: &Deployment, requested: &str, failed: Option<u16>) {
-        let litellm_model = d.litellm_model_name.as_str();
+        if failed.is_none() && requested == d.labels.group {
+            if let Some(series) = self.series(d) {
+                series.deployment_total.inc();
+                series.deployment_success.inc();
+                return;
+            }
+        }
+        let litellm_model = d.labels.litellm_model_name.as_str();
         let (api_base, provider, id) = (d.api_base(), d.config.provider.as_str(), d.id());
         let labels = [
             litellm_model,
@@ -524,7 +671,7 @@ impl Metrics {
     pub fn cooled_down(&self, d: &Deployment, status: u16) {
         self.deployment_cooled_down
             .with_label_values(&[
-                &d.litellm_model_name,
+                &d.labels.litellm_model_name,
                 d.id(),
                 d.api_base(),
                 &d.config.provider,
@@ -575,7 +722,7 @@ impl Metrics {
                     continue;
                 };
                 for d in &group.deployments {
-                    let litellm_model = d.litellm_model_name.as_str();
+                    let litellm_model = d.labels.litellm_model_name.as_str();
                     self.deployment_state
                         .with_label_values(&[
                             litellm_model,
@@ -611,6 +758,18 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Spend of one request from the deployment's prices (litellm_params or model_info, USD per
+/// token), when it has any.
+fn spend(d: &Deployment, u: &crate::openai::Usage) -> Option<f64> {
+    let prices = &d.config.params;
+    if prices.input_cost_per_token.is_none() && prices.output_cost_per_token.is_none() {
+        return None;
+    }
+    let cost = u.prompt_tokens as f64 * prices.input_cost_per_token.unwrap_or(0.0)
+        + u.completion_tokens as f64 * prices.output_cost_per_token.unwrap_or(0.0);
+    (cost > 0.0).then_some(cost)
 }
 
 /// LiteLLM's deployment state: 0 healthy, 1 partial outage (failures this minute), 2 complete
@@ -751,6 +910,88 @@ mod tests {
             );
         }
         assert!(queried > 20);
+    }
+
+    fn text(m: &Metrics) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&m.registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// An answered request on its group's deployment records through handles resolved once and
+    /// kept with the deployment's labels (shared by the names a wildcard derives), into the
+    /// same series a label lookup finds; other instances of `Metrics` do not use them.
+    #[test]
+    fn answered_requests_record_through_pre_resolved_handles() {
+        use crate::router::{Snapshot, StateRegistry};
+        use crate::upstream::UpstreamClient;
+        use std::sync::Arc;
+        let config = crate::config::litellm::parse(
+            "model_list:\n  - {model_name: g, litellm_params: {model: openai/m, mock_response: hi}, model_info: {id: d1}}\n  - {model_name: \"openai/*\", litellm_params: {model: \"openai/*\", mock_response: hi}, model_info: {id: w}}\n",
+        )
+        .unwrap();
+        let client = Arc::new(UpstreamClient::new(1));
+        let s = Snapshot::build(config, 1, &client, &StateRegistry::default()).unwrap();
+        let m = Metrics::new();
+        let log = |model: &str| {
+            let d = s.resolve(model).unwrap().deployments[0].clone();
+            Context {
+                route: "chat",
+                model: Some(model.to_string()),
+                deployment: Some(d),
+                status: 200,
+                attempts: 1,
+                usage: Some(crate::openai::Usage::new(3, 4)),
+                ..Context::default()
+            }
+        };
+        let g = s.group("g").unwrap().deployments[0].clone();
+        assert!(g.labels.handles.get().is_none());
+        m.observe(&log("g"), &s);
+        m.deployment_attempt(&g, "g", None);
+        assert!(g.labels.handles.get().is_some());
+        m.observe(&log("g"), &s);
+        m.deployment_attempt(&g, "g", None);
+        for i in 0..50 {
+            m.observe(&log(&format!("openai/x{i}")), &s);
+        }
+        let requests = |requested: &str| {
+            m.proxy_requests
+                .with_label_values(&["", "", "", requested, "", "", "", "200"])
+                .get()
+        };
+        assert_eq!((requests("g"), requests("openai/*")), (2, 50));
+        let total = m
+            .deployment_total
+            .with_label_values(&["openai/m", "d1", "mock", "openai", "g", "", "", "", ""])
+            .get();
+        assert_eq!(total, 2);
+        let tokens = text(&m);
+        assert!(tokens.contains("litellm_output_tokens_total{api_key_alias=\"\",end_user=\"\",hashed_api_key=\"\",model=\"*\",requested_model=\"openai/*\",team=\"\",team_alias=\"\",user=\"\"} 200"), "{tokens}");
+        assert!(!tokens.contains("x1"), "{tokens}");
+        // A reload builds new deployments (and labels): they count into the same series.
+        let s2 = Snapshot::build(s.config.clone(), 2, &client, &StateRegistry::default()).unwrap();
+        let reloaded = s2.group("g").unwrap().deployments[0].clone();
+        assert!(!Arc::ptr_eq(&reloaded, &g));
+        let ctx = Context {
+            deployment: Some(reloaded),
+            ..log("g")
+        };
+        m.observe(&ctx, &s2);
+        assert_eq!(requests("g"), 3);
+        // Another instance records into its own registry, not through these handles.
+        let other = Metrics::new();
+        other.observe(&log("g"), &s);
+        assert_eq!(
+            other
+                .proxy_requests
+                .with_label_values(&["", "", "", "g", "", "", "", "200"])
+                .get(),
+            1
+        );
+        assert_eq!(requests("g"), 3);
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn translator(kind: Kind) -> Box<dyn StreamTranslator> {
     let index = KINDS.iter().position(|k| *k == kind).unwrap();
     let cx = RequestContext {
         op: Operation::Chat,
+        model: "m",
         stream: true,
         include_usage: true,
         response_id: "chatcmpl-fuzz",
@@ -918,6 +919,7 @@ fn chat_body() -> impl Strategy<Value = Vec<u8>> {
 fn request_context(stream: bool) -> RequestContext<'static> {
     RequestContext {
         op: Operation::Chat,
+        model: "m",
         stream,
         include_usage: stream,
         response_id: "chatcmpl-fuzz",

@@ -61,7 +61,8 @@ pub fn model_not_found(model: &str) -> GatewayError {
 struct Call<'a> {
     app: &'a App,
     snapshot: &'a Snapshot,
-    /// The model name the client asked for (metrics label).
+    /// The model the client asked for, as metrics label it (a wildcard group's pattern for a
+    /// name it matched: never a value only the client chose).
     requested: &'a str,
     parsed: &'a RequestBody<'a>,
     op: Operation,
@@ -149,7 +150,7 @@ pub async fn handle(
     let response_id = format!("chatcmpl-{}", super::new_id());
     let call = Call {
         app,
-        requested: &model,
+        requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
         snapshot,
         parsed: &parsed,
         op,
@@ -395,6 +396,7 @@ async fn attempt(
     let deployment = admission.deployment.clone();
     let cx = RequestContext {
         op: call.op,
+        model: &deployment.config.model,
         stream: call.stream,
         include_usage: call.include_usage,
         response_id: call.response_id,

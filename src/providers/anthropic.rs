@@ -83,7 +83,6 @@ pub struct Anthropic {
     origin: String,
     /// `/v1/messages` under the base URL's path.
     path: String,
-    model: String,
     api_key: Option<String>,
     default_max_tokens: u64,
 }
@@ -140,7 +139,6 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
     Ok(Some(Arc::new(Anthropic {
         origin: origin.to_string(),
         path: messages_path(base_path),
-        model: dep.model.clone(),
         api_key,
         default_max_tokens,
     })))
@@ -178,7 +176,7 @@ impl Provider for Anthropic {
         let out = messages_body(
             &req,
             body,
-            Some(&self.model),
+            Some(cx.model),
             None,
             self.default_max_tokens,
             cx.drop_params,
@@ -202,11 +200,11 @@ impl Provider for Anthropic {
         body: &[u8],
         cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse> {
-        parse_messages_response(PROVIDER, body, cx, &self.model)
+        parse_messages_response(PROVIDER, body, cx, cx.model)
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(MessagesStream::new(PROVIDER, cx, &self.model))
+        Box::new(MessagesStream::new(PROVIDER, cx, cx.model))
     }
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
@@ -1101,6 +1099,7 @@ mod tests {
     fn cx(stream: bool, include_usage: bool) -> RequestContext<'static> {
         RequestContext {
             op: super::super::Operation::Chat,
+            model: "claude-sonnet-4-5",
             stream,
             include_usage,
             response_id: "chatcmpl-test",

@@ -95,12 +95,13 @@ pub struct Bedrock {
     /// The `Host` header value the upstream client sends (signed).
     host: String,
     region: String,
-    /// The model id as configured (for responses).
-    model_id: String,
-    /// `{endpoint path}/model/{url-encoded id}`
-    model_path: String,
+    /// The endpoint URL's path (models are under `{base_path}/model/{url-encoded id}`).
+    base_path: String,
     auth: Auth,
+    /// The configured model's embedding family (which operations `supports` reports).
     embed: Option<EmbedModel>,
+    /// A wildcard deployment (`bedrock/*`): each request's model decides chat or embeddings.
+    wildcard: bool,
     /// For the extra requests of a multi-input Titan batch.
     endpoint: Arc<Endpoint>,
     timeout: Duration,
@@ -160,40 +161,7 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
     let extra = |k: &str| dep.params.extra_str(k).filter(|s| !s.is_empty());
     let env = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
 
-    // LiteLLM's route prefixes: `converse/` is what this provider speaks anyway; `invoke/`
-    // (model-specific InvokeModel bodies) exists here only for the embedding models.
-    let (model_id, invoke_route) = match dep.model.strip_prefix("invoke/") {
-        Some(rest) => (rest.to_string(), true),
-        None => (
-            dep.model
-                .strip_prefix("converse/")
-                .unwrap_or(&dep.model)
-                .to_string(),
-            false,
-        ),
-    };
-    let embed = if model_id.contains("amazon.titan-embed") {
-        Some(EmbedModel::Titan)
-    } else if model_id.contains("cohere.embed") {
-        Some(EmbedModel::Cohere)
-    } else {
-        None
-    };
-    if invoke_route && embed.is_none() {
-        return Err(ConfigError::new(
-            key("model"),
-            "the bedrock/invoke/ route (model-specific InvokeModel bodies) is supported only for Titan and Cohere embedding models; use bedrock/<model id> for chat, which speaks the Converse API",
-        ));
-    }
-    if model_id.is_empty() {
-        return Err(ConfigError::new(
-            key("model"),
-            "a bedrock model needs a model id after the prefix, e.g. bedrock/anthropic.claude-3-haiku-20240307-v1:0",
-        ));
-    }
-    // The id is one path segment below (`uri_encode` turns `/` into `%2F`), but no encoding
-    // makes `..` safe.
-    super::url::check_segment(&model_id).map_err(|e| ConfigError::new(key("model"), e))?;
+    let model = BedrockModel::parse(&dep.model).map_err(|e| ConfigError::new(key("model"), e))?;
     let region = extra("aws_region_name")
         .or_else(|| extra("region_name"))
         .map(str::to_string)
@@ -295,10 +263,6 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
         (Auth::Bearer(_), None) => String::new(),
         (Auth::SigV4(_), None) => return Err(missing_region()),
     };
-    let mut model_path = String::with_capacity(base_path.len() + model_id.len() + 16);
-    model_path.push_str(base_path);
-    model_path.push_str("/model/");
-    sigv4::uri_encode(&model_id, &mut model_path);
     let endpoint = Endpoint::parse(
         origin,
         PeerSettings {
@@ -311,10 +275,10 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
         origin: origin.to_string(),
         host: host.to_string(),
         region,
-        model_id,
-        model_path,
+        base_path: base_path.to_string(),
         auth,
-        embed,
+        embed: model.embed,
+        wildcard: dep.model.contains('*'),
         endpoint: Arc::new(endpoint),
         timeout: dep.params.timeout.unwrap_or(Duration::from_secs(600)),
         default_max_tokens: dep.params.extra.get("max_tokens").and_then(|v| v.as_u64()),
@@ -333,6 +297,7 @@ impl Provider for Bedrock {
 
     fn supports(&self, op: Operation) -> bool {
         match op {
+            _ if self.wildcard => true,
             Operation::Chat => self.embed.is_none(),
             Operation::Embeddings => self.embed.is_some(),
         }
@@ -344,8 +309,16 @@ impl Provider for Bedrock {
         cx: &RequestContext<'_>,
         client: &UpstreamClient,
     ) -> GatewayResult<UpstreamRequest> {
+        let model =
+            BedrockModel::parse(cx.model).map_err(|e| GatewayError::invalid_param("model", e))?;
         match cx.op {
             Operation::Chat => {
+                if model.embed.is_some() {
+                    return Err(GatewayError::invalid_param(
+                        "model",
+                        format!("bedrock model '{}' is an embedding model; send it to /v1/embeddings instead.", model.id),
+                    ));
+                }
                 check_supported(body, CHAT_SUPPORTED, cx.drop_params, NAME)?;
                 let req = ChatRequest::from_body(body)?;
                 let json = converse_body(&req, self.default_max_tokens, cx.drop_params)?;
@@ -359,7 +332,7 @@ impl Provider for Bedrock {
                 } else {
                     "application/json"
                 };
-                self.signed(format!("{}{op}", self.model_path), json, accept)
+                self.signed(self.model_path(model.id, op), json, accept)
             }
             Operation::Embeddings => {
                 let (request, pending) = self.build_embeddings(body, cx, client).await?;
@@ -381,13 +354,16 @@ impl Provider for Bedrock {
         cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse> {
         match cx.op {
-            Operation::Chat => parse_converse(body, cx, &self.model_id),
+            Operation::Chat => parse_converse(body, cx, BedrockModel::id_of(cx.model)),
             Operation::Embeddings => self.parse_embeddings(body, cx, PendingEmbeddings::default()),
         }
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(ConverseStreamTranslator::new(cx, &self.model_id))
+        Box::new(ConverseStreamTranslator::new(
+            cx,
+            BedrockModel::id_of(cx.model),
+        ))
     }
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
@@ -395,12 +371,55 @@ impl Provider for Bedrock {
     }
 
     fn start(&self, cx: &RequestContext<'_>) -> Option<Box<dyn ProviderCall + '_>> {
-        (cx.op == Operation::Embeddings && self.embed == Some(EmbedModel::Titan)).then(|| {
+        let titan = BedrockModel::parse(cx.model).is_ok_and(|m| m.embed == Some(EmbedModel::Titan));
+        (cx.op == Operation::Embeddings && titan).then(|| {
             Box::new(TitanCall {
                 bedrock: self,
                 pending: PendingEmbeddings::default(),
             }) as Box<dyn ProviderCall + '_>
         })
+    }
+}
+
+/// A model as Bedrock routes it, from `litellm_params.model` (or a wildcard's concrete model).
+struct BedrockModel<'m> {
+    /// The model id, without LiteLLM's route prefix.
+    id: &'m str,
+    embed: Option<EmbedModel>,
+}
+
+impl<'m> BedrockModel<'m> {
+    /// LiteLLM's route prefixes: `converse/` is what this provider speaks anyway; `invoke/`
+    /// (model-specific InvokeModel bodies) exists here only for the embedding models. A
+    /// wildcard's pattern (`*`) passes: its concrete models are checked per request.
+    fn parse(model: &'m str) -> Result<BedrockModel<'m>, String> {
+        let invoke_route = model.starts_with("invoke/");
+        let id = Self::id_of(model);
+        let embed = if id.contains("amazon.titan-embed") {
+            Some(EmbedModel::Titan)
+        } else if id.contains("cohere.embed") {
+            Some(EmbedModel::Cohere)
+        } else {
+            None
+        };
+        if invoke_route && embed.is_none() && !id.contains('*') {
+            return Err("the bedrock/invoke/ route (model-specific InvokeModel bodies) is supported only for Titan and Cohere embedding models; use bedrock/<model id> for chat, which speaks the Converse API".into());
+        }
+        if id.is_empty() {
+            return Err("a bedrock model needs a model id after the prefix, e.g. bedrock/anthropic.claude-3-haiku-20240307-v1:0".into());
+        }
+        // The id is one path segment (`uri_encode` turns `/` into `%2F`), but no encoding
+        // makes `..` safe.
+        super::url::check_segment(id)?;
+        Ok(BedrockModel { id, embed })
+    }
+
+    /// The model id without a route prefix.
+    fn id_of(model: &str) -> &str {
+        model
+            .strip_prefix("invoke/")
+            .or_else(|| model.strip_prefix("converse/"))
+            .unwrap_or(model)
     }
 }
 
@@ -413,13 +432,12 @@ impl Bedrock {
         cx: &RequestContext<'_>,
         client: &UpstreamClient,
     ) -> GatewayResult<(UpstreamRequest, PendingEmbeddings)> {
-        let kind = self.embed.ok_or_else(|| {
+        let model =
+            BedrockModel::parse(cx.model).map_err(|e| GatewayError::invalid_param("model", e))?;
+        let kind = model.embed.ok_or_else(|| {
             GatewayError::invalid_param(
                 "model",
-                format!(
-                    "bedrock model '{}' is not an embedding model.",
-                    self.model_id
-                ),
+                format!("bedrock model '{}' is not an embedding model.", model.id),
             )
         })?;
         let supported = match kind {
@@ -435,7 +453,7 @@ impl Bedrock {
                 "'input' must contain at least one text.",
             ));
         }
-        let invoke = format!("{}/invoke", self.model_path);
+        let invoke = self.model_path(model.id, "/invoke");
         let mut pending = PendingEmbeddings::default();
         let request = match kind {
             EmbedModel::Cohere => {
@@ -458,7 +476,7 @@ impl Bedrock {
                 }
                 if texts.len() > 1 {
                     (pending.vectors, pending.tokens) = self
-                        .embed_titan_rest(&texts[1..], req.dimensions, client)
+                        .embed_titan_rest(&invoke, &texts[1..], req.dimensions, client)
                         .await?;
                 }
                 self.signed(
@@ -469,6 +487,16 @@ impl Bedrock {
             }
         };
         Ok((request, pending))
+    }
+
+    /// `{endpoint path}/model/{url-encoded id}{op}`.
+    fn model_path(&self, model_id: &str, op: &str) -> String {
+        let mut path = String::with_capacity(self.base_path.len() + model_id.len() + op.len() + 16);
+        path.push_str(&self.base_path);
+        path.push_str("/model/");
+        sigv4::uri_encode(model_id, &mut path);
+        path.push_str(op);
+        path
     }
 
     /// A POST of `json` to `path`, authorized: signed now with SigV4, or with the Bearer key.
@@ -507,17 +535,17 @@ impl Bedrock {
     /// drops the requests in flight.
     async fn embed_titan_rest(
         &self,
+        path: &str,
         texts: &[&str],
         dimensions: Option<u32>,
         client: &UpstreamClient,
     ) -> GatewayResult<(Vec<Vec<f32>>, u64)> {
         use futures_util::stream::{self, StreamExt, TryStreamExt};
-        let path = format!("{}/invoke", self.model_path);
         let requests = texts
             .iter()
             .map(|text| {
                 self.signed(
-                    path.clone(),
+                    path.to_string(),
                     titan_body(text, dimensions)?,
                     "application/json",
                 )
@@ -562,7 +590,9 @@ impl Bedrock {
         rest: PendingEmbeddings,
     ) -> GatewayResult<TranslatedResponse> {
         let base64 = cx.embeddings_base64;
-        let (vectors, usage) = match self.embed {
+        let model =
+            BedrockModel::parse(cx.model).map_err(|e| GatewayError::invalid_param("model", e))?;
+        let (vectors, usage) = match model.embed {
             Some(EmbedModel::Cohere) => {
                 let parsed: CohereEmbedResponse = parse_json(body)?;
                 let vectors = match parsed.embeddings {
@@ -580,7 +610,7 @@ impl Bedrock {
             }
         };
         Ok(TranslatedResponse {
-            body: embeddings_response(&self.model_id, &vectors, base64, usage),
+            body: embeddings_response(model.id, &vectors, base64, usage),
             usage: Some(usage),
         })
     }
@@ -1503,6 +1533,7 @@ mod tests {
     fn cx(stream: bool, include_usage: bool) -> RequestContext<'static> {
         RequestContext {
             op: Operation::Chat,
+            model: "m",
             stream,
             include_usage,
             response_id: "chatcmpl-1",
@@ -1905,8 +1936,8 @@ mod tests {
         assert_eq!(b.origin, "https://bedrock-runtime.eu-west-1.amazonaws.com");
         assert_eq!(b.host, "bedrock-runtime.eu-west-1.amazonaws.com");
         assert_eq!(
-            b.model_path,
-            "/model/us.anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+            b.model_path("us.anthropic.claude-3-5-sonnet-20240620-v1:0", "/converse"),
+            "/model/us.anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
         );
         assert!(b.supports(Operation::Chat) && !b.supports(Operation::Embeddings));
         let b = deployment(&format!(

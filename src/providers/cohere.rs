@@ -77,7 +77,6 @@ pub struct Cohere {
     origin: String,
     chat_path: String,
     embed_path: String,
-    model: String,
     auth: Option<String>,
 }
 
@@ -114,7 +113,6 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
         origin,
         chat_path,
         embed_path,
-        model: dep.model.clone(),
         auth,
     })))
 }
@@ -200,7 +198,7 @@ impl Provider for Cohere {
                 response_id: cx.response_id.to_string(),
                 ended: false,
             },
-            ChunkWriter::new(cx.response_id, cx.created, &self.model, cx.include_usage),
+            ChunkWriter::new(cx.response_id, cx.created, cx.model, cx.include_usage),
         ))
     }
 
@@ -406,7 +404,7 @@ impl Cohere {
             .is_some_and(|t| t.iter().any(|t| t.function.strict == Some(true)))
             .then_some(true);
         let out = ChatBody {
-            model: &self.model,
+            model: cx.model,
             messages,
             tools: tools.map(|t| t.into_iter().map(out_tool).collect()),
             strict_tools,
@@ -444,7 +442,7 @@ impl Cohere {
         check_supported(body, EMBED_SUPPORTED, cx.drop_params, NAME)?;
         let req = EmbeddingsRequest::from_body(body)?;
         let out = EmbedBody {
-            model: &self.model,
+            model: cx.model,
             texts: req.input.texts(NAME)?,
             input_type: req.input_type.as_deref().unwrap_or("search_document"),
             embedding_types: ["float"],
@@ -735,7 +733,7 @@ impl Cohere {
         let completion = ChatCompletion::single(
             cx.response_id,
             cx.created,
-            &self.model,
+            cx.model,
             content,
             tool_calls,
             finish,
@@ -781,7 +779,7 @@ impl Cohere {
         let usage = Usage::new(prompt, 0);
         Ok(TranslatedResponse {
             body: embeddings_response(
-                &self.model,
+                cx.model,
                 &resp.embeddings.float,
                 cx.embeddings_base64,
                 usage,
@@ -1004,6 +1002,7 @@ mod tests {
     fn cx(op: Operation, stream: bool, drop_params: bool) -> RequestContext<'static> {
         RequestContext {
             op,
+            model: "command-r-plus",
             stream,
             include_usage: true,
             response_id: "chatcmpl-r1",
@@ -1019,7 +1018,6 @@ mod tests {
             origin,
             chat_path,
             embed_path,
-            model: "command-r-plus".into(),
             auth: Some("Bearer k".into()),
         }
     }

@@ -58,18 +58,54 @@ pub struct Gemini {
     vertex: bool,
     /// `scheme://host[:port]`
     origin: String,
-    /// The model's resource path; methods are appended as `:generateContent` etc.
-    model_path: String,
-    /// The model name as AI Studio's embeddings body wants it (`models/{model}`).
-    resource_name: String,
-    model: String,
+    /// Where a model's methods are (`…/models/{model}:generateContent` etc.).
+    model_path: ModelPath,
     auth: Auth,
+    /// A Vertex wildcard deployment (`vertex_ai/*`): Claude models speak Anthropic's format on
+    /// Vertex, so they go through this, built once with the same token source.
+    claude: Option<super::vertex::VertexClaude>,
+}
+
+/// Where a model's methods live: `{path}:{method}`.
+pub(crate) enum ModelPath {
+    /// The model's name appended to a resource prefix (`…/models/`).
+    Prefix(String),
+    /// One URL path whatever the model (an `api_base` naming the model's URL).
+    Fixed(String),
+}
+
+impl ModelPath {
+    /// `{model's path}:{method}`; `method` may carry a query (`streamGenerateContent?alt=sse`).
+    /// The model goes in as exactly one percent-encoded path segment (see [`super::url`]); one
+    /// that cannot (`..`) is the client's 400.
+    pub(crate) fn method(&self, model: &str, method: &str) -> GatewayResult<String> {
+        let mut path = match self {
+            ModelPath::Prefix(p) => {
+                let mut path = String::with_capacity(p.len() + model.len() + method.len() + 8);
+                path.push_str(p);
+                super::url::push_segment(&mut path, model)
+                    .map_err(|e| GatewayError::invalid_param("model", format!("model: {e}")))?;
+                path
+            }
+            ModelPath::Fixed(p) => String::with_capacity(p.len() + method.len() + 1) + p,
+        };
+        path.push(':');
+        path.push_str(method);
+        Ok(path)
+    }
+}
+
+/// The model name Gemini's URLs and bodies want (`models/x` and `x` are the same model).
+fn bare_model(model: &str) -> &str {
+    model.trim_start_matches("models/")
 }
 
 /// Builds the provider for `gemini/` and `vertex_ai/` deployments.
 pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
     let path = |key: &str| format!("model_list[{}].litellm_params.{key}", dep.index);
-    let model = dep.model.trim_start_matches("models/").to_string();
+    let model = bare_model(&dep.model);
+    // Requests put their model in the path as one percent-encoded segment; this one must be one.
+    super::url::check_segment(model).map_err(|e| ConfigError::new(path("model"), e))?;
     let provider = match dep.provider.as_str() {
         "gemini" => {
             let base = dep
@@ -103,32 +139,32 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
                 )
             })?;
             key.set_sensitive(true);
-            let mut model_path = format!("{base_path}/models/");
-            super::url::push_segment(&mut model_path, &model)
-                .map_err(|e| ConfigError::new(path("model"), e))?;
             Gemini {
                 name: "gemini",
                 vertex: false,
                 origin: origin.to_string(),
-                model_path,
-                resource_name: format!("models/{model}"),
-                model,
+                model_path: ModelPath::Prefix(format!("{base_path}/models/")),
                 auth: Auth::ApiKey(key),
+                claude: None,
             }
         }
         "vertex_ai" => {
             if model.starts_with("claude") {
                 return super::vertex::build_claude(dep);
             }
-            let target = vertex_target(dep, "google", &model)?;
+            let target = vertex_target(dep)?;
+            // A wildcard may match Claude models too: they share this key's token source.
+            let claude = match model.contains('*') {
+                true => Some(super::vertex::claude_on(dep, &target)?),
+                false => None,
+            };
             Gemini {
                 name: "vertex_ai",
                 vertex: true,
+                model_path: target.model_path("google"),
                 origin: target.origin,
-                model_path: target.model_path,
-                resource_name: format!("models/{model}"),
-                model,
                 auth: Auth::Google(target.tokens),
+                claude,
             }
         }
         _ => return Ok(None),
@@ -140,10 +176,20 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
 pub(crate) struct VertexTarget {
     /// `scheme://host[:port]`
     pub origin: String,
-    /// `/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}`, or
-    /// the path of an `api_base` that has one; methods are appended as `:{method}`.
-    pub model_path: String,
+    /// `/v1/projects/{project}/locations/{location}/publishers/`, or (`Err`) the path of an
+    /// `api_base` that has one, which is the model's URL whatever the publisher.
+    publishers: Result<String, String>,
     pub tokens: Arc<TokenSource>,
+}
+
+impl VertexTarget {
+    /// Where a `publisher`'s models are: `…/publishers/{publisher}/models/{model}`.
+    pub(crate) fn model_path(&self, publisher: &str) -> ModelPath {
+        match &self.publishers {
+            Ok(prefix) => ModelPath::Prefix(format!("{prefix}{publisher}/models/")),
+            Err(fixed) => ModelPath::Fixed(fixed.clone()),
+        }
+    }
 }
 
 /// Reads a `vertex_ai/` deployment's credentials (`vertex_credentials`, else
@@ -151,11 +197,7 @@ pub(crate) struct VertexTarget {
 /// `project_id`), location (`vertex_location`, `VERTEXAI_LOCATION`, `us-central1`) and base URL.
 /// An `api_base` with a path is the model's URL itself (LiteLLM's custom-proxy rule:
 /// `{api_base}:{method}`); a bare host gets Vertex's resource path.
-pub(crate) fn vertex_target(
-    dep: &DeploymentConfig,
-    publisher: &str,
-    model: &str,
-) -> Result<VertexTarget, ConfigError> {
+pub(crate) fn vertex_target(dep: &DeploymentConfig) -> Result<VertexTarget, ConfigError> {
     let path = |key: &str| format!("model_list[{}].litellm_params.{key}", dep.index);
     let account = ServiceAccount::from_config(dep.params.extra.get("vertex_credentials"))
         .map_err(|e| ConfigError::new(path("vertex_credentials"), e))?
@@ -199,21 +241,29 @@ pub(crate) fn vertex_target(
             format!("\"{base}\" must be an http:// or https:// URL"),
         )
     })?;
-    let model_path = if base_path.is_empty() {
-        let mut p =
-            format!("/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/");
-        super::url::push_segment(&mut p, model).map_err(|e| ConfigError::new(path("model"), e))?;
-        p
+    let publishers = if base_path.is_empty() {
+        Ok(format!(
+            "/v1/projects/{project}/locations/{location}/publishers/"
+        ))
     } else {
-        base_path.to_string()
+        Err(base_path.to_string())
     };
     let tokens = TokenSource::new(account, CLOUD_PLATFORM_SCOPE)
         .map_err(|e| ConfigError::new(path("vertex_credentials"), e))?;
     Ok(VertexTarget {
         origin: origin.to_string(),
-        model_path,
+        publishers,
         tokens: Arc::new(tokens),
     })
+}
+
+impl Gemini {
+    /// The Claude route of a Vertex wildcard deployment, when `model` is a Claude model.
+    fn claude_for(&self, model: &str) -> Option<&super::vertex::VertexClaude> {
+        self.claude
+            .as_ref()
+            .filter(|_| bare_model(model).starts_with("claude"))
+    }
 }
 
 #[async_trait]
@@ -236,6 +286,16 @@ impl Provider for Gemini {
         cx: &RequestContext<'_>,
         client: &UpstreamClient,
     ) -> GatewayResult<UpstreamRequest> {
+        if let Some(claude) = self.claude_for(cx.model) {
+            if cx.op == Operation::Embeddings {
+                return Err(GatewayError::invalid_param(
+                    "model",
+                    format!("The model '{}' is served by vertex_ai (Anthropic on Vertex), which does not do embeddings; send it to /v1/chat/completions instead.", cx.model),
+                ));
+            }
+            return claude.build_request(body, cx, client).await;
+        }
+        let model = bare_model(cx.model);
         let mut req = match cx.op {
             Operation::Chat => {
                 check_supported(body, CHAT_FIELDS, cx.drop_params, self.name)?;
@@ -248,11 +308,12 @@ impl Provider for Gemini {
                     .with_code("unsupported_parameter"));
                 }
                 let out = chat_request_body(&chat)?;
-                let path = if cx.stream {
-                    format!("{}:streamGenerateContent?alt=sse", self.model_path)
+                let method = if cx.stream {
+                    "streamGenerateContent?alt=sse"
                 } else {
-                    format!("{}:generateContent", self.model_path)
+                    "generateContent"
                 };
+                let path = self.model_path.method(model, method)?;
                 let mut req = UpstreamRequest::post_json(path, out);
                 if cx.stream {
                     req.header(http::header::ACCEPT, "text/event-stream")?;
@@ -265,13 +326,13 @@ impl Provider for Gemini {
                 let texts = emb.input.texts(self.name)?;
                 let (path, out) = if self.vertex {
                     (
-                        format!("{}:predict", self.model_path),
+                        self.model_path.method(model, "predict")?,
                         vertex_embeddings_body(&texts, emb.dimensions),
                     )
                 } else {
                     (
-                        format!("{}:batchEmbedContents", self.model_path),
-                        batch_embeddings_body(&self.resource_name, &texts, emb.dimensions),
+                        self.model_path.method(model, "batchEmbedContents")?,
+                        batch_embeddings_body(&format!("models/{model}"), &texts, emb.dimensions),
                     )
                 };
                 UpstreamRequest::post_json(path, out)
@@ -294,8 +355,12 @@ impl Provider for Gemini {
         body: &[u8],
         cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse> {
+        if let Some(claude) = self.claude_for(cx.model) {
+            return claude.parse_response(body, cx);
+        }
+        let model = bare_model(cx.model);
         match cx.op {
-            Operation::Chat => parse_chat_response(self.name, &self.model, body, cx),
+            Operation::Chat => parse_chat_response(self.name, model, body, cx),
             Operation::Embeddings => {
                 let (vectors, usage) = if self.vertex {
                     parse_vertex_embeddings(self.name, body)?
@@ -303,7 +368,7 @@ impl Provider for Gemini {
                     parse_batch_embeddings(self.name, body)?
                 };
                 Ok(TranslatedResponse {
-                    body: embeddings_response(&self.model, &vectors, cx.embeddings_base64, usage),
+                    body: embeddings_response(model, &vectors, cx.embeddings_base64, usage),
                     usage: Some(usage),
                 })
             }
@@ -311,10 +376,17 @@ impl Provider for Gemini {
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(GeminiStream::new(self.name, &self.model, cx))
+        if let Some(claude) = self.claude_for(cx.model) {
+            return claude.stream_translator(cx);
+        }
+        Box::new(GeminiStream::new(self.name, bare_model(cx.model), cx))
     }
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
+        if let Some(claude) = &self.claude {
+            // Either shape can come back; Claude-on-Vertex's mapping tells them apart.
+            return claude.map_error(status, headers, body);
+        }
         map_gemini_error(self.name, status, super::retry_after_secs(headers), body)
     }
 }
@@ -1436,6 +1508,7 @@ mod tests {
     fn cx(op: Operation, stream: bool, include_usage: bool) -> RequestContext<'static> {
         RequestContext {
             op,
+            model: "gemini-2.0-flash",
             stream,
             include_usage,
             response_id: "chatcmpl-abc",
@@ -1897,16 +1970,23 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\":
             format!("model_list:\n  - model_name: m\n    litellm_params:\n      model: vertex_ai/gemini-2.5-pro\n      vertex_location: europe-west4\n      api_base: {api_base}\n      vertex_credentials: {sa}\n")
         };
         let config = crate::config::litellm::parse(&yaml("https://proxy.test/")).unwrap();
-        let t = vertex_target(&config.deployments[0], "google", "gemini-2.5-pro").unwrap();
+        let t = vertex_target(&config.deployments[0]).unwrap();
         assert_eq!(t.origin, "https://proxy.test");
         assert_eq!(
-            t.model_path,
-            "/v1/projects/proj/locations/europe-west4/publishers/google/models/gemini-2.5-pro"
+            t.model_path("google")
+                .method("gemini-2.5-pro", "generateContent")
+                .unwrap(),
+            "/v1/projects/proj/locations/europe-west4/publishers/google/models/gemini-2.5-pro:generateContent"
         );
         let config =
             crate::config::litellm::parse(&yaml("https://proxy.test/vertex/models/pro")).unwrap();
-        let t = vertex_target(&config.deployments[0], "google", "gemini-2.5-pro").unwrap();
-        assert_eq!(t.model_path, "/vertex/models/pro");
+        let t = vertex_target(&config.deployments[0]).unwrap();
+        assert_eq!(
+            t.model_path("anthropic")
+                .method("claude-x", "rawPredict")
+                .unwrap(),
+            "/vertex/models/pro:rawPredict"
+        );
     }
     #[test]
     fn stream_events_carry_reasoning_tool_ids_and_cached_usage() {

@@ -53,6 +53,10 @@ impl Operation {
 /// Per-request facts a provider needs besides the body.
 pub struct RequestContext<'a> {
     pub op: Operation,
+    /// The concrete model to call: the deployment's `litellm_params.model` without the provider
+    /// prefix, a wildcard's `*` filled in. Per request, so one provider instance serves every
+    /// model of a wildcard group (`openai/*`) without being rebuilt per model name.
+    pub model: &'a str,
     /// The client asked for `stream: true`.
     pub stream: bool,
     /// The client asked for `stream_options.include_usage`.
@@ -75,8 +79,10 @@ pub struct TranslatedResponse {
     pub usage: Option<Usage>,
 }
 
-/// An upstream API. One instance per deployment, built at config load (off the hot path) with
-/// everything it needs already validated: a request-time error is the client's or upstream's.
+/// An upstream API. One instance per configured deployment, built at config load (off the hot
+/// path) with everything it needs already validated: a request-time error is the client's or
+/// upstream's. The model comes with each request ([`RequestContext::model`]): the deployments a
+/// wildcard group derives per model name share their template's instance.
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// The LiteLLM prefix this instance serves (`openai`, `azure`, `anthropic`, …).

@@ -68,6 +68,8 @@ const EMBED_SUPPORTED: &[&str] = &["model", "input", "encoding_format", "dimensi
 pub struct Ollama {
     origin: String,
     base_path: String,
+    /// The configured model, for error hints only (requests use [`RequestContext::model`]; a
+    /// wildcard deployment's is its pattern).
     model: String,
     auth: Option<String>,
 }
@@ -167,13 +169,20 @@ impl Provider for Ollama {
                 tool_calls: 0,
                 done: false,
             },
-            ChunkWriter::new(cx.response_id, cx.created, &self.model, cx.include_usage),
+            ChunkWriter::new(cx.response_id, cx.created, cx.model, cx.include_usage),
         ))
     }
 
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
         let mut err = default_map_error(NAME, status, headers, body);
-        if status == 404 {
+        if status == 404 && self.model.contains('*') {
+            err.kind = ErrorKind::NotFound;
+            err.code = Some("model_not_found".into());
+            err.message = format!(
+                "{} (the model is not available on the Ollama server at {}{}; pull it with `ollama pull <model>`)",
+                err.message, self.origin, self.base_path
+            );
+        } else if status == 404 {
             err.kind = ErrorKind::NotFound;
             err.code = Some("model_not_found".into());
             err.message = format!(
@@ -333,7 +342,7 @@ impl Ollama {
             ),
         };
         let out = ChatBody {
-            model: &self.model,
+            model: cx.model,
             messages,
             stream: cx.stream,
             tools,
@@ -372,7 +381,7 @@ impl Ollama {
         check_supported(body, EMBED_SUPPORTED, cx.drop_params, NAME)?;
         let req = EmbeddingsRequest::from_body(body)?;
         let out = EmbedBody {
-            model: &self.model,
+            model: cx.model,
             input: req.input.texts(NAME)?,
             dimensions: req.dimensions,
         };
@@ -618,7 +627,7 @@ impl Ollama {
         let completion = ChatCompletion::single(
             cx.response_id,
             cx.created,
-            &self.model,
+            cx.model,
             content,
             tool_calls,
             finish,
@@ -648,7 +657,7 @@ impl Ollama {
         })?;
         let usage = Usage::new(resp.prompt_eval_count.unwrap_or(0), 0);
         Ok(TranslatedResponse {
-            body: embeddings_response(&self.model, &resp.embeddings, cx.embeddings_base64, usage),
+            body: embeddings_response(cx.model, &resp.embeddings, cx.embeddings_base64, usage),
             usage: Some(usage),
         })
     }
@@ -750,6 +759,7 @@ mod tests {
     fn cx(op: Operation, stream: bool, drop_params: bool) -> RequestContext<'static> {
         RequestContext {
             op,
+            model: "llama3.1",
             stream,
             include_usage: true,
             response_id: "chatcmpl-r1",

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http::HeaderName;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
+use std::fmt::Write;
 use std::sync::Arc;
 
 /// Static facts about one OpenAI-compatible provider.
@@ -164,12 +165,10 @@ pub struct OpenAiCompat {
     origin: String,
     /// Path prefix from the base URL (`/v1`), no trailing slash.
     base_path: String,
-    /// The model name as a JSON string literal, ready to splice into bodies.
-    model_json: String,
     auth: Option<(HeaderName, String)>,
     organization: Option<String>,
-    /// Azure: `(deployment, api-version)`, the deployment already percent-encoded.
-    azure: Option<(String, String)>,
+    /// Azure: the `api-version` (the deployment name is the model).
+    azure_api_version: Option<String>,
 }
 
 /// Builds the provider if `dep.provider` is an OpenAI-compatible prefix.
@@ -232,30 +231,24 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
             )
         })?;
     }
-    let azure = if flavor.name == "azure" {
-        let version = dep
-            .params
+    let azure_api_version = (flavor.name == "azure").then(|| {
+        dep.params
             .api_version
             .clone()
             .or_else(|| std::env::var("AZURE_API_VERSION").ok())
-            .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_string());
-        // The deployment is a path segment (a wildcard group's is the client's text).
-        let deployment =
-            super::url::segment(&dep.model).map_err(|e| ConfigError::new(path("model"), e))?;
-        Some((deployment, version))
-    } else {
-        None
-    };
-    let mut model_json = Vec::new();
-    write_json_string(&mut model_json, &dep.model);
+            .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_string())
+    });
+    if azure_api_version.is_some() {
+        // The deployment is a path segment; requests encode theirs (a wildcard's is the client's).
+        super::url::check_segment(&dep.model).map_err(|e| ConfigError::new(path("model"), e))?;
+    }
     Ok(Some(Arc::new(OpenAiCompat {
         flavor,
         origin: origin.to_string(),
         base_path,
-        model_json: String::from_utf8(model_json).unwrap_or_default(),
         auth,
         organization: dep.params.organization.clone(),
-        azure,
+        azure_api_version,
     })))
 }
 
@@ -295,25 +288,32 @@ impl Provider for OpenAiCompat {
             Operation::Chat => "chat/completions",
             Operation::Embeddings => "embeddings",
         };
-        let path = match &self.azure {
-            Some((deployment, version)) => format!(
-                "{}/openai/deployments/{deployment}/{op_path}?api-version={version}",
-                self.base_path
-            ),
+        let path = match &self.azure_api_version {
+            Some(version) => {
+                // The deployment (the model) is exactly one path segment, whatever it holds.
+                let mut path = format!("{}/openai/deployments/", self.base_path);
+                super::url::push_segment(&mut path, cx.model)
+                    .map_err(|e| GatewayError::invalid_param("model", format!("model: {e}")))?;
+                let _ = write!(path, "/{op_path}?api-version={version}");
+                path
+            }
             None => format!("{}/{op_path}", self.base_path),
         };
+        let mut model_json = Vec::with_capacity(cx.model.len() + 2);
+        write_json_string(&mut model_json, cx.model);
+        let model_json = std::str::from_utf8(&model_json).unwrap_or("\"\"");
         let mut out = Vec::with_capacity(body_len_hint(body) + 64);
         if cx.stream && self.flavor.stream_options {
             body.write_with(
                 &[
-                    ("model", &self.model_json),
+                    ("model", model_json),
                     ("stream_options", "{\"include_usage\":true}"),
                 ],
                 &[],
                 &mut out,
             );
         } else {
-            body.write_with(&[("model", &self.model_json)], &[], &mut out);
+            body.write_with(&[("model", model_json)], &[], &mut out);
         }
         let mut req = UpstreamRequest::post_json(path, out);
         if let Some((name, value)) = &self.auth {
@@ -502,6 +502,7 @@ mod tests {
     fn cx(include_usage: bool) -> RequestContext<'static> {
         RequestContext {
             op: Operation::Chat,
+            model: "m",
             stream: true,
             include_usage,
             response_id: "chatcmpl-gw",

@@ -8,7 +8,7 @@
 use super::anthropic::{
     map_anthropic_error, messages_body, parse_messages_response, MessagesStream, DEFAULT_MAX_TOKENS,
 };
-use super::gemini::vertex_target;
+use super::gemini::{vertex_target, ModelPath, VertexTarget};
 use super::google_auth::TokenSource;
 use super::{Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest};
 use crate::config::{ConfigError, DeploymentConfig};
@@ -26,15 +26,23 @@ pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
 pub struct VertexClaude {
     origin: String,
-    model_path: String,
-    model: String,
+    model_path: ModelPath,
     tokens: Arc<TokenSource>,
     default_max_tokens: u64,
 }
 
 /// Builds the provider for a `vertex_ai/claude-*` deployment.
 pub fn build_claude(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
-    let target = vertex_target(dep, "anthropic", &dep.model)?;
+    let target = vertex_target(dep)?;
+    Ok(Some(Arc::new(claude_on(dep, &target)?)))
+}
+
+/// Claude on an already-resolved Vertex target, sharing its token source (a `vertex_ai/*`
+/// wildcard deployment serves Gemini and Claude models with one key).
+pub(crate) fn claude_on(
+    dep: &DeploymentConfig,
+    target: &VertexTarget,
+) -> Result<VertexClaude, ConfigError> {
     // `max_tokens` is required by the Messages API: as for `anthropic/`, the deployment's
     // `max_tokens` or model_info's output limit, else Anthropic's default.
     let default_max_tokens = match dep.params.extra.get("max_tokens") {
@@ -54,13 +62,12 @@ pub fn build_claude(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>,
     .or(dep.model_info.max_output_tokens)
     .or(dep.model_info.max_tokens)
     .unwrap_or(DEFAULT_MAX_TOKENS);
-    Ok(Some(Arc::new(VertexClaude {
-        origin: target.origin,
-        model_path: target.model_path,
-        model: dep.model.clone(),
-        tokens: target.tokens,
+    Ok(VertexClaude {
+        origin: target.origin.clone(),
+        model_path: target.model_path("anthropic"),
+        tokens: target.tokens.clone(),
         default_max_tokens,
-    })))
+    })
 }
 
 #[async_trait]
@@ -88,11 +95,12 @@ impl Provider for VertexClaude {
             self.default_max_tokens,
             cx.drop_params,
         )?;
-        let path = if cx.stream {
-            format!("{}:streamRawPredict", self.model_path)
+        let method = if cx.stream {
+            "streamRawPredict"
         } else {
-            format!("{}:rawPredict", self.model_path)
+            "rawPredict"
         };
+        let path = self.model_path.method(cx.model, method)?;
         let mut up = UpstreamRequest::post_json(path, out);
         if cx.stream {
             up.header(http::header::ACCEPT, "text/event-stream")?;
@@ -107,11 +115,11 @@ impl Provider for VertexClaude {
         body: &[u8],
         cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse> {
-        parse_messages_response(PROVIDER, body, cx, &self.model)
+        parse_messages_response(PROVIDER, body, cx, cx.model)
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(MessagesStream::new(PROVIDER, cx, &self.model))
+        Box::new(MessagesStream::new(PROVIDER, cx, cx.model))
     }
 
     /// Vertex answers in Anthropic's error shape from the model, and in Google's

@@ -33,7 +33,6 @@ const EMBED_SUPPORTED: &[&str] = &[
 pub struct Voyage {
     origin: String,
     path: String,
-    model: String,
     auth: Option<String>,
 }
 
@@ -73,7 +72,6 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
     Ok(Some(Arc::new(Voyage {
         origin: origin.to_string(),
         path: format!("{base_path}/embeddings"),
-        model: dep.model.clone(),
         auth,
     })))
 }
@@ -153,7 +151,7 @@ impl Provider for Voyage {
         let vectors: Vec<Vec<f32>> = items.into_iter().map(|i| i.embedding).collect();
         let usage = Usage::new(resp.usage.map_or(0, |u| u.total_tokens), 0);
         Ok(TranslatedResponse {
-            body: embeddings_response(&self.model, &vectors, cx.embeddings_base64, usage),
+            body: embeddings_response(cx.model, &vectors, cx.embeddings_base64, usage),
             usage: Some(usage),
         })
     }
@@ -182,7 +180,7 @@ impl Voyage {
         let req = EmbeddingsRequest::from_body(body)?;
         let out = EmbedBody {
             input: req.input.texts(NAME)?,
-            model: &self.model,
+            model: cx.model,
             input_type: req.input_type.as_deref(),
             output_dimension: req.dimensions,
         };
@@ -228,6 +226,7 @@ mod tests {
     fn cx(base64: bool) -> RequestContext<'static> {
         RequestContext {
             op: Operation::Embeddings,
+            model: "voyage-3",
             stream: false,
             include_usage: false,
             response_id: "chatcmpl-1",
@@ -241,7 +240,6 @@ mod tests {
         Voyage {
             origin: "https://api.voyageai.com".into(),
             path: "/v1/embeddings".into(),
-            model: "voyage-3".into(),
             auth: Some("Bearer k".into()),
         }
     }

@@ -9,6 +9,12 @@
 //! deployments that are not cooling down and have room under their limits, lets the routing
 //! strategy rank them, and hands back an [`Admission`]: the slot on the chosen deployment,
 //! released when dropped (so a cancelled request frees it at once).
+//!
+//! Wildcard groups (`openai/*`, `*`) serve model names the client chooses: [`Snapshot::resolve`]
+//! derives a group per concrete name from the configured (template) deployments. A derived
+//! deployment shares its template's provider, endpoint and metric labels (nothing is built, read
+//! or looked up per name; the provider takes the model per request) and has its own live state,
+//! kept in a bounded LRU so limits and cooldowns apply while the name is in use.
 
 pub mod clock;
 pub mod cooldown;
@@ -26,8 +32,11 @@ use crate::config::{Config, ConfigError, DeploymentConfig, RouterSettings, DEFAU
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::{self, mock::MockResponder, BuildContext, Provider};
 use crate::upstream::{Endpoint, PeerSettings, UpstreamClient};
+use lru::LruCache;
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use strategy::{Choice, WeightedTable};
 
@@ -70,8 +79,24 @@ pub struct Deployment {
     pub order: u32,
     /// Active health check (`model_info.health_check`), for upstream deployments.
     pub health: Option<health::ActiveCheck>,
-    /// `provider/model` as LiteLLM labels it (`litellm_model_name`), built once for metrics.
+    /// How metrics label this deployment; a wildcard template's, for deployments derived from it.
+    pub labels: Arc<MetricLabels>,
+}
+
+/// The label values metrics give a deployment, all from the config (never from a client), and
+/// the metric handles resolved for them on first use. Shared by a wildcard template and every
+/// deployment derived from it, so those count into the template's series.
+pub struct MetricLabels {
+    /// The configured group (`model_group`, and `requested_model` for its own requests); a
+    /// wildcard group's pattern (`openai/*`).
+    pub group: String,
+    /// `litellm_params.model` as configured (`model`); a wildcard's keeps its `*`.
+    pub model: String,
+    /// `provider/model` as LiteLLM labels it (`litellm_model_name`).
     pub litellm_model_name: String,
+    /// Handles the metrics module resolves once and keeps (typed there; opaque here so the
+    /// router does not depend on the metrics module).
+    pub handles: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 pub enum Target {
@@ -130,15 +155,19 @@ pub struct Snapshot {
     pub secrets: crate::redact::Secrets,
     /// Wildcard group names (`openai/*`, `*`), longest first.
     wildcards: Vec<String>,
-    /// Wildcard groups specialised to concrete models, by model.
-    derived: Mutex<HashMap<String, Arc<ModelGroup>>>,
-    /// For building wildcard deployments on first use.
-    cx: BuildContext,
+    /// Wildcard groups specialised to concrete models, by model, with their live state; the
+    /// least recently used are forgotten past [`MAX_DERIVED_GROUPS`].
+    derived: Mutex<LruCache<String, Arc<ModelGroup>>>,
 }
 
-/// Most wildcard specialisations kept per snapshot (clients choose the names; beyond this the
-/// group is built per request and not kept).
+/// Most wildcard specialisations kept per snapshot (clients choose the names). Past this the
+/// least recently used name is forgotten, with its cooldown and limit counters.
 pub const MAX_DERIVED_GROUPS: usize = 1024;
+
+/// Longest model name whose wildcard specialisation is kept: longer ones (which only a hostile
+/// client sends) are served but derived afresh per request, so the cache's memory stays
+/// bounded by [`MAX_DERIVED_GROUPS`] times this.
+pub const MAX_DERIVED_NAME_LEN: usize = 256;
 
 /// Builds one deployment: provider, endpoint, deadlines, limits, health check.
 fn build_deployment(
@@ -212,8 +241,46 @@ fn build_deployment(
         },
         order: dep.params.order.unwrap_or(u32::MAX),
         health,
-        litellm_model_name: format!("{}/{}", dep.provider, dep.model),
+        labels: Arc::new(MetricLabels {
+            group: dep.model_name.clone(),
+            model: dep.model.clone(),
+            litellm_model_name: format!("{}/{}", dep.provider, dep.model),
+            handles: OnceLock::new(),
+        }),
     })
+}
+
+/// A wildcard template deployment specialised to `model` (`matched`: what the group's `*`
+/// matched, which replaces the `*` of `litellm_params.model`). Shares the template's provider,
+/// endpoint and metric labels; only the live state is its own. No I/O, nothing is parsed.
+fn derive_deployment(template: &Deployment, model: &str, matched: &str) -> Deployment {
+    let mut config = template.config.clone();
+    config.model_name = model.to_string();
+    config.model = config.model.replacen('*', matched, 1);
+    let target = match &template.target {
+        Target::Upstream { provider, endpoint } => Target::Upstream {
+            provider: provider.clone(),
+            endpoint: endpoint.clone(),
+        },
+        Target::Mock(_) => Target::Mock(MockResponder::new(
+            config.params.mock_response.as_deref().unwrap_or_default(),
+            &config.model,
+        )),
+    };
+    Deployment {
+        config,
+        target,
+        state: Arc::default(),
+        timeout: template.timeout,
+        stream_timeout: template.stream_timeout,
+        drop_params: template.drop_params,
+        weight: template.weight,
+        limits: template.limits,
+        order: template.order,
+        // The template's endpoint is the one checked; derived names are not checked again.
+        health: None,
+        labels: template.labels.clone(),
+    }
 }
 
 impl Snapshot {
@@ -277,8 +344,9 @@ impl Snapshot {
             cooldown,
             secrets,
             wildcards,
-            derived: Mutex::new(HashMap::new()),
-            cx,
+            derived: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_DERIVED_GROUPS).expect("nonzero"),
+            )),
         })
     }
 
@@ -304,61 +372,68 @@ impl Snapshot {
 
     /// Whether some group serves `model` (exact, alias or wildcard), without building anything.
     pub fn serves(&self, model: &str) -> bool {
-        self.exact(model).is_some()
-            || self
-                .wildcards
-                .iter()
-                .any(|p| model.starts_with(&p[..p.len() - 1]))
+        self.exact(model).is_some() || self.wildcard_for(model).is_some()
     }
 
     /// The group serving `model`: a configured group or alias, else the most specific wildcard
     /// group (`openai/*`, `*`) whose pattern matches, specialised to the concrete model (the
     /// `*` of `litellm_params.model` becomes what the client's `*` matched, as LiteLLM does).
-    /// Specialised groups are built once and kept, with their own live state, up to
-    /// [`MAX_DERIVED_GROUPS`] per snapshot.
+    /// Specialised groups are kept, with their own live state, in an LRU of
+    /// [`MAX_DERIVED_GROUPS`] names per snapshot. Never does I/O.
     pub fn resolve(&self, model: &str) -> Option<Arc<ModelGroup>> {
         if let Some(g) = self.exact(model) {
             return Some(g.clone());
         }
-        let pattern = self
-            .wildcards
-            .iter()
-            .find(|p| model.starts_with(&p[..p.len() - 1]))?;
-        {
-            let derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(g) = derived.get(model) {
-                return Some(g.clone());
-            }
+        let pattern = self.wildcard_for(model)?;
+        if let Some(g) = self.lock_derived().get(model) {
+            return Some(g.clone());
         }
         let matched = &model[pattern.len() - 1..];
         let template = self.groups.get(pattern)?;
-        let mut deployments = Vec::with_capacity(template.deployments.len());
-        for d in &template.deployments {
-            let mut config = d.config.clone();
-            config.model_name = model.to_string();
-            config.model = config.model.replacen('*', matched, 1);
-            match build_deployment(&config, &self.config, &self.cx, Default::default()) {
-                Ok(dep) => deployments.push(Arc::new(dep)),
-                Err(e) => log::warn!("wildcard deployment {} for {model}: {e}", d.id()),
-            }
-        }
-        if deployments.is_empty() {
-            return None;
-        }
         let mut group = ModelGroup {
             name: template.name.clone(),
-            deployments,
+            deployments: template
+                .deployments
+                .iter()
+                .map(|d| Arc::new(derive_deployment(d, model, matched)))
+                .collect(),
             tiers: Vec::new(),
         };
         group.build_tiers();
         let group = Arc::new(group);
-        let mut derived = self.derived.lock().unwrap_or_else(|p| p.into_inner());
-        if derived.len() < MAX_DERIVED_GROUPS {
-            derived
-                .entry(model.to_string())
-                .or_insert_with(|| group.clone());
+        if model.len() > MAX_DERIVED_NAME_LEN {
+            return Some(group);
         }
-        Some(group)
+        // Another request may have derived the same name meanwhile: all share the first one.
+        let mut derived = self.lock_derived();
+        Some(derived.get_or_insert(model.to_string(), || group).clone())
+    }
+
+    /// The most specific wildcard pattern matching `model`.
+    fn wildcard_for(&self, model: &str) -> Option<&str> {
+        self.wildcards
+            .iter()
+            .find(|p| model.starts_with(&p[..p.len() - 1]))
+            .map(String::as_str)
+    }
+
+    fn lock_derived(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<ModelGroup>>> {
+        self.derived.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wildcard specialisations kept now (at most [`MAX_DERIVED_GROUPS`]).
+    pub fn derived_count(&self) -> usize {
+        self.lock_derived().len()
+    }
+
+    /// The `requested_model` label for a client's `model`: the name itself when it is a
+    /// configured group or alias, the wildcard pattern that serves it (`openai/*`), else
+    /// `None` (served by nothing). Never a value only a client chose.
+    pub fn metric_label<'a>(&'a self, model: &'a str) -> Option<&'a str> {
+        if self.exact(model).is_some() {
+            return Some(model);
+        }
+        self.wildcard_for(model)
     }
 
     /// Fallback groups for `group` after an error of `kind`: context-window and content-policy
@@ -785,5 +860,127 @@ router_settings:
         assert_eq!(s.fallbacks_for("b", ErrorKind::Internal), ["c"]);
         assert_eq!(s.group("alias").unwrap().name, "a");
         assert!(s.resolve("nope").is_none());
+    }
+
+    fn upstream(group: &Arc<ModelGroup>) -> (&Arc<dyn Provider>, &Arc<Endpoint>) {
+        match &group.deployments[0].target {
+            Target::Upstream { provider, endpoint } => (provider, endpoint),
+            Target::Mock(_) => panic!("not an upstream deployment"),
+        }
+    }
+
+    const WILDCARD: &str = r#"
+model_list:
+  - {model_name: "openai/*", litellm_params: {model: "openai/*", api_base: "http://127.0.0.1:9/v1", api_key: k, rpm: 1}, model_info: {id: w}}
+router_settings: {cooldown_time: 30}
+"#;
+
+    /// Many names through `openai/*` share the template's provider and endpoint (nothing is
+    /// built per name) and carry their own model; their metric labels stay the template's.
+    #[test]
+    fn wildcard_names_share_the_templates_provider_and_endpoint() {
+        let s = snapshot(WILDCARD);
+        let template = s.group("openai/*").unwrap().deployments[0].clone();
+        let Target::Upstream { provider, endpoint } = &template.target else {
+            panic!("upstream template");
+        };
+        for i in 0..200 {
+            let name = format!("openai/model-{i}");
+            let g = s.resolve(&name).unwrap();
+            let (p, e) = upstream(&g);
+            assert!(
+                Arc::ptr_eq(p, provider) && Arc::ptr_eq(e, endpoint),
+                "{name}"
+            );
+            let d = &g.deployments[0];
+            assert_eq!(d.config.model, format!("model-{i}"));
+            assert_eq!(d.config.model_name, name);
+            assert_eq!(g.name, "openai/*");
+            assert!(Arc::ptr_eq(&d.labels, &template.labels));
+            assert_eq!(d.labels.litellm_model_name, "openai/*");
+            assert_eq!(s.metric_label(&name), Some("openai/*"));
+        }
+        assert_eq!(s.derived_count(), 200);
+        assert_eq!(s.metric_label("other/x"), None);
+    }
+
+    /// The derived-group cache is bounded: past the cap the least recently used name goes
+    /// (and comes back with fresh state), a recently used one stays.
+    #[test]
+    fn derived_groups_are_an_lru_of_bounded_size() {
+        let s = snapshot(WILDCARD);
+        let first = s.resolve("openai/first").unwrap();
+        for i in 0..MAX_DERIVED_GROUPS + 500 {
+            s.resolve(&format!("openai/m{i}")).unwrap();
+            if i % 100 == 0 {
+                // Keeps `first` recently used.
+                assert!(Arc::ptr_eq(&s.resolve("openai/first").unwrap(), &first));
+            }
+        }
+        assert_eq!(s.derived_count(), MAX_DERIVED_GROUPS);
+        assert!(Arc::ptr_eq(&s.resolve("openai/first").unwrap(), &first));
+        // An absurdly long name is served, not kept.
+        let long = format!("openai/{}", "x".repeat(MAX_DERIVED_NAME_LEN));
+        let once = s.resolve(&long).unwrap();
+        assert!(!Arc::ptr_eq(&s.resolve(&long).unwrap(), &once));
+        assert!(Arc::ptr_eq(&s.resolve("openai/first").unwrap(), &first));
+        let evicted = s.resolve("openai/m0").unwrap();
+        assert_eq!(evicted.deployments[0].state.requests_total(), 0);
+        assert_eq!(s.derived_count(), MAX_DERIVED_GROUPS);
+    }
+
+    /// A derived name keeps its live state between requests: its rpm limit and its cooldown
+    /// hold for the next request of the same name, and not for another name.
+    #[test]
+    fn limits_and_cooldown_hold_across_requests_for_a_derived_name() {
+        let s = snapshot(WILDCARD);
+        let r = &s.config.router;
+        let now = Instant::now();
+        let a = s
+            .resolve("openai/a")
+            .unwrap()
+            .select(now, false, &[], r)
+            .unwrap();
+        drop(a);
+        // rpm: 1 is used up for this name...
+        let u = s
+            .resolve("openai/a")
+            .unwrap()
+            .select(now, false, &[], r)
+            .err()
+            .unwrap();
+        assert_eq!(u.to_error("openai/*", now).status, 429);
+        // ...but not for another.
+        assert!(s
+            .resolve("openai/b")
+            .unwrap()
+            .select(now, false, &[], r)
+            .is_ok());
+
+        // Cooldown (a one-deployment group never cools down, as in LiteLLM: two here).
+        let s = snapshot(&WILDCARD.replace(
+            "model_list:\n",
+            "model_list:\n  - {model_name: \"openai/*\", litellm_params: {model: \"openai/*\", api_base: \"http://127.0.0.1:9/v1\"}, model_info: {id: w2}}\n",
+        ));
+        let r = &s.config.router;
+        let err = GatewayError::from_upstream(401, "bad key");
+        for tried in [vec![], vec![0, 1]] {
+            let b = s.resolve("openai/b").unwrap();
+            let a = b.select(now, false, &tried, r).unwrap();
+            assert!(a.failed(now, &err, &s.cooldown).is_some());
+        }
+        let later = now + Duration::from_secs(1);
+        let u = s
+            .resolve("openai/b")
+            .unwrap()
+            .select(later, false, &[], r)
+            .err()
+            .unwrap();
+        assert!(u.all_cooling(), "{u:?}");
+        assert!(s
+            .resolve("openai/c")
+            .unwrap()
+            .select(later, false, &[], r)
+            .is_ok());
     }
 }
