@@ -1865,6 +1865,8 @@ mod tests {
         .unwrap();
         let mut embed_cx = cx(false, false);
         embed_cx.op = Operation::Embeddings;
+        // The exchange passes the deployment's (or a wildcard's concrete) model per request.
+        embed_cx.model = "amazon.titan-embed-text-v2:0";
         assert!(
             b.start(&cx(false, false)).is_none(),
             "chat needs no call object"
