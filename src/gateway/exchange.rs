@@ -442,6 +442,7 @@ async fn attempt(
         Ready::Whole { body, usage } => {
             let latency = start.elapsed();
             ctx.usage = usage;
+            ctx.price_usage();
             respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
@@ -469,6 +470,8 @@ async fn attempt(
             )
             .await;
             ctx.usage = translator.usage();
+            let complete = failure.is_none() && !ctx.client_disconnected && ctx.usage.is_some();
+            ctx.settle_stream_usage(complete, call.prompt_bytes);
             let now = Instant::now();
             match failure {
                 Some(e) => attempt_failed(call, admission, &e),
@@ -652,11 +655,20 @@ async fn stream_to_client(
         return None;
     }
     let mut failure = None;
+    let mut cost_stamped = false;
     loop {
         if !out.is_empty() {
             if ctx.ttft.is_none() {
                 ctx.ttft = Some(ctx.start.elapsed());
             }
+            // The final usage chunk (only sent when the client asked for usage) carries the
+            // cost, as LiteLLM's does.
+            if let (false, Some(price), Some(usage)) =
+                (cost_stamped, &deployment.price, translator.usage())
+            {
+                cost_stamped = crate::cost::stamp_stream_usage(&mut out, price.cost(&usage));
+            }
+            ctx.events_sent += memchr::memmem::find_iter(&out, b"data: ").count() as u64;
             if !respond::send_body(sink, ctx, out.split().freeze(), ended).await {
                 return failure;
             }
@@ -752,12 +764,14 @@ async fn answer_mock(
             };
             let (body, usage) = mock.embeddings(inputs, req.base64, prompt_bytes);
             ctx.usage = Some(usage);
+            ctx.price_usage();
             respond::json(sink, ctx, 200, body).await;
         }
         Operation::Chat if cx.stream => {
             let (events, usage) =
                 mock.stream_events(cx.response_id, cx.created, cx.include_usage, prompt_bytes);
             ctx.usage = Some(usage);
+            ctx.price_usage();
             if !respond::sse_head(sink, ctx).await {
                 return Ok(());
             }
@@ -774,6 +788,7 @@ async fn answer_mock(
         Operation::Chat => {
             let (body, usage) = mock.completion(cx.response_id, cx.created, prompt_bytes);
             ctx.usage = Some(usage);
+            ctx.price_usage();
             respond::json(sink, ctx, 200, body).await;
         }
     }
