@@ -23,9 +23,10 @@
 //! byte and every silence between chunks. The client connection is watched throughout: a
 //! hang-up drops the upstream request at once and frees its slot.
 
+use super::respond;
 use super::sink::ResponseSink;
-use super::{respond, unix_now, App, RequestLog};
-use crate::app::Live;
+use crate::app::{App, Live};
+use crate::context::{new_id, unix_now, Context};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::{check_model_name, EmbeddingsRequest};
 use crate::openai::RequestBody;
@@ -116,7 +117,7 @@ pub async fn handle(
     app: &App,
     live: &Live,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
     op: Operation,
     body: Bytes,
 ) -> GatewayResult<()> {
@@ -134,12 +135,15 @@ pub async fn handle(
         }
         _ => {}
     }
+    if ctx.end_user.is_none() {
+        ctx.end_user = end_user(&parsed);
+    }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;
 
-    live.stages.admit(ctx, &parsed)?;
-    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed) {
+    live.stages.admit(ctx, &parsed).await?;
+    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed).await {
         respond::json(sink, ctx, 200, answer).await;
         return Ok(());
     }
@@ -147,7 +151,7 @@ pub async fn handle(
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
-    let response_id = format!("chatcmpl-{}", super::new_id());
+    let response_id = format!("chatcmpl-{}", new_id());
     let call = Call {
         app,
         requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
@@ -239,6 +243,13 @@ pub async fn handle(
     }
 }
 
+/// The body's `user` (OpenAI's end-user field), when it is a non-empty string.
+fn end_user(body: &RequestBody<'_>) -> Option<String> {
+    let raw = body.get("user")?;
+    let user: std::borrow::Cow<'_, str> = serde_json::from_str(raw.get()).ok()?;
+    (!user.is_empty()).then(|| user.into_owned())
+}
+
 /// Whether another group takes over when this one gives up (see [`run_group`]).
 #[derive(Clone, Copy)]
 enum FallbackAfter {
@@ -257,7 +268,7 @@ async fn run_group(
     group: &ModelGroup,
     then: FallbackAfter,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
 ) -> GroupOutcome {
     let router = &call.snapshot.config.router;
     let mut tried: Vec<usize> = Vec::new();
@@ -363,11 +374,7 @@ fn backoff(err: &GatewayError, retry: u32, least: Duration, elsewhere: bool) -> 
 }
 
 /// Sleeps until `until`, or returns false at once if the client hangs up meanwhile.
-async fn sleep_or_hang_up(
-    until: Instant,
-    sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
-) -> bool {
+async fn sleep_or_hang_up(until: Instant, sink: &mut impl ResponseSink, ctx: &mut Context) -> bool {
     tokio::select! {
         biased;
         _ = tokio::time::sleep_until(until.into()) => true,
@@ -391,7 +398,7 @@ async fn attempt(
     call: &Call<'_>,
     admission: Admission,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
 ) -> AttemptOutcome {
     let deployment = admission.deployment.clone();
     let cx = RequestContext {
@@ -649,7 +656,7 @@ async fn stream_to_client(
     secrets: &crate::redact::Secrets,
     deadline: Instant,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
 ) -> Option<GatewayError> {
     if !respond::sse_head(sink, ctx).await {
         return None;
@@ -752,7 +759,7 @@ async fn answer_mock(
     cx: &RequestContext<'_>,
     prompt_bytes: usize,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
 ) -> GatewayResult<()> {
     match cx.op {
         Operation::Embeddings => {
