@@ -10,6 +10,7 @@
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
 //! - [`edge`]: bounds on client connections (count, request head, stalled writes).
+//! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod cost;
 pub mod edge;
 pub mod error;
 pub mod events;
