@@ -161,6 +161,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
             .await;
             return None;
         };
+        if crate::tls::below_min_version(&stream) {
+            log::debug!("refused a client connection: TLS version below min_version");
+            return None;
+        }
         let wrapped = EdgeStream::new(stream, self.limits.clone(), open);
         self.inner.process_new(Box::new(wrapped), shutdown).await
     }

@@ -271,11 +271,12 @@ impl LiveTls {
 
     /// Pingora's settings for this listener: our resolver and verifier, the ALPN list.
     pub fn settings(self: &Arc<Self>, config: &TlsConfig) -> TlsSettings {
-        let mut settings =
-            TlsSettings::with_callbacks(Box::new(NoCallbacks)).expect("plain TLS settings");
+        let tls13_only = config.min_version == TlsVersion::Tls13;
+        let mut settings = TlsSettings::with_callbacks(Box::new(VersionFloor { tls13_only }))
+            .expect("TLS settings without files");
         settings.set_cert_resolver(Arc::new(CertResolver {
             live: self.clone(),
-            tls13_only: config.min_version == TlsVersion::Tls13,
+            tls13_only,
         }));
         if self.verifier.is_some() {
             settings.set_client_cert_verifier(Arc::new(ClientVerifier { live: self.clone() }));
@@ -311,9 +312,40 @@ impl LiveTls {
     }
 }
 
-/// `TlsSettings::with_callbacks` is the constructor that takes no files.
-struct NoCallbacks;
-impl pingora_core::listeners::TlsAccept for NoCallbacks {}
+/// After the handshake: marks a connection that negotiated less than the listener's minimum
+/// version (a client that lists TLS 1.3 cipher suites without supporting 1.3 gets past the
+/// resolver's check), for [`below_min_version`] to refuse.
+struct VersionFloor {
+    tls13_only: bool,
+}
+
+/// The marker [`VersionFloor`] leaves in the connection's TLS digest.
+struct BelowMinVersion;
+
+#[async_trait::async_trait]
+impl pingora_core::listeners::TlsAccept for VersionFloor {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora_core::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        // rustls names it "TLSv1_3".
+        let is_13 = tls
+            .version()
+            .is_some_and(|v| v.ends_with("1_3") || v.ends_with("1.3"));
+        if self.tls13_only && !is_13 {
+            return Some(Arc::new(BelowMinVersion));
+        }
+        None
+    }
+}
+
+/// Whether `stream` negotiated a TLS version below its listener's `min_version`: the edge
+/// closes it before reading a request.
+pub fn below_min_version(stream: &pingora_core::protocols::Stream) -> bool {
+    stream
+        .get_ssl_digest()
+        .is_some_and(|d| d.extension.get::<BelowMinVersion>().is_some())
+}
 
 /// Hands every handshake the listener's current certificate.
 #[derive(Debug)]
