@@ -154,11 +154,14 @@ pub fn load_tls(listeners: &[ListenerConfig]) -> Result<Vec<Option<Arc<LiveTls>>
         .collect()
 }
 
-/// `--check`: the endpoints and their certificates, one summary line each (with a `warning:`
-/// line for a certificate expiring soon); a certificate or key that would fail the start is
-/// the error.
-pub fn check(settings: &ServerSettings, overrides: &Overrides) -> Result<Vec<String>, ConfigError> {
+/// `--check`: the endpoints and their certificates, one summary line each, and warnings (a
+/// certificate expiring soon); a certificate or key that would fail the start is the error.
+pub fn check(
+    settings: &ServerSettings,
+    overrides: &Overrides,
+) -> Result<(Vec<String>, Vec<String>), ConfigError> {
     let mut lines = Vec::new();
+    let mut all_warnings = Vec::new();
     for l in effective(settings, overrides)? {
         let mut line = format!("listen {}", l.url());
         if l.h2c && l.tls.is_none() {
@@ -186,9 +189,9 @@ pub fn check(settings: &ServerSettings, overrides: &Overrides) -> Result<Vec<Str
             warnings = loaded.warnings;
         }
         lines.push(line);
-        lines.extend(warnings.into_iter().map(|w| format!("  warning: {w}")));
+        all_warnings.extend(warnings);
     }
-    Ok(lines)
+    Ok((lines, all_warnings))
 }
 
 /// Adds `listener` to `service` (its live TLS state in `tls` when it has TLS).

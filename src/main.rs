@@ -37,6 +37,9 @@ struct Cli {
     /// Validate the config, print a summary and exit (non-zero on error).
     #[arg(long)]
     check: bool,
+    /// With --check: every warning (ignored key, unknown provider) is a failure, for CI.
+    #[arg(long, requires = "check")]
+    strict: bool,
     /// Take over the listening sockets of a running instance (zero-downtime upgrade).
     #[arg(short, long)]
     upgrade: bool,
@@ -70,7 +73,7 @@ fn main() -> ExitCode {
             .or_else(|| env_path("SSL_KEYFILE_PATH")),
     };
     if cli.check {
-        return check(config, &overrides);
+        return check(config, &overrides, cli.strict);
     }
     let json = std::env::var("SWITCHBOARD_JSON_LOGS")
         .ok()
@@ -105,9 +108,10 @@ fn env_path(var: &str) -> Option<String> {
 }
 
 /// `--check`: validate everything the server would (providers, endpoints), print a summary.
-fn check(config: Config, overrides: &Overrides) -> ExitCode {
-    let listeners = match switchboard::listeners::check(&config.server, overrides) {
-        Ok(lines) => lines,
+/// `strict`: warnings fail the check too (exit 1), each printed to stderr.
+fn check(config: Config, overrides: &Overrides, strict: bool) -> ExitCode {
+    let (listeners, tls_warnings) = match switchboard::listeners::check(&config.server, overrides) {
+        Ok(checked) => checked,
         Err(e) => {
             eprintln!(
                 "switchboard: invalid config {}: {e}",
@@ -118,7 +122,8 @@ fn check(config: Config, overrides: &Overrides) -> ExitCode {
     };
     let client = std::sync::Arc::new(UpstreamClient::new(1));
     let source = config.source.display().to_string();
-    let warnings = config.warnings.clone();
+    let mut warnings = config.warnings.clone();
+    warnings.extend(tls_warnings);
     let snapshot = match Snapshot::build(config, 1, &client, &StateRegistry::default()) {
         Ok(s) => s,
         Err(e) => {
@@ -149,23 +154,36 @@ fn check(config: Config, overrides: &Overrides) -> ExitCode {
         let group = snapshot.group(name).expect("listed group exists");
         println!("    {name}");
         for d in &group.deployments {
+            let at = match d.provider_name() {
+                "unserved" => "(cannot be called: see the warnings)",
+                _ => d.api_base(),
+            };
             println!(
-                "      - {} {}/{} @ {} (id {})",
+                "      - {} {}/{} @ {at} (id {})",
                 d.provider_name(),
                 d.config.provider,
                 d.config.model,
-                d.api_base(),
                 d.id()
             );
         }
     }
     if warnings.is_empty() {
-        println!("  no ignored keys");
+        println!("  no warnings");
     } else {
-        println!("  {} key(s) not implemented yet, ignored:", warnings.len());
+        println!("  {} warning(s): keys not implemented yet (ignored), deployments that cannot be called:", warnings.len());
         for w in &warnings {
             println!("    {w}");
         }
+    }
+    if strict && !warnings.is_empty() {
+        for w in &warnings {
+            eprintln!("switchboard: warning: {w}");
+        }
+        eprintln!(
+            "switchboard: --strict: {} warning(s) in {source}, failing",
+            warnings.len()
+        );
+        return ExitCode::from(1);
     }
     ExitCode::SUCCESS
 }
