@@ -126,6 +126,9 @@ fn check(config: Config) -> ExitCode {
                 d.api_base(),
                 d.id()
             );
+            if let Some(source) = switchboard::providers::bedrock::credentials_source(&d.config) {
+                println!("        credentials: {source}");
+            }
         }
     }
     if warnings.is_empty() {

@@ -11,6 +11,7 @@
 //! request to reading its answer returns a [`ProviderCall`] from [`Provider::start`].
 
 pub mod anthropic;
+pub mod aws_credentials;
 pub mod bedrock;
 pub mod cohere;
 pub mod framed;
