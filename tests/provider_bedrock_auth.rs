@@ -169,6 +169,7 @@ async fn shared_credentials_file_profiles_sign_requests() {
     let secrets = secrets(&[
         ("AKIDPROFILEDEV", "dev-secret"),
         ("ASIAPROFILETMP", "tmp-secret"),
+        ("AKIDPROCESS", "process-secret"),
     ]);
     let up = bedrock_mock(secrets).await;
     let dir = temp_dir();
@@ -179,13 +180,37 @@ async fn shared_credentials_file_profiles_sign_requests() {
          [temporary]\naws_access_key_id = ASIAPROFILETMP\naws_secret_access_key = tmp-secret\naws_session_token = the-session-token\n",
     )
     .unwrap();
+    // A profile of the config file whose credentials come from an external command.
+    let script = dir.join("creds.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": \"AKIDPROCESS\", \"SecretAccessKey\": \"process-secret\"}'\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    std::fs::write(
+        dir.join("aws-config"),
+        format!(
+            "[profile proc]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
     let mut env = clean_env(&dir);
     // AWS_PROFILE drives the default chain of deployments that name no profile.
     set(&mut env, "AWS_PROFILE", "temporary");
     let gw = start(
         &config(
             &up.base(),
-            &[("dev", "      aws_profile_name: dev\n"), ("ambient", "")],
+            &[
+                ("dev", "      aws_profile_name: dev\n"),
+                ("ambient", ""),
+                ("process", "      aws_profile_name: proc\n"),
+            ],
         ),
         &env,
     );
@@ -203,6 +228,8 @@ async fn shared_credentials_file_profiles_sign_requests() {
         .header("authorization")
         .unwrap()
         .contains("x-amz-security-token"));
+    let (key, _) = signed_by(&gw, &up, "process").await;
+    assert_eq!(key, "AKIDPROCESS");
 }
 
 /// An `AssumeRoleWithWebIdentity` / `AssumeRole` answer in STS's XML.

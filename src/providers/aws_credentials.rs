@@ -72,8 +72,8 @@ const MAX_RESPONSE: usize = 1024 * 1024;
 const HOW_TO: &str = "set aws_access_key_id + aws_secret_access_key, aws_profile_name (or AWS_PROFILE with ~/.aws/credentials), aws_role_name, AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN, or run where ECS/EKS container or EC2 instance credentials are available";
 
 /// The `litellm_params` (with LiteLLM's environment fallbacks) that decide where a deployment's
-/// AWS credentials come from.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
+/// AWS credentials come from. (No `Debug`: it holds secrets.)
+#[derive(Default, Clone, PartialEq, Eq, Hash)]
 pub struct AwsAuthParams {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
