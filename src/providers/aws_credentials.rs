@@ -48,7 +48,6 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -639,10 +638,7 @@ impl Fetcher {
 
     async fn fetch(&self) -> Result<aws_credential_types::Credentials, String> {
         match self {
-            Fetcher::Provider(p) => p
-                .provide_credentials()
-                .await
-                .map_err(|e| DisplayErrorContext(&e).to_string()),
+            Fetcher::Provider(p) => p.provide_credentials().await.map_err(|e| error_chain(&e)),
             Fetcher::WebIdentityToken {
                 sts,
                 role_arn,
@@ -657,7 +653,7 @@ impl Fetcher {
                     .duration_seconds(3600)
                     .send()
                     .await
-                    .map_err(|e| DisplayErrorContext(&e).to_string())?;
+                    .map_err(|e| error_chain(&e))?;
                 let c = out
                     .credentials()
                     .ok_or("STS answered AssumeRoleWithWebIdentity without credentials")?;
@@ -672,6 +668,22 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// An error and its sources, `: `-separated, without the `Debug` dumps (raw responses) the
+/// SDK's own error formatter adds: this text reaches clients and logs.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// The AWS SDK's HTTP client (one per process, see [`background`]), backed by the gateway's Pingora connector: credential endpoints
@@ -950,6 +962,17 @@ mod tests {
         assert_eq!(p.sts_region_from_endpoint(), Some("eu-central-1".into()));
         p.sts_endpoint = Some("http://127.0.0.1:9000".into());
         assert_eq!(p.sts_region_from_endpoint(), None);
+    }
+
+    #[test]
+    fn error_chains_without_debug_dumps() {
+        let e = aws_credential_types::provider::error::CredentialsError::provider_error(
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "an error occurred while loading credentials: no such file"
+        );
     }
 
     #[test]
