@@ -30,8 +30,10 @@ pub enum Paths {
     Plain,
     /// Azure: `<base>/openai/deployments/<model>/chat/completions?api-version=…`.
     AzureDeployment,
-    /// Hugging Face: a configured `api_base` (a TGI endpoint) serves the routes under `/v1`.
-    AppendV1ToCustomBase,
+    /// A base from the config or a variable (not the default) gets this suffix unless it
+    /// already ends so: Hugging Face TGI endpoints serve under `/v1`, Heroku under `/v1`,
+    /// DigitalOcean Gradient agents under `/api/v1`.
+    SuffixOnCustomBase(&'static str),
     /// Cloudflare Workers AI: the default base carries the account id from
     /// `CLOUDFLARE_ACCOUNT_ID`, and LiteLLM's native `…/ai/run/` base is served by the
     /// OpenAI-compatible `…/ai/v1` routes of the same account.
@@ -213,7 +215,7 @@ pub const OPENAI_COMPATIBLE: &[Compat] = &[
             &["HUGGINGFACE_API_KEY", "HF_TOKEN"],
             "litellm/llms/huggingface/chat/transformation.py",
         ),
-        Paths::AppendV1ToCustomBase,
+        Paths::SuffixOnCustomBase("/v1"),
     ),
     row(
         "lm_studio",
@@ -389,6 +391,75 @@ pub const OPENAI_COMPATIBLE: &[Compat] = &[
         &["BASETEN_API_BASE"],
         &["BASETEN_API_KEY"],
         GLPL,
+    ),
+    row(
+        "vercel_ai_gateway",
+        Some("https://ai-gateway.vercel.sh/v1"),
+        &["VERCEL_AI_GATEWAY_API_BASE"],
+        &["VERCEL_AI_GATEWAY_API_KEY", "VERCEL_OIDC_TOKEN"],
+        "litellm/llms/vercel_ai_gateway/chat/transformation.py",
+    ),
+    row(
+        "aiml",
+        Some("https://api.aimlapi.com/v1"),
+        &["AIML_API_BASE"],
+        &["AIML_API_KEY"],
+        "litellm/llms/aiml/chat/transformation.py",
+    ),
+    row(
+        "v0",
+        Some("https://api.v0.dev/v1"),
+        &["V0_API_BASE"],
+        &["V0_API_KEY"],
+        "litellm/llms/v0/chat/transformation.py",
+    ),
+    row(
+        "morph",
+        Some("https://api.morphllm.com/v1"),
+        &["MORPH_API_BASE"],
+        &["MORPH_API_KEY"],
+        "litellm/llms/morph/chat/transformation.py",
+    ),
+    with_paths(
+        row(
+            "gradient_ai",
+            Some("https://inference.do-ai.run/v1"),
+            &["GRADIENT_AI_AGENT_ENDPOINT"],
+            &["GRADIENT_AI_API_KEY"],
+            "litellm/llms/gradient_ai/chat/transformation.py (agents: <endpoint>/api/v1)",
+        ),
+        Paths::SuffixOnCustomBase("/api/v1"),
+    ),
+    with_paths(
+        row(
+            "heroku",
+            None,
+            &["HEROKU_API_BASE"],
+            &["HEROKU_API_KEY"],
+            "litellm/llms/heroku/chat/transformation.py (<base>/v1/chat/completions)",
+        ),
+        Paths::SuffixOnCustomBase("/v1"),
+    ),
+    row(
+        "ovhcloud",
+        Some("https://oai.endpoints.kepler.ai.cloud.ovh.net/v1"),
+        &[],
+        &["OVHCLOUD_API_KEY"],
+        "litellm/llms/ovhcloud/chat/transformation.py (key variable: LiteLLM's OVHcloud docs)",
+    ),
+    row(
+        "aiohttp_openai",
+        Some("https://api.openai.com/v1"),
+        &[],
+        &["OPENAI_API_KEY"],
+        "OpenAI through LiteLLM's aiohttp transport: the same API",
+    ),
+    row(
+        "ai21",
+        Some("https://api.ai21.com/studio/v1"),
+        &["AI21_API_BASE"],
+        &["AI21_API_KEY"],
+        "served as ai21_chat, as get_llm_provider maps ai21 chat models",
     ),
     with_paths(
         row(
@@ -791,6 +862,32 @@ mod tests {
             .iter()
             .zip(OPENAI_COMPATIBLE)
             .all(|(p, c)| *p == c.prefix));
+    }
+
+    /// The README's coverage figure and list of unserved providers are this table's.
+    #[test]
+    fn readme_coverage_matches_the_tables() {
+        let served: Vec<&str> = LITELLM_PROVIDERS
+            .iter()
+            .copied()
+            .filter(|p| crate::providers::is_served(p))
+            .collect();
+        let readme = include_str!("../../README.md");
+        let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+        let figure = format!(
+            "Of the {} providers in LiteLLM's provider list (`LlmProviders`), Switchboard serves {}.",
+            LITELLM_PROVIDERS.len(),
+            served.len()
+        );
+        assert!(flat.contains(&figure), "README lacks {figure:?}");
+        let list_start = flat.find("Not served (load with a warning").unwrap();
+        let list = &flat[list_start..];
+        for p in LITELLM_PROVIDERS.iter().filter(|p| !served.contains(p)) {
+            assert!(
+                list.contains(&format!("`{p}`")),
+                "README does not list {p} as not served"
+            );
+        }
     }
 
     #[test]

@@ -385,13 +385,16 @@ pub fn is_served(prefix: &str) -> bool {
 }
 
 /// Builds the provider for a deployment from its `litellm_params.model` prefix. A prefix no
-/// module claims builds an [`unserved::Unserved`] stand-in, as LiteLLM loads such deployments
+/// module claims (or no model after the prefix) builds an [`unserved::Unserved`] stand-in, as LiteLLM loads such deployments
 /// and fails them when called ([`unserved::load_warnings`] reports them).
 pub fn build_provider(
     dep: &DeploymentConfig,
     cx: &BuildContext,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let _ = cx;
+    if dep.model.is_empty() {
+        return Ok(unserved::build(dep));
+    }
     let registered = REGISTRY
         .iter()
         .find(|(prefixes, _)| prefixes.contains(&dep.provider.as_str()));

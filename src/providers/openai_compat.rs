@@ -81,6 +81,7 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         .api_base
         .clone()
         .or_else(|| first_env(spec.base_env));
+    let custom_base = configured.is_some();
     let base = match spec.paths {
         Paths::Cloudflare => cloudflare_base(configured),
         _ => configured.or(spec.default_base.map(str::to_string)),
@@ -110,12 +111,10 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         )
     })?;
     let mut base_path = base_path.to_string();
-    if spec.paths == Paths::AppendV1ToCustomBase
-        && dep.params.api_base.is_some()
-        && !base_path.ends_with("/v1")
-    {
-        // TGI serves the OpenAI route under /v1.
-        base_path.push_str("/v1");
+    if let Paths::SuffixOnCustomBase(suffix) = spec.paths {
+        if custom_base && !base_path.ends_with(suffix) {
+            base_path.push_str(suffix);
+        }
     }
     let api_key = dep
         .params
@@ -635,5 +634,35 @@ mod table_tests {
             cloudflare_base(Some("https://gw.example/v1/".into())).as_deref(),
             Some("https://gw.example/v1")
         );
+        // Suffixes on configured bases only: agents and Heroku apps as LiteLLM calls them.
+        for (prefix, base, path) in [
+            (
+                "gradient_ai",
+                Some("https://agent-x.ondigitalocean.app"),
+                "/api/v1/chat/completions",
+            ),
+            ("gradient_ai", None, "/v1/chat/completions"),
+            (
+                "heroku",
+                Some("https://us.inference.heroku.com"),
+                "/v1/chat/completions",
+            ),
+            (
+                "huggingface",
+                Some("https://tgi.internal/v1"),
+                "/v1/chat/completions",
+            ),
+            (
+                "huggingface",
+                Some("https://tgi.internal"),
+                "/v1/chat/completions",
+            ),
+        ] {
+            if base.is_none() && std::env::var_os("GRADIENT_AI_AGENT_ENDPOINT").is_some() {
+                continue;
+            }
+            let p = build(&dep(prefix, base)).unwrap().unwrap();
+            assert_eq!(chat_path(p.as_ref()).await, path, "{prefix} {base:?}");
+        }
     }
 }
