@@ -641,6 +641,29 @@ pub const OPENAI_COMPATIBLE_PREFIXES: &[&str] = &{
     out
 };
 
+/// LiteLLM's provider inference from `api_base` (`get_llm_provider`: a prefix that is no
+/// provider, e.g. `meta-llama/Llama-3.3-70B-Instruct`, with an `api_base` containing one of these
+/// endpoints is sent to that provider, the whole `model` string as the model name). Only the
+/// endpoints both its `openai_compatible_endpoints` list and its matching branch name.
+pub const INFERRED_FROM_API_BASE: &[(&str, &str)] = &[
+    ("api.perplexity.ai", "perplexity"),
+    ("api.deepinfra.com/v1/openai", "deepinfra"),
+    ("api.mistral.ai/v1", "mistral"),
+    ("api.groq.com/openai/v1", "groq"),
+    ("https://integrate.api.nvidia.com/v1", "nvidia_nim"),
+    ("api.deepseek.com/v1", "deepseek"),
+    ("app.empower.dev/api/v1", "empower"),
+    ("https://api.friendli.ai/serverless/v1", "friendliai"),
+];
+
+/// The provider LiteLLM infers from a deployment's `api_base`, if any.
+pub fn infer_from_api_base(api_base: &str) -> Option<&'static Compat> {
+    INFERRED_FROM_API_BASE
+        .iter()
+        .find(|(endpoint, _)| api_base.contains(endpoint))
+        .and_then(|(_, prefix)| compat(prefix))
+}
+
 /// The table row for a prefix.
 pub fn compat(prefix: &str) -> Option<&'static Compat> {
     OPENAI_COMPATIBLE.iter().find(|c| c.prefix == prefix)
@@ -856,6 +879,9 @@ mod tests {
         }
         for (p, _) in UNSERVED {
             assert!(compat(p).is_none(), "{p} is both served and unserved");
+        }
+        for (_, p) in INFERRED_FROM_API_BASE {
+            assert!(compat(p).is_some(), "{p} is inferred but not in the table");
         }
         assert_eq!(OPENAI_COMPATIBLE_PREFIXES.len(), OPENAI_COMPATIBLE.len());
         assert!(OPENAI_COMPATIBLE_PREFIXES

@@ -403,6 +403,9 @@ pub fn build_provider(
             return Ok(provider);
         }
     }
+    if let Some(provider) = openai_compat::build_inferred(dep)? {
+        return Ok(provider);
+    }
     Ok(unserved::build(dep))
 }
 

@@ -28,7 +28,14 @@ const PLACEHOLDER_BASE: &str = "http://unserved.invalid";
 /// Whether the deployment loads as a stand-in: no provider module claims its prefix, or it
 /// names no model (`azure/`, which LiteLLM's own example config has: LiteLLM loads it).
 pub fn cannot_serve(dep: &DeploymentConfig) -> bool {
-    dep.model.is_empty() || !super::is_served(&dep.provider)
+    let inferred = || {
+        dep.params
+            .api_base
+            .as_deref()
+            .and_then(catalog::infer_from_api_base)
+            .is_some()
+    };
+    dep.model.is_empty() || !(super::is_served(&dep.provider) || inferred())
 }
 
 /// What a call to this deployment is told, and the warning at load (without the key path).
