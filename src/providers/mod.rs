@@ -8,7 +8,9 @@
 //! emitting [`crate::events::StreamEvent`]s, wrapped in [`framed::Framed`] for streaming, then
 //! add its prefixes and constructor to the registry table (`REGISTRY`, read by
 //! [`build_provider`] and [`known_prefixes`]). A provider that carries state from building a
-//! request to reading its answer returns a [`ProviderCall`] from [`Provider::start`].
+//! request to reading its answer returns a [`ProviderCall`] from [`Provider::start`]; one with
+//! no upstream at all (`mock_response`, [`mock`]) opens its calls with an in-process answer
+//! ([`Outbound::Answered`]), which the exchange reads like an upstream's.
 
 pub mod anthropic;
 pub mod bedrock;
@@ -81,6 +83,15 @@ pub struct TranslatedResponse {
     pub usage: Option<Usage>,
 }
 
+/// What opening a call produced: the request to send upstream, or the answer itself, made
+/// in-process by a provider with no upstream (`mock_response`). An in-process answer is the
+/// provider's native 2xx body in chunks, read back through the call's `parse_response` /
+/// `stream_translator` as an upstream body would be.
+pub enum Outbound {
+    Send(UpstreamRequest),
+    Answered(Vec<Bytes>),
+}
+
 /// An upstream API. One instance per configured deployment, built at config load (off the hot
 /// path) with everything it needs already validated: a request-time error is the client's or
 /// upstream's. The model comes with each request ([`RequestContext::model`]): the deployments a
@@ -96,6 +107,12 @@ pub trait Provider: Send + Sync {
     /// Whether this provider serves the operation (embeddings are not everywhere).
     fn supports(&self, op: Operation) -> bool {
         op == Operation::Chat
+    }
+
+    /// Whether this provider answers in-process and has no upstream endpoint (`mock_response`);
+    /// its calls then open with [`Outbound::Answered`].
+    fn answers_in_process(&self) -> bool {
+        false
     }
 
     /// Builds the native request. Async so providers can fetch or refresh credentials (Vertex
@@ -147,6 +164,19 @@ pub trait Provider: Send + Sync {
 /// building the upstream request to translating its answer. Dropped with the attempt.
 #[async_trait]
 pub trait ProviderCall: Send {
+    /// Opens the call: the upstream request to send, or an answer made in-process. The default
+    /// builds the upstream request; only a call with no upstream (the mock) overrides it.
+    async fn open(
+        &mut self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> GatewayResult<Outbound> {
+        self.build_request(body, cx, client)
+            .await
+            .map(Outbound::Send)
+    }
+
     async fn build_request(
         &mut self,
         body: &RequestBody<'_>,
@@ -184,15 +214,16 @@ impl<'p> Call<'p> {
         }
     }
 
-    pub async fn build_request(
+    /// Opens the call: builds the upstream request, or has the call answer in-process.
+    pub async fn open(
         &mut self,
         body: &RequestBody<'_>,
         cx: &RequestContext<'_>,
         client: &UpstreamClient,
-    ) -> GatewayResult<UpstreamRequest> {
+    ) -> GatewayResult<Outbound> {
         match self {
-            Call::Stateless(p) => p.build_request(body, cx, client).await,
-            Call::Owned(_, c) => c.build_request(body, cx, client).await,
+            Call::Stateless(p) => p.build_request(body, cx, client).await.map(Outbound::Send),
+            Call::Owned(_, c) => c.open(body, cx, client).await,
         }
     }
 
@@ -392,6 +423,10 @@ pub fn build_provider(
     cx: &BuildContext,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let _ = cx;
+    // `mock_response` makes any deployment the mock's, whatever its prefix (as in LiteLLM).
+    if let Some(mock) = mock::build(dep)? {
+        return Ok(mock);
+    }
     if dep.model.is_empty() {
         return Ok(unserved::build(dep));
     }
