@@ -103,9 +103,9 @@ pub const OPENAI_COMPATIBLE: &[Compat] = &[
     row(
         "openai",
         Some("https://api.openai.com/v1"),
-        &[],
+        &["OPENAI_BASE_URL", "OPENAI_API_BASE"],
         &["OPENAI_API_KEY"],
-        "litellm/llms/openai/openai.py",
+        "litellm/main.py openai branch",
     ),
     with_paths(
         with_auth(
