@@ -15,9 +15,12 @@
 //!                                 id, model, deployment, status, latency, attempts, tokens)
 //! ```
 //! Everything the client receives goes through a [`sink::ResponseSink`]; [`sink::SessionSink`]
-//! is the only writer that knows Pingora's `Session`.
+//! is the only writer that knows Pingora's `Session`. What is read from the client (the body,
+//! the raw head for the framing check) goes through [`body::ClientRequest`], which `Session`
+//! implements.
 //! `upstream_peer` is never reached.
 
+pub mod body;
 pub mod exchange;
 pub mod framing;
 pub mod respond;
@@ -207,7 +210,7 @@ impl Gateway {
                 ctx.route = op.as_str();
                 let limit = snapshot.config.general.max_request_size;
                 let timeout = snapshot.config.server.request_body_timeout;
-                let result = match exchange::read_body(sink.session(), limit, timeout).await {
+                let result = match body::read_body(sink.session(), limit, timeout).await {
                     Ok(body) => exchange::handle(&self.app, live, &mut sink, ctx, op, body).await,
                     Err(e) => Err(e),
                 };
