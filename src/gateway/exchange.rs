@@ -27,7 +27,7 @@
 use super::respond;
 use super::sink::ResponseSink;
 use crate::app::{App, Live};
-use crate::context::{new_id, unix_now, Context};
+use crate::context::{unix_now, Context, ResponseId};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
@@ -148,7 +148,7 @@ pub async fn handle(
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
-    let response_id = format!("chatcmpl-{}", new_id());
+    let response_id = ResponseId::generate();
     let call = Call {
         app,
         requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
@@ -159,7 +159,7 @@ pub async fn handle(
         include_usage,
         embeddings_base64: op == Operation::Embeddings
             && parsed.get("encoding_format").map(|v| v.get()) == Some("\"base64\""),
-        response_id: &response_id,
+        response_id: response_id.as_str(),
         created: unix_now(),
         deadline: ctx.start + snapshot.request_timeout,
     };
@@ -267,7 +267,8 @@ async fn run_group(
     ctx: &mut Context,
 ) -> GroupOutcome {
     let router = &call.snapshot.config.router;
-    let mut tried: Vec<usize> = Vec::new();
+    // Deployments tried in this group: a handful at most, on the stack.
+    let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
     let mut retries = 0u32;
     let mut last_err: Option<GatewayError> = None;
     loop {
