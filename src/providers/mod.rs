@@ -14,6 +14,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod catalog;
 pub mod cohere;
 pub mod framed;
 pub mod gemini;
@@ -22,6 +23,7 @@ pub mod mock;
 pub mod ollama;
 pub mod openai_compat;
 pub mod sigv4;
+pub mod unserved;
 pub mod url;
 pub mod vertex;
 pub mod voyage;
@@ -405,8 +407,17 @@ pub fn known_prefixes() -> impl Iterator<Item = &'static str> {
         .flat_map(|(prefixes, _)| prefixes.iter().copied())
 }
 
-/// Builds the provider for a deployment from its `litellm_params.model` prefix. Unknown
-/// prefixes are a config error at `model_list[i].litellm_params.model`.
+/// Whether a registered provider module claims this prefix (else the deployment loads as
+/// [`unserved`]: a warning at load, a 400 when called).
+pub fn is_served(prefix: &str) -> bool {
+    REGISTRY
+        .iter()
+        .any(|(prefixes, _)| prefixes.contains(&prefix))
+}
+
+/// Builds the provider for a deployment from its `litellm_params.model` prefix. A prefix no
+/// module claims builds an [`unserved::Unserved`] stand-in, as LiteLLM loads such deployments
+/// and fails them when called ([`unserved::load_warnings`] reports them).
 pub fn build_provider(
     dep: &DeploymentConfig,
     cx: &BuildContext,
@@ -424,15 +435,7 @@ pub fn build_provider(
             return Ok(provider);
         }
     }
-    let known: Vec<&str> = known_prefixes().collect();
-    Err(ConfigError::new(
-        format!("model_list[{}].litellm_params.model", dep.index),
-        format!(
-            "unknown provider \"{}\" (known: {})",
-            dep.provider,
-            known.join(", ")
-        ),
-    ))
+    Ok(unserved::build(dep))
 }
 
 #[cfg(test)]
@@ -440,11 +443,11 @@ mod tests {
     use super::*;
 
     /// Every registered prefix reaches its constructor (with enough config to pass
-    /// validation), and an unknown one lists them all.
+    /// validation), and an unknown one loads as the unserved stand-in.
     #[test]
     fn every_registered_prefix_builds_its_provider() {
         let prefixes: Vec<&str> = known_prefixes().collect();
-        assert_eq!(prefixes.len(), 25);
+        assert_eq!(prefixes.len(), openai_compat::PREFIXES.len() + 9);
         let mut yaml = String::from("model_list:\n");
         for p in &prefixes {
             let model = match *p {
@@ -480,10 +483,7 @@ mod tests {
         }
         let mut dep = config.deployments[0].clone();
         dep.provider = "opnai".into();
-        let err = build_provider(&dep, &cx).err().unwrap();
-        assert!(err
-            .message
-            .contains("unknown provider \"opnai\" (known: openai, azure,"));
-        assert!(err.message.ends_with("voyage, bedrock)"), "{}", err.message);
+        assert!(!is_served("opnai"));
+        assert_eq!(build_provider(&dep, &cx).unwrap().name(), "unserved");
     }
 }
