@@ -107,6 +107,29 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// A chat completion id, `chatcmpl-` and a UUIDv4, held inline (no allocation per request).
+#[derive(Clone, Copy)]
+pub struct ResponseId {
+    buf: [u8; ResponseId::LEN],
+}
+
+impl ResponseId {
+    const PREFIX: &'static [u8] = b"chatcmpl-";
+    const LEN: usize = Self::PREFIX.len() + 36;
+
+    pub fn generate() -> ResponseId {
+        let mut buf = [0u8; Self::LEN];
+        buf[..Self::PREFIX.len()].copy_from_slice(Self::PREFIX);
+        write_uuid(&mut buf[Self::PREFIX.len()..]);
+        ResponseId { buf }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.buf).unwrap_or("")
+    }
+}
+
 /// Writes a random UUIDv4 (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`) into 36 bytes.
 fn write_uuid(out: &mut [u8]) {
     use crate::router::rng::next_u64;
@@ -302,5 +325,10 @@ mod tests {
             RequestId::from_client(&[b'x'; 128]).unwrap().as_str().len(),
             128
         );
+        let rid = ResponseId::generate();
+        let (prefix, uuid) = rid.as_str().split_at(9);
+        assert_eq!((prefix, uuid.len()), ("chatcmpl-", 36));
+        assert_eq!(uuid.split('-').count(), 5);
+        assert_ne!(rid.as_str(), ResponseId::generate().as_str());
     }
 }

@@ -251,7 +251,7 @@ impl LifecycleService {
         tokio::time::sleep(SETTLE).await;
         let mut idle_polls = 0;
         while deadline.is_none_or(|d| Instant::now() < d) {
-            if self.app.in_flight.load(Ordering::Relaxed) == 0 {
+            if self.app.in_flight.count() == 0 {
                 idle_polls += 1;
                 // 5 quiet polls (100 ms) in a row mean done.
                 if idle_polls >= 5 {
@@ -262,7 +262,7 @@ impl LifecycleService {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.app.in_flight.load(Ordering::Relaxed);
+        let left = self.app.in_flight.count();
         if left > 0 {
             log::warn!("drain timeout: exiting with {left} request(s) still in flight");
         } else {

@@ -1,4 +1,5 @@
-//! One LLM call, end to end: read and parse the client body once, then the attempt loop:
+//! One LLM call, end to end: parse the client body (read by [`super::body`]) once, then the
+//! attempt loop:
 //!
 //! ```text
 //!  group ─► select (tier, cooldown, limits, strategy) ─► attempt ─► answered
@@ -26,7 +27,7 @@
 use super::respond;
 use super::sink::ResponseSink;
 use crate::app::{App, Live};
-use crate::context::{new_id, unix_now, Context};
+use crate::context::{unix_now, Context, ResponseId};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
@@ -35,7 +36,6 @@ use crate::router::cooldown::error_class;
 use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Unavailable};
 use crate::upstream::UpstreamResponse;
 use bytes::{Bytes, BytesMut};
-use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -150,7 +150,7 @@ pub async fn handle(
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
-    let response_id = format!("chatcmpl-{}", new_id());
+    let response_id = ResponseId::generate();
     let call = Call {
         app,
         requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
@@ -161,7 +161,7 @@ pub async fn handle(
         include_usage,
         embeddings_base64: op == Operation::Embeddings
             && parsed.get("encoding_format").map(|v| v.get()) == Some("\"base64\""),
-        response_id: &response_id,
+        response_id: response_id.as_str(),
         created: unix_now(),
         deadline: ctx.start + snapshot.request_timeout,
         prompt_bytes: body.len(),
@@ -270,7 +270,8 @@ async fn run_group(
     ctx: &mut Context,
 ) -> GroupOutcome {
     let router = &call.snapshot.config.router;
-    let mut tried: Vec<usize> = Vec::new();
+    // Deployments tried in this group: a handful at most, on the stack.
+    let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
     let mut retries = 0u32;
     let mut last_err: Option<GatewayError> = None;
     loop {
@@ -775,79 +776,6 @@ impl Answer<'_> {
             }),
         }
     }
-}
-
-/// Reads the whole request body within `timeout` (408 after it), refusing more than `limit`
-/// bytes (413) before reading it when Content-Length says so, and as soon as the count passes
-/// the limit otherwise. The buffer grows with the bytes that arrive, never with what a
-/// Content-Length merely declares.
-pub async fn read_body(
-    session: &mut Session,
-    limit: usize,
-    timeout: Duration,
-) -> GatewayResult<Bytes> {
-    let too_large = || {
-        GatewayError::new(
-            ErrorKind::PayloadTooLarge,
-            format!(
-                "The request body is larger than the gateway's limit of {:.2} MB (general_settings.max_request_size_mb).",
-                limit as f64 / (1024.0 * 1024.0)
-            ),
-        )
-        .with_code("request_too_large")
-    };
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        // The body stays unread: this connection cannot be reused.
-        session.set_keepalive(None);
-        return Err(too_large());
-    }
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                session.set_keepalive(None);
-                return Err(GatewayError::bad_request(format!(
-                    "Could not read the request body ({}).",
-                    e.etype().as_str()
-                )));
-            }
-            Err(_) => {
-                session.set_keepalive(None);
-                return Err(GatewayError::new(
-                    ErrorKind::RequestTimeout,
-                    format!(
-                        "The request body did not arrive within {:.1}s (switchboard.request_body_timeout_seconds).",
-                        timeout.as_secs_f64()
-                    ),
-                )
-                .with_status(408));
-            }
-        };
-        let Some(chunk) = chunk else { break };
-        if first.is_none() && buf.is_empty() {
-            first = Some(chunk);
-        } else {
-            if let Some(f) = first.take() {
-                buf.extend_from_slice(&f);
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        let len = first.as_ref().map(|f| f.len()).unwrap_or(0) + buf.len();
-        if len > limit {
-            session.set_keepalive(None);
-            return Err(too_large());
-        }
-    }
-    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 #[cfg(test)]

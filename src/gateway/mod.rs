@@ -15,9 +15,12 @@
 //!                                 id, model, deployment, status, latency, attempts, tokens)
 //! ```
 //! Everything the client receives goes through a [`sink::ResponseSink`]; [`sink::SessionSink`]
-//! is the only writer that knows Pingora's `Session`.
+//! is the only writer that knows Pingora's `Session`. What is read from the client (the body,
+//! the raw head for the framing check) goes through [`body::ClientRequest`], which `Session`
+//! implements.
 //! `upstream_peer` is never reached.
 
+pub mod body;
 pub mod exchange;
 pub mod framing;
 pub mod respond;
@@ -35,26 +38,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 use routes::Route;
 use sink::SessionSink;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Counts a request in [`App::in_flight`] for as long as it is being served, also when its
-/// future is dropped (the drain on shutdown waits for this to reach zero).
-struct Serving<'a>(&'a AtomicU64);
-
-impl<'a> Serving<'a> {
-    fn enter(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Serving(counter)
-    }
-}
-
-impl Drop for Serving<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 pub struct Gateway {
     pub app: Arc<App>,
@@ -81,13 +67,16 @@ impl ProxyHttp for Gateway {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         ctx.end_user = end_user_header(session);
-        let _serving = Serving::enter(&self.app.in_flight);
+        let _serving = self.app.in_flight.enter();
         if let Err(e) = framing::check(session) {
             session.set_keepalive(None);
             respond::error(&mut SessionSink::new(session), ctx, &e).await;
             return Ok(true);
         }
-        let live = self.app.snapshot.load_full();
+        // A guard, not a clone of the Arc: no write to the snapshot's shared reference count
+        // on the fast path (arc-swap falls back to a counted reference when a thread holds
+        // more guards than it has fast slots, which is no worse than cloning).
+        let live = self.app.snapshot.load();
         self.serve(&live, session, ctx).await;
         live.stages.settle(ctx);
         if ctx.client_disconnected {
@@ -173,11 +162,10 @@ impl Gateway {
                         return respond::error(&mut sink, ctx, &e).await;
                     }
                 }
-                let text = self.app.metrics.render(
-                    snapshot,
-                    self.app.in_flight.load(Ordering::Relaxed),
-                    &self.app.client,
-                );
+                let text =
+                    self.app
+                        .metrics
+                        .render(snapshot, self.app.in_flight.count(), &self.app.client);
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());
                 respond::whole(&mut sink, ctx, h, Bytes::from(text)).await
@@ -207,7 +195,7 @@ impl Gateway {
                 ctx.route = op.as_str();
                 let limit = snapshot.config.general.max_request_size;
                 let timeout = snapshot.config.server.request_body_timeout;
-                let result = match exchange::read_body(sink.session(), limit, timeout).await {
+                let result = match body::read_body(sink.session(), limit, timeout).await {
                     Ok(body) => exchange::handle(&self.app, live, &mut sink, ctx, op, body).await,
                     Err(e) => Err(e),
                 };

@@ -626,7 +626,8 @@ impl ModelGroup {
         router: &RouterSettings,
     ) -> Result<Admission, Unavailable> {
         let mut unavailable = Unavailable::default();
-        let mut candidates = Vec::with_capacity(self.deployments.len());
+        // On the stack for any group of up to 16 deployments in a tier.
+        let mut candidates: smallvec::SmallVec<[usize; 16]> = smallvec::SmallVec::new();
         for allow_tried in [false, true] {
             if allow_tried && tried.is_empty() {
                 break;
