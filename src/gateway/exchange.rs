@@ -73,6 +73,8 @@ struct Call<'a> {
     response_id: &'a str,
     created: u64,
     prompt_bytes: usize,
+    /// `router_settings.enable_pre_call_checks`: the prompt's estimated tokens (chat only).
+    prompt_tokens: Option<u64>,
     /// The whole request's deadline.
     deadline: Instant,
 }
@@ -161,6 +163,8 @@ pub async fn handle(
         response_id: &response_id,
         created: unix_now(),
         prompt_bytes: body.len(),
+        prompt_tokens: (snapshot.config.router.enable_pre_call_checks && op == Operation::Chat)
+            .then(|| parsed.estimated_prompt_tokens()),
         deadline: ctx.start + snapshot.request_timeout,
     };
     let router = &snapshot.config.router;
@@ -263,12 +267,21 @@ async fn run_group(
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0u32;
     let mut last_err: Option<GatewayError> = None;
+    // Pre-call checks: deployments too small for the prompt are never picked.
+    let too_small = match call.prompt_tokens {
+        Some(tokens) => group.too_small_for(tokens),
+        None => Vec::new(),
+    };
+    if !too_small.is_empty() && too_small.len() == group.deployments.len() {
+        let tokens = call.prompt_tokens.unwrap_or_default();
+        return GroupOutcome::Failed(group.context_window_exceeded(tokens));
+    }
     loop {
         let now = Instant::now();
         if now >= call.deadline {
             return GroupOutcome::Failed(last_err.unwrap_or_else(|| request_deadline(call)));
         }
-        let admission = match group.select(now, call.stream, &tried, router) {
+        let admission = match group.select_excluding(now, call.stream, &tried, &too_small, router) {
             Ok(a) => a,
             Err(u) => {
                 return match last_err {
@@ -302,6 +315,7 @@ async fn run_group(
         retries += 1;
         let elsewhere = group.deployments.iter().enumerate().any(|(i, d)| {
             !tried.contains(&i)
+                && !too_small.contains(&i)
                 && !matches!(
                     d.state.availability(Instant::now()),
                     crate::router::Availability::Cooling(_)
@@ -543,12 +557,16 @@ async fn until_ready<'a>(
     }
     let client = &call.app.client;
     let mut provider_call = crate::providers::Call::start(provider.as_ref(), cx);
+    // The deployment's default call parameters, extra headers and dropped parameters.
+    let defaults = &deployment.config.params.call_defaults;
+    let shaped = defaults.apply(call.parsed, call.op == Operation::Chat);
     // Building may call upstreams itself (Bedrock Titan embeddings): under the deadline too.
-    let request = within(
+    let mut request = within(
         deadline,
-        provider_call.build_request(call.parsed, cx, client),
+        provider_call.build_request(shaped.as_ref().unwrap_or(call.parsed), cx, client),
     )
     .await?;
+    defaults.apply_headers(&mut request.headers);
     // Until the first byte: `stream_timeout` for streams, the attempt's deadline otherwise.
     let left = deadline.saturating_duration_since(Instant::now());
     let first_byte = if call.stream {

@@ -103,6 +103,19 @@ impl<'a> RequestBody<'a> {
         Ok(self.typed::<bool>(key)?.unwrap_or(false))
     }
 
+    /// A cheap estimate of the prompt's tokens for context-window checks: the bytes of
+    /// `messages` and `tools` as sent, at 4 bytes a token (what tiktoken averages on English
+    /// text; JSON punctuation stands in for the per-message overhead). No parsing: the values
+    /// are raw slices already.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        let bytes: usize = ["messages", "tools", "functions"]
+            .iter()
+            .filter_map(|k| self.get(k))
+            .map(|v| v.get().len())
+            .sum();
+        bytes.div_ceil(4) as u64
+    }
+
     /// `stream_options.include_usage`
     pub fn include_usage(&self) -> GatewayResult<bool> {
         #[derive(Deserialize)]
@@ -114,6 +127,39 @@ impl<'a> RequestBody<'a> {
             .typed::<StreamOptions>("stream_options")?
             .map(|o| o.include_usage)
             .unwrap_or(false))
+    }
+
+    /// This body with a deployment's changes (see `config::CallDefaults`): fields in `remove`
+    /// left out, and each `add` field appended when the body does not set it (absent or
+    /// null: the request's own value wins). Values stay borrowed: nothing is parsed or copied
+    /// but the field list.
+    pub fn with_changes<'b>(
+        &self,
+        add: impl Iterator<Item = (&'b str, &'b RawValue)>,
+        remove: &[String],
+    ) -> RequestBody<'b>
+    where
+        'a: 'b,
+    {
+        let dropped = |k: &str| remove.iter().any(|r| r == k);
+        let mut fields: Vec<(Cow<'b, str>, &'b RawValue)> =
+            Vec::with_capacity(self.fields.len() + 8);
+        for (k, v) in &self.fields {
+            if !dropped(k) {
+                fields.push((k.clone(), *v));
+            }
+        }
+        for (k, v) in add {
+            if dropped(k) {
+                continue;
+            }
+            match fields.iter_mut().find(|(f, _)| f == k) {
+                Some((_, current)) if current.get() == "null" => *current = v,
+                Some(_) => {}
+                None => fields.push((Cow::Borrowed(k), v)),
+            }
+        }
+        RequestBody { fields }
     }
 
     /// Writes the object back out, replacing fields named in `set` (value = raw JSON text,

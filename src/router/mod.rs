@@ -112,6 +112,13 @@ impl Deployment {
         &self.config.id
     }
 
+    /// The context window in tokens, when the config states it (`model_info.max_input_tokens`,
+    /// else `model_info.max_tokens`).
+    pub fn context_window(&self) -> Option<u64> {
+        let mi = &self.config.model_info;
+        mi.max_input_tokens.or(mi.max_tokens)
+    }
+
     pub fn provider_name(&self) -> &str {
         match &self.target {
             Target::Upstream { provider, .. } => provider.name(),
@@ -633,6 +640,39 @@ impl ModelGroup {
             .collect();
     }
 
+    /// Deployments (indices) whose context window is smaller than a prompt of
+    /// `prompt_tokens`: `router_settings.enable_pre_call_checks` skips them, as LiteLLM's
+    /// `_pre_call_checks` does. The window is `model_info.max_input_tokens`, else
+    /// `model_info.max_tokens`; a deployment that states neither is never skipped.
+    pub fn too_small_for(&self, prompt_tokens: u64) -> Vec<usize> {
+        self.deployments
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.context_window().is_some_and(|w| w < prompt_tokens))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The error when every deployment is [`ModelGroup::too_small_for`] the prompt (LiteLLM's
+    /// `ContextWindowExceededError`: a 400 that `context_window_fallbacks` act on).
+    pub fn context_window_exceeded(&self, prompt_tokens: u64) -> GatewayError {
+        let largest = self
+            .deployments
+            .iter()
+            .filter_map(|d| d.context_window())
+            .max()
+            .unwrap_or(0);
+        GatewayError::new(
+            ErrorKind::ContextLengthExceeded,
+            format!(
+                "The prompt (about {prompt_tokens} tokens) does not fit the context window of any deployment of '{}' (the largest is {largest} tokens; router_settings.enable_pre_call_checks). Shorten the messages, or use a model with a larger context window.",
+                self.name
+            ),
+        )
+        .with_param("messages")
+        .with_code("context_length_exceeded")
+    }
+
     /// Picks a deployment for one attempt and takes a slot on it. Deployments in `tried` are
     /// avoided while any other can take the request. Tiers are tried in `order`; inside a tier
     /// the routing strategy ranks the deployments that are available and under their limits.
@@ -641,6 +681,19 @@ impl ModelGroup {
         now: Instant,
         stream: bool,
         tried: &[usize],
+        router: &RouterSettings,
+    ) -> Result<Admission, Unavailable> {
+        self.select_excluding(now, stream, tried, &[], router)
+    }
+
+    /// [`ModelGroup::select`], never picking the deployments in `excluded` (those too small
+    /// for the prompt).
+    pub fn select_excluding(
+        &self,
+        now: Instant,
+        stream: bool,
+        tried: &[usize],
+        excluded: &[usize],
         router: &RouterSettings,
     ) -> Result<Admission, Unavailable> {
         let mut unavailable = Unavailable::default();
@@ -652,7 +705,7 @@ impl ModelGroup {
             for tier in &self.tiers {
                 candidates.clear();
                 for &i in &tier.members {
-                    if !allow_tried && tried.contains(&i) {
+                    if (!allow_tried && tried.contains(&i)) || excluded.contains(&i) {
                         continue;
                     }
                     let state = &self.deployments[i].state;
