@@ -1,6 +1,7 @@
 //! LiteLLM config values through the real gateway: default call parameters from
 //! `litellm_params` as an OpenAI-compatible and an Anthropic upstream receive them (the
-//! request's own values win), `extra_headers`, `drop_params` lists, and `router_settings.enable_pre_call_checks`.
+//! request's own values win), `extra_headers`, `drop_params` lists, `GET /model/info` in
+//! LiteLLM's shape without credentials, and `router_settings.enable_pre_call_checks`.
 
 mod support;
 
@@ -14,6 +15,8 @@ fn chat(model: &str, extra: Value) -> Value {
     }
     body
 }
+
+const KEY_PEM: &str = include_str!("fixtures/vertex_test_key.pem");
 
 fn anthropic_reply() -> Value {
     json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
@@ -140,6 +143,106 @@ model_list:
     let body = up.last().json();
     assert_eq!(body["max_tokens"], 50);
     assert_eq!(body["temperature"], 1.0);
+}
+
+#[tokio::test]
+async fn model_info_in_litellm_shape_without_secrets() {
+    let sa = json!({
+        "type": "service_account",
+        "project_id": "proj-from-key",
+        "private_key_id": "kid-42",
+        "private_key": KEY_PEM,
+        "client_email": "gateway@proj-x.iam.gserviceaccount.com",
+        "token_uri": "http://127.0.0.1:9/token",
+    });
+    let gw = Gateway::start_with_env(
+        &format!(
+            r#"
+model_list:
+  - model_name: gpt
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: "https://api.example.com/v1?key=query-secret-456"
+      api_key: os.environ/SB_MI_KEY
+      rpm: 600
+      temperature: 0.1
+      extra_headers: {{X-Api-Token: header-secret-789}}
+    model_info:
+      id: gpt-1
+      description: Fast
+      supports_vision: true
+      max_input_tokens: 128_000
+  - model_name: claude
+    litellm_params:
+      model: bedrock/anthropic.claude-3-haiku
+      aws_access_key_id: AKIAEXAMPLEKEY000001
+      aws_secret_access_key: aws-secret-abcdefghijklmnop
+      aws_region_name: us-east-1
+  - model_name: gem
+    litellm_params:
+      model: vertex_ai/gemini-2.0-flash
+      vertex_project: proj
+      vertex_location: us-central1
+      vertex_credentials: {sa}
+    model_info: {{mode: embedding}}
+general_settings: {{master_key: sk-master-1234}}
+"#,
+        ),
+        &[("SB_MI_KEY", "sk-openai-secret-000")],
+    );
+    let r = gw.get("/model/info", &[]).await;
+    r.expect_error(401);
+    let auth = [("authorization", "Bearer sk-master-1234")];
+    let r = gw.get("/model/info", &auth).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    for secret in [
+        "sk-openai-secret-000",
+        "query-secret-456",
+        "header-secret-789",
+        "AKIAEXAMPLEKEY000001",
+        "aws-secret-abcdefghijklmnop",
+        "PRIVATE KEY",
+        "kid-42",
+        "sk-master-1234",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    let v = r.json();
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    let gpt = &data[0];
+    assert_eq!(gpt["model_name"], "gpt");
+    assert_eq!(gpt["litellm_params"]["model"], "openai/gpt-4o");
+    assert_eq!(
+        gpt["litellm_params"]["api_base"],
+        "https://api.example.com/v1"
+    );
+    assert_eq!(gpt["litellm_params"]["rpm"], 600);
+    assert_eq!(gpt["litellm_params"]["temperature"], 0.1);
+    assert!(gpt["litellm_params"].get("api_key").is_none());
+    let mi = &gpt["model_info"];
+    assert_eq!(mi["id"], "gpt-1");
+    assert_eq!(mi["db_model"], false);
+    assert_eq!(mi["mode"], "chat");
+    assert_eq!(mi["max_input_tokens"], 128_000);
+    assert_eq!(mi["supports_vision"], true);
+    assert_eq!(mi["description"], "Fast");
+    assert_eq!(mi["litellm_provider"], "openai");
+    assert!(mi.get("input_cost_per_token").is_some());
+    assert_eq!(data[1]["litellm_params"]["aws_region_name"], "us-east-1");
+    assert_eq!(data[2]["litellm_params"]["vertex_project"], "proj");
+    assert_eq!(data[2]["model_info"]["mode"], "embedding");
+
+    // /v1/model/info and the litellm_model_id filter.
+    let r = gw.get("/v1/model/info?litellm_model_id=gpt-1", &auth).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    assert_eq!(v["data"][0]["model_info"]["id"], "gpt-1");
+    let r = gw.get("/v1/model/info?litellm_model_id=nope", &auth).await;
+    let e = r.expect_error(404);
+    assert_eq!(e["param"], "litellm_model_id");
 }
 
 fn pre_call_config(small: &str, big: &str, checks: bool) -> String {
