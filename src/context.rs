@@ -9,6 +9,7 @@
 use crate::openai::Usage;
 use crate::router::Deployment;
 use bytes::{Bytes, BytesMut};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -138,6 +139,12 @@ pub struct Context {
     pub route: &'static str,
     /// Who is calling (set by the `authenticate` stage).
     pub principal: Principal,
+    /// The client's address: the peer's, or the one trusted proxies report (set at the edge).
+    pub client_addr: Option<IpAddr>,
+    /// The end user the caller acts for, as LiteLLM finds it: the `x-litellm-end-user-id`
+    /// header, else the body's `user`. Client-chosen and not validated: anything that uses it
+    /// as a metric label or a key must bound it.
+    pub end_user: Option<String>,
     /// The model name the client asked for.
     pub model: Option<String>,
     pub deployment: Option<Arc<Deployment>>,
@@ -175,6 +182,8 @@ impl Default for Context {
             start: Instant::now(),
             route: "",
             principal: Principal::Anonymous,
+            client_addr: None,
+            end_user: None,
             model: None,
             deployment: None,
             status: 0,
