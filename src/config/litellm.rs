@@ -821,12 +821,12 @@ fn mode_warning(mode: &str) -> Option<String> {
     }
     Some(if LITELLM_MODES.contains(&mode) {
         format!(
-            "mode \"{mode}\" is not served by Switchboard yet (it serves {}); the deployment loads and is routed only for chat and embeddings calls",
+            "mode \"{mode}\" is not served by Switchboard yet (it serves {}); the deployment loads, and only chat or embeddings requests reach it",
             SERVED_MODES.join(", ")
         )
     } else {
         format!(
-            "unknown mode \"{mode}\" (LiteLLM's modes: {}); the deployment loads and is routed only for chat and embeddings calls",
+            "unknown mode \"{mode}\" (LiteLLM's modes: {}); the deployment loads, and only chat or embeddings requests reach it",
             LITELLM_MODES.join(", ")
         )
     })

@@ -796,6 +796,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn with_changes_adds_defaults_the_request_lacks_and_drops_names() {
+        let body = RequestBody::parse(
+            br#"{"model":"m","temperature":0.9,"max_tokens":null,"user":"u","messages":[]}"#,
+        )
+        .unwrap();
+        let t = RawValue::from_string("0.2".into()).unwrap();
+        let m = RawValue::from_string("100".into()).unwrap();
+        let k = RawValue::from_string("{\"a\":1}".into()).unwrap();
+        let add = [
+            ("temperature", &*t),
+            ("max_tokens", &*m),
+            ("chat_template_kwargs", &*k),
+            ("user", &*t),
+        ];
+        let out = body.with_changes(add.into_iter(), &["user".to_string()]);
+        let mut bytes = Vec::new();
+        out.write_with(&[], &[], &mut bytes);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"model":"m","temperature":0.9,"max_tokens":100,"messages":[],"chat_template_kwargs":{"a":1}}"#
+        );
+    }
+
+    #[test]
+    fn estimated_prompt_tokens_counts_messages_and_tools_bytes() {
+        let body = RequestBody::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"hello"}],"tools":[]}"#,
+        )
+        .unwrap();
+        // 35 bytes of messages + 2 of tools, 4 a token, rounded up.
+        assert_eq!(body.estimated_prompt_tokens(), 10);
+    }
+
+    #[test]
     fn parses_fields_without_touching_messages() {
         let body =
             br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
