@@ -296,3 +296,48 @@ fn json_type(v: &Value) -> &'static str {
         Value::Object(_) => "a mapping",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::litellm::parse;
+
+    fn written(body: &crate::openai::RequestBody<'_>) -> String {
+        let mut out = Vec::new();
+        body.write_with(&[], &[], &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn chat_parameters_stay_off_embeddings_calls() {
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, temperature: 0.5, extra_body: {truncate: END}, drop_params: [user]}\n",
+        )
+        .unwrap();
+        let d = &c.deployments[0].params.call_defaults;
+        let body =
+            crate::openai::RequestBody::parse(br#"{"model":"a","input":"hi","user":"u"}"#).unwrap();
+        let chat = d.apply(&body, true).unwrap();
+        assert_eq!(
+            written(&chat),
+            r#"{"model":"a","input":"hi","temperature":0.5,"truncate":"END"}"#
+        );
+        let embed = d.apply(&body, false).unwrap();
+        assert_eq!(
+            written(&embed),
+            r#"{"model":"a","input":"hi","truncate":"END"}"#
+        );
+    }
+
+    #[test]
+    fn nothing_configured_costs_nothing() {
+        let c = parse("model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n")
+            .unwrap();
+        let d = &c.deployments[0].params.call_defaults;
+        assert!(d.is_empty());
+        let body = crate::openai::RequestBody::parse(br#"{"model":"a","messages":[]}"#).unwrap();
+        assert!(d.apply(&body, true).is_none());
+        let mut headers = vec![(http::header::AUTHORIZATION, "Bearer k".parse().unwrap())];
+        d.apply_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+}
