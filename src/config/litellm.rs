@@ -179,6 +179,7 @@ fn read_server(
             )
         })?;
     }
+    out.listeners = super::listeners::read(s)?;
     if let Some(v) = s.u64("threads")? {
         if v == 0 || v > 1024 {
             return Err(ConfigError::new(
