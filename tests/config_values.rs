@@ -230,6 +230,9 @@ general_settings: {{master_key: sk-master-1234}}
     assert_eq!(mi["description"], "Fast");
     assert_eq!(mi["litellm_provider"], "openai");
     assert!(mi.get("input_cost_per_token").is_some());
+    // Unset in the config: the price table's, as LiteLLM merges it.
+    assert_eq!(mi["max_output_tokens"], 16_384);
+    assert!(mi["input_cost_per_token"].as_f64().is_some_and(|p| p > 0.0));
     assert_eq!(data[1]["litellm_params"]["aws_region_name"], "us-east-1");
     assert_eq!(data[2]["litellm_params"]["vertex_project"], "proj");
     assert_eq!(data[2]["model_info"]["mode"], "embedding");

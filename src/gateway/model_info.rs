@@ -111,9 +111,12 @@ fn litellm_params(d: &DeploymentConfig) -> Value {
     Value::Object(out)
 }
 
-/// LiteLLM's model_info keys: the id, what the config says, nulls for what it does not.
+/// LiteLLM's model_info keys: the id, what the config says, else what the price table says
+/// for the model (as LiteLLM merges them), nulls for what neither knows.
 fn model_info(d: &DeploymentConfig) -> Value {
     let mi = &d.model_info;
+    let table = crate::cost::Price::for_deployment(d);
+    let rates = table.as_ref().map(|p| &p.rates);
     let mut out = Map::new();
     out.insert("id".into(), d.id.clone().into());
     out.insert("db_model".into(), false.into());
@@ -125,15 +128,25 @@ fn model_info(d: &DeploymentConfig) -> Value {
     );
     out.insert("base_model".into(), mi.base_model.clone().into());
     out.insert("max_tokens".into(), mi.max_tokens.into());
-    out.insert("max_input_tokens".into(), mi.max_input_tokens.into());
-    out.insert("max_output_tokens".into(), mi.max_output_tokens.into());
+    out.insert(
+        "max_input_tokens".into(),
+        mi.max_input_tokens
+            .or_else(|| rates.and_then(|r| r.max_input_tokens))
+            .into(),
+    );
+    out.insert(
+        "max_output_tokens".into(),
+        mi.max_output_tokens
+            .or_else(|| rates.and_then(|r| r.max_output_tokens))
+            .into(),
+    );
     out.insert(
         "input_cost_per_token".into(),
-        d.params.input_cost_per_token.into(),
+        rates.and_then(|r| r.input).into(),
     );
     out.insert(
         "output_cost_per_token".into(),
-        d.params.output_cost_per_token.into(),
+        rates.and_then(|r| r.output).into(),
     );
     for (k, v) in &mi.metadata {
         out.insert(k.clone(), v.clone());

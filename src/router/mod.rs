@@ -108,11 +108,14 @@ impl Deployment {
         &self.config.id
     }
 
-    /// The context window in tokens, when the config states it (`model_info.max_input_tokens`,
-    /// else `model_info.max_tokens`).
+    /// The context window in tokens, when known: `model_info.max_input_tokens`, else the
+    /// price table's for the model (as LiteLLM's `get_router_model_info` merges them), else
+    /// `model_info.max_tokens`.
     pub fn context_window(&self) -> Option<u64> {
         let mi = &self.config.model_info;
-        mi.max_input_tokens.or(mi.max_tokens)
+        mi.max_input_tokens
+            .or_else(|| self.price.as_ref().and_then(|p| p.rates.max_input_tokens))
+            .or(mi.max_tokens)
     }
 
     pub fn provider_name(&self) -> &str {
@@ -624,8 +627,8 @@ impl ModelGroup {
 
     /// Deployments (indices) whose context window is smaller than a prompt of
     /// `prompt_tokens`: `router_settings.enable_pre_call_checks` skips them, as LiteLLM's
-    /// `_pre_call_checks` does. The window is `model_info.max_input_tokens`, else
-    /// `model_info.max_tokens`; a deployment that states neither is never skipped.
+    /// `_pre_call_checks` does (see [`Deployment::context_window`]); a deployment whose window
+    /// is unknown is never skipped.
     pub fn too_small_for(&self, prompt_tokens: u64) -> Vec<usize> {
         self.deployments
             .iter()
@@ -778,6 +781,36 @@ mod tests {
         let config = crate::config::litellm::parse(yaml).unwrap();
         let client = Arc::new(UpstreamClient::new(4));
         Snapshot::build(config, 1, &client, &StateRegistry::default()).unwrap()
+    }
+
+    #[test]
+    fn context_windows_from_model_info_then_the_price_table() {
+        let s = snapshot(
+            r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/gpt-4o, api_key: k}
+  - model_name: g
+    litellm_params: {model: openai/gpt-4o, api_key: k}
+    model_info: {max_input_tokens: 1000, max_tokens: 5}
+  - model_name: g
+    litellm_params: {model: openai/my-finetune, api_key: k}
+    model_info: {max_tokens: 2000}
+  - model_name: g
+    litellm_params: {model: openai/my-finetune, api_key: k, api_base: "http://h/v1"}
+"#,
+        );
+        let g = s.group("g").unwrap();
+        let windows: Vec<Option<u64>> = g.deployments.iter().map(|d| d.context_window()).collect();
+        assert_eq!(windows, [Some(128_000), Some(1000), Some(2000), None]);
+        assert_eq!(g.too_small_for(1500), [1]);
+        assert_eq!(g.too_small_for(100_000), [1, 2]);
+        assert!(g.too_small_for(10).is_empty());
+        let e = g.context_window_exceeded(200_000);
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (400, Some("context_length_exceeded"))
+        );
     }
 
     #[test]
