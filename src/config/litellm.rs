@@ -97,6 +97,16 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
     {
         deployments.push(read_deployment(i, path, value, &env, &mut warnings)?);
     }
+    if !litellm.additional_drop_params.is_empty() {
+        for d in &mut deployments {
+            let drop = &mut d.params.call_defaults.drop;
+            for name in &litellm.additional_drop_params {
+                if !drop.contains(name) {
+                    drop.push(name.clone());
+                }
+            }
+        }
+    }
     disambiguate_derived_ids(&mut deployments);
     check_unique_ids(&deployments)?;
     check_group_references(&router, &deployments)?;
@@ -278,8 +288,20 @@ fn read_litellm_settings(
     router: &mut RouterSettings,
     warnings: &mut Vec<String>,
 ) -> Result<(LitellmSettings, Option<bool>), ConfigError> {
+    let drop_list = match s.value("drop_params") {
+        Some(Value::Sequence(_)) => {
+            let path = s.key_path("drop_params");
+            let names = s.string_list("drop_params")?.unwrap_or_default();
+            call_defaults::drop_names(&path, names)?
+        }
+        _ => Vec::new(),
+    };
     let out = LitellmSettings {
-        drop_params: s.bool("drop_params")?.unwrap_or(false),
+        drop_params: match drop_list.is_empty() {
+            true => s.bool("drop_params")?.unwrap_or(false),
+            false => false,
+        },
+        additional_drop_params: drop_list,
         request_timeout: seconds(&mut s, "request_timeout")?,
         require_auth_for_metrics_endpoint: s
             .bool("require_auth_for_metrics_endpoint")?
@@ -287,9 +309,59 @@ fn read_litellm_settings(
     };
     read_shared_routing_keys(&mut s, router)?;
     let json_logs = s.bool("json_logs")?;
+    read_callbacks(&mut s, warnings)?;
     s.accept(&["set_verbose"]);
     s.finish(warnings);
     Ok((out, json_logs))
+}
+
+/// Callbacks Switchboard provides itself: `prometheus` is `/metrics`.
+const BUILT_IN_CALLBACKS: &[&str] = &["prometheus"];
+
+/// `callbacks` / `success_callback` / `failure_callback`: `prometheus` is served by `/metrics`
+/// and accepted silently; any other callback is named in one warning per key.
+fn read_callbacks(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    for key in [
+        "callbacks",
+        "success_callback",
+        "failure_callback",
+        "service_callback",
+    ] {
+        let path = s.key_path(key);
+        let names = match s.value(key) {
+            None => continue,
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{v:?}"))
+                })
+                .collect::<Vec<_>>(),
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(other) => {
+                return Err(ConfigError::new(
+                    path,
+                    format!(
+                        "expected a list of callback names, found {}",
+                        type_name(other)
+                    ),
+                ))
+            }
+        };
+        let ignored: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !BUILT_IN_CALLBACKS.contains(n))
+            .collect();
+        if !ignored.is_empty() {
+            warnings.push(format!(
+                "{path}: not implemented by Switchboard yet; ignored: {} (prometheus is served on /metrics)",
+                ignored.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Routing keys LiteLLM accepts in both `litellm_settings` and `router_settings`.
@@ -356,8 +428,12 @@ fn read_router_settings(
     // The latency window is a moving average here; its TTL and list size have no meaning.
     args.accept(&["ttl", "max_latency_list_size"]);
     args.finish(warnings);
-    out.retry_policy = class_policy(&mut s, "retry_policy", "Retries")?;
-    out.allowed_fails_policy = class_policy(&mut s, "allowed_fails_policy", "AllowedFails")?;
+    out.retry_policy = class_policy(&mut s, "retry_policy", "Retries", warnings)?;
+    out.allowed_fails_policy =
+        class_policy(&mut s, "allowed_fails_policy", "AllowedFails", warnings)?;
+    if let Some(v) = s.bool("enable_pre_call_checks")? {
+        out.enable_pre_call_checks = v;
+    }
     out.model_group_alias = group_aliases(&mut s)?;
     out.default_max_parallel_requests = s.u64("default_max_parallel_requests")?;
     out.cooldown_wait = seconds(&mut s, "cooldown_wait")?;
@@ -453,6 +529,7 @@ fn class_policy(
     s: &mut Section<'_>,
     key: &'static str,
     suffix: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<BTreeMap<ErrorClass, u32>, ConfigError> {
     let mut section = s.section(key)?;
     let mut out = BTreeMap::new();
@@ -462,14 +539,19 @@ fn class_policy(
             .and_then(|c| ErrorClass::ALL.iter().find(|(_, n)| *n == c))
             .map(|(c, _)| *c);
         let Some(class) = class else {
+            // LiteLLM's RetryPolicy / AllowedFailsPolicy models drop unknown keys: so do we,
+            // loudly (a misspelled class silently keeps the default count).
             let known: Vec<String> = ErrorClass::ALL
                 .iter()
                 .map(|(_, n)| format!("{n}{suffix}"))
                 .collect();
-            return Err(ConfigError::new(
+            warnings.push(format!(
+                "{}: unknown error class, ignored (expected one of {})",
                 section.key_path(name),
-                format!("unknown error class (expected one of {})", known.join(", ")),
+                known.join(", ")
             ));
+            section.accept(&[name]);
+            continue;
         };
         if let Some(n) = section.u64(name)? {
             out.insert(class, small_count(&section, name, n)?);
@@ -597,6 +679,9 @@ fn read_deployment(
         (None, None) => ("openai".to_string(), full_model.clone()),
     };
 
+    // LiteLLM also reads rpm/tpm written beside litellm_params (litellm_params wins).
+    let entry_rpm = entry.u64("rpm")?;
+    let entry_tpm = entry.u64("tpm")?;
     let mut params = LitellmParams {
         api_base: lp
             .string("api_base")?
@@ -606,11 +691,15 @@ fn read_deployment(
         organization: lp.string("organization")?,
         timeout: seconds(&mut lp, "timeout")?,
         stream_timeout: seconds(&mut lp, "stream_timeout")?,
-        rpm: lp.u64("rpm")?,
-        tpm: lp.u64("tpm")?,
+        rpm: lp.u64("rpm")?.or(entry_rpm),
+        tpm: lp.u64("tpm")?.or(entry_tpm),
         weight: lp.f64_in("weight", 0.0, 1e9)?,
         mock_response: lp.string("mock_response")?,
-        drop_params: lp.bool("drop_params")?,
+        drop_params: match lp.value("drop_params") {
+            // A list of names is LiteLLM's `additional_drop_params` (read below).
+            Some(Value::Sequence(_)) => None,
+            _ => lp.bool("drop_params")?,
+        },
         order: lp
             .u64("order")?
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
@@ -621,8 +710,17 @@ fn read_deployment(
         },
         input_cost_per_token: lp.f64_in("input_cost_per_token", 0.0, 1e6)?,
         output_cost_per_token: lp.f64_in("output_cost_per_token", 0.0, 1e6)?,
+        call_defaults: CallDefaults::read(&mut lp)?,
         extra: Default::default(),
     };
+    if let Some(Value::Sequence(_)) = lp.value("drop_params") {
+        let path = lp.key_path("drop_params");
+        let names = lp.string_list("drop_params")?.unwrap_or_default();
+        params
+            .call_defaults
+            .drop
+            .extend(call_defaults::drop_names(&path, names)?);
+    }
     // LiteLLM sets this itself; the router owns retries.
     lp.accept(&["max_retries"]);
     for key in lp.keys() {
@@ -630,6 +728,13 @@ fn read_deployment(
             if let Some(v) = lp.json(key)? {
                 params.extra.insert(key.to_string(), v);
             }
+        }
+    }
+    // Providers read the default `max_tokens` from `extra`: give them the checked number
+    // (`4_096`, an environment value) the body default carries.
+    if let Some(f) = params.call_defaults.field("max_tokens") {
+        if let Ok(v) = serde_json::from_str(f.get()) {
+            params.extra.insert("max_tokens".into(), v);
         }
     }
     lp.finish(warnings);
@@ -643,35 +748,36 @@ fn read_deployment(
     if params.output_cost_per_token.is_none() {
         params.output_cost_per_token = mi.f64_in("output_cost_per_token", 0.0, 1e6)?;
     }
-    let model_info = ModelInfo {
+    let mut model_info = ModelInfo {
         mode: mi.string("mode")?,
         base_model: mi.string("base_model")?,
         max_tokens: mi.u64("max_tokens")?,
         max_input_tokens: mi.u64("max_input_tokens")?,
         max_output_tokens: mi.u64("max_output_tokens")?,
+        metadata: Default::default(),
         health_check: read_health_check(&mut mi)?,
     };
     if let Some(mode) = &model_info.mode {
-        const MODES: &[&str] = &[
-            "chat",
-            "embedding",
-            "completion",
-            "image_generation",
-            "audio_transcription",
-            "audio_speech",
-            "rerank",
-            "moderation",
-            "moderations",
-            "responses",
-        ];
-        if !MODES.contains(&mode.as_str()) {
-            return Err(ConfigError::new(
-                mi.key_path("mode"),
-                format!(
-                    "unknown mode \"{mode}\" (expected one of {})",
-                    MODES.join(", ")
-                ),
-            ));
+        if let Some(warning) = mode_warning(mode) {
+            warnings.push(format!("{}: {warning}", mi.key_path("mode")));
+        }
+    }
+    // LiteLLM's model_info takes any key (`supports_*`, `description`, prices, …): kept as
+    // written for GET /model/info, never warned about.
+    for key in mi.keys() {
+        if matches!(
+            key,
+            "id" | "mode"
+                | "base_model"
+                | "max_tokens"
+                | "max_input_tokens"
+                | "max_output_tokens"
+                | "health_check"
+        ) {
+            continue;
+        }
+        if let Some(v) = mi.json(key)? {
+            model_info.metadata.insert(key.to_string(), v);
         }
     }
     mi.finish(warnings);
@@ -689,6 +795,48 @@ fn read_deployment(
         model,
         params,
         model_info,
+    })
+}
+
+/// Model modes Switchboard serves (`completion` deployments are called through chat).
+const SERVED_MODES: &[&str] = &["chat", "completion", "embedding"];
+
+/// Modes LiteLLM names (its `model_prices_and_context_window.json` and health checks).
+const LITELLM_MODES: &[&str] = &[
+    "chat",
+    "completion",
+    "embedding",
+    "image_generation",
+    "image_edit",
+    "audio_transcription",
+    "audio_speech",
+    "video_generation",
+    "rerank",
+    "moderation",
+    "moderations",
+    "responses",
+    "realtime",
+    "batch",
+    "ocr",
+    "search",
+];
+
+/// LiteLLM accepts any `model_info.mode` (it only steers its health checks): a mode
+/// Switchboard cannot serve loads with a warning instead of failing the whole config.
+fn mode_warning(mode: &str) -> Option<String> {
+    if SERVED_MODES.contains(&mode) {
+        return None;
+    }
+    Some(if LITELLM_MODES.contains(&mode) {
+        format!(
+            "mode \"{mode}\" is not served by Switchboard yet (it serves {}); the deployment loads, and only chat or embeddings requests reach it",
+            SERVED_MODES.join(", ")
+        )
+    } else {
+        format!(
+            "unknown mode \"{mode}\" (LiteLLM's modes: {}); the deployment loads, and only chat or embeddings requests reach it",
+            LITELLM_MODES.join(", ")
+        )
     })
 }
 
@@ -978,11 +1126,6 @@ router_settings:
         .unwrap_err();
         assert_eq!(err.path, "router_settings.fallbacks.a[0]");
         let err = parse(&format!(
-            "{base}router_settings: {{retry_policy: {{RateLimitRetries: 1}}}}\n"
-        ))
-        .unwrap_err();
-        assert_eq!(err.path, "router_settings.retry_policy.RateLimitRetries");
-        let err = parse(&format!(
             "{base}router_settings: {{model_group_alias: {{x: zz}}}}\n"
         ))
         .unwrap_err();
@@ -1021,6 +1164,254 @@ router_settings:
             let err =
                 parse(&format!("switchboard: {{max_stream_event_bytes: {bad}}}\n")).unwrap_err();
             assert_eq!(err.path, "switchboard.max_stream_event_bytes", "{bad}");
+        }
+    }
+
+    const BASE: &str = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n";
+
+    #[test]
+    fn yaml11_numbers_with_underscores() {
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, tpm: 20_000, rpm: 1_000, weight: 1_000.5}\n",
+        )
+        .unwrap();
+        let p = &c.deployments[0].params;
+        assert_eq!(
+            (p.tpm, p.rpm, p.weight),
+            (Some(20_000), Some(1_000), Some(1000.5))
+        );
+        let c = parse(
+            "general_settings: {max_request_size_mb: 1_0}\nrouter_settings: {timeout: 1_200}\n",
+        )
+        .unwrap();
+        assert_eq!(c.general.max_request_size, 10 * 1024 * 1024);
+        assert_eq!(c.router.timeout, Some(Duration::from_secs(1200)));
+        // Underscores only between digits, as in PyYAML and Python's int().
+        for bad in ["_20", "20_", "2__0", "1_.5", "x_1"] {
+            let err = parse(&format!(
+                "model_list:\n  - model_name: a\n    litellm_params: {{model: openai/x, tpm: {bad}}}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.path, "model_list[0].litellm_params.tpm", "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_modes_load_with_a_warning() {
+        for (mode, warns) in [
+            ("chat", false),
+            ("embedding", false),
+            ("completion", false),
+            ("tts", true),
+            ("embeddings", true),
+            ("audio_transcription", true),
+            ("image_generation", true),
+            ("rerank", true),
+        ] {
+            let c = parse(&format!(
+                "model_list:\n  - model_name: a\n    litellm_params: {{model: openai/x}}\n    model_info: {{mode: {mode}}}\n"
+            ))
+            .unwrap();
+            assert_eq!(c.deployments[0].model_info.mode.as_deref(), Some(mode));
+            let warned = c
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("model_list[0].model_info.mode: ") && w.contains(mode));
+            assert_eq!(warned, warns, "{mode}: {:?}", c.warnings);
+        }
+    }
+
+    #[test]
+    fn misspelled_retry_policy_keys_are_dropped_with_a_warning() {
+        let c = parse(&format!(
+            "{BASE}router_settings:\n  retry_policy: {{RateLimitRetries: 1, TimeoutErrorRetries: 3}}\n  allowed_fails_policy: {{TimeoutAllowedFails: 2}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.router.retry_policy.len(), 1);
+        assert_eq!(c.router.retry_policy[&ErrorClass::Timeout], 3);
+        assert!(c.router.allowed_fails_policy.is_empty());
+        assert!(c.warnings.iter().any(
+            |w| w.starts_with("router_settings.retry_policy.RateLimitRetries: unknown error class")
+        ));
+        assert!(c.warnings.iter().any(|w| w.starts_with(
+            "router_settings.allowed_fails_policy.TimeoutAllowedFails: unknown error class"
+        )));
+        // Not also reported as "not implemented".
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn drop_params_as_a_list() {
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, drop_params: [temperature, logit_bias]}\n  - model_name: b\n    litellm_params: {model: openai/y, drop_params: true, additional_drop_params: [seed]}\nlitellm_settings: {drop_params: [user]}\n",
+        )
+        .unwrap();
+        let a = &c.deployments[0].params;
+        assert_eq!(a.drop_params, None);
+        assert_eq!(a.call_defaults.drop, ["temperature", "logit_bias", "user"]);
+        let b = &c.deployments[1].params;
+        assert_eq!(b.drop_params, Some(true));
+        assert_eq!(b.call_defaults.drop, ["seed", "user"]);
+        assert!(!c.litellm.drop_params);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let err = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, drop_params: [messages]}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "model_list[0].litellm_params.drop_params[0]");
+    }
+
+    #[test]
+    fn rpm_and_tpm_beside_litellm_params() {
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n    rpm: 60\n    tpm: 90_000\n  - model_name: b\n    litellm_params: {model: openai/y, rpm: 5}\n    rpm: 60\n",
+        )
+        .unwrap();
+        let a = &c.deployments[0].params;
+        assert_eq!((a.rpm, a.tpm), (Some(60), Some(90_000)));
+        assert_eq!(c.deployments[1].params.rpm, Some(5), "litellm_params wins");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let err = parse("model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n    rpm: lots\n").unwrap_err();
+        assert_eq!(err.path, "model_list[0].rpm");
+    }
+
+    #[test]
+    fn prometheus_callback_is_recognised() {
+        let c = parse(&format!(
+            "{BASE}litellm_settings: {{callbacks: [prometheus], success_callback: [\"prometheus\"], failure_callback: prometheus}}\n"
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse(&format!(
+            "{BASE}litellm_settings: {{callbacks: [prometheus, langfuse]}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].starts_with("litellm_settings.callbacks: "));
+        assert!(
+            c.warnings[0].contains("langfuse") && !c.warnings[0].contains("ignored: prometheus")
+        );
+    }
+
+    #[test]
+    fn model_info_metadata_is_kept_without_warnings() {
+        let c = parse(
+            r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x}
+    model_info:
+      id: a-1
+      mode: chat
+      description: "Fast model"
+      supports_vision: true
+      supports_function_calling: true
+      input_cost_per_token: 0.000_001
+      max_input_tokens: 128_000
+      tier: paid
+"#,
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let mi = &c.deployments[0].model_info;
+        assert_eq!(mi.max_input_tokens, Some(128_000));
+        assert_eq!(mi.metadata["description"], "Fast model");
+        assert_eq!(mi.metadata["supports_vision"], true);
+        assert_eq!(mi.metadata["tier"], "paid");
+        assert!(!mi.metadata.contains_key("id"));
+        assert_eq!(c.deployments[0].params.input_cost_per_token, Some(0.000001));
+    }
+
+    #[test]
+    fn enable_pre_call_checks() {
+        let c = parse(&format!(
+            "{BASE}router_settings: {{enable_pre_call_checks: true}}\n"
+        ))
+        .unwrap();
+        assert!(c.router.enable_pre_call_checks);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(!parse(BASE).unwrap().router.enable_pre_call_checks);
+    }
+
+    #[test]
+    fn default_call_params() {
+        std::env::set_var("SB_TEST_TEMP", "0.25");
+        let c = parse(
+            r#"
+model_list:
+  - model_name: a
+    litellm_params:
+      model: hosted_vllm/x
+      temperature: os.environ/SB_TEST_TEMP
+      max_tokens: 4_096
+      stop: ["<END>"]
+      thinking: {type: enabled, budget_tokens: 1024}
+      extra_body: {chat_template_kwargs: {enable_thinking: false}, temperature: 0.9, top_k: 20}
+      extra_headers: {X-Tenant: acme, X-Num: 7}
+"#,
+        )
+        .unwrap();
+        let d = &c.deployments[0].params.call_defaults;
+        let fields: Vec<(&str, &str, bool)> = d
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.value.get(), f.chat_only))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("temperature", "0.25", true),
+                ("max_tokens", "4096", true),
+                ("stop", r#"["<END>"]"#, true),
+                (
+                    "thinking",
+                    r#"{"budget_tokens":1024,"type":"enabled"}"#,
+                    true
+                ),
+                (
+                    "chat_template_kwargs",
+                    r#"{"enable_thinking":false}"#,
+                    false
+                ),
+                ("top_k", "20", false),
+            ]
+        );
+        let headers: Vec<(&str, &str)> = d
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(headers, [("x-num", "7"), ("x-tenant", "acme")]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        for (yaml, path) in [
+            (
+                "temperature: warm",
+                "model_list[0].litellm_params.temperature",
+            ),
+            ("max_tokens: 1.5", "model_list[0].litellm_params.max_tokens"),
+            ("extra_body: [1]", "model_list[0].litellm_params.extra_body"),
+            (
+                "extra_body: {messages: []}",
+                "model_list[0].litellm_params.extra_body.messages",
+            ),
+            (
+                "extra_headers: {Content-Length: 3}",
+                "model_list[0].litellm_params.extra_headers.Content-Length",
+            ),
+            (
+                "extra_headers: {\"a b\": x}",
+                "model_list[0].litellm_params.extra_headers.a b",
+            ),
+            (
+                "extra_headers: {X-A: \"a\\nb\"}",
+                "model_list[0].litellm_params.extra_headers.X-A",
+            ),
+        ] {
+            let err = parse(&format!(
+                "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/x\n      {yaml}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.path, path, "{yaml}");
         }
     }
 }

@@ -3,9 +3,12 @@
 //! this module looks at YAML. Errors name the exact key path; keys we do not implement yet are
 //! warnings, never failures.
 
+pub mod call_defaults;
 pub mod listeners;
 pub mod litellm;
 pub mod yaml;
+
+pub use call_defaults::CallDefaults;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -168,6 +171,9 @@ pub struct GeneralSettings {
 #[derive(Debug, Clone, Default)]
 pub struct LitellmSettings {
     pub drop_params: bool,
+    /// `drop_params` given as a list of parameter names: removed from every request (merged
+    /// into each deployment's [`CallDefaults::drop`]).
+    pub additional_drop_params: Vec<String>,
     /// `request_timeout`: the default per-request deadline when nothing narrower is set.
     pub request_timeout: Option<Duration>,
     /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
@@ -205,6 +211,9 @@ pub struct RouterSettings {
     /// Tried for any group without its own `fallbacks` entry.
     pub default_fallbacks: Vec<String>,
     pub max_fallbacks: usize,
+    /// `enable_pre_call_checks`: deployments whose context window (`model_info.max_input_tokens`,
+    /// else `max_tokens`) is smaller than the prompt's estimated tokens are skipped.
+    pub enable_pre_call_checks: bool,
     /// `model_group_alias`: public alias -> group name.
     pub model_group_alias: BTreeMap<String, String>,
     /// Default `max_parallel_requests` for deployments without their own.
@@ -233,6 +242,7 @@ impl Default for RouterSettings {
             content_policy_fallbacks: BTreeMap::new(),
             default_fallbacks: Vec::new(),
             max_fallbacks: DEFAULT_MAX_FALLBACKS,
+            enable_pre_call_checks: false,
             model_group_alias: BTreeMap::new(),
             default_max_parallel_requests: None,
             cooldown_wait: None,
@@ -363,6 +373,9 @@ pub struct LitellmParams {
     /// Prices (USD per token) for cost-based routing.
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    /// Call parameters sent with every request to this deployment unless the request sets
+    /// them, extra headers, and parameters always removed.
+    pub call_defaults: CallDefaults,
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
@@ -380,6 +393,9 @@ pub struct ModelInfo {
     pub max_tokens: Option<u64>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// Every other `model_info` key (`supports_*`, `description`, prices, …) as written, for
+    /// `GET /model/info`. LiteLLM's model_info takes any key.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
     /// `model_info.health_check` (Switchboard extension; LiteLLM ignores unknown model_info
     /// keys): an active check for self-hosted pools.
     pub health_check: Option<HealthCheckConfig>,

@@ -72,6 +72,8 @@ struct Call<'a> {
     embeddings_base64: bool,
     response_id: &'a str,
     created: u64,
+    /// `router_settings.enable_pre_call_checks`: the prompt's estimated tokens (chat only).
+    prompt_tokens: Option<u64>,
     /// The whole request's deadline.
     deadline: Instant,
     /// Size of the request body: the prompt estimate when a stream ends without usage.
@@ -163,6 +165,8 @@ pub async fn handle(
             && parsed.get("encoding_format").map(|v| v.get()) == Some("\"base64\""),
         response_id: response_id.as_str(),
         created: unix_now(),
+        prompt_tokens: (snapshot.config.router.enable_pre_call_checks && op == Operation::Chat)
+            .then(|| parsed.estimated_prompt_tokens()),
         deadline: ctx.start + snapshot.request_timeout,
         prompt_bytes: body.len(),
     };
@@ -274,12 +278,21 @@ async fn run_group(
     let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
     let mut retries = 0u32;
     let mut last_err: Option<GatewayError> = None;
+    // Pre-call checks: deployments too small for the prompt are never picked.
+    let too_small = match call.prompt_tokens {
+        Some(tokens) => group.too_small_for(tokens),
+        None => Vec::new(),
+    };
+    if !too_small.is_empty() && too_small.len() == group.deployments.len() {
+        let tokens = call.prompt_tokens.unwrap_or_default();
+        return GroupOutcome::Failed(group.context_window_exceeded(tokens));
+    }
     loop {
         let now = Instant::now();
         if now >= call.deadline {
             return GroupOutcome::Failed(last_err.unwrap_or_else(|| request_deadline(call)));
         }
-        let admission = match group.select(now, call.stream, &tried, router) {
+        let admission = match group.select_excluding(now, call.stream, &tried, &too_small, router) {
             Ok(a) => a,
             Err(u) => {
                 return match last_err {
@@ -313,6 +326,7 @@ async fn run_group(
         retries += 1;
         let elsewhere = group.deployments.iter().enumerate().any(|(i, d)| {
             !tried.contains(&i)
+                && !too_small.contains(&i)
                 && !matches!(
                     d.state.availability(Instant::now()),
                     crate::router::Availability::Cooling(_)
@@ -533,12 +547,17 @@ async fn until_ready<'a>(
     }
     let client = &call.app.client;
     let mut provider_call = crate::providers::Call::start(provider, cx);
+    // The deployment's default call parameters, extra headers and dropped parameters.
+    let defaults = &deployment.config.params.call_defaults;
+    let shaped = defaults.apply(call.parsed, call.op == Operation::Chat);
+    let body = shaped.as_ref().unwrap_or(call.parsed);
     // Opening may call upstreams itself (Bedrock Titan embeddings): under the deadline too.
-    let outbound = within(deadline, provider_call.open(call.parsed, cx, client)).await?;
+    let outbound = within(deadline, provider_call.open(body, cx, client)).await?;
     let mut response = match outbound {
         // A provider with no upstream (the mock) answered in-process.
         Outbound::Answered(chunks) => Answer::InProcess(chunks.into_iter()),
-        Outbound::Send(request) => {
+        Outbound::Send(mut request) => {
+            defaults.apply_headers(&mut request.headers);
             let endpoint = deployment.endpoint.as_ref().ok_or_else(|| {
                 GatewayError::internal("The deployment's provider has no upstream endpoint.")
             })?;

@@ -23,6 +23,7 @@
 pub mod body;
 pub mod exchange;
 pub mod framing;
+pub mod model_info;
 pub mod respond;
 pub mod routes;
 pub mod sink;
@@ -189,6 +190,13 @@ impl Gateway {
                 } else {
                     let e = exchange::model_not_found(id);
                     respond::error(&mut sink, ctx, &e).await
+                }
+            }
+            Route::ModelInfo => {
+                ctx.route = "model_info";
+                match model_info::response(snapshot, uri.query()) {
+                    Ok(body) => respond::json(&mut sink, ctx, 200, body).await,
+                    Err(e) => respond::error(&mut sink, ctx, &e).await,
                 }
             }
             Route::Llm(op) => {
