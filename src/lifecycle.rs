@@ -14,6 +14,8 @@
 //! - SIGINT: fast shutdown.
 //! - READY=1 once Pingora runs and the listener accepts connections; WATCHDOG=1 every half
 //!   `WATCHDOG_USEC` while the process runs.
+//! - [`PidFile`]: `switchboard.pid_file` names the serving process (an upgraded process rewrites
+//!   it) and is removed at exit unless a successor has written its own pid.
 
 use crate::app::App;
 use crate::systemd::Notifier;
