@@ -12,6 +12,7 @@
 //! - [`edge`]: bounds on client connections (count, request head, stalled writes);
 //!   [`listeners`]: the listening endpoints (TCP, Unix, TLS, h2c); [`tls`]: listener
 //!   certificates (checked, swapped on reload) and mTLS.
+//! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod cost;
 pub mod edge;
 pub mod error;
 pub mod events;

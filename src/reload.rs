@@ -289,7 +289,7 @@ mod tests {
         // A broken file changes nothing and is reported.
         std::fs::write(
             &path,
-            "model_list:\n  - model_name: g\n    litellm_params: {model: nope/x}\n",
+            "model_list:\n  - model_name: g\n    litellm_params: {rpm: nope}\n",
         )
         .unwrap();
         let err = reload(&app, &path).unwrap_err();
