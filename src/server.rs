@@ -140,7 +140,7 @@ pub fn build(
                 proxy.server_options = Some(options);
             }
             let edge = Edge::with_count(
-                SettledShutdown(Arc::new(proxy)),
+                SettledShutdown(Arc::new(proxy), s.client_write_timeout),
                 limits.clone(),
                 open_connections.clone(),
             );
