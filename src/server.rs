@@ -77,6 +77,13 @@ pub fn build(
     if !upgrade {
         crate::listeners::check_bindable(&listeners).map_err(Environment)?;
     }
+    for l in listeners.iter().filter(|l| l.proxy_protocol) {
+        // The slot is parsed for the PROXY protocol work (issue 11, client addresses).
+        log::warn!(
+            "{}.proxy_protocol: not implemented by Switchboard yet; ignored",
+            l.key_path
+        );
+    }
     let conf = ServerConf {
         threads: s.threads,
         pid_file: s.pid_file.clone(),
@@ -133,7 +140,7 @@ pub fn build(
                 proxy.server_options = Some(options);
             }
             let edge = Edge::with_count(
-                SettledShutdown(Arc::new(proxy)),
+                SettledShutdown(Arc::new(proxy), s.client_write_timeout),
                 limits.clone(),
                 open_connections.clone(),
             );
