@@ -9,6 +9,8 @@
 use crate::openai::Usage;
 use crate::router::Deployment;
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -136,6 +138,15 @@ pub struct Context {
     pub request_id: RequestId,
     pub start: Instant,
     pub route: &'static str,
+    /// The client's address: the connection's peer, or what a trusted proxy reported for it
+    /// (PROXY protocol, forwarding header; see [`crate::client_addr`]). `None` for a Unix-socket
+    /// peer that forwarded nothing.
+    pub client_addr: Option<IpAddr>,
+    /// `Access-Control-Allow-Origin` for this request's `Origin`, set by `gateway::cors`; `None`:
+    /// no CORS headers.
+    pub cors_allow_origin: Option<HeaderValue>,
+    /// Also send `Access-Control-Allow-Credentials: true` (only with an echoed origin).
+    pub cors_credentials: bool,
     /// Who is calling (set by the `authenticate` stage).
     pub principal: Principal,
     /// The model name the client asked for.
@@ -174,6 +185,9 @@ impl Default for Context {
             request_id: RequestId::empty(),
             start: Instant::now(),
             route: "",
+            client_addr: None,
+            cors_allow_origin: None,
+            cors_credentials: false,
             principal: Principal::Anonymous,
             model: None,
             deployment: None,

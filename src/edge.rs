@@ -12,12 +12,17 @@
 //! - **Writes**: a client that takes no response bytes for `client_write_timeout_seconds` fails
 //!   the write in progress (head, body or end of body), so the exchange drops the upstream
 //!   request and frees its slot at once. Pingora's own write timeout does not cover the head.
+//! - **PROXY protocol** (`switchboard.proxy_protocol`): on a plaintext connection the header is
+//!   read here, after the connection is counted and before Pingora reads anything (see
+//!   [`crate::proxy_protocol`]); TLS listeners read it through its `PreTlsProcess` hook.
 
 use crate::config::ServerSettings;
 use crate::error::{ErrorKind, GatewayError};
+use crate::proxy_protocol::ProxyProtocol;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -41,6 +46,8 @@ pub struct EdgeLimits {
     pub head_timeout: Duration,
     pub head_limit: usize,
     pub write_timeout: Duration,
+    /// Set when `switchboard.proxy_protocol` is on.
+    pub proxy_protocol: Option<ProxyProtocol>,
     head_timed_out: Vec<u8>,
     head_too_large: Vec<u8>,
     too_many_connections: Vec<u8>,
@@ -87,6 +94,9 @@ impl EdgeLimits {
             head_timeout: s.request_header_timeout,
             head_limit: s.max_request_header,
             write_timeout: s.client_write_timeout,
+            proxy_protocol: s
+                .proxy_protocol
+                .then(|| ProxyProtocol::new(s.trusted_proxies.clone(), s.request_header_timeout)),
             head_timed_out,
             head_too_large,
             too_many_connections,
@@ -150,6 +160,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
             })
             .await;
             return None;
+        };
+        let stream = match &self.limits.proxy_protocol {
+            Some(pp) if stream.as_any().is::<L4Stream>() => {
+                let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
+                pp.accept(&mut l4).await.ok()?;
+                l4
+            }
+            _ => stream,
         };
         let wrapped = EdgeStream::new(stream, self.limits.clone(), open);
         self.inner.process_new(Box::new(wrapped), shutdown).await

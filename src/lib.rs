@@ -9,7 +9,9 @@
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings;
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
-//! - [`edge`]: bounds on client connections (count, request head, stalled writes).
+//! - [`edge`]: bounds on client connections (count, request head, stalled writes);
+//!   [`proxy_protocol`]: PROXY v1/v2 headers from trusted load balancers; [`client_addr`]: the
+//!   real client address (trusted proxies, forwarding headers) and `allowed_ips`.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -17,6 +19,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod client_addr;
 pub mod codec;
 pub mod config;
 pub mod context;
@@ -30,6 +33,7 @@ pub mod metrics;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;
+pub mod proxy_protocol;
 pub mod redact;
 pub mod reload;
 pub mod router;

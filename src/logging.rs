@@ -147,6 +147,9 @@ pub fn access(req: &RequestHeader, ctx: &Context) {
     line.str("method", req.method.as_str());
     line.str("path", req.uri.path());
     line.str("route", ctx.route);
+    if let Some(ip) = ctx.client_addr {
+        line.str("client_addr", &ip.to_string());
+    }
     line.num("status", ctx.status);
     line.millis("latency_ms", ctx.start.elapsed());
     line.bool("stream", ctx.stream);
