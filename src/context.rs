@@ -138,10 +138,6 @@ pub struct Context {
     pub request_id: RequestId,
     pub start: Instant,
     pub route: &'static str,
-    /// The client's address: the connection's peer, or what a trusted proxy reported for it
-    /// (PROXY protocol, forwarding header; see [`crate::client_addr`]). `None` for a Unix-socket
-    /// peer that forwarded nothing.
-    pub client_addr: Option<IpAddr>,
     /// `Access-Control-Allow-Origin` for this request's `Origin`, set by `gateway::cors`; `None`:
     /// no CORS headers.
     pub cors_allow_origin: Option<HeaderValue>,
@@ -149,6 +145,14 @@ pub struct Context {
     pub cors_credentials: bool,
     /// Who is calling (set by the `authenticate` stage).
     pub principal: Principal,
+    /// The client's address: the connection's peer, or what a trusted proxy reported for it
+    /// (PROXY protocol, forwarding header; see [`crate::client_addr`]). `None` for a Unix-socket
+    /// peer that forwarded nothing.
+    pub client_addr: Option<IpAddr>,
+    /// The end user the caller acts for, as LiteLLM finds it: the `x-litellm-end-user-id`
+    /// header, else the body's `user`. Client-chosen and not validated: anything that uses it
+    /// as a metric label or a key must bound it.
+    pub end_user: Option<String>,
     /// The model name the client asked for.
     pub model: Option<String>,
     pub deployment: Option<Arc<Deployment>>,
@@ -185,10 +189,11 @@ impl Default for Context {
             request_id: RequestId::empty(),
             start: Instant::now(),
             route: "",
-            client_addr: None,
             cors_allow_origin: None,
             cors_credentials: false,
             principal: Principal::Anonymous,
+            client_addr: None,
+            end_user: None,
             model: None,
             deployment: None,
             status: 0,

@@ -27,13 +27,17 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 /// environment is fixed at start, so without it a changed API key would need a restart.
 pub const ENV_FILE_VAR: &str = "SWITCHBOARD_ENV_FILE";
 
-/// Loads the config, with the variables of `$SWITCHBOARD_ENV_FILE` when it is set.
+/// Loads the config, with the variables of `$SWITCHBOARD_ENV_FILE` when it is set. Its
+/// warnings include the deployments no provider can serve (they load, and fail when called).
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let env = match std::env::var_os(ENV_FILE_VAR) {
         Some(file) if !file.is_empty() => read_env_file(Path::new(&file))?,
         _ => HashMap::new(),
     };
-    Config::load_with_env(path, env)
+    let mut config = Config::load_with_env(path, env)?;
+    let unserved = crate::providers::unserved::load_warnings(&config);
+    config.warnings.extend(unserved);
+    Ok(config)
 }
 
 /// Reads `KEY=VALUE` lines (blank lines and `#`/`;` comments skipped, one level of single or

@@ -204,9 +204,9 @@ async fn broken_config_keeps_the_old_snapshot() {
         "model_list:\n{}",
         mock_group("alpha", "still here")
     ));
-    // An unknown provider: a validation error with a key path, not a YAML error.
+    // A value of the wrong type: a validation error with a key path, not a YAML error.
     gw.rewrite_config(
-        "model_list:\n  - model_name: alpha\n    litellm_params:\n      model: opnai/gpt-4o\n",
+        "model_list:\n  - model_name: alpha\n    litellm_params:\n      model: openai/gpt-4o\n      timeout: soon\n",
     );
     gw.signal("HUP");
     let ready = wait_readiness(&gw, |b| b.get("last_reload").is_some()).await;
@@ -216,7 +216,7 @@ async fn broken_config_keeps_the_old_snapshot() {
     assert_eq!(ready["last_reload"]["generation"], 1);
     let err = ready["last_reload"]["error"].as_str().unwrap();
     assert!(
-        err.starts_with("model_list[0].litellm_params.model"),
+        err.starts_with("model_list[0].litellm_params.timeout"),
         "{err}"
     );
     let r = gw.post("/v1/chat/completions", &chat("alpha")).await;
@@ -224,7 +224,7 @@ async fn broken_config_keeps_the_old_snapshot() {
     let metrics = gw.get("/metrics", &[]).await.text();
     assert!(metrics.contains("switchboard_config_reloads_total{result=\"failed\"} 1"));
     assert!(metrics.contains("switchboard_config_generation 1"));
-    assert!(gw.stderr().contains("model_list[0].litellm_params.model"));
+    assert!(gw.stderr().contains("model_list[0].litellm_params.timeout"));
 
     // Not even YAML: same.
     gw.rewrite_config("model_list: [\n");
