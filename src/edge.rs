@@ -12,7 +12,7 @@
 //! - **Writes**: a client that takes no response bytes for `client_write_timeout_seconds` fails
 //!   the write in progress (head, body or end of body), so the exchange drops the upstream
 //!   request and frees its slot at once. Pingora's own write timeout does not cover the head.
-//! - **PROXY protocol** (`switchboard.proxy_protocol`): on a plaintext connection the header is
+//! - **PROXY protocol** (a listener's `proxy_protocol`): on a plaintext connection the header is
 //!   read here, after the connection is counted and before Pingora reads anything (see
 //!   [`crate::proxy_protocol`]); TLS listeners read it through its `PreTlsProcess` hook.
 
@@ -46,8 +46,6 @@ pub struct EdgeLimits {
     pub head_timeout: Duration,
     pub head_limit: usize,
     pub write_timeout: Duration,
-    /// Set when `switchboard.proxy_protocol` is on.
-    pub proxy_protocol: Option<ProxyProtocol>,
     head_timed_out: Vec<u8>,
     head_too_large: Vec<u8>,
     too_many_connections: Vec<u8>,
@@ -94,9 +92,6 @@ impl EdgeLimits {
             head_timeout: s.request_header_timeout,
             head_limit: s.max_request_header,
             write_timeout: s.client_write_timeout,
-            proxy_protocol: s
-                .proxy_protocol
-                .then(|| ProxyProtocol::new(s.trusted_proxies.clone(), s.request_header_timeout)),
             head_timed_out,
             head_too_large,
             too_many_connections,
@@ -127,6 +122,9 @@ pub struct Edge<A> {
     inner: Arc<A>,
     limits: Arc<EdgeLimits>,
     open: Arc<AtomicUsize>,
+    /// Set on the service of listeners with `proxy_protocol`: read on plaintext connections
+    /// here (TLS ones read it before the handshake, through the same reader).
+    proxy_protocol: Option<Arc<ProxyProtocol>>,
 }
 
 impl<A> Edge<A> {
@@ -135,6 +133,24 @@ impl<A> Edge<A> {
             inner: Arc::new(inner),
             limits: Arc::new(limits),
             open: Arc::new(AtomicUsize::new(0)),
+            proxy_protocol: None,
+        }
+    }
+
+    /// Reads PROXY protocol headers on this service's plaintext connections.
+    pub fn with_proxy_protocol(mut self, reader: Option<Arc<ProxyProtocol>>) -> Self {
+        self.proxy_protocol = reader;
+        self
+    }
+
+    /// An edge sharing `limits` and the open-connection count with other listening services
+    /// (one per set of HTTP options), so `max_connections` bounds them together.
+    pub fn with_count(inner: A, limits: Arc<EdgeLimits>, open: Arc<AtomicUsize>) -> Self {
+        Edge {
+            inner: Arc::new(inner),
+            limits,
+            open,
+            proxy_protocol: None,
         }
     }
 
@@ -161,7 +177,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
             .await;
             return None;
         };
-        let stream = match &self.limits.proxy_protocol {
+        if crate::tls::below_min_version(&stream) {
+            log::debug!("refused a client connection: TLS version below min_version");
+            return None;
+        }
+        let stream = match &self.proxy_protocol {
             Some(pp) if stream.as_any().is::<L4Stream>() => {
                 let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
                 pp.accept(&mut l4).await.ok()?;
@@ -234,8 +254,15 @@ pub struct EdgeStream {
     /// Armed while a write is waiting on the client.
     write_timer: Option<Pin<Box<Sleep>>>,
     write_stalled: bool,
+    /// Bytes of the HTTP/2 connection preface seen at the start of the connection; once all of
+    /// it has arrived the connection is HTTP/2 and no request head is read through here
+    /// (the h2 codec bounds its header blocks itself). `usize::MAX`: not HTTP/2.
+    h2_preface: usize,
     _open: OpenConnection,
 }
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4), over TLS with ALPN `h2` or as h2c.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl std::fmt::Debug for EdgeStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,6 +286,7 @@ impl EdgeStream {
             head_timer: None,
             write_timer: None,
             write_stalled: false,
+            h2_preface: 0,
             _open: open,
         }
     }
@@ -331,7 +359,7 @@ impl AsyncRead for EdgeStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let phase = this.phase.load(Ordering::Acquire);
-        if phase & 1 == 0 {
+        if phase & 1 == 0 || this.h2_preface == H2_PREFACE.len() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         if phase != this.head_phase {
@@ -366,11 +394,27 @@ impl AsyncRead for EdgeStream {
         // filled its first `n` bytes.
         unsafe { buf.assume_init(n) };
         buf.advance(n);
+        if this.h2_preface < H2_PREFACE.len() {
+            this.h2_preface =
+                match_preface(this.h2_preface, &buf.filled()[buf.filled().len() - n..]);
+        }
         if n > 0 && this.head_bytes == 0 && this.head_deadline.is_none() {
             this.head_deadline = Some(Instant::now() + this.limits.head_timeout);
         }
         this.head_bytes += n;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Continues matching the HTTP/2 preface (`seen` bytes matched so far) with `read`: the new
+/// count, all of it once complete, or `usize::MAX` on a mismatch.
+fn match_preface(seen: usize, read: &[u8]) -> usize {
+    let want = &H2_PREFACE[seen..];
+    let n = want.len().min(read.len());
+    if want[..n] == read[..n] {
+        seen + n
+    } else {
+        usize::MAX
     }
 }
 

@@ -10,8 +10,11 @@
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
 //! - [`edge`]: bounds on client connections (count, request head, stalled writes);
+//!   [`listeners`]: the listening endpoints (TCP, Unix, TLS, h2c); [`tls`]: listener
+//!   certificates (checked, swapped on reload) and mTLS.
 //!   [`proxy_protocol`]: PROXY v1/v2 headers from trusted load balancers; [`client_addr`]: the
 //!   real client address (trusted proxies, forwarding headers) and `allowed_ips`.
+//! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -23,11 +26,13 @@ pub mod client_addr;
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod cost;
 pub mod edge;
 pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod lifecycle;
+pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod openai;
@@ -39,4 +44,5 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod systemd;
+pub mod tls;
 pub mod upstream;

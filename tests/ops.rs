@@ -292,7 +292,7 @@ async fn reloads_under_load_fail_no_request_and_streams_finish() {
     );
     reload(&gw, &v3, 3).await;
     loader.progress(10).await;
-    gw.rewrite_config("model_list:\n  - model_name: steady\n    litellm_params: {model: nope/x}\n");
+    gw.rewrite_config("model_list:\n  - model_name: steady\n    litellm_params: {rpm: nope}\n");
     gw.signal("HUP");
     wait_readiness(&gw, |b| b["last_reload"]["result"] == "failed").await;
     loader.progress(10).await;

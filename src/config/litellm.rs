@@ -169,6 +169,7 @@ fn read_server(
             )
         })?;
     }
+    out.listeners = super::listeners::read(s)?;
     if let Some(v) = s.u64("threads")? {
         if v == 0 || v > 1024 {
             return Err(ConfigError::new(
@@ -255,6 +256,12 @@ fn read_server(
         })?;
     }
     if let Some(v) = s.bool("proxy_protocol")? {
+        if v && out.listeners.is_some() {
+            return Err(ConfigError::new(
+                s.key_path("proxy_protocol"),
+                "with a listeners list, set proxy_protocol on each listener that takes it",
+            ));
+        }
         out.proxy_protocol = v;
     }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
@@ -377,9 +384,15 @@ fn read_general(
             );
         }
     }
-    if server.proxy_protocol && server.trusted_proxies.is_empty() {
+    let with_pp = server.listeners().into_iter().find(|l| l.proxy_protocol);
+    if let (Some(l), true) = (with_pp, server.trusted_proxies.is_empty()) {
+        let at = if server.listeners.is_some() {
+            format!("{}.proxy_protocol", l.key_path)
+        } else {
+            "switchboard.proxy_protocol".to_string()
+        };
         return Err(ConfigError::new(
-            "switchboard.proxy_protocol",
+            at,
             "PROXY protocol headers are accepted only from switchboard.trusted_proxies; list the \
              load balancers' addresses there (0.0.0.0/0 and ::/0 trust every peer)",
         ));
@@ -1173,6 +1186,14 @@ router_settings:
             ),
             (
                 "switchboard: {proxy_protocol: true}\n",
+                "switchboard.proxy_protocol",
+            ),
+            (
+                "switchboard: {listeners: [\"127.0.0.1:4000\", {address: \"127.0.0.1:4001\", proxy_protocol: true}]}\n",
+                "switchboard.listeners[1].proxy_protocol",
+            ),
+            (
+                "switchboard: {trusted_proxies: [\"10.0.0.0/8\"], proxy_protocol: true, listeners: [\"127.0.0.1:4000\"]}\n",
                 "switchboard.proxy_protocol",
             ),
         ] {

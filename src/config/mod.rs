@@ -3,6 +3,7 @@
 //! this module looks at YAML. Errors name the exact key path; keys we do not implement yet are
 //! warnings, never failures.
 
+pub mod listeners;
 pub mod litellm;
 pub mod yaml;
 
@@ -79,6 +80,9 @@ impl Config {
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
+    /// `listeners`: the endpoints when given; `None` means the one plaintext `host:port`
+    /// (see [`ServerSettings::listeners`]).
+    pub listeners: Option<Vec<listeners::ListenerConfig>>,
     /// Worker threads; defaults to the number of cores.
     pub threads: usize,
     pub pid_file: String,
@@ -115,7 +119,8 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<Cidr>,
     /// `forwarded_header`: the one header read for the client address from trusted proxies.
     pub forwarded_header: ForwardedHeader,
-    /// `proxy_protocol`: the listener reads a PROXY protocol v1/v2 header from trusted peers.
+    /// `proxy_protocol`: the default listener (`host`/`port`, when there is no `listeners` list)
+    /// reads PROXY protocol v1/v2 headers from trusted peers; listed listeners set their own.
     pub proxy_protocol: bool,
 }
 
@@ -124,6 +129,7 @@ impl Default for ServerSettings {
         ServerSettings {
             host: "0.0.0.0".into(),
             port: 4000,
+            listeners: None,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -147,6 +153,17 @@ impl Default for ServerSettings {
             forwarded_header: ForwardedHeader::XForwardedFor,
             proxy_protocol: false,
         }
+    }
+}
+
+impl ServerSettings {
+    /// The endpoints to listen on: `listeners`, or the one plaintext `host:port`.
+    pub fn listeners(&self) -> Vec<listeners::ListenerConfig> {
+        self.listeners.clone().unwrap_or_else(|| {
+            let mut default = listeners::ListenerConfig::tcp(&self.host, self.port, "switchboard");
+            default.proxy_protocol = self.proxy_protocol;
+            vec![default]
+        })
     }
 }
 

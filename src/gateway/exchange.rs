@@ -74,6 +74,8 @@ struct Call<'a> {
     created: u64,
     /// The whole request's deadline.
     deadline: Instant,
+    /// Size of the request body: the prompt estimate when a stream ends without usage.
+    prompt_bytes: usize,
 }
 
 enum GroupOutcome {
@@ -162,6 +164,7 @@ pub async fn handle(
         response_id: &response_id,
         created: unix_now(),
         deadline: ctx.start + snapshot.request_timeout,
+        prompt_bytes: body.len(),
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -433,6 +436,7 @@ async fn attempt(
         Ready::Whole { body, usage } => {
             let latency = start.elapsed();
             ctx.usage = usage;
+            ctx.price_usage();
             respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
@@ -460,6 +464,8 @@ async fn attempt(
             )
             .await;
             ctx.usage = translator.usage();
+            let complete = failure.is_none() && !ctx.client_disconnected && ctx.usage.is_some();
+            ctx.settle_stream_usage(complete, call.prompt_bytes);
             let now = Instant::now();
             match failure {
                 Some(e) => attempt_failed(call, admission, &e),
@@ -643,11 +649,20 @@ async fn stream_to_client(
         return None;
     }
     let mut failure = None;
+    let mut cost_stamped = false;
     loop {
         if !out.is_empty() {
             if ctx.ttft.is_none() {
                 ctx.ttft = Some(ctx.start.elapsed());
             }
+            // The final usage chunk (only sent when the client asked for usage) carries the
+            // cost, as LiteLLM's does.
+            if let (false, Some(price), Some(usage)) =
+                (cost_stamped, &deployment.price, translator.usage())
+            {
+                cost_stamped = crate::cost::stamp_stream_usage(&mut out, price.cost(&usage));
+            }
+            ctx.events_sent += memchr::memmem::find_iter(&out, b"data: ").count() as u64;
             if !respond::send_body(sink, ctx, out.split().freeze(), ended).await {
                 return failure;
             }

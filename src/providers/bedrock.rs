@@ -1131,6 +1131,7 @@ impl BedrockUsage {
     fn to_openai(self) -> Usage {
         Usage::new(self.input + self.cache_read + self.cache_write, self.output)
             .with_cached(self.cache_read)
+            .with_cache_creation(self.cache_write, 0)
     }
 }
 

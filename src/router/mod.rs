@@ -83,6 +83,8 @@ pub struct Deployment {
     pub health: Option<health::ActiveCheck>,
     /// How metrics label this deployment; a wildcard template's, for deployments derived from it.
     pub labels: Arc<MetricLabels>,
+    /// Its prices, resolved when the snapshot is built; `None`: unpriced.
+    pub price: Option<Arc<crate::cost::Price>>,
 }
 
 /// The label values metrics give a deployment, all from the config (never from a client), and
@@ -232,6 +234,7 @@ fn build_deployment(
             litellm_model_name: format!("{}/{}", dep.provider, dep.model),
             handles: OnceLock::new(),
         }),
+        price: crate::cost::Price::for_deployment(dep),
     })
 }
 
@@ -242,6 +245,8 @@ fn derive_deployment(template: &Deployment, model: &str, matched: &str) -> Deplo
     let mut config = template.config.clone();
     config.model_name = model.to_string();
     config.model = config.model.replacen('*', matched, 1);
+    // Priced as the concrete model it became (once per derived group, not per request).
+    let price = crate::cost::Price::for_deployment(&config);
     Deployment {
         config,
         provider: template.provider.clone(),
@@ -256,6 +261,7 @@ fn derive_deployment(template: &Deployment, model: &str, matched: &str) -> Deplo
         // The template's endpoint is the one checked; derived names are not checked again.
         health: None,
         labels: template.labels.clone(),
+        price,
     }
 }
 
