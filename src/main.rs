@@ -165,6 +165,9 @@ fn check(config: Config, overrides: &Overrides, strict: bool) -> ExitCode {
                 d.config.model,
                 d.id()
             );
+            if let Some(source) = switchboard::providers::bedrock::credentials_source(&d.config) {
+                println!("        credentials: {source}");
+            }
         }
     }
     if warnings.is_empty() {

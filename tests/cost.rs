@@ -345,3 +345,33 @@ async fn a_client_that_hangs_up_mid_stream_is_billed_an_estimate() {
         prompt * input + completion as f64 * output,
     );
 }
+
+#[tokio::test]
+async fn embeddings_are_priced_on_input_tokens_only() {
+    let up = MockUpstream::start(|_| Reply::json(200, openai::embeddings(2))).await;
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: embed
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_base: {}/v1
+      api_key: sk-upstream
+"#,
+        up.base()
+    ));
+    let resp = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "embed", "input": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // text-embedding-3-small: 2e-8 per input token; the upstream reported 4.
+    let cost: f64 = resp
+        .header("x-litellm-response-cost")
+        .expect("cost header on embeddings")
+        .parse()
+        .unwrap();
+    assert_close(cost, 4.0 * 2e-8);
+}

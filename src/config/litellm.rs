@@ -30,6 +30,13 @@ pub const PROVIDER_PARAMS: &[&str] = &[
     "aws_region_name",
     "region_name",
     "aws_bedrock_runtime_endpoint",
+    // Where Bedrock's credentials come from (`providers::aws_credentials`).
+    "aws_profile_name",
+    "aws_role_name",
+    "aws_session_name",
+    "aws_web_identity_token",
+    "aws_external_id",
+    "aws_sts_endpoint",
     "max_tokens",
 ];
 

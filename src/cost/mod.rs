@@ -160,13 +160,14 @@ pub fn estimate_usage(known: Option<Usage>, request_bytes: usize, events_sent: u
 }
 
 /// Writes `"cost":<usd>` as the first member of the last `"usage":{…}` object in `out` (a
-/// stream's final usage chunk). `false` when `out` has no usage object. JSON string contents
-/// cannot match: a quote inside a string is always escaped.
-pub fn stamp_stream_usage(out: &mut BytesMut, cost: f64) -> bool {
+/// stream's final usage chunk); `cost` is only computed when there is one. `false` when `out`
+/// has no usage object. JSON string contents cannot match: a quote inside a string is always
+/// escaped.
+pub fn stamp_stream_usage(out: &mut BytesMut, cost: impl FnOnce() -> f64) -> bool {
     let Some(at) = usage_object_start(out) else {
         return false;
     };
-    let member = format!("\"cost\":{},", JsonNumber(cost));
+    let member = format!("\"cost\":{},", JsonNumber(cost()));
     let tail = out.split_off(at);
     out.extend_from_slice(member.as_bytes());
     out.unsplit(tail);

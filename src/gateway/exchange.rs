@@ -660,7 +660,7 @@ async fn stream_to_client(
             if let (false, Some(price), Some(usage)) =
                 (cost_stamped, &deployment.price, translator.usage())
             {
-                cost_stamped = crate::cost::stamp_stream_usage(&mut out, price.cost(&usage));
+                cost_stamped = crate::cost::stamp_stream_usage(&mut out, || price.cost(&usage));
             }
             ctx.events_sent += memchr::memmem::find_iter(&out, b"data: ").count() as u64;
             if !respond::send_body(sink, ctx, out.split().freeze(), ended).await {

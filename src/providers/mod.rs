@@ -13,6 +13,7 @@
 //! ([`Outbound::Answered`]), which the exchange reads like an upstream's.
 
 pub mod anthropic;
+pub mod aws_credentials;
 pub mod bedrock;
 pub mod catalog;
 pub mod cohere;
