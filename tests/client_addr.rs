@@ -151,6 +151,9 @@ async fn litellm_use_x_forwarded_for_with_trusted_ranges() {
     );
     let ok = chat_from(&gw, &[("x-forwarded-for", "198.51.100.7")]).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
+    chat_from(&gw, &[("x-forwarded-for", "192.0.2.1")])
+        .await
+        .expect_error(403);
 }
 
 #[tokio::test]
