@@ -9,6 +9,7 @@
 use crate::openai::Usage;
 use crate::router::Deployment;
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -160,9 +161,16 @@ pub struct Context {
     pub request_id: RequestId,
     pub start: Instant,
     pub route: &'static str,
+    /// `Access-Control-Allow-Origin` for this request's `Origin`, set by `gateway::cors`; `None`:
+    /// no CORS headers.
+    pub cors_allow_origin: Option<HeaderValue>,
+    /// Also send `Access-Control-Allow-Credentials: true` (only with an echoed origin).
+    pub cors_credentials: bool,
     /// Who is calling (set by the `authenticate` stage).
     pub principal: Principal,
-    /// The client's address: the peer's, or the one trusted proxies report (set at the edge).
+    /// The client's address: the connection's peer, or what a trusted proxy reported for it
+    /// (PROXY protocol, forwarding header; see [`crate::client_addr`]). `None` for a Unix-socket
+    /// peer that forwarded nothing.
     pub client_addr: Option<IpAddr>,
     /// The end user the caller acts for, as LiteLLM finds it: the `x-litellm-end-user-id`
     /// header, else the body's `user`. Client-chosen and not validated: anything that uses it
@@ -211,6 +219,8 @@ impl Default for Context {
             request_id: RequestId::empty(),
             start: Instant::now(),
             route: "",
+            cors_allow_origin: None,
+            cors_credentials: false,
             principal: Principal::Anonymous,
             client_addr: None,
             end_user: None,

@@ -12,6 +12,8 @@
 //! - [`edge`]: bounds on client connections (count, request head, stalled writes);
 //!   [`listeners`]: the listening endpoints (TCP, Unix, TLS, h2c); [`tls`]: listener
 //!   certificates (checked, swapped on reload) and mTLS.
+//!   [`proxy_protocol`]: PROXY v1/v2 headers from trusted load balancers; [`client_addr`]: the
+//!   real client address (trusted proxies, forwarding headers) and `allowed_ips`.
 //! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
@@ -20,6 +22,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod client_addr;
 pub mod codec;
 pub mod config;
 pub mod context;
@@ -35,6 +38,7 @@ pub mod metrics;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;
+pub mod proxy_protocol;
 pub mod redact;
 pub mod reload;
 pub mod router;

@@ -877,6 +877,47 @@ async fn litellm_ssl_env_enables_tls_on_the_default_listener() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A PROXY protocol header before the TLS handshake (a TCP load balancer in front of a TLS
+/// listener) gives the client's address; without one the peer's is used.
+#[tokio::test]
+async fn proxy_protocol_before_the_tls_handshake() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let mut yaml = config(
+        &dir,
+        None,
+        &format!(
+            "{}      proxy_protocol: true\n",
+            tls_listener(&cert, &key, "")
+        ),
+        "  trusted_proxies: [\"127.0.0.1\"]\n",
+    );
+    yaml.push_str("general_settings:\n  allowed_ips: [\"198.51.100.7\"]\n");
+    let gw = Gateway::start(&yaml);
+    let ca = client_config(&dir.join("ca.pem"), &ClientOpts::default());
+
+    let mut tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 198.51.100.7 10.0.0.1 5555 443\r\n")
+        .await
+        .unwrap();
+    let mut s = RustlsStream::Client(
+        TlsConnector::from(ca.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake after the PROXY header"),
+    );
+    let (status, body) = h1_call(&mut s, "GET /v1/models", b"").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // No header: served, as the peer (127.0.0.1), which allowed_ips refuses.
+    let mut s = tls_connect(gw.port, &ca).await.expect("TLS handshake");
+    let (status, body) = h1_call(&mut s, "GET /v1/models", b"").await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("127.0.0.1"), "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The pid file: written at start in the foreground, rewritten by an upgraded process when it
 /// takes the sockets over, and removed when that process exits (the old one leaves it alone).
 #[tokio::test]

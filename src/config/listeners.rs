@@ -1,8 +1,9 @@
 //! `switchboard.listeners`: where the gateway accepts clients. Each listener is an address (IPv4
 //! `0.0.0.0:4000`, IPv6 `[::1]:4000`, or a Unix socket path) with optional TLS (certificate
 //! chain and key files, minimum version, ALPN, client certificates checked against a CA file),
-//! cleartext HTTP/2 with prior knowledge (`h2c`), and a `proxy_protocol` slot. Without a list,
-//! `switchboard.host`/`port` make the one plaintext listener, as before.
+//! cleartext HTTP/2 with prior knowledge (`h2c`), and `proxy_protocol` (see
+//! [`crate::proxy_protocol`]). Without a list, `switchboard.host`/`port` make the one plaintext
+//! listener, as before.
 
 use super::yaml::{sequence, type_name, Section};
 use super::ConfigError;
@@ -366,7 +367,7 @@ mod tests {
     fn listeners_are_read_with_key_paths_in_errors() {
         use crate::config::litellm::parse;
         let c = parse(
-            "switchboard:\n  listeners:\n    - 0.0.0.0:4000\n    - address: '[::1]:4443'\n      tls: {cert_file: c.pem, key_file: k.pem, min_version: '1.3', alpn: [http/1.1], client_ca_file: ca.pem}\n    - {address: /run/sb.sock, h2c: true, proxy_protocol: true}\n",
+            "switchboard:\n  trusted_proxies: [10.0.0.0/8]\n  listeners:\n    - 0.0.0.0:4000\n    - address: '[::1]:4443'\n      tls: {cert_file: c.pem, key_file: k.pem, min_version: '1.3', alpn: [http/1.1], client_ca_file: ca.pem}\n    - {address: /run/sb.sock, h2c: true, proxy_protocol: true}\n",
         )
         .unwrap();
         let l = c.server.listeners.unwrap();

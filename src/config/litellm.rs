@@ -77,7 +77,7 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
     top.accept(&["environment_variables"]);
 
     let mut server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
-    let general = read_general(top.section("general_settings")?, &mut warnings)?;
+    let general = read_general(top.section("general_settings")?, &mut server, &mut warnings)?;
     let mut router = RouterSettings::default();
     let (litellm, json_logs) =
         read_litellm_settings(top.section("litellm_settings")?, &mut router, &mut warnings)?;
@@ -261,23 +261,165 @@ fn read_server(
                 )
             })?;
     }
+    if let Some(list) = cidr_list(s, "trusted_proxies")? {
+        out.trusted_proxies = list;
+    }
+    if let Some(name) = s.string("forwarded_header")? {
+        out.forwarded_header = ForwardedHeader::from_name(&name).ok_or_else(|| {
+            ConfigError::new(
+                s.key_path("forwarded_header"),
+                format!("unknown header \"{name}\" (x-forwarded-for or forwarded)"),
+            )
+        })?;
+    }
+    if let Some(v) = s.bool("proxy_protocol")? {
+        if v && out.listeners.is_some() {
+            return Err(ConfigError::new(
+                s.key_path("proxy_protocol"),
+                "with a listeners list, set proxy_protocol on each listener that takes it",
+            ));
+        }
+        out.proxy_protocol = v;
+    }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
     section.finish(warnings);
     Ok(out)
 }
 
+/// A list of addresses or CIDR blocks (a list, or one comma-separated string).
+fn cidr_list(s: &mut Section<'_>, key: &'static str) -> Result<Option<Vec<Cidr>>, ConfigError> {
+    let Some(items) = s.string_list(key)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        for part in item.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            out.push(
+                part.parse().map_err(|e: String| {
+                    ConfigError::new(format!("{}[{i}]", s.key_path(key)), e)
+                })?,
+            );
+        }
+    }
+    Ok(Some(out))
+}
+
+/// A list of strings for a CORS key: LiteLLM's environment variable (comma-separated) wins over
+/// the config key (a list or a comma-separated string). `None`: neither is set.
+fn cors_list(
+    s: &mut Section<'_>,
+    key: &'static str,
+    env_vars: &[&str],
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let from_config = s.string_list(key)?;
+    let raw = match env_vars.iter().find_map(|v| s.env().lookup(v)) {
+        Some(env) => vec![env],
+        None => match from_config {
+            Some(list) => list,
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(
+        raw.iter()
+            .flat_map(|item| item.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
+/// `true`/`1`/`yes` (any case) as LiteLLM reads `LITELLM_CORS_ALLOW_CREDENTIALS`.
+fn truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+}
+
+fn read_cors(s: &mut Section<'_>) -> Result<CorsSettings, ConfigError> {
+    let wildcard = |list: Option<Vec<String>>| match list {
+        Some(l) if l.iter().any(|x| x == "*") => None,
+        other => other,
+    };
+    let origins = wildcard(cors_list(
+        s,
+        "cors_allow_origins",
+        &["LITELLM_CORS_ALLOW_ORIGINS", "LITELLM_CORS_ORIGINS"],
+    )?);
+    let config_credentials = s.bool("cors_allow_credentials")?;
+    let credentials = match s.env().lookup("LITELLM_CORS_ALLOW_CREDENTIALS") {
+        Some(v) => truthy(&v),
+        None => config_credentials.unwrap_or(false),
+    };
+    let methods = wildcard(cors_list(
+        s,
+        "cors_allow_methods",
+        &["LITELLM_CORS_ALLOW_METHODS"],
+    )?)
+    .map(|l| l.into_iter().map(|m| m.to_ascii_uppercase()).collect());
+    let headers = wildcard(cors_list(
+        s,
+        "cors_allow_headers",
+        &["LITELLM_CORS_ALLOW_HEADERS"],
+    )?)
+    .map(|l| l.into_iter().map(|h| h.to_ascii_lowercase()).collect());
+    Ok(CorsSettings {
+        // Never `Access-Control-Allow-Credentials` with `*` (browsers refuse it, and echoing
+        // any origin with credentials would let every site act as the user).
+        credentials: credentials && origins.is_some(),
+        origins,
+        methods,
+        headers,
+    })
+}
+
+/// Also settles `server.trusted_proxies` from LiteLLM's keys and checks `proxy_protocol`
+/// against it.
 fn read_general(
     mut s: Section<'_>,
+    server: &mut ServerSettings,
     warnings: &mut Vec<String>,
 ) -> Result<GeneralSettings, ConfigError> {
     let master_key = s.string("master_key")?.filter(|k| !k.is_empty());
     let mb = s
         .f64_in("max_request_size_mb", 0.000001, 100_000.0)?
         .unwrap_or(100.0);
+    let allowed_ips = cidr_list(&mut s, "allowed_ips")?;
+    let cors = read_cors(&mut s)?;
+    // LiteLLM's names for believing X-Forwarded-For: `use_x_forwarded_for` with the proxies in
+    // `mcp_trusted_proxy_ranges`. Used when `switchboard.trusted_proxies` is not set.
+    let use_xff = s.bool("use_x_forwarded_for")?.unwrap_or(false);
+    let ranges = cidr_list(&mut s, "mcp_trusted_proxy_ranges")?.unwrap_or_default();
+    if use_xff {
+        if server.trusted_proxies.is_empty() {
+            server.trusted_proxies = ranges;
+        }
+        if server.trusted_proxies.is_empty() {
+            warnings.push(
+                "general_settings.use_x_forwarded_for: X-Forwarded-For is believed only from \
+                 switchboard.trusted_proxies (or general_settings.mcp_trusted_proxy_ranges); \
+                 neither is set, so the header is ignored"
+                    .to_string(),
+            );
+        }
+    }
+    let with_pp = server.listeners().into_iter().find(|l| l.proxy_protocol);
+    if let (Some(l), true) = (with_pp, server.trusted_proxies.is_empty()) {
+        let at = if server.listeners.is_some() {
+            format!("{}.proxy_protocol", l.key_path)
+        } else {
+            "switchboard.proxy_protocol".to_string()
+        };
+        return Err(ConfigError::new(
+            at,
+            "PROXY protocol headers are accepted only from switchboard.trusted_proxies; list the \
+             load balancers' addresses there (0.0.0.0/0 and ::/0 trust every peer)",
+        ));
+    }
     s.finish(warnings);
     Ok(GeneralSettings {
         master_key,
         max_request_size: (mb * 1024.0 * 1024.0) as usize,
+        allowed_ips,
+        cors,
     })
 }
 
@@ -1413,5 +1555,102 @@ model_list:
             .unwrap_err();
             assert_eq!(err.path, path, "{yaml}");
         }
+    }
+
+    #[test]
+    fn client_address_settings() {
+        let c = parse(
+            "switchboard: {trusted_proxies: [\"10.0.0.0/8\", \"::1\"], proxy_protocol: true, forwarded_header: Forwarded}\ngeneral_settings: {allowed_ips: \"192.168.1.1, 172.16.0.0/12\"}\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        assert!(c.server.proxy_protocol);
+        assert_eq!(c.server.forwarded_header, ForwardedHeader::Forwarded);
+        assert_eq!(c.general.allowed_ips.as_ref().map(Vec::len), Some(2));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        for (yaml, path) in [
+            (
+                "switchboard: {trusted_proxies: [\"10.0.0.0/8\", \"10.0.0.0/40\"]}\n",
+                "switchboard.trusted_proxies[1]",
+            ),
+            (
+                "general_settings: {allowed_ips: [\"localhost\"]}\n",
+                "general_settings.allowed_ips[0]",
+            ),
+            (
+                "switchboard: {forwarded_header: x-real-ip}\n",
+                "switchboard.forwarded_header",
+            ),
+            (
+                "switchboard: {proxy_protocol: true}\n",
+                "switchboard.proxy_protocol",
+            ),
+            (
+                "switchboard: {listeners: [\"127.0.0.1:4000\", {address: \"127.0.0.1:4001\", proxy_protocol: true}]}\n",
+                "switchboard.listeners[1].proxy_protocol",
+            ),
+            (
+                "switchboard: {trusted_proxies: [\"10.0.0.0/8\"], proxy_protocol: true, listeners: [\"127.0.0.1:4000\"]}\n",
+                "switchboard.proxy_protocol",
+            ),
+        ] {
+            assert_eq!(parse(yaml).unwrap_err().path, path, "{yaml}");
+        }
+
+        // LiteLLM's names: use_x_forwarded_for with mcp_trusted_proxy_ranges.
+        let c = parse("general_settings: {use_x_forwarded_for: true, mcp_trusted_proxy_ranges: [\"10.0.0.0/8\"]}\n").unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 1);
+        let c = parse("general_settings: {use_x_forwarded_for: true}\n").unwrap();
+        assert!(c.server.trusted_proxies.is_empty());
+        assert!(c.warnings.iter().any(|w| w.contains("use_x_forwarded_for")));
+    }
+
+    #[test]
+    fn cors_settings() {
+        let c = parse("").unwrap();
+        assert_eq!(c.general.cors, CorsSettings::default());
+        // Credentials never go with a wildcard.
+        let c = parse(
+            "general_settings: {cors_allow_origins: [\"*\"], cors_allow_credentials: true}\n",
+        )
+        .unwrap();
+        assert_eq!(c.general.cors.origins, None);
+        assert!(!c.general.cors.credentials);
+        let c = parse(
+            "general_settings: {cors_allow_origins: \"https://a.example, https://b.example\", cors_allow_credentials: true, cors_allow_methods: [get, POST], cors_allow_headers: [Authorization]}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.general.cors.origins,
+            Some(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert!(c.general.cors.credentials);
+        assert_eq!(
+            c.general.cors.methods,
+            Some(vec!["GET".into(), "POST".into()])
+        );
+        assert_eq!(c.general.cors.headers, Some(vec!["authorization".into()]));
+        // LiteLLM's environment variables win over the config.
+        let env: HashMap<String, String> = [
+            ("LITELLM_CORS_ALLOW_ORIGINS", "https://env.example"),
+            ("LITELLM_CORS_ALLOW_CREDENTIALS", "no"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = parse_with_env(
+            "general_settings: {cors_allow_origins: [\"https://a.example\"], cors_allow_credentials: true}\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.general.cors.origins,
+            Some(vec!["https://env.example".into()])
+        );
+        assert!(!c.general.cors.credentials);
+        // An empty list turns CORS off.
+        let c = parse("general_settings: {cors_allow_origins: []}\n").unwrap();
+        assert_eq!(c.general.cors.origins, Some(vec![]));
     }
 }

@@ -10,6 +10,7 @@ pub mod yaml;
 
 pub use call_defaults::CallDefaults;
 
+use crate::client_addr::{Cidr, ForwardedHeader};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -117,6 +118,13 @@ pub struct ServerSettings {
     /// Largest upstream stream event (SSE event, NDJSON line, eventstream message) held before
     /// the stream is cut with a 502 or an error event.
     pub max_stream_event_bytes: usize,
+    /// `trusted_proxies`: peers whose forwarding header (and PROXY protocol header) is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// `forwarded_header`: the one header read for the client address from trusted proxies.
+    pub forwarded_header: ForwardedHeader,
+    /// `proxy_protocol`: the default listener (`host`/`port`, when there is no `listeners` list)
+    /// reads PROXY protocol v1/v2 headers from trusted peers; listed listeners set their own.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerSettings {
@@ -144,6 +152,9 @@ impl Default for ServerSettings {
             max_request_header: 64 * 1024,
             max_connections: 10_000,
             max_stream_event_bytes: crate::codec::limits::DEFAULT_MAX_STREAM_EVENT_BYTES,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            proxy_protocol: false,
         }
     }
 }
@@ -152,11 +163,9 @@ impl ServerSettings {
     /// The endpoints to listen on: `listeners`, or the one plaintext `host:port`.
     pub fn listeners(&self) -> Vec<listeners::ListenerConfig> {
         self.listeners.clone().unwrap_or_else(|| {
-            vec![listeners::ListenerConfig::tcp(
-                &self.host,
-                self.port,
-                "switchboard",
-            )]
+            let mut default = listeners::ListenerConfig::tcp(&self.host, self.port, "switchboard");
+            default.proxy_protocol = self.proxy_protocol;
+            vec![default]
         })
     }
 }
@@ -166,6 +175,23 @@ pub struct GeneralSettings {
     pub master_key: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_request_size: usize,
+    /// `allowed_ips`: only these client addresses (or blocks) may call; `None`: everyone.
+    pub allowed_ips: Option<Vec<Cidr>>,
+    /// CORS for browser clients (`cors_allow_*`, or LiteLLM's `LITELLM_CORS_*` variables).
+    pub cors: CorsSettings,
+}
+
+/// CORS settings, LiteLLM's defaults: any origin, any method, any header, no credentials.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CorsSettings {
+    /// `None`: any origin (`*`). An empty list turns CORS off.
+    pub origins: Option<Vec<String>>,
+    /// `Access-Control-Allow-Credentials: true`, only ever with listed origins (never with `*`).
+    pub credentials: bool,
+    /// `None`: any method.
+    pub methods: Option<Vec<String>>,
+    /// `None`: any request header (the preflight's list is echoed).
+    pub headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]

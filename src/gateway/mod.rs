@@ -21,6 +21,7 @@
 //! `upstream_peer` is never reached.
 
 pub mod body;
+pub mod cors;
 pub mod exchange;
 pub mod framing;
 pub mod model_info;
@@ -116,10 +117,30 @@ impl Gateway {
         let method = session.req_header().method.clone();
         // Shares the request's bytes (no copy): the route borrows from it.
         let uri = session.req_header().uri.clone();
+        let config = &snapshot.config;
+        ctx.client_addr = crate::client_addr::from_request(
+            session.client_addr(),
+            session.req_header(),
+            &config.server.trusted_proxies,
+            config.server.forwarded_header,
+        );
+        if cors::prepare(&config.general.cors, session.req_header(), ctx) {
+            let req = session.req_header().clone();
+            let mut sink = SessionSink::new(session);
+            return cors::answer_preflight(&mut sink, &config.general.cors, &req, ctx).await;
+        }
         let route = match routes::route(&method, uri.path()) {
             Ok(r) => r,
             Err(e) => return respond::error(&mut SessionSink::new(session), ctx, &e).await,
         };
+        if let (Some(allowed), false) = (
+            &config.general.allowed_ips,
+            matches!(route, Route::Liveness | Route::Readiness),
+        ) {
+            if let Err(e) = crate::client_addr::check_allowed(allowed, ctx.client_addr) {
+                return respond::error(&mut SessionSink::new(session), ctx, &e).await;
+            }
+        }
         if route.needs_auth() {
             if let Err(e) = live.stages.authenticate(session.req_header(), ctx) {
                 return respond::error(&mut SessionSink::new(session), ctx, &e).await;
