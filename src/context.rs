@@ -9,6 +9,7 @@
 use crate::openai::Usage;
 use crate::router::Deployment;
 use bytes::{Bytes, BytesMut};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -138,6 +139,12 @@ pub struct Context {
     pub route: &'static str,
     /// Who is calling (set by the `authenticate` stage).
     pub principal: Principal,
+    /// The client's address: the peer's, or the one trusted proxies report (set at the edge).
+    pub client_addr: Option<IpAddr>,
+    /// The end user the caller acts for, as LiteLLM finds it: the `x-litellm-end-user-id`
+    /// header, else the body's `user`. Client-chosen and not validated: anything that uses it
+    /// as a metric label or a key must bound it.
+    pub end_user: Option<String>,
     /// The model name the client asked for.
     pub model: Option<String>,
     pub deployment: Option<Arc<Deployment>>,
@@ -153,8 +160,15 @@ pub struct Context {
     pub upstream_time: Duration,
     pub ttft: Option<Duration>,
     pub usage: Option<Usage>,
-    /// What the answer cost, in USD, once a pricing stage computes it (none does yet).
+    /// What the answer cost, in USD, from `usage` and the answering deployment's prices
+    /// ([`Context::price_usage`]); `None` when the deployment is unpriced or nothing answered.
     pub cost: Option<f64>,
+    /// `usage` (and so `cost`) is an estimate: a stream ended without the provider's final
+    /// usage (client hang-up, upstream cut); see [`crate::cost::estimate_usage`].
+    pub usage_estimated: bool,
+    /// SSE events a stream wrote to the client (the completion estimate when its usage never
+    /// came).
+    pub events_sent: u64,
     pub cache: CacheStatus,
     /// Set by a stage that needs the whole answer (a cache that missed): the response sink
     /// then keeps it in [`Context::answer`].
@@ -175,6 +189,8 @@ impl Default for Context {
             start: Instant::now(),
             route: "",
             principal: Principal::Anonymous,
+            client_addr: None,
+            end_user: None,
             model: None,
             deployment: None,
             status: 0,
@@ -186,6 +202,8 @@ impl Default for Context {
             ttft: None,
             usage: None,
             cost: None,
+            usage_estimated: false,
+            events_sent: 0,
             cache: CacheStatus::NotConfigured,
             keep_answer: false,
             answer: None,
@@ -218,6 +236,31 @@ impl Context {
         if end {
             self.answer = Some(self.answer_parts.split().freeze());
         }
+    }
+}
+
+impl Context {
+    /// Prices `usage` with the answering deployment's pre-resolved rates (no lookup here).
+    pub fn price_usage(&mut self) {
+        self.cost = match (&self.deployment, &self.usage) {
+            (Some(d), Some(u)) => d.price.as_ref().map(|p| p.cost(u)),
+            _ => None,
+        };
+    }
+
+    /// A stream is over: when it ended without the provider's final usage (`complete` false:
+    /// the client hung up or the upstream cut it), bills an estimate of what was generated
+    /// (one token per event sent, the prompt from `request_bytes`), then prices it.
+    pub fn settle_stream_usage(&mut self, complete: bool, request_bytes: usize) {
+        if !complete {
+            self.usage = Some(crate::cost::estimate_usage(
+                self.usage,
+                request_bytes,
+                self.events_sent,
+            ));
+            self.usage_estimated = true;
+        }
+        self.price_usage();
     }
 }
 

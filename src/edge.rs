@@ -128,6 +128,16 @@ impl<A> Edge<A> {
         }
     }
 
+    /// An edge sharing `limits` and the open-connection count with other listening services
+    /// (one per set of HTTP options), so `max_connections` bounds them together.
+    pub fn with_count(inner: A, limits: Arc<EdgeLimits>, open: Arc<AtomicUsize>) -> Self {
+        Edge {
+            inner: Arc::new(inner),
+            limits,
+            open,
+        }
+    }
+
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
@@ -151,6 +161,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
             .await;
             return None;
         };
+        if crate::tls::below_min_version(&stream) {
+            log::debug!("refused a client connection: TLS version below min_version");
+            return None;
+        }
         let wrapped = EdgeStream::new(stream, self.limits.clone(), open);
         self.inner.process_new(Box::new(wrapped), shutdown).await
     }
@@ -216,8 +230,15 @@ pub struct EdgeStream {
     /// Armed while a write is waiting on the client.
     write_timer: Option<Pin<Box<Sleep>>>,
     write_stalled: bool,
+    /// Bytes of the HTTP/2 connection preface seen at the start of the connection; once all of
+    /// it has arrived the connection is HTTP/2 and no request head is read through here
+    /// (the h2 codec bounds its header blocks itself). `usize::MAX`: not HTTP/2.
+    h2_preface: usize,
     _open: OpenConnection,
 }
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4), over TLS with ALPN `h2` or as h2c.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl std::fmt::Debug for EdgeStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -241,6 +262,7 @@ impl EdgeStream {
             head_timer: None,
             write_timer: None,
             write_stalled: false,
+            h2_preface: 0,
             _open: open,
         }
     }
@@ -313,7 +335,7 @@ impl AsyncRead for EdgeStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let phase = this.phase.load(Ordering::Acquire);
-        if phase & 1 == 0 {
+        if phase & 1 == 0 || this.h2_preface == H2_PREFACE.len() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         if phase != this.head_phase {
@@ -348,11 +370,27 @@ impl AsyncRead for EdgeStream {
         // filled its first `n` bytes.
         unsafe { buf.assume_init(n) };
         buf.advance(n);
+        if this.h2_preface < H2_PREFACE.len() {
+            this.h2_preface =
+                match_preface(this.h2_preface, &buf.filled()[buf.filled().len() - n..]);
+        }
         if n > 0 && this.head_bytes == 0 && this.head_deadline.is_none() {
             this.head_deadline = Some(Instant::now() + this.limits.head_timeout);
         }
         this.head_bytes += n;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Continues matching the HTTP/2 preface (`seen` bytes matched so far) with `read`: the new
+/// count, all of it once complete, or `usize::MAX` on a mismatch.
+fn match_preface(seen: usize, read: &[u8]) -> usize {
+    let want = &H2_PREFACE[seen..];
+    let n = want.len().min(read.len());
+    if want[..n] == read[..n] {
+        seen + n
+    } else {
+        usize::MAX
     }
 }
 

@@ -9,7 +9,10 @@
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings;
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
-//! - [`edge`]: bounds on client connections (count, request head, stalled writes).
+//! - [`edge`]: bounds on client connections (count, request head, stalled writes);
+//!   [`listeners`]: the listening endpoints (TCP, Unix, TLS, h2c); [`tls`]: listener
+//!   certificates (checked, swapped on reload) and mTLS.
+//! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -20,11 +23,13 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod cost;
 pub mod edge;
 pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod lifecycle;
+pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod openai;
@@ -35,4 +40,5 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod systemd;
+pub mod tls;
 pub mod upstream;

@@ -191,7 +191,7 @@ pub struct LifecycleService {
     pub notifier: Arc<Notifier>,
     pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
     /// Where to probe that the listener accepts before READY=1.
-    pub listen: String,
+    pub listen: crate::config::listeners::ListenAddress,
     /// Started with `--upgrade`: tell systemd this is the main process now.
     pub upgraded: bool,
     /// Longest wait for in-flight requests after the listeners close.
@@ -268,6 +268,7 @@ impl LifecycleService {
         } else {
             log::info!("drained: no request in flight, exiting");
         }
+        remove_pid_file();
         crate::logging::flush(Duration::from_secs(2));
         std::process::exit(0);
     }
@@ -282,17 +283,69 @@ async fn wait_shutdown(shutdown: &mut ShutdownWatch) {
     }
 }
 
-/// Waits (up to 10 s) until a TCP connection to the listen address succeeds.
-async fn wait_accepting(listen: &str) {
-    let probe = probe_address(listen);
+/// Waits (up to 10 s) until a connection to the listen address succeeds.
+async fn wait_accepting(listen: &crate::config::listeners::ListenAddress) {
+    use crate::config::listeners::ListenAddress;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(&probe).await.is_ok() {
+        let accepted = match listen {
+            ListenAddress::Tcp(addr) => tokio::net::TcpStream::connect(probe_address(addr))
+                .await
+                .is_ok(),
+            ListenAddress::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+        };
+        if accepted {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     log::warn!("listener {listen} did not accept within 10s; reporting ready anyway");
+}
+
+/// `switchboard.pid_file`, written for this process (in the foreground; Pingora writes it when
+/// daemonized) and removed at exit unless a successor has written its own pid there since.
+pub struct PidFile;
+
+static PID_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+impl PidFile {
+    /// Writes this process's pid to `path` (atomically: a reader never sees a partial file).
+    pub fn write(path: &str) -> std::io::Result<PidFile> {
+        let path = std::path::PathBuf::from(path);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let _ = PID_FILE.set(path);
+        Ok(PidFile)
+    }
+
+    /// Remembers `path` (written by Pingora's daemonize) for removal at exit.
+    pub fn adopt(path: &str) {
+        let _ = PID_FILE.set(std::path::PathBuf::from(path));
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        remove_pid_file();
+    }
+}
+
+/// Removes the pid file if it still names this process (an upgraded successor's stays).
+pub fn remove_pid_file() {
+    let Some(path) = PID_FILE.get() else {
+        return;
+    };
+    let ours = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// A wildcard listen address is probed on loopback.

@@ -170,6 +170,12 @@ pub fn access(req: &RequestHeader, ctx: &Context) {
         line.num("prompt_tokens", u.prompt_tokens);
         line.num("completion_tokens", u.completion_tokens);
         line.num("total_tokens", u.total_tokens);
+        if ctx.usage_estimated {
+            line.bool("usage_estimated", true);
+        }
+    }
+    if let Some(cost) = ctx.cost {
+        line.num("cost", crate::cost::JsonNumber(cost));
     }
     if ctx.client_disconnected {
         line.bool("client_disconnected", true);

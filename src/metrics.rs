@@ -509,7 +509,7 @@ impl Metrics {
                 if let Some(series) = self.series(d) {
                     series.proxy_ok.inc();
                     series.total_latency.observe(total.as_secs_f64());
-                    self.observe_deployment(ctx, d, series, total);
+                    self.observe_deployment(ctx, series, total);
                     return;
                 }
             }
@@ -537,7 +537,7 @@ impl Metrics {
         }
         if requested == d.labels.group {
             if let Some(series) = self.series(d) {
-                return self.observe_deployment(ctx, d, series, total);
+                return self.observe_deployment(ctx, series, total);
             }
         }
         // Requested under another name (an alias, or the group a fallback came from).
@@ -572,7 +572,7 @@ impl Metrics {
             self.total_tokens
                 .with_label_values(&labels)
                 .inc_by(u.total_tokens);
-            if let Some(cost) = spend(d, u) {
+            if let Some(cost) = spent(ctx) {
                 self.spend
                     .with_label_values(&["", "", "", model, "", "", ""])
                     .inc_by(cost);
@@ -589,7 +589,6 @@ impl Metrics {
     fn observe_deployment(
         &self,
         ctx: &Context,
-        d: &Deployment,
         series: &DeploymentSeries,
         total: std::time::Duration,
     ) {
@@ -608,7 +607,7 @@ impl Metrics {
             series.input_tokens.inc_by(u.prompt_tokens);
             series.output_tokens.inc_by(u.completion_tokens);
             series.total_tokens.inc_by(u.total_tokens);
-            if let Some(cost) = spend(d, u) {
+            if let Some(cost) = spent(ctx) {
                 series.spend.inc_by(cost);
             }
             let answered = ctx.status < 400 && ctx.error.is_none();
@@ -760,16 +759,9 @@ impl Metrics {
     }
 }
 
-/// Spend of one request from the deployment's prices (litellm_params or model_info, USD per
-/// token), when it has any.
-fn spend(d: &Deployment, u: &crate::openai::Usage) -> Option<f64> {
-    let prices = &d.config.params;
-    if prices.input_cost_per_token.is_none() && prices.output_cost_per_token.is_none() {
-        return None;
-    }
-    let cost = u.prompt_tokens as f64 * prices.input_cost_per_token.unwrap_or(0.0)
-        + u.completion_tokens as f64 * prices.output_cost_per_token.unwrap_or(0.0);
-    (cost > 0.0).then_some(cost)
+/// What the request cost (priced from its usage by the `cost` module), when it cost anything.
+fn spent(ctx: &Context) -> Option<f64> {
+    ctx.cost.filter(|c| c.is_finite() && *c > 0.0)
 }
 
 /// LiteLLM's deployment state: 0 healthy, 1 partial outage (failures this minute), 2 complete

@@ -9,14 +9,27 @@
 //!
 //! One small trait per phase. [`Stages`] is built from the config together with the routing
 //! snapshot (see [`crate::app::Live`]) and swapped with it on reload. A phase with nothing
-//! configured is an empty slice: it costs a length check per request, no allocation, no call.
-//! Stages run on the request path and must not block: what they read comes from memory.
+//! configured is an empty slice: it costs a length check per request, no allocation, no call
+//! (`tests/stages_alloc.rs` counts the allocations).
+//!
+//! Sync or async, by what the phase will need:
+//! - `admit` and `cache lookup` are async: rate limits and budgets shared across instances, and
+//!   a shared response cache, need one Redis round trip here. A configured async stage costs a
+//!   boxed future per call (`async_trait`); an unconfigured phase never creates one.
+//! - `authenticate` stays sync: keys, teams and users are read from memory (refreshed in the
+//!   background from the store), so a lookup never waits on I/O.
+//! - `settle` and `Cache::store` stay sync: they run after the answer and hand their work to
+//!   a background writer through a bounded channel (dropping with a counter when it is full),
+//!   never waiting on it.
+//!
+//! Stages must not block the worker thread: sync ones read memory only.
 
 use crate::auth;
 use crate::config::Config;
 use crate::context::{Context, Principal};
 use crate::error::GatewayError;
 use crate::openai::RequestBody;
+use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_http::RequestHeader;
 
@@ -32,18 +45,23 @@ pub trait Authenticate: Send + Sync {
 }
 
 /// Decides whether an authenticated request may go ahead (rate limits, budgets, model access),
-/// after its body is parsed and before any routing or upstream work.
+/// after its body is parsed and before any routing or upstream work. Async: a limit shared
+/// across gateway instances costs one (pipelined) Redis round trip here, no more.
+#[async_trait]
 pub trait Admit: Send + Sync {
     /// `Err` refuses the request with that error (429 with Retry-After, 403, …).
-    fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError>;
+    async fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError>;
 }
 
 /// A response cache: looked up after admission, written at settle from the answer the response
 /// sink kept.
+#[async_trait]
 pub trait Cache: Send + Sync {
-    /// A stored whole OpenAI JSON answer for this request, if any.
-    fn lookup(&self, ctx: &Context, body: &RequestBody<'_>) -> Option<Bytes>;
+    /// A stored whole OpenAI JSON answer for this request, if any. Async: a shared cache is one
+    /// Redis round trip away. A failed lookup is a miss, never an error for the client.
+    async fn lookup(&self, ctx: &Context, body: &RequestBody<'_>) -> Option<Bytes>;
     /// Offers the answer of a request that missed (`ctx.cache == Miss`, `ctx.answer` set).
+    /// Sync: it runs at settle and hands the write to a background writer.
     fn store(&self, ctx: &Context, answer: &Bytes);
 }
 
@@ -109,18 +127,24 @@ impl Stages {
         Err(auth::missing_key())
     }
 
-    /// Runs the admission stages in order; the first refusal wins.
-    pub fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError> {
+    /// Runs the admission stages in order; the first refusal wins. With none configured this
+    /// is a length check: no future is boxed, nothing is called.
+    pub async fn admit(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+    ) -> Result<(), GatewayError> {
         for stage in &self.admit {
-            stage.admit(ctx, body)?;
+            stage.admit(ctx, body).await?;
         }
         Ok(())
     }
 
-    /// Looks the request up in the cache, recording hit or miss. `None` without a cache.
-    pub fn cache_lookup(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Option<Bytes> {
+    /// Looks the request up in the cache, recording hit or miss. `None` without a cache (an
+    /// `Option` check, nothing boxed).
+    pub async fn cache_lookup(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Option<Bytes> {
         let cache = self.cache.as_ref()?;
-        let hit = cache.lookup(ctx, body);
+        let hit = cache.lookup(ctx, body).await;
         ctx.cache = if hit.is_some() {
             crate::context::CacheStatus::Hit
         } else {
@@ -172,8 +196,13 @@ mod tests {
 
     /// A test-only admission stage: refuses every caller that is not the master key.
     struct MasterOnly;
+    #[async_trait]
     impl Admit for MasterOnly {
-        fn admit(&self, ctx: &mut Context, _body: &RequestBody<'_>) -> Result<(), GatewayError> {
+        async fn admit(
+            &self,
+            ctx: &mut Context,
+            _body: &RequestBody<'_>,
+        ) -> Result<(), GatewayError> {
             if ctx.principal == Principal::MasterKey {
                 Ok(())
             } else {
@@ -185,20 +214,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unconfigured_chain_lets_everyone_in_as_open() {
+    #[tokio::test]
+    async fn unconfigured_chain_lets_everyone_in_as_open() {
         let stages = Stages::default();
         let mut ctx = Context::default();
         stages.authenticate(&req(&[]), &mut ctx).unwrap();
         assert_eq!(ctx.principal, Principal::Open);
         let body = RequestBody::parse(br#"{"model":"m"}"#).unwrap();
-        stages.admit(&mut ctx, &body).unwrap();
-        assert!(stages.cache_lookup(&mut ctx, &body).is_none());
+        stages.admit(&mut ctx, &body).await.unwrap();
+        assert!(stages.cache_lookup(&mut ctx, &body).await.is_none());
         assert_eq!(ctx.cache, crate::context::CacheStatus::NotConfigured);
     }
 
-    #[test]
-    fn master_key_is_the_first_authenticator_and_an_admit_stage_can_refuse() {
+    #[tokio::test]
+    async fn master_key_is_the_first_authenticator_and_an_admit_stage_can_refuse() {
         let stages = Stages::default()
             .authenticate_with(MasterKey("sk-1".into()))
             .admit_with(MasterOnly);
@@ -212,7 +241,7 @@ mod tests {
         );
         assert_eq!(ctx.principal, Principal::Anonymous);
         // Not authenticated: the admission stage refuses with its own 4xx.
-        let e = stages.admit(&mut ctx, &body).unwrap_err();
+        let e = stages.admit(&mut ctx, &body).await.unwrap_err();
         assert_eq!((e.status, e.code.as_deref()), (403, Some("forbidden")));
         assert!(String::from_utf8_lossy(&e.body()).contains("Only the master key may call."));
 
@@ -221,6 +250,6 @@ mod tests {
             .authenticate(&req(&[("authorization", "Bearer sk-1")]), &mut ctx)
             .unwrap();
         assert_eq!(ctx.principal, Principal::MasterKey);
-        stages.admit(&mut ctx, &body).unwrap();
+        stages.admit(&mut ctx, &body).await.unwrap();
     }
 }

@@ -12,6 +12,7 @@
 use crate::app::App;
 pub use crate::app::ReloadOutcome;
 use crate::config::{Config, ConfigError};
+use crate::listeners::LiveListeners;
 use crate::router::Snapshot;
 use crate::systemd::Notifier;
 use async_trait::async_trait;
@@ -27,13 +28,17 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 /// environment is fixed at start, so without it a changed API key would need a restart.
 pub const ENV_FILE_VAR: &str = "SWITCHBOARD_ENV_FILE";
 
-/// Loads the config, with the variables of `$SWITCHBOARD_ENV_FILE` when it is set.
+/// Loads the config, with the variables of `$SWITCHBOARD_ENV_FILE` when it is set. Its
+/// warnings include the deployments no provider can serve (they load, and fail when called).
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let env = match std::env::var_os(ENV_FILE_VAR) {
         Some(file) if !file.is_empty() => read_env_file(Path::new(&file))?,
         _ => HashMap::new(),
     };
-    Config::load_with_env(path, env)
+    let mut config = Config::load_with_env(path, env)?;
+    let unserved = crate::providers::unserved::load_warnings(&config);
+    config.warnings.extend(unserved);
+    Ok(config)
 }
 
 /// Reads `KEY=VALUE` lines (blank lines and `#`/`;` comments skipped, one level of single or
@@ -75,17 +80,33 @@ pub fn read_env_file(path: &Path) -> Result<HashMap<String, String>, ConfigError
 /// Re-reads `config_path` and swaps the new snapshot into `app`. Blocking (file I/O, provider
 /// set-up): call it off the async workers. Returns the new generation.
 pub fn reload(app: &App, config_path: &Path) -> Result<u64, ConfigError> {
+    reload_with(app, config_path, None)
+}
+
+/// [`reload`], also swapping the TLS listeners' certificates. The reload is all or nothing: a
+/// certificate that fails to load (or is expired, or does not match its key) fails it like any
+/// config error, and the old certificates and snapshot keep serving.
+pub fn reload_with(
+    app: &App,
+    config_path: &Path,
+    listeners: Option<&LiveListeners>,
+) -> Result<u64, ConfigError> {
     let result = load_config(config_path).and_then(|config| {
         let current = app.snapshot.load();
         warn_unreloadable(&current.config, &config);
         for w in &config.warnings {
             log::warn!("{w}");
         }
+        let certificates = listeners.map(|l| l.prepare(&config.server)).transpose()?;
         let generation = current.generation + 1;
-        Snapshot::build(config, generation, &app.client, &app.registry)
+        let snapshot = Snapshot::build(config, generation, &app.client, &app.registry)?;
+        Ok((snapshot, certificates))
     });
     let outcome = match result {
-        Ok(snapshot) => {
+        Ok((snapshot, certificates)) => {
+            if let Some(c) = certificates {
+                c.commit();
+            }
             let generation = snapshot.generation;
             crate::codec::limits::set_max_stream_event_bytes(
                 snapshot.config.server.max_stream_event_bytes,
@@ -160,6 +181,8 @@ pub struct ReloadService {
     pub app: Arc<App>,
     pub config_path: PathBuf,
     pub notifier: Arc<Notifier>,
+    /// The running listeners, whose certificates reload with the config.
+    pub listeners: Option<Arc<LiveListeners>>,
 }
 
 #[async_trait]
@@ -180,7 +203,11 @@ impl BackgroundService for ReloadService {
                     }
                     self.notifier.reloading();
                     let (app, path) = (self.app.clone(), self.config_path.clone());
-                    let result = tokio::task::spawn_blocking(move || reload(&app, &path)).await;
+                    let listeners = self.listeners.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        reload_with(&app, &path, listeners.as_deref())
+                    })
+                    .await;
                     if let Err(e) = result {
                         log::error!("config reload task failed: {e}");
                     }
@@ -262,7 +289,7 @@ mod tests {
         // A broken file changes nothing and is reported.
         std::fs::write(
             &path,
-            "model_list:\n  - model_name: g\n    litellm_params: {model: nope/x}\n",
+            "model_list:\n  - model_name: g\n    litellm_params: {rpm: nope}\n",
         )
         .unwrap();
         let err = reload(&app, &path).unwrap_err();

@@ -19,19 +19,15 @@ use pingora_core::services::listening::Service;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Command-line overrides of the config's listener settings.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub threads: Option<usize>,
-}
+pub use crate::listeners::Overrides;
 
 pub struct Built {
     pub server: Server,
     pub app: Arc<App>,
+    /// The endpoints, as URLs, for the start-up log line.
     pub listen: String,
     signals: Signals,
+    pid_file: Option<crate::lifecycle::PidFile>,
 }
 
 impl Built {
@@ -40,6 +36,25 @@ impl Built {
         self.server.run(RunArgs {
             shutdown_signal: Box::new(self.signals),
         });
+        drop(self.pid_file);
+    }
+}
+
+/// Why the server could not be built.
+#[derive(Debug)]
+pub enum StartError {
+    /// The config (or a file it names, such as a certificate) is invalid: exit code 2.
+    Config(String),
+    /// A listener cannot bind, or the pid file cannot be written: exit code 1.
+    Environment(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "invalid config: {e}"),
+            StartError::Environment(e) => f.write_str(e),
+        }
     }
 }
 
@@ -50,16 +65,17 @@ pub fn build(
     overrides: &Overrides,
     upgrade: bool,
     daemon: bool,
-) -> Result<Built, String> {
+) -> Result<Built, StartError> {
+    use StartError::{Config as Invalid, Environment};
     let mut s = config.server.clone();
-    if let Some(h) = &overrides.host {
-        s.host = h.clone();
-    }
-    if let Some(p) = overrides.port {
-        s.port = p;
-    }
     if let Some(t) = overrides.threads {
         s.threads = t;
+    }
+    let listeners =
+        crate::listeners::effective(&s, overrides).map_err(|e| Invalid(e.to_string()))?;
+    let live_tls = crate::listeners::load_tls(&listeners).map_err(|e| Invalid(e.to_string()))?;
+    if !upgrade {
+        crate::listeners::check_bindable(&listeners).map_err(Environment)?;
     }
     let conf = ServerConf {
         threads: s.threads,
@@ -90,20 +106,60 @@ pub fn build(
     let client = Arc::new(UpstreamClient::new(s.upstream_keepalive_pool_size));
     let registry = StateRegistry::default();
     let config_path = config.source.clone();
-    let snapshot = Snapshot::build(config, 1, &client, &registry).map_err(|e| e.to_string())?;
+    let snapshot =
+        Snapshot::build(config, 1, &client, &registry).map_err(|e| Invalid(e.to_string()))?;
     let app = Arc::new(App::new(snapshot, client, registry));
     let notifier = Arc::new(Notifier::from_env());
 
-    let proxy = pingora_proxy::http_proxy(&server.configuration, Gateway { app: app.clone() });
-    let edge = Edge::new(SettledShutdown(Arc::new(proxy)), EdgeLimits::new(&s));
-    let mut service = Service::new("switchboard".to_string(), edge);
-    let listen = if s.host.contains(':') && !s.host.starts_with('[') {
-        format!("[{}]:{}", s.host, s.port)
-    } else {
-        format!("{}:{}", s.host, s.port)
-    };
-    service.add_tcp(&listen);
-    server.add_service(service);
+    // Pingora's h2c switch is per app: listeners with `h2c` get a service of their own (same
+    // gateway, same connection count and edge limits).
+    let mut plain = None;
+    let mut h2c = None;
+    let limits = Arc::new(EdgeLimits::new(&s));
+    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for (listener, tls) in listeners.iter().zip(&live_tls) {
+        let wants_h2c = listener.h2c && listener.tls.is_none();
+        let slot = if wants_h2c { &mut h2c } else { &mut plain };
+        let service = slot.get_or_insert_with(|| {
+            let mut proxy =
+                pingora_proxy::http_proxy(&server.configuration, Gateway { app: app.clone() });
+            // HTTP/2 header blocks get the same bound as HTTP/1 heads (max_request_header_kb).
+            let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+            h2.max_header_list_size(u32::try_from(s.max_request_header).unwrap_or(u32::MAX));
+            proxy.h2_options = Some(h2);
+            if wants_h2c {
+                let mut options = pingora_core::apps::HttpServerOptions::default();
+                options.h2c = true;
+                proxy.server_options = Some(options);
+            }
+            let edge = Edge::with_count(
+                SettledShutdown(Arc::new(proxy)),
+                limits.clone(),
+                open_connections.clone(),
+            );
+            let name = if wants_h2c {
+                "switchboard h2c"
+            } else {
+                "switchboard"
+            };
+            Service::new(name.to_string(), edge)
+        });
+        crate::listeners::add_endpoint(service, listener, tls.as_ref());
+    }
+    for service in [plain, h2c].into_iter().flatten() {
+        server.add_service(service);
+    }
+    let listen = listeners
+        .iter()
+        .map(|l| l.url())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let probe = listeners[0].address.clone();
+    let live_listeners = Arc::new(crate::listeners::LiveListeners {
+        listeners,
+        tls: live_tls,
+        overrides: overrides.clone(),
+    });
 
     // --- routing: active health checks (router::health) over the current snapshot ---
     {
@@ -114,13 +170,14 @@ pub fn build(
     }
     // --- end routing ---
     crate::lifecycle::install_signal_handlers()
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        .map_err(|e| Environment(format!("cannot install signal handlers: {e}")))?;
     server.add_service(background_service(
         "config reload",
         ReloadService {
             app: app.clone(),
             config_path,
             notifier: notifier.clone(),
+            listeners: Some(live_listeners),
         },
     ));
     server.add_service(background_service(
@@ -129,7 +186,7 @@ pub fn build(
             app: app.clone(),
             notifier: notifier.clone(),
             phases: Mutex::new(Some(server.watch_execution_phase())),
-            listen: listen.clone(),
+            listen: probe,
             upgraded: upgrade,
             drain_timeout: Duration::from_secs(s.graceful_shutdown_timeout_seconds),
         },
@@ -139,10 +196,24 @@ pub fn build(
         notifier,
         grace_period: Duration::from_secs(s.grace_period_seconds),
     };
+    // Daemonized, Pingora writes the pid file after the fork; in the foreground (systemd,
+    // containers) it is written here, and an upgraded process rewrites it with its own pid.
+    let pid_file = if daemon {
+        crate::lifecycle::PidFile::adopt(&s.pid_file);
+        None
+    } else {
+        Some(crate::lifecycle::PidFile::write(&s.pid_file).map_err(|e| {
+            Environment(format!(
+                "switchboard.pid_file: cannot write {}: {e}",
+                s.pid_file
+            ))
+        })?)
+    };
     Ok(Built {
         server,
         app,
         listen,
         signals,
+        pid_file,
     })
 }

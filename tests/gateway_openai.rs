@@ -573,3 +573,61 @@ async fn mock_response_streams_without_upstream() {
         .count();
     assert_eq!(finishes, 1);
 }
+
+/// `mock_response` is an ordinary provider answering in-process: whole chat, embeddings (one
+/// vector per input, base64 when asked) and an error mock all go through the same exchange as
+/// an upstream's answer, labelled as the mock's.
+#[tokio::test]
+async fn mock_response_answers_chat_embeddings_and_errors_in_process() {
+    let gw = Gateway::start(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, mock_response: \"Hi from the mock\"}\n  - model_name: e\n    litellm_params: {model: openai/text-embedding-3-small, mock_response: x}\n  - model_name: limited\n    litellm_params: {model: openai/gpt-4o, mock_response: litellm.RateLimitError, num_retries: 0}\n",
+    );
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-litellm-model-api-base"), Some("mock"));
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], "Hi from the mock");
+    assert_eq!(v["model"], "gpt-4o");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "e", "input": ["a", "b", "c"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"].as_array().unwrap().len(), 3);
+    assert_eq!(v["data"][2]["index"], 2);
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(v["model"], "text-embedding-3-small");
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "e", "input": "a", "encoding_format": "base64"}),
+        )
+        .await;
+    assert!(r.json()["data"][0]["embedding"].is_string());
+
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "limited", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Mock rate limit error"));
+}

@@ -204,9 +204,9 @@ async fn broken_config_keeps_the_old_snapshot() {
         "model_list:\n{}",
         mock_group("alpha", "still here")
     ));
-    // An unknown provider: a validation error with a key path, not a YAML error.
+    // A value of the wrong type: a validation error with a key path, not a YAML error.
     gw.rewrite_config(
-        "model_list:\n  - model_name: alpha\n    litellm_params:\n      model: opnai/gpt-4o\n",
+        "model_list:\n  - model_name: alpha\n    litellm_params:\n      model: openai/gpt-4o\n      timeout: soon\n",
     );
     gw.signal("HUP");
     let ready = wait_readiness(&gw, |b| b.get("last_reload").is_some()).await;
@@ -216,7 +216,7 @@ async fn broken_config_keeps_the_old_snapshot() {
     assert_eq!(ready["last_reload"]["generation"], 1);
     let err = ready["last_reload"]["error"].as_str().unwrap();
     assert!(
-        err.starts_with("model_list[0].litellm_params.model"),
+        err.starts_with("model_list[0].litellm_params.timeout"),
         "{err}"
     );
     let r = gw.post("/v1/chat/completions", &chat("alpha")).await;
@@ -224,7 +224,7 @@ async fn broken_config_keeps_the_old_snapshot() {
     let metrics = gw.get("/metrics", &[]).await.text();
     assert!(metrics.contains("switchboard_config_reloads_total{result=\"failed\"} 1"));
     assert!(metrics.contains("switchboard_config_generation 1"));
-    assert!(gw.stderr().contains("model_list[0].litellm_params.model"));
+    assert!(gw.stderr().contains("model_list[0].litellm_params.timeout"));
 
     // Not even YAML: same.
     gw.rewrite_config("model_list: [\n");
@@ -292,7 +292,7 @@ async fn reloads_under_load_fail_no_request_and_streams_finish() {
     );
     reload(&gw, &v3, 3).await;
     loader.progress(10).await;
-    gw.rewrite_config("model_list:\n  - model_name: steady\n    litellm_params: {model: nope/x}\n");
+    gw.rewrite_config("model_list:\n  - model_name: steady\n    litellm_params: {rpm: nope}\n");
     gw.signal("HUP");
     wait_readiness(&gw, |b| b["last_reload"]["result"] == "failed").await;
     loader.progress(10).await;

@@ -266,8 +266,15 @@ async fn streams_text_and_tool_calls_with_usage() {
     assert_eq!(finishes[0]["finish_reason"], "stop");
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"], json!([]));
+    // The final usage chunk also carries the call's cost, as LiteLLM's does.
+    let mut usage = last["usage"].clone();
+    let cost = usage.as_object_mut().unwrap().remove("cost");
+    assert!(
+        cost.and_then(|c| c.as_f64()).is_some_and(|c| c > 0.0),
+        "{usage}"
+    );
     assert_eq!(
-        last["usage"],
+        usage,
         json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11})
     );
     let id = &chunks[0]["id"];

@@ -30,6 +30,13 @@ pub const PROVIDER_PARAMS: &[&str] = &[
     "aws_region_name",
     "region_name",
     "aws_bedrock_runtime_endpoint",
+    // Where Bedrock's credentials come from (`providers::aws_credentials`).
+    "aws_profile_name",
+    "aws_role_name",
+    "aws_session_name",
+    "aws_web_identity_token",
+    "aws_external_id",
+    "aws_sts_endpoint",
     "max_tokens",
 ];
 
@@ -169,6 +176,7 @@ fn read_server(
             )
         })?;
     }
+    out.listeners = super::listeners::read(s)?;
     if let Some(v) = s.u64("threads")? {
         if v == 0 || v > 1024 {
             return Err(ConfigError::new(

@@ -3,6 +3,7 @@
 //! this module looks at YAML. Errors name the exact key path; keys we do not implement yet are
 //! warnings, never failures.
 
+pub mod listeners;
 pub mod litellm;
 pub mod yaml;
 
@@ -78,6 +79,9 @@ impl Config {
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
+    /// `listeners`: the endpoints when given; `None` means the one plaintext `host:port`
+    /// (see [`ServerSettings::listeners`]).
+    pub listeners: Option<Vec<listeners::ListenerConfig>>,
     /// Worker threads; defaults to the number of cores.
     pub threads: usize,
     pub pid_file: String,
@@ -117,6 +121,7 @@ impl Default for ServerSettings {
         ServerSettings {
             host: "0.0.0.0".into(),
             port: 4000,
+            listeners: None,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -137,6 +142,19 @@ impl Default for ServerSettings {
             max_connections: 10_000,
             max_stream_event_bytes: crate::codec::limits::DEFAULT_MAX_STREAM_EVENT_BYTES,
         }
+    }
+}
+
+impl ServerSettings {
+    /// The endpoints to listen on: `listeners`, or the one plaintext `host:port`.
+    pub fn listeners(&self) -> Vec<listeners::ListenerConfig> {
+        self.listeners.clone().unwrap_or_else(|| {
+            vec![listeners::ListenerConfig::tcp(
+                &self.host,
+                self.port,
+                "switchboard",
+            )]
+        })
     }
 }
 

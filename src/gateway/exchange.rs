@@ -23,16 +23,16 @@
 //! byte and every silence between chunks. The client connection is watched throughout: a
 //! hang-up drops the upstream request at once and frees its slot.
 
+use super::respond;
 use super::sink::ResponseSink;
-use super::{respond, unix_now, App, RequestLog};
-use crate::app::Live;
+use crate::app::{App, Live};
+use crate::context::{new_id, unix_now, Context};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::openai::request::{check_model_name, EmbeddingsRequest};
+use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
-use crate::providers::mock::MockResponder;
-use crate::providers::{Operation, RequestContext, StreamTranslator};
+use crate::providers::{Operation, Outbound, RequestContext, StreamTranslator};
 use crate::router::cooldown::error_class;
-use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Target, Unavailable};
+use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Unavailable};
 use crate::upstream::UpstreamResponse;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
@@ -72,9 +72,10 @@ struct Call<'a> {
     embeddings_base64: bool,
     response_id: &'a str,
     created: u64,
-    prompt_bytes: usize,
     /// The whole request's deadline.
     deadline: Instant,
+    /// Size of the request body: the prompt estimate when a stream ends without usage.
+    prompt_bytes: usize,
 }
 
 enum GroupOutcome {
@@ -96,13 +97,12 @@ enum AttemptOutcome {
 /// move; boxing the stream variant would cost an allocation per stream for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Ready<'a> {
-    Mock(&'a MockResponder),
     Whole {
         body: Bytes,
         usage: Option<crate::openai::Usage>,
     },
     Stream {
-        response: UpstreamResponse<'a>,
+        response: Answer<'a>,
         translator: Box<dyn StreamTranslator>,
         /// Translated bytes so far (never empty unless `ended`).
         first: BytesMut,
@@ -116,7 +116,7 @@ pub async fn handle(
     app: &App,
     live: &Live,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
     op: Operation,
     body: Bytes,
 ) -> GatewayResult<()> {
@@ -134,12 +134,15 @@ pub async fn handle(
         }
         _ => {}
     }
+    if ctx.end_user.is_none() {
+        ctx.end_user = end_user(&parsed);
+    }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;
 
-    live.stages.admit(ctx, &parsed)?;
-    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed) {
+    live.stages.admit(ctx, &parsed).await?;
+    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed).await {
         respond::json(sink, ctx, 200, answer).await;
         return Ok(());
     }
@@ -147,7 +150,7 @@ pub async fn handle(
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
-    let response_id = format!("chatcmpl-{}", super::new_id());
+    let response_id = format!("chatcmpl-{}", new_id());
     let call = Call {
         app,
         requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
@@ -160,8 +163,8 @@ pub async fn handle(
             && parsed.get("encoding_format").map(|v| v.get()) == Some("\"base64\""),
         response_id: &response_id,
         created: unix_now(),
-        prompt_bytes: body.len(),
         deadline: ctx.start + snapshot.request_timeout,
+        prompt_bytes: body.len(),
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -239,6 +242,13 @@ pub async fn handle(
     }
 }
 
+/// The body's `user` (OpenAI's end-user field), when it is a non-empty string.
+fn end_user(body: &RequestBody<'_>) -> Option<String> {
+    let raw = body.get("user")?;
+    let user: std::borrow::Cow<'_, str> = serde_json::from_str(raw.get()).ok()?;
+    (!user.is_empty()).then(|| user.into_owned())
+}
+
 /// Whether another group takes over when this one gives up (see [`run_group`]).
 #[derive(Clone, Copy)]
 enum FallbackAfter {
@@ -257,7 +267,7 @@ async fn run_group(
     group: &ModelGroup,
     then: FallbackAfter,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
 ) -> GroupOutcome {
     let router = &call.snapshot.config.router;
     let mut tried: Vec<usize> = Vec::new();
@@ -363,11 +373,7 @@ fn backoff(err: &GatewayError, retry: u32, least: Duration, elsewhere: bool) -> 
 }
 
 /// Sleeps until `until`, or returns false at once if the client hangs up meanwhile.
-async fn sleep_or_hang_up(
-    until: Instant,
-    sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
-) -> bool {
+async fn sleep_or_hang_up(until: Instant, sink: &mut impl ResponseSink, ctx: &mut Context) -> bool {
     tokio::select! {
         biased;
         _ = tokio::time::sleep_until(until.into()) => true,
@@ -391,7 +397,7 @@ async fn attempt(
     call: &Call<'_>,
     admission: Admission,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
 ) -> AttemptOutcome {
     let deployment = admission.deployment.clone();
     let cx = RequestContext {
@@ -427,21 +433,10 @@ async fn attempt(
         }
     };
     match ready {
-        Ready::Mock(mock) => {
-            if let Err(e) = answer_mock(mock, call.parsed, &cx, call.prompt_bytes, sink, ctx).await
-            {
-                attempt_failed(call, admission, &e);
-                return AttemptOutcome::Failed(e);
-            }
-            let tokens = ctx.usage.map(|u| u.total_tokens).unwrap_or(0);
-            call.app
-                .metrics
-                .deployment_attempt(&deployment, call.requested, None);
-            admission.succeeded(Instant::now(), start.elapsed(), ctx.ttft, tokens);
-        }
         Ready::Whole { body, usage } => {
             let latency = start.elapsed();
             ctx.usage = usage;
+            ctx.price_usage();
             respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
@@ -469,6 +464,8 @@ async fn attempt(
             )
             .await;
             ctx.usage = translator.usage();
+            let complete = failure.is_none() && !ctx.client_disconnected && ctx.usage.is_some();
+            ctx.settle_stream_usage(complete, call.prompt_bytes);
             let now = Instant::now();
             match failure {
                 Some(e) => attempt_failed(call, admission, &e),
@@ -515,15 +512,7 @@ async fn until_ready<'a>(
     cx: &RequestContext<'_>,
     deadline: Instant,
 ) -> GatewayResult<Ready<'a>> {
-    let (provider, endpoint) = match &deployment.target {
-        Target::Mock(mock) => {
-            return match mock.error() {
-                Some(err) => Err(err),
-                None => Ok(Ready::Mock(mock)),
-            }
-        }
-        Target::Upstream { provider, endpoint } => (provider, endpoint),
-    };
+    let provider = deployment.provider.as_ref();
     if !provider.supports(call.op) {
         return Err(GatewayError::invalid_param(
             "model",
@@ -542,37 +531,45 @@ async fn until_ready<'a>(
         ));
     }
     let client = &call.app.client;
-    let mut provider_call = crate::providers::Call::start(provider.as_ref(), cx);
-    // Building may call upstreams itself (Bedrock Titan embeddings): under the deadline too.
-    let request = within(
-        deadline,
-        provider_call.build_request(call.parsed, cx, client),
-    )
-    .await?;
-    // Until the first byte: `stream_timeout` for streams, the attempt's deadline otherwise.
-    let left = deadline.saturating_duration_since(Instant::now());
-    let first_byte = if call.stream {
-        deployment.stream_timeout.min(left)
-    } else {
-        left
-    };
-    let sent = tokio::time::timeout(first_byte, client.send(endpoint, &request, None)).await;
-    let mut response = match sent {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(GatewayError::timeout(format!(
-                "{} did not start answering within {:.1}s.",
-                provider.name(),
-                first_byte.as_secs_f64()
-            )))
+    let mut provider_call = crate::providers::Call::start(provider, cx);
+    // Opening may call upstreams itself (Bedrock Titan embeddings): under the deadline too.
+    let outbound = within(deadline, provider_call.open(call.parsed, cx, client)).await?;
+    let mut response = match outbound {
+        // A provider with no upstream (the mock) answered in-process.
+        Outbound::Answered(chunks) => Answer::InProcess(chunks.into_iter()),
+        Outbound::Send(request) => {
+            let endpoint = deployment.endpoint.as_ref().ok_or_else(|| {
+                GatewayError::internal("The deployment's provider has no upstream endpoint.")
+            })?;
+            // Until the first byte: `stream_timeout` for streams, the attempt's deadline
+            // otherwise.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let first_byte = if call.stream {
+                deployment.stream_timeout.min(left)
+            } else {
+                left
+            };
+            let sent =
+                tokio::time::timeout(first_byte, client.send(endpoint, &request, None)).await;
+            let mut response = match sent {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(GatewayError::timeout(format!(
+                        "{} did not start answering within {:.1}s.",
+                        provider.name(),
+                        first_byte.as_secs_f64()
+                    )))
+                }
+            };
+            if !(200..300).contains(&response.status) {
+                let err_body = within(deadline, response.body(MAX_ERROR_BODY))
+                    .await
+                    .unwrap_or_default();
+                return Err(provider_call.map_error(response.status, &response.header, &err_body));
+            }
+            Answer::Upstream(response)
         }
     };
-    if !(200..300).contains(&response.status) {
-        let err_body = within(deadline, response.body(MAX_ERROR_BODY))
-            .await
-            .unwrap_or_default();
-        return Err(provider_call.map_error(response.status, &response.header, &err_body));
-    }
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
         let translated = provider_call.parse_response(whole, cx)?;
@@ -638,7 +635,7 @@ async fn within<T>(
 /// drops the upstream request immediately. Returns the upstream failure that cut the stream.
 #[allow(clippy::too_many_arguments)]
 async fn stream_to_client(
-    response: &mut UpstreamResponse<'_>,
+    response: &mut Answer<'_>,
     translator: &mut dyn StreamTranslator,
     mut out: BytesMut,
     mut ended: bool,
@@ -646,17 +643,26 @@ async fn stream_to_client(
     secrets: &crate::redact::Secrets,
     deadline: Instant,
     sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
+    ctx: &mut Context,
 ) -> Option<GatewayError> {
     if !respond::sse_head(sink, ctx).await {
         return None;
     }
     let mut failure = None;
+    let mut cost_stamped = false;
     loop {
         if !out.is_empty() {
             if ctx.ttft.is_none() {
                 ctx.ttft = Some(ctx.start.elapsed());
             }
+            // The final usage chunk (only sent when the client asked for usage) carries the
+            // cost, as LiteLLM's does.
+            if let (false, Some(price), Some(usage)) =
+                (cost_stamped, &deployment.price, translator.usage())
+            {
+                cost_stamped = crate::cost::stamp_stream_usage(&mut out, || price.cost(&usage));
+            }
+            ctx.events_sent += memchr::memmem::find_iter(&out, b"data: ").count() as u64;
             if !respond::send_body(sink, ctx, out.split().freeze(), ended).await {
                 return failure;
             }
@@ -734,50 +740,41 @@ async fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
     .await
 }
 
-async fn answer_mock(
-    mock: &crate::providers::mock::MockResponder,
-    parsed: &RequestBody<'_>,
-    cx: &RequestContext<'_>,
-    prompt_bytes: usize,
-    sink: &mut impl ResponseSink,
-    ctx: &mut RequestLog,
-) -> GatewayResult<()> {
-    match cx.op {
-        Operation::Embeddings => {
-            let req = EmbeddingsRequest::from_body(parsed)?;
-            let inputs = match &req.input {
-                crate::openai::request::EmbeddingInput::Many(v) => v.len(),
-                crate::openai::request::EmbeddingInput::TokenBatches(v) => v.len(),
-                _ => 1,
-            };
-            let (body, usage) = mock.embeddings(inputs, req.base64, prompt_bytes);
-            ctx.usage = Some(usage);
-            respond::json(sink, ctx, 200, body).await;
-        }
-        Operation::Chat if cx.stream => {
-            let (events, usage) =
-                mock.stream_events(cx.response_id, cx.created, cx.include_usage, prompt_bytes);
-            ctx.usage = Some(usage);
-            if !respond::sse_head(sink, ctx).await {
-                return Ok(());
-            }
-            let last = events.len().saturating_sub(1);
-            for (i, ev) in events.into_iter().enumerate() {
-                if ctx.ttft.is_none() {
-                    ctx.ttft = Some(ctx.start.elapsed());
+/// Where an attempt's 2xx answer comes from: an upstream response, or the chunks a provider
+/// call made in-process (the mock), read the same way. On the stack for one attempt: boxing the
+/// upstream variant would cost an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Answer<'c> {
+    Upstream(UpstreamResponse<'c>),
+    InProcess(std::vec::IntoIter<Bytes>),
+}
+
+impl Answer<'_> {
+    /// The next body chunk, `None` at the end. An in-process chunk is handed out after a yield,
+    /// as if it had just arrived: a stream goes out a chunk per write, as an upstream's would.
+    /// Cancel-safe: a chunk is taken only once the future completes.
+    async fn chunk(&mut self) -> GatewayResult<Option<Bytes>> {
+        match self {
+            Answer::Upstream(r) => r.chunk().await,
+            Answer::InProcess(chunks) => {
+                if !chunks.as_slice().is_empty() {
+                    tokio::task::yield_now().await;
                 }
-                if !respond::send_body(sink, ctx, ev, i == last).await {
-                    break;
-                }
+                Ok(chunks.next())
             }
-        }
-        Operation::Chat => {
-            let (body, usage) = mock.completion(cx.response_id, cx.created, prompt_bytes);
-            ctx.usage = Some(usage);
-            respond::json(sink, ctx, 200, body).await;
         }
     }
-    Ok(())
+
+    /// The whole body, refusing more than `limit` bytes.
+    async fn body(&mut self, limit: usize) -> GatewayResult<Bytes> {
+        match self {
+            Answer::Upstream(r) => r.body(limit).await,
+            Answer::InProcess(chunks) => Ok(match chunks.len() {
+                1 => chunks.next().unwrap_or_default(),
+                _ => chunks.collect::<Vec<_>>().concat().into(),
+            }),
+        }
+    }
 }
 
 /// Reads the whole request body within `timeout` (408 after it), refusing more than `limit`

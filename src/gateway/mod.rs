@@ -26,13 +26,8 @@ pub mod sink;
 #[cfg(test)]
 mod tests;
 
-pub use crate::app::App;
-pub use crate::context::{new_id, unix_now, Context};
-/// The per-request context's old name, kept while branches that use it merge.
-pub type RequestLog = Context;
-
-use crate::app::Live;
-use crate::context::RequestId;
+use crate::app::{App, Live};
+use crate::context::{unix_now, Context, RequestId};
 use crate::logging;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -67,16 +62,16 @@ pub struct Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestLog;
+    type CTX = Context;
 
-    fn new_ctx(&self) -> RequestLog {
-        RequestLog::default()
+    fn new_ctx(&self) -> Context {
+        Context::default()
     }
 
     async fn request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestLog,
+        ctx: &mut Context,
     ) -> pingora_core::Result<bool> {
         crate::edge::head_done(session);
         // A request sent before the previous answer is read (HTTP/1.1 pipelining) is answered
@@ -85,6 +80,7 @@ impl ProxyHttp for Gateway {
         session.set_pipelining_enabled(true);
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
+        ctx.end_user = end_user_header(session);
         let _serving = Serving::enter(&self.app.in_flight);
         if let Err(e) = framing::check(session) {
             session.set_keepalive(None);
@@ -104,7 +100,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestLog,
+        _ctx: &mut Context,
     ) -> pingora_core::Result<Box<HttpPeer>> {
         // request_filter always answers; reaching here is a bug.
         pingora_core::Error::e_explain(
@@ -117,7 +113,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         _e: Option<&pingora_core::Error>,
-        ctx: &mut RequestLog,
+        ctx: &mut Context,
     ) {
         self.app.metrics.observe(ctx, &self.app.snapshot.load());
         logging::access(session.req_header(), ctx);
@@ -125,7 +121,7 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    async fn serve(&self, live: &Live, session: &mut Session, ctx: &mut RequestLog) {
+    async fn serve(&self, live: &Live, session: &mut Session, ctx: &mut Context) {
         let snapshot = &live.routing;
         let method = session.req_header().method.clone();
         // Shares the request's bytes (no copy): the route borrows from it.
@@ -225,6 +221,19 @@ impl Gateway {
 
 fn model_object(id: &str, created: u64) -> serde_json::Value {
     serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": "openai"})
+}
+
+/// LiteLLM's end-user header, `x-litellm-end-user-id`, when present and not blank (it takes
+/// precedence over the body's `user`).
+fn end_user_header(session: &Session) -> Option<String> {
+    let value = session
+        .req_header()
+        .headers
+        .get("x-litellm-end-user-id")?
+        .to_str()
+        .ok()?
+        .trim();
+    (!value.is_empty()).then(|| value.to_string())
 }
 
 /// The client's `x-request-id` when it is a sane token, else a new random one.

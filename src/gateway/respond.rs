@@ -26,6 +26,12 @@ pub fn head(status: u16, ctx: &Context, content_type: &str) -> ResponseHeader {
         let _ = h.insert_header("x-litellm-model-api-base", d.api_base());
         let _ = h.insert_header("x-litellm-model-group", d.config.model_name.as_str());
     }
+    if let Some(cost) = ctx.cost {
+        let _ = h.insert_header(
+            "x-litellm-response-cost",
+            crate::cost::JsonNumber(cost).to_string(),
+        );
+    }
     if ctx.fallbacks_attempted > 0 {
         let _ = h.insert_header(
             "x-litellm-attempted-fallbacks",

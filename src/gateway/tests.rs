@@ -125,8 +125,9 @@ struct Quota {
     left: AtomicU32,
 }
 
+#[async_trait::async_trait]
 impl Admit for Quota {
-    fn admit(&self, ctx: &mut Context, _body: &RequestBody<'_>) -> Result<(), GatewayError> {
+    async fn admit(&self, ctx: &mut Context, _body: &RequestBody<'_>) -> Result<(), GatewayError> {
         if ctx.principal != Principal::Open {
             return Err(GatewayError::new(
                 ErrorKind::PermissionDenied,
@@ -181,8 +182,9 @@ struct BodyCache {
     stored: Mutex<Vec<(Vec<u8>, Bytes)>>,
 }
 
+#[async_trait::async_trait]
 impl Cache for Arc<BodyCache> {
-    fn lookup(&self, _ctx: &Context, body: &RequestBody<'_>) -> Option<Bytes> {
+    async fn lookup(&self, _ctx: &Context, body: &RequestBody<'_>) -> Option<Bytes> {
         let key = body.get("messages").map(|v| v.get().as_bytes().to_vec())?;
         let stored = self.stored.lock().unwrap();
         stored
@@ -227,4 +229,42 @@ async fn a_cache_miss_is_stored_at_settle_and_a_hit_replays_through_the_sink() {
         *seen.lock().unwrap(),
         [(200, CacheStatus::Miss), (200, CacheStatus::Hit)]
     );
+}
+
+#[tokio::test]
+async fn the_end_user_comes_from_the_body_unless_the_header_named_one() {
+    let (app, live) = app_with(|s| s);
+    let mut ctx = Context::default();
+    call(
+        &app,
+        &live,
+        r#"{"model":"m","messages":[],"user":"u-42"}"#,
+        &mut ctx,
+    )
+    .await;
+    assert_eq!(ctx.end_user.as_deref(), Some("u-42"));
+
+    // `x-litellm-end-user-id` (read at the edge) takes precedence, as in LiteLLM.
+    let mut ctx = Context {
+        end_user: Some("from-header".into()),
+        ..Context::default()
+    };
+    call(
+        &app,
+        &live,
+        r#"{"model":"m","messages":[],"user":"u-42"}"#,
+        &mut ctx,
+    )
+    .await;
+    assert_eq!(ctx.end_user.as_deref(), Some("from-header"));
+
+    let mut ctx = Context::default();
+    call(
+        &app,
+        &live,
+        r#"{"model":"m","messages":[],"user":""}"#,
+        &mut ctx,
+    )
+    .await;
+    assert_eq!(ctx.end_user, None);
 }

@@ -28,7 +28,8 @@ impl Serialize for FinishReason {
     }
 }
 
-/// Token usage as OpenAI reports it.
+/// Token usage as OpenAI reports it (with the cache-write and reasoning counts LiteLLM adds,
+/// which pricing needs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     #[serde(default)]
@@ -39,12 +40,34 @@ pub struct Usage {
     pub total_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptTokensDetails {
+    /// Prompt tokens read from the provider's prompt cache (inside `prompt_tokens`).
     #[serde(default)]
     pub cached_tokens: u64,
+    /// Prompt tokens written to the prompt cache (inside `prompt_tokens`), as LiteLLM names
+    /// them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_creation_tokens: u64,
+    /// Of the cache writes, those kept for an hour (Anthropic's `ephemeral_1h_input_tokens`),
+    /// priced apart. Kept for pricing only: LiteLLM reports it in a different shape.
+    #[serde(skip)]
+    pub cache_creation_1h_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    /// Completion tokens spent thinking (inside `completion_tokens`).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -54,16 +77,53 @@ impl Usage {
             completion_tokens: completion,
             total_tokens: prompt + completion,
             prompt_tokens_details: None,
+            completion_tokens_details: None,
         }
     }
 
     pub fn with_cached(mut self, cached: u64) -> Usage {
         if cached > 0 {
-            self.prompt_tokens_details = Some(PromptTokensDetails {
-                cached_tokens: cached,
+            self.prompt_tokens_details
+                .get_or_insert_with(Default::default)
+                .cached_tokens = cached;
+        }
+        self
+    }
+
+    /// Cache writes (inside `prompt_tokens`), of which `one_hour` kept for an hour.
+    pub fn with_cache_creation(mut self, written: u64, one_hour: u64) -> Usage {
+        if written > 0 {
+            let d = self
+                .prompt_tokens_details
+                .get_or_insert_with(Default::default);
+            d.cache_creation_tokens = written;
+            d.cache_creation_1h_tokens = one_hour.min(written);
+        }
+        self
+    }
+
+    /// Reasoning tokens (inside `completion_tokens`).
+    pub fn with_reasoning(mut self, reasoning: u64) -> Usage {
+        if reasoning > 0 {
+            self.completion_tokens_details = Some(CompletionTokensDetails {
+                reasoning_tokens: reasoning,
             });
         }
         self
+    }
+
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
+    }
+
+    pub fn cache_creation_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .map_or(0, |d| d.cache_creation_tokens)
+    }
+
+    pub fn reasoning_tokens(&self) -> u64 {
+        self.completion_tokens_details
+            .map_or(0, |d| d.reasoning_tokens)
     }
 }
 

@@ -662,6 +662,15 @@ struct AnthropicUsage {
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
+    /// The cache writes split by lifetime (`ephemeral_1h_input_tokens` are priced higher).
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: u64,
 }
 
 impl AnthropicUsage {
@@ -675,13 +684,20 @@ impl AnthropicUsage {
         self.cache_read_input_tokens = newer
             .cache_read_input_tokens
             .or(self.cache_read_input_tokens);
+        self.cache_creation = newer.cache_creation.or(self.cache_creation);
     }
 
     fn to_openai(self) -> Usage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
         let prompt =
             self.input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0) + cached;
-        Usage::new(prompt, self.output_tokens.unwrap_or(0)).with_cached(cached)
+        Usage::new(prompt, self.output_tokens.unwrap_or(0))
+            .with_cached(cached)
+            .with_cache_creation(
+                self.cache_creation_input_tokens.unwrap_or(0),
+                self.cache_creation
+                    .map_or(0, |c| c.ephemeral_1h_input_tokens),
+            )
     }
 }
 
@@ -1372,7 +1388,7 @@ mod tests {
                         {"id": "toolu_01B", "type": "function", "function": {"name": "time", "arguments": "{}"}}
                     ], "refusal": null}, "logprobs": null, "finish_reason": "tool_calls"}],
                 "usage": {"prompt_tokens": 113, "completion_tokens": 20, "total_tokens": 133,
-                    "prompt_tokens_details": {"cached_tokens": 100}}
+                    "prompt_tokens_details": {"cached_tokens": 100, "cache_creation_tokens": 3}}
             })
         );
         assert_eq!(out.usage.unwrap().prompt_tokens, 113);

@@ -18,6 +18,7 @@
 //! `encoding_format` arrives in `RequestContext::embeddings_base64`). They go away with the
 //! request, whatever becomes of it.
 
+use super::aws_credentials::{AwsAuth, AwsAuthParams};
 use super::framed::{EventTranslator, Framed};
 use super::sigv4::{self, Credentials, SignableRequest};
 use super::{
@@ -85,7 +86,8 @@ enum EmbedModel {
 }
 
 enum Auth {
-    SigV4(Credentials),
+    /// Static keys, or a source refreshed in the background (see `aws_credentials`).
+    SigV4(AwsAuth),
     Bearer(String),
 }
 
@@ -107,6 +109,8 @@ pub struct Bedrock {
     timeout: Duration,
     /// `litellm_params.max_tokens`: the output cap when the request sets none.
     default_max_tokens: Option<u64>,
+    /// `model_list[i] (model_name)`, for credential errors.
+    deployment: String,
 }
 
 /// What an embeddings response needs besides the upstream's body: the client's encoding and
@@ -156,18 +160,34 @@ pub fn build(dep: &DeploymentConfig) -> Result<Arc<dyn Provider>, ConfigError> {
     Ok(Arc::new(build_bedrock(dep)?))
 }
 
+/// Where a `bedrock/` deployment's credentials come from, for `--check` (never a secret);
+/// `None` for other providers or a deployment that does not build.
+pub fn credentials_source(dep: &DeploymentConfig) -> Option<String> {
+    if dep.provider != NAME {
+        return None;
+    }
+    Some(match build_bedrock(dep).ok()?.auth {
+        Auth::Bearer(_) => "Bedrock API key (api_key), sent as a Bearer token".to_string(),
+        Auth::SigV4(auth) => auth.describe(),
+    })
+}
+
 fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
     let key = |k: &str| format!("model_list[{}].litellm_params.{k}", dep.index);
     let extra = |k: &str| dep.params.extra_str(k).filter(|s| !s.is_empty());
     let env = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
 
     let model = BedrockModel::parse(&dep.model).map_err(|e| ConfigError::new(key("model"), e))?;
+    // LiteLLM's order (`_get_aws_region_name`): the param, the model ARN's region, the
+    // environment, else us-west-2.
     let region = extra("aws_region_name")
         .or_else(|| extra("region_name"))
         .map(str::to_string)
+        .or_else(|| region_of_arn(model.id))
         .or_else(|| env("AWS_REGION_NAME"))
         .or_else(|| env("AWS_REGION"))
-        .or_else(|| env("AWS_DEFAULT_REGION"));
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| DEFAULT_REGION.to_string());
     let explicit_endpoint = dep
         .params
         .api_base
@@ -180,19 +200,20 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
         })
         .or_else(|| env("AWS_BEDROCK_RUNTIME_ENDPOINT").map(|s| (s, "api_base")));
     let api_key = dep.params.api_key.clone().filter(|k| !k.is_empty());
-    let missing_region = || {
-        ConfigError::new(
+    if !region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || region.is_empty()
+    {
+        return Err(ConfigError::new(
             key("aws_region_name"),
-            "required for bedrock deployments (or set AWS_REGION_NAME / AWS_REGION / AWS_DEFAULT_REGION), e.g. us-east-1",
-        )
-    };
+            format!("\"{region}\" is not an AWS region name (lowercase letters, digits and hyphens, e.g. us-east-1)"),
+        ));
+    }
     let (endpoint_url, endpoint_key) = match explicit_endpoint {
         Some(e) => e,
         None => (
-            format!(
-                "https://bedrock-runtime.{}.amazonaws.com",
-                region.as_deref().ok_or_else(missing_region)?
-            ),
+            format!("https://bedrock-runtime.{region}.amazonaws.com"),
             "aws_region_name",
         ),
     };
@@ -217,51 +238,40 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
             Auth::Bearer(k)
         }
         None => {
-            let access = extra("aws_access_key_id")
-                .map(str::to_string)
-                .or_else(|| env("AWS_ACCESS_KEY_ID"));
-            let secret = extra("aws_secret_access_key")
-                .map(str::to_string)
-                .or_else(|| env("AWS_SECRET_ACCESS_KEY"));
-            let token = extra("aws_session_token")
-                .map(str::to_string)
-                .or_else(|| env("AWS_SESSION_TOKEN"));
-            match (access, secret) {
-                (Some(access_key_id), Some(secret_access_key)) => {
-                    if let Some(t) = &token {
-                        http::HeaderValue::from_str(t).map_err(|_| {
-                            ConfigError::new(
-                                key("aws_session_token"),
-                                "contains characters not allowed in an HTTP header",
-                            )
-                        })?;
-                    }
-                    Auth::SigV4(Credentials {
-                        access_key_id,
-                        secret_access_key,
-                        session_token: token,
-                    })
-                }
-                (Some(_), None) => {
-                    return Err(ConfigError::new(
-                        key("aws_secret_access_key"),
-                        "aws_access_key_id is set but the secret is missing (set aws_secret_access_key or AWS_SECRET_ACCESS_KEY)",
-                    ))
-                }
-                (None, _) => {
-                    return Err(ConfigError::new(
-                        key("aws_access_key_id"),
-                        "bedrock needs credentials: aws_access_key_id + aws_secret_access_key (or the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment variables), or api_key for a Bedrock API key",
-                    ))
-                }
+            let params = AwsAuthParams::read(|k| extra(k).map(str::to_string), |k| env(k), &region);
+            if params.access_key_id.is_some() != params.secret_access_key.is_some() {
+                let (set, missing) = if params.access_key_id.is_some() {
+                    ("aws_access_key_id", "aws_secret_access_key")
+                } else {
+                    ("aws_secret_access_key", "aws_access_key_id")
+                };
+                return Err(ConfigError::new(
+                    key(missing),
+                    format!(
+                        "{set} is set but {missing} is missing (set it in litellm_params or as {})",
+                        missing.to_ascii_uppercase()
+                    ),
+                ));
             }
+            if let Some(t) = &params.session_token {
+                http::HeaderValue::from_str(t).map_err(|_| {
+                    ConfigError::new(
+                        key("aws_session_token"),
+                        "contains characters not allowed in an HTTP header",
+                    )
+                })?;
+            }
+            let auth = AwsAuth::resolve(&params);
+            if let AwsAuth::Ambient(source) = &auth {
+                log::info!(
+                    "model_list[{}] ({}): bedrock credentials from {}",
+                    dep.index,
+                    dep.model_name,
+                    source.describe()
+                );
+            }
+            Auth::SigV4(auth)
         }
-    };
-    let region = match (&auth, region) {
-        (_, Some(r)) => r,
-        // A Bearer key against an explicit endpoint needs no region.
-        (Auth::Bearer(_), None) => String::new(),
-        (Auth::SigV4(_), None) => return Err(missing_region()),
     };
     let endpoint = Endpoint::parse(
         origin,
@@ -282,7 +292,21 @@ fn build_bedrock(dep: &DeploymentConfig) -> Result<Bedrock, ConfigError> {
         endpoint: Arc::new(endpoint),
         timeout: dep.params.timeout.unwrap_or(Duration::from_secs(600)),
         default_max_tokens: dep.params.extra.get("max_tokens").and_then(|v| v.as_u64()),
+        deployment: format!("model_list[{}] ({})", dep.index, dep.model_name),
     })
+}
+
+/// LiteLLM's region when nothing names one.
+const DEFAULT_REGION: &str = "us-west-2";
+
+/// The region of a Bedrock ARN model id (`arn:aws:bedrock:{region}:{account}:...`).
+fn region_of_arn(model_id: &str) -> Option<String> {
+    let region = model_id.strip_prefix("arn:")?.split(':').nth(2)?;
+    (!region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    .then(|| region.to_string())
 }
 
 #[async_trait]
@@ -332,7 +356,13 @@ impl Provider for Bedrock {
                 } else {
                     "application/json"
                 };
-                self.signed(self.model_path(model.id, op), json, accept)
+                let creds = self.credentials().await?;
+                self.signed(
+                    creds.as_deref(),
+                    self.model_path(model.id, op),
+                    json,
+                    accept,
+                )
             }
             Operation::Embeddings => {
                 let (request, pending) = self.build_embeddings(body, cx, client).await?;
@@ -454,6 +484,8 @@ impl Bedrock {
             ));
         }
         let invoke = self.model_path(model.id, "/invoke");
+        let creds = self.credentials().await?;
+        let creds = creds.as_deref();
         let mut pending = PendingEmbeddings::default();
         let request = match kind {
             EmbedModel::Cohere => {
@@ -462,7 +494,7 @@ impl Bedrock {
                     input_type: req.input_type.as_deref().unwrap_or("search_document"),
                 })
                 .map_err(serialize_error)?;
-                self.signed(invoke, json, "application/json")?
+                self.signed(creds, invoke, json, "application/json")?
             }
             EmbedModel::Titan => {
                 if texts.len() > MAX_TITAN_INPUTS {
@@ -476,10 +508,11 @@ impl Bedrock {
                 }
                 if texts.len() > 1 {
                     (pending.vectors, pending.tokens) = self
-                        .embed_titan_rest(&invoke, &texts[1..], req.dimensions, client)
+                        .embed_titan_rest(creds, &invoke, &texts[1..], req.dimensions, client)
                         .await?;
                 }
                 self.signed(
+                    creds,
                     invoke,
                     titan_body(texts[0], req.dimensions)?,
                     "application/json",
@@ -499,15 +532,36 @@ impl Bedrock {
         path
     }
 
-    /// A POST of `json` to `path`, authorized: signed now with SigV4, or with the Bearer key.
-    fn signed(&self, path: String, json: Vec<u8>, accept: &str) -> GatewayResult<UpstreamRequest> {
+    /// The credentials to sign with now (`None` with a Bearer key): a cheap load of the
+    /// current ones; only a source's very first fetch is waited for.
+    async fn credentials(&self) -> GatewayResult<Option<Arc<Credentials>>> {
+        match &self.auth {
+            Auth::Bearer(_) => Ok(None),
+            Auth::SigV4(auth) => auth.current(&self.deployment).await.map(Some),
+        }
+    }
+
+    /// A POST of `json` to `path`, authorized: signed now with SigV4 and `creds`, or with the
+    /// Bearer key.
+    fn signed(
+        &self,
+        creds: Option<&Credentials>,
+        path: String,
+        json: Vec<u8>,
+        accept: &str,
+    ) -> GatewayResult<UpstreamRequest> {
         let mut req = UpstreamRequest::post_json(path, json);
         req.header(http::header::ACCEPT, accept)?;
-        match &self.auth {
-            Auth::Bearer(key) => {
+        match (&self.auth, creds) {
+            (Auth::Bearer(key), _) => {
                 req.header(http::header::AUTHORIZATION, &format!("Bearer {key}"))?;
             }
-            Auth::SigV4(creds) => {
+            (Auth::SigV4(_), None) => {
+                return Err(GatewayError::internal(
+                    "bedrock: a SigV4 request was built without credentials.",
+                ))
+            }
+            (Auth::SigV4(_), Some(creds)) => {
                 let signed = sigv4::sign(
                     creds,
                     &self.region,
@@ -535,6 +589,7 @@ impl Bedrock {
     /// drops the requests in flight.
     async fn embed_titan_rest(
         &self,
+        creds: Option<&Credentials>,
         path: &str,
         texts: &[&str],
         dimensions: Option<u32>,
@@ -545,6 +600,7 @@ impl Bedrock {
             .iter()
             .map(|text| {
                 self.signed(
+                    creds,
                     path.to_string(),
                     titan_body(text, dimensions)?,
                     "application/json",
@@ -1131,6 +1187,7 @@ impl BedrockUsage {
     fn to_openai(self) -> Usage {
         Usage::new(self.input + self.cache_read + self.cache_write, self.output)
             .with_cached(self.cache_read)
+            .with_cache_creation(self.cache_write, 0)
     }
 }
 
@@ -1958,16 +2015,31 @@ mod tests {
         .unwrap();
         assert_eq!(err.path, "model_list[0].litellm_params.model");
         if !env_set(&["AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION"]) {
-            let err = deployment(&format!("      model: bedrock/m\n{creds}"))
-                .err()
-                .unwrap();
-            assert_eq!(err.path, "model_list[0].litellm_params.aws_region_name");
+            // LiteLLM's default region, unless the model's ARN names one.
+            let b = deployment(&format!("      model: bedrock/m\n{creds}")).unwrap();
+            assert_eq!(b.origin, "https://bedrock-runtime.us-west-2.amazonaws.com");
+            let b = deployment(&format!(
+                "      model: bedrock/arn:aws:bedrock:eu-central-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0\n{creds}"
+            ))
+            .unwrap();
+            assert_eq!(b.region, "eu-central-1");
         }
-        if !env_set(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) {
-            let err = deployment("      model: bedrock/m\n      aws_region_name: us-east-1\n")
-                .err()
-                .unwrap();
-            assert_eq!(err.path, "model_list[0].litellm_params.aws_access_key_id");
+        let err = deployment(&format!(
+            "      model: bedrock/m\n      aws_region_name: US East\n{creds}"
+        ))
+        .err()
+        .unwrap();
+        assert_eq!(err.path, "model_list[0].litellm_params.aws_region_name");
+        if !env_set(&["AWS_SECRET_ACCESS_KEY"]) {
+            let err = deployment(
+                "      model: bedrock/m\n      aws_region_name: us-east-1\n      aws_access_key_id: AK\n",
+            )
+            .err()
+            .unwrap();
+            assert_eq!(
+                err.path,
+                "model_list[0].litellm_params.aws_secret_access_key"
+            );
         }
         // A Bearer key against an explicit endpoint needs neither credentials nor a region.
         assert!(deployment(

@@ -1062,6 +1062,7 @@ impl UsageMetadata {
             self.candidates_token_count + self.thoughts_token_count,
         )
         .with_cached(self.cached_content_token_count)
+        .with_reasoning(self.thoughts_token_count)
     }
 }
 
@@ -1665,7 +1666,8 @@ mod tests {
                     {"id": "call_abc_1", "type": "function", "function": {"name": "time", "arguments": "{}"}}],
                 "refusal": null}, "logprobs": null, "finish_reason": "tool_calls"}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 10, "total_tokens": 21,
-                    "prompt_tokens_details": {"cached_tokens": 4}}})
+                    "prompt_tokens_details": {"cached_tokens": 4},
+                    "completion_tokens_details": {"reasoning_tokens": 3}}})
         );
     }
 

@@ -8,10 +8,14 @@
 //! emitting [`crate::events::StreamEvent`]s, wrapped in [`framed::Framed`] for streaming, then
 //! add its prefixes and constructor to the registry table (`REGISTRY`, read by
 //! [`build_provider`] and [`known_prefixes`]). A provider that carries state from building a
-//! request to reading its answer returns a [`ProviderCall`] from [`Provider::start`].
+//! request to reading its answer returns a [`ProviderCall`] from [`Provider::start`]; one with
+//! no upstream at all (`mock_response`, [`mock`]) opens its calls with an in-process answer
+//! ([`Outbound::Answered`]), which the exchange reads like an upstream's.
 
 pub mod anthropic;
+pub mod aws_credentials;
 pub mod bedrock;
+pub mod catalog;
 pub mod cohere;
 pub mod framed;
 pub mod gemini;
@@ -20,6 +24,7 @@ pub mod mock;
 pub mod ollama;
 pub mod openai_compat;
 pub mod sigv4;
+pub mod unserved;
 pub mod url;
 pub mod vertex;
 pub mod voyage;
@@ -79,6 +84,15 @@ pub struct TranslatedResponse {
     pub usage: Option<Usage>,
 }
 
+/// What opening a call produced: the request to send upstream, or the answer itself, made
+/// in-process by a provider with no upstream (`mock_response`). An in-process answer is the
+/// provider's native 2xx body in chunks, read back through the call's `parse_response` /
+/// `stream_translator` as an upstream body would be.
+pub enum Outbound {
+    Send(UpstreamRequest),
+    Answered(Vec<Bytes>),
+}
+
 /// An upstream API. One instance per configured deployment, built at config load (off the hot
 /// path) with everything it needs already validated: a request-time error is the client's or
 /// upstream's. The model comes with each request ([`RequestContext::model`]): the deployments a
@@ -94,6 +108,12 @@ pub trait Provider: Send + Sync {
     /// Whether this provider serves the operation (embeddings are not everywhere).
     fn supports(&self, op: Operation) -> bool {
         op == Operation::Chat
+    }
+
+    /// Whether this provider answers in-process and has no upstream endpoint (`mock_response`);
+    /// its calls then open with [`Outbound::Answered`].
+    fn answers_in_process(&self) -> bool {
+        false
     }
 
     /// Builds the native request. Async so providers can fetch or refresh credentials (Vertex
@@ -145,6 +165,19 @@ pub trait Provider: Send + Sync {
 /// building the upstream request to translating its answer. Dropped with the attempt.
 #[async_trait]
 pub trait ProviderCall: Send {
+    /// Opens the call: the upstream request to send, or an answer made in-process. The default
+    /// builds the upstream request; only a call with no upstream (the mock) overrides it.
+    async fn open(
+        &mut self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> GatewayResult<Outbound> {
+        self.build_request(body, cx, client)
+            .await
+            .map(Outbound::Send)
+    }
+
     async fn build_request(
         &mut self,
         body: &RequestBody<'_>,
@@ -182,15 +215,16 @@ impl<'p> Call<'p> {
         }
     }
 
-    pub async fn build_request(
+    /// Opens the call: builds the upstream request, or has the call answer in-process.
+    pub async fn open(
         &mut self,
         body: &RequestBody<'_>,
         cx: &RequestContext<'_>,
         client: &UpstreamClient,
-    ) -> GatewayResult<UpstreamRequest> {
+    ) -> GatewayResult<Outbound> {
         match self {
-            Call::Stateless(p) => p.build_request(body, cx, client).await,
-            Call::Owned(_, c) => c.build_request(body, cx, client).await,
+            Call::Stateless(p) => p.build_request(body, cx, client).await.map(Outbound::Send),
+            Call::Owned(_, c) => c.open(body, cx, client).await,
         }
     }
 
@@ -374,13 +408,26 @@ pub fn known_prefixes() -> impl Iterator<Item = &'static str> {
         .flat_map(|(prefixes, _)| prefixes.iter().copied())
 }
 
-/// Builds the provider for a deployment from its `litellm_params.model` prefix. Unknown
-/// prefixes are a config error at `model_list[i].litellm_params.model`.
+/// Whether a registered provider module claims this prefix (else the deployment loads as
+/// [`unserved`]: a warning at load, a 400 when called).
+pub fn is_served(prefix: &str) -> bool {
+    REGISTRY
+        .iter()
+        .any(|(prefixes, _)| prefixes.contains(&prefix))
+}
+
+/// Builds the provider for a deployment from its `litellm_params.model` prefix. A prefix no
+/// module claims builds an [`unserved::Unserved`] stand-in, as LiteLLM loads such deployments
+/// and fails them when called ([`unserved::load_warnings`] reports them).
 pub fn build_provider(
     dep: &DeploymentConfig,
     cx: &BuildContext,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     let _ = cx;
+    // `mock_response` makes any deployment the mock's, whatever its prefix (as in LiteLLM).
+    if let Some(mock) = mock::build(dep)? {
+        return Ok(mock);
+    }
     let registered = REGISTRY
         .iter()
         .find(|(prefixes, _)| prefixes.contains(&dep.provider.as_str()));
@@ -389,15 +436,7 @@ pub fn build_provider(
             return Ok(provider);
         }
     }
-    let known: Vec<&str> = known_prefixes().collect();
-    Err(ConfigError::new(
-        format!("model_list[{}].litellm_params.model", dep.index),
-        format!(
-            "unknown provider \"{}\" (known: {})",
-            dep.provider,
-            known.join(", ")
-        ),
-    ))
+    Ok(unserved::build(dep))
 }
 
 #[cfg(test)]
@@ -405,11 +444,11 @@ mod tests {
     use super::*;
 
     /// Every registered prefix reaches its constructor (with enough config to pass
-    /// validation), and an unknown one lists them all.
+    /// validation), and an unknown one loads as the unserved stand-in.
     #[test]
     fn every_registered_prefix_builds_its_provider() {
         let prefixes: Vec<&str> = known_prefixes().collect();
-        assert_eq!(prefixes.len(), 25);
+        assert_eq!(prefixes.len(), openai_compat::PREFIXES.len() + 9);
         let mut yaml = String::from("model_list:\n");
         for p in &prefixes {
             let model = match *p {
@@ -445,10 +484,7 @@ mod tests {
         }
         let mut dep = config.deployments[0].clone();
         dep.provider = "opnai".into();
-        let err = build_provider(&dep, &cx).err().unwrap();
-        assert!(err
-            .message
-            .contains("unknown provider \"opnai\" (known: openai, azure,"));
-        assert!(err.message.ends_with("voyage, bedrock)"), "{}", err.message);
+        assert!(!is_served("opnai"));
+        assert_eq!(build_provider(&dep, &cx).unwrap().name(), "unserved");
     }
 }

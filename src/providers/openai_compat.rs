@@ -1,12 +1,14 @@
-//! OpenAI and every provider that speaks its wire format (Azure, vLLM, Groq, xAI, Mistral,
-//! DeepSeek, OpenRouter, Together, Fireworks, Perplexity, Hugging Face TGI, LM Studio, any
-//! `openai_like` server). Requests go through nearly untouched: the model name is replaced and,
+//! OpenAI and every provider that speaks its wire format: the rows of [`super::catalog`]
+//! (Azure, vLLM, Groq, xAI, Mistral, DeepSeek, Cerebras, NVIDIA NIM, GitHub Models, Z.ai, …, any
+//! `openai_like` server), one implementation driven by each row's base URL, key variables and
+//! quirks. Requests go through nearly untouched: the model name is replaced and,
 //! for streams, `stream_options.include_usage` is asked for so usage is always known; the usage
 //! chunk is stripped again when the client did not ask for it. Responses are forwarded byte for
 //! byte; they are only scanned for usage and errors ([`crate::openai::scan`]), never parsed
 //! whole: a stream chunk goes on as one [`StreamEvent::RawOpenAiChunk`], a whole body as the
 //! same `Bytes` it arrived in.
 
+use super::catalog::{self, Auth, Compat, Paths};
 use super::framed::{EventTranslator, Framed};
 use super::{
     Operation, Provider, RequestContext, StreamTranslator, TranslatedResponse, UpstreamRequest,
@@ -26,177 +28,80 @@ use serde::Deserialize;
 use std::fmt::Write;
 use std::sync::Arc;
 
-/// Static facts about one OpenAI-compatible provider.
-struct Flavor {
-    name: &'static str,
-    /// Documented default base URL (ending in the API version path), if it has one.
-    default_base: Option<&'static str>,
-    /// Environment variable LiteLLM reads the key from when `api_key` is absent.
-    key_env: &'static str,
-    /// Whether the server accepts `stream_options` (Mistral and Perplexity reject unknown params).
-    stream_options: bool,
-}
-
-/// The prefixes served here, for the provider registry (the same names as [`FLAVORS`]).
-pub const PREFIXES: &[&str] = &[
-    "openai",
-    "azure",
-    "hosted_vllm",
-    "vllm",
-    "groq",
-    "xai",
-    "mistral",
-    "deepseek",
-    "openrouter",
-    "together_ai",
-    "fireworks_ai",
-    "perplexity",
-    "huggingface",
-    "lm_studio",
-    "openai_like",
-    "custom_openai",
-];
-
-const FLAVORS: &[Flavor] = &[
-    Flavor {
-        name: "openai",
-        default_base: Some("https://api.openai.com/v1"),
-        key_env: "OPENAI_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "azure",
-        default_base: None,
-        key_env: "AZURE_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "hosted_vllm",
-        default_base: None,
-        key_env: "HOSTED_VLLM_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "vllm",
-        default_base: None,
-        key_env: "HOSTED_VLLM_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "groq",
-        default_base: Some("https://api.groq.com/openai/v1"),
-        key_env: "GROQ_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "xai",
-        default_base: Some("https://api.x.ai/v1"),
-        key_env: "XAI_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "mistral",
-        default_base: Some("https://api.mistral.ai/v1"),
-        key_env: "MISTRAL_API_KEY",
-        stream_options: false,
-    },
-    Flavor {
-        name: "deepseek",
-        default_base: Some("https://api.deepseek.com/v1"),
-        key_env: "DEEPSEEK_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "openrouter",
-        default_base: Some("https://openrouter.ai/api/v1"),
-        key_env: "OPENROUTER_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "together_ai",
-        default_base: Some("https://api.together.xyz/v1"),
-        key_env: "TOGETHERAI_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "fireworks_ai",
-        default_base: Some("https://api.fireworks.ai/inference/v1"),
-        key_env: "FIREWORKS_AI_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "perplexity",
-        default_base: Some("https://api.perplexity.ai"),
-        key_env: "PERPLEXITYAI_API_KEY",
-        stream_options: false,
-    },
-    Flavor {
-        name: "huggingface",
-        default_base: Some("https://router.huggingface.co/v1"),
-        key_env: "HUGGINGFACE_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "lm_studio",
-        default_base: Some("http://localhost:1234/v1"),
-        key_env: "LM_STUDIO_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "openai_like",
-        default_base: None,
-        key_env: "OPENAI_LIKE_API_KEY",
-        stream_options: true,
-    },
-    Flavor {
-        name: "custom_openai",
-        default_base: None,
-        key_env: "OPENAI_LIKE_API_KEY",
-        stream_options: true,
-    },
-];
+/// The prefixes served here, for the provider registry: every row of the catalog.
+pub const PREFIXES: &[&str] = catalog::OPENAI_COMPATIBLE_PREFIXES;
 
 /// Azure's default `api-version` when neither the config nor `AZURE_API_VERSION` gives one.
 const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
 pub struct OpenAiCompat {
-    flavor: &'static Flavor,
+    spec: &'static Compat,
     /// `scheme://host[:port]`
     origin: String,
     /// Path prefix from the base URL (`/v1`), no trailing slash.
     base_path: String,
-    auth: Option<(HeaderName, String)>,
+    /// Headers carrying the key (`Authorization`, Azure's `api-key`, Sarvam's second one).
+    auth: Vec<(HeaderName, String)>,
     organization: Option<String>,
     /// Azure: the `api-version` (the deployment name is the model).
     azure_api_version: Option<String>,
 }
 
+/// The first of `vars` set to a non-empty value.
+fn first_env(vars: &[&str]) -> Option<String> {
+    vars.iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+}
+
+/// Cloudflare Workers AI: LiteLLM's native base (`…/accounts/<id>/ai/run/`) becomes the
+/// account's OpenAI-compatible base (`…/accounts/<id>/ai/v1`); without a base, the account id
+/// comes from `CLOUDFLARE_ACCOUNT_ID`.
+fn cloudflare_base(configured: Option<String>) -> Option<String> {
+    match configured {
+        Some(base) => {
+            let trimmed = base.trim_end_matches('/');
+            Some(match trimmed.strip_suffix("/ai/run") {
+                Some(account) => format!("{account}/ai/v1"),
+                None => trimmed.to_string(),
+            })
+        }
+        None => first_env(&["CLOUDFLARE_ACCOUNT_ID"])
+            .map(|id| format!("https://api.cloudflare.com/client/v4/accounts/{id}/ai/v1")),
+    }
+}
+
 /// Builds the provider if `dep.provider` is an OpenAI-compatible prefix.
 pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>, ConfigError> {
-    let Some(flavor) = FLAVORS.iter().find(|f| f.name == dep.provider) else {
+    let Some(spec) = catalog::compat(&dep.provider) else {
         return Ok(None);
     };
     let path = |key: &str| format!("model_list[{}].litellm_params.{key}", dep.index);
-    let env_base = match flavor.name {
-        "azure" => std::env::var("AZURE_API_BASE").ok(),
-        "hosted_vllm" | "vllm" => std::env::var("HOSTED_VLLM_API_BASE").ok(),
-        _ => None,
-    };
-    let base = dep
+    let configured = dep
         .params
         .api_base
         .clone()
-        .or(env_base)
-        .or(flavor.default_base.map(str::to_string))
-        .ok_or_else(|| {
-            ConfigError::new(
-                path("api_base"),
-                format!(
-                    "required for {} deployments (the server's base URL, e.g. http://host:8000/v1)",
-                    flavor.name
-                ),
-            )
-        })?;
+        .or_else(|| first_env(spec.base_env));
+    let base = match spec.paths {
+        Paths::Cloudflare => cloudflare_base(configured),
+        _ => configured.or(spec.default_base.map(str::to_string)),
+    };
+    let base = base.ok_or_else(|| {
+        let hint = match (spec.paths, spec.base_env.first()) {
+            (Paths::Cloudflare, _) => {
+                " or CLOUDFLARE_ACCOUNT_ID (https://api.cloudflare.com/client/v4/accounts/<id>/ai/v1)"
+                    .to_string()
+            }
+            (_, Some(var)) => format!(" or the {var} variable"),
+            (_, None) => String::new(),
+        };
+        ConfigError::new(
+            path("api_base"),
+            format!(
+                "required for {} deployments (the server's base URL, e.g. http://host:8000/v1){hint}",
+                spec.prefix
+            ),
+        )
+    })?;
     let base = base.trim_end_matches('/');
     let (origin, base_path) = split_origin(base).ok_or_else(|| {
         ConfigError::new(
@@ -205,7 +110,9 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         )
     })?;
     let mut base_path = base_path.to_string();
-    if flavor.name == "huggingface" && dep.params.api_base.is_some() && !base_path.ends_with("/v1")
+    if spec.paths == Paths::AppendV1ToCustomBase
+        && dep.params.api_base.is_some()
+        && !base_path.ends_with("/v1")
     {
         // TGI serves the OpenAI route under /v1.
         base_path.push_str("/v1");
@@ -214,16 +121,20 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         .params
         .api_key
         .clone()
-        .or_else(|| std::env::var(flavor.key_env).ok())
+        .or_else(|| first_env(spec.key_env))
         .filter(|k| !k.is_empty());
-    let auth = api_key.map(|k| {
-        if flavor.name == "azure" {
-            (HeaderName::from_static("api-key"), k)
-        } else {
-            (http::header::AUTHORIZATION, format!("Bearer {k}"))
+    let mut auth = Vec::new();
+    if let Some(k) = api_key {
+        match spec.auth {
+            Auth::AzureApiKey => auth.push((HeaderName::from_static("api-key"), k)),
+            Auth::Bearer => auth.push((http::header::AUTHORIZATION, format!("Bearer {k}"))),
+            Auth::BearerAnd(extra) => {
+                auth.push((http::header::AUTHORIZATION, format!("Bearer {k}")));
+                auth.push((HeaderName::from_static(extra), k));
+            }
         }
-    });
-    if let Some((_, v)) = &auth {
+    }
+    for (_, v) in &auth {
         http::HeaderValue::from_str(v).map_err(|_| {
             ConfigError::new(
                 path("api_key"),
@@ -231,7 +142,7 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
             )
         })?;
     }
-    let azure_api_version = (flavor.name == "azure").then(|| {
+    let azure_api_version = (spec.paths == Paths::AzureDeployment).then(|| {
         dep.params
             .api_version
             .clone()
@@ -243,7 +154,7 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         super::url::check_segment(&dep.model).map_err(|e| ConfigError::new(path("model"), e))?;
     }
     Ok(Some(Arc::new(OpenAiCompat {
-        flavor,
+        spec,
         origin: origin.to_string(),
         base_path,
         auth,
@@ -267,7 +178,7 @@ pub fn split_origin(url: &str) -> Option<(&str, &str)> {
 #[async_trait]
 impl Provider for OpenAiCompat {
     fn name(&self) -> &'static str {
-        self.flavor.name
+        self.spec.prefix
     }
 
     fn base_url(&self) -> &str {
@@ -303,7 +214,7 @@ impl Provider for OpenAiCompat {
         write_json_string(&mut model_json, cx.model);
         let model_json = std::str::from_utf8(&model_json).unwrap_or("\"\"");
         let mut out = Vec::with_capacity(body_len_hint(body) + 64);
-        if cx.stream && self.flavor.stream_options {
+        if cx.stream && self.spec.stream_options {
             body.write_with(
                 &[
                     ("model", model_json),
@@ -316,7 +227,7 @@ impl Provider for OpenAiCompat {
             body.write_with(&[("model", model_json)], &[], &mut out);
         }
         let mut req = UpstreamRequest::post_json(path, out);
-        if let Some((name, value)) = &self.auth {
+        for (name, value) in &self.auth {
             req.header(name.clone(), value)?;
         }
         if let Some(org) = &self.organization {
@@ -341,14 +252,14 @@ impl Provider for OpenAiCompat {
         body: Bytes,
         _cx: &RequestContext<'_>,
     ) -> GatewayResult<TranslatedResponse> {
-        let usage = whole_body_usage(self.flavor.name, &body)?;
+        let usage = whole_body_usage(self.spec.prefix, &body)?;
         Ok(TranslatedResponse { body, usage })
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
         Box::new(Framed::<SseDecoder, _>::new(
             PassThroughStream {
-                provider: self.flavor.name,
+                provider: self.spec.prefix,
                 usage: None,
                 done: false,
             },
@@ -461,17 +372,6 @@ impl EventTranslator<SseDecoder> for PassThroughStream {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
-    }
-}
-
-#[cfg(test)]
-mod registry_tests {
-    use super::*;
-
-    #[test]
-    fn registry_prefixes_are_the_flavors() {
-        let names: Vec<&str> = FLAVORS.iter().map(|f| f.name).collect();
-        assert_eq!(names, PREFIXES);
     }
 }
 
@@ -633,5 +533,107 @@ mod tests {
             assert_eq!(err.status, 502);
             assert!(err.message.contains("not JSON"), "{}", err.message);
         }
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    fn dep(provider: &str, api_base: Option<&str>) -> DeploymentConfig {
+        DeploymentConfig {
+            index: 3,
+            model_name: "m".into(),
+            id: "d".into(),
+            derived_id: false,
+            provider: provider.into(),
+            model: "some/model".into(),
+            params: crate::config::LitellmParams {
+                api_base: api_base.map(str::to_string),
+                api_key: Some("k".into()),
+                ..Default::default()
+            },
+            model_info: Default::default(),
+        }
+    }
+
+    async fn chat_path(p: &dyn Provider) -> String {
+        let body = crate::openai::RequestBody::parse(br#"{"model":"m","messages":[]}"#).unwrap();
+        let cx = RequestContext {
+            op: Operation::Chat,
+            model: "some/model",
+            stream: false,
+            include_usage: false,
+            response_id: "r",
+            created: 1,
+            drop_params: false,
+            embeddings_base64: false,
+        };
+        let client = UpstreamClient::new(1);
+        p.build_request(&body, &cx, &client).await.unwrap().path
+    }
+
+    /// LiteLLM's default base URLs become an origin and a path prefix, and a call goes to the
+    /// provider's chat route below it.
+    #[tokio::test]
+    async fn default_bases_split_into_origin_and_route() {
+        for (prefix, origin, path) in [
+            ("zai", "https://api.z.ai", "/api/paas/v4/chat/completions"),
+            (
+                "github",
+                "https://models.inference.ai.azure.com",
+                "/chat/completions",
+            ),
+            (
+                "dashscope",
+                "https://dashscope-intl.aliyuncs.com",
+                "/compatible-mode/v1/chat/completions",
+            ),
+            (
+                "novita",
+                "https://api.novita.ai",
+                "/v3/openai/chat/completions",
+            ),
+            (
+                "deepseek",
+                "https://api.deepseek.com",
+                "/beta/chat/completions",
+            ),
+            (
+                "nscale",
+                "https://inference.api.nscale.com",
+                "/v1/chat/completions",
+            ),
+        ] {
+            let p = build(&dep(prefix, None)).unwrap().unwrap();
+            assert_eq!((p.name(), p.base_url()), (prefix, origin));
+            assert_eq!(chat_path(p.as_ref()).await, path, "{prefix}");
+        }
+    }
+
+    /// Self-hosted servers and Cloudflare (whose URL holds the account) need a base: the error
+    /// names the key path and the variable that would do. A LiteLLM-style Cloudflare base is
+    /// moved to the account's OpenAI-compatible routes.
+    #[tokio::test]
+    async fn bases_that_must_be_given_and_cloudflare_rewrite() {
+        if std::env::var_os("LLAMAFILE_API_BASE").is_none() {
+            let err = build(&dep("llamafile", None)).err().unwrap();
+            assert_eq!(err.path, "model_list[3].litellm_params.api_base");
+            assert!(
+                err.message.contains("LLAMAFILE_API_BASE"),
+                "{}",
+                err.message
+            );
+        }
+        let base = "https://api.cloudflare.com/client/v4/accounts/abc/ai/run/";
+        let p = build(&dep("cloudflare", Some(base))).unwrap().unwrap();
+        assert_eq!(
+            chat_path(p.as_ref()).await,
+            "/client/v4/accounts/abc/ai/v1/chat/completions"
+        );
+        assert_eq!(
+            cloudflare_base(Some("https://gw.example/v1/".into())).as_deref(),
+            Some("https://gw.example/v1")
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! current snapshot every tick, so reloads add and drop checks without restarting anything;
 //! results live in the deployment's shared state, so they survive reloads too.
 
-use super::{Deployment, Snapshot, Target};
+use super::{Deployment, Snapshot};
 use crate::config::HealthCheckConfig;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -64,7 +64,7 @@ impl ActiveCheck {
 
 /// Runs one check and records the result on the deployment.
 pub async fn check_once(d: &Deployment) {
-    let (Some(check), Target::Upstream { endpoint, .. }) = (&d.health, &d.target) else {
+    let (Some(check), Some(endpoint)) = (&d.health, &d.endpoint) else {
         return;
     };
     let ok = match endpoint.peer().await {

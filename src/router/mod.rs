@@ -30,7 +30,7 @@ pub use state::{Availability, DeploymentState};
 
 use crate::config::{Config, ConfigError, DeploymentConfig, RouterSettings, DEFAULT_TIMEOUT};
 use crate::error::{ErrorKind, GatewayError};
-use crate::providers::{self, mock::MockResponder, BuildContext, Provider};
+use crate::providers::{self, BuildContext, Provider};
 use crate::upstream::{Endpoint, PeerSettings, UpstreamClient};
 use lru::LruCache;
 use std::any::Any;
@@ -63,8 +63,10 @@ impl StateRegistry {
 /// One routable deployment.
 pub struct Deployment {
     pub config: DeploymentConfig,
-    /// How the request is answered: by an upstream provider, or locally (`mock_response`).
-    pub target: Target,
+    /// Who answers: the provider built from `litellm_params` (the mock for `mock_response`).
+    pub provider: Arc<dyn Provider>,
+    /// Where the provider's requests go; `None` for one that answers in-process (the mock).
+    pub endpoint: Option<Arc<Endpoint>>,
     pub state: Arc<DeploymentState>,
     /// Deadline for one attempt on this deployment (the request's own deadline still applies).
     pub timeout: Duration,
@@ -81,6 +83,8 @@ pub struct Deployment {
     pub health: Option<health::ActiveCheck>,
     /// How metrics label this deployment; a wildcard template's, for deployments derived from it.
     pub labels: Arc<MetricLabels>,
+    /// Its prices, resolved when the snapshot is built; `None`: unpriced.
+    pub price: Option<Arc<crate::cost::Price>>,
 }
 
 /// The label values metrics give a deployment, all from the config (never from a client), and
@@ -99,31 +103,17 @@ pub struct MetricLabels {
     pub handles: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
-pub enum Target {
-    Upstream {
-        provider: Arc<dyn Provider>,
-        endpoint: Arc<Endpoint>,
-    },
-    Mock(MockResponder),
-}
-
 impl Deployment {
     pub fn id(&self) -> &str {
         &self.config.id
     }
 
     pub fn provider_name(&self) -> &str {
-        match &self.target {
-            Target::Upstream { provider, .. } => provider.name(),
-            Target::Mock(_) => "mock",
-        }
+        self.provider.name()
     }
 
     pub fn api_base(&self) -> &str {
-        match &self.target {
-            Target::Upstream { provider, .. } => provider.base_url(),
-            Target::Mock(_) => "mock",
-        }
+        self.provider.base_url()
     }
 }
 
@@ -180,21 +170,17 @@ fn build_deployment(
         connect_timeout: config.server.connect_timeout,
         idle_timeout: config.server.upstream_idle_timeout,
     };
-    let target = match &dep.params.mock_response {
-        Some(text) => Target::Mock(MockResponder::new(text, &dep.model)),
-        None => {
-            let provider = providers::build_provider(dep, cx)?;
-            let endpoint = Endpoint::parse(provider.base_url(), peer_settings).map_err(|e| {
-                ConfigError::new(
-                    format!("model_list[{}].litellm_params.api_base", dep.index),
-                    e,
-                )
-            })?;
-            Target::Upstream {
-                provider,
-                endpoint: Arc::new(endpoint),
-            }
-        }
+    let provider = providers::build_provider(dep, cx)?;
+    let endpoint = if provider.answers_in_process() {
+        None
+    } else {
+        let endpoint = Endpoint::parse(provider.base_url(), peer_settings).map_err(|e| {
+            ConfigError::new(
+                format!("model_list[{}].litellm_params.api_base", dep.index),
+                e,
+            )
+        })?;
+        Some(Arc::new(endpoint))
     };
     let timeout = dep
         .params
@@ -214,8 +200,8 @@ fn build_deployment(
         .or(dep.params.rpm.map(|r| r as f64))
         .or(dep.params.tpm.map(|t| t as f64))
         .unwrap_or(1.0);
-    let health = match (&dep.model_info.health_check, &target) {
-        (Some(hc), Target::Upstream { endpoint, .. }) => Some(health::ActiveCheck::build(
+    let health = match (&dep.model_info.health_check, &endpoint) {
+        (Some(hc), Some(endpoint)) => Some(health::ActiveCheck::build(
             hc,
             endpoint.tls,
             &endpoint.authority,
@@ -225,7 +211,8 @@ fn build_deployment(
     };
     Ok(Deployment {
         config: dep.clone(),
-        target,
+        provider,
+        endpoint,
         state,
         timeout,
         stream_timeout,
@@ -247,6 +234,7 @@ fn build_deployment(
             litellm_model_name: format!("{}/{}", dep.provider, dep.model),
             handles: OnceLock::new(),
         }),
+        price: crate::cost::Price::for_deployment(dep),
     })
 }
 
@@ -257,19 +245,12 @@ fn derive_deployment(template: &Deployment, model: &str, matched: &str) -> Deplo
     let mut config = template.config.clone();
     config.model_name = model.to_string();
     config.model = config.model.replacen('*', matched, 1);
-    let target = match &template.target {
-        Target::Upstream { provider, endpoint } => Target::Upstream {
-            provider: provider.clone(),
-            endpoint: endpoint.clone(),
-        },
-        Target::Mock(_) => Target::Mock(MockResponder::new(
-            config.params.mock_response.as_deref().unwrap_or_default(),
-            &config.model,
-        )),
-    };
+    // Priced as the concrete model it became (once per derived group, not per request).
+    let price = crate::cost::Price::for_deployment(&config);
     Deployment {
         config,
-        target,
+        provider: template.provider.clone(),
+        endpoint: template.endpoint.clone(),
         state: Arc::default(),
         timeout: template.timeout,
         stream_timeout: template.stream_timeout,
@@ -280,6 +261,7 @@ fn derive_deployment(template: &Deployment, model: &str, matched: &str) -> Deplo
         // The template's endpoint is the one checked; derived names are not checked again.
         health: None,
         labels: template.labels.clone(),
+        price,
     }
 }
 
@@ -863,10 +845,11 @@ router_settings:
     }
 
     fn upstream(group: &Arc<ModelGroup>) -> (&Arc<dyn Provider>, &Arc<Endpoint>) {
-        match &group.deployments[0].target {
-            Target::Upstream { provider, endpoint } => (provider, endpoint),
-            Target::Mock(_) => panic!("not an upstream deployment"),
-        }
+        let d = &group.deployments[0];
+        (
+            &d.provider,
+            d.endpoint.as_ref().expect("an upstream deployment"),
+        )
     }
 
     const WILDCARD: &str = r#"
@@ -881,9 +864,7 @@ router_settings: {cooldown_time: 30}
     fn wildcard_names_share_the_templates_provider_and_endpoint() {
         let s = snapshot(WILDCARD);
         let template = s.group("openai/*").unwrap().deployments[0].clone();
-        let Target::Upstream { provider, endpoint } = &template.target else {
-            panic!("upstream template");
-        };
+        let (provider, endpoint) = (&template.provider, template.endpoint.as_ref().unwrap());
         for i in 0..200 {
             let name = format!("openai/model-{i}");
             let g = s.resolve(&name).unwrap();

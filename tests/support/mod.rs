@@ -188,6 +188,9 @@ fn wait_ready(child: &mut Child, port: u16, dir: &std::path::Path) -> Result<(),
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
+            if stderr().contains("address in use") {
+                return Err(None);
+            }
             return Err(Some(format!(
                 "switchboard exited with {status}: {}",
                 stderr()

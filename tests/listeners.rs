@@ -1,0 +1,929 @@
+//! Client-facing listeners: TLS (HTTP/1.1 and HTTP/2 by ALPN, streaming included), h2c with
+//! prior knowledge, mTLS, TLS 1.3 minimum, a Unix socket, certificate swap on SIGHUP under load,
+//! `--check` on certificate files, bind failures, LiteLLM's ssl flags, and the pid file.
+//! A throwaway CA is made with the openssl CLI (installed by `.ci/setup`); the clients are
+//! rustls (through Pingora's re-exports) and the `h2` crate.
+
+mod support;
+
+use pingora_core::tls::{
+    ClientConfig, RootCertStore, ServerName, TlsConnector, TlsStream as RustlsStream,
+};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Tls = RustlsStream<TcpStream>;
+
+// ---------------------------------------------------------------------------------------------
+// Certificates.
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` in `dir` (`{name}.pem`, `{name}.key`).
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+/// A leaf for localhost/127.0.0.1/::1 signed by CA `ca`, valid for `days` (negative: expired).
+/// Returns (certificate, key) paths.
+fn make_leaf(dir: &Path, ca: &str, name: &str, days: i32) -> (PathBuf, PathBuf) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            &days.to_string(),
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
+fn serial_of_file(pem: &Path) -> String {
+    let bytes = std::fs::read(pem).unwrap();
+    let der = rustls_pemfile::certs(&mut bytes.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    serial_of_der(der.as_ref())
+}
+
+fn serial_of_der(der: &[u8]) -> String {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    cert.raw_serial_as_string()
+}
+
+/// Replaces a file atomically (as cert-manager and certbot do), so a reload never reads half.
+fn replace(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients.
+
+struct ClientOpts<'a> {
+    alpn: &'a [&'a [u8]],
+    /// (certificate, key) presented to an mTLS listener.
+    identity: Option<(PathBuf, PathBuf)>,
+    tls12_only: bool,
+}
+
+impl Default for ClientOpts<'_> {
+    fn default() -> Self {
+        ClientOpts {
+            alpn: &[b"http/1.1"],
+            identity: None,
+            tls12_only: false,
+        }
+    }
+}
+
+fn client_config(ca: &Path, opts: &ClientOpts) -> Arc<ClientConfig> {
+    pingora_core::tls::install_default_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    let bytes = std::fs::read(ca).unwrap();
+    for c in rustls_pemfile::certs(&mut bytes.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = if opts.tls12_only {
+        ClientConfig::builder_with_protocol_versions(&[&pingora_core::tls::version::TLS12])
+    } else {
+        ClientConfig::builder()
+    }
+    .with_root_certificates(roots);
+    let mut config = match &opts.identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let c = std::fs::read(cert).unwrap();
+            let k = std::fs::read(key).unwrap();
+            let certs = rustls_pemfile::certs(&mut c.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls_pemfile::private_key(&mut k.as_slice())
+                .unwrap()
+                .unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+    };
+    config.alpn_protocols = opts.alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+async fn tls_connect(port: u16, config: &Arc<ClientConfig>) -> std::io::Result<Tls> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let connector = TlsConnector::from(config.clone());
+    let stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    Ok(RustlsStream::Client(stream))
+}
+
+fn peer_serial(s: &Tls) -> String {
+    let (_, conn) = s.get_ref();
+    serial_of_der(conn.peer_certificates().unwrap()[0].as_ref())
+}
+
+fn alpn_of(s: &Tls) -> Option<Vec<u8>> {
+    s.get_ref().1.alpn_protocol().map(|p| p.to_vec())
+}
+
+fn chat_body(model: &str, stream: bool) -> Vec<u8> {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+        .into_bytes()
+}
+
+/// One HTTP/1.1 request on a kept-alive connection; the response's status and body
+/// (content-length framed, as the gateway's non-streaming answers are).
+async fn h1_request<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    s: &mut S,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    h1_call(s, "POST /v1/chat/completions", body).await
+}
+
+/// `request` is the method and path.
+async fn h1_call<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    s: &mut S,
+    request: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let head = format!(
+        "{request} HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    loop {
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {:?}", String::from_utf8_lossy(&buf)),
+            ));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .expect("content-length");
+        if rest.len() >= len {
+            let status = head[9..12].parse().unwrap();
+            return Ok((status, rest[..len].to_string()));
+        }
+    }
+}
+
+/// An HTTP/2 connection over `io` (TLS with ALPN h2, or h2c prior knowledge).
+async fn h2_client<T>(io: T) -> h2::client::SendRequest<bytes::Bytes>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, conn) = h2::client::handshake(io).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A POST over HTTP/2: status and the DATA frames with their arrival times.
+async fn h2_post(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    body: Vec<u8>,
+) -> (u16, Vec<(Instant, Vec<u8>)>) {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("https://localhost/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let mut ready = client.clone().ready().await.expect("h2 ready");
+    let (resp, mut send) = ready.send_request(req, false).expect("send_request");
+    send.send_data(body.into(), true).unwrap();
+    let resp = resp.await.expect("h2 response");
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut frames = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("h2 data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        frames.push((Instant::now(), chunk.to_vec()));
+    }
+    (status, frames)
+}
+
+fn joined(frames: &[(Instant, Vec<u8>)]) -> String {
+    String::from_utf8(frames.iter().flat_map(|(_, f)| f.clone()).collect()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configs.
+
+/// A config with a mock model `m`, an OpenAI-compatible model `up` at `upstream` (if any), and
+/// these listener entries (YAML list items, indented for `listeners:`).
+fn config(dir: &Path, upstream: Option<&str>, listeners: &str, extra: &str) -> String {
+    let mut yaml = String::from(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x, mock_response: hello over tls}\n",
+    );
+    if let Some(base) = upstream {
+        yaml.push_str(&format!(
+            "  - model_name: up\n    litellm_params: {{model: openai/gpt-4o, api_base: '{base}/v1', api_key: k}}\n"
+        ));
+    }
+    yaml.push_str(&format!(
+        "switchboard:\n  threads: 2\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 5\n  pid_file: {d}/sb.pid\n  upgrade_sock: {d}/sb.sock\n{extra}  listeners:\n{listeners}",
+        d = dir.display()
+    ));
+    yaml
+}
+
+fn tls_listener(cert: &Path, key: &Path, more: &str) -> String {
+    format!(
+        "    - address: 127.0.0.1:1\n      tls: {{cert_file: '{}', key_file: '{}'{more}}}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+/// TLS with HTTP/1.1 and HTTP/2 chosen by ALPN; a stream over HTTP/2 arrives piece by piece as
+/// the upstream sends it, like over HTTP/1.1.
+#[tokio::test]
+async fn tls_serves_http1_and_http2_and_streams_over_h2() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let words = ["one ", "two ", "three ", "four"];
+    let up = MockUpstream::start(move |_| {
+        Reply::stream(
+            "text/event-stream",
+            &openai::sse(&words, false),
+            60,
+            Duration::from_millis(40),
+        )
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &dir,
+        Some(&up.base()),
+        &tls_listener(&cert, &key, ""),
+        "",
+    ));
+    let ca = dir.join("ca.pem");
+
+    // HTTP/1.1 (the client offers only http/1.1).
+    let h1 = client_config(&ca, &ClientOpts::default());
+    let mut s = tls_connect(gw.port, &h1).await.expect("TLS handshake");
+    assert_eq!(alpn_of(&s).as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(peer_serial(&s), serial_of_file(&cert));
+    let (status, body) = h1_request(&mut s, &chat_body("m", false)).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("hello over tls"), "{body}");
+    // Kept alive: a second request on the same TLS connection.
+    let (status, _) = h1_request(&mut s, &chat_body("m", false)).await.unwrap();
+    assert_eq!(status, 200);
+
+    // HTTP/2 (the client offers h2 first).
+    let h2c = client_config(
+        &ca,
+        &ClientOpts {
+            alpn: &[b"h2", b"http/1.1"],
+            ..Default::default()
+        },
+    );
+    let s = tls_connect(gw.port, &h2c).await.expect("TLS handshake");
+    assert_eq!(alpn_of(&s).as_deref(), Some(&b"h2"[..]));
+    let mut client = h2_client(s).await;
+    let (status, frames) = h2_post(&mut client, chat_body("m", false)).await;
+    assert_eq!(status, 200);
+    assert!(joined(&frames).contains("hello over tls"));
+
+    // Streaming over HTTP/2: several DATA frames, spread over the upstream's pacing.
+    let (status, frames) = h2_post(&mut client, chat_body("up", true)).await;
+    assert_eq!(status, 200, "{}", joined(&frames));
+    let text = joined(&frames);
+    let content: String = sse_data(&text)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(content, "one two three four");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(frames.len() >= 3, "{} frame(s): buffered?", frames.len());
+    let spread = frames.last().unwrap().0 - frames[0].0;
+    assert!(
+        spread >= Duration::from_millis(100),
+        "the stream arrived at once ({spread:?}): buffered"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// h2c with prior knowledge on a plaintext listener, HTTP/1.1 on the same port; an HTTP/2
+/// connection outlives the request-head timeout (the edge's head bounds are HTTP/1's).
+#[tokio::test]
+async fn h2c_prior_knowledge_beside_http1_and_past_the_head_timeout() {
+    let dir = temp_dir();
+    let up = MockUpstream::start(move |_| {
+        Reply::stream(
+            "text/event-stream",
+            &openai::sse(&["a ", "b ", "c ", "d ", "e"], false),
+            40,
+            Duration::from_millis(150),
+        )
+    })
+    .await;
+    let yaml = config(
+        &dir,
+        Some(&up.base()),
+        "    - address: 127.0.0.1:1\n      h2c: true\n",
+        "  request_header_timeout_seconds: 0.5\n",
+    );
+    let gw = Gateway::start(&yaml);
+
+    let tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let mut client = h2_client(tcp).await;
+    let (status, frames) = h2_post(&mut client, chat_body("m", false)).await;
+    assert_eq!(status, 200);
+    assert!(joined(&frames).contains("hello over tls"));
+    // A stream that takes well past the 0.5 s head timeout, on the same connection.
+    let started = Instant::now();
+    let (status, frames) = h2_post(&mut client, chat_body("up", true)).await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() > Duration::from_millis(700));
+    assert!(joined(&frames).contains("[DONE]"), "{}", joined(&frames));
+    // And the connection still takes requests afterwards.
+    let (status, _) = h2_post(&mut client, chat_body("m", false)).await;
+    assert_eq!(status, 200);
+
+    // HTTP/1.1 on the same listener.
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// mTLS: a client certificate from the configured CA is accepted; none, or one from another
+/// CA, is refused before any request is served.
+#[tokio::test]
+async fn mtls_accepts_the_cas_clients_and_refuses_others() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    make_ca(&dir, "clients");
+    make_ca(&dir, "rogue");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let good = make_leaf(&dir, "clients", "good-client", 2);
+    let bad = make_leaf(&dir, "rogue", "rogue-client", 2);
+    let more = format!(", client_ca_file: '{}'", dir.join("clients.pem").display());
+    let gw = Gateway::start(&config(&dir, None, &tls_listener(&cert, &key, &more), ""));
+    let ca = dir.join("ca.pem");
+
+    let with = client_config(
+        &ca,
+        &ClientOpts {
+            identity: Some(good),
+            ..Default::default()
+        },
+    );
+    let mut s = tls_connect(gw.port, &with).await.expect("handshake");
+    let (status, body) = h1_request(&mut s, &chat_body("m", false)).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    for (what, opts) in [
+        ("no certificate", ClientOpts::default()),
+        (
+            "another CA's certificate",
+            ClientOpts {
+                identity: Some(bad.clone()),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let config = client_config(&ca, &opts);
+        // With TLS 1.3 the client learns of the refusal on its first read.
+        let outcome = async {
+            let mut s = tls_connect(gw.port, &config).await?;
+            h1_request(&mut s, &chat_body("m", false)).await
+        }
+        .await;
+        assert!(outcome.is_err(), "{what}: served {outcome:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `min_version: "1.3"` refuses a TLS 1.2-only client; the default accepts it.
+#[tokio::test]
+async fn min_version_1_3_refuses_tls_1_2_clients() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let second = reserve_port();
+    let listeners = format!(
+        "{}    - address: 127.0.0.1:{}\n      tls: {{cert_file: '{}', key_file: '{}'}}\n",
+        tls_listener(&cert, &key, ", min_version: '1.3'"),
+        second.port,
+        cert.display(),
+        key.display()
+    );
+    let gw = Gateway::start(&config(&dir, None, &listeners, ""));
+    let ca = dir.join("ca.pem");
+    let old = client_config(
+        &ca,
+        &ClientOpts {
+            tls12_only: true,
+            ..Default::default()
+        },
+    );
+    // Refused at the handshake or, for a client that lists TLS 1.3 suites anyway, right after
+    // it: either way no request is served.
+    let outcome = async {
+        let mut s = tls_connect(gw.port, &old).await?;
+        h1_request(&mut s, &chat_body("m", false)).await
+    }
+    .await;
+    assert!(outcome.is_err(), "TLS 1.2 served: {outcome:?}");
+    let modern = client_config(&ca, &ClientOpts::default());
+    let mut s = tls_connect(gw.port, &modern).await.expect("TLS 1.3");
+    assert_eq!(
+        h1_request(&mut s, &chat_body("m", false)).await.unwrap().0,
+        200
+    );
+    // The second listener keeps the 1.2 default.
+    let mut s = tls_connect(second.port, &old).await.expect("TLS 1.2");
+    assert_eq!(
+        h1_request(&mut s, &chat_body("m", false)).await.unwrap().0,
+        200
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SIGHUP swaps the certificate under load: no request fails, established connections keep
+/// going, new handshakes see the new serial. A mismatched or expired replacement fails the
+/// reload and the last good certificate keeps serving.
+#[tokio::test]
+async fn sighup_swaps_the_certificate_under_load_with_no_failures() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (first, first_key) = make_leaf(&dir, "ca", "first", 2);
+    let (second, second_key) = make_leaf(&dir, "ca", "second", 30);
+    let (expired, expired_key) = make_leaf(&dir, "ca", "expired", -1);
+    let live = dir.join("live.pem");
+    let live_key = dir.join("live.key");
+    replace(&first, &live);
+    replace(&first_key, &live_key);
+    let gw = Gateway::start(&config(&dir, None, &tls_listener(&live, &live_key, ""), ""));
+    let ca = client_config(&dir.join("ca.pem"), &ClientOpts::default());
+    let ca_h2 = client_config(
+        &dir.join("ca.pem"),
+        &ClientOpts {
+            alpn: &[b"h2"],
+            ..Default::default()
+        },
+    );
+
+    // Load: keep-alive HTTP/1.1 connections and one HTTP/2 connection, requests back to back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failures, ca) = (stop.clone(), ok.clone(), failures.clone(), ca.clone());
+        let port = gw.port;
+        tasks.push(tokio::spawn(async move {
+            let mut s = tls_connect(port, &ca).await.expect("handshake");
+            let serial = peer_serial(&s);
+            while !stop.load(Ordering::Relaxed) {
+                match h1_request(&mut s, &chat_body("m", false)).await {
+                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        failures.lock().unwrap().push(format!("{other:?}"));
+                        break;
+                    }
+                };
+            }
+            serial
+        }));
+    }
+    {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        let s = tls_connect(gw.port, &ca_h2).await.expect("handshake");
+        let serial = peer_serial(&s);
+        let mut client = h2_client(s).await;
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match h2_post(&mut client, chat_body("m", false)).await {
+                    (200, _) => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        failures.lock().unwrap().push(format!("h2 {}", other.0));
+                        break;
+                    }
+                };
+            }
+            serial
+        }));
+    }
+    let progress = |n: usize| {
+        let ok = ok.clone();
+        async move {
+            let target = ok.load(Ordering::Relaxed) + n;
+            assert!(
+                wait_until(
+                    || ok.load(Ordering::Relaxed) >= target,
+                    Duration::from_secs(20)
+                )
+                .await,
+                "the load stalled"
+            );
+        }
+    };
+    progress(20).await;
+
+    replace(&second, &live);
+    replace(&second_key, &live_key);
+    gw.signal("HUP");
+    gw.wait_for_stderr("now serving certificate CN=second")
+        .await;
+    // New handshakes, during the load, get the new certificate. (A fresh client each time: a
+    // resumed TLS session keeps the certificate it was made with.)
+    let fresh = || client_config(&dir.join("ca.pem"), &ClientOpts::default());
+    let s = tls_connect(gw.port, &fresh())
+        .await
+        .expect("handshake after swap");
+    assert_eq!(peer_serial(&s), serial_of_file(&second));
+    progress(20).await; // the old connections keep serving
+
+    // A key that does not match: the reload fails, the new-but-good certificate stays.
+    replace(&first_key, &live_key);
+    gw.signal("HUP");
+    gw.wait_for_stderr("does not belong to the certificate")
+        .await;
+    let s = tls_connect(gw.port, &fresh())
+        .await
+        .expect("handshake after bad reload");
+    assert_eq!(peer_serial(&s), serial_of_file(&second));
+    let mut s = tls_connect(gw.port, &fresh()).await.unwrap();
+    let (_, ready) = h1_call(&mut s, "GET /health/readiness", b"").await.unwrap();
+    assert!(ready.contains("key_file"), "readiness: {ready}");
+    // An expired certificate (with its own key): refused the same way.
+    replace(&expired, &live);
+    replace(&expired_key, &live_key);
+    gw.signal("HUP");
+    gw.wait_for_stderr("expired on").await;
+    let s = tls_connect(gw.port, &fresh())
+        .await
+        .expect("handshake after expired");
+    assert_eq!(peer_serial(&s), serial_of_file(&second));
+    progress(10).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut old_serials = Vec::new();
+    for t in tasks {
+        old_serials.push(t.await.unwrap());
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    // The connections made before the swap kept the first certificate to the end.
+    let first_serial = serial_of_file(&first);
+    assert!(old_serials.iter().all(|s| *s == first_serial));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn run_check(config_path: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(config_path)
+        .arg("--check")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--check` validates the TLS files: expiring soon is a warning; expired, a key that does not
+/// match, an unreadable file or a CA file that is not PEM is an error naming the key path.
+#[test]
+fn check_validates_certificate_files() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (cert, key) = make_leaf(&dir, "ca", "soon", 2);
+    let (later, later_key) = make_leaf(&dir, "ca", "later", 60);
+    let (expired, expired_key) = make_leaf(&dir, "ca", "expired", -1);
+    std::fs::write(dir.join("garbage.pem"), "not a certificate\n").unwrap();
+    let path = dir.join("config.yaml");
+    let check = |listener: String| {
+        std::fs::write(&path, config(&dir, None, &listener, "")).unwrap();
+        run_check(&path, &[])
+    };
+
+    let (code, out, err) = check(tls_listener(&later, &later_key, ""));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("listen https://127.0.0.1:1"), "{out}");
+    assert!(out.contains("CN=later"), "{out}");
+    assert!(!out.contains("within 14 days"), "{out}");
+
+    let (code, out, err) = check(tls_listener(&cert, &key, ""));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("within 14 days"), "{out}");
+    // With --strict the expiry warning fails the check.
+    let strict = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--check", "--strict", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(strict.status.code(), Some(1));
+
+    let cases = [
+        (
+            tls_listener(&expired, &expired_key, ""),
+            "switchboard.listeners[0].tls.cert_file",
+            "expired on",
+        ),
+        (
+            tls_listener(&cert, &later_key, ""),
+            "switchboard.listeners[0].tls.key_file",
+            "does not belong",
+        ),
+        (
+            tls_listener(&dir.join("missing.pem"), &key, ""),
+            "switchboard.listeners[0].tls.cert_file",
+            "cannot read",
+        ),
+        (
+            tls_listener(&dir.join("garbage.pem"), &key, ""),
+            "switchboard.listeners[0].tls.cert_file",
+            "no PEM certificate",
+        ),
+        (
+            tls_listener(
+                &cert,
+                &key,
+                &format!(", client_ca_file: '{}'", dir.join("garbage.pem").display()),
+            ),
+            "switchboard.listeners[0].tls.client_ca_file",
+            "no PEM certificate",
+        ),
+        (
+            tls_listener(&cert, &key, ", min_version: '1.1'"),
+            "switchboard.listeners[0].tls.min_version",
+            "not a supported version",
+        ),
+        (
+            "    - address: '::1:80'\n".to_string(),
+            "switchboard.listeners[0]",
+            "in brackets",
+        ),
+    ];
+    for (listener, key_path, message) in cases {
+        let (code, out, err) = check(listener);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains(key_path) && err.contains(message), "{err}");
+    }
+    // An expired certificate fails the start too, the same way.
+    std::fs::write(
+        &path,
+        config(&dir, None, &tls_listener(&expired, &expired_key, ""), ""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired on"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A second instance on a port (or Unix socket) already served fails at once with exit code 1
+/// and says why, instead of logging "listening" and running without a socket.
+#[tokio::test]
+async fn a_taken_address_fails_the_start() {
+    let dir = temp_dir();
+    let sock = dir.join("gw.sock");
+    let yaml = config(
+        &dir,
+        None,
+        &format!("    - 127.0.0.1:1\n    - '{}'\n", sock.display()),
+        "",
+    );
+    let gw = Gateway::start(&yaml);
+    // Served on the Unix socket too.
+    let mut unix = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let (status, body) = h1_request(&mut unix, &chat_body("m", false)).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let second = |port: u16, other_dir: &Path| {
+        let yaml = config(
+            other_dir,
+            None,
+            &format!("    - 127.0.0.1:{port}\n    - '{}'\n", sock.display()),
+            "",
+        );
+        std::fs::create_dir_all(other_dir).unwrap();
+        let path = other_dir.join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (out, started.elapsed())
+    };
+    // The TCP port is taken.
+    let (out, took) = second(gw.port, &dir.join("second"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("address in use"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", gw.port)), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The Unix socket is served by the first process: not stolen, refused.
+    let free = reserve_port();
+    let (out, _) = second(free.port, &dir.join("third"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("gw.sock") && err.contains("address in use"),
+        "{err}"
+    );
+    // The first instance still serves on both.
+    let mut unix = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    assert_eq!(
+        h1_request(&mut unix, &chat_body("m", false))
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// LiteLLM's `SSL_CERTFILE_PATH`/`SSL_KEYFILE_PATH` put TLS on the default listener.
+#[tokio::test]
+async fn litellm_ssl_env_enables_tls_on_the_default_listener() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let gw = Gateway::start_with_env(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x, mock_response: hello over tls}\n",
+        &[
+            ("SSL_CERTFILE_PATH", cert.to_str().unwrap()),
+            ("SSL_KEYFILE_PATH", key.to_str().unwrap()),
+        ],
+    );
+    let ca = client_config(&dir.join("ca.pem"), &ClientOpts::default());
+    let mut s = tls_connect(gw.port, &ca)
+        .await
+        .expect("TLS on the default listener");
+    assert_eq!(
+        h1_request(&mut s, &chat_body("m", false)).await.unwrap().0,
+        200
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The pid file: written at start in the foreground, rewritten by an upgraded process when it
+/// takes the sockets over, and removed when that process exits (the old one leaves it alone).
+#[tokio::test]
+async fn pid_file_follows_the_serving_process() {
+    let dir = temp_dir();
+    let pid_file = dir.join("sb.pid");
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    };
+    let mut old = Gateway::start(&config(&dir, None, "    - 127.0.0.1:1\n", ""));
+    assert_eq!(read_pid(), Some(old.pid()));
+
+    let mut new = old.spawn_upgrade();
+    new.wait_for_stderr("No incoming socket transfer").await;
+    old.signal("QUIT");
+    assert!(
+        wait_until(|| read_pid() == Some(new.pid()), Duration::from_secs(10)).await,
+        "pid file: {:?}, new pid {}",
+        read_pid(),
+        new.pid()
+    );
+    let status = old
+        .exited(Duration::from_secs(15))
+        .await
+        .expect("old exits");
+    assert!(status.success());
+    assert_eq!(
+        read_pid(),
+        Some(new.pid()),
+        "the old process removed the new pid"
+    );
+    let r = new
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+
+    new.signal("TERM");
+    let status = new
+        .exited(Duration::from_secs(15))
+        .await
+        .expect("new exits");
+    assert!(status.success());
+    assert!(!pid_file.exists(), "pid file left behind");
+    let _ = std::fs::remove_dir_all(dir);
+}
