@@ -49,6 +49,10 @@ pub struct App {
     pub last_reload: ArcSwapOption<ReloadOutcome>,
     /// Set once shutdown begins: liveness and readiness report it.
     pub draining: AtomicBool,
+    /// Set once the reload service listens for SIGHUP. A SIGHUP delivered before that is lost
+    /// (tokio drops signals that arrive before a listener subscribes), so readiness says
+    /// `starting` and READY=1 waits until then.
+    pub reload_armed: AtomicBool,
     /// Requests being served (the drain waits for none; `/metrics` reports it).
     pub in_flight: InFlight,
 }
@@ -62,6 +66,7 @@ impl App {
             metrics: Metrics::new(),
             last_reload: ArcSwapOption::empty(),
             draining: AtomicBool::new(false),
+            reload_armed: AtomicBool::new(false),
             in_flight: InFlight::default(),
         }
     }

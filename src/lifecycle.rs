@@ -222,6 +222,18 @@ impl BackgroundService for LifecycleService {
                 }
             }
             wait_accepting(&self.listen).await;
+            // READY=1 only once a SIGHUP (systemd's ExecReload) would be heard; bounded, so a
+            // reload service that never starts cannot hold readiness back forever.
+            for _ in 0..500 {
+                if self
+                    .app
+                    .reload_armed
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let generation = self.app.snapshot.load().generation;
             self.notifier.ready(
                 &format!(

@@ -192,9 +192,16 @@ impl BackgroundService for ReloadService {
             Ok(s) => s,
             Err(e) => {
                 log::error!("cannot listen for SIGHUP, hot reload is off: {e}");
+                // Readiness must not wait forever for a reload that cannot happen.
+                self.app
+                    .reload_armed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
         };
+        self.app
+            .reload_armed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         loop {
             tokio::select! {
                 got = hup.recv() => {

@@ -165,8 +165,9 @@ impl Gateway {
             Route::Readiness => {
                 ctx.route = "readiness";
                 let draining = self.app.draining.load(Ordering::Relaxed);
+                let starting = !self.app.reload_armed.load(Ordering::Relaxed);
                 let mut body = serde_json::json!({
-                    "status": if draining { "shutting_down" } else { "healthy" },
+                    "status": if draining { "shutting_down" } else if starting { "starting" } else { "healthy" },
                     "config_generation": snapshot.generation,
                     "model_groups": snapshot.group_names.len(),
                     "deployments": snapshot.config.deployments.len(),
@@ -174,7 +175,7 @@ impl Gateway {
                 if let Some(r) = self.app.last_reload.load().as_deref() {
                     body["last_reload"] = r.to_json();
                 }
-                let status = if draining { 503 } else { 200 };
+                let status = if draining || starting { 503 } else { 200 };
                 respond::json(&mut sink, ctx, status, Bytes::from(body.to_string())).await
             }
             Route::Metrics => {

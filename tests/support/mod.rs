@@ -183,6 +183,25 @@ pub fn temp_dir() -> PathBuf {
 /// Waits until `child` (not another process that took the port) accepts connections on `port`.
 /// `Err(None)`: the port is in use by someone else (Pingora retries such a bind for a while
 /// instead of exiting), so try another; `Err(Some(why))`: the gateway failed.
+/// Readiness says `starting` until the gateway listens for SIGHUP (a signal sent before that
+/// would be lost). Anything else, including a listener that does not speak plaintext HTTP
+/// (TLS), counts as started.
+fn still_starting(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health/readiness HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).contains("\"status\":\"starting\"")
+}
+
 fn wait_ready(child: &mut Child, port: u16, dir: &std::path::Path) -> Result<(), Option<String>> {
     let stderr = || read_file(&dir.join("stderr.log"));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -198,6 +217,7 @@ fn wait_ready(child: &mut Child, port: u16, dir: &std::path::Path) -> Result<(),
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             && listener_belongs_to(port, child.id())
+            && !still_starting(port)
         {
             return Ok(());
         }
