@@ -91,7 +91,14 @@ impl SseDecoder {
                 input = rest;
             }
         }
-        while let Some(pos) = input.iter().position(|&b| b == b'\n' || b == b'\r') {
+        loop {
+            if let Some(rest) = self.whole_event(input, on_event)? {
+                input = rest;
+                continue;
+            }
+            let Some(pos) = memchr::memchr2(b'\n', b'\r', input) else {
+                break;
+            };
             let line_end = pos;
             let mut next = pos + 1;
             if input[pos] == b'\r' {
@@ -118,6 +125,45 @@ impl SseDecoder {
         self.check_size(self.pending.len() + input.len())?;
         self.pending.extend_from_slice(input);
         Ok(())
+    }
+
+    /// The common case without a copy: nothing is held and `input` starts with a whole
+    /// one-line event (`data: …` then a blank line, LF or CRLF), as OpenAI-style servers send
+    /// them. Dispatches it straight from `input` and returns the bytes after it; `None` leaves
+    /// everything else (other fields, comments, several data lines, CR endings, splits, lines
+    /// over the bound, invalid UTF-8) to the line-by-line path, which decides them the same way.
+    fn whole_event<'i, E>(
+        &mut self,
+        input: &'i [u8],
+        on_event: &mut dyn FnMut(SseEvent<'_>) -> Result<(), E>,
+    ) -> Result<Option<&'i [u8]>, E> {
+        if !self.pending.is_empty() || self.has_data || !self.event.is_empty() {
+            return Ok(None);
+        }
+        let Some(value) = input.strip_prefix(b"data:") else {
+            return Ok(None);
+        };
+        let Some(end) = memchr::memchr2(b'\n', b'\r', value) else {
+            return Ok(None);
+        };
+        let line_len = 5 + end;
+        let after = &value[end..];
+        let rest = if let Some(rest) = after.strip_prefix(b"\n\n") {
+            rest
+        } else if let Some(rest) = after.strip_prefix(b"\r\n\r\n") {
+            rest
+        } else {
+            return Ok(None);
+        };
+        if line_len > self.max_event_bytes {
+            return Ok(None);
+        }
+        let value = &value[..end];
+        let Ok(data) = std::str::from_utf8(value.strip_prefix(b" ").unwrap_or(value)) else {
+            return Ok(None);
+        };
+        on_event(SseEvent { event: "", data })?;
+        Ok(Some(rest))
     }
 
     /// The stream ended: an event still open (no trailing blank line) is dispatched, as Gemini
@@ -252,6 +298,30 @@ mod tests {
         // One byte at a time.
         let all: Vec<usize> = (1..input.len()).collect();
         assert_eq!(decode_split(input, &all), expected);
+    }
+
+    #[test]
+    fn a_whole_one_line_event_is_handed_out_from_the_input_without_a_copy() {
+        let input = b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\nevent: x\ndata: y\n\n";
+        let range = input.as_ptr_range();
+        let mut d = SseDecoder::new();
+        let mut got = Vec::new();
+        d.feed(input, &mut |e: SseEvent<'_>| -> Result<(), GatewayError> {
+            let borrowed = range.contains(&e.data.as_ptr());
+            got.push((e.event.to_string(), e.data.to_string(), borrowed));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (String::new(), "{\"a\":1}".into(), true),
+                (String::new(), "{\"b\":2}".into(), true),
+                // A named event takes the line-by-line path.
+                ("x".into(), "y".into(), false),
+            ]
+        );
+        assert_eq!(d.buffered_bytes(), 0);
     }
 
     #[test]

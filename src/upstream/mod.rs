@@ -11,9 +11,11 @@ use http::{HeaderName, HeaderValue, Method};
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +23,13 @@ use std::time::{Duration, Instant};
 
 /// How long a resolved address is used before it is refreshed in the background.
 const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// Bound on each write of the request to the upstream.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bodies up to this size are copied behind the head when the connection cannot write two
+/// buffers at once (TLS), so the request still leaves in one write.
+const COPY_BODY_MAX: usize = 64 * 1024;
 
 /// An HTTP request to send upstream. `path` includes the query string.
 pub struct UpstreamRequest {
@@ -218,7 +227,7 @@ impl UpstreamClient {
         read_timeout: Option<Duration>,
     ) -> GatewayResult<UpstreamResponse<'_>> {
         let peer = endpoint.peer().await?;
-        let (mut session, reused) = self.connector.get_http_session(&*peer).await.map_err(|e| {
+        let (session, reused) = self.connector.get_http_session(&*peer).await.map_err(|e| {
             GatewayError::bad_gateway(format!(
                 "Could not connect to the upstream at {}:{} ({}).",
                 endpoint.host,
@@ -232,10 +241,6 @@ impl UpstreamClient {
         } else {
             self.connections_new.fetch_add(1, Ordering::Relaxed);
         }
-        session.set_read_timeout(read_timeout);
-        session.set_write_timeout(Some(Duration::from_secs(30)));
-
-        let header = self.request_header(endpoint, req, matches!(session, HttpSession::H2(_)))?;
         let io_err = |what: &str, e: Box<pingora_core::Error>, reused: bool| {
             let err = GatewayError::bad_gateway(format!(
                 "The upstream at {} failed while {what} ({}).",
@@ -249,20 +254,44 @@ impl UpstreamClient {
                 err
             }
         };
-        session
-            .write_request_header(Box::new(header))
-            .await
-            .map_err(|e| io_err("sending the request", e, reused))?;
-        if !req.body.is_empty() {
-            session
-                .write_request_body(req.body.clone(), true)
-                .await
-                .map_err(|e| io_err("sending the request body", e, reused))?;
-        }
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| io_err("sending the request body", e, reused))?;
+        let mut session = match session {
+            // HTTP/1.1: head and body go out in one write (Pingora's session flushes the head
+            // on its own, costing a second syscall and a second wake-up of the upstream).
+            HttpSession::H1(h1) if req.method != Method::HEAD => {
+                let mut stream = h1.into_inner();
+                let head = h1_request_head(endpoint, req)?;
+                write_request(&mut stream, head, &req.body)
+                    .await
+                    .map_err(|e| io_err("sending the request", e, reused))?;
+                // A fresh session over the same connection, as the pool hands out. It has no
+                // record of the request head, which Pingora consults only for HEAD requests,
+                // upgrades and `Connection: close`; `h1_request_head` sends none of those.
+                let mut h1 = Http1Session::new_with_options(stream, &*peer);
+                h1.read_timeout = read_timeout;
+                HttpSession::H1(h1)
+            }
+            mut session => {
+                session.set_read_timeout(read_timeout);
+                session.set_write_timeout(Some(WRITE_TIMEOUT));
+                let header =
+                    self.request_header(endpoint, req, matches!(session, HttpSession::H2(_)))?;
+                session
+                    .write_request_header(Box::new(header))
+                    .await
+                    .map_err(|e| io_err("sending the request", e, reused))?;
+                if !req.body.is_empty() {
+                    session
+                        .write_request_body(req.body.clone(), true)
+                        .await
+                        .map_err(|e| io_err("sending the request body", e, reused))?;
+                }
+                session
+                    .finish_request_body()
+                    .await
+                    .map_err(|e| io_err("sending the request body", e, reused))?;
+                session
+            }
+        };
         if let Err(e) = session.read_response_header().await {
             return Err(if e.etype() == &pingora_core::ErrorType::ReadTimedout {
                 GatewayError::timeout(format!(
@@ -323,6 +352,106 @@ impl UpstreamClient {
             .insert_header(http::header::CONTENT_LENGTH, req.body.len().to_string())
             .map_err(bad)?;
         Ok(header)
+    }
+}
+
+/// The HTTP/1.1 request head: request line, `Host`, the request's headers and `Content-Length`,
+/// byte for byte as Pingora's own writer produced it ([`wire_name`]). `Host` and `Content-Length`
+/// headers among the request's own are dropped, as the header map this replaces did.
+fn h1_request_head(endpoint: &Endpoint, req: &UpstreamRequest) -> GatewayResult<BytesMut> {
+    if req.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(GatewayError::internal(
+            "Failed to build the upstream request header.",
+        ));
+    }
+    let headers_len: usize = req
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut head = BytesMut::with_capacity(
+        req.method.as_str().len() + req.path.len() + endpoint.authority.len() + headers_len + 64,
+    );
+    head.extend_from_slice(req.method.as_str().as_bytes());
+    head.extend_from_slice(b" ");
+    head.extend_from_slice(req.path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    head.extend_from_slice(endpoint.authority.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &req.headers {
+        if name == http::header::HOST || name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        head.extend_from_slice(wire_name(name).as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    // `fmt::Write` for `BytesMut` cannot fail.
+    let _ = write!(head, "Content-Length: {}\r\n\r\n", req.body.len());
+    Ok(head)
+}
+
+/// A header name as Pingora's request writer spells it: the few it knows in title case, the
+/// rest lowercase.
+fn wire_name(name: &HeaderName) -> &str {
+    use http::header;
+    match *name {
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::DATE => "Date",
+        _ => name.as_str(),
+    }
+}
+
+/// Writes head and body with one syscall where possible (a vectored write, or the body copied
+/// behind the head when it is small), then flushes; each write is bounded by [`WRITE_TIMEOUT`].
+async fn write_request(
+    stream: &mut pingora_core::protocols::Stream,
+    mut head: BytesMut,
+    body: &[u8],
+) -> Result<(), Box<pingora_core::Error>> {
+    use pingora_core::{Error, ErrorType};
+    use tokio::io::AsyncWriteExt;
+    let vectored = stream.is_write_vectored();
+    let (mut first, mut rest): (&[u8], &[u8]) = if !vectored && body.len() <= COPY_BODY_MAX {
+        head.extend_from_slice(body);
+        (&head, &[])
+    } else {
+        (&head, body)
+    };
+    let write = async {
+        while !first.is_empty() || !rest.is_empty() {
+            let n = if first.is_empty() {
+                stream.write(rest).await?
+            } else if vectored && !rest.is_empty() {
+                let bufs = [std::io::IoSlice::new(first), std::io::IoSlice::new(rest)];
+                stream.write_vectored(&bufs).await?
+            } else {
+                stream.write(first).await?
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let from_first = n.min(first.len());
+            first = &first[from_first..];
+            rest = &rest[n - from_first..];
+        }
+        stream.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::because(
+            ErrorType::WriteError,
+            "while writing the request",
+            e,
+        )),
+        Err(_) => Err(Error::explain(
+            ErrorType::WriteTimedout,
+            "while writing the request",
+        )),
     }
 }
 
