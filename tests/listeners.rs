@@ -2,7 +2,9 @@
 //! prior knowledge, mTLS, TLS 1.3 minimum, a Unix socket, certificate swap on SIGHUP under load,
 //! `--check` on certificate files, bind failures, LiteLLM's ssl flags, and the pid file.
 //! A throwaway CA is made with the openssl CLI (installed by `.ci/setup`); the clients are
-//! rustls (through Pingora's re-exports) and the `h2` crate.
+//! rustls (through Pingora's re-exports) and the `h2` crate, and the real clients users run:
+//! curl and the official OpenAI Python SDK (`tests/fixtures/openai_sdk_client.py`, in the venv
+//! `.ci/setup` makes at `target/ci-venv`).
 
 mod support;
 
@@ -1025,5 +1027,222 @@ async fn h2_client_granting_no_window_is_cut_by_the_write_timeout() {
     })
     .await;
     assert!(ended.is_ok(), "the stalled HTTP/2 stream was held open");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real clients: curl and the official OpenAI Python SDK (both installed by `.ci/setup`).
+
+/// curl with `args`, then the URL; returns (exit code, stdout, stderr). `-w` output ends stdout.
+fn curl(args: &[&str], url: &str) -> (i32, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl is not installed: run .ci/setup");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A chat completion POST for curl: headers, body, and `-w` printing "\n<version> <status>".
+fn curl_chat(stream: bool) -> Vec<String> {
+    [
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &String::from_utf8(chat_body("m", stream)).unwrap(),
+        "-w",
+        "\n%{http_version} %{http_code}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Splits curl's stdout into (body, "<version> <status>").
+fn curl_outcome(stdout: &str) -> (&str, &str) {
+    stdout.rsplit_once('\n').expect("curl -w output")
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// curl over TLS with `--cacert`: HTTP/1.1 and HTTP/2 by ALPN, a stream over HTTP/2 arrives as
+/// SSE events ending in `[DONE]`, and `--http2-prior-knowledge` against an h2c listener.
+#[tokio::test]
+async fn curl_over_tls_http1_http2_streaming_and_h2c() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let h2c = reserve_port();
+    let listeners = format!(
+        "{}    - address: 127.0.0.1:{}\n      h2c: true\n",
+        tls_listener(&cert, &key, ""),
+        h2c.port
+    );
+    let gw = Gateway::start(&config(&dir, None, &listeners, ""));
+    let ca = dir.join("ca.pem").display().to_string();
+    let url = format!("https://127.0.0.1:{}/v1/chat/completions", gw.port);
+
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let mut args = vec!["--cacert", &ca, flag];
+        let chat = curl_chat(false);
+        args.extend(strs(&chat));
+        let (code, out, err) = curl(&args, &url);
+        assert_eq!(code, 0, "curl {flag}: {err}");
+        let (body, status) = curl_outcome(&out);
+        assert_eq!(status, format!("{version} 200"), "curl {flag}: {body}");
+        assert!(body.contains("hello over tls"), "curl {flag}: {body}");
+    }
+
+    // Streaming over HTTP/2, unbuffered (-N): one SSE event per word, then [DONE].
+    let mut args = vec!["--cacert", &ca, "--http2", "-N"];
+    let chat = curl_chat(true);
+    args.extend(strs(&chat));
+    let (code, out, err) = curl(&args, &url);
+    assert_eq!(code, 0, "curl streaming: {err}");
+    let (body, status) = curl_outcome(&out);
+    assert_eq!(status, "2 200", "{body}");
+    let events = sse_data(body);
+    assert!(events.len() >= 4, "{} event(s): {body}", events.len());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("a JSON chunk"))
+        .collect();
+    assert_eq!(stream_text(&chunks), "hello over tls", "{body}");
+
+    // h2c with prior knowledge on the plaintext listener.
+    let mut args = vec!["--http2-prior-knowledge"];
+    let chat = curl_chat(false);
+    args.extend(strs(&chat));
+    let (code, out, err) = curl(
+        &args,
+        &format!("http://127.0.0.1:{}/v1/chat/completions", h2c.port),
+    );
+    assert_eq!(code, 0, "curl h2c: {err}");
+    let (body, status) = curl_outcome(&out);
+    assert_eq!(status, "2 200", "{body}");
+    assert!(body.contains("hello over tls"), "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// curl against an mTLS listener: served with `--cert/--key` from the client CA, refused
+/// without a certificate.
+#[tokio::test]
+async fn curl_mtls_with_and_without_a_client_certificate() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    make_ca(&dir, "clients");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let (client_cert, client_key) = make_leaf(&dir, "clients", "curl-client", 2);
+    let more = format!(", client_ca_file: '{}'", dir.join("clients.pem").display());
+    let gw = Gateway::start(&config(&dir, None, &tls_listener(&cert, &key, &more), ""));
+    let ca = dir.join("ca.pem").display().to_string();
+    let url = format!("https://127.0.0.1:{}/v1/chat/completions", gw.port);
+    let chat = curl_chat(false);
+
+    for flag in ["--http1.1", "--http2"] {
+        let (client_cert, client_key) = (client_cert.display(), client_key.display());
+        let (client_cert, client_key) = (client_cert.to_string(), client_key.to_string());
+        let mut args = vec![
+            "--cacert",
+            &ca,
+            flag,
+            "--cert",
+            &client_cert,
+            "--key",
+            &client_key,
+        ];
+        args.extend(strs(&chat));
+        let (code, out, err) = curl(&args, &url);
+        assert_eq!(code, 0, "curl {flag} with a certificate: {err}");
+        let (body, status) = curl_outcome(&out);
+        assert!(status.ends_with(" 200"), "{status}: {body}");
+        assert!(body.contains("hello over tls"), "{body}");
+
+        let mut args = vec!["--cacert", &ca, flag];
+        args.extend(strs(&chat));
+        let (code, out, _) = curl(&args, &url);
+        assert_ne!(
+            code, 0,
+            "curl {flag} without a certificate was served: {out}"
+        );
+        assert!(!out.contains("hello over tls"), "{out}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The Python interpreter with the OpenAI SDK: `SWITCHBOARD_TEST_PYTHON`, else the venv
+/// `.ci/setup` makes. Panics (never skips) when the SDK is missing.
+fn python_with_openai_sdk() -> PathBuf {
+    let python = std::env::var_os("SWITCHBOARD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin/python"));
+    let ok = Command::new(&python)
+        .args(["-c", "import openai, h2"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the OpenAI Python SDK (openai, httpx[http2]) is not installed for {}: run .ci/setup \
+         (or set SWITCHBOARD_TEST_PYTHON to a python that has them)",
+        python.display()
+    );
+    python
+}
+
+/// The official OpenAI Python SDK over TLS (the CA given to httpx), on HTTP/1.1 and on HTTP/2:
+/// a chat completion, a stream with usage (`stream_options.include_usage`), and embeddings.
+#[tokio::test]
+async fn openai_python_sdk_over_tls_http1_and_http2() {
+    let python = python_with_openai_sdk();
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let gw = Gateway::start(&config(&dir, None, &tls_listener(&cert, &key, ""), ""));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai_sdk_client.py");
+    let base_url = format!("https://127.0.0.1:{}/v1", gw.port);
+    let ca = dir.join("ca.pem");
+
+    for (version, expected) in [("http1", "HTTP/1.1"), ("http2", "HTTP/2")] {
+        let out = tokio::process::Command::new(&python)
+            .arg(&script)
+            .arg(&base_url)
+            .arg(&ca)
+            .args(["m", "m", version])
+            .output()
+            .await
+            .expect("run python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "SDK over {version}: {stderr}{stdout}");
+        let seen: serde_json::Value =
+            serde_json::from_str(stdout.trim()).expect("the script's JSON");
+        assert_eq!(seen["text"], "hello over tls", "{seen}");
+        let deltas = seen["deltas"].as_array().unwrap();
+        assert!(deltas.len() >= 3, "one delta per word: {seen}");
+        let streamed: String = deltas.iter().filter_map(|d| d.as_str()).collect();
+        assert_eq!(streamed, "hello over tls", "{seen}");
+        let usage = &seen["usage"];
+        assert!(usage["completion_tokens"].as_u64() > Some(0), "{seen}");
+        assert_eq!(
+            usage["total_tokens"].as_u64(),
+            Some(
+                usage["prompt_tokens"].as_u64().unwrap()
+                    + usage["completion_tokens"].as_u64().unwrap()
+            ),
+            "{seen}"
+        );
+        let embeddings = seen["embeddings"].as_array().unwrap();
+        assert_eq!(embeddings.len(), 2, "{seen}");
+        assert!(embeddings.iter().all(|n| n.as_u64() > Some(0)), "{seen}");
+        assert_eq!(seen["http_versions"], json!([expected]), "{seen}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
