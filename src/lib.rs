@@ -13,6 +13,9 @@
 //!   [`listeners`]: the listening endpoints (TCP, Unix, TLS, h2c); [`tls`]: listener
 //!   certificates (checked, swapped on reload) and mTLS.
 //! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
+//! - Tenancy: [`keys`] (virtual keys served from memory, their authenticate stage and the
+//!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
+//!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -28,6 +31,7 @@ pub mod edge;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod keys;
 pub mod lifecycle;
 pub mod listeners;
 pub mod logging;
@@ -39,6 +43,8 @@ pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod systemd;
+pub mod tenant;
 pub mod tls;
 pub mod upstream;

@@ -252,6 +252,8 @@ impl Gateway {
                 .arg(lease.port.to_string())
                 .stdout(stdout)
                 .stderr(stderr);
+            // The embedded key store (with a master key) lives in the test's directory.
+            cmd.env("STATE_DIRECTORY", &dir);
             for (k, v) in env {
                 cmd.env(k, v);
             }
@@ -310,6 +312,7 @@ impl Gateway {
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--upgrade")
+            .env("STATE_DIRECTORY", &self.dir)
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
