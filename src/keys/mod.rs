@@ -274,9 +274,10 @@ impl Keys {
         use std::fmt::Write;
         let _ = write!(
             out,
-            "# HELP switchboard_store_queries_total Queries sent to the key/spend database.\n\
+            "# HELP switchboard_store_queries_total Queries sent to the key/spend database (kind=change_poll: the key table's change check).\n\
              # TYPE switchboard_store_queries_total counter\n\
-             switchboard_store_queries_total {}\n\
+             switchboard_store_queries_total{{kind=\"other\"}} {}\n\
+             switchboard_store_queries_total{{kind=\"change_poll\"}} {}\n\
              # HELP switchboard_virtual_keys Virtual keys loaded in memory.\n\
              # TYPE switchboard_virtual_keys gauge\n\
              switchboard_virtual_keys {}\n\
@@ -287,6 +288,7 @@ impl Keys {
              # TYPE switchboard_spend_rows_dropped_total counter\n\
              switchboard_spend_rows_dropped_total {}\n",
             self.store.queries(),
+            self.store.polls(),
             self.len(),
             self.spend.written.load(Ordering::Relaxed),
             self.spend.dropped.load(Ordering::Relaxed),

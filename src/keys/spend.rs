@@ -137,6 +137,11 @@ impl crate::pipeline::Settle for SpendSettle {
             "embeddings" => "aembedding",
             _ => return,
         };
+        // Refused before any upstream was tried (auth, model access, bad input): not a call,
+        // as in LiteLLM's spend logs.
+        if ctx.deployment.is_none() {
+            return;
+        }
         let key = ctx.principal.key();
         let api_key = match (&ctx.principal, key) {
             (_, Some(k)) => k.row.token.clone(),

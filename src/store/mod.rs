@@ -34,8 +34,11 @@ macro_rules! with_pool {
 
 pub struct Store {
     db: Db,
-    /// Queries sent so far (for tests and `/metrics`: the request path must send none).
+    /// Queries sent so far, but the change polls (for tests and `/metrics`: the request path
+    /// must send none).
     queries: AtomicU64,
+    /// Change polls sent so far ([`Store::keys_marker`]).
+    polls: AtomicU64,
     key_select: String,
 }
 
@@ -162,6 +165,7 @@ impl Store {
         let store = Store {
             db,
             queries: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
             key_select,
         };
         store.migrate().await?;
@@ -172,9 +176,14 @@ impl Store {
         matches!(self.db, Db::Postgres(_))
     }
 
-    /// Queries sent so far.
+    /// Queries sent so far, change polls aside.
     pub fn queries(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Change polls sent so far.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
     }
 
     fn count(&self, n: u64) {
@@ -246,7 +255,7 @@ impl Store {
     /// A cheap fingerprint of the key table (row count, latest `updated_at`): when it changes,
     /// another instance (or LiteLLM) changed a key.
     pub async fn keys_marker(&self) -> StoreResult<(i64, i64)> {
-        self.count(1);
+        self.polls.fetch_add(1, Ordering::Relaxed);
         let sql = format!(
             "SELECT COUNT(*) AS n, COALESCE(MAX({}), 0) AS latest FROM \"LiteLLM_VerificationToken\"",
             ts_out(self.is_postgres(), "updated_at")
