@@ -8,7 +8,7 @@ use crate::pipeline::Stages;
 use crate::router::{Snapshot, StateRegistry};
 use crate::upstream::UpstreamClient;
 use arc_swap::{ArcSwap, ArcSwapOption};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// What serves requests for one config generation: the routing snapshot and the pipeline
@@ -54,7 +54,8 @@ pub struct App {
     pub last_reload: ArcSwapOption<ReloadOutcome>,
     /// Set once shutdown begins: liveness and readiness report it.
     pub draining: AtomicBool,
-    pub in_flight: AtomicU64,
+    /// Requests being served (the drain waits for none; `/metrics` reports it).
+    pub in_flight: InFlight,
     /// The virtual-key store (with a master key set); outlives reloads.
     pub keys: Option<Arc<crate::keys::Keys>>,
 }
@@ -78,8 +79,66 @@ impl App {
             metrics: Metrics::new(),
             last_reload: ArcSwapOption::empty(),
             draining: AtomicBool::new(false),
-            in_flight: AtomicU64::new(0),
+            in_flight: InFlight::default(),
         }
+    }
+}
+
+/// A count of requests being served, kept per worker thread: entering and leaving touch a
+/// counter only the current thread normally writes (its own cache line), instead of one counter
+/// every worker contends on. Reading sums the shards; only the drain and `/metrics` read it.
+pub struct InFlight {
+    shards: Box<[Shard]>,
+}
+
+/// One thread's share of the count, alone on its cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(AtomicI64);
+
+/// Shards: more than worker threads on any machine we run on; threads beyond share.
+const IN_FLIGHT_SHARDS: usize = 64;
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            shards: (0..IN_FLIGHT_SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl InFlight {
+    /// Counts a request for as long as the returned guard lives, also when its future is
+    /// dropped. The guard leaves the shard it entered, whichever thread drops it.
+    pub fn enter(&self) -> Serving<'_> {
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % IN_FLIGHT_SHARDS
+            };
+        }
+        let shard = &self.shards[SHARD.with(|s| *s)].0;
+        shard.fetch_add(1, Ordering::Relaxed);
+        Serving(shard)
+    }
+
+    /// Requests in flight now.
+    pub fn count(&self) -> u64 {
+        let sum: i64 = self
+            .shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum();
+        sum.max(0) as u64
+    }
+}
+
+/// One request counted in [`InFlight`] until dropped.
+pub struct Serving<'a>(&'a AtomicI64);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -105,5 +164,42 @@ impl ReloadOutcome {
             v["error"] = e.as_str().into();
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_across_threads_and_leaves_where_it_entered() {
+        let count = Arc::new(InFlight::default());
+        let here = count.enter();
+        // Entered on other threads, dropped here (a request future that moved).
+        let moved: Vec<_> = (0..4)
+            .map(|_| {
+                let c = count.clone();
+                std::thread::spawn(move || {
+                    std::mem::forget(c.enter());
+                })
+            })
+            .collect();
+        for t in moved {
+            t.join().unwrap();
+        }
+        assert_eq!(count.count(), 5);
+        drop(here);
+        assert_eq!(count.count(), 4);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let g = count.enter();
+                assert_eq!(count.count(), 5);
+                // Dropped on another thread than the one it entered on.
+                std::thread::scope(|s2| {
+                    s2.spawn(move || drop(g));
+                });
+            });
+        });
+        assert_eq!(count.count(), 4);
     }
 }

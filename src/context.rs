@@ -9,6 +9,7 @@
 use crate::openai::Usage;
 use crate::router::Deployment;
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -129,6 +130,29 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// A chat completion id, `chatcmpl-` and a UUIDv4, held inline (no allocation per request).
+#[derive(Clone, Copy)]
+pub struct ResponseId {
+    buf: [u8; ResponseId::LEN],
+}
+
+impl ResponseId {
+    const PREFIX: &'static [u8] = b"chatcmpl-";
+    const LEN: usize = Self::PREFIX.len() + 36;
+
+    pub fn generate() -> ResponseId {
+        let mut buf = [0u8; Self::LEN];
+        buf[..Self::PREFIX.len()].copy_from_slice(Self::PREFIX);
+        write_uuid(&mut buf[Self::PREFIX.len()..]);
+        ResponseId { buf }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.buf).unwrap_or("")
+    }
+}
+
 /// Writes a random UUIDv4 (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`) into 36 bytes.
 fn write_uuid(out: &mut [u8]) {
     use crate::router::rng::next_u64;
@@ -159,9 +183,16 @@ pub struct Context {
     pub request_id: RequestId,
     pub start: Instant,
     pub route: &'static str,
+    /// `Access-Control-Allow-Origin` for this request's `Origin`, set by `gateway::cors`; `None`:
+    /// no CORS headers.
+    pub cors_allow_origin: Option<HeaderValue>,
+    /// Also send `Access-Control-Allow-Credentials: true` (only with an echoed origin).
+    pub cors_credentials: bool,
     /// Who is calling (set by the `authenticate` stage).
     pub principal: Principal,
-    /// The client's address: the peer's, or the one trusted proxies report (set at the edge).
+    /// The client's address: the connection's peer, or what a trusted proxy reported for it
+    /// (PROXY protocol, forwarding header; see [`crate::client_addr`]). `None` for a Unix-socket
+    /// peer that forwarded nothing.
     pub client_addr: Option<IpAddr>,
     /// The end user the caller acts for, as LiteLLM finds it: the `x-litellm-end-user-id`
     /// header, else the body's `user`. Client-chosen and not validated: anything that uses it
@@ -210,6 +241,8 @@ impl Default for Context {
             request_id: RequestId::empty(),
             start: Instant::now(),
             route: "",
+            cors_allow_origin: None,
+            cors_credentials: false,
             principal: Principal::Anonymous,
             client_addr: None,
             end_user: None,
@@ -324,5 +357,10 @@ mod tests {
             RequestId::from_client(&[b'x'; 128]).unwrap().as_str().len(),
             128
         );
+        let rid = ResponseId::generate();
+        let (prefix, uuid) = rid.as_str().split_at(9);
+        assert_eq!((prefix, uuid.len()), ("chatcmpl-", 36));
+        assert_eq!(uuid.split('-').count(), 5);
+        assert_ne!(rid.as_str(), ResponseId::generate().as_str());
     }
 }

@@ -12,12 +12,17 @@
 //! - **Writes**: a client that takes no response bytes for `client_write_timeout_seconds` fails
 //!   the write in progress (head, body or end of body), so the exchange drops the upstream
 //!   request and frees its slot at once. Pingora's own write timeout does not cover the head.
+//! - **PROXY protocol** (a listener's `proxy_protocol`): on a plaintext connection the header is
+//!   read here, after the connection is counted and before Pingora reads anything (see
+//!   [`crate::proxy_protocol`]); TLS listeners read it through its `PreTlsProcess` hook.
 
 use crate::config::ServerSettings;
 use crate::error::{ErrorKind, GatewayError};
+use crate::proxy_protocol::ProxyProtocol;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -117,6 +122,9 @@ pub struct Edge<A> {
     inner: Arc<A>,
     limits: Arc<EdgeLimits>,
     open: Arc<AtomicUsize>,
+    /// Set on the service of listeners with `proxy_protocol`: read on plaintext connections
+    /// here (TLS ones read it before the handshake, through the same reader).
+    proxy_protocol: Option<Arc<ProxyProtocol>>,
 }
 
 impl<A> Edge<A> {
@@ -125,7 +133,14 @@ impl<A> Edge<A> {
             inner: Arc::new(inner),
             limits: Arc::new(limits),
             open: Arc::new(AtomicUsize::new(0)),
+            proxy_protocol: None,
         }
+    }
+
+    /// Reads PROXY protocol headers on this service's plaintext connections.
+    pub fn with_proxy_protocol(mut self, reader: Option<Arc<ProxyProtocol>>) -> Self {
+        self.proxy_protocol = reader;
+        self
     }
 
     /// An edge sharing `limits` and the open-connection count with other listening services
@@ -135,6 +150,7 @@ impl<A> Edge<A> {
             inner: Arc::new(inner),
             limits,
             open,
+            proxy_protocol: None,
         }
     }
 
@@ -165,6 +181,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
             log::debug!("refused a client connection: TLS version below min_version");
             return None;
         }
+        let stream = match &self.proxy_protocol {
+            Some(pp) if stream.as_any().is::<L4Stream>() => {
+                let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
+                pp.accept(&mut l4).await.ok()?;
+                l4
+            }
+            _ => stream,
+        };
         let wrapped = EdgeStream::new(stream, self.limits.clone(), open);
         self.inner.process_new(Box::new(wrapped), shutdown).await
     }

@@ -12,6 +12,8 @@
 //! - [`edge`]: bounds on client connections (count, request head, stalled writes);
 //!   [`listeners`]: the listening endpoints (TCP, Unix, TLS, h2c); [`tls`]: listener
 //!   certificates (checked, swapped on reload) and mTLS.
+//!   [`proxy_protocol`]: PROXY v1/v2 headers from trusted load balancers; [`client_addr`]: the
+//!   real client address (trusted proxies, forwarding headers) and `allowed_ips`.
 //! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - Tenancy: [`keys`] (virtual keys served from memory, their authenticate stage and the
 //!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
@@ -23,6 +25,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod client_addr;
 pub mod codec;
 pub mod config;
 pub mod context;
@@ -39,6 +42,7 @@ pub mod metrics;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;
+pub mod proxy_protocol;
 pub mod redact;
 pub mod reload;
 pub mod router;

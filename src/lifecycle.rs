@@ -14,6 +14,8 @@
 //! - SIGINT: fast shutdown.
 //! - READY=1 once Pingora runs and the listener accepts connections; WATCHDOG=1 every half
 //!   `WATCHDOG_USEC` while the process runs.
+//! - [`PidFile`]: `switchboard.pid_file` names the serving process (an upgraded process rewrites
+//!   it) and is removed at exit unless a successor has written its own pid.
 
 use crate::app::App;
 use crate::systemd::Notifier;
@@ -38,15 +40,22 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 /// whose connection was accepted a moment before the listeners closed but whose bytes had not
 /// arrived yet (seen under load during an upgrade). Idle keep-alive connections close after the
 /// same delay.
-pub struct SettledShutdown<A>(pub Arc<A>);
+///
+/// It also bounds HTTP/2 response writes by its `Duration` (`client_write_timeout_seconds`): an
+/// HTTP/2 client that stops granting flow-control window leaves the socket writable, so the
+/// edge stream's stalled-write timer never fires; Pingora's per-session write timeout does.
+pub struct SettledShutdown<A>(pub Arc<A>, pub Duration);
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for SettledShutdown<A> {
     async fn process_new_http(
         self: &Arc<Self>,
-        session: ServerSession,
+        mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        if matches!(session, ServerSession::H2(_)) {
+            session.set_write_timeout(Some(self.1));
+        }
         crate::edge::head_begins(&session);
         self.0.process_new_http(session, shutdown).await
     }
@@ -251,7 +260,7 @@ impl LifecycleService {
         tokio::time::sleep(SETTLE).await;
         let mut idle_polls = 0;
         while deadline.is_none_or(|d| Instant::now() < d) {
-            if self.app.in_flight.load(Ordering::Relaxed) == 0 {
+            if self.app.in_flight.count() == 0 {
                 idle_polls += 1;
                 // 5 quiet polls (100 ms) in a row mean done.
                 if idle_polls >= 5 {
@@ -262,7 +271,7 @@ impl LifecycleService {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.app.in_flight.load(Ordering::Relaxed);
+        let left = self.app.in_flight.count();
         if left > 0 {
             log::warn!("drain timeout: exiting with {left} request(s) still in flight");
         } else {

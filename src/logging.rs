@@ -147,6 +147,9 @@ pub fn access(req: &RequestHeader, ctx: &Context) {
     line.str("method", req.method.as_str());
     line.str("path", req.uri.path());
     line.str("route", ctx.route);
+    if let Some(ip) = ctx.client_addr {
+        line.quoted("client_addr", ip);
+    }
     line.num("status", ctx.status);
     line.millis("latency_ms", ctx.start.elapsed());
     line.bool("stream", ctx.stream);
@@ -210,6 +213,13 @@ impl JsonLine {
     fn str(&mut self, key: &str, value: &str) {
         self.key(key);
         let _ = serde_json::to_writer(&mut self.0, value);
+    }
+
+    /// A value whose text needs no JSON escaping (an IP address), as a string, without an
+    /// intermediate `String`.
+    fn quoted(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.key(key);
+        let _ = write!(self.0, "\"{value}\"");
     }
 
     fn num(&mut self, key: &str, value: impl std::fmt::Display) {

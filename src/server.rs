@@ -77,6 +77,13 @@ pub fn build(
     if !upgrade {
         crate::listeners::check_bindable(&listeners).map_err(Environment)?;
     }
+    for l in listeners.iter().filter(|l| l.proxy_protocol) {
+        // The slot is parsed for the PROXY protocol work (issue 11, client addresses).
+        log::warn!(
+            "{}.proxy_protocol: not implemented by Switchboard yet; ignored",
+            l.key_path
+        );
+    }
     let conf = ServerConf {
         threads: s.threads,
         pid_file: s.pid_file.clone(),
@@ -122,15 +129,20 @@ pub fn build(
     let app = Arc::new(App::with_keys(snapshot, client, registry, keys));
     let notifier = Arc::new(Notifier::from_env());
 
-    // Pingora's h2c switch is per app: listeners with `h2c` get a service of their own (same
-    // gateway, same connection count and edge limits).
-    let mut plain = None;
-    let mut h2c = None;
+    // Pingora's h2c switch is per app, and its pre-TLS hook per set of endpoints: listeners
+    // with `h2c` or `proxy_protocol` get a service of their own (same gateway, same connection
+    // count and edge limits).
+    let mut services: [Option<Service<_>>; 4] = Default::default();
     let limits = Arc::new(EdgeLimits::new(&s));
     let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let proxy_protocol = Arc::new(crate::proxy_protocol::ProxyProtocol::new(
+        s.trusted_proxies.clone(),
+        s.request_header_timeout,
+    ));
     for (listener, tls) in listeners.iter().zip(&live_tls) {
         let wants_h2c = listener.h2c && listener.tls.is_none();
-        let slot = if wants_h2c { &mut h2c } else { &mut plain };
+        let wants_pp = listener.proxy_protocol;
+        let slot = &mut services[usize::from(wants_h2c) * 2 + usize::from(wants_pp)];
         let service = slot.get_or_insert_with(|| {
             let mut proxy =
                 pingora_proxy::http_proxy(&server.configuration, Gateway { app: app.clone() });
@@ -144,20 +156,29 @@ pub fn build(
                 proxy.server_options = Some(options);
             }
             let edge = Edge::with_count(
-                SettledShutdown(Arc::new(proxy)),
+                SettledShutdown(Arc::new(proxy), s.client_write_timeout),
                 limits.clone(),
                 open_connections.clone(),
-            );
-            let name = if wants_h2c {
-                "switchboard h2c"
-            } else {
-                "switchboard"
+            )
+            .with_proxy_protocol(wants_pp.then(|| proxy_protocol.clone()));
+            let name = match (wants_h2c, wants_pp) {
+                (false, false) => "switchboard",
+                (true, false) => "switchboard h2c",
+                (false, true) => "switchboard proxy-protocol",
+                (true, true) => "switchboard h2c proxy-protocol",
             };
-            Service::new(name.to_string(), edge)
+            let mut service = Service::new(name.to_string(), edge);
+            if wants_pp {
+                // TLS endpoints read the header before the handshake.
+                service
+                    .endpoints()
+                    .set_pre_tls_callback(proxy_protocol.clone());
+            }
+            service
         });
         crate::listeners::add_endpoint(service, listener, tls.as_ref());
     }
-    for service in [plain, h2c].into_iter().flatten() {
+    for service in services.into_iter().flatten() {
         server.add_service(service);
     }
     let listen = listeners

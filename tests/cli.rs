@@ -123,6 +123,19 @@ fn check_lists_deployments_that_cannot_be_called_as_warnings() {
         o.contains("calls to model group \"c\" on this deployment fail with 400"),
         "{o}"
     );
+    // A prefix that is no provider, with a known endpoint as api_base: LiteLLM infers the
+    // provider from the endpoint, and so does Switchboard (no warning).
+    let out = check_with(
+        &["--check", "--strict"],
+        "model_list:\n  - model_name: llama\n    litellm_params: {model: meta-llama/Llama-3.3-70B-Instruct, api_base: 'https://api.deepinfra.com/v1/openai', api_key: k}\n",
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("- deepinfra meta-llama/Llama-3.3-70B-Instruct @ https://api.deepinfra.com"),
+        "{}",
+        out.stdout
+    );
     // A mock deployment is never called upstream: whatever its prefix, no warning.
     let out = check_with(
         &["--check"],

@@ -877,6 +877,47 @@ async fn litellm_ssl_env_enables_tls_on_the_default_listener() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A PROXY protocol header before the TLS handshake (a TCP load balancer in front of a TLS
+/// listener) gives the client's address; without one the peer's is used.
+#[tokio::test]
+async fn proxy_protocol_before_the_tls_handshake() {
+    let dir = temp_dir();
+    make_ca(&dir, "ca");
+    let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);
+    let mut yaml = config(
+        &dir,
+        None,
+        &format!(
+            "{}      proxy_protocol: true\n",
+            tls_listener(&cert, &key, "")
+        ),
+        "  trusted_proxies: [\"127.0.0.1\"]\n",
+    );
+    yaml.push_str("general_settings:\n  allowed_ips: [\"198.51.100.7\"]\n");
+    let gw = Gateway::start(&yaml);
+    let ca = client_config(&dir.join("ca.pem"), &ClientOpts::default());
+
+    let mut tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 198.51.100.7 10.0.0.1 5555 443\r\n")
+        .await
+        .unwrap();
+    let mut s = RustlsStream::Client(
+        TlsConnector::from(ca.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake after the PROXY header"),
+    );
+    let (status, body) = h1_call(&mut s, "GET /v1/models", b"").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // No header: served, as the peer (127.0.0.1), which allowed_ips refuses.
+    let mut s = tls_connect(gw.port, &ca).await.expect("TLS handshake");
+    let (status, body) = h1_call(&mut s, "GET /v1/models", b"").await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("127.0.0.1"), "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The pid file: written at start in the foreground, rewritten by an upgraded process when it
 /// takes the sockets over, and removed when that process exits (the old one leaves it alone).
 #[tokio::test]
@@ -925,5 +966,64 @@ async fn pid_file_follows_the_serving_process() {
         .expect("new exits");
     assert!(status.success());
     assert!(!pid_file.exists(), "pid file left behind");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An HTTP/2 client that grants no flow-control window stalls its stream without stalling the
+/// socket; `client_write_timeout_seconds` still ends the response instead of holding it forever.
+#[tokio::test]
+async fn h2_client_granting_no_window_is_cut_by_the_write_timeout() {
+    let dir = temp_dir();
+    let events: Vec<String> = (0..200).map(|i| format!("word{i} ")).collect();
+    let words: Vec<&'static str> = events
+        .into_iter()
+        .map(|s| &*Box::leak(s.into_boxed_str()))
+        .collect();
+    let up = MockUpstream::start(move |_| {
+        Reply::stream(
+            "text/event-stream",
+            &openai::sse(&words, false),
+            200,
+            Duration::from_millis(20),
+        )
+    })
+    .await;
+    let yaml = config(
+        &dir,
+        Some(&up.base()),
+        "    - address: 127.0.0.1:1\n      h2c: true\n",
+        "  client_write_timeout_seconds: 1\n",
+    );
+    let gw = Gateway::start(&yaml);
+    let tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let mut ready = client.ready().await.unwrap();
+    let (resp, mut send) = ready.send_request(req, false).unwrap();
+    send.send_data(chat_body("up", true).into(), true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("response head")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Never release capacity: the body can only end by the gateway giving up on it.
+    let mut body = resp.into_body();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.data().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled HTTP/2 stream was held open");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -535,6 +535,18 @@ async fn no_credentials_is_a_clear_error_not_a_hang() {
         "{msg}"
     );
     assert!(msg.contains("aws_access_key_id"), "{msg}");
+    // Every call says so (no cooldown hides the reason behind "no deployment available").
+    for _ in 0..4 {
+        let resp = gw.post("/v1/chat/completions", &chat("nothing")).await;
+        let err = resp.expect_error(500);
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("No AWS credentials"),
+            "{err}"
+        );
+    }
     assert!(up.requests().is_empty(), "nothing unsigned goes upstream");
 
     // `--check` says where the credentials would come from, without secrets.
@@ -574,4 +586,104 @@ async fn no_credentials_is_a_clear_error_not_a_hang() {
     );
     assert!(stdout.contains("credentials: profile \"dev\""), "{stdout}");
     assert!(!stdout.contains("very-secret-value"), "{stdout}");
+}
+
+/// Kills the daemonized gateway (by the pid it wrote) when the test ends, however it ends.
+struct DaemonGuard(std::path::PathBuf);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn daemon_mode_fetches_credentials_after_the_fork() {
+    // `--daemon` forks after the config is built: a fetch still running then (this one takes
+    // a second) must be done again in the child, whose threads start afresh.
+    let secrets = secrets(&[("AKIDSLOWPROCESS", "slow-secret")]);
+    let up = bedrock_mock(secrets).await;
+    let dir = temp_dir();
+    let script = dir.join("slow.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nsleep 1\necho '{\"Version\": 1, \"AccessKeyId\": \"AKIDSLOWPROCESS\", \"SecretAccessKey\": \"slow-secret\"}'\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    std::fs::write(
+        dir.join("aws-config"),
+        format!(
+            "[profile slow]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let pid_file = dir.join("daemon.pid");
+    let yaml = format!(
+        "{}switchboard:\n  pid_file: {}\n  upgrade_sock: {}\n  error_log: {}\n",
+        config(&up.base(), &[("slow", "      aws_profile_name: slow\n")]),
+        pid_file.display(),
+        dir.join("daemon.sock").display(),
+        dir.join("daemon.log").display(),
+    );
+    std::fs::write(dir.join("daemon.yaml"), yaml).unwrap();
+    let lease = reserve_port();
+    let _guard = DaemonGuard(pid_file.clone());
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(dir.join("daemon.yaml"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &lease.port.to_string(),
+            "--daemon",
+        ])
+        .envs(clean_env(&dir))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        wait_until_async(
+            async || tokio::net::TcpStream::connect(("127.0.0.1", lease.port))
+                .await
+                .is_ok(),
+            Duration::from_secs(20)
+        )
+        .await,
+        "the daemon did not listen: {}",
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+    let resp = request(
+        lease.port,
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "application/json")],
+        chat("slow").to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        resp.status,
+        200,
+        "{} / {}",
+        resp.text(),
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+    assert!(up
+        .last()
+        .header("authorization")
+        .unwrap()
+        .contains("Credential=AKIDSLOWPROCESS/"));
 }

@@ -1,8 +1,9 @@
 //! `switchboard.listeners`: where the gateway accepts clients. Each listener is an address (IPv4
 //! `0.0.0.0:4000`, IPv6 `[::1]:4000`, or a Unix socket path) with optional TLS (certificate
 //! chain and key files, minimum version, ALPN, client certificates checked against a CA file),
-//! cleartext HTTP/2 with prior knowledge (`h2c`), and a `proxy_protocol` slot. Without a list,
-//! `switchboard.host`/`port` make the one plaintext listener, as before.
+//! cleartext HTTP/2 with prior knowledge (`h2c`), and `proxy_protocol` (see
+//! [`crate::proxy_protocol`]). Without a list, `switchboard.host`/`port` make the one plaintext
+//! listener, as before.
 
 use super::yaml::{sequence, type_name, Section};
 use super::ConfigError;
@@ -360,5 +361,61 @@ mod tests {
             ListenAddress::tcp("::1", 4000),
             ListenAddress::Tcp("[::1]:4000".into())
         );
+    }
+
+    #[test]
+    fn listeners_are_read_with_key_paths_in_errors() {
+        use crate::config::litellm::parse;
+        let c = parse(
+            "switchboard:\n  trusted_proxies: [10.0.0.0/8]\n  listeners:\n    - 0.0.0.0:4000\n    - address: '[::1]:4443'\n      tls: {cert_file: c.pem, key_file: k.pem, min_version: '1.3', alpn: [http/1.1], client_ca_file: ca.pem}\n    - {address: /run/sb.sock, h2c: true, proxy_protocol: true}\n",
+        )
+        .unwrap();
+        let l = c.server.listeners.unwrap();
+        assert_eq!(l.len(), 3);
+        let tls = l[1].tls.as_ref().unwrap();
+        assert_eq!(tls.min_version, TlsVersion::Tls13);
+        assert_eq!(tls.alpn, vec![Alpn::Http11]);
+        assert_eq!(tls.client_ca_file.as_deref(), Some("ca.pem"));
+        assert!(l[2].h2c && l[2].proxy_protocol);
+        assert_eq!(l[2].key_path, "switchboard.listeners[2]");
+        // Absent: host/port make the one listener.
+        let c = parse("switchboard: {host: '::', port: 81}\n").unwrap();
+        assert_eq!(
+            c.server.listeners()[0].address,
+            ListenAddress::Tcp("[::]:81".into())
+        );
+
+        for (yaml, path) in [
+            ("[]", "switchboard.listeners"),
+            (
+                "[{tls: {cert_file: c}}]",
+                "switchboard.listeners[0].address",
+            ),
+            ("[{address: ':1'}]", "switchboard.listeners[0].address"),
+            (
+                "[{address: 'a:1', tls: {cert_file: c}}]",
+                "switchboard.listeners[0].tls.key_file",
+            ),
+            (
+                "[{address: 'a:1', tls: {cert_file: c, key_file: k, alpn: [h3]}}]",
+                "switchboard.listeners[0].tls.alpn[0]",
+            ),
+            (
+                "[{address: 'a:1', tls: {cert_file: c, key_file: k, ciphers: x}}]",
+                "switchboard.listeners[0].tls.ciphers",
+            ),
+            (
+                "[{address: 'a:1', tsl: {}}]",
+                "switchboard.listeners[0].tsl",
+            ),
+            ("['a:1', 'a:1']", "switchboard.listeners[1].address"),
+            (
+                "[{address: 'a:1', h2c: maybe}]",
+                "switchboard.listeners[0].h2c",
+            ),
+        ] {
+            let err = parse(&format!("switchboard:\n  listeners: {yaml}\n")).unwrap_err();
+            assert_eq!(err.path, path, "{yaml}: {err}");
+        }
     }
 }

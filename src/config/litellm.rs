@@ -77,7 +77,7 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
     top.accept(&["environment_variables"]);
 
     let mut server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
-    let general = read_general(top.section("general_settings")?, &mut warnings)?;
+    let general = read_general(top.section("general_settings")?, &mut server, &mut warnings)?;
     let mut router = RouterSettings::default();
     let (litellm, json_logs) =
         read_litellm_settings(top.section("litellm_settings")?, &mut router, &mut warnings)?;
@@ -96,6 +96,16 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
         .enumerate()
     {
         deployments.push(read_deployment(i, path, value, &env, &mut warnings)?);
+    }
+    if !litellm.additional_drop_params.is_empty() {
+        for d in &mut deployments {
+            let drop = &mut d.params.call_defaults.drop;
+            for name in &litellm.additional_drop_params {
+                if !drop.contains(name) {
+                    drop.push(name.clone());
+                }
+            }
+        }
     }
     disambiguate_derived_ids(&mut deployments);
     check_unique_ids(&deployments)?;
@@ -252,13 +262,121 @@ fn read_server(
                 )
             })?;
     }
+    if let Some(list) = cidr_list(s, "trusted_proxies")? {
+        out.trusted_proxies = list;
+    }
+    if let Some(name) = s.string("forwarded_header")? {
+        out.forwarded_header = ForwardedHeader::from_name(&name).ok_or_else(|| {
+            ConfigError::new(
+                s.key_path("forwarded_header"),
+                format!("unknown header \"{name}\" (x-forwarded-for or forwarded)"),
+            )
+        })?;
+    }
+    if let Some(v) = s.bool("proxy_protocol")? {
+        if v && out.listeners.is_some() {
+            return Err(ConfigError::new(
+                s.key_path("proxy_protocol"),
+                "with a listeners list, set proxy_protocol on each listener that takes it",
+            ));
+        }
+        out.proxy_protocol = v;
+    }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
     section.finish(warnings);
     Ok(out)
 }
 
+/// A list of addresses or CIDR blocks (a list, or one comma-separated string).
+fn cidr_list(s: &mut Section<'_>, key: &'static str) -> Result<Option<Vec<Cidr>>, ConfigError> {
+    let Some(items) = s.string_list(key)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        for part in item.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            out.push(
+                part.parse().map_err(|e: String| {
+                    ConfigError::new(format!("{}[{i}]", s.key_path(key)), e)
+                })?,
+            );
+        }
+    }
+    Ok(Some(out))
+}
+
+/// A list of strings for a CORS key: LiteLLM's environment variable (comma-separated) wins over
+/// the config key (a list or a comma-separated string). `None`: neither is set.
+fn cors_list(
+    s: &mut Section<'_>,
+    key: &'static str,
+    env_vars: &[&str],
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let from_config = s.string_list(key)?;
+    let raw = match env_vars.iter().find_map(|v| s.env().lookup(v)) {
+        Some(env) => vec![env],
+        None => match from_config {
+            Some(list) => list,
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(
+        raw.iter()
+            .flat_map(|item| item.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
+/// `true`/`1`/`yes` (any case) as LiteLLM reads `LITELLM_CORS_ALLOW_CREDENTIALS`.
+fn truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+}
+
+fn read_cors(s: &mut Section<'_>) -> Result<CorsSettings, ConfigError> {
+    let wildcard = |list: Option<Vec<String>>| match list {
+        Some(l) if l.iter().any(|x| x == "*") => None,
+        other => other,
+    };
+    let origins = wildcard(cors_list(
+        s,
+        "cors_allow_origins",
+        &["LITELLM_CORS_ALLOW_ORIGINS", "LITELLM_CORS_ORIGINS"],
+    )?);
+    let config_credentials = s.bool("cors_allow_credentials")?;
+    let credentials = match s.env().lookup("LITELLM_CORS_ALLOW_CREDENTIALS") {
+        Some(v) => truthy(&v),
+        None => config_credentials.unwrap_or(false),
+    };
+    let methods = wildcard(cors_list(
+        s,
+        "cors_allow_methods",
+        &["LITELLM_CORS_ALLOW_METHODS"],
+    )?)
+    .map(|l| l.into_iter().map(|m| m.to_ascii_uppercase()).collect());
+    let headers = wildcard(cors_list(
+        s,
+        "cors_allow_headers",
+        &["LITELLM_CORS_ALLOW_HEADERS"],
+    )?)
+    .map(|l| l.into_iter().map(|h| h.to_ascii_lowercase()).collect());
+    Ok(CorsSettings {
+        // Never `Access-Control-Allow-Credentials` with `*` (browsers refuse it, and echoing
+        // any origin with credentials would let every site act as the user).
+        credentials: credentials && origins.is_some(),
+        origins,
+        methods,
+        headers,
+    })
+}
+
+/// Also settles `server.trusted_proxies` from LiteLLM's keys and checks `proxy_protocol`
+/// against it.
 fn read_general(
     mut s: Section<'_>,
+    server: &mut ServerSettings,
     warnings: &mut Vec<String>,
 ) -> Result<GeneralSettings, ConfigError> {
     let master_key = s.string("master_key")?.filter(|k| !k.is_empty());
@@ -274,6 +392,38 @@ fn read_general(
         .string("litellm_key_header_name")?
         .filter(|h| !h.is_empty())
         .map(|h| h.to_ascii_lowercase());
+    let allowed_ips = cidr_list(&mut s, "allowed_ips")?;
+    let cors = read_cors(&mut s)?;
+    // LiteLLM's names for believing X-Forwarded-For: `use_x_forwarded_for` with the proxies in
+    // `mcp_trusted_proxy_ranges`. Used when `switchboard.trusted_proxies` is not set.
+    let use_xff = s.bool("use_x_forwarded_for")?.unwrap_or(false);
+    let ranges = cidr_list(&mut s, "mcp_trusted_proxy_ranges")?.unwrap_or_default();
+    if use_xff {
+        if server.trusted_proxies.is_empty() {
+            server.trusted_proxies = ranges;
+        }
+        if server.trusted_proxies.is_empty() {
+            warnings.push(
+                "general_settings.use_x_forwarded_for: X-Forwarded-For is believed only from \
+                 switchboard.trusted_proxies (or general_settings.mcp_trusted_proxy_ranges); \
+                 neither is set, so the header is ignored"
+                    .to_string(),
+            );
+        }
+    }
+    let with_pp = server.listeners().into_iter().find(|l| l.proxy_protocol);
+    if let (Some(l), true) = (with_pp, server.trusted_proxies.is_empty()) {
+        let at = if server.listeners.is_some() {
+            format!("{}.proxy_protocol", l.key_path)
+        } else {
+            "switchboard.proxy_protocol".to_string()
+        };
+        return Err(ConfigError::new(
+            at,
+            "PROXY protocol headers are accepted only from switchboard.trusted_proxies; list the \
+             load balancers' addresses there (0.0.0.0/0 and ::/0 trust every peer)",
+        ));
+    }
     s.finish(warnings);
     Ok(GeneralSettings {
         master_key,
@@ -281,6 +431,8 @@ fn read_general(
         database_url,
         proxy_batch_write_at,
         litellm_key_header_name,
+        allowed_ips,
+        cors,
     })
 }
 
@@ -291,8 +443,20 @@ fn read_litellm_settings(
     router: &mut RouterSettings,
     warnings: &mut Vec<String>,
 ) -> Result<(LitellmSettings, Option<bool>), ConfigError> {
+    let drop_list = match s.value("drop_params") {
+        Some(Value::Sequence(_)) => {
+            let path = s.key_path("drop_params");
+            let names = s.string_list("drop_params")?.unwrap_or_default();
+            call_defaults::drop_names(&path, names)?
+        }
+        _ => Vec::new(),
+    };
     let out = LitellmSettings {
-        drop_params: s.bool("drop_params")?.unwrap_or(false),
+        drop_params: match drop_list.is_empty() {
+            true => s.bool("drop_params")?.unwrap_or(false),
+            false => false,
+        },
+        additional_drop_params: drop_list,
         request_timeout: seconds(&mut s, "request_timeout")?,
         require_auth_for_metrics_endpoint: s
             .bool("require_auth_for_metrics_endpoint")?
@@ -300,9 +464,59 @@ fn read_litellm_settings(
     };
     read_shared_routing_keys(&mut s, router)?;
     let json_logs = s.bool("json_logs")?;
+    read_callbacks(&mut s, warnings)?;
     s.accept(&["set_verbose"]);
     s.finish(warnings);
     Ok((out, json_logs))
+}
+
+/// Callbacks Switchboard provides itself: `prometheus` is `/metrics`.
+const BUILT_IN_CALLBACKS: &[&str] = &["prometheus"];
+
+/// `callbacks` / `success_callback` / `failure_callback`: `prometheus` is served by `/metrics`
+/// and accepted silently; any other callback is named in one warning per key.
+fn read_callbacks(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    for key in [
+        "callbacks",
+        "success_callback",
+        "failure_callback",
+        "service_callback",
+    ] {
+        let path = s.key_path(key);
+        let names = match s.value(key) {
+            None => continue,
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{v:?}"))
+                })
+                .collect::<Vec<_>>(),
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(other) => {
+                return Err(ConfigError::new(
+                    path,
+                    format!(
+                        "expected a list of callback names, found {}",
+                        type_name(other)
+                    ),
+                ))
+            }
+        };
+        let ignored: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !BUILT_IN_CALLBACKS.contains(n))
+            .collect();
+        if !ignored.is_empty() {
+            warnings.push(format!(
+                "{path}: not implemented by Switchboard yet; ignored: {} (prometheus is served on /metrics)",
+                ignored.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Routing keys LiteLLM accepts in both `litellm_settings` and `router_settings`.
@@ -369,8 +583,12 @@ fn read_router_settings(
     // The latency window is a moving average here; its TTL and list size have no meaning.
     args.accept(&["ttl", "max_latency_list_size"]);
     args.finish(warnings);
-    out.retry_policy = class_policy(&mut s, "retry_policy", "Retries")?;
-    out.allowed_fails_policy = class_policy(&mut s, "allowed_fails_policy", "AllowedFails")?;
+    out.retry_policy = class_policy(&mut s, "retry_policy", "Retries", warnings)?;
+    out.allowed_fails_policy =
+        class_policy(&mut s, "allowed_fails_policy", "AllowedFails", warnings)?;
+    if let Some(v) = s.bool("enable_pre_call_checks")? {
+        out.enable_pre_call_checks = v;
+    }
     out.model_group_alias = group_aliases(&mut s)?;
     out.default_max_parallel_requests = s.u64("default_max_parallel_requests")?;
     out.cooldown_wait = seconds(&mut s, "cooldown_wait")?;
@@ -466,6 +684,7 @@ fn class_policy(
     s: &mut Section<'_>,
     key: &'static str,
     suffix: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<BTreeMap<ErrorClass, u32>, ConfigError> {
     let mut section = s.section(key)?;
     let mut out = BTreeMap::new();
@@ -475,14 +694,19 @@ fn class_policy(
             .and_then(|c| ErrorClass::ALL.iter().find(|(_, n)| *n == c))
             .map(|(c, _)| *c);
         let Some(class) = class else {
+            // LiteLLM's RetryPolicy / AllowedFailsPolicy models drop unknown keys: so do we,
+            // loudly (a misspelled class silently keeps the default count).
             let known: Vec<String> = ErrorClass::ALL
                 .iter()
                 .map(|(_, n)| format!("{n}{suffix}"))
                 .collect();
-            return Err(ConfigError::new(
+            warnings.push(format!(
+                "{}: unknown error class, ignored (expected one of {})",
                 section.key_path(name),
-                format!("unknown error class (expected one of {})", known.join(", ")),
+                known.join(", ")
             ));
+            section.accept(&[name]);
+            continue;
         };
         if let Some(n) = section.u64(name)? {
             out.insert(class, small_count(&section, name, n)?);
@@ -610,6 +834,9 @@ fn read_deployment(
         (None, None) => ("openai".to_string(), full_model.clone()),
     };
 
+    // LiteLLM also reads rpm/tpm written beside litellm_params (litellm_params wins).
+    let entry_rpm = entry.u64("rpm")?;
+    let entry_tpm = entry.u64("tpm")?;
     let mut params = LitellmParams {
         api_base: lp
             .string("api_base")?
@@ -619,11 +846,15 @@ fn read_deployment(
         organization: lp.string("organization")?,
         timeout: seconds(&mut lp, "timeout")?,
         stream_timeout: seconds(&mut lp, "stream_timeout")?,
-        rpm: lp.u64("rpm")?,
-        tpm: lp.u64("tpm")?,
+        rpm: lp.u64("rpm")?.or(entry_rpm),
+        tpm: lp.u64("tpm")?.or(entry_tpm),
         weight: lp.f64_in("weight", 0.0, 1e9)?,
         mock_response: lp.string("mock_response")?,
-        drop_params: lp.bool("drop_params")?,
+        drop_params: match lp.value("drop_params") {
+            // A list of names is LiteLLM's `additional_drop_params` (read below).
+            Some(Value::Sequence(_)) => None,
+            _ => lp.bool("drop_params")?,
+        },
         order: lp
             .u64("order")?
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
@@ -634,8 +865,17 @@ fn read_deployment(
         },
         input_cost_per_token: lp.f64_in("input_cost_per_token", 0.0, 1e6)?,
         output_cost_per_token: lp.f64_in("output_cost_per_token", 0.0, 1e6)?,
+        call_defaults: CallDefaults::read(&mut lp)?,
         extra: Default::default(),
     };
+    if let Some(Value::Sequence(_)) = lp.value("drop_params") {
+        let path = lp.key_path("drop_params");
+        let names = lp.string_list("drop_params")?.unwrap_or_default();
+        params
+            .call_defaults
+            .drop
+            .extend(call_defaults::drop_names(&path, names)?);
+    }
     // LiteLLM sets this itself; the router owns retries.
     lp.accept(&["max_retries"]);
     for key in lp.keys() {
@@ -643,6 +883,13 @@ fn read_deployment(
             if let Some(v) = lp.json(key)? {
                 params.extra.insert(key.to_string(), v);
             }
+        }
+    }
+    // Providers read the default `max_tokens` from `extra`: give them the checked number
+    // (`4_096`, an environment value) the body default carries.
+    if let Some(f) = params.call_defaults.field("max_tokens") {
+        if let Ok(v) = serde_json::from_str(f.get()) {
+            params.extra.insert("max_tokens".into(), v);
         }
     }
     lp.finish(warnings);
@@ -656,35 +903,36 @@ fn read_deployment(
     if params.output_cost_per_token.is_none() {
         params.output_cost_per_token = mi.f64_in("output_cost_per_token", 0.0, 1e6)?;
     }
-    let model_info = ModelInfo {
+    let mut model_info = ModelInfo {
         mode: mi.string("mode")?,
         base_model: mi.string("base_model")?,
         max_tokens: mi.u64("max_tokens")?,
         max_input_tokens: mi.u64("max_input_tokens")?,
         max_output_tokens: mi.u64("max_output_tokens")?,
+        metadata: Default::default(),
         health_check: read_health_check(&mut mi)?,
     };
     if let Some(mode) = &model_info.mode {
-        const MODES: &[&str] = &[
-            "chat",
-            "embedding",
-            "completion",
-            "image_generation",
-            "audio_transcription",
-            "audio_speech",
-            "rerank",
-            "moderation",
-            "moderations",
-            "responses",
-        ];
-        if !MODES.contains(&mode.as_str()) {
-            return Err(ConfigError::new(
-                mi.key_path("mode"),
-                format!(
-                    "unknown mode \"{mode}\" (expected one of {})",
-                    MODES.join(", ")
-                ),
-            ));
+        if let Some(warning) = mode_warning(mode) {
+            warnings.push(format!("{}: {warning}", mi.key_path("mode")));
+        }
+    }
+    // LiteLLM's model_info takes any key (`supports_*`, `description`, prices, …): kept as
+    // written for GET /model/info, never warned about.
+    for key in mi.keys() {
+        if matches!(
+            key,
+            "id" | "mode"
+                | "base_model"
+                | "max_tokens"
+                | "max_input_tokens"
+                | "max_output_tokens"
+                | "health_check"
+        ) {
+            continue;
+        }
+        if let Some(v) = mi.json(key)? {
+            model_info.metadata.insert(key.to_string(), v);
         }
     }
     mi.finish(warnings);
@@ -702,6 +950,48 @@ fn read_deployment(
         model,
         params,
         model_info,
+    })
+}
+
+/// Model modes Switchboard serves (`completion` deployments are called through chat).
+const SERVED_MODES: &[&str] = &["chat", "completion", "embedding"];
+
+/// Modes LiteLLM names (its `model_prices_and_context_window.json` and health checks).
+const LITELLM_MODES: &[&str] = &[
+    "chat",
+    "completion",
+    "embedding",
+    "image_generation",
+    "image_edit",
+    "audio_transcription",
+    "audio_speech",
+    "video_generation",
+    "rerank",
+    "moderation",
+    "moderations",
+    "responses",
+    "realtime",
+    "batch",
+    "ocr",
+    "search",
+];
+
+/// LiteLLM accepts any `model_info.mode` (it only steers its health checks): a mode
+/// Switchboard cannot serve loads with a warning instead of failing the whole config.
+fn mode_warning(mode: &str) -> Option<String> {
+    if SERVED_MODES.contains(&mode) {
+        return None;
+    }
+    Some(if LITELLM_MODES.contains(&mode) {
+        format!(
+            "mode \"{mode}\" is not served by Switchboard yet (it serves {}); the deployment loads, and only chat or embeddings requests reach it",
+            SERVED_MODES.join(", ")
+        )
+    } else {
+        format!(
+            "unknown mode \"{mode}\" (LiteLLM's modes: {}); the deployment loads, and only chat or embeddings requests reach it",
+            LITELLM_MODES.join(", ")
+        )
     })
 }
 
@@ -991,11 +1281,6 @@ router_settings:
         .unwrap_err();
         assert_eq!(err.path, "router_settings.fallbacks.a[0]");
         let err = parse(&format!(
-            "{base}router_settings: {{retry_policy: {{RateLimitRetries: 1}}}}\n"
-        ))
-        .unwrap_err();
-        assert_eq!(err.path, "router_settings.retry_policy.RateLimitRetries");
-        let err = parse(&format!(
             "{base}router_settings: {{model_group_alias: {{x: zz}}}}\n"
         ))
         .unwrap_err();
@@ -1035,5 +1320,350 @@ router_settings:
                 parse(&format!("switchboard: {{max_stream_event_bytes: {bad}}}\n")).unwrap_err();
             assert_eq!(err.path, "switchboard.max_stream_event_bytes", "{bad}");
         }
+    }
+
+    const BASE: &str = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n";
+
+    #[test]
+    fn yaml11_numbers_with_underscores() {
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, tpm: 20_000, rpm: 1_000, weight: 1_000.5}\n",
+        )
+        .unwrap();
+        let p = &c.deployments[0].params;
+        assert_eq!(
+            (p.tpm, p.rpm, p.weight),
+            (Some(20_000), Some(1_000), Some(1000.5))
+        );
+        let c = parse(
+            "general_settings: {max_request_size_mb: 1_0}\nrouter_settings: {timeout: 1_200}\n",
+        )
+        .unwrap();
+        assert_eq!(c.general.max_request_size, 10 * 1024 * 1024);
+        assert_eq!(c.router.timeout, Some(Duration::from_secs(1200)));
+        // Underscores only between digits, as in PyYAML and Python's int().
+        for bad in ["_20", "20_", "2__0", "1_.5", "x_1"] {
+            let err = parse(&format!(
+                "model_list:\n  - model_name: a\n    litellm_params: {{model: openai/x, tpm: {bad}}}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.path, "model_list[0].litellm_params.tpm", "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_modes_load_with_a_warning() {
+        for (mode, warns) in [
+            ("chat", false),
+            ("embedding", false),
+            ("completion", false),
+            ("tts", true),
+            ("embeddings", true),
+            ("audio_transcription", true),
+            ("image_generation", true),
+            ("rerank", true),
+        ] {
+            let c = parse(&format!(
+                "model_list:\n  - model_name: a\n    litellm_params: {{model: openai/x}}\n    model_info: {{mode: {mode}}}\n"
+            ))
+            .unwrap();
+            assert_eq!(c.deployments[0].model_info.mode.as_deref(), Some(mode));
+            let warned = c
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("model_list[0].model_info.mode: ") && w.contains(mode));
+            assert_eq!(warned, warns, "{mode}: {:?}", c.warnings);
+        }
+    }
+
+    #[test]
+    fn misspelled_retry_policy_keys_are_dropped_with_a_warning() {
+        let c = parse(&format!(
+            "{BASE}router_settings:\n  retry_policy: {{RateLimitRetries: 1, TimeoutErrorRetries: 3}}\n  allowed_fails_policy: {{TimeoutAllowedFails: 2}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.router.retry_policy.len(), 1);
+        assert_eq!(c.router.retry_policy[&ErrorClass::Timeout], 3);
+        assert!(c.router.allowed_fails_policy.is_empty());
+        assert!(c.warnings.iter().any(
+            |w| w.starts_with("router_settings.retry_policy.RateLimitRetries: unknown error class")
+        ));
+        assert!(c.warnings.iter().any(|w| w.starts_with(
+            "router_settings.allowed_fails_policy.TimeoutAllowedFails: unknown error class"
+        )));
+        // Not also reported as "not implemented".
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn drop_params_as_a_list() {
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, drop_params: [temperature, logit_bias]}\n  - model_name: b\n    litellm_params: {model: openai/y, drop_params: true, additional_drop_params: [seed]}\nlitellm_settings: {drop_params: [user]}\n",
+        )
+        .unwrap();
+        let a = &c.deployments[0].params;
+        assert_eq!(a.drop_params, None);
+        assert_eq!(a.call_defaults.drop, ["temperature", "logit_bias", "user"]);
+        let b = &c.deployments[1].params;
+        assert_eq!(b.drop_params, Some(true));
+        assert_eq!(b.call_defaults.drop, ["seed", "user"]);
+        assert!(!c.litellm.drop_params);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let err = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, drop_params: [messages]}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "model_list[0].litellm_params.drop_params[0]");
+    }
+
+    #[test]
+    fn rpm_and_tpm_beside_litellm_params() {
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n    rpm: 60\n    tpm: 90_000\n  - model_name: b\n    litellm_params: {model: openai/y, rpm: 5}\n    rpm: 60\n",
+        )
+        .unwrap();
+        let a = &c.deployments[0].params;
+        assert_eq!((a.rpm, a.tpm), (Some(60), Some(90_000)));
+        assert_eq!(c.deployments[1].params.rpm, Some(5), "litellm_params wins");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let err = parse("model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n    rpm: lots\n").unwrap_err();
+        assert_eq!(err.path, "model_list[0].rpm");
+    }
+
+    #[test]
+    fn prometheus_callback_is_recognised() {
+        let c = parse(&format!(
+            "{BASE}litellm_settings: {{callbacks: [prometheus], success_callback: [\"prometheus\"], failure_callback: prometheus}}\n"
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse(&format!(
+            "{BASE}litellm_settings: {{callbacks: [prometheus, langfuse]}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].starts_with("litellm_settings.callbacks: "));
+        assert!(
+            c.warnings[0].contains("langfuse") && !c.warnings[0].contains("ignored: prometheus")
+        );
+    }
+
+    #[test]
+    fn model_info_metadata_is_kept_without_warnings() {
+        let c = parse(
+            r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x}
+    model_info:
+      id: a-1
+      mode: chat
+      description: "Fast model"
+      supports_vision: true
+      supports_function_calling: true
+      input_cost_per_token: 0.000_001
+      max_input_tokens: 128_000
+      tier: paid
+"#,
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let mi = &c.deployments[0].model_info;
+        assert_eq!(mi.max_input_tokens, Some(128_000));
+        assert_eq!(mi.metadata["description"], "Fast model");
+        assert_eq!(mi.metadata["supports_vision"], true);
+        assert_eq!(mi.metadata["tier"], "paid");
+        assert!(!mi.metadata.contains_key("id"));
+        assert_eq!(c.deployments[0].params.input_cost_per_token, Some(0.000001));
+    }
+
+    #[test]
+    fn enable_pre_call_checks() {
+        let c = parse(&format!(
+            "{BASE}router_settings: {{enable_pre_call_checks: true}}\n"
+        ))
+        .unwrap();
+        assert!(c.router.enable_pre_call_checks);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(!parse(BASE).unwrap().router.enable_pre_call_checks);
+    }
+
+    #[test]
+    fn default_call_params() {
+        std::env::set_var("SB_TEST_TEMP", "0.25");
+        let c = parse(
+            r#"
+model_list:
+  - model_name: a
+    litellm_params:
+      model: hosted_vllm/x
+      temperature: os.environ/SB_TEST_TEMP
+      max_tokens: 4_096
+      stop: ["<END>"]
+      thinking: {type: enabled, budget_tokens: 1024}
+      extra_body: {chat_template_kwargs: {enable_thinking: false}, temperature: 0.9, top_k: 20}
+      extra_headers: {X-Tenant: acme, X-Num: 7}
+"#,
+        )
+        .unwrap();
+        let d = &c.deployments[0].params.call_defaults;
+        let fields: Vec<(&str, &str, bool)> = d
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.value.get(), f.chat_only))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("temperature", "0.25", true),
+                ("max_tokens", "4096", true),
+                ("stop", r#"["<END>"]"#, true),
+                (
+                    "thinking",
+                    r#"{"budget_tokens":1024,"type":"enabled"}"#,
+                    true
+                ),
+                (
+                    "chat_template_kwargs",
+                    r#"{"enable_thinking":false}"#,
+                    false
+                ),
+                ("top_k", "20", false),
+            ]
+        );
+        let headers: Vec<(&str, &str)> = d
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(headers, [("x-num", "7"), ("x-tenant", "acme")]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        for (yaml, path) in [
+            (
+                "temperature: warm",
+                "model_list[0].litellm_params.temperature",
+            ),
+            ("max_tokens: 1.5", "model_list[0].litellm_params.max_tokens"),
+            ("extra_body: [1]", "model_list[0].litellm_params.extra_body"),
+            (
+                "extra_body: {messages: []}",
+                "model_list[0].litellm_params.extra_body.messages",
+            ),
+            (
+                "extra_headers: {Content-Length: 3}",
+                "model_list[0].litellm_params.extra_headers.Content-Length",
+            ),
+            (
+                "extra_headers: {\"a b\": x}",
+                "model_list[0].litellm_params.extra_headers.a b",
+            ),
+            (
+                "extra_headers: {X-A: \"a\\nb\"}",
+                "model_list[0].litellm_params.extra_headers.X-A",
+            ),
+        ] {
+            let err = parse(&format!(
+                "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/x\n      {yaml}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.path, path, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn client_address_settings() {
+        let c = parse(
+            "switchboard: {trusted_proxies: [\"10.0.0.0/8\", \"::1\"], proxy_protocol: true, forwarded_header: Forwarded}\ngeneral_settings: {allowed_ips: \"192.168.1.1, 172.16.0.0/12\"}\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        assert!(c.server.proxy_protocol);
+        assert_eq!(c.server.forwarded_header, ForwardedHeader::Forwarded);
+        assert_eq!(c.general.allowed_ips.as_ref().map(Vec::len), Some(2));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        for (yaml, path) in [
+            (
+                "switchboard: {trusted_proxies: [\"10.0.0.0/8\", \"10.0.0.0/40\"]}\n",
+                "switchboard.trusted_proxies[1]",
+            ),
+            (
+                "general_settings: {allowed_ips: [\"localhost\"]}\n",
+                "general_settings.allowed_ips[0]",
+            ),
+            (
+                "switchboard: {forwarded_header: x-real-ip}\n",
+                "switchboard.forwarded_header",
+            ),
+            (
+                "switchboard: {proxy_protocol: true}\n",
+                "switchboard.proxy_protocol",
+            ),
+            (
+                "switchboard: {listeners: [\"127.0.0.1:4000\", {address: \"127.0.0.1:4001\", proxy_protocol: true}]}\n",
+                "switchboard.listeners[1].proxy_protocol",
+            ),
+            (
+                "switchboard: {trusted_proxies: [\"10.0.0.0/8\"], proxy_protocol: true, listeners: [\"127.0.0.1:4000\"]}\n",
+                "switchboard.proxy_protocol",
+            ),
+        ] {
+            assert_eq!(parse(yaml).unwrap_err().path, path, "{yaml}");
+        }
+
+        // LiteLLM's names: use_x_forwarded_for with mcp_trusted_proxy_ranges.
+        let c = parse("general_settings: {use_x_forwarded_for: true, mcp_trusted_proxy_ranges: [\"10.0.0.0/8\"]}\n").unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 1);
+        let c = parse("general_settings: {use_x_forwarded_for: true}\n").unwrap();
+        assert!(c.server.trusted_proxies.is_empty());
+        assert!(c.warnings.iter().any(|w| w.contains("use_x_forwarded_for")));
+    }
+
+    #[test]
+    fn cors_settings() {
+        let c = parse("").unwrap();
+        assert_eq!(c.general.cors, CorsSettings::default());
+        // Credentials never go with a wildcard.
+        let c = parse(
+            "general_settings: {cors_allow_origins: [\"*\"], cors_allow_credentials: true}\n",
+        )
+        .unwrap();
+        assert_eq!(c.general.cors.origins, None);
+        assert!(!c.general.cors.credentials);
+        let c = parse(
+            "general_settings: {cors_allow_origins: \"https://a.example, https://b.example\", cors_allow_credentials: true, cors_allow_methods: [get, POST], cors_allow_headers: [Authorization]}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.general.cors.origins,
+            Some(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert!(c.general.cors.credentials);
+        assert_eq!(
+            c.general.cors.methods,
+            Some(vec!["GET".into(), "POST".into()])
+        );
+        assert_eq!(c.general.cors.headers, Some(vec!["authorization".into()]));
+        // LiteLLM's environment variables win over the config.
+        let env: HashMap<String, String> = [
+            ("LITELLM_CORS_ALLOW_ORIGINS", "https://env.example"),
+            ("LITELLM_CORS_ALLOW_CREDENTIALS", "no"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = parse_with_env(
+            "general_settings: {cors_allow_origins: [\"https://a.example\"], cors_allow_credentials: true}\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.general.cors.origins,
+            Some(vec!["https://env.example".into()])
+        );
+        assert!(!c.general.cors.credentials);
+        // An empty list turns CORS off.
+        let c = parse("general_settings: {cors_allow_origins: []}\n").unwrap();
+        assert_eq!(c.general.cors.origins, Some(vec![]));
     }
 }

@@ -3,10 +3,14 @@
 //! this module looks at YAML. Errors name the exact key path; keys we do not implement yet are
 //! warnings, never failures.
 
+pub mod call_defaults;
 pub mod listeners;
 pub mod litellm;
 pub mod yaml;
 
+pub use call_defaults::CallDefaults;
+
+use crate::client_addr::{Cidr, ForwardedHeader};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -117,6 +121,13 @@ pub struct ServerSettings {
     /// Largest upstream stream event (SSE event, NDJSON line, eventstream message) held before
     /// the stream is cut with a 502 or an error event.
     pub max_stream_event_bytes: usize,
+    /// `trusted_proxies`: peers whose forwarding header (and PROXY protocol header) is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// `forwarded_header`: the one header read for the client address from trusted proxies.
+    pub forwarded_header: ForwardedHeader,
+    /// `proxy_protocol`: the default listener (`host`/`port`, when there is no `listeners` list)
+    /// reads PROXY protocol v1/v2 headers from trusted peers; listed listeners set their own.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerSettings {
@@ -145,6 +156,9 @@ impl Default for ServerSettings {
             max_request_header: 64 * 1024,
             max_connections: 10_000,
             max_stream_event_bytes: crate::codec::limits::DEFAULT_MAX_STREAM_EVENT_BYTES,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            proxy_protocol: false,
         }
     }
 }
@@ -153,11 +167,9 @@ impl ServerSettings {
     /// The endpoints to listen on: `listeners`, or the one plaintext `host:port`.
     pub fn listeners(&self) -> Vec<listeners::ListenerConfig> {
         self.listeners.clone().unwrap_or_else(|| {
-            vec![listeners::ListenerConfig::tcp(
-                &self.host,
-                self.port,
-                "switchboard",
-            )]
+            let mut default = listeners::ListenerConfig::tcp(&self.host, self.port, "switchboard");
+            default.proxy_protocol = self.proxy_protocol;
+            vec![default]
         })
     }
 }
@@ -174,11 +186,31 @@ pub struct GeneralSettings {
     pub proxy_batch_write_at: Duration,
     /// `litellm_key_header_name`, lower-cased: one more header a virtual key may come in.
     pub litellm_key_header_name: Option<String>,
+    /// `allowed_ips`: only these client addresses (or blocks) may call; `None`: everyone.
+    pub allowed_ips: Option<Vec<Cidr>>,
+    /// CORS for browser clients (`cors_allow_*`, or LiteLLM's `LITELLM_CORS_*` variables).
+    pub cors: CorsSettings,
+}
+
+/// CORS settings, LiteLLM's defaults: any origin, any method, any header, no credentials.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CorsSettings {
+    /// `None`: any origin (`*`). An empty list turns CORS off.
+    pub origins: Option<Vec<String>>,
+    /// `Access-Control-Allow-Credentials: true`, only ever with listed origins (never with `*`).
+    pub credentials: bool,
+    /// `None`: any method.
+    pub methods: Option<Vec<String>>,
+    /// `None`: any request header (the preflight's list is echoed).
+    pub headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct LitellmSettings {
     pub drop_params: bool,
+    /// `drop_params` given as a list of parameter names: removed from every request (merged
+    /// into each deployment's [`CallDefaults::drop`]).
+    pub additional_drop_params: Vec<String>,
     /// `request_timeout`: the default per-request deadline when nothing narrower is set.
     pub request_timeout: Option<Duration>,
     /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
@@ -216,6 +248,9 @@ pub struct RouterSettings {
     /// Tried for any group without its own `fallbacks` entry.
     pub default_fallbacks: Vec<String>,
     pub max_fallbacks: usize,
+    /// `enable_pre_call_checks`: deployments whose context window (`model_info.max_input_tokens`,
+    /// else `max_tokens`) is smaller than the prompt's estimated tokens are skipped.
+    pub enable_pre_call_checks: bool,
     /// `model_group_alias`: public alias -> group name.
     pub model_group_alias: BTreeMap<String, String>,
     /// Default `max_parallel_requests` for deployments without their own.
@@ -244,6 +279,7 @@ impl Default for RouterSettings {
             content_policy_fallbacks: BTreeMap::new(),
             default_fallbacks: Vec::new(),
             max_fallbacks: DEFAULT_MAX_FALLBACKS,
+            enable_pre_call_checks: false,
             model_group_alias: BTreeMap::new(),
             default_max_parallel_requests: None,
             cooldown_wait: None,
@@ -374,6 +410,9 @@ pub struct LitellmParams {
     /// Prices (USD per token) for cost-based routing.
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    /// Call parameters sent with every request to this deployment unless the request sets
+    /// them, extra headers, and parameters always removed.
+    pub call_defaults: CallDefaults,
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
@@ -391,6 +430,9 @@ pub struct ModelInfo {
     pub max_tokens: Option<u64>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// Every other `model_info` key (`supports_*`, `description`, prices, …) as written, for
+    /// `GET /model/info`. LiteLLM's model_info takes any key.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
     /// `model_info.health_check` (Switchboard extension; LiteLLM ignores unknown model_info
     /// keys): an active check for self-hosted pools.
     pub health_check: Option<HealthCheckConfig>,

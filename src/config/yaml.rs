@@ -1,7 +1,8 @@
 //! A path-tracking reader over a parsed YAML tree. Every value read knows its key path
 //! (`model_list[2].litellm_params.model`), resolves `os.environ/VAR`, accepts numbers written as
-//! strings (as environment values always are), and every key a section does not read is reported
-//! once as "not implemented; ignored".
+//! strings (as environment values always are) and in YAML 1.1's forms with `_` separators
+//! (`tpm: 20_000`, which LiteLLM's PyYAML reads as a number and serde_yaml's YAML 1.2 as a
+//! string), and every key a section does not read is reported once as "not implemented; ignored".
 
 use super::ConfigError;
 use serde_yaml::{Mapping, Value};
@@ -112,7 +113,7 @@ impl<'a> Section<'a> {
             Some(Value::Number(n)) => Ok(n.as_f64()),
             Some(Value::String(s)) => {
                 let s = self.env.resolve(&path, s)?;
-                s.trim().parse::<f64>().map(Some).map_err(|_| {
+                yaml11_number(&s).map(Some).ok_or_else(|| {
                     ConfigError::new(path, format!("expected a number, found \"{s}\""))
                 })
             }
@@ -241,6 +242,28 @@ impl<'a> Section<'a> {
             }
         }
     }
+}
+
+/// A number written as text: plain decimal (`30`, `0.5`, `1e-6`) or YAML 1.1's forms with `_`
+/// between digits (`20_000`, `1_000.5`), which PyYAML (and Python's `int()`) accept. Underscores
+/// must sit between digits, as in both; `NaN`/`inf` are not numbers here.
+pub fn yaml11_number(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if !s.contains('_') {
+        return s.parse::<f64>().ok().filter(|v| v.is_finite());
+    }
+    let bytes = s.as_bytes();
+    let between_digits = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'_'
+            || (i > 0
+                && bytes[i - 1].is_ascii_digit()
+                && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit()))
+    });
+    if !between_digits {
+        return None;
+    }
+    let plain: String = s.chars().filter(|&c| c != '_').collect();
+    yaml11_number(&plain)
 }
 
 /// A list of mappings, each read as a [`Section`] with an indexed path.

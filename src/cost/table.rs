@@ -34,6 +34,10 @@ pub struct ModelPrice {
     pub output_image_token: Option<f64>,
     /// `*_above_{N}_tokens` rate sets, largest threshold first.
     pub thresholds: Vec<Threshold>,
+    /// `max_input_tokens`: the context window (router pre-call checks, `/model/info`).
+    pub max_input_tokens: Option<u64>,
+    /// `max_output_tokens` (`/model/info`).
+    pub max_output_tokens: Option<u64>,
 }
 
 /// The rates that replace the base ones for every token of a request whose prompt exceeds
@@ -134,6 +138,8 @@ impl ModelPrice {
             reasoning: rate(row, "output_cost_per_reasoning_token"),
             output_image_token: rate(row, "output_cost_per_image_token"),
             thresholds,
+            max_input_tokens: rate(row, "max_input_tokens").map(|n| n as u64),
+            max_output_tokens: rate(row, "max_output_tokens").map(|n| n as u64),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! One LLM call, end to end: read and parse the client body once, then the attempt loop:
+//! One LLM call, end to end: parse the client body (read by [`super::body`]) once, then the
+//! attempt loop:
 //!
 //! ```text
 //!  group ─► select (tier, cooldown, limits, strategy) ─► attempt ─► answered
@@ -26,7 +27,7 @@
 use super::respond;
 use super::sink::ResponseSink;
 use crate::app::{App, Live};
-use crate::context::{new_id, unix_now, Context};
+use crate::context::{unix_now, Context, ResponseId};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
@@ -35,7 +36,6 @@ use crate::router::cooldown::error_class;
 use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Unavailable};
 use crate::upstream::UpstreamResponse;
 use bytes::{Bytes, BytesMut};
-use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,8 @@ struct Call<'a> {
     embeddings_base64: bool,
     response_id: &'a str,
     created: u64,
+    /// `router_settings.enable_pre_call_checks`: the prompt's estimated tokens (chat only).
+    prompt_tokens: Option<u64>,
     /// The whole request's deadline.
     deadline: Instant,
     /// Size of the request body: the prompt estimate when a stream ends without usage.
@@ -154,7 +156,7 @@ pub async fn handle(
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
-    let response_id = format!("chatcmpl-{}", new_id());
+    let response_id = ResponseId::generate();
     let call = Call {
         app,
         requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
@@ -165,8 +167,10 @@ pub async fn handle(
         include_usage,
         embeddings_base64: op == Operation::Embeddings
             && parsed.get("encoding_format").map(|v| v.get()) == Some("\"base64\""),
-        response_id: &response_id,
+        response_id: response_id.as_str(),
         created: unix_now(),
+        prompt_tokens: (snapshot.config.router.enable_pre_call_checks && op == Operation::Chat)
+            .then(|| parsed.estimated_prompt_tokens()),
         deadline: ctx.start + snapshot.request_timeout,
         prompt_bytes: body.len(),
     };
@@ -274,15 +278,25 @@ async fn run_group(
     ctx: &mut Context,
 ) -> GroupOutcome {
     let router = &call.snapshot.config.router;
-    let mut tried: Vec<usize> = Vec::new();
+    // Deployments tried in this group: a handful at most, on the stack.
+    let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
     let mut retries = 0u32;
     let mut last_err: Option<GatewayError> = None;
+    // Pre-call checks: deployments too small for the prompt are never picked.
+    let too_small = match call.prompt_tokens {
+        Some(tokens) => group.too_small_for(tokens),
+        None => Vec::new(),
+    };
+    if !too_small.is_empty() && too_small.len() == group.deployments.len() {
+        let tokens = call.prompt_tokens.unwrap_or_default();
+        return GroupOutcome::Failed(group.context_window_exceeded(tokens));
+    }
     loop {
         let now = Instant::now();
         if now >= call.deadline {
             return GroupOutcome::Failed(last_err.unwrap_or_else(|| request_deadline(call)));
         }
-        let admission = match group.select(now, call.stream, &tried, router) {
+        let admission = match group.select_excluding(now, call.stream, &tried, &too_small, router) {
             Ok(a) => a,
             Err(u) => {
                 return match last_err {
@@ -316,6 +330,7 @@ async fn run_group(
         retries += 1;
         let elsewhere = group.deployments.iter().enumerate().any(|(i, d)| {
             !tried.contains(&i)
+                && !too_small.contains(&i)
                 && !matches!(
                     d.state.availability(Instant::now()),
                     crate::router::Availability::Cooling(_)
@@ -536,12 +551,17 @@ async fn until_ready<'a>(
     }
     let client = &call.app.client;
     let mut provider_call = crate::providers::Call::start(provider, cx);
+    // The deployment's default call parameters, extra headers and dropped parameters.
+    let defaults = &deployment.config.params.call_defaults;
+    let shaped = defaults.apply(call.parsed, call.op == Operation::Chat);
+    let body = shaped.as_ref().unwrap_or(call.parsed);
     // Opening may call upstreams itself (Bedrock Titan embeddings): under the deadline too.
-    let outbound = within(deadline, provider_call.open(call.parsed, cx, client)).await?;
+    let outbound = within(deadline, provider_call.open(body, cx, client)).await?;
     let mut response = match outbound {
         // A provider with no upstream (the mock) answered in-process.
         Outbound::Answered(chunks) => Answer::InProcess(chunks.into_iter()),
-        Outbound::Send(request) => {
+        Outbound::Send(mut request) => {
+            defaults.apply_headers(&mut request.headers);
             let endpoint = deployment.endpoint.as_ref().ok_or_else(|| {
                 GatewayError::internal("The deployment's provider has no upstream endpoint.")
             })?;
@@ -779,79 +799,6 @@ impl Answer<'_> {
             }),
         }
     }
-}
-
-/// Reads the whole request body within `timeout` (408 after it), refusing more than `limit`
-/// bytes (413) before reading it when Content-Length says so, and as soon as the count passes
-/// the limit otherwise. The buffer grows with the bytes that arrive, never with what a
-/// Content-Length merely declares.
-pub async fn read_body(
-    session: &mut Session,
-    limit: usize,
-    timeout: Duration,
-) -> GatewayResult<Bytes> {
-    let too_large = || {
-        GatewayError::new(
-            ErrorKind::PayloadTooLarge,
-            format!(
-                "The request body is larger than the gateway's limit of {:.2} MB (general_settings.max_request_size_mb).",
-                limit as f64 / (1024.0 * 1024.0)
-            ),
-        )
-        .with_code("request_too_large")
-    };
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        // The body stays unread: this connection cannot be reused.
-        session.set_keepalive(None);
-        return Err(too_large());
-    }
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                session.set_keepalive(None);
-                return Err(GatewayError::bad_request(format!(
-                    "Could not read the request body ({}).",
-                    e.etype().as_str()
-                )));
-            }
-            Err(_) => {
-                session.set_keepalive(None);
-                return Err(GatewayError::new(
-                    ErrorKind::RequestTimeout,
-                    format!(
-                        "The request body did not arrive within {:.1}s (switchboard.request_body_timeout_seconds).",
-                        timeout.as_secs_f64()
-                    ),
-                )
-                .with_status(408));
-            }
-        };
-        let Some(chunk) = chunk else { break };
-        if first.is_none() && buf.is_empty() {
-            first = Some(chunk);
-        } else {
-            if let Some(f) = first.take() {
-                buf.extend_from_slice(&f);
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        let len = first.as_ref().map(|f| f.len()).unwrap_or(0) + buf.len();
-        if len > limit {
-            session.set_keepalive(None);
-            return Err(too_large());
-        }
-    }
-    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 #[cfg(test)]

@@ -7,22 +7,22 @@
 //! final encoding other than `chunked`, and obs-folded header lines Pingora itself rejects with
 //! 400 and a closed connection.)
 
+use super::body::ClientRequest;
 use crate::error::{ErrorKind, GatewayError};
-use pingora_proxy::Session;
 
 /// `Err` when the request's framing is ambiguous.
-pub fn check(session: &Session) -> Result<(), GatewayError> {
+pub fn check(request: &impl ClientRequest) -> Result<(), GatewayError> {
     // Cheap test first: Pingora keeps Transfer-Encoding, so only such requests need a look at
     // the raw head (where the Content-Length Pingora removed is still visible).
-    if !session
+    if !request
         .req_header()
         .headers
         .contains_key(http::header::TRANSFER_ENCODING)
     {
         return Ok(());
     }
-    match session.as_http1() {
-        Some(h1) if has_content_length(&h1.get_headers_raw_bytes()) => Err(GatewayError::new(
+    match request.raw_head() {
+        Some(head) if has_content_length(&head) => Err(GatewayError::new(
             ErrorKind::BadRequest,
             "The request has both Content-Length and Transfer-Encoding; send exactly one of them.",
         )

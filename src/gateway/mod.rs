@@ -15,12 +15,17 @@
 //!                                 id, model, deployment, status, latency, attempts, tokens)
 //! ```
 //! Everything the client receives goes through a [`sink::ResponseSink`]; [`sink::SessionSink`]
-//! is the only writer that knows Pingora's `Session`.
+//! is the only writer that knows Pingora's `Session`. What is read from the client (the body,
+//! the raw head for the framing check) goes through [`body::ClientRequest`], which `Session`
+//! implements.
 //! `upstream_peer` is never reached.
 
 pub mod admin;
+pub mod body;
+pub mod cors;
 pub mod exchange;
 pub mod framing;
+pub mod model_info;
 pub mod respond;
 pub mod routes;
 pub mod sink;
@@ -36,26 +41,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 use routes::Route;
 use sink::SessionSink;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Counts a request in [`App::in_flight`] for as long as it is being served, also when its
-/// future is dropped (the drain on shutdown waits for this to reach zero).
-struct Serving<'a>(&'a AtomicU64);
-
-impl<'a> Serving<'a> {
-    fn enter(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Serving(counter)
-    }
-}
-
-impl Drop for Serving<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 pub struct Gateway {
     pub app: Arc<App>,
@@ -82,13 +70,16 @@ impl ProxyHttp for Gateway {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         ctx.end_user = end_user_header(session);
-        let _serving = Serving::enter(&self.app.in_flight);
+        let _serving = self.app.in_flight.enter();
         if let Err(e) = framing::check(session) {
             session.set_keepalive(None);
             respond::error(&mut SessionSink::new(session), ctx, &e).await;
             return Ok(true);
         }
-        let live = self.app.snapshot.load_full();
+        // A guard, not a clone of the Arc: no write to the snapshot's shared reference count
+        // on the fast path (arc-swap falls back to a counted reference when a thread holds
+        // more guards than it has fast slots, which is no worse than cloning).
+        let live = self.app.snapshot.load();
         self.serve(&live, session, ctx).await;
         live.stages.settle(ctx);
         if ctx.client_disconnected {
@@ -127,10 +118,30 @@ impl Gateway {
         let method = session.req_header().method.clone();
         // Shares the request's bytes (no copy): the route borrows from it.
         let uri = session.req_header().uri.clone();
+        let config = &snapshot.config;
+        ctx.client_addr = crate::client_addr::from_request(
+            session.client_addr(),
+            session.req_header(),
+            &config.server.trusted_proxies,
+            config.server.forwarded_header,
+        );
+        if cors::prepare(&config.general.cors, session.req_header(), ctx) {
+            let req = session.req_header().clone();
+            let mut sink = SessionSink::new(session);
+            return cors::answer_preflight(&mut sink, &config.general.cors, &req, ctx).await;
+        }
         let route = match routes::route(&method, uri.path()) {
             Ok(r) => r,
             Err(e) => return respond::error(&mut SessionSink::new(session), ctx, &e).await,
         };
+        if let (Some(allowed), false) = (
+            &config.general.allowed_ips,
+            matches!(route, Route::Liveness | Route::Readiness),
+        ) {
+            if let Err(e) = crate::client_addr::check_allowed(allowed, ctx.client_addr) {
+                return respond::error(&mut SessionSink::new(session), ctx, &e).await;
+            }
+        }
         if route.needs_auth() {
             if let Err(e) = live.stages.authenticate(session.req_header(), ctx) {
                 return respond::error(&mut SessionSink::new(session), ctx, &e).await;
@@ -174,11 +185,10 @@ impl Gateway {
                         return respond::error(&mut sink, ctx, &e).await;
                     }
                 }
-                let mut text = self.app.metrics.render(
-                    snapshot,
-                    self.app.in_flight.load(Ordering::Relaxed),
-                    &self.app.client,
-                );
+                let mut text =
+                    self.app
+                        .metrics
+                        .render(snapshot, self.app.in_flight.count(), &self.app.client);
                 if let Some(keys) = &self.app.keys {
                     keys.render_metrics(&mut text);
                 }
@@ -212,7 +222,7 @@ impl Gateway {
                 let limit = snapshot.config.general.max_request_size;
                 let timeout = snapshot.config.server.request_body_timeout;
                 let body = if sink.session().req_header().method == http::Method::POST {
-                    exchange::read_body(sink.session(), limit, timeout).await
+                    body::read_body(sink.session(), limit, timeout).await
                 } else {
                     Ok(Bytes::new())
                 };
@@ -227,11 +237,18 @@ impl Gateway {
                     Err(e) => respond::error(&mut sink, ctx, &e).await,
                 }
             }
+            Route::ModelInfo => {
+                ctx.route = "model_info";
+                match model_info::response(snapshot, uri.query()) {
+                    Ok(body) => respond::json(&mut sink, ctx, 200, body).await,
+                    Err(e) => respond::error(&mut sink, ctx, &e).await,
+                }
+            }
             Route::Llm(op) => {
                 ctx.route = op.as_str();
                 let limit = snapshot.config.general.max_request_size;
                 let timeout = snapshot.config.server.request_body_timeout;
-                let result = match exchange::read_body(sink.session(), limit, timeout).await {
+                let result = match body::read_body(sink.session(), limit, timeout).await {
                     Ok(body) => exchange::handle(&self.app, live, &mut sink, ctx, op, body).await,
                     Err(e) => Err(e),
                 };

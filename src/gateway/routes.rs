@@ -11,6 +11,8 @@ pub enum Route<'a> {
     Readiness,
     Models,
     Model(&'a str),
+    /// `/model/info`: deployments in LiteLLM's shape.
+    ModelInfo,
     Llm(Operation),
     Metrics,
     /// Key management (`/key/*`, see [`super::admin`]).
@@ -41,6 +43,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
         "/chat/completions" => (Route::Llm(Operation::Chat), &[Method::POST]),
         "/embeddings" => (Route::Llm(Operation::Embeddings), &[Method::POST]),
         "/models" => (Route::Models, &[Method::GET]),
+        "/model/info" => (Route::ModelInfo, &[Method::GET]),
         _ if path == "/health/liveliness" || path == "/health/liveness" => (Route::Liveness, &[Method::GET, Method::HEAD]),
         _ if path == "/health/readiness" => (Route::Readiness, &[Method::GET, Method::HEAD]),
         _ if path == "/metrics" => (Route::Metrics, &[Method::GET]),
@@ -93,6 +96,14 @@ mod tests {
             Route::Model("openai/gpt-4o")
         );
         assert_eq!(route(&Method::GET, "/models").unwrap(), Route::Models);
+        assert_eq!(
+            route(&Method::GET, "/v1/model/info?litellm_model_id=a").unwrap(),
+            Route::ModelInfo
+        );
+        assert_eq!(
+            route(&Method::GET, "/model/info").unwrap(),
+            Route::ModelInfo
+        );
         assert_eq!(
             route(&Method::GET, "/health/liveness").unwrap(),
             Route::Liveness

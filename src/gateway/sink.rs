@@ -43,7 +43,11 @@ impl<'s> SessionSink<'s> {
 
 impl ResponseSink for SessionSink<'_> {
     async fn head(&mut self, mut head: ResponseHeader) -> bool {
-        if !self.session.is_http2() && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
+        let bodiless = matches!(head.status.as_u16(), 204 | 304);
+        if !self.session.is_http2()
+            && !bodiless
+            && !head.headers.contains_key(http::header::CONTENT_LENGTH)
+        {
             if self.session.req_header().version == http::Version::HTTP_10 {
                 // HTTP/1.0 has no chunked encoding: the connection's end is the stream's end.
                 self.session.set_keepalive(None);

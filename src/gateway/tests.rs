@@ -268,3 +268,48 @@ async fn the_end_user_comes_from_the_body_unless_the_header_named_one() {
     .await;
     assert_eq!(ctx.end_user, None);
 }
+
+/// A test-only admission stage that waits (as a Redis round trip would) before deciding.
+struct RemoteLimit {
+    allow: bool,
+    asked: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Admit for Arc<RemoteLimit> {
+    async fn admit(&self, ctx: &mut Context, _body: &RequestBody<'_>) -> Result<(), GatewayError> {
+        // Pending at least once: the exchange really awaits the stage.
+        tokio::task::yield_now().await;
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        if self.allow {
+            return Ok(());
+        }
+        ctx.error = Some("limited by the remote counter".into());
+        Err(GatewayError::new(
+            ErrorKind::RateLimited,
+            "Rate limit reached for this key; retry after the window resets.",
+        )
+        .with_retry_after(Some(2)))
+    }
+}
+
+#[tokio::test]
+async fn an_async_admit_stage_is_awaited_before_routing_and_can_refuse() {
+    for allow in [true, false] {
+        let stage = Arc::new(RemoteLimit {
+            allow,
+            asked: AtomicU32::new(0),
+        });
+        let (app, live) = app_with(|s| s.admit_with(stage.clone()));
+        let mut ctx = Context::default();
+        let sink = call(&app, &live, r#"{"model":"m","messages":[]}"#, &mut ctx).await;
+        assert_eq!(stage.asked.load(Ordering::Relaxed), 1);
+        if allow {
+            assert_eq!((sink.status(), ctx.attempts), (Some(200), 1));
+        } else {
+            assert_eq!(sink.status(), Some(429));
+            assert_eq!(sink.header("retry-after"), Some("2"));
+            assert_eq!((ctx.attempts, ctx.deployment.is_none()), (0, true));
+        }
+    }
+}

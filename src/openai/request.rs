@@ -103,6 +103,19 @@ impl<'a> RequestBody<'a> {
         Ok(self.typed::<bool>(key)?.unwrap_or(false))
     }
 
+    /// A cheap estimate of the prompt's tokens for context-window checks: the bytes of
+    /// `messages` and `tools` as sent, at 4 bytes a token (what tiktoken averages on English
+    /// text; JSON punctuation stands in for the per-message overhead). No parsing: the values
+    /// are raw slices already.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        let bytes: usize = ["messages", "tools", "functions"]
+            .iter()
+            .filter_map(|k| self.get(k))
+            .map(|v| v.get().len())
+            .sum();
+        bytes.div_ceil(4) as u64
+    }
+
     /// `stream_options.include_usage`
     pub fn include_usage(&self) -> GatewayResult<bool> {
         #[derive(Deserialize)]
@@ -114,6 +127,39 @@ impl<'a> RequestBody<'a> {
             .typed::<StreamOptions>("stream_options")?
             .map(|o| o.include_usage)
             .unwrap_or(false))
+    }
+
+    /// This body with a deployment's changes (see `config::CallDefaults`): fields in `remove`
+    /// left out, and each `add` field appended when the body does not set it (absent or
+    /// null: the request's own value wins). Values stay borrowed: nothing is parsed or copied
+    /// but the field list.
+    pub fn with_changes<'b>(
+        &self,
+        add: impl Iterator<Item = (&'b str, &'b RawValue)>,
+        remove: &[String],
+    ) -> RequestBody<'b>
+    where
+        'a: 'b,
+    {
+        let dropped = |k: &str| remove.iter().any(|r| r == k);
+        let mut fields: Vec<(Cow<'b, str>, &'b RawValue)> =
+            Vec::with_capacity(self.fields.len() + 8);
+        for (k, v) in &self.fields {
+            if !dropped(k) {
+                fields.push((k.clone(), *v));
+            }
+        }
+        for (k, v) in add {
+            if dropped(k) {
+                continue;
+            }
+            match fields.iter_mut().find(|(f, _)| f == k) {
+                Some((_, current)) if current.get() == "null" => *current = v,
+                Some(_) => {}
+                None => fields.push((Cow::Borrowed(k), v)),
+            }
+        }
+        RequestBody { fields }
     }
 
     /// Writes the object back out, replacing fields named in `set` (value = raw JSON text,
@@ -748,6 +794,40 @@ pub const IGNORED_FIELDS: &[&str] = &["metadata", "store", "service_tier", "drop
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_changes_adds_defaults_the_request_lacks_and_drops_names() {
+        let body = RequestBody::parse(
+            br#"{"model":"m","temperature":0.9,"max_tokens":null,"user":"u","messages":[]}"#,
+        )
+        .unwrap();
+        let t = RawValue::from_string("0.2".into()).unwrap();
+        let m = RawValue::from_string("100".into()).unwrap();
+        let k = RawValue::from_string("{\"a\":1}".into()).unwrap();
+        let add = [
+            ("temperature", &*t),
+            ("max_tokens", &*m),
+            ("chat_template_kwargs", &*k),
+            ("user", &*t),
+        ];
+        let out = body.with_changes(add.into_iter(), &["user".to_string()]);
+        let mut bytes = Vec::new();
+        out.write_with(&[], &[], &mut bytes);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"model":"m","temperature":0.9,"max_tokens":100,"messages":[],"chat_template_kwargs":{"a":1}}"#
+        );
+    }
+
+    #[test]
+    fn estimated_prompt_tokens_counts_messages_and_tools_bytes() {
+        let body = RequestBody::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"hello"}],"tools":[]}"#,
+        )
+        .unwrap();
+        // 35 bytes of messages + 2 of tools, 4 a token, rounded up.
+        assert_eq!(body.estimated_prompt_tokens(), 10);
+    }
 
     #[test]
     fn parses_fields_without_touching_messages() {

@@ -74,6 +74,8 @@ const SUPPORTED: &[&str] = &[
     "tool_choice",
     "parallel_tool_calls",
     "response_format",
+    "thinking",
+    "reasoning_effort",
     "n",
 ];
 
@@ -241,6 +243,10 @@ struct MessagesRequest<'r> {
     tools: Vec<ToolDef<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<ToolChoiceOut<'r>>,
+    /// Extended thinking: the request's `thinking` as given (Anthropic's own shape, as LiteLLM
+    /// passes it), else mapped from `reasoning_effort`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<&'r RawValue>,
 }
 
 #[derive(Serialize)]
@@ -466,10 +472,16 @@ pub fn messages_body(
         })
     };
 
+    let (thinking, budget) = thinking(body)?;
     let request = MessagesRequest {
         anthropic_version: anthropic_version_in_body,
         model,
-        max_tokens: req.max_output_tokens().unwrap_or(default_max_tokens),
+        // The API wants max_tokens above the thinking budget: without a requested maximum,
+        // the default is counted on top of the budget.
+        max_tokens: req
+            .max_output_tokens()
+            .unwrap_or(default_max_tokens + budget),
+        thinking,
         system,
         messages: turns,
         temperature: req.temperature,
@@ -491,6 +503,44 @@ pub fn messages_body(
     serde_json::to_vec(&request).map_err(|e| {
         GatewayError::internal(format!("{PROVIDER}: could not encode the request ({e})."))
     })
+}
+
+/// `thinking` passed through, else `reasoning_effort` mapped to a thinking budget as LiteLLM
+/// maps it (low 1024, medium 2048, high 4096 tokens; `minimal` gets Anthropic's least budget,
+/// 1024; `none` no thinking), with the budget.
+fn thinking<'r>(body: &RequestBody<'r>) -> GatewayResult<(Option<&'r RawValue>, u64)> {
+    #[derive(Deserialize)]
+    struct Thinking {
+        #[serde(default)]
+        budget_tokens: u64,
+    }
+    if let Some(raw) = body.get("thinking") {
+        let budget = serde_json::from_str::<Thinking>(raw.get())
+            .map(|t| t.budget_tokens)
+            .map_err(|e| {
+                GatewayError::invalid_param(
+                    "thinking",
+                    format!("Invalid value for 'thinking' ({e}); send {{\"type\": \"enabled\", \"budget_tokens\": 1024}}."),
+                )
+            })?;
+        return Ok((Some(raw), budget));
+    }
+    let Some(effort) = body.typed::<Cow<'_, str>>("reasoning_effort")? else {
+        return Ok((None, 0));
+    };
+    let (json, budget) = match effort.as_ref() {
+        "none" => return Ok((None, 0)),
+        "minimal" | "low" => (r#"{"type":"enabled","budget_tokens":1024}"#, 1024),
+        "medium" => (r#"{"type":"enabled","budget_tokens":2048}"#, 2048),
+        "high" => (r#"{"type":"enabled","budget_tokens":4096}"#, 4096),
+        other => {
+            return Err(GatewayError::invalid_param(
+                "reasoning_effort",
+                format!("Invalid value for 'reasoning_effort': \"{other}\" (none, minimal, low, medium or high)."),
+            ))
+        }
+    };
+    Ok((Some(static_raw(json)), budget))
 }
 
 fn push_system<'r>(system: &mut Vec<TextBlock<'r>>, msg: &'r ChatMessage<'_>) {
@@ -1138,6 +1188,47 @@ mod tests {
             drop_params,
         )?;
         Ok(serde_json::from_slice(&out).unwrap())
+    }
+
+    #[test]
+    fn thinking_and_reasoning_effort() {
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let out = build(
+            &json!({"model": "c", "messages": msgs, "thinking": {"type": "enabled", "budget_tokens": 2000}}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            out["thinking"],
+            json!({"type": "enabled", "budget_tokens": 2000})
+        );
+        assert_eq!(
+            out["max_tokens"], 3000,
+            "the default counts on top of the budget"
+        );
+        let out = build(
+            &json!({"model": "c", "messages": msgs, "reasoning_effort": "high", "max_tokens": 9000}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            out["thinking"],
+            json!({"type": "enabled", "budget_tokens": 4096})
+        );
+        assert_eq!(out["max_tokens"], 9000);
+        let out = build(
+            &json!({"model": "c", "messages": msgs, "reasoning_effort": "none"}),
+            false,
+        )
+        .unwrap();
+        assert!(out.get("thinking").is_none());
+        assert_eq!(out["max_tokens"], 1000);
+        let err = build(
+            &json!({"model": "c", "messages": msgs, "reasoning_effort": "max"}),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("reasoning_effort"));
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //! of config reloads) fetches credentials, stores them in an `ArcSwap` and fetches again ahead of
 //! their expiry. A request only loads the current credentials, lock-free; it waits (bounded) only
 //! for the very first fetch of a source. Deployments with the same settings share one source.
+//! Threads do not survive a fork (Pingora's `--daemon` forks after the config is built), so a
+//! fork handler makes the child start the runtime and the refresh tasks again on first use.
 //! The SDK's HTTP traffic goes through the gateway's own Pingora-based [`UpstreamClient`]
 //! ([`PingoraHttpClient`]), so no second HTTP/TLS stack is built in.
 
@@ -46,10 +48,10 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -267,6 +269,12 @@ pub struct AmbientCredentials {
     describe: String,
     current: ArcSwapOption<Current>,
     status: watch::Sender<Status>,
+    /// What the refresh task is started from.
+    params: AwsAuthParams,
+    method: Method,
+    /// The fork generation + 1 whose runtime runs the refresh task (0: not started).
+    started: AtomicU64,
+    me: Weak<AmbientCredentials>,
 }
 
 impl std::fmt::Debug for AmbientCredentials {
@@ -284,17 +292,46 @@ fn registry() -> &'static Mutex<HashMap<AwsAuthParams, Weak<AmbientCredentials>>
     SOURCES.get_or_init(Default::default)
 }
 
-/// The small runtime the refresh tasks run on, whatever runtime (or none) builds the config.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
+/// Bumped in the child of a fork (Pingora's `--daemon` forks after the config is built): threads
+/// do not survive a fork, so the child starts the runtime and the refresh tasks again.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The small runtime the refresh tasks run on (whatever runtime, or none, builds the config),
+/// and the SDK's HTTP client, for this process's fork generation.
+fn background(generation: u64) -> (&'static tokio::runtime::Runtime, SharedHttpClient) {
+    static FORK_HOOK: Once = Once::new();
+    type Current = Option<(u64, &'static tokio::runtime::Runtime, SharedHttpClient)>;
+    static CURRENT: Mutex<Current> = Mutex::new(None);
+    FORK_HOOK.call_once(|| {
+        // SAFETY: the handler only bumps an atomic, which is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    });
+    let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((g, runtime, http)) = &*current {
+        if *g == generation {
+            return (runtime, http.clone());
+        }
+    }
+    // A runtime from before a fork has no threads left: it is left alone (dropping it would
+    // wait for them), as is its client's pool.
+    std::mem::forget(current.take());
+    let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("aws-credentials")
             .enable_all()
             .build()
-            .expect("cannot start the AWS credentials runtime")
-    })
+            .expect("cannot start the AWS credentials runtime"),
+    ));
+    let http = SharedHttpClient::new(PingoraHttpClient {
+        client: Arc::new(UpstreamClient::new(8)),
+    });
+    *current = Some((generation, runtime, http.clone()));
+    (runtime, http)
 }
 
 impl AmbientCredentials {
@@ -304,23 +341,42 @@ impl AmbientCredentials {
             return existing;
         }
         sources.retain(|_, weak| weak.strong_count() > 0);
-        let source = Arc::new(AmbientCredentials {
+        let source = Arc::new_cyclic(|me| AmbientCredentials {
             describe: describe(params, &method),
             current: ArcSwapOption::empty(),
             status: watch::Sender::new(Status::Starting),
+            params: params.clone(),
+            method,
+            started: AtomicU64::new(0),
+            me: me.clone(),
         });
         sources.insert(params.clone(), Arc::downgrade(&source));
         drop(sources);
-        runtime().spawn(refresh_loop(
-            Arc::downgrade(&source),
-            params.clone(),
-            method,
-        ));
+        source.ensure_started();
         source
+    }
+
+    /// Starts the refresh task unless it runs in this process already (again after a fork).
+    fn ensure_started(&self) {
+        let generation = FORK_GENERATION.load(Ordering::Acquire);
+        let tag = generation + 1;
+        if self.started.load(Ordering::Acquire) == tag
+            || self.started.swap(tag, Ordering::AcqRel) == tag
+        {
+            return;
+        }
+        let (runtime, http) = background(generation);
+        runtime.spawn(refresh_loop(
+            self.me.clone(),
+            self.params.clone(),
+            self.method.clone(),
+            http,
+        ));
     }
 
     /// The current credentials; waits only for the first fetch, at most `FIRST_FETCH_WAIT`.
     pub async fn current(&self, deployment: &str) -> GatewayResult<Arc<Credentials>> {
+        self.ensure_started();
         if let Some(c) = self.usable() {
             return Ok(c);
         }
@@ -419,8 +475,13 @@ fn default_chain_hint() -> String {
 
 /// Builds the SDK provider for `method`, then fetches, stores and re-fetches until the source
 /// is dropped.
-async fn refresh_loop(source: Weak<AmbientCredentials>, params: AwsAuthParams, method: Method) {
-    let fetcher = Fetcher::build(&params, &method).await;
+async fn refresh_loop(
+    source: Weak<AmbientCredentials>,
+    params: AwsAuthParams,
+    method: Method,
+    http: SharedHttpClient,
+) {
+    let fetcher = Fetcher::build(&params, &method, http).await;
     let mut failures: u32 = 0;
     loop {
         let result = match tokio::time::timeout(FETCH_TIMEOUT, fetcher.fetch()).await {
@@ -500,8 +561,7 @@ enum Fetcher {
 }
 
 impl Fetcher {
-    async fn build(params: &AwsAuthParams, method: &Method) -> Fetcher {
-        let http = PingoraHttpClient::shared();
+    async fn build(params: &AwsAuthParams, method: &Method, http: SharedHttpClient) -> Fetcher {
         let region = Region::new(params.region.clone());
         let provider_config = ProviderConfig::default()
             .with_http_client(http.clone())
@@ -578,10 +638,7 @@ impl Fetcher {
 
     async fn fetch(&self) -> Result<aws_credential_types::Credentials, String> {
         match self {
-            Fetcher::Provider(p) => p
-                .provide_credentials()
-                .await
-                .map_err(|e| DisplayErrorContext(&e).to_string()),
+            Fetcher::Provider(p) => p.provide_credentials().await.map_err(|e| error_chain(&e)),
             Fetcher::WebIdentityToken {
                 sts,
                 role_arn,
@@ -596,7 +653,7 @@ impl Fetcher {
                     .duration_seconds(3600)
                     .send()
                     .await
-                    .map_err(|e| DisplayErrorContext(&e).to_string())?;
+                    .map_err(|e| error_chain(&e))?;
                 let c = out
                     .credentials()
                     .ok_or("STS answered AssumeRoleWithWebIdentity without credentials")?;
@@ -613,10 +670,25 @@ impl Fetcher {
     }
 }
 
-/// The AWS SDK's HTTP client, backed by the gateway's Pingora connector: credential endpoints
+/// An error and its sources, `: `-separated, without the `Debug` dumps (raw responses) the
+/// SDK's own error formatter adds: this text reaches clients and logs.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// The AWS SDK's HTTP client (one per process, see [`background`]), backed by the gateway's Pingora connector: credential endpoints
 /// (STS, IMDS, container credentials) are called like any upstream, honouring the SDK's
 /// connect/read timeouts, with responses bounded in size.
-#[derive(Clone)]
 pub struct PingoraHttpClient {
     client: Arc<UpstreamClient>,
 }
@@ -624,20 +696,6 @@ pub struct PingoraHttpClient {
 impl std::fmt::Debug for PingoraHttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PingoraHttpClient")
-    }
-}
-
-impl PingoraHttpClient {
-    /// The one client all sources share.
-    pub fn shared() -> SharedHttpClient {
-        static CLIENT: OnceLock<SharedHttpClient> = OnceLock::new();
-        CLIENT
-            .get_or_init(|| {
-                SharedHttpClient::new(PingoraHttpClient {
-                    client: Arc::new(UpstreamClient::new(8)),
-                })
-            })
-            .clone()
     }
 }
 
@@ -904,6 +962,17 @@ mod tests {
         assert_eq!(p.sts_region_from_endpoint(), Some("eu-central-1".into()));
         p.sts_endpoint = Some("http://127.0.0.1:9000".into());
         assert_eq!(p.sts_region_from_endpoint(), None);
+    }
+
+    #[test]
+    fn error_chains_without_debug_dumps() {
+        let e = aws_credential_types::provider::error::CredentialsError::provider_error(
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "an error occurred while loading credentials: no such file"
+        );
     }
 
     #[test]

@@ -30,8 +30,10 @@ pub enum Paths {
     Plain,
     /// Azure: `<base>/openai/deployments/<model>/chat/completions?api-version=…`.
     AzureDeployment,
-    /// Hugging Face: a configured `api_base` (a TGI endpoint) serves the routes under `/v1`.
-    AppendV1ToCustomBase,
+    /// A base from the config or a variable (not the default) gets this suffix unless it
+    /// already ends so: Hugging Face TGI endpoints serve under `/v1`, Heroku under `/v1`,
+    /// DigitalOcean Gradient agents under `/api/v1`.
+    SuffixOnCustomBase(&'static str),
     /// Cloudflare Workers AI: the default base carries the account id from
     /// `CLOUDFLARE_ACCOUNT_ID`, and LiteLLM's native `…/ai/run/` base is served by the
     /// OpenAI-compatible `…/ai/v1` routes of the same account.
@@ -101,9 +103,9 @@ pub const OPENAI_COMPATIBLE: &[Compat] = &[
     row(
         "openai",
         Some("https://api.openai.com/v1"),
-        &[],
+        &["OPENAI_BASE_URL", "OPENAI_API_BASE"],
         &["OPENAI_API_KEY"],
-        "litellm/llms/openai/openai.py",
+        "litellm/main.py openai branch",
     ),
     with_paths(
         with_auth(
@@ -213,7 +215,7 @@ pub const OPENAI_COMPATIBLE: &[Compat] = &[
             &["HUGGINGFACE_API_KEY", "HF_TOKEN"],
             "litellm/llms/huggingface/chat/transformation.py",
         ),
-        Paths::AppendV1ToCustomBase,
+        Paths::SuffixOnCustomBase("/v1"),
     ),
     row(
         "lm_studio",
@@ -389,6 +391,75 @@ pub const OPENAI_COMPATIBLE: &[Compat] = &[
         &["BASETEN_API_BASE"],
         &["BASETEN_API_KEY"],
         GLPL,
+    ),
+    row(
+        "vercel_ai_gateway",
+        Some("https://ai-gateway.vercel.sh/v1"),
+        &["VERCEL_AI_GATEWAY_API_BASE"],
+        &["VERCEL_AI_GATEWAY_API_KEY", "VERCEL_OIDC_TOKEN"],
+        "litellm/llms/vercel_ai_gateway/chat/transformation.py",
+    ),
+    row(
+        "aiml",
+        Some("https://api.aimlapi.com/v1"),
+        &["AIML_API_BASE"],
+        &["AIML_API_KEY"],
+        "litellm/llms/aiml/chat/transformation.py",
+    ),
+    row(
+        "v0",
+        Some("https://api.v0.dev/v1"),
+        &["V0_API_BASE"],
+        &["V0_API_KEY"],
+        "litellm/llms/v0/chat/transformation.py",
+    ),
+    row(
+        "morph",
+        Some("https://api.morphllm.com/v1"),
+        &["MORPH_API_BASE"],
+        &["MORPH_API_KEY"],
+        "litellm/llms/morph/chat/transformation.py",
+    ),
+    with_paths(
+        row(
+            "gradient_ai",
+            Some("https://inference.do-ai.run/v1"),
+            &["GRADIENT_AI_AGENT_ENDPOINT"],
+            &["GRADIENT_AI_API_KEY"],
+            "litellm/llms/gradient_ai/chat/transformation.py (agents: <endpoint>/api/v1)",
+        ),
+        Paths::SuffixOnCustomBase("/api/v1"),
+    ),
+    with_paths(
+        row(
+            "heroku",
+            None,
+            &["HEROKU_API_BASE"],
+            &["HEROKU_API_KEY"],
+            "litellm/llms/heroku/chat/transformation.py (<base>/v1/chat/completions)",
+        ),
+        Paths::SuffixOnCustomBase("/v1"),
+    ),
+    row(
+        "ovhcloud",
+        Some("https://oai.endpoints.kepler.ai.cloud.ovh.net/v1"),
+        &[],
+        &["OVHCLOUD_API_KEY"],
+        "litellm/llms/ovhcloud/chat/transformation.py (key variable: LiteLLM's OVHcloud docs)",
+    ),
+    row(
+        "aiohttp_openai",
+        Some("https://api.openai.com/v1"),
+        &[],
+        &["OPENAI_API_KEY"],
+        "OpenAI through LiteLLM's aiohttp transport: the same API",
+    ),
+    row(
+        "ai21",
+        Some("https://api.ai21.com/studio/v1"),
+        &["AI21_API_BASE"],
+        &["AI21_API_KEY"],
+        "served as ai21_chat, as get_llm_provider maps ai21 chat models",
     ),
     with_paths(
         row(
@@ -569,6 +640,29 @@ pub const OPENAI_COMPATIBLE_PREFIXES: &[&str] = &{
     }
     out
 };
+
+/// LiteLLM's provider inference from `api_base` (`get_llm_provider`: a prefix that is no
+/// provider, e.g. `meta-llama/Llama-3.3-70B-Instruct`, with an `api_base` containing one of these
+/// endpoints is sent to that provider, the whole `model` string as the model name). Only the
+/// endpoints both its `openai_compatible_endpoints` list and its matching branch name.
+pub const INFERRED_FROM_API_BASE: &[(&str, &str)] = &[
+    ("api.perplexity.ai", "perplexity"),
+    ("api.deepinfra.com/v1/openai", "deepinfra"),
+    ("api.mistral.ai/v1", "mistral"),
+    ("api.groq.com/openai/v1", "groq"),
+    ("https://integrate.api.nvidia.com/v1", "nvidia_nim"),
+    ("api.deepseek.com/v1", "deepseek"),
+    ("app.empower.dev/api/v1", "empower"),
+    ("https://api.friendli.ai/serverless/v1", "friendliai"),
+];
+
+/// The provider LiteLLM infers from a deployment's `api_base`, if any.
+pub fn infer_from_api_base(api_base: &str) -> Option<&'static Compat> {
+    INFERRED_FROM_API_BASE
+        .iter()
+        .find(|(endpoint, _)| api_base.contains(endpoint))
+        .and_then(|(_, prefix)| compat(prefix))
+}
 
 /// The table row for a prefix.
 pub fn compat(prefix: &str) -> Option<&'static Compat> {
@@ -786,11 +880,40 @@ mod tests {
         for (p, _) in UNSERVED {
             assert!(compat(p).is_none(), "{p} is both served and unserved");
         }
+        for (_, p) in INFERRED_FROM_API_BASE {
+            assert!(compat(p).is_some(), "{p} is inferred but not in the table");
+        }
         assert_eq!(OPENAI_COMPATIBLE_PREFIXES.len(), OPENAI_COMPATIBLE.len());
         assert!(OPENAI_COMPATIBLE_PREFIXES
             .iter()
             .zip(OPENAI_COMPATIBLE)
             .all(|(p, c)| *p == c.prefix));
+    }
+
+    /// The README's coverage figure and list of unserved providers are this table's.
+    #[test]
+    fn readme_coverage_matches_the_tables() {
+        let served: Vec<&str> = LITELLM_PROVIDERS
+            .iter()
+            .copied()
+            .filter(|p| crate::providers::is_served(p))
+            .collect();
+        let readme = include_str!("../../README.md");
+        let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+        let figure = format!(
+            "Of the {} providers in LiteLLM's provider list (`LlmProviders`), Switchboard serves {}.",
+            LITELLM_PROVIDERS.len(),
+            served.len()
+        );
+        assert!(flat.contains(&figure), "README lacks {figure:?}");
+        let list_start = flat.find("Not served (load with a warning").unwrap();
+        let list = &flat[list_start..];
+        for p in LITELLM_PROVIDERS.iter().filter(|p| !served.contains(p)) {
+            assert!(
+                list.contains(&format!("`{p}`")),
+                "README does not list {p} as not served"
+            );
+        }
     }
 
     #[test]

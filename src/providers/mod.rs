@@ -417,7 +417,7 @@ pub fn is_served(prefix: &str) -> bool {
 }
 
 /// Builds the provider for a deployment from its `litellm_params.model` prefix. A prefix no
-/// module claims builds an [`unserved::Unserved`] stand-in, as LiteLLM loads such deployments
+/// module claims (or no model after the prefix) builds an [`unserved::Unserved`] stand-in, as LiteLLM loads such deployments
 /// and fails them when called ([`unserved::load_warnings`] reports them).
 pub fn build_provider(
     dep: &DeploymentConfig,
@@ -428,6 +428,9 @@ pub fn build_provider(
     if let Some(mock) = mock::build(dep)? {
         return Ok(mock);
     }
+    if dep.model.is_empty() {
+        return Ok(unserved::build(dep));
+    }
     let registered = REGISTRY
         .iter()
         .find(|(prefixes, _)| prefixes.contains(&dep.provider.as_str()));
@@ -435,6 +438,9 @@ pub fn build_provider(
         if let Some(provider) = build(dep)? {
             return Ok(provider);
         }
+    }
+    if let Some(provider) = openai_compat::build_inferred(dep)? {
+        return Ok(provider);
     }
     Ok(unserved::build(dep))
 }

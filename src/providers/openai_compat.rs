@@ -45,6 +45,9 @@ pub struct OpenAiCompat {
     organization: Option<String>,
     /// Azure: the `api-version` (the deployment name is the model).
     azure_api_version: Option<String>,
+    /// Put before the model name: the deployment's prefix when the provider was inferred from
+    /// `api_base` (`meta-llama/` of `meta-llama/Llama-3.3-70B-Instruct`).
+    model_prefix: Option<String>,
 }
 
 /// The first of `vars` set to a non-empty value.
@@ -72,15 +75,40 @@ fn cloudflare_base(configured: Option<String>) -> Option<String> {
 
 /// Builds the provider if `dep.provider` is an OpenAI-compatible prefix.
 pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>, ConfigError> {
-    let Some(spec) = catalog::compat(&dep.provider) else {
+    match catalog::compat(&dep.provider) {
+        Some(spec) => build_for(spec, dep, None).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Builds the provider LiteLLM infers from the deployment's `api_base` when its prefix is no
+/// provider ([`catalog::infer_from_api_base`]): the prefix stays part of the model name.
+pub fn build_inferred(
+    dep: &DeploymentConfig,
+) -> Result<Option<Arc<dyn super::Provider>>, ConfigError> {
+    let Some(spec) = dep
+        .params
+        .api_base
+        .as_deref()
+        .and_then(catalog::infer_from_api_base)
+    else {
         return Ok(None);
     };
+    build_for(spec, dep, Some(format!("{}/", dep.provider))).map(Some)
+}
+
+fn build_for(
+    spec: &'static Compat,
+    dep: &DeploymentConfig,
+    model_prefix: Option<String>,
+) -> Result<Arc<dyn super::Provider>, ConfigError> {
     let path = |key: &str| format!("model_list[{}].litellm_params.{key}", dep.index);
     let configured = dep
         .params
         .api_base
         .clone()
         .or_else(|| first_env(spec.base_env));
+    let custom_base = configured.is_some();
     let base = match spec.paths {
         Paths::Cloudflare => cloudflare_base(configured),
         _ => configured.or(spec.default_base.map(str::to_string)),
@@ -110,12 +138,10 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         )
     })?;
     let mut base_path = base_path.to_string();
-    if spec.paths == Paths::AppendV1ToCustomBase
-        && dep.params.api_base.is_some()
-        && !base_path.ends_with("/v1")
-    {
-        // TGI serves the OpenAI route under /v1.
-        base_path.push_str("/v1");
+    if let Paths::SuffixOnCustomBase(suffix) = spec.paths {
+        if custom_base && !base_path.ends_with(suffix) {
+            base_path.push_str(suffix);
+        }
     }
     let api_key = dep
         .params
@@ -153,14 +179,15 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn super::Provider>>,
         // The deployment is a path segment; requests encode theirs (a wildcard's is the client's).
         super::url::check_segment(&dep.model).map_err(|e| ConfigError::new(path("model"), e))?;
     }
-    Ok(Some(Arc::new(OpenAiCompat {
+    Ok(Arc::new(OpenAiCompat {
         spec,
         origin: origin.to_string(),
         base_path,
         auth,
         organization: dep.params.organization.clone(),
         azure_api_version,
-    })))
+        model_prefix,
+    }))
 }
 
 /// `https://host:port/path` → (`https://host:port`, `/path`).
@@ -211,7 +238,10 @@ impl Provider for OpenAiCompat {
             None => format!("{}/{op_path}", self.base_path),
         };
         let mut model_json = Vec::with_capacity(cx.model.len() + 2);
-        write_json_string(&mut model_json, cx.model);
+        match &self.model_prefix {
+            Some(prefix) => write_json_string(&mut model_json, &format!("{prefix}{}", cx.model)),
+            None => write_json_string(&mut model_json, cx.model),
+        }
         let model_json = std::str::from_utf8(&model_json).unwrap_or("\"\"");
         let mut out = Vec::with_capacity(body_len_hint(body) + 64);
         if cx.stream && self.spec.stream_options {
@@ -635,5 +665,89 @@ mod table_tests {
             cloudflare_base(Some("https://gw.example/v1/".into())).as_deref(),
             Some("https://gw.example/v1")
         );
+        // Suffixes on configured bases only: agents and Heroku apps as LiteLLM calls them.
+        for (prefix, base, path) in [
+            (
+                "gradient_ai",
+                Some("https://agent-x.ondigitalocean.app"),
+                "/api/v1/chat/completions",
+            ),
+            ("gradient_ai", None, "/v1/chat/completions"),
+            (
+                "heroku",
+                Some("https://us.inference.heroku.com"),
+                "/v1/chat/completions",
+            ),
+            (
+                "huggingface",
+                Some("https://tgi.internal/v1"),
+                "/v1/chat/completions",
+            ),
+            (
+                "huggingface",
+                Some("https://tgi.internal"),
+                "/v1/chat/completions",
+            ),
+        ] {
+            if base.is_none() && std::env::var_os("GRADIENT_AI_AGENT_ENDPOINT").is_some() {
+                continue;
+            }
+            let p = build(&dep(prefix, base)).unwrap().unwrap();
+            assert_eq!(chat_path(p.as_ref()).await, path, "{prefix} {base:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod inferred_tests {
+    use super::*;
+
+    /// As LiteLLM's `get_llm_provider`: a prefix that is no provider, with a known endpoint as
+    /// `api_base`, goes to that provider with the whole model string; an unknown endpoint
+    /// builds nothing here.
+    #[tokio::test]
+    async fn provider_inferred_from_api_base_keeps_the_prefix_in_the_model() {
+        let mut dep = DeploymentConfig {
+            index: 0,
+            model_name: "llama".into(),
+            id: "d".into(),
+            derived_id: false,
+            provider: "meta-llama".into(),
+            model: "Llama-3.3-70B-Instruct".into(),
+            params: crate::config::LitellmParams {
+                api_base: Some("https://api.deepinfra.com/v1/openai".into()),
+                api_key: Some("k".into()),
+                ..Default::default()
+            },
+            model_info: Default::default(),
+        };
+        assert!(build(&dep).unwrap().is_none());
+        let p = build_inferred(&dep).unwrap().unwrap();
+        assert_eq!(
+            (p.name(), p.base_url()),
+            ("deepinfra", "https://api.deepinfra.com")
+        );
+        let body =
+            crate::openai::RequestBody::parse(br#"{"model":"llama","messages":[]}"#).unwrap();
+        let cx = RequestContext {
+            op: Operation::Chat,
+            model: &dep.model,
+            stream: false,
+            include_usage: false,
+            response_id: "r",
+            created: 1,
+            drop_params: false,
+            embeddings_base64: false,
+        };
+        let req = p
+            .build_request(&body, &cx, &UpstreamClient::new(1))
+            .await
+            .unwrap();
+        assert_eq!(req.path, "/v1/openai/chat/completions");
+        let sent: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(sent["model"], "meta-llama/Llama-3.3-70B-Instruct");
+
+        dep.params.api_base = Some("https://llm.internal/v1".into());
+        assert!(build_inferred(&dep).unwrap().is_none());
     }
 }

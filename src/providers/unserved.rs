@@ -25,10 +25,33 @@ pub struct Unserved {
 /// The placeholder base URL (never dialled: requests fail before a connection is asked for).
 const PLACEHOLDER_BASE: &str = "http://unserved.invalid";
 
+/// Whether the deployment loads as a stand-in: no provider module claims its prefix, or it
+/// names no model (`azure/`, which LiteLLM's own example config has: LiteLLM loads it).
+pub fn cannot_serve(dep: &DeploymentConfig) -> bool {
+    let inferred = || {
+        dep.params
+            .api_base
+            .as_deref()
+            .and_then(catalog::infer_from_api_base)
+            .is_some()
+    };
+    dep.model.is_empty() || !(super::is_served(&dep.provider) || inferred())
+}
+
 /// What a call to this deployment is told, and the warning at load (without the key path).
 fn reason(dep: &DeploymentConfig) -> (String, String) {
     let prefix = dep.provider.as_str();
     let full = format!("{prefix}/{}", dep.model);
+    if dep.model.is_empty() && super::is_served(prefix) {
+        return (
+            format!(
+                "The model '{}' cannot be called: its deployment names no model after the \
+                 provider prefix (\"{full}\"). Fix litellm_params.model in the gateway config.",
+                dep.model_name
+            ),
+            format!("\"{full}\" names no model after the provider prefix"),
+        );
+    }
     if let Some(why) = catalog::unserved_reason(prefix) {
         return (
             format!("The model '{}' cannot be called: {why}", dep.model_name),
@@ -73,7 +96,7 @@ pub fn load_warnings(config: &Config) -> Vec<String> {
     config
         .deployments
         .iter()
-        .filter(|d| d.params.mock_response.is_none() && !super::is_served(&d.provider))
+        .filter(|d| d.params.mock_response.is_none() && cannot_serve(d))
         .map(|d| {
             format!(
                 "model_list[{}].litellm_params.model: {}; calls to model group \"{}\" on this \

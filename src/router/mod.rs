@@ -108,6 +108,16 @@ impl Deployment {
         &self.config.id
     }
 
+    /// The context window in tokens, when known: `model_info.max_input_tokens`, else the
+    /// price table's for the model (as LiteLLM's `get_router_model_info` merges them), else
+    /// `model_info.max_tokens`.
+    pub fn context_window(&self) -> Option<u64> {
+        let mi = &self.config.model_info;
+        mi.max_input_tokens
+            .or_else(|| self.price.as_ref().and_then(|p| p.rates.max_input_tokens))
+            .or(mi.max_tokens)
+    }
+
     pub fn provider_name(&self) -> &str {
         self.provider.name()
     }
@@ -615,6 +625,39 @@ impl ModelGroup {
             .collect();
     }
 
+    /// Deployments (indices) whose context window is smaller than a prompt of
+    /// `prompt_tokens`: `router_settings.enable_pre_call_checks` skips them, as LiteLLM's
+    /// `_pre_call_checks` does (see [`Deployment::context_window`]); a deployment whose window
+    /// is unknown is never skipped.
+    pub fn too_small_for(&self, prompt_tokens: u64) -> Vec<usize> {
+        self.deployments
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.context_window().is_some_and(|w| w < prompt_tokens))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The error when every deployment is [`ModelGroup::too_small_for`] the prompt (LiteLLM's
+    /// `ContextWindowExceededError`: a 400 that `context_window_fallbacks` act on).
+    pub fn context_window_exceeded(&self, prompt_tokens: u64) -> GatewayError {
+        let largest = self
+            .deployments
+            .iter()
+            .filter_map(|d| d.context_window())
+            .max()
+            .unwrap_or(0);
+        GatewayError::new(
+            ErrorKind::ContextLengthExceeded,
+            format!(
+                "The prompt (about {prompt_tokens} tokens) does not fit the context window of any deployment of '{}' (the largest is {largest} tokens; router_settings.enable_pre_call_checks). Shorten the messages, or use a model with a larger context window.",
+                self.name
+            ),
+        )
+        .with_param("messages")
+        .with_code("context_length_exceeded")
+    }
+
     /// Picks a deployment for one attempt and takes a slot on it. Deployments in `tried` are
     /// avoided while any other can take the request. Tiers are tried in `order`; inside a tier
     /// the routing strategy ranks the deployments that are available and under their limits.
@@ -625,8 +668,22 @@ impl ModelGroup {
         tried: &[usize],
         router: &RouterSettings,
     ) -> Result<Admission, Unavailable> {
+        self.select_excluding(now, stream, tried, &[], router)
+    }
+
+    /// [`ModelGroup::select`], never picking the deployments in `excluded` (those too small
+    /// for the prompt).
+    pub fn select_excluding(
+        &self,
+        now: Instant,
+        stream: bool,
+        tried: &[usize],
+        excluded: &[usize],
+        router: &RouterSettings,
+    ) -> Result<Admission, Unavailable> {
         let mut unavailable = Unavailable::default();
-        let mut candidates = Vec::with_capacity(self.deployments.len());
+        // On the stack for any group of up to 16 deployments in a tier.
+        let mut candidates: smallvec::SmallVec<[usize; 16]> = smallvec::SmallVec::new();
         for allow_tried in [false, true] {
             if allow_tried && tried.is_empty() {
                 break;
@@ -634,7 +691,7 @@ impl ModelGroup {
             for tier in &self.tiers {
                 candidates.clear();
                 for &i in &tier.members {
-                    if !allow_tried && tried.contains(&i) {
+                    if (!allow_tried && tried.contains(&i)) || excluded.contains(&i) {
                         continue;
                     }
                     let state = &self.deployments[i].state;
@@ -725,6 +782,36 @@ mod tests {
         let config = crate::config::litellm::parse(yaml).unwrap();
         let client = Arc::new(UpstreamClient::new(4));
         Snapshot::build(config, 1, &client, &StateRegistry::default()).unwrap()
+    }
+
+    #[test]
+    fn context_windows_from_model_info_then_the_price_table() {
+        let s = snapshot(
+            r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/gpt-4o, api_key: k}
+  - model_name: g
+    litellm_params: {model: openai/gpt-4o, api_key: k}
+    model_info: {max_input_tokens: 1000, max_tokens: 5}
+  - model_name: g
+    litellm_params: {model: openai/my-finetune, api_key: k}
+    model_info: {max_tokens: 2000}
+  - model_name: g
+    litellm_params: {model: openai/my-finetune, api_key: k, api_base: "http://h/v1"}
+"#,
+        );
+        let g = s.group("g").unwrap();
+        let windows: Vec<Option<u64>> = g.deployments.iter().map(|d| d.context_window()).collect();
+        assert_eq!(windows, [Some(128_000), Some(1000), Some(2000), None]);
+        assert_eq!(g.too_small_for(1500), [1]);
+        assert_eq!(g.too_small_for(100_000), [1, 2]);
+        assert!(g.too_small_for(10).is_empty());
+        let e = g.context_window_exceeded(200_000);
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (400, Some("context_length_exceeded"))
+        );
     }
 
     #[test]
