@@ -21,7 +21,12 @@ pub struct Live {
 impl Live {
     /// The snapshot with the stages its config asks for.
     pub fn new(snapshot: Snapshot) -> Live {
-        let stages = Stages::from_config(&snapshot.config);
+        Live::with_keys(snapshot, None)
+    }
+
+    /// The same, with the virtual-key store when one is open.
+    pub fn with_keys(snapshot: Snapshot, keys: Option<&Arc<crate::keys::Keys>>) -> Live {
+        let stages = Stages::from_config(&snapshot.config, keys);
         Live {
             routing: Arc::new(snapshot),
             stages,
@@ -55,12 +60,24 @@ pub struct App {
     pub reload_armed: AtomicBool,
     /// Requests being served (the drain waits for none; `/metrics` reports it).
     pub in_flight: InFlight,
+    /// The virtual-key store (with a master key set); outlives reloads.
+    pub keys: Option<Arc<crate::keys::Keys>>,
 }
 
 impl App {
     pub fn new(snapshot: Snapshot, client: Arc<UpstreamClient>, registry: StateRegistry) -> Self {
+        App::with_keys(snapshot, client, registry, None)
+    }
+
+    pub fn with_keys(
+        snapshot: Snapshot,
+        client: Arc<UpstreamClient>,
+        registry: StateRegistry,
+        keys: Option<Arc<crate::keys::Keys>>,
+    ) -> Self {
         App {
-            snapshot: ArcSwap::from_pointee(Live::new(snapshot)),
+            snapshot: ArcSwap::from_pointee(Live::with_keys(snapshot, keys.as_ref())),
+            keys,
             client,
             registry,
             metrics: Metrics::new(),

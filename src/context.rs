@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Who is calling, as established by the `authenticate` stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum Principal {
     /// Not authenticated (yet), or a route that needs no key.
     #[default]
@@ -24,17 +24,39 @@ pub enum Principal {
     Open,
     /// The caller presented the gateway's master key.
     MasterKey,
+    /// The caller presented a virtual key (`/key/generate`), found in the key store.
+    VirtualKey(Arc<crate::tenant::KeyEntry>),
 }
 
 impl Principal {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Principal::Anonymous => "anonymous",
             Principal::Open => "open",
             Principal::MasterKey => "master_key",
+            Principal::VirtualKey(_) => "virtual_key",
+        }
+    }
+
+    /// The virtual key, when the caller used one.
+    pub fn key(&self) -> Option<&Arc<crate::tenant::KeyEntry>> {
+        match self {
+            Principal::VirtualKey(k) => Some(k),
+            _ => None,
         }
     }
 }
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Principal::VirtualKey(a), Principal::VirtualKey(b)) => Arc::ptr_eq(a, b),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+impl Eq for Principal {}
 
 /// What the response cache did for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

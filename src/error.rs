@@ -133,6 +133,9 @@ pub struct GatewayError {
     /// True when the failure happened before anything reached the upstream (connect error):
     /// always safe to retry elsewhere.
     pub upstream_untouched: bool,
+    /// Overrides the OpenAI `type` derived from `kind` (LiteLLM's own types such as
+    /// `auth_error` or `expired_key` on key rejections).
+    pub error_type: Option<&'static str>,
 }
 
 impl GatewayError {
@@ -145,7 +148,14 @@ impl GatewayError {
             code: None,
             retry_after: None,
             upstream_untouched: false,
+            error_type: None,
         }
+    }
+
+    /// Sends `error_type` as the OpenAI `type` instead of the one `kind` implies.
+    pub fn with_type(mut self, error_type: &'static str) -> Self {
+        self.error_type = Some(error_type);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -243,7 +253,7 @@ impl GatewayError {
         let body = Outer {
             error: Inner {
                 message: &self.message,
-                kind: self.kind.openai_type(),
+                kind: self.error_type.unwrap_or(self.kind.openai_type()),
                 param: self.param.as_deref(),
                 code: code.as_deref(),
             },

@@ -15,6 +15,9 @@
 //!   [`proxy_protocol`]: PROXY v1/v2 headers from trusted load balancers; [`client_addr`]: the
 //!   real client address (trusted proxies, forwarding headers) and `allowed_ips`.
 //! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
+//! - Tenancy: [`keys`] (virtual keys served from memory, their authenticate stage and the
+//!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
+//!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -31,6 +34,7 @@ pub mod edge;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod keys;
 pub mod lifecycle;
 pub mod listeners;
 pub mod logging;
@@ -43,6 +47,8 @@ pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod systemd;
+pub mod tenant;
 pub mod tls;
 pub mod upstream;

@@ -289,6 +289,11 @@ impl LifecycleService {
         } else {
             log::info!("drained: no request in flight, exiting");
         }
+        // Spend still batched is written before the process ends (also on an upgrade: the old
+        // process drains through here).
+        if let Some(keys) = &self.app.keys {
+            keys.flush(Duration::from_secs(5)).await;
+        }
         remove_pid_file();
         crate::logging::flush(Duration::from_secs(2));
         std::process::exit(0);

@@ -81,12 +81,28 @@ pub struct Stages {
 }
 
 impl Stages {
-    /// The stages a config asks for. Today: the master-key check when
-    /// `general_settings.master_key` is set.
-    pub fn from_config(config: &Config) -> Stages {
+    /// The stages a config asks for: with `general_settings.master_key` set, the master-key
+    /// check, or (with the key store open) the virtual-key check and the spend settle stage.
+    pub fn from_config(
+        config: &Config,
+        keys: Option<&std::sync::Arc<crate::keys::Keys>>,
+    ) -> Stages {
         let mut stages = Stages::default();
-        if let Some(key) = &config.general.master_key {
-            stages = stages.authenticate_with(MasterKey(key.clone()));
+        match (&config.general.master_key, keys) {
+            (Some(master), Some(keys)) => {
+                stages = stages
+                    .authenticate_with(crate::keys::auth::VirtualKeys {
+                        keys: keys.clone(),
+                        master_key: master.clone(),
+                        custom_header: config.general.litellm_key_header_name.clone(),
+                    })
+                    .settle_with(crate::keys::spend::SpendSettle {
+                        keys: keys.clone(),
+                        master_hash: crate::keys::hex(&crate::keys::hash_key(master)),
+                    });
+            }
+            (Some(master), None) => stages = stages.authenticate_with(MasterKey(master.clone())),
+            (None, _) => {}
         }
         stages
     }

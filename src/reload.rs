@@ -111,8 +111,10 @@ pub fn reload_with(
             crate::codec::limits::set_max_stream_event_bytes(
                 snapshot.config.server.max_stream_event_bytes,
             );
-            app.snapshot
-                .store(Arc::new(crate::app::Live::new(snapshot)));
+            app.snapshot.store(Arc::new(crate::app::Live::with_keys(
+                snapshot,
+                app.keys.as_ref(),
+            )));
             app.metrics.reload(true);
             log::info!(
                 "config reloaded from {}: generation {generation}",
@@ -217,6 +219,10 @@ impl BackgroundService for ReloadService {
                     .await;
                     if let Err(e) = result {
                         log::error!("config reload task failed: {e}");
+                    }
+                    // Spend batched under the old generation is written now.
+                    if let Some(keys) = &self.app.keys {
+                        keys.flush(std::time::Duration::from_secs(5)).await;
                     }
                     let generation = self.app.snapshot.load().generation;
                     self.notifier

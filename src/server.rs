@@ -115,7 +115,18 @@ pub fn build(
     let config_path = config.source.clone();
     let snapshot =
         Snapshot::build(config, 1, &client, &registry).map_err(|e| Invalid(e.to_string()))?;
-    let app = Arc::new(App::new(snapshot, client, registry));
+    let keys = match &snapshot.config.general.master_key {
+        Some(_) => {
+            let url = crate::store::resolve_url(
+                snapshot.config.general.database_url.as_deref(),
+                snapshot.config.server.state_dir.as_deref(),
+            );
+            let every = snapshot.config.general.proxy_batch_write_at;
+            Some(crate::keys::Keys::open(&url, every).map_err(Environment)?)
+        }
+        None => None,
+    };
+    let app = Arc::new(App::with_keys(snapshot, client, registry, keys));
     let notifier = Arc::new(Notifier::from_env());
 
     // Pingora's h2c switch is per app, and its pre-TLS hook per set of endpoints: listeners

@@ -479,7 +479,12 @@ async fn master_key_guards_api_routes_not_health() {
         .post_with("/v1/chat/completions", &[ct], body.as_bytes())
         .await
         .expect_error(401);
-    assert_eq!(e["type"], "authentication_error");
+    // LiteLLM's rejection (with a master key, virtual keys are on): type `auth_error`.
+    assert_eq!(e["type"], "auth_error");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Authentication Error, No api key passed in."));
     gw.post_with(
         "/v1/chat/completions",
         &[ct, ("authorization", "Bearer sk-gateway-12")],

@@ -181,7 +181,9 @@ async fn no_method_gets_past_the_master_key() {
         "Authorization: Basic c2stZ2F0ZXdheS1zZWNyZXQ6",
         "Authorization: Bearer",
         "X-Api-Key: ",
-        "Api-Key: sk-gateway-secret",
+        // (`api-key`, `x-goog-api-key`, `x-litellm-api-key` do carry keys, as in LiteLLM.)
+        "X-Key: sk-gateway-secret",
+        "Api-Key: sk-gateway-secreT",
     ] {
         let req = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

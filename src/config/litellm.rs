@@ -202,6 +202,7 @@ fn read_server(
     if let Some(v) = s.string("upgrade_sock")? {
         out.upgrade_sock = v;
     }
+    out.state_dir = s.string("state_dir")?.map(std::path::PathBuf::from);
     out.error_log = s.string("error_log")?;
     if let Some(v) = s.u64("grace_period_seconds")? {
         out.grace_period_seconds = v;
@@ -382,6 +383,15 @@ fn read_general(
     let mb = s
         .f64_in("max_request_size_mb", 0.000001, 100_000.0)?
         .unwrap_or(100.0);
+    let database_url = s.string("database_url")?.filter(|u| !u.is_empty());
+    let proxy_batch_write_at = s
+        .f64_in("proxy_batch_write_at", 0.01, 3600.0)?
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(10));
+    let litellm_key_header_name = s
+        .string("litellm_key_header_name")?
+        .filter(|h| !h.is_empty())
+        .map(|h| h.to_ascii_lowercase());
     let allowed_ips = cidr_list(&mut s, "allowed_ips")?;
     let cors = read_cors(&mut s)?;
     // LiteLLM's names for believing X-Forwarded-For: `use_x_forwarded_for` with the proxies in
@@ -418,6 +428,9 @@ fn read_general(
     Ok(GeneralSettings {
         master_key,
         max_request_size: (mb * 1024.0 * 1024.0) as usize,
+        database_url,
+        proxy_batch_write_at,
+        litellm_key_header_name,
         allowed_ips,
         cors,
     })

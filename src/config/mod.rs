@@ -90,6 +90,9 @@ pub struct ServerSettings {
     pub threads: usize,
     pub pid_file: String,
     pub upgrade_sock: String,
+    /// `state_dir`: where the embedded SQLite store lives (default `$STATE_DIRECTORY`, else
+    /// `./state`).
+    pub state_dir: Option<std::path::PathBuf>,
     pub error_log: Option<String>,
     /// Seconds between a SIGTERM and the listeners closing (in-flight work continues).
     pub grace_period_seconds: u64,
@@ -138,6 +141,7 @@ impl Default for ServerSettings {
                 .unwrap_or(1),
             pid_file: "/tmp/switchboard.pid".into(),
             upgrade_sock: "/tmp/switchboard_upgrade.sock".into(),
+            state_dir: None,
             error_log: None,
             grace_period_seconds: 1,
             graceful_shutdown_timeout_seconds: 30,
@@ -175,6 +179,13 @@ pub struct GeneralSettings {
     pub master_key: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_request_size: usize,
+    /// `database_url` (else the `DATABASE_URL` environment variable): the key/spend store;
+    /// unset, an embedded SQLite file in the state directory (see [`crate::store`]).
+    pub database_url: Option<String>,
+    /// `proxy_batch_write_at`: how often batched spend is written (LiteLLM default 10 s).
+    pub proxy_batch_write_at: Duration,
+    /// `litellm_key_header_name`, lower-cased: one more header a virtual key may come in.
+    pub litellm_key_header_name: Option<String>,
     /// `allowed_ips`: only these client addresses (or blocks) may call; `None`: everyone.
     pub allowed_ips: Option<Vec<Cidr>>,
     /// CORS for browser clients (`cors_allow_*`, or LiteLLM's `LITELLM_CORS_*` variables).

@@ -124,7 +124,11 @@ pub async fn handle(
 ) -> GatewayResult<()> {
     let snapshot = &live.routing;
     let parsed = RequestBody::parse(&body)?;
-    let model = parsed.required_str("model")?;
+    let mut model = parsed.required_str("model")?;
+    if let Some(key) = ctx.principal.key() {
+        // The key's aliases and allowed models, before the name is resolved to a group.
+        model = crate::keys::auth::resolve_model(key, model)?;
+    }
     check_model_name(&model, || snapshot.group(&model).is_some())?;
     ctx.model = Some(model.to_string());
     match op {

@@ -20,6 +20,7 @@
 //! implements.
 //! `upstream_peer` is never reached.
 
+pub mod admin;
 pub mod body;
 pub mod cors;
 pub mod exchange;
@@ -185,10 +186,13 @@ impl Gateway {
                         return respond::error(&mut sink, ctx, &e).await;
                     }
                 }
-                let text =
+                let mut text =
                     self.app
                         .metrics
                         .render(snapshot, self.app.in_flight.count(), &self.app.client);
+                if let Some(keys) = &self.app.keys {
+                    keys.render_metrics(&mut text);
+                }
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());
                 respond::whole(&mut sink, ctx, h, Bytes::from(text)).await
@@ -212,6 +216,26 @@ impl Gateway {
                 } else {
                     let e = exchange::model_not_found(id);
                     respond::error(&mut sink, ctx, &e).await
+                }
+            }
+            Route::Admin(admin) => {
+                ctx.route = "admin";
+                let limit = snapshot.config.general.max_request_size;
+                let timeout = snapshot.config.server.request_body_timeout;
+                let body = if sink.session().req_header().method == http::Method::POST {
+                    body::read_body(sink.session(), limit, timeout).await
+                } else {
+                    Ok(Bytes::new())
+                };
+                let result = match body {
+                    Ok(body) => admin::handle(&self.app, ctx, admin, uri.query(), &body).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok((status, json)) => {
+                        respond::json(&mut sink, ctx, status, Bytes::from(json.to_string())).await
+                    }
+                    Err(e) => respond::error(&mut sink, ctx, &e).await,
                 }
             }
             Route::ModelInfo => {

@@ -15,6 +15,8 @@ pub enum Route<'a> {
     ModelInfo,
     Llm(Operation),
     Metrics,
+    /// Key management (`/key/*`, see [`super::admin`]).
+    Admin(super::admin::AdminRoute<'a>),
 }
 
 impl Route<'_> {
@@ -30,6 +32,13 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
         .strip_prefix("/v1")
         .filter(|p| p.starts_with('/'))
         .unwrap_or(path);
+    if let Some((admin, takes)) = super::admin::route(path) {
+        return if *method == takes {
+            Ok(Route::Admin(admin))
+        } else {
+            Err(not_allowed(method, path, &[takes]))
+        };
+    }
     let (route, allowed): (Route<'a>, &[Method]) = match trimmed {
         "/chat/completions" => (Route::Llm(Operation::Chat), &[Method::POST]),
         "/embeddings" => (Route::Llm(Operation::Embeddings), &[Method::POST]),
@@ -40,6 +49,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
         _ if path == "/metrics" => (Route::Metrics, &[Method::GET]),
         p => match p.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => (Route::Model(id), &[Method::GET]),
+
             _ => {
                 return Err(GatewayError::new(
                     ErrorKind::NotFound,
@@ -50,17 +60,21 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
         },
     };
     if !allowed.contains(method) {
-        let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
-        return Err(GatewayError::new(
-            ErrorKind::MethodNotAllowed,
-            format!(
-                "Method {method} is not allowed on {path}; use {}.",
-                names.join(" or ")
-            ),
-        )
-        .with_code("method_not_allowed"));
+        return Err(not_allowed(method, path, allowed));
     }
     Ok(route)
+}
+
+fn not_allowed(method: &Method, path: &str, allowed: &[Method]) -> GatewayError {
+    let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+    GatewayError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "Method {method} is not allowed on {path}; use {}.",
+            names.join(" or ")
+        ),
+    )
+    .with_code("method_not_allowed")
 }
 
 #[cfg(test)]

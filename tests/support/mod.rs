@@ -183,6 +183,9 @@ pub fn temp_dir() -> PathBuf {
 /// Waits until `child` (not another process that took the port) accepts connections on `port`.
 /// `Err(None)`: the port is in use by someone else (Pingora retries such a bind for a while
 /// instead of exiting), so try another; `Err(Some(why))`: the gateway failed.
+/// The request id of the harness's own readiness probes, left out of [`Gateway::access_log`].
+const HARNESS_PROBE_ID: &str = "switchboard-test-harness-probe";
+
 /// Readiness says `starting` until the gateway listens for SIGHUP (a signal sent before that
 /// would be lost). Anything else, including a listener that does not speak plaintext HTTP
 /// (TLS), counts as started.
@@ -192,7 +195,7 @@ fn still_starting(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health/readiness HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    if s.write_all(format!("GET /health/readiness HTTP/1.1\r\nHost: t\r\nx-request-id: {HARNESS_PROBE_ID}\r\nConnection: close\r\n\r\n").as_bytes())
         .is_err()
     {
         return false;
@@ -272,6 +275,8 @@ impl Gateway {
                 .arg(lease.port.to_string())
                 .stdout(stdout)
                 .stderr(stderr);
+            // The embedded key store (with a master key) lives in the test's directory.
+            cmd.env("STATE_DIRECTORY", &dir);
             for (k, v) in env {
                 cmd.env(k, v);
             }
@@ -330,6 +335,7 @@ impl Gateway {
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--upgrade")
+            .env("STATE_DIRECTORY", &self.dir)
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
@@ -360,7 +366,8 @@ impl Gateway {
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         self.stdout()
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["request_id"] != HARNESS_PROBE_ID)
             .collect()
     }
 

@@ -1,0 +1,243 @@
+//! The virtual-key `authenticate` stage and the per-key model check, with LiteLLM's rejections
+//! (status, `type`, message prefix; see `multitenant.md` §1.5).
+//!
+//! The key is read from the headers LiteLLM accepts, in its order: `Authorization: Bearer`,
+//! `api-key`, `x-api-key`, `x-goog-api-key`, `Ocp-Apim-Subscription-Key`, `x-litellm-api-key`,
+//! then `general_settings.litellm_key_header_name`. The master key is compared in constant time;
+//! a virtual key is hashed (sha256) and looked up in memory, so how long a lookup takes does not
+//! depend on how much of a stored key the presented one matches.
+
+use super::{abbreviate, hash_key, hex, now_ms, Keys};
+use crate::context::{Context, Principal};
+use crate::error::{ErrorKind, GatewayError};
+use crate::pipeline::Authenticate;
+use crate::tenant::KeyEntry;
+use pingora_http::RequestHeader;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Header names (after `Authorization`) that may carry a key.
+const KEY_HEADERS: [&str; 5] = [
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+    "ocp-apim-subscription-key",
+    "x-litellm-api-key",
+];
+
+/// Authenticates the master key and virtual keys; refuses everything else.
+pub struct VirtualKeys {
+    pub keys: Arc<Keys>,
+    pub master_key: String,
+    /// `general_settings.litellm_key_header_name`, lower-cased.
+    pub custom_header: Option<String>,
+}
+
+fn auth_error(message: String) -> GatewayError {
+    GatewayError::new(ErrorKind::Authentication, message).with_type("auth_error")
+}
+
+/// The key presented, if any. `Err` for an `Authorization` header without `Bearer `.
+fn presented<'r>(
+    req: &'r RequestHeader,
+    custom: Option<&str>,
+) -> Result<Option<&'r str>, GatewayError> {
+    let header = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(v) = header("authorization") {
+        return match v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            Some(key) => Ok(Some(key.trim())),
+            None => Err(auth_error(
+                "Authentication Error, Malformed API Key passed in. Ensure Key has `Bearer ` prefix."
+                    .into(),
+            )),
+        };
+    }
+    for name in KEY_HEADERS.iter().copied().chain(custom) {
+        if let Some(v) = header(name) {
+            return Ok(Some(v.strip_prefix("Bearer ").unwrap_or(v).trim()));
+        }
+    }
+    Ok(None)
+}
+
+impl Authenticate for VirtualKeys {
+    fn authenticate(
+        &self,
+        req: &RequestHeader,
+        _ctx: &Context,
+    ) -> Result<Option<Principal>, GatewayError> {
+        let key = presented(req, self.custom_header.as_deref())?
+            .ok_or_else(|| auth_error("Authentication Error, No api key passed in.".into()))?;
+        if crate::auth::constant_time_eq(key.as_bytes(), self.master_key.as_bytes()) {
+            return Ok(Some(Principal::MasterKey));
+        }
+        let hash = hash_key(key);
+        let Some(entry) = self.keys.get(&hash) else {
+            return Err(auth_error(format!(
+                "Authentication Error, Invalid proxy server token passed. Received API Key = {}, Key Hash (Token) = {}. Unable to find token in cache or `LiteLLM_VerificationTokenTable`",
+                abbreviate(key),
+                hex(&hash)
+            )));
+        };
+        check_usable(&entry, now_ms())?;
+        Ok(Some(Principal::VirtualKey(entry)))
+    }
+}
+
+/// Refuses a blocked or expired key.
+pub fn check_usable(entry: &KeyEntry, now_ms: i64) -> Result<(), GatewayError> {
+    if entry.row.blocked == Some(true) {
+        return Err(auth_error(
+            "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin."
+                .into(),
+        ));
+    }
+    if let Some(expires) = entry.row.expires {
+        if expires <= now_ms {
+            return Err(auth_error(format!(
+                "Authentication Error - Expired Key. Key Expiry time {} and current time {}",
+                iso_ms(expires),
+                iso_ms(now_ms)
+            ))
+            .with_type("expired_key"));
+        }
+    }
+    Ok(())
+}
+
+/// The model group a key's request goes to: the key's `aliases` map the requested name first;
+/// a key with `models` may call only those (`all-proxy-models` means every one).
+pub fn resolve_model<'a>(
+    entry: &KeyEntry,
+    requested: Cow<'a, str>,
+) -> Result<Cow<'a, str>, GatewayError> {
+    let model = match entry
+        .row
+        .aliases
+        .get(requested.as_ref())
+        .and_then(|v| v.as_str())
+    {
+        Some(target) => Cow::Owned(target.to_string()),
+        None => requested,
+    };
+    let models = &entry.row.models;
+    let allowed = models.is_empty()
+        || models
+            .iter()
+            .any(|m| m == model.as_ref() || m == "all-proxy-models" || m == "*");
+    if !allowed {
+        return Err(auth_error(format!(
+            "Authentication Error, API Key not allowed to access model. This key can only access models={models:?}. Tried to access {model}"
+        ))
+        .with_type("key_model_access_denied")
+        .with_param("model"));
+    }
+    Ok(model)
+}
+
+/// Unix ms as `YYYY-MM-DD HH:MM:SS.mmm` UTC.
+pub fn iso_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyRow;
+
+    fn req(h: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        for (k, v) in h {
+            r.insert_header(k.to_string(), v.to_string()).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn key_headers_in_litellm_order() {
+        assert_eq!(
+            presented(
+                &req(&[("authorization", "Bearer sk-a"), ("x-api-key", "sk-b")]),
+                None
+            )
+            .unwrap(),
+            Some("sk-a")
+        );
+        assert_eq!(
+            presented(&req(&[("x-goog-api-key", "sk-g")]), None).unwrap(),
+            Some("sk-g")
+        );
+        assert_eq!(
+            presented(&req(&[("x-my-key", "sk-c")]), Some("x-my-key")).unwrap(),
+            Some("sk-c")
+        );
+        assert_eq!(
+            presented(&req(&[("x-my-key", "sk-c")]), None).unwrap(),
+            None
+        );
+        let e = presented(&req(&[("authorization", "sk-a")]), None).unwrap_err();
+        assert!(e.message.contains("Malformed API Key"), "{}", e.message);
+    }
+
+    #[test]
+    fn aliases_then_models() {
+        let mut row = KeyRow {
+            models: vec!["gpt-4o".into()],
+            ..Default::default()
+        };
+        row.aliases.insert("smart".into(), "gpt-4o".into());
+        let entry = KeyEntry::new(row);
+        assert_eq!(resolve_model(&entry, "smart".into()).unwrap(), "gpt-4o");
+        assert_eq!(resolve_model(&entry, "gpt-4o".into()).unwrap(), "gpt-4o");
+        let e = resolve_model(&entry, "other".into()).unwrap_err();
+        assert_eq!(e.status, 401);
+        assert!(String::from_utf8_lossy(&e.body()).contains("key_model_access_denied"));
+    }
+
+    #[test]
+    fn blocked_and_expired() {
+        let blocked = KeyEntry::new(KeyRow {
+            blocked: Some(true),
+            ..Default::default()
+        });
+        let e = check_usable(&blocked, 0).unwrap_err();
+        assert!(e
+            .message
+            .starts_with("Authentication Error, Key is blocked."));
+        let expired = KeyEntry::new(KeyRow {
+            expires: Some(1_000),
+            ..Default::default()
+        });
+        assert!(check_usable(&expired, 999).is_ok());
+        let e = check_usable(&expired, 1_000).unwrap_err();
+        assert!(String::from_utf8_lossy(&e.body()).contains("\"expired_key\""));
+        assert_eq!(iso_ms(1_700_000_000_123), "2023-11-14 22:13:20.123");
+    }
+}
