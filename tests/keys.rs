@@ -307,7 +307,7 @@ async fn a_database_litellm_made_works_and_gets_our_spend() {
     let info = admin_get(&gw, &format!("/key/info?key={key}")).await.json();
     assert_eq!(info["info"]["metadata"]["from"], "litellm");
     let logged = format!(
-        "SELECT COUNT(*)::float8 FROM \"LiteLLM_SpendLogs\" WHERE api_key = '{hash}' AND call_type = 'acompletion' AND \"user\" = 'u-1' AND model_group = 'gpt-4o' AND total_tokens = 18"
+        "SELECT COUNT(*)::float8 FROM \"LiteLLM_SpendLogs\" WHERE api_key = '{hash}' AND call_type = 'acompletion' AND \"user\" = 'u-1' AND model_group = 'gpt-4o' AND total_tokens = 18 AND requester_ip_address = '127.0.0.1'"
     );
     assert!(
         wait_until_async(

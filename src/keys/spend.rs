@@ -176,6 +176,7 @@ impl crate::pipeline::Settle for SpendSettle {
             user_id: key.and_then(|k| k.row.user_id.clone()),
             team_id: key.and_then(|k| k.row.team_id.clone()),
             end_user: ctx.end_user.clone(),
+            requester_ip_address: ctx.client_addr.map(|a| a.to_string()),
             status: if ctx.status < 400 {
                 "success"
             } else {

@@ -89,6 +89,8 @@ pub struct SpendRow {
     pub user_id: Option<String>,
     pub team_id: Option<String>,
     pub end_user: Option<String>,
+    /// The client's address as resolved at the edge (trusted proxies, PROXY protocol).
+    pub requester_ip_address: Option<String>,
     pub status: &'static str,
 }
 
@@ -371,7 +373,7 @@ impl Store {
         }
         let pg = self.is_postgres();
         let insert = format!(
-            "INSERT INTO \"LiteLLM_SpendLogs\" (\"request_id\", \"call_type\", \"api_key\", \"spend\", \"prompt_tokens\", \"completion_tokens\", \"total_tokens\", \"startTime\", \"endTime\", \"request_duration_ms\", \"model\", \"model_id\", \"model_group\", \"custom_llm_provider\", \"api_base\", \"user\", \"team_id\", \"end_user\", \"status\") VALUES ($1, $2, $3, $4, $5, $6, $7, {}, {}, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) ON CONFLICT (\"request_id\") DO NOTHING",
+            "INSERT INTO \"LiteLLM_SpendLogs\" (\"request_id\", \"call_type\", \"api_key\", \"spend\", \"prompt_tokens\", \"completion_tokens\", \"total_tokens\", \"startTime\", \"endTime\", \"request_duration_ms\", \"model\", \"model_id\", \"model_group\", \"custom_llm_provider\", \"api_base\", \"user\", \"team_id\", \"end_user\", \"status\", \"requester_ip_address\") VALUES ($1, $2, $3, $4, $5, $6, $7, {}, {}, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) ON CONFLICT (\"request_id\") DO NOTHING",
             ts_in(pg, "$8"),
             ts_in(pg, "$9")
         );
@@ -420,6 +422,7 @@ impl Store {
                     .bind(&r.team_id)
                     .bind(&r.end_user)
                     .bind(r.status)
+                    .bind(&r.requester_ip_address)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
@@ -578,13 +581,14 @@ mod tests {
             api_key: row.token.clone(),
             spend: 0.25,
             end_user: Some("u1".into()),
+            requester_ip_address: Some("10.1.2.3".into()),
             status: "success",
             ..Default::default()
         };
         store.write_spend(&[spend]).await.unwrap();
         assert_eq!(store.load_keys().await.unwrap()[0].spend, 0.25);
         let n = store
-            .scalar_f64("SELECT CAST(COUNT(*) AS REAL) FROM \"LiteLLM_SpendLogs\"")
+            .scalar_f64("SELECT CAST(COUNT(*) AS REAL) FROM \"LiteLLM_SpendLogs\" WHERE \"requester_ip_address\" = '10.1.2.3'")
             .await
             .unwrap();
         assert_eq!(n, 1.0);
