@@ -191,17 +191,15 @@ async fn a_streams_final_usage_chunk_carries_the_cost() {
         .into_response()
         .await;
     assert!(!resp.text().contains("\"cost\""), "{}", resp.text());
-    let lines = gw.access_log();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut billed = lines.iter().filter(|l| l["cost"].is_f64()).count();
-    while billed < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        billed = gw
-            .access_log()
+    // Access logging follows the response: wait for both lines.
+    let billed = || {
+        gw.access_log()
             .iter()
             .filter(|l| l["cost"].is_f64())
-            .count();
-    }
+            .count()
+    };
+    wait_until(|| billed() >= 2, Duration::from_secs(10)).await;
+    let billed = billed();
     assert_eq!(billed, 2, "{}", gw.stdout());
 }
 
