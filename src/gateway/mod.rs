@@ -22,6 +22,7 @@
 //! `upstream_peer` is never reached.
 
 pub mod admin;
+pub mod admin_spend;
 pub mod body;
 pub mod cors;
 pub mod exchange;
