@@ -334,3 +334,54 @@ async fn the_openai_python_sdk_completions_client_works() {
         assert_eq!(seen["error"]["status"], 400, "{seen}");
     }
 }
+
+/// Keys and spend as for chat: no key is a 401; a virtual key's call is logged in LiteLLM's
+/// spend table with call type `atext_completion`.
+#[tokio::test]
+async fn keys_are_checked_and_spend_is_logged_as_atext_completion() {
+    const MASTER: &str = "sk-master-1234";
+    let up = upstream(9).await;
+    let gw = Gateway::start(&format!(
+        "{}general_settings:\n  master_key: {MASTER}\n",
+        config(&up.base())
+    ));
+    let body = json!({"model": "gpt-4o", "prompt": "hi"}).to_string();
+    let json_ct = ("content-type", "application/json");
+    gw.post_with("/v1/completions", &[json_ct], body.as_bytes())
+        .await
+        .expect_error(401);
+    assert_eq!(up.count(), 0);
+    let master = format!("Bearer {MASTER}");
+    let r = gw
+        .post_with(
+            "/key/generate",
+            &[json_ct, ("authorization", &master)],
+            b"{}",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {key}");
+    let r = gw
+        .post_with(
+            "/v1/completions",
+            &[json_ct, ("authorization", &bearer)],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let hash = switchboard::keys::hex(&switchboard::keys::hash_key(&key));
+    let url = format!("sqlite://{}", gw.dir.join("switchboard.db").display());
+    let store = switchboard::store::Store::open(&url).await.unwrap();
+    let logged = format!(
+        "SELECT CAST(COUNT(*) AS REAL) FROM \"LiteLLM_SpendLogs\" WHERE api_key = '{hash}' AND call_type = 'atext_completion' AND model_group = 'gpt-4o' AND spend > 0"
+    );
+    assert!(
+        wait_until_async(
+            async || store.scalar_f64(&logged).await.unwrap_or(0.0) == 1.0,
+            Duration::from_secs(15)
+        )
+        .await,
+        "the call's spend row"
+    );
+}
