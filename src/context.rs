@@ -198,6 +198,8 @@ pub struct Context {
     /// header, else the body's `user`. Client-chosen and not validated: anything that uses it
     /// as a metric label or a key must bound it.
     pub end_user: Option<String>,
+    /// The `x-litellm-tags` header as sent (comma-separated tags for tag routing), when present.
+    pub tags_header: Option<Box<str>>,
     /// The model name the client asked for.
     pub model: Option<String>,
     pub deployment: Option<Arc<Deployment>>,
@@ -246,6 +248,7 @@ impl Default for Context {
             principal: Principal::Anonymous,
             client_addr: None,
             end_user: None,
+            tags_header: None,
             model: None,
             deployment: None,
             status: 0,

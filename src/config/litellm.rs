@@ -394,6 +394,8 @@ fn read_general(
         .map(|h| h.to_ascii_lowercase());
     let allowed_ips = cidr_list(&mut s, "allowed_ips")?;
     let cors = read_cors(&mut s)?;
+    let env = s.env();
+    let health = read_health_alerting(&mut s, env)?;
     // LiteLLM's names for believing X-Forwarded-For: `use_x_forwarded_for` with the proxies in
     // `mcp_trusted_proxy_ranges`. Used when `switchboard.trusted_proxies` is not set.
     let use_xff = s.bool("use_x_forwarded_for")?.unwrap_or(false);
@@ -433,7 +435,82 @@ fn read_general(
         litellm_key_header_name,
         allowed_ips,
         cors,
+        health,
     })
+}
+
+/// LiteLLM's alert types (`AlertType` in `litellm/proxy/_types.py`).
+pub const ALERT_TYPES: &[&str] = &[
+    "llm_exceptions",
+    "llm_too_slow",
+    "llm_requests_hanging",
+    "budget_alerts",
+    "spend_reports",
+    "failed_tracking_spend",
+    "db_exceptions",
+    "daily_reports",
+    "cooldown_deployment",
+    "new_model_added",
+    "outage_alerts",
+    "region_outage_alerts",
+    "fallback_reports",
+    "new_virtual_key_created",
+    "virtual_key_updated",
+    "virtual_key_deleted",
+    "new_team_created",
+    "team_updated",
+    "team_deleted",
+    "new_internal_user_created",
+    "internal_user_updated",
+    "internal_user_deleted",
+    "soft_budget_crossed",
+];
+
+/// `background_health_checks`, `health_check_interval`, `alerting`, `alerting_threshold`,
+/// `alert_types`; the webhook URLs from `SLACK_WEBHOOK_URL` / `WEBHOOK_URL`.
+fn read_health_alerting(
+    s: &mut Section<'_>,
+    env: &Env<'_>,
+) -> Result<HealthAlertSettings, ConfigError> {
+    let mut out = HealthAlertSettings::default();
+    if let Some(v) = s.bool("background_health_checks")? {
+        out.background_health_checks = v;
+    }
+    if let Some(v) = s.f64_in("health_check_interval", 1.0, 86_400.0 * 7.0)? {
+        out.health_check_interval = Duration::from_secs_f64(v);
+    }
+    if let Some(v) = s.f64_in("alerting_threshold", 0.001, 86_400.0)? {
+        out.alerting_threshold = Duration::from_secs_f64(v);
+    }
+    if let Some(list) = s.string_list("alerting")? {
+        for (i, name) in list.iter().enumerate() {
+            if !matches!(name.as_str(), "slack" | "webhook" | "email") {
+                return Err(ConfigError::new(
+                    format!("{}[{i}]", s.key_path("alerting")),
+                    format!("unknown alerting destination \"{name}\" (slack, webhook or email)"),
+                ));
+            }
+        }
+        out.alerting = list;
+    }
+    if let Some(list) = s.string_list("alert_types")? {
+        for (i, name) in list.iter().enumerate() {
+            if !ALERT_TYPES.contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{}[{i}]", s.key_path("alert_types")),
+                    format!(
+                        "unknown alert type \"{name}\" (LiteLLM's: {})",
+                        ALERT_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        out.alert_types = Some(list);
+    }
+    s.accept(&["alerting_args", "health_check_details"]);
+    out.slack_webhook_url = env.lookup("SLACK_WEBHOOK_URL").filter(|u| !u.is_empty());
+    out.webhook_url = env.lookup("WEBHOOK_URL").filter(|u| !u.is_empty());
+    Ok(out)
 }
 
 /// Also returns `json_logs`, which sets the diagnostic log format unless `switchboard.json_logs`
@@ -592,6 +669,12 @@ fn read_router_settings(
     out.model_group_alias = group_aliases(&mut s)?;
     out.default_max_parallel_requests = s.u64("default_max_parallel_requests")?;
     out.cooldown_wait = seconds(&mut s, "cooldown_wait")?;
+    if let Some(v) = s.bool("enable_tag_filtering")? {
+        out.enable_tag_filtering = v;
+    }
+    if let Some(v) = s.bool("tag_filtering_match_any")? {
+        out.tag_filtering_match_any = v;
+    }
     s.finish(warnings);
     Ok(())
 }
@@ -866,6 +949,7 @@ fn read_deployment(
         input_cost_per_token: lp.f64_in("input_cost_per_token", 0.0, 1e6)?,
         output_cost_per_token: lp.f64_in("output_cost_per_token", 0.0, 1e6)?,
         call_defaults: CallDefaults::read(&mut lp)?,
+        tags: lp.string_list("tags")?.unwrap_or_default(),
         extra: Default::default(),
     };
     if let Some(Value::Sequence(_)) = lp.value("drop_params") {

@@ -33,6 +33,7 @@ use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
 use crate::providers::{Operation, Outbound, RequestContext, StreamTranslator};
 use crate::router::cooldown::error_class;
+use crate::router::filter::{Region, RouteFilter};
 use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Unavailable};
 use crate::upstream::UpstreamResponse;
 use bytes::{Bytes, BytesMut};
@@ -78,6 +79,8 @@ struct Call<'a> {
     deadline: Instant,
     /// Size of the request body: the prompt estimate when a stream ends without usage.
     prompt_bytes: usize,
+    /// The tags and region this request may use, in every group it tries.
+    filter: &'a RouteFilter,
 }
 
 enum GroupOutcome {
@@ -156,6 +159,7 @@ pub async fn handle(
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
+    let filter = route_filter(snapshot, &parsed, ctx);
     let response_id = ResponseId::generate();
     let call = Call {
         app,
@@ -173,6 +177,7 @@ pub async fn handle(
             .then(|| parsed.estimated_prompt_tokens()),
         deadline: ctx.start + snapshot.request_timeout,
         prompt_bytes: body.len(),
+        filter: &filter,
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -250,6 +255,54 @@ pub async fn handle(
     }
 }
 
+/// What the request may route to: its tags, when `router_settings.enable_tag_filtering` is on
+/// (the body's `tags` and `metadata.tags`, the `x-litellm-tags` header, and the key's
+/// `metadata.tags`, as LiteLLM merges them), and the key's `metadata.allowed_model_region`.
+/// Tags of the wrong shape are no tags, as in LiteLLM. Allocates nothing when there is none
+/// of this.
+fn route_filter(snapshot: &Snapshot, body: &RequestBody<'_>, ctx: &Context) -> RouteFilter {
+    let mut filter = RouteFilter::new(&snapshot.config.router);
+    let key_meta = ctx.principal.key().map(|k| &k.row.metadata);
+    if filter.tag_filtering {
+        let tags_of = |raw: Option<&serde_json::value::RawValue>| -> Vec<String> {
+            raw.and_then(|r| serde_json::from_str::<Vec<String>>(r.get()).ok())
+                .unwrap_or_default()
+        };
+        #[derive(serde::Deserialize)]
+        struct Meta<'a> {
+            #[serde(borrow)]
+            tags: Option<&'a serde_json::value::RawValue>,
+        }
+        let meta: Option<Meta<'_>> = body
+            .get("metadata")
+            .and_then(|m| serde_json::from_str(m.get()).ok());
+        filter.add_tags(tags_of(body.get("tags")).iter().map(String::as_str));
+        filter.add_tags(
+            tags_of(meta.and_then(|m| m.tags))
+                .iter()
+                .map(String::as_str),
+        );
+        if let Some(h) = &ctx.tags_header {
+            filter.add_tags(h.split(','));
+        }
+        if let Some(tags) = key_meta
+            .and_then(|m| m.get("tags"))
+            .and_then(|t| t.as_array())
+        {
+            filter.add_tags(tags.iter().filter_map(|t| t.as_str()));
+        }
+    }
+    if let Some(region) = key_meta
+        .and_then(|m| m.get("allowed_model_region"))
+        .and_then(|r| r.as_str())
+        .and_then(Region::parse)
+    {
+        filter.region = Some(region);
+        filter.region_from = "key";
+    }
+    filter
+}
+
 /// The body's `user` (OpenAI's end-user field), when it is a non-empty string.
 fn end_user(body: &RequestBody<'_>) -> Option<String> {
     let raw = body.get("user")?;
@@ -291,12 +344,27 @@ async fn run_group(
         let tokens = call.prompt_tokens.unwrap_or_default();
         return GroupOutcome::Failed(group.context_window_exceeded(tokens));
     }
+    // Tags and region: what they rule out is never picked, by this or any later attempt.
+    let excluded = match group.ruled_out(call.filter) {
+        Ok(ruled_out) if ruled_out.is_empty() => too_small,
+        Ok(mut ruled_out) => {
+            ruled_out.extend(too_small);
+            if ruled_out.len() >= group.deployments.len()
+                && (0..group.deployments.len()).all(|i| ruled_out.contains(&i))
+            {
+                let tokens = call.prompt_tokens.unwrap_or_default();
+                return GroupOutcome::Failed(group.context_window_exceeded(tokens));
+            }
+            ruled_out
+        }
+        Err(e) => return GroupOutcome::Failed(e),
+    };
     loop {
         let now = Instant::now();
         if now >= call.deadline {
             return GroupOutcome::Failed(last_err.unwrap_or_else(|| request_deadline(call)));
         }
-        let admission = match group.select_excluding(now, call.stream, &tried, &too_small, router) {
+        let admission = match group.select_excluding(now, call.stream, &tried, &excluded, router) {
             Ok(a) => a,
             Err(u) => {
                 return match last_err {
@@ -330,7 +398,7 @@ async fn run_group(
         retries += 1;
         let elsewhere = group.deployments.iter().enumerate().any(|(i, d)| {
             !tried.contains(&i)
-                && !too_small.contains(&i)
+                && !excluded.contains(&i)
                 && !matches!(
                     d.state.availability(Instant::now()),
                     crate::router::Availability::Cooling(_)

@@ -70,6 +70,12 @@ impl ProxyHttp for Gateway {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         ctx.end_user = end_user_header(session);
+        ctx.tags_header = session
+            .req_header()
+            .headers
+            .get("x-litellm-tags")
+            .and_then(|v| v.to_str().ok())
+            .map(Box::from);
         let _serving = self.app.in_flight.enter();
         if let Err(e) = framing::check(session) {
             session.set_keepalive(None);
