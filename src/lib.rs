@@ -20,6 +20,7 @@
 //!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
+//! - [`health`]: LiteLLM's `/health` model checks, in the background feeding routing.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
@@ -34,6 +35,7 @@ pub mod edge;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod health;
 pub mod keys;
 pub mod lifecycle;
 pub mod listeners;

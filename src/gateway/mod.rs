@@ -185,6 +185,24 @@ impl Gateway {
                 let status = if draining || starting { 503 } else { 200 };
                 respond::json(&mut sink, ctx, status, Bytes::from(body.to_string())).await
             }
+            Route::ModelHealth => {
+                ctx.route = "health";
+                let app = &self.app;
+                match crate::health::answer(
+                    snapshot,
+                    &app.client,
+                    &app.model_health,
+                    &ctx.principal,
+                    uri.query(),
+                )
+                .await
+                {
+                    Ok(body) => {
+                        respond::json(&mut sink, ctx, 200, Bytes::from(body.to_string())).await
+                    }
+                    Err(e) => respond::error(&mut sink, ctx, &e).await,
+                }
+            }
             Route::Metrics => {
                 ctx.route = "metrics";
                 if snapshot.config.litellm.require_auth_for_metrics_endpoint {
