@@ -20,10 +20,13 @@
 //!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
+//! - [`alerting`]: Slack and webhook alerts (exceptions, slow answers, cooldowns, outages,
+//!   budgets), sent off the request path.
 //! - [`health`]: LiteLLM's `/health` model checks, in the background feeding routing.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
+pub mod alerting;
 pub mod app;
 pub mod auth;
 pub mod client_addr;

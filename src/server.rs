@@ -206,6 +206,12 @@ pub fn build(
             health: app.model_health.clone(),
         };
         server.add_service(background_service("model health checks", model_checks));
+        let app3 = app.clone();
+        let alerts = crate::alerting::AlertSender {
+            snapshot: move || app3.snapshot.load().routing.clone(),
+            client: app.client.clone(),
+        };
+        server.add_service(background_service("alerts", alerts));
     }
     // --- end routing ---
     crate::lifecycle::install_signal_handlers()

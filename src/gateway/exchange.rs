@@ -237,6 +237,9 @@ pub async fn handle(
         let now = Instant::now();
         if let Some(all) = only_unavailable {
             let err = all.to_error(&primary.name, now);
+            if all.all_cooling() {
+                crate::alerting::outage(&primary.name, &err.message);
+            }
             // Configured: wait (bounded) for the first deployment to recover, then start over.
             if let (true, Some(until), Some(recovery)) =
                 (all.all_cooling(), wait_until, all.earliest_recovery)
@@ -581,6 +584,13 @@ fn attempt_failed(call: &Call<'_>, admission: Admission, err: &GatewayError) {
         .deployment_attempt(&deployment, call.requested, Some(err.status));
     if let Some(d) = admission.failed(Instant::now(), err, &call.snapshot.cooldown) {
         call.app.metrics.cooled_down(&deployment, err.status);
+        crate::alerting::cooled_down(
+            &deployment.config.model_name,
+            deployment.id(),
+            deployment.api_base(),
+            d,
+            &err.message,
+        );
         log::warn!(
             "deployment {} ({}) cooling down for {:.1}s after: {}",
             deployment.id(),
