@@ -200,6 +200,10 @@ pub struct Context {
     pub end_user: Option<String>,
     /// The `x-litellm-tags` header as sent (comma-separated tags for tag routing), when present.
     pub tags_header: Option<Box<str>>,
+    /// The key's team, user and team membership and the end user's row, resolved from memory
+    /// after authentication (see [`crate::tenant`] for which limits each carries). Empty for
+    /// the master key (but its end user) and without a key store.
+    pub tenancy: crate::tenant::Tenancy,
     /// The model name the client asked for.
     pub model: Option<String>,
     pub deployment: Option<Arc<Deployment>>,
@@ -249,6 +253,7 @@ impl Default for Context {
             client_addr: None,
             end_user: None,
             tags_header: None,
+            tenancy: crate::tenant::Tenancy::default(),
             model: None,
             deployment: None,
             status: 0,
