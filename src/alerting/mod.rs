@@ -232,6 +232,20 @@ pub fn cooled_down(group: &str, deployment_id: &str, api_base: &str, for_: Durat
     ));
 }
 
+/// A cooled-down deployment answered its probe and takes requests again (sent as a
+/// `cooldown_deployment` alert, as LiteLLM reports both directions under that type).
+pub fn recovered(group: &str, deployment_id: &str) {
+    if !enabled() {
+        return;
+    }
+    notify(Alert::new(
+        "cooldown_deployment",
+        Level::Low,
+        format!("recovered:{deployment_id}"),
+        format!("Deployment recovered after its cooldown\nModel: `{group}`\nDeployment id: `{deployment_id}`"),
+    ));
+}
+
 /// Every deployment of a group is unavailable (`outage_alerts`).
 pub fn outage(group: &str, detail: &str) {
     if !enabled() {

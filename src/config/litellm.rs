@@ -1764,4 +1764,25 @@ model_list:
         let c = parse("general_settings: {cors_allow_origins: []}\n").unwrap();
         assert_eq!(c.general.cors.origins, Some(vec![]));
     }
+
+    #[test]
+    fn tag_routing_health_checks_and_alerting_settings() {
+        let c = parse(
+            "model_list:\n  - {model_name: g, litellm_params: {model: openai/a, tags: [free, default]}}\nrouter_settings: {enable_tag_filtering: true, tag_filtering_match_any: false}\ngeneral_settings:\n  background_health_checks: true\n  health_check_interval: 30\n  alerting: [slack, webhook]\n  alerting_threshold: 10\n  alert_types: [llm_exceptions, cooldown_deployment]\nenvironment_variables: {SLACK_WEBHOOK_URL: \"http://127.0.0.1:1/s\"}\n",
+        )
+        .unwrap();
+        assert_eq!(c.deployments[0].params.tags, ["free", "default"]);
+        assert!(c.router.enable_tag_filtering && !c.router.tag_filtering_match_any);
+        let h = &c.general.health;
+        assert!(h.background_health_checks);
+        assert_eq!(h.health_check_interval, Duration::from_secs(30));
+        assert_eq!(h.alerting, ["slack", "webhook"]);
+        assert_eq!(h.alerting_threshold, Duration::from_secs(10));
+        assert_eq!(h.slack_webhook_url.as_deref(), Some("http://127.0.0.1:1/s"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let e = parse("general_settings: {alert_types: [llm_exceptions, llm_slow]}\n").unwrap_err();
+        assert_eq!(e.path, "general_settings.alert_types[1]");
+        let e = parse("general_settings: {alerting: [pagerduty]}\n").unwrap_err();
+        assert_eq!(e.path, "general_settings.alerting[0]");
+    }
 }

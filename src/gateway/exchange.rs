@@ -263,8 +263,9 @@ pub async fn handle(
 }
 
 /// What the request may route to: its tags, when `router_settings.enable_tag_filtering` is on
-/// (the body's `tags` and `metadata.tags`, the `x-litellm-tags` header, and the key's
-/// `metadata.tags`, as LiteLLM merges them), and the key's `metadata.allowed_model_region`.
+/// (the body's `tags` and `metadata.tags`, the `x-litellm-tags` header, and the key's and its
+/// team's `metadata.tags`, as LiteLLM merges them), and the end user's `allowed_model_region`
+/// (else the key's `metadata.allowed_model_region`).
 /// Tags of the wrong shape are no tags, as in LiteLLM. Allocates nothing when there is none
 /// of this.
 fn route_filter(snapshot: &Snapshot, body: &RequestBody<'_>, ctx: &Context) -> RouteFilter {
@@ -292,18 +293,29 @@ fn route_filter(snapshot: &Snapshot, body: &RequestBody<'_>, ctx: &Context) -> R
         if let Some(h) = &ctx.tags_header {
             filter.add_tags(h.split(','));
         }
-        if let Some(tags) = key_meta
-            .and_then(|m| m.get("tags"))
-            .and_then(|t| t.as_array())
-        {
-            filter.add_tags(tags.iter().filter_map(|t| t.as_str()));
+        // Inherited: the key's and its team's `metadata.tags`.
+        let team_meta = ctx.tenancy.team.as_ref().map(|t| &t.row.metadata);
+        for meta in [key_meta, team_meta].into_iter().flatten() {
+            if let Some(tags) = meta.get("tags").and_then(|t| t.as_array()) {
+                filter.add_tags(tags.iter().filter_map(|t| t.as_str()));
+            }
         }
     }
-    if let Some(region) = key_meta
+    // The end user's `allowed_model_region` (LiteLLM's), else the key's metadata one.
+    let end_user_region = ctx
+        .tenancy
+        .end_user
+        .as_ref()
+        .and_then(|e| e.row.allowed_model_region.as_deref())
+        .and_then(Region::parse);
+    let key_region = key_meta
         .and_then(|m| m.get("allowed_model_region"))
         .and_then(|r| r.as_str())
-        .and_then(Region::parse)
-    {
+        .and_then(Region::parse);
+    if let Some(region) = end_user_region {
+        filter.region = Some(region);
+        filter.region_from = "end user";
+    } else if let Some(region) = key_region {
         filter.region = Some(region);
         filter.region_from = "key";
     }
@@ -536,6 +548,9 @@ async fn attempt(
             call.app
                 .metrics
                 .deployment_attempt(&deployment, call.requested, None);
+            if admission.probe {
+                crate::alerting::recovered(&deployment.config.model_name, deployment.id());
+            }
             admission.succeeded(Instant::now(), latency, None, tokens);
         }
         Ready::Stream {
@@ -571,6 +586,9 @@ async fn attempt(
                     call.app
                         .metrics
                         .deployment_attempt(&deployment, call.requested, None);
+                    if admission.probe {
+                        crate::alerting::recovered(&deployment.config.model_name, deployment.id());
+                    }
                     admission.succeeded(now, ttft, Some(ttft), tokens);
                 }
             }
