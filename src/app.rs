@@ -62,6 +62,8 @@ pub struct App {
     pub in_flight: InFlight,
     /// The virtual-key store (with a master key set); outlives reloads.
     pub keys: Option<Arc<crate::keys::Keys>>,
+    /// The last background `/health` run (`general_settings.background_health_checks`).
+    pub model_health: Arc<crate::health::ModelHealth>,
 }
 
 impl App {
@@ -85,6 +87,7 @@ impl App {
             draining: AtomicBool::new(false),
             reload_armed: AtomicBool::new(false),
             in_flight: InFlight::default(),
+            model_health: Arc::default(),
         }
     }
 }

@@ -198,6 +198,8 @@ pub struct Context {
     /// header, else the body's `user`. Client-chosen and not validated: anything that uses it
     /// as a metric label or a key must bound it.
     pub end_user: Option<String>,
+    /// The `x-litellm-tags` header as sent (comma-separated tags for tag routing), when present.
+    pub tags_header: Option<Box<str>>,
     /// The key's team, user and team membership and the end user's row, resolved from memory
     /// after authentication (see [`crate::tenant`] for which limits each carries). Empty for
     /// the master key (but its end user) and without a key store.
@@ -250,6 +252,7 @@ impl Default for Context {
             principal: Principal::Anonymous,
             client_addr: None,
             end_user: None,
+            tags_header: None,
             tenancy: crate::tenant::Tenancy::default(),
             model: None,
             deployment: None,

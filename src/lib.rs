@@ -22,9 +22,13 @@
 //! - [`shared_state`]: the Redis client for state shared by gateway instances.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
+//! - [`alerting`]: Slack and webhook alerts (exceptions, slow answers, cooldowns, outages,
+//!   budgets), sent off the request path.
+//! - [`health`]: LiteLLM's `/health` model checks, in the background feeding routing.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
 //!   (signals, drain), [`systemd`] (sd_notify).
 
+pub mod alerting;
 pub mod app;
 pub mod auth;
 pub mod client_addr;
@@ -36,6 +40,7 @@ pub mod edge;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod health;
 pub mod ingress;
 pub mod keys;
 pub mod lifecycle;

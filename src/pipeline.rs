@@ -104,6 +104,12 @@ impl Stages {
             (Some(master), None) => stages = stages.authenticate_with(MasterKey(master.clone())),
             (None, _) => {}
         }
+        crate::alerting::arm(config);
+        if !config.general.health.alerting.is_empty() {
+            stages = stages.settle_with(crate::alerting::AlertSettle {
+                threshold: config.general.health.alerting_threshold,
+            });
+        }
         stages
     }
 

@@ -195,10 +195,23 @@ pub fn build(
 
     // --- routing: active health checks (router::health) over the current snapshot ---
     {
-        let app = app.clone();
+        let app1 = app.clone();
         let checks =
-            crate::router::health::HealthChecks::new(move || app.snapshot.load().routing.clone());
+            crate::router::health::HealthChecks::new(move || app1.snapshot.load().routing.clone());
         server.add_service(background_service("health checks", checks));
+        let app2 = app.clone();
+        let model_checks = crate::health::BackgroundChecks {
+            snapshot: move || app2.snapshot.load().routing.clone(),
+            client: app.client.clone(),
+            health: app.model_health.clone(),
+        };
+        server.add_service(background_service("model health checks", model_checks));
+        let app3 = app.clone();
+        let alerts = crate::alerting::AlertSender {
+            snapshot: move || app3.snapshot.load().routing.clone(),
+            client: app.client.clone(),
+        };
+        server.add_service(background_service("alerts", alerts));
     }
     // --- end routing ---
     crate::lifecycle::install_signal_handlers()

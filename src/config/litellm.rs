@@ -402,6 +402,8 @@ fn read_general(
         .map(|h| h.to_ascii_lowercase());
     let allowed_ips = cidr_list(&mut s, "allowed_ips")?;
     let cors = read_cors(&mut s)?;
+    let env = s.env();
+    let health = read_health_alerting(&mut s, env)?;
     // LiteLLM's names for believing X-Forwarded-For: `use_x_forwarded_for` with the proxies in
     // `mcp_trusted_proxy_ranges`. Used when `switchboard.trusted_proxies` is not set.
     let use_xff = s.bool("use_x_forwarded_for")?.unwrap_or(false);
@@ -441,7 +443,82 @@ fn read_general(
         litellm_key_header_name,
         allowed_ips,
         cors,
+        health,
     })
+}
+
+/// LiteLLM's alert types (`AlertType` in `litellm/proxy/_types.py`).
+pub const ALERT_TYPES: &[&str] = &[
+    "llm_exceptions",
+    "llm_too_slow",
+    "llm_requests_hanging",
+    "budget_alerts",
+    "spend_reports",
+    "failed_tracking_spend",
+    "db_exceptions",
+    "daily_reports",
+    "cooldown_deployment",
+    "new_model_added",
+    "outage_alerts",
+    "region_outage_alerts",
+    "fallback_reports",
+    "new_virtual_key_created",
+    "virtual_key_updated",
+    "virtual_key_deleted",
+    "new_team_created",
+    "team_updated",
+    "team_deleted",
+    "new_internal_user_created",
+    "internal_user_updated",
+    "internal_user_deleted",
+    "soft_budget_crossed",
+];
+
+/// `background_health_checks`, `health_check_interval`, `alerting`, `alerting_threshold`,
+/// `alert_types`; the webhook URLs from `SLACK_WEBHOOK_URL` / `WEBHOOK_URL`.
+fn read_health_alerting(
+    s: &mut Section<'_>,
+    env: &Env<'_>,
+) -> Result<HealthAlertSettings, ConfigError> {
+    let mut out = HealthAlertSettings::default();
+    if let Some(v) = s.bool("background_health_checks")? {
+        out.background_health_checks = v;
+    }
+    if let Some(v) = s.f64_in("health_check_interval", 1.0, 86_400.0 * 7.0)? {
+        out.health_check_interval = Duration::from_secs_f64(v);
+    }
+    if let Some(v) = s.f64_in("alerting_threshold", 0.001, 86_400.0)? {
+        out.alerting_threshold = Duration::from_secs_f64(v);
+    }
+    if let Some(list) = s.string_list("alerting")? {
+        for (i, name) in list.iter().enumerate() {
+            if !matches!(name.as_str(), "slack" | "webhook" | "email") {
+                return Err(ConfigError::new(
+                    format!("{}[{i}]", s.key_path("alerting")),
+                    format!("unknown alerting destination \"{name}\" (slack, webhook or email)"),
+                ));
+            }
+        }
+        out.alerting = list;
+    }
+    if let Some(list) = s.string_list("alert_types")? {
+        for (i, name) in list.iter().enumerate() {
+            if !ALERT_TYPES.contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{}[{i}]", s.key_path("alert_types")),
+                    format!(
+                        "unknown alert type \"{name}\" (LiteLLM's: {})",
+                        ALERT_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        out.alert_types = Some(list);
+    }
+    s.accept(&["alerting_args", "health_check_details"]);
+    out.slack_webhook_url = env.lookup("SLACK_WEBHOOK_URL").filter(|u| !u.is_empty());
+    out.webhook_url = env.lookup("WEBHOOK_URL").filter(|u| !u.is_empty());
+    Ok(out)
 }
 
 /// Also returns `json_logs`, which sets the diagnostic log format unless `switchboard.json_logs`
@@ -604,6 +681,12 @@ fn read_router_settings(
     out.model_group_alias = group_aliases(&mut s)?;
     out.default_max_parallel_requests = s.u64("default_max_parallel_requests")?;
     out.cooldown_wait = seconds(&mut s, "cooldown_wait")?;
+    if let Some(v) = s.bool("enable_tag_filtering")? {
+        out.enable_tag_filtering = v;
+    }
+    if let Some(v) = s.bool("tag_filtering_match_any")? {
+        out.tag_filtering_match_any = v;
+    }
     out.redis = super::redis::read_router(&mut s)?;
     s.finish(warnings);
     Ok(())
@@ -879,6 +962,7 @@ fn read_deployment(
         input_cost_per_token: lp.f64_in("input_cost_per_token", 0.0, 1e6)?,
         output_cost_per_token: lp.f64_in("output_cost_per_token", 0.0, 1e6)?,
         call_defaults: CallDefaults::read(&mut lp)?,
+        tags: lp.string_list("tags")?.unwrap_or_default(),
         extra: Default::default(),
     };
     if let Some(Value::Sequence(_)) = lp.value("drop_params") {
@@ -1679,5 +1763,26 @@ model_list:
         // An empty list turns CORS off.
         let c = parse("general_settings: {cors_allow_origins: []}\n").unwrap();
         assert_eq!(c.general.cors.origins, Some(vec![]));
+    }
+
+    #[test]
+    fn tag_routing_health_checks_and_alerting_settings() {
+        let c = parse(
+            "model_list:\n  - {model_name: g, litellm_params: {model: openai/a, tags: [free, default]}}\nrouter_settings: {enable_tag_filtering: true, tag_filtering_match_any: false}\ngeneral_settings:\n  background_health_checks: true\n  health_check_interval: 30\n  alerting: [slack, webhook]\n  alerting_threshold: 10\n  alert_types: [llm_exceptions, cooldown_deployment]\nenvironment_variables: {SLACK_WEBHOOK_URL: \"http://127.0.0.1:1/s\"}\n",
+        )
+        .unwrap();
+        assert_eq!(c.deployments[0].params.tags, ["free", "default"]);
+        assert!(c.router.enable_tag_filtering && !c.router.tag_filtering_match_any);
+        let h = &c.general.health;
+        assert!(h.background_health_checks);
+        assert_eq!(h.health_check_interval, Duration::from_secs(30));
+        assert_eq!(h.alerting, ["slack", "webhook"]);
+        assert_eq!(h.alerting_threshold, Duration::from_secs(10));
+        assert_eq!(h.slack_webhook_url.as_deref(), Some("http://127.0.0.1:1/s"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let e = parse("general_settings: {alert_types: [llm_exceptions, llm_slow]}\n").unwrap_err();
+        assert_eq!(e.path, "general_settings.alert_types[1]");
+        let e = parse("general_settings: {alerting: [pagerduty]}\n").unwrap_err();
+        assert_eq!(e.path, "general_settings.alerting[0]");
     }
 }

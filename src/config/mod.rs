@@ -197,6 +197,43 @@ pub struct GeneralSettings {
     pub allowed_ips: Option<Vec<Cidr>>,
     /// CORS for browser clients (`cors_allow_*`, or LiteLLM's `LITELLM_CORS_*` variables).
     pub cors: CorsSettings,
+    /// `/health` model checks and alerting webhooks (see [`HealthAlertSettings`]).
+    pub health: HealthAlertSettings,
+}
+
+/// `general_settings` keys for LiteLLM's `/health` model checks and its alerting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthAlertSettings {
+    /// `background_health_checks`: run the model checks every `health_check_interval`, serve
+    /// the cached result on `/health`, and skip deployments the last run found failing.
+    pub background_health_checks: bool,
+    /// `health_check_interval` (LiteLLM default 300 s).
+    pub health_check_interval: Duration,
+    /// `alerting`: where alerts go (`slack`: `SLACK_WEBHOOK_URL`, `webhook`: `WEBHOOK_URL`).
+    pub alerting: Vec<String>,
+    /// `alerting_threshold`: a response slower than this is a `llm_too_slow` alert (LiteLLM
+    /// default 300 s).
+    pub alerting_threshold: Duration,
+    /// `alert_types`: which alerts are sent; `None`: all of them.
+    pub alert_types: Option<Vec<String>>,
+    /// `SLACK_WEBHOOK_URL` (config `environment_variables` or the process environment).
+    pub slack_webhook_url: Option<String>,
+    /// `WEBHOOK_URL`: the generic webhook receiving LiteLLM's `WebhookEvent` JSON.
+    pub webhook_url: Option<String>,
+}
+
+impl Default for HealthAlertSettings {
+    fn default() -> Self {
+        HealthAlertSettings {
+            background_health_checks: false,
+            health_check_interval: Duration::from_secs(300),
+            alerting: Vec::new(),
+            alerting_threshold: Duration::from_secs(300),
+            alert_types: None,
+            slack_webhook_url: None,
+            webhook_url: None,
+        }
+    }
 }
 
 /// CORS settings, LiteLLM's defaults: any origin, any method, any header, no credentials.
@@ -269,6 +306,12 @@ pub struct RouterSettings {
     /// Switchboard extension (`cooldown_wait`): when every candidate is cooling down, wait up to
     /// this long for the first to recover instead of failing at once with 503.
     pub cooldown_wait: Option<Duration>,
+    /// `enable_tag_filtering`: requests carrying tags go only to deployments with a matching
+    /// `litellm_params.tags` (see `router::filter`).
+    pub enable_tag_filtering: bool,
+    /// `tag_filtering_match_any` (LiteLLM default true): one common tag is a match; false:
+    /// the deployment must carry every tag the request does.
+    pub tag_filtering_match_any: bool,
     /// Redis for state shared by gateway instances (rate limits, cooldowns, deployment usage):
     /// `redis_host`/`redis_port`/`redis_password` or `redis_url`, else `cache_params`' server,
     /// else the `REDIS_*` environment variables. `None`: everything stays in-process.
@@ -298,6 +341,8 @@ impl Default for RouterSettings {
             model_group_alias: BTreeMap::new(),
             default_max_parallel_requests: None,
             cooldown_wait: None,
+            enable_tag_filtering: false,
+            tag_filtering_match_any: true,
             redis: None,
         }
     }
@@ -429,6 +474,8 @@ pub struct LitellmParams {
     /// Call parameters sent with every request to this deployment unless the request sets
     /// them, extra headers, and parameters always removed.
     pub call_defaults: CallDefaults,
+    /// `tags`: what tag routing matches requests' tags against (`default`: untagged requests).
+    pub tags: Vec<String>,
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 

@@ -33,6 +33,7 @@ use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
 use crate::providers::{Operation, Outbound, RequestContext, StreamTranslator};
 use crate::router::cooldown::error_class;
+use crate::router::filter::{Region, RouteFilter};
 use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Unavailable};
 use crate::upstream::UpstreamResponse;
 use bytes::{Bytes, BytesMut};
@@ -78,6 +79,8 @@ struct Call<'a> {
     deadline: Instant,
     /// Size of the request body: the prompt estimate when a stream ends without usage.
     prompt_bytes: usize,
+    /// The tags and region this request may use, in every group it tries.
+    filter: &'a RouteFilter,
 }
 
 enum GroupOutcome {
@@ -160,6 +163,7 @@ pub async fn handle(
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
+    let filter = route_filter(snapshot, &parsed, ctx);
     let response_id = ResponseId::generate();
     let call = Call {
         app,
@@ -177,6 +181,7 @@ pub async fn handle(
             .then(|| parsed.estimated_prompt_tokens()),
         deadline: ctx.start + snapshot.request_timeout,
         prompt_bytes: body.len(),
+        filter: &filter,
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -236,6 +241,9 @@ pub async fn handle(
         let now = Instant::now();
         if let Some(all) = only_unavailable {
             let err = all.to_error(&primary.name, now);
+            if all.all_cooling() {
+                crate::alerting::outage(&primary.name, &err.message);
+            }
             // Configured: wait (bounded) for the first deployment to recover, then start over.
             if let (true, Some(until), Some(recovery)) =
                 (all.all_cooling(), wait_until, all.earliest_recovery)
@@ -252,6 +260,66 @@ pub async fn handle(
         }
         return Err(last_err.unwrap_or_else(|| GatewayError::internal("no attempt was made")));
     }
+}
+
+/// What the request may route to: its tags, when `router_settings.enable_tag_filtering` is on
+/// (the body's `tags` and `metadata.tags`, the `x-litellm-tags` header, and the key's and its
+/// team's `metadata.tags`, as LiteLLM merges them), and the end user's `allowed_model_region`
+/// (else the key's `metadata.allowed_model_region`).
+/// Tags of the wrong shape are no tags, as in LiteLLM. Allocates nothing when there is none
+/// of this.
+fn route_filter(snapshot: &Snapshot, body: &RequestBody<'_>, ctx: &Context) -> RouteFilter {
+    let mut filter = RouteFilter::new(&snapshot.config.router);
+    let key_meta = ctx.principal.key().map(|k| &k.row.metadata);
+    if filter.tag_filtering {
+        let tags_of = |raw: Option<&serde_json::value::RawValue>| -> Vec<String> {
+            raw.and_then(|r| serde_json::from_str::<Vec<String>>(r.get()).ok())
+                .unwrap_or_default()
+        };
+        #[derive(serde::Deserialize)]
+        struct Meta<'a> {
+            #[serde(borrow)]
+            tags: Option<&'a serde_json::value::RawValue>,
+        }
+        let meta: Option<Meta<'_>> = body
+            .get("metadata")
+            .and_then(|m| serde_json::from_str(m.get()).ok());
+        filter.add_tags(tags_of(body.get("tags")).iter().map(String::as_str));
+        filter.add_tags(
+            tags_of(meta.and_then(|m| m.tags))
+                .iter()
+                .map(String::as_str),
+        );
+        if let Some(h) = &ctx.tags_header {
+            filter.add_tags(h.split(','));
+        }
+        // Inherited: the key's and its team's `metadata.tags`.
+        let team_meta = ctx.tenancy.team.as_ref().map(|t| &t.row.metadata);
+        for meta in [key_meta, team_meta].into_iter().flatten() {
+            if let Some(tags) = meta.get("tags").and_then(|t| t.as_array()) {
+                filter.add_tags(tags.iter().filter_map(|t| t.as_str()));
+            }
+        }
+    }
+    // The end user's `allowed_model_region` (LiteLLM's), else the key's metadata one.
+    let end_user_region = ctx
+        .tenancy
+        .end_user
+        .as_ref()
+        .and_then(|e| e.row.allowed_model_region.as_deref())
+        .and_then(Region::parse);
+    let key_region = key_meta
+        .and_then(|m| m.get("allowed_model_region"))
+        .and_then(|r| r.as_str())
+        .and_then(Region::parse);
+    if let Some(region) = end_user_region {
+        filter.region = Some(region);
+        filter.region_from = "end user";
+    } else if let Some(region) = key_region {
+        filter.region = Some(region);
+        filter.region_from = "key";
+    }
+    filter
 }
 
 /// The body's `user` (OpenAI's end-user field), when it is a non-empty string.
@@ -295,12 +363,27 @@ async fn run_group(
         let tokens = call.prompt_tokens.unwrap_or_default();
         return GroupOutcome::Failed(group.context_window_exceeded(tokens));
     }
+    // Tags and region: what they rule out is never picked, by this or any later attempt.
+    let excluded = match group.ruled_out(call.filter) {
+        Ok(ruled_out) if ruled_out.is_empty() => too_small,
+        Ok(mut ruled_out) => {
+            ruled_out.extend(too_small);
+            if ruled_out.len() >= group.deployments.len()
+                && (0..group.deployments.len()).all(|i| ruled_out.contains(&i))
+            {
+                let tokens = call.prompt_tokens.unwrap_or_default();
+                return GroupOutcome::Failed(group.context_window_exceeded(tokens));
+            }
+            ruled_out
+        }
+        Err(e) => return GroupOutcome::Failed(e),
+    };
     loop {
         let now = Instant::now();
         if now >= call.deadline {
             return GroupOutcome::Failed(last_err.unwrap_or_else(|| request_deadline(call)));
         }
-        let admission = match group.select_excluding(now, call.stream, &tried, &too_small, router) {
+        let admission = match group.select_excluding(now, call.stream, &tried, &excluded, router) {
             Ok(a) => a,
             Err(u) => {
                 return match last_err {
@@ -334,7 +417,7 @@ async fn run_group(
         retries += 1;
         let elsewhere = group.deployments.iter().enumerate().any(|(i, d)| {
             !tried.contains(&i)
-                && !too_small.contains(&i)
+                && !excluded.contains(&i)
                 && !matches!(
                     d.state.availability(Instant::now()),
                     crate::router::Availability::Cooling(_)
@@ -465,6 +548,9 @@ async fn attempt(
             call.app
                 .metrics
                 .deployment_attempt(&deployment, call.requested, None);
+            if admission.probe {
+                crate::alerting::recovered(&deployment.config.model_name, deployment.id());
+            }
             admission.succeeded(Instant::now(), latency, None, tokens);
         }
         Ready::Stream {
@@ -500,6 +586,9 @@ async fn attempt(
                     call.app
                         .metrics
                         .deployment_attempt(&deployment, call.requested, None);
+                    if admission.probe {
+                        crate::alerting::recovered(&deployment.config.model_name, deployment.id());
+                    }
                     admission.succeeded(now, ttft, Some(ttft), tokens);
                 }
             }
@@ -517,6 +606,13 @@ fn attempt_failed(call: &Call<'_>, admission: Admission, err: &GatewayError) {
         .deployment_attempt(&deployment, call.requested, Some(err.status));
     if let Some(d) = admission.failed(Instant::now(), err, &call.snapshot.cooldown) {
         call.app.metrics.cooled_down(&deployment, err.status);
+        crate::alerting::cooled_down(
+            &deployment.config.model_name,
+            deployment.id(),
+            deployment.api_base(),
+            d,
+            &err.message,
+        );
         log::warn!(
             "deployment {} ({}) cooling down for {:.1}s after: {}",
             deployment.id(),

@@ -73,6 +73,12 @@ impl ProxyHttp for Gateway {
         ctx.start = Instant::now();
         ctx.request_id = request_id(session);
         ctx.end_user = end_user_header(session);
+        ctx.tags_header = session
+            .req_header()
+            .headers
+            .get("x-litellm-tags")
+            .and_then(|v| v.to_str().ok())
+            .map(Box::from);
         let _serving = self.app.in_flight.enter();
         if let Err(e) = framing::check(session) {
             session.set_keepalive(None);
@@ -182,6 +188,24 @@ impl Gateway {
                 let status = if draining || starting { 503 } else { 200 };
                 respond::json(&mut sink, ctx, status, Bytes::from(body.to_string())).await
             }
+            Route::ModelHealth => {
+                ctx.route = "health";
+                let app = &self.app;
+                match crate::health::answer(
+                    snapshot,
+                    &app.client,
+                    &app.model_health,
+                    &ctx.principal,
+                    uri.query(),
+                )
+                .await
+                {
+                    Ok(body) => {
+                        respond::json(&mut sink, ctx, 200, Bytes::from(body.to_string())).await
+                    }
+                    Err(e) => respond::error(&mut sink, ctx, &e).await,
+                }
+            }
             Route::Metrics => {
                 ctx.route = "metrics";
                 if snapshot.config.litellm.require_auth_for_metrics_endpoint {
@@ -196,6 +220,7 @@ impl Gateway {
                 if let Some(keys) = &self.app.keys {
                     keys.render_metrics(&mut text);
                 }
+                crate::alerting::render_metrics(&mut text);
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());
                 respond::whole(&mut sink, ctx, h, Bytes::from(text)).await

@@ -155,7 +155,7 @@ fn model_info(d: &DeploymentConfig) -> Value {
 }
 
 /// `api_base` without `user:password@` or a query string (where some keep a key).
-fn public_url(url: &str) -> String {
+pub(crate) fn public_url(url: &str) -> String {
     let url = url.split(['?', '#']).next().unwrap_or(url);
     match url.split_once("://") {
         Some((scheme, rest)) => {

@@ -9,6 +9,8 @@ use http::Method;
 pub enum Route<'a> {
     Liveness,
     Readiness,
+    /// `/health`: LiteLLM's model checks (see [`crate::health`]).
+    ModelHealth,
     Models,
     Model(&'a str),
     /// `/model/info`: deployments in LiteLLM's shape.
@@ -50,6 +52,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
         "/model/info" => (Route::ModelInfo, &[Method::GET]),
         _ if path == "/health/liveliness" || path == "/health/liveness" => (Route::Liveness, &[Method::GET, Method::HEAD]),
         _ if path == "/health/readiness" => (Route::Readiness, &[Method::GET, Method::HEAD]),
+        _ if path == "/health" => (Route::ModelHealth, &[Method::GET]),
         _ if path == "/metrics" => (Route::Metrics, &[Method::GET]),
         p if p.starts_with("/responses/") => {
             return Err(GatewayError::new(

@@ -18,6 +18,7 @@
 
 pub mod clock;
 pub mod cooldown;
+pub mod filter;
 pub mod health;
 pub mod limits;
 pub mod rng;
@@ -85,6 +86,8 @@ pub struct Deployment {
     pub labels: Arc<MetricLabels>,
     /// Its prices, resolved when the snapshot is built; `None`: unpriced.
     pub price: Option<Arc<crate::cost::Price>>,
+    /// Its tags and region, for tag and region routing ([`filter`]).
+    pub placement: filter::Placement,
 }
 
 /// The label values metrics give a deployment, all from the config (never from a client), and
@@ -245,6 +248,7 @@ fn build_deployment(
             handles: OnceLock::new(),
         }),
         price: crate::cost::Price::for_deployment(dep),
+        placement: filter::Placement::of(dep),
     })
 }
 
@@ -272,6 +276,7 @@ fn derive_deployment(template: &Deployment, model: &str, matched: &str) -> Deplo
         health: None,
         labels: template.labels.clone(),
         price,
+        placement: template.placement.clone(),
     }
 }
 

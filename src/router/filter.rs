@@ -1,0 +1,355 @@
+//! Which deployments of a group a request may use at all: LiteLLM's tag routing
+//! (`router_settings.enable_tag_filtering`, deployments' `litellm_params.tags`) and region
+//! pinning (`allowed_model_region` on an end user or key). Each deployment's tags and region
+//! are worked out once, when the snapshot is built ([`Placement`]); per request the filter
+//! yields the indices it rules out, which selection skips on every attempt, retry and fallback
+//! group alike, so neither retries nor fallbacks ever leave the allowed tags or region. A
+//! request with no tags and no region (or tag filtering off) costs a branch and allocates
+//! nothing.
+//!
+//! Tag rules, as LiteLLM's `tag_based_routing.py`:
+//! - request tags: a deployment matches when it shares one tag with the request
+//!   (`tag_filtering_match_any: true`, the default) or carries all of them (`false`); with no
+//!   match the `default`-tagged deployments serve; with none of those either the request is
+//!   refused (400, "Not allowed to access model due to tags configuration").
+//! - no request tags: the `default`-tagged deployments when the group has any, else all.
+
+use super::{Deployment, ModelGroup};
+use crate::config::{DeploymentConfig, RouterSettings};
+use crate::error::{ErrorKind, GatewayError};
+
+/// An `allowed_model_region` (LiteLLM's `AllowedModelRegion`: `eu` or `us`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Eu,
+    Us,
+}
+
+impl Region {
+    pub fn parse(s: &str) -> Option<Region> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "eu" => Some(Region::Eu),
+            "us" => Some(Region::Us),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Region::Eu => "eu",
+            Region::Us => "us",
+        }
+    }
+}
+
+/// A deployment's tags and region, resolved when the snapshot is built.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub tags: Vec<String>,
+    /// Carries the `default` tag: serves untagged requests (and unmatched ones).
+    pub default_tagged: bool,
+    /// The configured (or derived) region name, e.g. `eu-west-1`, `swedencentral`, `eu`.
+    pub region_name: Option<String>,
+    /// Where that region is, when known.
+    pub region: Option<Region>,
+}
+
+impl Placement {
+    pub fn of(dep: &DeploymentConfig) -> Placement {
+        let region_name = region_name(dep);
+        let region = region_name
+            .as_deref()
+            .and_then(|name| classify(&dep.provider, name));
+        Placement {
+            default_tagged: dep.params.tags.iter().any(|t| t == "default"),
+            tags: dep.params.tags.clone(),
+            region_name,
+            region,
+        }
+    }
+}
+
+/// A deployment's region as LiteLLM's `_get_model_region` finds it: Vertex's
+/// `vertex_location`, Bedrock's `aws_region_name`, else `region_name`; for Azure also the
+/// region of a regional endpoint (`https://<region>.api.cognitive.microsoft.com`).
+fn region_name(dep: &DeploymentConfig) -> Option<String> {
+    let p = &dep.params;
+    let provider_specific = match dep.provider.as_str() {
+        "vertex_ai" | "vertex_ai_beta" | "gemini_vertex" => p.extra_str("vertex_location"),
+        "bedrock" | "sagemaker" => p.extra_str("aws_region_name"),
+        _ => None,
+    };
+    if let Some(r) = provider_specific.or_else(|| p.extra_str("region_name")) {
+        return Some(r.to_string());
+    }
+    if dep.provider == "azure" {
+        let base = p.api_base.as_deref()?;
+        let host = base.split("://").nth(1)?.split(['/', ':']).next()?;
+        let region = host.strip_suffix(".api.cognitive.microsoft.com")?;
+        if !region.contains('.') {
+            return Some(region.to_string());
+        }
+    }
+    None
+}
+
+/// Azure's EU and US regions as LiteLLM lists them (`AzureOpenAIConfig.get_*_regions`).
+const AZURE_EU: &[&str] = &["europe", "sweden", "switzerland", "france", "uk"];
+const AZURE_US: &[&str] = &[
+    "eastus",
+    "eastus2",
+    "eastus2euap",
+    "eastus3",
+    "southcentralus",
+    "westus",
+    "westus2",
+    "westus3",
+    "westus4",
+    "northcentralus",
+    "centralus",
+];
+
+/// `eu`/`us` for a region name: the literal names, Azure's region names, and the
+/// `eu-*`/`europe-*`/`us-*` prefixes AWS and Google use. Anything else (`ap-south-1`,
+/// `asia-east1`, an unknown name) is in neither.
+fn classify(provider: &str, name: &str) -> Option<Region> {
+    let name = name.trim().to_ascii_lowercase();
+    if let Some(r) = Region::parse(&name) {
+        return Some(r);
+    }
+    if provider == "azure" {
+        if AZURE_EU.iter().any(|r| name.contains(r)) {
+            return Some(Region::Eu);
+        }
+        if AZURE_US.contains(&name.as_str()) {
+            return Some(Region::Us);
+        }
+        return None;
+    }
+    if name.starts_with("eu-") || name.starts_with("europe-") {
+        Some(Region::Eu)
+    } else if name.starts_with("us-") {
+        Some(Region::Us)
+    } else {
+        None
+    }
+}
+
+/// What one request allows: its tags (when tag filtering is on) and its region.
+#[derive(Debug, Default)]
+pub struct RouteFilter {
+    /// The request's tags (body, header, key); empty with tag filtering off.
+    pub tags: Vec<String>,
+    /// Tag filtering is on (`router_settings.enable_tag_filtering`).
+    pub tag_filtering: bool,
+    pub match_any: bool,
+    pub region: Option<Region>,
+    /// Who pinned the region (for the error): `end user`, `key`.
+    pub region_from: &'static str,
+}
+
+impl RouteFilter {
+    /// A filter with tag filtering as `router` configures it.
+    pub fn new(router: &RouterSettings) -> RouteFilter {
+        RouteFilter {
+            tag_filtering: router.enable_tag_filtering,
+            match_any: router.tag_filtering_match_any,
+            ..RouteFilter::default()
+        }
+    }
+
+    /// Adds tags, skipping blanks and repeats.
+    pub fn add_tags<'a>(&mut self, tags: impl IntoIterator<Item = &'a str>) {
+        for t in tags {
+            let t = t.trim();
+            if !t.is_empty() && !self.tags.iter().any(|have| have == t) {
+                self.tags.push(t.to_string());
+            }
+        }
+    }
+
+    fn inactive(&self) -> bool {
+        !self.tag_filtering && self.region.is_none()
+    }
+
+    fn tag_match(&self, d: &Deployment) -> bool {
+        let have = &d.placement.tags;
+        if self.match_any {
+            self.tags.iter().any(|t| have.contains(t))
+        } else {
+            self.tags.iter().all(|t| have.contains(t))
+        }
+    }
+}
+
+impl ModelGroup {
+    /// The deployments (indices) `filter` rules out of this group, or the error when it rules
+    /// out all of them. Empty (and not allocated) when the filter asks for nothing.
+    pub fn ruled_out(&self, filter: &RouteFilter) -> Result<Vec<usize>, GatewayError> {
+        if filter.inactive() {
+            return Ok(Vec::new());
+        }
+        let n = self.deployments.len();
+        let mut allowed = vec![true; n];
+        if filter.tag_filtering {
+            let any_default = self.deployments.iter().any(|d| d.placement.default_tagged);
+            let matched: Vec<bool> = if filter.tags.is_empty() {
+                vec![false; n]
+            } else {
+                self.deployments
+                    .iter()
+                    .map(|d| filter.tag_match(d))
+                    .collect()
+            };
+            let any_match = matched.iter().any(|m| *m);
+            for (i, d) in self.deployments.iter().enumerate() {
+                allowed[i] = if any_match {
+                    matched[i]
+                } else if any_default {
+                    d.placement.default_tagged
+                } else {
+                    // Untagged request, no default deployments: all serve.
+                    filter.tags.is_empty()
+                };
+            }
+            if !allowed.iter().any(|a| *a) {
+                return Err(self.no_tag_match(filter));
+            }
+        }
+        if let Some(region) = filter.region {
+            let before = allowed.iter().any(|a| *a);
+            for (i, d) in self.deployments.iter().enumerate() {
+                allowed[i] &= d.placement.region == Some(region);
+            }
+            if before && !allowed.iter().any(|a| *a) {
+                return Err(self.no_region_match(filter, region));
+            }
+        }
+        Ok((0..n).filter(|&i| !allowed[i]).collect())
+    }
+
+    fn no_tag_match(&self, filter: &RouteFilter) -> GatewayError {
+        GatewayError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "Not allowed to access model due to tags configuration. Passed model={} and tags={:?}: no deployment of '{}' carries {} of these tags (litellm_params.tags) and none is tagged 'default'.",
+                self.name,
+                filter.tags,
+                self.name,
+                if filter.match_any { "any" } else { "all" },
+            ),
+        )
+        .with_code("no_deployments_with_tag_routing")
+    }
+
+    fn no_region_match(&self, filter: &RouteFilter, region: Region) -> GatewayError {
+        GatewayError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "No deployment of model '{}' is in region '{}' (the {}'s allowed_model_region); the request was not sent to any other region. Deployments declare their region with litellm_params.region_name (or aws_region_name / vertex_location).",
+                self.name,
+                region.as_str(),
+                filter.region_from,
+            ),
+        )
+        .with_param("model")
+        .with_code("no_deployments_in_region")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(yaml: &str) -> std::sync::Arc<ModelGroup> {
+        let config = crate::config::litellm::parse(yaml).unwrap();
+        let client = std::sync::Arc::new(crate::upstream::UpstreamClient::new(4));
+        let s = super::super::Snapshot::build(
+            config,
+            1,
+            &client,
+            &super::super::StateRegistry::default(),
+        )
+        .unwrap();
+        s.resolve("g").unwrap()
+    }
+
+    fn filter(tags: &[&str], match_any: bool) -> RouteFilter {
+        let mut f = RouteFilter {
+            tag_filtering: true,
+            match_any,
+            ..RouteFilter::default()
+        };
+        f.add_tags(tags.iter().copied());
+        f
+    }
+
+    const TAGGED: &str = r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/a, mock_response: a, tags: [free, eu]}}
+  - {model_name: g, litellm_params: {model: openai/b, mock_response: b, tags: [paid]}}
+  - {model_name: g, litellm_params: {model: openai/c, mock_response: c, tags: [default]}}
+"#;
+
+    #[test]
+    fn tags_match_any_or_all_then_default_then_refuse() {
+        let g = group(TAGGED);
+        assert_eq!(g.ruled_out(&filter(&["free"], true)).unwrap(), [1, 2]);
+        assert_eq!(g.ruled_out(&filter(&["free", "paid"], true)).unwrap(), [2]);
+        assert_eq!(
+            g.ruled_out(&filter(&["free", "eu"], false)).unwrap(),
+            [1, 2]
+        );
+        // No match: the default deployment serves; untagged requests too.
+        assert_eq!(
+            g.ruled_out(&filter(&["free", "paid"], false)).unwrap(),
+            [0, 1]
+        );
+        assert_eq!(g.ruled_out(&filter(&["other"], true)).unwrap(), [0, 1]);
+        assert_eq!(g.ruled_out(&filter(&[], true)).unwrap(), [0, 1]);
+        // Tag filtering off: nothing is ruled out.
+        assert!(g.ruled_out(&RouteFilter::default()).unwrap().is_empty());
+
+        let g = group(&TAGGED.replace("[default]", "[x]"));
+        assert!(g.ruled_out(&filter(&[], true)).unwrap().is_empty());
+        let e = g.ruled_out(&filter(&["other"], true)).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e
+            .message
+            .contains("Not allowed to access model due to tags configuration"));
+    }
+
+    #[test]
+    fn regions_come_from_region_name_or_provider_settings() {
+        let g = group(
+            r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/a, mock_response: a, region_name: eu}}
+  - {model_name: g, litellm_params: {model: bedrock/b, mock_response: b, aws_region_name: eu-central-1}}
+  - {model_name: g, litellm_params: {model: vertex_ai/c, mock_response: c, vertex_location: us-central1}}
+  - {model_name: g, litellm_params: {model: azure/d, mock_response: d, region_name: swedencentral}}
+  - {model_name: g, litellm_params: {model: azure/e, mock_response: e, api_base: "https://eastus.api.cognitive.microsoft.com"}}
+  - {model_name: g, litellm_params: {model: openai/f, mock_response: f}}
+"#,
+        );
+        let regions: Vec<Option<Region>> =
+            g.deployments.iter().map(|d| d.placement.region).collect();
+        use Region::*;
+        assert_eq!(
+            regions,
+            [Some(Eu), Some(Eu), Some(Us), Some(Eu), Some(Us), None]
+        );
+        let eu = RouteFilter {
+            region: Some(Eu),
+            region_from: "end user",
+            ..RouteFilter::default()
+        };
+        assert_eq!(g.ruled_out(&eu).unwrap(), [2, 4, 5]);
+        let g = group(
+            "model_list:\n  - {model_name: g, litellm_params: {model: openai/f, mock_response: f, region_name: us-east-1}}\n",
+        );
+        let e = g.ruled_out(&eu).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("region 'eu'"), "{}", e.message);
+    }
+}

@@ -1,0 +1,192 @@
+//! Tag and region routing through the running gateway (issue 17): every deployment is its own
+//! mock upstream that counts calls, so each test sees exactly which one was hit. Tags come from
+//! the `x-litellm-tags` header, the body's `tags` / `metadata.tags`, or the virtual key's
+//! `metadata.tags`; untagged requests go to the `default` deployment; a tag nothing serves is
+//! refused without an upstream call; a key pinned to a region never reaches another region,
+//! not through retries and not through fallbacks.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+const MASTER: &str = "sk-master-tags";
+
+async fn named(text: &'static str) -> MockUpstream {
+    MockUpstream::start(move |_| Reply::json(200, openai::completion(text))).await
+}
+
+fn entry(group: &str, id: &str, up: &MockUpstream, params: &str) -> String {
+    format!(
+        "  - model_name: {group}\n    litellm_params: {{model: openai/m-{id}, api_base: \"{}/v1\", api_key: sk-up-{id}{params}}}\n    model_info: {{id: {id}}}\n",
+        up.base()
+    )
+}
+
+fn content(r: &Response) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn call(gw: &Gateway, key: &str, headers: &[(&str, &str)], body: Value) -> Response {
+    let auth = format!("Bearer {key}");
+    let mut h = vec![
+        ("content-type", "application/json"),
+        ("authorization", &auth),
+    ];
+    h.extend_from_slice(headers);
+    gw.post_with("/v1/chat/completions", &h, body.to_string().as_bytes())
+        .await
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn key_with(gw: &Gateway, metadata: Value) -> String {
+    let auth = format!("Bearer {MASTER}");
+    let r = gw
+        .post_with(
+            "/key/generate",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            json!({"metadata": metadata}).to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn tags_from_header_body_and_key_route_to_the_tagged_deployment() {
+    let (free, paid, default) = (
+        named("free").await,
+        named("paid").await,
+        named("default").await,
+    );
+    let yaml = format!(
+        "model_list:\n{}{}{}router_settings:\n  enable_tag_filtering: true\ngeneral_settings:\n  master_key: {MASTER}\n",
+        entry("g", "free", &free, ", tags: [free]"),
+        entry("g", "paid", &paid, ", tags: [paid, premium]"),
+        entry("g", "dflt", &default, ", tags: [default]"),
+    );
+    let gw = Gateway::start(&yaml);
+
+    let header = call(
+        &gw,
+        MASTER,
+        &[("x-litellm-tags", " other , paid")],
+        chat("g"),
+    )
+    .await;
+    assert_eq!(content(&header), "paid");
+    let mut body = chat("g");
+    body["metadata"] = json!({"tags": ["free"]});
+    assert_eq!(content(&call(&gw, MASTER, &[], body).await), "free");
+    let mut body = chat("g");
+    body["tags"] = json!(["premium"]);
+    assert_eq!(content(&call(&gw, MASTER, &[], body).await), "paid");
+    // Untagged, an unknown tag, and tags of the wrong shape: the `default` deployment.
+    assert_eq!(content(&call(&gw, MASTER, &[], chat("g")).await), "default");
+    let mut body = chat("g");
+    body["tags"] = json!(["nobody-has-this"]);
+    assert_eq!(content(&call(&gw, MASTER, &[], body).await), "default");
+    let mut body = chat("g");
+    body["metadata"] = json!({"tags": "free"});
+    assert_eq!(content(&call(&gw, MASTER, &[], body).await), "default");
+    // A key's tags are inherited by its requests.
+    let key = key_with(&gw, json!({"tags": ["free"]})).await;
+    for _ in 0..3 {
+        assert_eq!(content(&call(&gw, &key, &[], chat("g")).await), "free");
+    }
+    assert_eq!(
+        (
+            free.requests().len(),
+            paid.requests().len(),
+            default.requests().len()
+        ),
+        (4, 2, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_tag_no_deployment_serves_is_refused_without_an_upstream_call() {
+    let (a, b) = (named("a").await, named("b").await);
+    let yaml = format!(
+        "model_list:\n{}{}router_settings:\n  enable_tag_filtering: true\n  tag_filtering_match_any: false\ngeneral_settings:\n  master_key: {MASTER}\n",
+        entry("g", "a", &a, ", tags: [teamA]"),
+        entry("g", "b", &b, ", tags: [teamB]"),
+    );
+    let gw = Gateway::start(&yaml);
+    let r = call(&gw, MASTER, &[("x-litellm-tags", "teamC")], chat("g")).await;
+    let e = r.expect_error(400);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Not allowed to access model due to tags configuration")
+            && msg.contains("teamC"),
+        "{msg}"
+    );
+    // match_any false: every request tag must be on the deployment.
+    let r = call(&gw, MASTER, &[("x-litellm-tags", "teamA,teamB")], chat("g")).await;
+    r.expect_error(400);
+    assert_eq!(
+        content(&call(&gw, MASTER, &[("x-litellm-tags", "teamB")], chat("g")).await),
+        "b"
+    );
+    // Untagged requests with no `default` deployment: every deployment serves.
+    assert_eq!(call(&gw, MASTER, &[], chat("g")).await.status, 200);
+    assert_eq!(a.requests().len() + b.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_region_pinned_key_never_leaves_its_region_on_retries_or_fallbacks() {
+    let broken_eu = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "eu down", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let (us, us_only, eu_backup) = (
+        named("us").await,
+        named("us-only").await,
+        named("eu-backup").await,
+    );
+    let yaml = format!(
+        "model_list:\n{}{}{}{}router_settings:\n  num_retries: 2\n  fallbacks: [{{g: [us-group, eu-group]}}]\ngeneral_settings:\n  master_key: {MASTER}\n",
+        entry("g", "eu1", &broken_eu, ", region_name: eu-west-1"),
+        entry("g", "us1", &us, ", region_name: us-east-1"),
+        entry("us-group", "us2", &us_only, ", region_name: us"),
+        entry("eu-group", "eu2", &eu_backup, ", region_name: eu"),
+    );
+    let gw = Gateway::start(&yaml);
+
+    // Unpinned, the failing EU deployment is retried on the US one: the setup can leak.
+    let r = call(&gw, MASTER, &[], chat("g")).await;
+    assert_eq!(content(&r), "us");
+    let us_before = us.requests().len();
+    assert!(us_before >= 1);
+
+    // Pinned to the EU: retries stay on eu1, the US fallback group is skipped, eu-group answers.
+    let key = key_with(&gw, json!({"allowed_model_region": "eu"})).await;
+    let r = call(&gw, &key, &[], chat("g")).await;
+    assert_eq!(content(&r), "eu-backup");
+    assert_eq!(us.requests().len(), us_before, "a retry left the region");
+    assert_eq!(us_only.requests().len(), 0, "a fallback left the region");
+    assert_eq!(eu_backup.requests().len(), 1);
+
+    // A group with nothing in the region: a clear refusal, nothing sent.
+    let r = call(&gw, &key, &[], chat("us-group")).await;
+    let e = r.expect_error(400);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("region 'eu'") && msg.contains("us-group"),
+        "{msg}"
+    );
+    assert_eq!(us_only.requests().len(), 0);
+}
