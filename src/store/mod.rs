@@ -32,8 +32,10 @@ macro_rules! with_pool {
     };
 }
 
+mod spend_report;
 pub mod tenants;
 
+pub use spend_report::{DaySpend, SpendFilter, SpendTotal};
 pub use tenants::{BudgetRow, EndUserRow, MembershipRow, TeamRow, TenantRows, UserRow};
 
 pub struct Store {

@@ -1,6 +1,7 @@
 //! LiteLLM's management API (master key only), one file per entity: [`keys`] (`/key/*`),
 //! [`teams`] (`/team/*`), [`users`] (`/user/*`), [`customers`] (`/customer/*` and the
-//! `/end_user/*` aliases) and [`budgets`] (`/budget/*`). This file routes a path to its
+//! `/end_user/*` aliases) and [`budgets`] (`/budget/*`); the spend API is
+//! [`super::admin_spend`]. This file routes a path to its
 //! entity, checks the caller and parses the body and query once; the entity files hold the
 //! handlers. Shared here: parsing of LiteLLM's field types (durations, optional strings,
 //! counts, lists) with 400s that name the field, and the error shapes.
@@ -31,10 +32,15 @@ pub enum AdminRoute<'a> {
     User(users::UserRoute),
     Customer(customers::CustomerRoute),
     Budget(budgets::BudgetRoute),
+    /// The spend API (`/spend/logs`, `/global/spend*`, see [`super::admin_spend`]).
+    Spend(super::admin_spend::SpendRoute),
 }
 
 /// The admin route at `path` and the one method it takes.
 pub fn route(path: &str) -> Option<(AdminRoute<'_>, Method)> {
+    if let Some((r, m)) = super::admin_spend::route(path) {
+        return Some((AdminRoute::Spend(r), m));
+    }
     if let Some((r, m)) = keys::route(path) {
         return Some((AdminRoute::Key(r), m));
     }
@@ -80,6 +86,7 @@ pub async fn handle(
         AdminRoute::User(r) => users::handle(keys, r, &query, body).await,
         AdminRoute::Customer(r) => customers::handle(keys, r, &query, body).await,
         AdminRoute::Budget(r) => budgets::handle(keys, r, &query, body).await,
+        AdminRoute::Spend(r) => super::admin_spend::handle(keys, r, &query, &body).await,
     }
 }
 
