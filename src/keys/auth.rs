@@ -300,6 +300,21 @@ mod tests {
     }
 
     #[test]
+    fn team_and_user_model_lists() {
+        assert!(check_models("team", &[], "gpt-4o").is_ok());
+        assert!(check_models("team", &["all-proxy-models".into()], "x").is_ok());
+        let e = check_models("team", &["a".into(), "b".into()], "gpt-4o").unwrap_err();
+        assert_eq!(e.status, 401);
+        assert_eq!(
+            e.message,
+            "team not allowed to access model. This team can only access models=['a', 'b']. Tried to access gpt-4o"
+        );
+        assert!(String::from_utf8_lossy(&e.body()).contains("team_model_access_denied"));
+        let e = check_models("user", &["a".into()], "b").unwrap_err();
+        assert!(String::from_utf8_lossy(&e.body()).contains("user_model_access_denied"));
+    }
+
+    #[test]
     fn blocked_and_expired() {
         let blocked = KeyEntry::new(KeyRow {
             blocked: Some(true),

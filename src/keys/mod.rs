@@ -140,11 +140,13 @@ impl Keys {
             loop {
                 tokio::time::sleep(REFRESH_EVERY).await;
                 let Some(keys) = weak.upgrade() else { return };
-                if let Err(e) = keys.refresh().await {
-                    log::warn!("virtual keys: refresh failed (keeping the keys loaded): {e}");
-                }
+                // Tenants first: a key made elsewhere is never served before its team is
+                // known here (its team's checks would be skipped until the next poll).
                 if let Err(e) = keys.tenants.refresh().await {
                     log::warn!("tenants: refresh failed (keeping the teams, users and end users loaded): {e}");
+                }
+                if let Err(e) = keys.refresh().await {
+                    log::warn!("virtual keys: refresh failed (keeping the keys loaded): {e}");
                 }
             }
         });

@@ -1,13 +1,13 @@
-//! LiteLLM's key management API (master key only): `POST /key/generate`, `/key/update`,
-//! `/key/delete`, `/key/regenerate` (and `/key/{key}/regenerate`), `/key/block`,
-//! `/key/unblock`; `GET /key/info`, `/key/list`. Paths, bodies, defaults and response shapes
-//! follow LiteLLM (`multitenant.md` §1.2–1.4). Each change is written to the database and then
-//! applied to the in-memory key map, so the next request sees it.
+//! LiteLLM's key management API: `POST /key/generate`, `/key/update`, `/key/delete`,
+//! `/key/regenerate` (and `/key/{key}/regenerate`), `/key/block`, `/key/unblock`; `GET
+//! /key/info`, `/key/list`. Paths, bodies, defaults and response shapes follow LiteLLM
+//! (`multitenant.md` §1.2–1.4). Each change is written to the database and then applied to the
+//! in-memory key map, so the next request sees it.
 
-use crate::app::App;
-use crate::context::{Context, Principal};
+use super::{
+    bad, iso, opt_count, opt_string, parse_duration, percent_decode, query_get, store_err, Query,
+};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::keys::auth::iso_ms;
 use crate::keys::{abbreviate, generate_key, hash_key, hex, now_ms, KeyEntry, Keys};
 use crate::store::KeyRow;
 use http::Method;
@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum AdminRoute<'a> {
+pub enum KeyRoute<'a> {
     Generate,
     Update,
     Delete,
@@ -25,91 +25,46 @@ pub enum AdminRoute<'a> {
     Regenerate(Option<&'a str>),
     Block,
     Unblock,
-    /// The spend API (`/spend/logs`, `/global/spend*`, see [`super::admin_spend`]).
-    Spend(super::admin_spend::SpendRoute),
 }
 
-/// The admin route at `path` and the one method it takes.
-pub fn route(path: &str) -> Option<(AdminRoute<'_>, Method)> {
-    if let Some((spend, method)) = super::admin_spend::route(path) {
-        return Some((AdminRoute::Spend(spend), method));
-    }
+/// The `/key/*` route at `path` and the one method it takes.
+pub fn route(path: &str) -> Option<(KeyRoute<'_>, Method)> {
     let r = match path {
-        "/key/generate" => (AdminRoute::Generate, Method::POST),
-        "/key/update" => (AdminRoute::Update, Method::POST),
-        "/key/delete" => (AdminRoute::Delete, Method::POST),
-        "/key/info" => (AdminRoute::Info, Method::GET),
-        "/key/list" => (AdminRoute::List, Method::GET),
-        "/key/regenerate" => (AdminRoute::Regenerate(None), Method::POST),
-        "/key/block" => (AdminRoute::Block, Method::POST),
-        "/key/unblock" => (AdminRoute::Unblock, Method::POST),
+        "/key/generate" => (KeyRoute::Generate, Method::POST),
+        "/key/update" => (KeyRoute::Update, Method::POST),
+        "/key/delete" => (KeyRoute::Delete, Method::POST),
+        "/key/info" => (KeyRoute::Info, Method::GET),
+        "/key/list" => (KeyRoute::List, Method::GET),
+        "/key/regenerate" => (KeyRoute::Regenerate(None), Method::POST),
+        "/key/block" => (KeyRoute::Block, Method::POST),
+        "/key/unblock" => (KeyRoute::Unblock, Method::POST),
         p => {
             let key = p.strip_prefix("/key/")?.strip_suffix("/regenerate")?;
             if key.is_empty() || key.contains('/') {
                 return None;
             }
-            (AdminRoute::Regenerate(Some(key)), Method::POST)
+            (KeyRoute::Regenerate(Some(key)), Method::POST)
         }
     };
     Some(r)
 }
 
-/// Answers an admin route: `Ok` is the status and JSON body.
 pub async fn handle(
-    app: &App,
-    ctx: &Context,
-    route: AdminRoute<'_>,
-    query: Option<&str>,
-    body: &[u8],
+    keys: &Arc<Keys>,
+    route: KeyRoute<'_>,
+    query: &Query,
+    body: Map<String, Value>,
 ) -> GatewayResult<(u16, Value)> {
-    let Some(keys) = &app.keys else {
-        return Err(GatewayError::new(
-            ErrorKind::BadRequest,
-            "Key management needs general_settings.master_key (and a database: general_settings.database_url, or the embedded SQLite store).",
-        )
-        .with_code("no_db_connection"));
-    };
-    if ctx.principal != Principal::MasterKey {
-        return Err(GatewayError::new(
-            ErrorKind::Authentication,
-            "Authentication Error, Only proxy admin can be used to generate, delete, update info for new keys/users/teams. Use the master key.",
-        )
-        .with_type("auth_error"));
-    }
-    let query = parse_query(query.unwrap_or(""));
     match route {
-        AdminRoute::Info => info(keys, &query),
-        AdminRoute::List => list(keys, &query),
-        AdminRoute::Spend(spend) => {
-            super::admin_spend::handle(keys, spend, &query, &parse_body(body)?).await
-        }
-        _ => {
-            let body = parse_body(body)?;
-            match route {
-                AdminRoute::Generate => generate(keys, body).await,
-                AdminRoute::Update => update(keys, body).await,
-                AdminRoute::Delete => delete(keys, body).await,
-                AdminRoute::Regenerate(path_key) => regenerate(keys, path_key, body).await,
-                AdminRoute::Block => set_blocked(keys, body, true).await,
-                AdminRoute::Unblock => set_blocked(keys, body, false).await,
-                AdminRoute::Info | AdminRoute::List | AdminRoute::Spend(_) => {
-                    unreachable!("handled above")
-                }
-            }
-        }
+        KeyRoute::Info => info(keys, query),
+        KeyRoute::List => list(keys, query),
+        KeyRoute::Generate => generate(keys, body).await,
+        KeyRoute::Update => update(keys, body).await,
+        KeyRoute::Delete => delete(keys, body).await,
+        KeyRoute::Regenerate(path_key) => regenerate(keys, path_key, body).await,
+        KeyRoute::Block => set_blocked(keys, body, true).await,
+        KeyRoute::Unblock => set_blocked(keys, body, false).await,
     }
-}
-
-fn bad(field: &str, message: impl Into<String>) -> GatewayError {
-    GatewayError::invalid_param(field, message)
-}
-
-fn store_err(e: String) -> GatewayError {
-    log::error!("key management: {e}");
-    GatewayError::new(
-        ErrorKind::Unavailable,
-        format!("The key database could not be written: {e}"),
-    )
 }
 
 fn not_found(key: &str) -> GatewayError {
@@ -132,66 +87,6 @@ fn shown(key: &str) -> String {
     }
 }
 
-fn parse_body(body: &[u8]) -> GatewayResult<Map<String, Value>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(GatewayError::bad_request(
-            "The request body must be a JSON object.",
-        )),
-        Err(e) => Err(GatewayError::bad_request(format!(
-            "The request body is not valid JSON: {e}"
-        ))),
-    }
-}
-
-fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn query_get<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
 /// The entry a key reference names: a plaintext key (`sk-…`) or its sha256 hex.
 fn find(keys: &Keys, reference: &str) -> Option<Arc<KeyEntry>> {
     keys.get(&hash_key(reference))
@@ -205,54 +100,6 @@ fn required_key(body: &Map<String, Value>) -> GatewayResult<String> {
             Err(GatewayError::missing_field("key"))
         }
         Some(_) => Err(bad("key", "'key' must be a string (the key or its hash).")),
-    }
-}
-
-/// LiteLLM's durations: `(\d+)(mo|[smhdw]?)` (no unit: seconds), and `daily`, `weekly`,
-/// `monthly`. In ms.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    match s {
-        "daily" => return Some(86_400_000),
-        "weekly" => return Some(7 * 86_400_000),
-        "monthly" => return Some(30 * 86_400_000),
-        _ => {}
-    }
-    let digits = s.chars().take_while(char::is_ascii_digit).count();
-    let n: i64 = s[..digits].parse().ok()?;
-    let unit: i64 = match &s[digits..] {
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        "mo" => 30 * 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit)
-        .filter(|ms| *ms <= 100 * 365 * 86_400_000)
-}
-
-fn opt_string(body: &Map<String, Value>, field: &str) -> GatewayResult<Option<Option<String>>> {
-    match body.get(field) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
-        Some(_) => Err(bad(field, format!("'{field}' must be a string or null."))),
-    }
-}
-
-fn opt_count(body: &Map<String, Value>, field: &str) -> GatewayResult<Option<Option<i64>>> {
-    match body.get(field) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(v) => match v.as_i64() {
-            Some(n) if n >= 0 => Ok(Some(Some(n))),
-            _ => Err(bad(
-                field,
-                format!("'{field}' must be a whole number ≥ 0 or null."),
-            )),
-        },
     }
 }
 
@@ -357,14 +204,8 @@ fn apply(row: &mut KeyRow, body: &Map<String, Value>, now: i64, update: bool) ->
     Ok(())
 }
 
-fn iso(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |ms| {
-        Value::String(format!("{}Z", iso_ms(ms).replacen(' ', "T", 1)))
-    })
-}
-
 /// A key row as LiteLLM's admin API shows it.
-fn key_json(entry: &KeyEntry) -> Value {
+pub(super) fn key_json(entry: &KeyEntry) -> Value {
     let r = &entry.row;
     json!({
         "token": r.token,
@@ -393,7 +234,7 @@ fn key_json(entry: &KeyEntry) -> Value {
 
 /// The generate/regenerate answer: the key row, the plaintext key (shown only here) and
 /// LiteLLM's `token_id`.
-fn generated_json(entry: &KeyEntry, key: &str) -> Value {
+pub(super) fn generated_json(entry: &KeyEntry, key: &str) -> Value {
     let mut v = key_json(entry);
     v["key"] = key.into();
     v["token_id"] = entry.row.token.clone().into();
@@ -422,7 +263,17 @@ fn alias_taken(keys: &Keys, alias: Option<&str>, except: Option<&str>) -> Gatewa
 }
 
 async fn generate(keys: &Arc<Keys>, body: Map<String, Value>) -> GatewayResult<(u16, Value)> {
-    let key = match opt_string(&body, "key")?.flatten() {
+    let (entry, key) = create_key(keys, &body).await?;
+    Ok((200, generated_json(&entry, &key)))
+}
+
+/// Makes a key from a `/key/generate` body (also `/user/new`'s key): the plaintext key and its
+/// entry.
+pub(super) async fn create_key(
+    keys: &Arc<Keys>,
+    body: &Map<String, Value>,
+) -> GatewayResult<(Arc<KeyEntry>, String)> {
+    let key = match opt_string(body, "key")?.flatten() {
         Some(k) if !k.starts_with("sk-") || k.len() < 4 => return Err(bad(
             "key",
             "A caller-chosen 'key' must start with 'sk-' (or leave it out to get a generated one).",
@@ -442,10 +293,22 @@ async fn generate(keys: &Arc<Keys>, body: Map<String, Value>) -> GatewayResult<(
         created_at: Some(now),
         ..Default::default()
     };
-    apply(&mut row, &body, now, false)?;
+    apply(&mut row, body, now, false)?;
+    team_exists(keys, row.team_id.as_deref())?;
     alias_taken(keys, row.key_alias.as_deref(), None)?;
     let entry = keys.put(row).await.map_err(store_err)?;
-    Ok((200, generated_json(&entry, &key)))
+    Ok((entry, key))
+}
+
+/// A key's `team_id` must name a team (LiteLLM looks it up and refuses an unknown one).
+fn team_exists(keys: &Keys, team_id: Option<&str>) -> GatewayResult<()> {
+    match team_id {
+        Some(t) if keys.tenants.team(t).is_none() => Err(super::not_found(format!(
+            "Team doesn't exist in db. Team={t}. Create team via `/team/new` call."
+        ))
+        .with_param("team_id")),
+        _ => Ok(()),
+    }
 }
 
 async fn update(keys: &Arc<Keys>, body: Map<String, Value>) -> GatewayResult<(u16, Value)> {
@@ -453,6 +316,9 @@ async fn update(keys: &Arc<Keys>, body: Map<String, Value>) -> GatewayResult<(u1
     let entry = find(keys, &key).ok_or_else(|| not_found(&key))?;
     let mut row = entry.current_row();
     apply(&mut row, &body, now_ms(), true)?;
+    if matches!(body.get("team_id"), Some(Value::String(_))) {
+        team_exists(keys, row.team_id.as_deref())?;
+    }
     alias_taken(keys, row.key_alias.as_deref(), Some(&row.token))?;
     let entry = keys.put(row).await.map_err(store_err)?;
     let mut v = key_json(&entry);
@@ -544,7 +410,7 @@ async fn set_blocked(
     Ok((200, key_json(&entry)))
 }
 
-fn info(keys: &Keys, query: &[(String, String)]) -> GatewayResult<(u16, Value)> {
+fn info(keys: &Keys, query: &Query) -> GatewayResult<(u16, Value)> {
     let key = query_get(query, "key").ok_or_else(|| {
         bad(
             "key",
@@ -555,7 +421,7 @@ fn info(keys: &Keys, query: &[(String, String)]) -> GatewayResult<(u16, Value)> 
     Ok((200, json!({ "key": key, "info": key_json(&entry) })))
 }
 
-fn list(keys: &Keys, query: &[(String, String)]) -> GatewayResult<(u16, Value)> {
+fn list(keys: &Keys, query: &Query) -> GatewayResult<(u16, Value)> {
     let number = |name: &str, default: usize, max: usize| -> GatewayResult<usize> {
         match query_get(query, name) {
             None => Ok(default),
@@ -625,11 +491,11 @@ mod tests {
     fn routes_and_durations() {
         assert_eq!(
             route("/key/generate"),
-            Some((AdminRoute::Generate, Method::POST))
+            Some((KeyRoute::Generate, Method::POST))
         );
         assert_eq!(
             route("/key/sk-abc/regenerate"),
-            Some((AdminRoute::Regenerate(Some("sk-abc")), Method::POST))
+            Some((KeyRoute::Regenerate(Some("sk-abc")), Method::POST))
         );
         assert_eq!(route("/key/a/b/regenerate"), None);
         assert_eq!(route("/key/nope"), None);
