@@ -54,5 +54,6 @@ pub mod shared_state;
 pub mod store;
 pub mod systemd;
 pub mod tenant;
+pub mod tenants;
 pub mod tls;
 pub mod upstream;
