@@ -1,6 +1,7 @@
-//! Rate limits on virtual keys (issue 13): `rpm_limit`, `tpm_limit`, `max_parallel_requests`
-//! per key, and `model_rpm_limit` / `model_tpm_limit` per model per key (kept in the key's
-//! metadata, as LiteLLM keeps them). An `Admit` stage checks every scope of a request at once
+//! Rate limits (issue 13): `rpm_limit`, `tpm_limit`, `max_parallel_requests` per key, per team,
+//! per user, per team member and per end user (the membership's and end user's budget rows,
+//! from `ctx.tenancy`), and `model_rpm_limit` / `model_tpm_limit` per model per key (kept in
+//! the key's metadata, as LiteLLM keeps them). An `Admit` stage checks every scope of a request at once
 //! and a `Settle` stage reconciles the token estimate to the usage.
 //!
 //! - Algorithm: GCRA over a one-minute window (see [`local`]): at most the limit at once,
@@ -45,6 +46,10 @@ pub const WINDOW_MS: f64 = 60_000.0;
 pub enum Descriptor {
     ApiKey,
     ModelPerKey,
+    Team,
+    User,
+    TeamMember,
+    EndUser,
 }
 
 impl Descriptor {
@@ -52,6 +57,10 @@ impl Descriptor {
         match self {
             Descriptor::ApiKey => "api_key",
             Descriptor::ModelPerKey => "model_per_key",
+            Descriptor::Team => "team",
+            Descriptor::User => "user",
+            Descriptor::TeamMember => "team_member",
+            Descriptor::EndUser => "end_user",
         }
     }
 }
@@ -165,13 +174,73 @@ impl Core {
     }
 }
 
-/// The scopes of a request from its key (empty without a key or limits).
+/// rpm, tpm and parallel limits of one entity (`None`: no limit).
+#[derive(Clone, Copy, Default)]
+struct Triple {
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    parallel: Option<u64>,
+}
+
+impl Triple {
+    fn of(rpm: Option<i64>, tpm: Option<i64>, parallel: Option<i64>) -> Triple {
+        let ok = |v: Option<i64>| v.filter(|v| *v >= 0).map(|v| v as u64);
+        Triple {
+            rpm: ok(rpm),
+            tpm: ok(tpm),
+            parallel: ok(parallel),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some() || self.parallel.is_some()
+    }
+}
+
+/// The scopes of a request: its key, model per key, and the key's team, user, team
+/// membership and the request's end user as `ctx.tenancy` resolved them (empty without a key
+/// or limits).
 fn scopes(ctx: &Context, body: &RequestBody<'_>) -> SmallVec<[Scope; 4]> {
     let mut out = SmallVec::new();
     let Some(key) = ctx.principal.key() else {
         return out;
     };
     let row = &key.row;
+    let t = &ctx.tenancy;
+    let mut tenants: SmallVec<[(Descriptor, String, Triple); 4]> = SmallVec::new();
+    if let Some(team) = &t.team {
+        let r = &team.row;
+        let l = Triple::of(r.rpm_limit, r.tpm_limit, r.max_parallel_requests);
+        if l.any() {
+            tenants.push((Descriptor::Team, r.team_id.clone(), l));
+        }
+    }
+    if let Some(user) = &t.user {
+        let r = &user.row;
+        let l = Triple::of(r.rpm_limit, r.tpm_limit, r.max_parallel_requests);
+        if l.any() {
+            tenants.push((Descriptor::User, r.user_id.clone(), l));
+        }
+    }
+    if let Some(m) = &t.membership {
+        if let Some(b) = &m.budget {
+            let r = &b.row;
+            let l = Triple::of(r.rpm_limit, r.tpm_limit, r.max_parallel_requests);
+            if l.any() {
+                let v = format!("{}:{}", m.row.team_id, m.row.user_id);
+                tenants.push((Descriptor::TeamMember, v, l));
+            }
+        }
+    }
+    if let Some(e) = &t.end_user {
+        if let Some(b) = &e.budget {
+            let r = &b.row;
+            let l = Triple::of(r.rpm_limit, r.tpm_limit, r.max_parallel_requests);
+            if l.any() {
+                tenants.push((Descriptor::EndUser, e.row.user_id.clone(), l));
+            }
+        }
+    }
     let model_limits = |name: &str| -> Option<u64> {
         let model = ctx.model.as_deref()?;
         row.metadata
@@ -192,14 +261,16 @@ fn scopes(ctx: &Context, body: &RequestBody<'_>) -> SmallVec<[Scope; 4]> {
         && parallel.is_none()
         && model_rpm.is_none()
         && model_tpm.is_none()
+        && tenants.is_empty()
     {
         return out;
     }
-    let tokens = if tpm.is_some() || model_tpm.is_some() {
-        token_estimate(body)
-    } else {
-        0
-    };
+    let tokens =
+        if tpm.is_some() || model_tpm.is_some() || tenants.iter().any(|t| t.2.tpm.is_some()) {
+            token_estimate(body)
+        } else {
+            0
+        };
     let mut push = |descriptor, measure, value: &str, limit: Option<u64>, cost| {
         if let Some(limit) = limit {
             out.push(Scope {
@@ -227,6 +298,11 @@ fn scopes(ctx: &Context, body: &RequestBody<'_>) -> SmallVec<[Scope; 4]> {
             model_tpm,
             tokens,
         );
+    }
+    for (d, v, l) in &tenants {
+        push(*d, Measure::Parallel, v, l.parallel, 1);
+        push(*d, Measure::Requests, v, l.rpm, 1);
+        push(*d, Measure::Tokens, v, l.tpm, tokens);
     }
     out
 }
