@@ -441,3 +441,48 @@ async fn redis_down_fails_closed_when_configured() {
     .await;
     assert!(back);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fleet state.
+
+/// A deployment that cools down on one instance cools down on the other (read from B's
+/// /metrics, which sends nothing upstream), within the sync bound.
+#[tokio::test]
+async fn a_cooldown_entered_on_one_instance_is_seen_by_another() {
+    let Some(redis) = Redis::start() else { return };
+    let up = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            serde_json::json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up}}\n    model_info: {{id: shared-dep}}\nrouter_settings:\n  redis_url: {u}\n  allowed_fails: 0\n  cooldown_time: 30\n  num_retries: 0\n",
+        b = up.base(),
+        u = redis.url()
+    );
+    let a = Gateway::start(&yaml);
+    let b = Gateway::start(&yaml);
+    let state_on = async |gw: &Gateway| {
+        let scrape = gw.get("/metrics", &[]).await.text();
+        metric_value(
+            &scrape,
+            "litellm_deployment_state",
+            &["model_id=\"shared-dep\""],
+        )
+    };
+    assert_eq!(state_on(&b).await, Some(0.0));
+    let r = a
+        .post("/v1/chat/completions", &serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert!(r.status >= 500, "{}", r.status);
+    assert_eq!(state_on(&a).await, Some(2.0), "A cooled down");
+    let seen = wait_until_async(
+        async || state_on(&b).await == Some(2.0),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(seen, "B never saw A's cooldown");
+    assert_eq!(up.count(), 1, "B sent nothing upstream");
+}
