@@ -4,7 +4,8 @@
 //! ```text
 //!  client ──► request_filter ─┬─ route (path, method) ─► 404 / 405
 //!                             ├─ health, models ───────► answered from the snapshot
-//!                             └─ chat, embeddings
+//!                             └─ chat, embeddings (responses, completions: translated to
+//!                                  chat by `ingress`, answers rewritten on the way out)
 //!                                  authenticate (stages) ─► read body (≤ max_request_size_mb)
 //!                                  ─► parse once ─► admit, cache lookup (stages)
 //!                                  ─► model group ─► deployment ─► provider.build_request
@@ -26,6 +27,7 @@ pub mod body;
 pub mod cors;
 pub mod exchange;
 pub mod framing;
+pub mod ingress;
 pub mod model_info;
 pub mod respond;
 pub mod routes;
@@ -245,6 +247,18 @@ impl Gateway {
                 match model_info::response(snapshot, uri.query()) {
                     Ok(body) => respond::json(&mut sink, ctx, 200, body).await,
                     Err(e) => respond::error(&mut sink, ctx, &e).await,
+                }
+            }
+            Route::Ingress(kind) => {
+                ctx.route = kind.as_str();
+                let limit = snapshot.config.general.max_request_size;
+                let timeout = snapshot.config.server.request_body_timeout;
+                let result = match body::read_body(sink.session(), limit, timeout).await {
+                    Ok(body) => ingress::handle(&self.app, live, &mut sink, ctx, kind, body).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    respond::error(&mut sink, ctx, &e).await
                 }
             }
             Route::Llm(op) => {

@@ -14,6 +14,8 @@ pub enum Route<'a> {
     /// `/model/info`: deployments in LiteLLM's shape.
     ModelInfo,
     Llm(Operation),
+    /// `/v1/responses`, `/v1/completions`: translated onto chat (see [`super::ingress`]).
+    Ingress(crate::ingress::Ingress),
     Metrics,
     /// Key management (`/key/*`, see [`super::admin`]).
     Admin(super::admin::AdminRoute<'a>),
@@ -42,18 +44,27 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
     let (route, allowed): (Route<'a>, &[Method]) = match trimmed {
         "/chat/completions" => (Route::Llm(Operation::Chat), &[Method::POST]),
         "/embeddings" => (Route::Llm(Operation::Embeddings), &[Method::POST]),
+        "/responses" => (Route::Ingress(crate::ingress::Ingress::Responses), &[Method::POST]),
+        "/completions" => (Route::Ingress(crate::ingress::Ingress::Completions), &[Method::POST]),
         "/models" => (Route::Models, &[Method::GET]),
         "/model/info" => (Route::ModelInfo, &[Method::GET]),
         _ if path == "/health/liveliness" || path == "/health/liveness" => (Route::Liveness, &[Method::GET, Method::HEAD]),
         _ if path == "/health/readiness" => (Route::Readiness, &[Method::GET, Method::HEAD]),
         _ if path == "/metrics" => (Route::Metrics, &[Method::GET]),
+        p if p.starts_with("/responses/") => {
+            return Err(GatewayError::new(
+                ErrorKind::NotFound,
+                "Switchboard does not store responses, so none can be retrieved, cancelled or deleted. Keep the Response object from POST /v1/responses.",
+            )
+            .with_code("not_found"))
+        }
         p => match p.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => (Route::Model(id), &[Method::GET]),
 
             _ => {
                 return Err(GatewayError::new(
                     ErrorKind::NotFound,
-                    format!("Unknown route {path}. Switchboard serves /v1/chat/completions, /v1/embeddings and /v1/models."),
+                    format!("Unknown route {path}. Switchboard serves /v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings and /v1/models."),
                 )
                 .with_code("not_found"))
             }
@@ -115,6 +126,24 @@ mod tests {
             405
         );
         assert_eq!(route(&Method::POST, "/v2/nope").unwrap_err().status, 404);
+        assert_eq!(
+            route(&Method::POST, "/v1/responses").unwrap(),
+            Route::Ingress(crate::ingress::Ingress::Responses)
+        );
+        assert_eq!(
+            route(&Method::POST, "/completions").unwrap(),
+            Route::Ingress(crate::ingress::Ingress::Completions)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/responses").unwrap_err().status,
+            405
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/responses/resp_1")
+                .unwrap_err()
+                .status,
+            404
+        );
         assert_eq!(route(&Method::GET, "/v1/models/").unwrap_err().status, 404);
     }
 }

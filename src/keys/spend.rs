@@ -139,6 +139,8 @@ impl crate::pipeline::Settle for SpendSettle {
         let call_type = match ctx.route {
             "chat" => "acompletion",
             "embeddings" => "aembedding",
+            "responses" => "aresponses",
+            "completions" => "atext_completion",
             _ => return,
         };
         // Refused before any upstream was tried (auth, model access, bad input): not a call,

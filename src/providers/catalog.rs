@@ -673,12 +673,6 @@ pub fn compat(prefix: &str) -> Option<&'static Compat> {
 /// call is told (a 400: the request is fine, this gateway cannot serve the deployment).
 pub const UNSERVED: &[(&str, &str)] = &[
     (
-        "text-completion-openai",
-        "text-completion-openai deployments serve OpenAI's legacy /v1/completions API, which \
-         Switchboard does not serve yet; chat calls cannot be routed to a completion model. \
-         Use openai/<model> for chat models.",
-    ),
-    (
         "sagemaker",
         "SageMaker endpoints (sagemaker/…) are not supported yet: Switchboard does not sign \
          SageMaker runtime invocations.",

@@ -24,6 +24,7 @@ pub mod mock;
 pub mod ollama;
 pub mod openai_compat;
 pub mod sigv4;
+pub mod text_completion;
 pub mod unserved;
 pub mod url;
 pub mod vertex;
@@ -399,6 +400,7 @@ const REGISTRY: &[(&[&str], Constructor)] = &[
     (&["ollama_chat", "ollama"], ollama::build),
     (&["voyage"], voyage::build),
     (&["bedrock"], |dep| bedrock::build(dep).map(Some)),
+    (&[text_completion::PREFIX], text_completion::build),
 ];
 
 /// Every prefix a config may use, in the registry's order.
@@ -454,7 +456,7 @@ mod tests {
     #[test]
     fn every_registered_prefix_builds_its_provider() {
         let prefixes: Vec<&str> = known_prefixes().collect();
-        assert_eq!(prefixes.len(), openai_compat::PREFIXES.len() + 9);
+        assert_eq!(prefixes.len(), openai_compat::PREFIXES.len() + 10);
         let mut yaml = String::from("model_list:\n");
         for p in &prefixes {
             let model = match *p {

@@ -1,6 +1,6 @@
 //! Deployments Switchboard loads but cannot call: a provider prefix it does not know
 //! (LiteLLM loads those too and fails them when called) or one LiteLLM serves and Switchboard
-//! does not yet (`sagemaker`, `auto_router`, `text-completion-openai`, …). The rest of the
+//! does not yet (`sagemaker`, `auto_router`, …). The rest of the
 //! config keeps working; [`load_warnings`] names each such deployment at load and in
 //! `--check` (`--check --strict` fails on them), and every call to one is a 400 saying why,
 //! before anything is sent anywhere.

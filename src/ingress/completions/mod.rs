@@ -1,0 +1,363 @@
+//! OpenAI's legacy text completions (`POST /v1/completions`) on every provider, by
+//! translation onto chat: the prompt becomes one user message, the answer's message text each
+//! choice's `text` (`object: text_completion`, ids `cmpl-…`), streams chunk for chunk ending
+//! in `data: [DONE]`. `text-completion-openai` deployments turn the chat call back into a
+//! `/v1/completions` call (`providers::text_completion`), so the prompt reaches them verbatim.
+//!
+//! Mapping (`ingress-formats.md` §4.3): `max_tokens` defaults to 16 as on OpenAI; `stop`, `n`,
+//! `temperature`, `top_p`, penalties, `logit_bias`, `seed`, `user`, `stream_options` pass on.
+//! Refused with a 400 naming the field: a prompt list of more than one prompt or of token ids,
+//! `suffix`, `echo: true`, `best_of` > 1 and `logprobs` (their answers have no chat
+//! counterpart to come back from).
+
+use super::chat_stream::{self, ChatStreamReader, Piece};
+use super::{Egress, Translated};
+use crate::error::{GatewayError, GatewayResult};
+use crate::openai::request::write_json_string;
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Map, Value};
+
+/// OpenAI's default `max_tokens` for completions.
+const DEFAULT_MAX_TOKENS: u64 = 16;
+
+/// Fields passed to the chat body unchanged.
+const PASSED: &[&str] = &[
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "seed",
+    "user",
+    "stream",
+    "stream_options",
+];
+
+/// Translates a completions request for the chat pipeline.
+pub fn translate(body: &[u8]) -> GatewayResult<Translated> {
+    let req: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => {
+            return Err(GatewayError::bad_request(
+                "The request body must be a JSON object.",
+            ))
+        }
+        Err(e) => {
+            return Err(GatewayError::bad_request(format!(
+                "The request body is not valid JSON: {e}"
+            )))
+        }
+    };
+    if !matches!(req.get("model"), Some(Value::String(m)) if !m.is_empty()) {
+        return Err(if req.contains_key("model") {
+            GatewayError::invalid_param("model", "'model' must be a non-empty string.")
+        } else {
+            GatewayError::missing_field("model")
+        });
+    }
+    let prompt = prompt(req.get("prompt"))?;
+    refuse_unsupported(&req)?;
+    let mut chat = Map::new();
+    for k in PASSED {
+        if let Some(v) = req.get(*k).filter(|v| !v.is_null()) {
+            chat.insert((*k).into(), v.clone());
+        }
+    }
+    chat.insert(
+        "messages".into(),
+        json!([{"role": "user", "content": prompt}]),
+    );
+    chat.entry("max_tokens")
+        .or_insert(json!(DEFAULT_MAX_TOKENS));
+    let chat = serde_json::to_vec(&Value::Object(chat))
+        .map_err(|e| GatewayError::internal(format!("could not write the chat body: {e}")))?;
+    Ok(Translated {
+        chat: Bytes::from(chat),
+        egress: Box::new(CompletionsEgress::default()),
+    })
+}
+
+/// The prompt as one string: a string, or a list holding exactly one string.
+fn prompt(prompt: Option<&Value>) -> GatewayResult<String> {
+    match prompt {
+        None | Some(Value::Null) => Err(GatewayError::missing_field("prompt")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(list)) => match list.as_slice() {
+            [Value::String(s)] => Ok(s.clone()),
+            [] => Err(GatewayError::invalid_param("prompt", "'prompt' is an empty list; send a string.")),
+            [Value::String(_), ..] => Err(GatewayError::invalid_param(
+                "prompt",
+                "'prompt' lists several prompts; Switchboard serves one prompt per request. Send one request per prompt.",
+            )),
+            _ => Err(GatewayError::invalid_param(
+                "prompt",
+                "'prompt' as token ids is not supported (the upstream may tokenize differently); send the text.",
+            )),
+        },
+        Some(_) => Err(GatewayError::invalid_param("prompt", "'prompt' must be a string.")),
+    }
+}
+
+fn refuse_unsupported(req: &Map<String, Value>) -> GatewayResult<()> {
+    if req
+        .get("suffix")
+        .is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty()))
+    {
+        return Err(GatewayError::invalid_param(
+            "suffix",
+            "'suffix' (insertion after the completion) is not supported; omit it.",
+        ));
+    }
+    if req.get("echo") == Some(&Value::Bool(true)) {
+        return Err(GatewayError::invalid_param(
+            "echo",
+            "'echo: true' is not supported; prepend the prompt to the text yourself.",
+        ));
+    }
+    if req
+        .get("best_of")
+        .and_then(|b| b.as_u64())
+        .is_some_and(|b| b > 1)
+    {
+        return Err(GatewayError::invalid_param(
+            "best_of",
+            "'best_of' is not supported; use 'n' for several completions.",
+        ));
+    }
+    if req.get("logprobs").is_some_and(|l| l.is_number()) {
+        return Err(GatewayError::invalid_param(
+            "logprobs",
+            "'logprobs' is not supported on /v1/completions through Switchboard; omit it.",
+        ));
+    }
+    Ok(())
+}
+
+/// `chatcmpl-…` → `cmpl-…`.
+fn completion_id(chat_id: Option<&str>) -> String {
+    match chat_id {
+        Some(id) => match id.strip_prefix("chatcmpl-") {
+            Some(rest) => format!("cmpl-{rest}"),
+            None => id.to_string(),
+        },
+        None => "cmpl-".to_string(),
+    }
+}
+
+#[derive(Default)]
+struct CompletionsEgress {
+    reader: ChatStreamReader,
+    done: bool,
+}
+
+impl Egress for CompletionsEgress {
+    fn whole(&mut self, chat: &[u8]) -> GatewayResult<Bytes> {
+        let c = chat_stream::parse_completion(chat)?;
+        let choices: Vec<Value> = c
+            .choices
+            .iter()
+            .map(|ch| {
+                json!({
+                    "text": ch.message.text(),
+                    "index": ch.index,
+                    "logprobs": null,
+                    "finish_reason": ch.finish_reason.as_deref().unwrap_or("stop"),
+                })
+            })
+            .collect();
+        let mut body = json!({
+            "id": completion_id(c.id.as_deref()),
+            "object": "text_completion",
+            "created": c.created.unwrap_or_else(crate::context::unix_now),
+            "model": c.model.as_deref().unwrap_or(""),
+            "choices": choices,
+        });
+        if let Some(u) = c.usage {
+            body["usage"] = json!({
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "total_tokens": u.total_tokens,
+            });
+        }
+        Ok(Bytes::from(body.to_string()))
+    }
+
+    fn feed(&mut self, sse: &[u8], out: &mut BytesMut) {
+        let CompletionsEgress { reader, done } = self;
+        reader.feed(sse, &mut |piece| write_piece(piece, done, out));
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        let CompletionsEgress { reader, done } = self;
+        reader.finish(&mut |piece| write_piece(piece, done, out));
+        if !*done {
+            *done = true;
+            out.extend_from_slice(b"data: [DONE]\n\n");
+        }
+    }
+}
+
+/// One chat stream piece as `text_completion` chunks (a role-only or tool-call chunk has no
+/// completion counterpart and is skipped).
+fn write_piece(piece: Piece<'_>, done: &mut bool, out: &mut BytesMut) {
+    if *done {
+        return;
+    }
+    match piece {
+        Piece::Done => {
+            *done = true;
+            out.extend_from_slice(b"data: [DONE]\n\n");
+        }
+        Piece::Error(e) => {
+            let mut err = GatewayError::bad_gateway(e.message.clone());
+            err.code = e.code_str();
+            err.param = e.param.clone();
+            out.extend_from_slice(&err.sse_event());
+        }
+        Piece::Chunk(chunk) => {
+            let has_text = chunk.choices.iter().any(|c| {
+                c.finish_reason.is_some()
+                    || c.delta.content.as_deref().is_some_and(|t| !t.is_empty())
+            });
+            if !has_text && chunk.usage.is_none() {
+                return;
+            }
+            let mut buf = Vec::with_capacity(160);
+            buf.extend_from_slice(b"data: {\"id\":");
+            write_json_string(&mut buf, &completion_id(chunk.id.as_deref()));
+            buf.extend_from_slice(b",\"object\":\"text_completion\",\"created\":");
+            buf.extend_from_slice(chunk.created.unwrap_or(0).to_string().as_bytes());
+            buf.extend_from_slice(b",\"model\":");
+            write_json_string(&mut buf, chunk.model.as_deref().unwrap_or(""));
+            buf.extend_from_slice(b",\"choices\":[");
+            let mut first = true;
+            for c in &chunk.choices {
+                let text = c.delta.content.as_deref().unwrap_or("");
+                if text.is_empty() && c.finish_reason.is_none() {
+                    continue;
+                }
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                buf.extend_from_slice(b"{\"text\":");
+                write_json_string(&mut buf, text);
+                buf.extend_from_slice(
+                    format!(
+                        ",\"index\":{},\"logprobs\":null,\"finish_reason\":",
+                        c.index
+                    )
+                    .as_bytes(),
+                );
+                match c.finish_reason.as_deref() {
+                    Some(r) => write_json_string(&mut buf, r),
+                    None => buf.extend_from_slice(b"null"),
+                }
+                buf.push(b'}');
+            }
+            buf.push(b']');
+            if let Some(u) = chunk.usage {
+                buf.extend_from_slice(
+                    format!(
+                        ",\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}}}",
+                        u.prompt_tokens, u.completion_tokens, u.total_tokens
+                    )
+                    .as_bytes(),
+                );
+            }
+            buf.extend_from_slice(b"}\n\n");
+            out.extend_from_slice(&buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_becomes_one_user_message_with_default_max_tokens() {
+        let t =
+            translate(br#"{"model":"m","prompt":["Say hi"],"stop":"\n","stream":true}"#).unwrap();
+        let chat: Value = serde_json::from_slice(&t.chat).unwrap();
+        assert_eq!(
+            chat["messages"],
+            json!([{"role": "user", "content": "Say hi"}])
+        );
+        assert_eq!(
+            (chat["max_tokens"].as_u64(), chat["stop"].as_str()),
+            (Some(16), Some("\n"))
+        );
+        assert_eq!(chat["stream"], true);
+        for (body, param) in [
+            (json!({"model": "m", "prompt": ["a", "b"]}), "prompt"),
+            (json!({"model": "m", "prompt": [1, 2]}), "prompt"),
+            (json!({"model": "m"}), "prompt"),
+            (
+                json!({"model": "m", "prompt": "a", "suffix": "z"}),
+                "suffix",
+            ),
+            (json!({"model": "m", "prompt": "a", "echo": true}), "echo"),
+            (
+                json!({"model": "m", "prompt": "a", "logprobs": 2}),
+                "logprobs",
+            ),
+            (
+                json!({"model": "m", "prompt": "a", "best_of": 3}),
+                "best_of",
+            ),
+        ] {
+            let e = translate(body.to_string().as_bytes())
+                .err()
+                .expect("refused");
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{body}");
+        }
+    }
+
+    #[test]
+    fn stream_chunks_under_every_split() {
+        let chat = concat!(
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi \\\"you\\\"\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let expected = concat!(
+            "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":5,\"model\":\"m\",\"choices\":[{\"text\":\"Hi \\\"you\\\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":5,\"model\":\"m\",\"choices\":[{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"length\"}]}\n\n",
+            "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":5,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        for split in 0..chat.len() {
+            let mut e = CompletionsEgress::default();
+            let mut out = BytesMut::new();
+            e.feed(&chat.as_bytes()[..split], &mut out);
+            e.feed(&chat.as_bytes()[split..], &mut out);
+            e.finish(&mut out);
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                expected,
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn whole_answer_is_a_text_completion() {
+        let mut e = CompletionsEgress::default();
+        let body = e
+            .whole(br#"{"id":"chatcmpl-9","object":"chat.completion","created":3,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], "cmpl-9");
+        assert_eq!(v["object"], "text_completion");
+        assert_eq!(v["choices"][0]["text"], "Hello");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"]["total_tokens"], 2);
+    }
+}

@@ -1,0 +1,660 @@
+//! `POST /v1/responses` end to end: the real gateway against mock upstreams speaking OpenAI's
+//! chat wire format and Anthropic's Messages format. Requests are translated to chat (what the
+//! upstream received is checked), answers come back as Response objects and streams as the
+//! Responses API's typed events (upstream streams split at awkward byte offsets), with the
+//! same retries, fallbacks, cost and access log as chat. Ends with the official OpenAI Python
+//! SDK's `responses` client against the gateway.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::*;
+
+fn openai_config(base: &str) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: {base}/v1
+      api_key: sk-upstream
+"#
+    )
+}
+
+fn anthropic_config(base: &str) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_base: {base}
+      api_key: sk-ant-test
+"#
+    )
+}
+
+fn chat_tool_call_answer() -> Value {
+    json!({
+        "id": "chatcmpl-up", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+            "content": "Checking.", "tool_calls": [{"id": "call_abc", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 400}}
+    })
+}
+
+/// An OpenAI chat stream: text, then one tool call whose arguments arrive in three pieces, then
+/// the usage chunk.
+fn chat_tool_stream() -> Vec<u8> {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1700000000,
+            "model": "gpt-4o", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut events = vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": "Let me look "}), Value::Null),
+        chunk(json!({"content": "that up – ☀"}), Value::Null),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+            Value::Null,
+        ),
+    ];
+    for piece in ["{\"ci", "ty\":\"Pa", "ris\"}"] {
+        events.push(chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+            Value::Null,
+        ));
+    }
+    events.push(chunk(json!({}), json!("tool_calls")));
+    events.push(json!({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1700000000,
+        "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29}}));
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&format!("data: {e}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out.into_bytes()
+}
+
+/// The events of a Responses stream, checking the framing: `event:` equals `type`,
+/// `sequence_number` counts from 0, and the stream ends with one terminal event.
+fn response_events(resp: &Response) -> Vec<Value> {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(
+        resp.header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream")),
+        "{:?}",
+        resp.header("content-type")
+    );
+    let text = resp.text();
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut name = None;
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = Some(n.to_string());
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data = Some(d.to_string());
+            }
+        }
+        let data: Value = serde_json::from_str(&data.expect("a data line")).unwrap();
+        assert_eq!(
+            Some(data["type"].as_str().unwrap()),
+            name.as_deref(),
+            "{block}"
+        );
+        assert_eq!(data["sequence_number"], events.len(), "{text}");
+        events.push(data);
+    }
+    assert_eq!(events[0]["type"], "response.created", "{text}");
+    assert_eq!(events[1]["type"], "response.in_progress", "{text}");
+    events
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+fn tool() -> Value {
+    json!({"type": "function", "name": "get_weather", "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "strict": true})
+}
+
+#[tokio::test]
+async fn a_request_is_translated_to_chat_and_the_answer_to_a_response_object() {
+    let up = MockUpstream::start(|_| Reply::json(200, chat_tool_call_answer())).await;
+    let gw = Gateway::start(&openai_config(&up.base()));
+    let resp = gw
+        .post(
+            "/v1/responses",
+            &json!({
+                "model": "gpt-4o", "instructions": "Be brief.", "max_output_tokens": 300,
+                "temperature": 0.2, "metadata": {"run": "7"}, "store": true, "user": "u-1",
+                "input": [
+                    {"role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]},
+                    {"type": "function_call", "call_id": "call_0", "name": "get_weather", "arguments": "{\"city\":\"Rome\"}"},
+                    {"type": "function_call_output", "call_id": "call_0", "output": "{\"temp\":25}"},
+                ],
+                "tools": [tool()], "tool_choice": "auto",
+                "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
+            }),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = up.last();
+    assert_eq!(sent.path, "/v1/chat/completions");
+    let chat = sent.json();
+    assert_eq!(
+        chat["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_0", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_0", "content": "{\"temp\":25}"},
+        ])
+    );
+    assert_eq!(chat["max_completion_tokens"], 300);
+    assert_eq!(chat["temperature"], 0.2);
+    assert_eq!(chat["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(chat["tools"][0]["function"]["strict"], true);
+    assert_eq!(chat["response_format"]["type"], "json_schema");
+    assert_eq!(chat["response_format"]["json_schema"]["name"], "w");
+    assert!(
+        chat.get("metadata").is_none() && chat.get("store").is_none(),
+        "{chat}"
+    );
+
+    let r = resp.json();
+    assert!(r["id"].as_str().unwrap().starts_with("resp_"), "{r}");
+    assert_eq!(r["object"], "response");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["model"], "gpt-4o");
+    assert_eq!(r["instructions"], "Be brief.");
+    assert_eq!(r["metadata"], json!({"run": "7"}));
+    assert_eq!(r["store"], false, "nothing is stored");
+    assert_eq!(r["output"][0]["type"], "message");
+    assert_eq!(r["output"][0]["content"][0]["type"], "output_text");
+    assert_eq!(r["output"][0]["content"][0]["text"], "Checking.");
+    let call = &r["output"][1];
+    assert_eq!(call["type"], "function_call");
+    assert!(call["id"].as_str().unwrap().starts_with("fc_"));
+    assert_eq!(call["call_id"], "call_abc");
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(
+        r["usage"],
+        json!({"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 400},
+            "output_tokens": 500, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1500})
+    );
+    // Priced like chat (gpt-4o: 600 uncached input, 400 cached, 500 output).
+    let want = 600.0 * 2.5e-6 + 400.0 * 1.25e-6 + 500.0 * 1e-5;
+    let cost: f64 = resp
+        .header("x-litellm-response-cost")
+        .expect("the cost header")
+        .parse()
+        .unwrap();
+    assert!((cost - want).abs() < 1e-12, "{cost} != {want}");
+    assert_eq!(
+        resp.header("content-length")
+            .map(|l| l.parse::<usize>().unwrap()),
+        Some(resp.body.len())
+    );
+    let line = gw.wait_for_log_line(|l| l["route"] == "responses").await;
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["model"], "gpt-4o");
+    assert!(
+        (line["cost"].as_f64().unwrap() - want).abs() < 1e-12,
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_split_anywhere_becomes_typed_events_with_the_function_call() {
+    let body = chat_tool_stream();
+    for piece in [1usize, 7, 64] {
+        let b = body.clone();
+        let up = MockUpstream::start(move |_| {
+            Reply::stream("text/event-stream", &b, piece, Duration::ZERO)
+        })
+        .await;
+        let gw = Gateway::start(&openai_config(&up.base()));
+        let resp = gw
+            .post(
+                "/v1/responses",
+                &json!({"model": "gpt-4o", "input": "Weather?", "stream": true, "tools": [tool()]}),
+            )
+            .await;
+        let sent = up.last().json();
+        assert_eq!(sent["stream"], true);
+        assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
+        let events = response_events(&resp);
+        assert_eq!(
+            kinds(&events)[2..],
+            [
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ],
+            "piece {piece}"
+        );
+        let text: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, "Let me look that up – ☀");
+        let args: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.function_call_arguments.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(args, "{\"city\":\"Paris\"}");
+        let added = &events[9]["item"];
+        assert_eq!(
+            (
+                added["type"].as_str(),
+                added["call_id"].as_str(),
+                added["name"].as_str(),
+                added["arguments"].as_str()
+            ),
+            (
+                Some("function_call"),
+                Some("call_1"),
+                Some("get_weather"),
+                Some("")
+            )
+        );
+        assert_eq!(events[9]["output_index"], 1);
+        let done = &events.last().unwrap()["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(
+            done["output"][0]["content"][0]["text"],
+            "Let me look that up – ☀"
+        );
+        assert_eq!(done["output"][1]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(done["usage"]["input_tokens"], 20);
+        assert_eq!(done["usage"]["output_tokens"], 9);
+        assert_eq!(done["usage"]["total_tokens"], 29);
+        let line = gw.wait_for_log_line(|l| l["route"] == "responses").await;
+        assert_eq!(line["status"], 200);
+    }
+}
+
+fn anthropic_sse(events: &[Value]) -> Vec<u8> {
+    let mut out = String::new();
+    for ev in events {
+        out.push_str(&format!(
+            "event: {}\ndata: {ev}\n\n",
+            ev["type"].as_str().unwrap()
+        ));
+    }
+    out.into_bytes()
+}
+
+#[tokio::test]
+async fn anthropic_deployments_answer_whole_and_streamed() {
+    let whole = json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "toolu_01X", "name": "get_weather", "input": {"city": "Paris"}}],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 50, "output_tokens": 12}});
+    let stream = anthropic_sse(&[
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+            "content": [], "model": "claude-sonnet-4-5", "stop_reason": null,
+            "usage": {"input_tokens": 20, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {}}}),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}}),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Oslo\"}"}}),
+        json!({"type": "content_block_stop", "index": 1}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
+        json!({"type": "message_stop"}),
+    ]);
+    let up = MockUpstream::start(move |r| {
+        if r.json()["stream"] == true {
+            Reply::stream("text/event-stream", &stream, 5, Duration::ZERO)
+        } else {
+            Reply::json(200, whole.clone())
+        }
+    })
+    .await;
+    let gw = Gateway::start(&anthropic_config(&up.base()));
+    let resp = gw
+        .post(
+            "/v1/responses",
+            &json!({"model": "claude", "instructions": "Be brief.", "input": "Weather?", "tools": [tool()], "max_output_tokens": 100}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = up.last();
+    assert_eq!(sent.path, "/v1/messages");
+    let m = sent.json();
+    assert_eq!(m["system"][0]["text"], "Be brief.", "{m}");
+    assert_eq!(m["max_tokens"], 100);
+    assert_eq!(m["tools"][0]["name"], "get_weather");
+    let r = resp.json();
+    assert_eq!(r["output"][0]["content"][0]["text"], "Checking.");
+    assert_eq!(r["output"][1]["call_id"], "toolu_01X");
+    assert_eq!(
+        serde_json::from_str::<Value>(r["output"][1]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert_eq!(r["usage"]["input_tokens"], 50);
+    assert_eq!(r["usage"]["output_tokens"], 12);
+
+    let resp = gw
+        .post(
+            "/v1/responses",
+            &json!({"model": "claude", "input": "Weather?", "tools": [tool()], "stream": true}),
+        )
+        .await;
+    let events = response_events(&resp);
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
+    assert_eq!(done["output"][1]["call_id"], "toolu_9");
+    assert_eq!(done["output"][1]["arguments"], "{\"city\": \"Oslo\"}");
+    assert_eq!(done["usage"]["input_tokens"], 20);
+    assert_eq!(done["usage"]["output_tokens"], 9);
+}
+
+#[tokio::test]
+async fn a_failing_deployment_is_retried_then_falls_back() {
+    let bad = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let good = MockUpstream::start(|r| {
+        if r.json()["stream"] == true {
+            Reply::stream(
+                "text/event-stream",
+                &openai::sse(&["from ", "the fallback"], true),
+                9,
+                Duration::ZERO,
+            )
+        } else {
+            Reply::json(200, openai::completion("from the fallback"))
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: primary
+    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: k}}
+  - model_name: backup
+    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: k}}
+router_settings:
+  num_retries: 1
+  retry_after: 0
+  fallbacks: [{{primary: [backup]}}]
+"#,
+        bad.base(),
+        good.base()
+    ));
+    for stream in [false, true] {
+        let resp = gw
+            .post(
+                "/v1/responses",
+                &json!({"model": "primary", "input": "hi", "stream": stream}),
+            )
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("x-litellm-attempted-fallbacks"), Some("1"));
+        let r = if stream {
+            response_events(&resp).pop().unwrap()["response"].clone()
+        } else {
+            resp.json()
+        };
+        assert_eq!(
+            r["output"][0]["content"][0]["text"], "from the fallback",
+            "{r}"
+        );
+        assert_eq!(r["status"], "completed");
+    }
+    assert!(bad.count() >= 2, "the primary was tried: {}", bad.count());
+}
+
+#[tokio::test]
+async fn refusals_and_upstream_errors_are_openai_error_objects() {
+    let up = MockUpstream::start(|_| {
+        Reply::json(400, json!({"error": {"message": "temperature too high", "type": "invalid_request_error", "param": "temperature", "code": null}}))
+    })
+    .await;
+    let gw = Gateway::start(&openai_config(&up.base()));
+    for (body, param) in [
+        (
+            json!({"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_1"}),
+            "previous_response_id",
+        ),
+        (
+            json!({"model": "gpt-4o", "input": "hi", "tools": [{"type": "web_search"}]}),
+            "tools[0].type",
+        ),
+        (json!({"model": "gpt-4o"}), "input"),
+        (
+            json!({"model": "gpt-4o", "input": [{"role": "robot", "content": "x"}]}),
+            "input[0].role",
+        ),
+    ] {
+        let e = gw.post("/v1/responses", &body).await.expect_error(400);
+        assert_eq!(e["param"], param, "{e}");
+    }
+    let e = gw
+        .post(
+            "/v1/responses",
+            &json!({"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_1"}),
+        )
+        .await
+        .expect_error(400);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not store responses"),
+        "{e}"
+    );
+    assert_eq!(up.count(), 0, "refused before any upstream call");
+
+    let e = gw
+        .post("/v1/responses", &json!({"model": "nope", "input": "hi"}))
+        .await
+        .expect_error(404);
+    assert_eq!(e["code"], "model_not_found");
+    let e = gw
+        .post(
+            "/v1/responses",
+            &json!({"model": "gpt-4o", "input": "hi", "temperature": 9}),
+        )
+        .await
+        .expect_error(400);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("temperature too high"),
+        "{e}"
+    );
+    gw.get("/v1/responses/resp_123", &[])
+        .await
+        .expect_error(404);
+    let r = gw
+        .post_with(
+            "/v1/responses",
+            &[("content-type", "application/json")],
+            b"{not json",
+        )
+        .await;
+    r.expect_error(400);
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_the_upstream_ends_with_response_failed() {
+    let mut body = Vec::new();
+    body.extend_from_slice(&chat_tool_stream()[..300]);
+    let up = MockUpstream::start(move |_| {
+        Reply::stream("text/event-stream", &body, 50, Duration::ZERO).cut()
+    })
+    .await;
+    let gw = Gateway::start(&openai_config(&up.base()));
+    let resp = gw
+        .post(
+            "/v1/responses",
+            &json!({"model": "gpt-4o", "input": "hi", "stream": true}),
+        )
+        .await;
+    let events = response_events(&resp);
+    let k = kinds(&events);
+    assert_eq!(&k[k.len() - 2..], ["error", "response.failed"], "{k:?}");
+    assert_eq!(events.last().unwrap()["response"]["status"], "failed");
+}
+
+/// The Python interpreter with the OpenAI SDK, or `None` (the test says it is skipped).
+pub fn python_with_openai_sdk() -> Option<PathBuf> {
+    let python = std::env::var_os("SWITCHBOARD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin/python"));
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: the OpenAI Python SDK is not installed for {} (run .ci/setup or set SWITCHBOARD_TEST_PYTHON)",
+            python.display()
+        );
+    }
+    ok.then_some(python)
+}
+
+/// The official OpenAI Python SDK: `responses.create`, `responses.create(stream=True)` and the
+/// `responses.stream` helper (whose accumulator checks event order and indices), with a
+/// function call, over an OpenAI chat deployment and an Anthropic one.
+#[tokio::test]
+async fn the_openai_python_sdk_responses_client_works() {
+    let Some(python) = python_with_openai_sdk() else {
+        return;
+    };
+    let stream = chat_tool_stream();
+    let oa = MockUpstream::start(move |r| {
+        if r.json()["stream"] == true {
+            Reply::stream("text/event-stream", &stream, 13, Duration::ZERO)
+        } else {
+            Reply::json(200, chat_tool_call_answer())
+        }
+    })
+    .await;
+    let gw = Gateway::start(&openai_config(&oa.base()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai_sdk_ingress.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{}/v1", gw.port))
+        .args(["responses", "gpt-4o"])
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
+    assert_eq!(seen["whole"]["text"], "Checking.", "{seen}");
+    assert_eq!(
+        seen["whole"]["calls"],
+        json!([["call_abc", "get_weather", "{\"city\":\"Paris\"}"]])
+    );
+    assert_eq!(seen["whole"]["usage"], json!([1000, 500, 1500]));
+    for k in ["created", "stream_helper"] {
+        assert_eq!(seen[k]["text"], "Let me look that up – ☀", "{k}: {seen}");
+        assert_eq!(
+            seen[k]["calls"],
+            json!([["call_1", "get_weather", "{\"city\":\"Paris\"}"]]),
+            "{k}"
+        );
+        assert_eq!(seen[k]["usage"], json!([20, 9, 29]), "{k}");
+    }
+    assert_eq!(seen["error"]["status"], 400, "{seen}");
+}
+
+/// The same keys and spend as chat: a call without a key is a 401 (nothing sent upstream), a
+/// virtual key's call is logged in LiteLLM's spend table with call type `aresponses`.
+#[tokio::test]
+async fn keys_are_checked_and_spend_is_logged_as_aresponses() {
+    const MASTER: &str = "sk-master-1234";
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    let gw = Gateway::start(&format!(
+        "{}general_settings:\n  master_key: {MASTER}\n",
+        openai_config(&up.base())
+    ));
+    let body = json!({"model": "gpt-4o", "input": "hi"}).to_string();
+    let json_ct = ("content-type", "application/json");
+    let r = gw
+        .post_with("/v1/responses", &[json_ct], body.as_bytes())
+        .await;
+    r.expect_error(401);
+    assert_eq!(up.count(), 0);
+
+    let master = format!("Bearer {MASTER}");
+    let r = gw
+        .post_with(
+            "/key/generate",
+            &[json_ct, ("authorization", &master)],
+            b"{}",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {key}");
+    let r = gw
+        .post_with(
+            "/v1/responses",
+            &[json_ct, ("authorization", &bearer)],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["output"][0]["content"][0]["text"], "hello");
+
+    let hash = switchboard::keys::hex(&switchboard::keys::hash_key(&key));
+    let url = format!("sqlite://{}", gw.dir.join("switchboard.db").display());
+    let store = switchboard::store::Store::open(&url).await.unwrap();
+    let logged = format!(
+        "SELECT CAST(COUNT(*) AS REAL) FROM \"LiteLLM_SpendLogs\" WHERE api_key = '{hash}' AND call_type = 'aresponses' AND model_group = 'gpt-4o' AND total_tokens = 18 AND spend > 0"
+    );
+    assert!(
+        wait_until_async(
+            async || store.scalar_f64(&logged).await.unwrap_or(0.0) == 1.0,
+            Duration::from_secs(15)
+        )
+        .await,
+        "the call's spend row"
+    );
+}
