@@ -239,6 +239,28 @@ pub struct Context {
     pub(crate) answer_parts: BytesMut,
     pub client_disconnected: bool,
     pub error: Option<String>,
+    /// The rate limits this request was measured against (set at admission; every answer's
+    /// head carries them as `x-ratelimit-*`).
+    pub rate_limit: RateLimitStatus,
+    /// What admission holds until the request settles (parallel slots, token reservations):
+    /// the stage that set it reconciles it at settle; dropping it releases what is held.
+    pub admission: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// The tightest request and token windows a request was admitted (or refused) under.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateLimitStatus {
+    pub requests: Option<RateWindow>,
+    pub tokens: Option<RateWindow>,
+}
+
+/// One limit's standing: `x-ratelimit-limit-*`, `-remaining-*`, `-reset-*`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateWindow {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Until the limit is whole again.
+    pub reset: Duration,
 }
 
 impl Default for Context {
@@ -273,6 +295,8 @@ impl Default for Context {
             answer_parts: BytesMut::new(),
             client_disconnected: false,
             error: None,
+            rate_limit: RateLimitStatus::default(),
+            admission: None,
         }
     }
 }

@@ -19,7 +19,8 @@
 //! - Tenancy: [`keys`] (virtual keys served from memory, their authenticate stage and the
 //!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
 //!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`.
-//! - [`shared_state`]: the Redis client for state shared by gateway instances.
+//! - [`shared_state`]: the Redis client for state shared by gateway instances; [`limits`]: rate
+//!   limits on keys (rpm, tpm, parallel), local or over Redis.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - [`alerting`]: Slack and webhook alerts (exceptions, slow answers, cooldowns, outages,
@@ -44,6 +45,7 @@ pub mod health;
 pub mod ingress;
 pub mod keys;
 pub mod lifecycle;
+pub mod limits;
 pub mod listeners;
 pub mod logging;
 pub mod metrics;

@@ -96,6 +96,8 @@ impl Stages {
                         master_key: master.clone(),
                         custom_header: config.general.litellm_key_header_name.clone(),
                     })
+                    .admit_with(crate::limits::Limits::from_config(config))
+                    .settle_with(crate::limits::LimitsSettle)
                     .settle_with(crate::keys::spend::SpendSettle {
                         keys: keys.clone(),
                         master_hash: crate::keys::hex(&crate::keys::hash_key(master)),

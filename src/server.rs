@@ -127,6 +127,7 @@ pub fn build(
         None => None,
     };
     let app = Arc::new(App::with_keys(snapshot, client, registry, keys));
+    start_shared_cooldowns(&app);
     let notifier = Arc::new(Notifier::from_env());
 
     // Pingora's h2c switch is per app, and its pre-TLS hook per set of endpoints: listeners
@@ -261,4 +262,23 @@ pub fn build(
         signals,
         pid_file,
     })
+}
+
+/// With Redis configured, deployment cooldowns are shared by every instance on it
+/// ([`crate::shared_state::cooldowns`]); the Redis settings are read at start.
+fn start_shared_cooldowns(app: &Arc<App>) {
+    let config = &app.snapshot.load().config;
+    let Some(redis) = &config.router.redis else {
+        return;
+    };
+    let weak = Arc::downgrade(app);
+    crate::shared_state::cooldowns::start(
+        redis.clone(),
+        config.server.redis_failure_policy,
+        Arc::new(move |id, left| {
+            if let Some(s) = weak.upgrade().and_then(|app| app.registry.get(id)) {
+                s.adopt_cooldown(std::time::Instant::now(), left);
+            }
+        }),
+    );
 }

@@ -78,3 +78,411 @@ async fn shared_state_client_is_bounded_fails_fast_while_down_and_recovers() {
     assert!(recovered, "the client never reconnected");
     assert!(!state.is_failing());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Key limits through the running gateway.
+
+const MASTER: &str = "sk-master-1234";
+const KEY: &str = "sk-limited-key-0001";
+
+/// One group on `up`, a master key, Redis at `redis` (if any), `extra` top-level YAML.
+fn config(up: &MockUpstream, redis: Option<&str>, extra: &str) -> String {
+    // A generous Redis timeout (unless a test sets one): a loaded CI machine must not turn a
+    // slow answer into a fail-open local decision.
+    let router = redis
+        .map(|u| format!("router_settings:\n  redis_url: {u}\n"))
+        .unwrap_or_default();
+    let extra = if extra.is_empty() && redis.is_some() {
+        "switchboard:\n  redis_timeout_ms: 3000\n"
+    } else {
+        extra
+    };
+    format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n{router}{extra}",
+        b = up.base()
+    )
+}
+
+async fn upstream() -> MockUpstream {
+    MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await
+}
+
+/// Makes [`KEY`] with `limits` (the same key on every instance given).
+async fn make_key(gws: &[&Gateway], limits: serde_json::Value) {
+    let mut body = limits;
+    body["key"] = KEY.into();
+    for gw in gws {
+        let r = gw
+            .post_with(
+                "/key/generate",
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &format!("Bearer {MASTER}")),
+                ],
+                body.to_string().as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+fn chat_body(extra: serde_json::Value) -> Vec<u8> {
+    let mut b =
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    if let (Some(b), serde_json::Value::Object(e)) = (b.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    b.to_string().into_bytes()
+}
+
+async fn chat(gw: &Gateway, extra: serde_json::Value) -> Response {
+    gw.post_with(
+        "/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {KEY}")),
+        ],
+        &chat_body(extra),
+    )
+    .await
+}
+
+/// `n` concurrent calls spread round-robin over `gws`; their responses.
+async fn burst(gws: &[&Gateway], n: usize) -> Vec<Response> {
+    let calls = (0..n).map(|i| chat(gws[i % gws.len()], serde_json::json!({})));
+    futures_util::future::join_all(calls).await
+}
+
+fn count(rs: &[Response], status: u16) -> usize {
+    rs.iter().filter(|r| r.status == status).count()
+}
+
+/// rpm 5, 20 calls at once: exactly 5 answered; the rest get LiteLLM's 429 with a
+/// Retry-After of the real wait (one request every 12 s: 12 s, ±1) and the headers.
+#[tokio::test]
+async fn rpm_is_exact_at_the_limit_under_concurrency() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    make_key(&[&gw], serde_json::json!({"rpm_limit": 5})).await;
+    let rs = burst(&[&gw], 20).await;
+    assert_eq!(
+        count(&rs, 200),
+        5,
+        "{:?}",
+        rs.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&rs, 429), 15);
+    assert_eq!(up.count(), 5);
+    let refused = rs.iter().find(|r| r.status == 429).unwrap();
+    let e = refused.expect_error(429);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Rate limit exceeded for api_key: ")
+            && msg.contains(
+                "Limit type: requests. Current limit: 5, Remaining: 0. Limit resets at: "
+            )
+            && msg.ends_with(" UTC"),
+        "{msg}"
+    );
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((11..=13).contains(&retry), "retry-after {retry}");
+    assert_eq!(refused.header("x-ratelimit-limit-requests"), Some("5"));
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+    // Every admitted answer says what is left; one of them saw 0.
+    let mut left: Vec<u64> = rs
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| {
+            r.header("x-ratelimit-remaining-requests")
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, [0, 1, 2, 3, 4]);
+}
+
+/// Three instances sharing one Redis admit exactly `rpm_limit` between them.
+#[tokio::test]
+async fn three_instances_sharing_redis_admit_exactly_rpm() {
+    let Some(redis) = Redis::start() else { return };
+    let up = upstream().await;
+    let yaml = config(&up, Some(&redis.url()), "");
+    let (a, b, c) = (
+        Gateway::start(&yaml),
+        Gateway::start(&yaml),
+        Gateway::start(&yaml),
+    );
+    make_key(&[&a, &b, &c], serde_json::json!({"rpm_limit": 7})).await;
+    let rs = burst(&[&a, &b, &c], 30).await;
+    assert_eq!(
+        count(&rs, 200),
+        7,
+        "{:?}",
+        rs.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&rs, 429), 23);
+    // A second wave right after: nothing more (the state is shared, not per instance).
+    let rs = burst(&[&c, &b, &a], 9).await;
+    assert_eq!(count(&rs, 200), 0);
+    let retry: u64 = rs[0].header("retry-after").unwrap().parse().unwrap();
+    assert!((8..=10).contains(&retry), "60 s / 7 = 8.6 s; got {retry}");
+}
+
+/// GCRA: a full burst, then capacity returns one request per interval, never a second full
+/// burst at a window edge. rpm 120: one request every 0.5 s.
+#[tokio::test]
+async fn no_double_burst_after_the_first_one() {
+    let Some(redis) = Redis::start() else { return };
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, Some(&redis.url()), ""));
+    make_key(&[&gw], serde_json::json!({"rpm_limit": 120})).await;
+    let rs = burst(&[&gw], 130).await;
+    assert_eq!(count(&rs, 200), 120);
+    let started = Instant::now();
+    // Within the next ~1.2 s at most three more requests come back (one per 0.5 s), however
+    // hard we ask; a fixed window would hand out nothing and then a whole second burst.
+    let mut admitted = 0;
+    while started.elapsed() < Duration::from_millis(1200) {
+        let rs = burst(&[&gw], 10).await;
+        admitted += count(&rs, 200);
+    }
+    assert!((1..=3).contains(&admitted), "admitted {admitted}");
+}
+
+/// tpm: admission reserves prompt/4 + max_tokens; settle gives back all but the usage (18).
+#[tokio::test]
+async fn tpm_reserves_the_estimate_and_reconciles_to_usage() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    make_key(&[&gw], serde_json::json!({"tpm_limit": 1000})).await;
+    let r = chat(&gw, serde_json::json!({"max_tokens": 600})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-limit-tokens"), Some("1000"));
+    let left: u64 = r
+        .header("x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((370..=399).contains(&left), "reserved ~610: {left}");
+    // Without reconciliation 600 more would not fit for half a minute; with it (18 used),
+    // they do as soon as the first request has settled.
+    let mut statuses = Vec::new();
+    let fit = wait_until_async(
+        async || {
+            let r = chat(&gw, serde_json::json!({"max_tokens": 600})).await;
+            statuses.push(r.status);
+            r.status == 200
+        },
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(fit, "{statuses:?}");
+    // Two reservations of 600 at once do not fit: the second is refused on tokens.
+    let big = serde_json::json!({"max_tokens": 900});
+    let (x, y) = tokio::join!(chat(&gw, big.clone()), chat(&gw, big));
+    let mut s = [x.status, y.status];
+    s.sort();
+    assert_eq!(s, [200, 429]);
+    let refused = if x.status == 429 { &x } else { &y };
+    assert!(
+        refused.text().contains("Limit type: tokens"),
+        "{}",
+        refused.text()
+    );
+}
+
+/// max_parallel_requests 1 with a slow upstream: a second call while the first is in flight
+/// is refused; the slot comes back when the first caller hangs up.
+#[tokio::test]
+async fn max_parallel_is_held_while_in_flight_and_released_after_hang_up() {
+    let up = MockUpstream::start(|_| {
+        Reply::json(200, openai::completion("slow")).delayed(Duration::from_millis(800))
+    })
+    .await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    make_key(&[&gw], serde_json::json!({"max_parallel_requests": 1})).await;
+    let mut first = Conn::connect(gw.port).await;
+    first
+        .send_head_and_body(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {KEY}")),
+            ],
+            &chat_body(serde_json::json!({})),
+        )
+        .await;
+    assert!(wait_until(|| up.count() == 1, Duration::from_secs(5)).await);
+    let second = chat(&gw, serde_json::json!({})).await;
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert!(second.text().contains("Limit type: max_parallel_requests"));
+    // The first caller leaves before its answer.
+    drop(first);
+    let started = Instant::now();
+    let back = wait_until_async(
+        async || chat(&gw, serde_json::json!({})).await.status == 200,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(back, "the slot was never released");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// The headers are in a stream's head, before the first byte of the body.
+#[tokio::test]
+async fn rate_limit_headers_on_a_stream() {
+    let up = MockUpstream::start(|_| {
+        Reply::stream(
+            "text/event-stream",
+            &openai::sse(&["a", "b"], true),
+            16,
+            Duration::from_millis(5),
+        )
+    })
+    .await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    make_key(
+        &[&gw],
+        serde_json::json!({"rpm_limit": 10, "tpm_limit": 5000}),
+    )
+    .await;
+    let mut conn = Conn::connect(gw.port).await;
+    conn.send_head_and_body(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {KEY}")),
+        ],
+        &chat_body(serde_json::json!({"stream": true})),
+    )
+    .await;
+    let mut s = conn.read_streaming().await;
+    assert_eq!(s.header("x-ratelimit-limit-requests"), Some("10"));
+    assert_eq!(s.header("x-ratelimit-remaining-requests"), Some("9"));
+    assert_eq!(s.header("x-ratelimit-limit-tokens"), Some("5000"));
+    assert!(s.header("x-ratelimit-reset-requests").is_some());
+    let body = String::from_utf8_lossy(&s.read_to_end().await).to_string();
+    assert!(body.contains("[DONE]"), "{body}");
+}
+
+/// Redis killed mid-test: fail-open answers from this instance's own counters (bounded, no
+/// hang), a metric counts it; after a restart Redis decides again.
+#[tokio::test]
+async fn redis_down_fails_open_and_recovers() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, Some(&redis.url()), ""));
+    make_key(&[&gw], serde_json::json!({"rpm_limit": 3})).await;
+    assert_eq!(chat(&gw, serde_json::json!({})).await.status, 200);
+    redis.kill();
+    let t = Instant::now();
+    let rs = burst(&[&gw], 5).await;
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Local view: 3 per minute on this instance.
+    assert_eq!(
+        count(&rs, 200),
+        3,
+        "{:?}",
+        rs.iter().map(|r| (r.status, r.text())).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&rs, 429), 2);
+    let scrape = gw.get("/metrics", &[]).await.text();
+    let fallback = metric_value(&scrape, "switchboard_rate_limit_redis_fallback_total", &[]);
+    assert!(fallback.unwrap_or(0.0) >= 5.0, "{scrape}");
+    redis.restart();
+    // Back on Redis (empty after the restart): its counters grow again.
+    let on_redis = wait_until_async(
+        async || {
+            chat(&gw, serde_json::json!({})).await;
+            redis.cmd(&["DBSIZE"]).is_some_and(|n| n != ":0")
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(on_redis, "requests never went back to Redis");
+}
+
+/// Fail-closed: 503 with a Retry-After while Redis is down, answered again once it is back.
+#[tokio::test]
+async fn redis_down_fails_closed_when_configured() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        Some(&redis.url()),
+        "switchboard:\n  redis_failure_policy: closed\n  redis_timeout_ms: 1000\n",
+    ));
+    make_key(&[&gw], serde_json::json!({"rpm_limit": 100})).await;
+    assert_eq!(chat(&gw, serde_json::json!({})).await.status, 200);
+    redis.kill();
+    let t = Instant::now();
+    let r = chat(&gw, serde_json::json!({})).await;
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let e = r.expect_error(503);
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("redis_failure_policy"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(up.count(), 1, "nothing reached the upstream while closed");
+    redis.restart();
+    let back = wait_until_async(
+        async || chat(&gw, serde_json::json!({})).await.status == 200,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(back);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet state.
+
+/// A deployment that cools down on one instance cools down on the other (read from B's
+/// /metrics, which sends nothing upstream), within the sync bound.
+#[tokio::test]
+async fn a_cooldown_entered_on_one_instance_is_seen_by_another() {
+    let Some(redis) = Redis::start() else { return };
+    let up = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            serde_json::json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up}}\n    model_info: {{id: shared-dep}}\nrouter_settings:\n  redis_url: {u}\n  allowed_fails: 0\n  cooldown_time: 30\n  num_retries: 0\n",
+        b = up.base(),
+        u = redis.url()
+    );
+    let a = Gateway::start(&yaml);
+    let b = Gateway::start(&yaml);
+    let state_on = async |gw: &Gateway| {
+        let scrape = gw.get("/metrics", &[]).await.text();
+        metric_value(
+            &scrape,
+            "litellm_deployment_state",
+            &["model_id=\"shared-dep\""],
+        )
+    };
+    assert_eq!(state_on(&b).await, Some(0.0));
+    let r = a
+        .post("/v1/chat/completions", &serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert!(r.status >= 500, "{}", r.status);
+    assert_eq!(state_on(&a).await, Some(2.0), "A cooled down");
+    let seen = wait_until_async(
+        async || state_on(&b).await == Some(2.0),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(seen, "B never saw A's cooldown");
+    assert_eq!(up.count(), 1, "B sent nothing upstream");
+}

@@ -44,6 +44,7 @@ pub fn head(status: u16, ctx: &Context, content_type: &str) -> ResponseHeader {
             (ctx.attempts - 1).to_string(),
         );
     }
+    crate::limits::headers::decorate(&mut h, &ctx.rate_limit);
     super::cors::decorate(&mut h, ctx);
     h
 }

@@ -54,6 +54,12 @@ impl StateRegistry {
         states.entry(id.to_string()).or_default().clone()
     }
 
+    /// The state for `id` if it exists (no insertion).
+    pub fn get(&self, id: &str) -> Option<Arc<DeploymentState>> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.get(id).cloned()
+    }
+
     /// Forgets deployments no longer configured.
     pub fn retain(&self, ids: &[&str]) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
@@ -510,6 +516,9 @@ impl Admission {
         );
         // Only once recorded: should recording panic, `Drop` still gives the probe up.
         self.verdict = true;
+        if let Some(for_) = cooled {
+            crate::shared_state::cooldowns::publish(self.deployment.id(), for_);
+        }
         cooled
     }
 }

@@ -201,6 +201,17 @@ impl DeploymentState {
         self.probing.store(false, Ordering::Release);
     }
 
+    /// Adopts a cooldown another instance entered (shared through Redis): cools down for
+    /// `for_` unless this instance's own cooldown already runs at least as long.
+    pub fn adopt_cooldown(&self, now: Instant, for_: Duration) {
+        if self
+            .cooldown_remaining(now)
+            .is_none_or(|left| left + Duration::from_millis(50) < for_)
+        {
+            self.cool_down(now, for_);
+        }
+    }
+
     /// Cools down until at least `now + for_` (saturating). Never shortens a running cooldown.
     pub(super) fn cool_down(&self, now: Instant, for_: Duration) {
         let target = to_nanos(later(now, for_));

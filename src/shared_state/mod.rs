@@ -10,6 +10,8 @@
 //! success. Failures are counted (`failures()`, exported as a metric) and logged at most once
 //! per [`LOG_EVERY`]. Callers decide what a failure means (`FailurePolicy`).
 
+pub mod cooldowns;
+
 use crate::config::redis::{redact_url, FailurePolicy, RedisSettings};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -156,7 +158,9 @@ impl SharedState {
                 .build()
                 .map_err(bad)?;
             let weak = Arc::downgrade(&inner);
-            tokio::spawn(async move {
+            let rt = tokio::runtime::Handle::try_current()
+                .map_err(|_| "a Redis Cluster client must be made inside a Tokio runtime")?;
+            rt.spawn(async move {
                 let mut backoff = Duration::from_millis(100);
                 loop {
                     let Some(inner) = weak.upgrade() else { return };

@@ -156,6 +156,21 @@ fn apply(row: &mut KeyRow, body: &Map<String, Value>, now: i64, update: bool) ->
         }
         Some(_) => return Err(bad("tags", "'tags' must be a list of strings.")),
     }
+    // LiteLLM keeps per-model limits in the key's metadata too: {"model": limit}.
+    for name in ["model_rpm_limit", "model_tpm_limit"] {
+        match body.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) if m.values().all(|v| v.as_u64().is_some()) => {
+                row.metadata.insert(name.into(), Value::Object(m.clone()));
+            }
+            Some(_) => {
+                return Err(bad(
+                    name,
+                    format!("'{name}' must map model names to whole numbers ≥ 0."),
+                ))
+            }
+        }
+    }
     match body.get("max_budget") {
         None => {}
         Some(Value::Null) => row.max_budget = None,

@@ -1,0 +1,121 @@
+//! The `x-ratelimit-*` response headers (OpenAI's names) from a request's [`RateLimitStatus`],
+//! written into every answer's head (errors and streams included: the head goes out before the
+//! first byte), and the `Retry-After` / reset-time text of a refusal.
+
+use crate::context::{RateLimitStatus, RateWindow};
+use pingora_http::ResponseHeader;
+use std::time::Duration;
+
+/// Adds `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the windows that are set.
+pub fn decorate(h: &mut ResponseHeader, status: &RateLimitStatus) {
+    if let Some(w) = &status.requests {
+        put(
+            h,
+            w,
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+        );
+    }
+    if let Some(w) = &status.tokens {
+        put(
+            h,
+            w,
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        );
+    }
+}
+
+fn put(h: &mut ResponseHeader, w: &RateWindow, names: [&'static str; 3]) {
+    let _ = h.insert_header(names[0], w.limit);
+    let _ = h.insert_header(names[1], w.remaining);
+    let _ = h.insert_header(names[2], duration_text(w.reset));
+}
+
+/// OpenAI's duration form: `250ms`, `1.5s`, `6m0s`.
+pub fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let s = d.as_secs_f64();
+        let text = format!("{s:.3}");
+        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        let s = d.as_secs();
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up (a client that waits this long is admitted).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let ms = wait.as_millis() as u64;
+    ms.div_ceil(1000).max(1)
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time in milliseconds (LiteLLM's "Limit resets at").
+pub fn utc_text(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts() {
+        assert_eq!(duration_text(Duration::from_millis(250)), "250ms");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(duration_text(Duration::from_secs(2)), "2s");
+        assert_eq!(duration_text(Duration::from_secs(360)), "6m0s");
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(6001)), 7);
+        assert_eq!(retry_after_secs(Duration::from_millis(6000)), 6);
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_text(1_709_251_199_000), "2024-02-29 23:59:59 UTC");
+    }
+
+    #[test]
+    fn headers_written() {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        decorate(
+            &mut h,
+            &RateLimitStatus {
+                requests: Some(RateWindow {
+                    limit: 10,
+                    remaining: 3,
+                    reset: Duration::from_millis(4200),
+                }),
+                tokens: None,
+            },
+        );
+        let get = |n: &str| h.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get("x-ratelimit-limit-requests").as_deref(), Some("10"));
+        assert_eq!(get("x-ratelimit-remaining-requests").as_deref(), Some("3"));
+        assert_eq!(get("x-ratelimit-reset-requests").as_deref(), Some("4.2s"));
+        assert!(get("x-ratelimit-limit-tokens").is_none());
+    }
+}
