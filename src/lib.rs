@@ -49,6 +49,7 @@ pub mod router;
 pub mod server;
 pub mod store;
 pub mod systemd;
+pub mod telemetry;
 pub mod tenant;
 pub mod tls;
 pub mod upstream;
