@@ -481,3 +481,73 @@ async fn spans_of_the_last_requests_are_flushed_on_sigterm() {
         "metrics flushed too"
     );
 }
+
+#[tokio::test]
+async fn content_capture_is_opt_in_and_capped() {
+    let col = collector().await;
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("the answer text"))).await;
+    let d = temp_dir();
+    let yaml = format!(
+        "{}switchboard:\n  threads: 2\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 5\n  pid_file: {d}/sb.pid\n  upgrade_sock: {d}/sb.sock\n  otel_capture_content: true\n  otel_content_max_bytes: 40\n",
+        otel_config(&[upstream("gpt-4o", "a", &up.base())], ""),
+        d = d.display()
+    );
+    let gw = start(&yaml, &env_for(&col));
+    let r = gw.post("/v1/chat/completions", &chat("gpt-4o")).await;
+    assert_eq!(r.status, 200);
+    let spans = wait_spans(&col, 2).await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap();
+    let input = str_attr(server, "gen_ai.input.messages").expect("prompt captured");
+    assert!(input.contains("secret prompt"), "{input}");
+    assert!(input.len() <= 40, "capped: {input}");
+    let output = str_attr(server, "gen_ai.output.messages").expect("completion captured");
+    assert!(output.len() <= 40, "capped: {output}");
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_the_exporter_flushes_the_old_one_and_uses_the_new_one() {
+    let (old, new) = (collector().await, collector().await);
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    // The endpoint comes from the config's environment_variables, so a reload can move it.
+    let yaml = |col: &MockUpstream| {
+        format!(
+            "environment_variables:\n  OTEL_EXPORTER_OTLP_ENDPOINT: \"{}\"\n{}",
+            col.base(),
+            otel_config(&[upstream("gpt-4o", "a", &up.base())], "")
+        )
+    };
+    let env = vec![
+        // Nothing is exported on a timer: only a flush sends spans.
+        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "600000".to_string()),
+        ("OTEL_METRICS_EXPORTER".to_string(), "none".to_string()),
+    ];
+    let mut gw = start(&yaml(&old), &env);
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat("gpt-4o"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(received(&old).len(), 0);
+    gw.rewrite_config(&yaml(&new));
+    gw.signal("HUP");
+    // The old generation's exporter sends what it held once the old generation is gone.
+    wait_spans(&old, 2).await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat("gpt-4o"))
+            .await
+            .status,
+        200
+    );
+    gw.signal("TERM");
+    assert!(gw.exited(Duration::from_secs(20)).await.is_some());
+    assert_eq!(
+        received(&new).len(),
+        2,
+        "the new exporter got the request after the reload"
+    );
+    assert_eq!(received(&old).len(), 2);
+}
