@@ -477,10 +477,10 @@ async fn attempt(
             let latency = start.elapsed();
             ctx.usage = usage;
             ctx.price_usage();
-            respond::json(sink, ctx, 200, body).await;
             if let Some(t) = ctx.trace.as_deref_mut() {
                 crate::telemetry::end_attempt(t, None);
             }
+            respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
                 .metrics
