@@ -6,6 +6,7 @@
 pub mod call_defaults;
 pub mod listeners;
 pub mod litellm;
+pub mod redis;
 pub mod telemetry;
 pub mod yaml;
 
@@ -135,6 +136,10 @@ pub struct ServerSettings {
     pub otel_capture_content: bool,
     /// `otel_content_max_bytes`: the cap on each captured content attribute.
     pub otel_content_max_bytes: usize,
+    /// `redis_failure_policy`: what requests meet while shared-state Redis is down or slow.
+    pub redis_failure_policy: redis::FailurePolicy,
+    /// `redis_timeout_ms`: the bound on one Redis round trip on the request path.
+    pub redis_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -168,6 +173,8 @@ impl Default for ServerSettings {
             proxy_protocol: false,
             otel_capture_content: false,
             otel_content_max_bytes: 16 * 1024,
+            redis_failure_policy: redis::FailurePolicy::Open,
+            redis_timeout: redis::DEFAULT_REDIS_TIMEOUT,
         }
     }
 }
@@ -229,6 +236,10 @@ pub struct LitellmSettings {
     pub telemetry_callbacks: Vec<String>,
     /// `turn_off_message_logging`: never put prompts or completions on spans.
     pub turn_off_message_logging: bool,
+    /// The Redis server of `cache_params` (`host`/`port`/`url`/`redis_startup_nodes`...), else
+    /// LiteLLM's `REDIS_*` environment variables (see [`redis`]). Whether the response cache
+    /// uses it is the cache's decision (`cache_params.type`).
+    pub cache_redis: Option<redis::RedisSettings>,
 }
 
 /// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;
@@ -272,6 +283,10 @@ pub struct RouterSettings {
     /// Switchboard extension (`cooldown_wait`): when every candidate is cooling down, wait up to
     /// this long for the first to recover instead of failing at once with 503.
     pub cooldown_wait: Option<Duration>,
+    /// Redis for state shared by gateway instances (rate limits, cooldowns, deployment usage):
+    /// `redis_host`/`redis_port`/`redis_password` or `redis_url`, else `cache_params`' server,
+    /// else the `REDIS_*` environment variables. `None`: everything stays in-process.
+    pub redis: Option<redis::RedisSettings>,
 }
 
 impl Default for RouterSettings {
@@ -297,6 +312,7 @@ impl Default for RouterSettings {
             model_group_alias: BTreeMap::new(),
             default_max_parallel_requests: None,
             cooldown_wait: None,
+            redis: None,
         }
     }
 }
