@@ -239,6 +239,9 @@ pub struct Context {
     pub(crate) answer_parts: BytesMut,
     pub client_disconnected: bool,
     pub error: Option<String>,
+    /// The request's trace, only when an OpenTelemetry exporter is configured
+    /// ([`crate::telemetry`]); `None` costs nothing.
+    pub trace: Option<Box<Trace>>,
     /// The rate limits this request was measured against (set at admission; every answer's
     /// head carries them as `x-ratelimit-*`).
     pub rate_limit: RateLimitStatus,
@@ -261,6 +264,58 @@ pub struct RateWindow {
     pub remaining: u64,
     /// Until the limit is whole again.
     pub reset: Duration,
+}
+
+/// What one request's trace records as it goes, for the telemetry settle stage to turn into
+/// spans off the request path: ids (the client's `traceparent` continued), the attempts made,
+/// and the request parameters the GenAI conventions name.
+#[derive(Clone)]
+pub struct Trace {
+    pub trace_id: [u8; 16],
+    /// The SERVER span's id.
+    pub span_id: [u8; 8],
+    /// The client's span, when its `traceparent` continued a trace.
+    pub remote_parent: Option<[u8; 8]>,
+    /// Spans are exported (metrics are recorded either way).
+    pub sampled: bool,
+    /// The client's `tracestate`, passed on upstream unchanged.
+    pub tracestate: Option<HeaderValue>,
+    /// [`Context::start`], and the wall-clock time it was (spans carry wall-clock times).
+    pub start: Instant,
+    pub wall_start: SystemTime,
+    /// One record per upstream attempt, in order.
+    pub attempts: smallvec::SmallVec<[AttemptRecord; 2]>,
+    /// The request parameters spans report (read from the parsed body, no second parse).
+    pub params: RequestParams,
+    /// The id the gateway gave the answer.
+    pub response_id: Option<ResponseId>,
+    /// The request body, kept only when content capture is on.
+    pub request_body: Option<Bytes>,
+}
+
+/// One upstream attempt: a CLIENT span at export.
+#[derive(Clone)]
+pub struct AttemptRecord {
+    pub span_id: [u8; 8],
+    pub deployment: Arc<Deployment>,
+    pub start: Instant,
+    /// `None` while it runs (or when its future was dropped).
+    pub end: Option<Instant>,
+    /// The failed attempt's `error.type` and HTTP status.
+    pub error: Option<(&'static str, u16)>,
+}
+
+/// The GenAI `gen_ai.request.*` parameters of a call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestParams {
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub seed: Option<i64>,
+    pub choice_count: Option<u64>,
 }
 
 impl Default for Context {
@@ -297,6 +352,7 @@ impl Default for Context {
             error: None,
             rate_limit: RateLimitStatus::default(),
             admission: None,
+            trace: None,
         }
     }
 }

@@ -60,6 +60,7 @@ pub mod server;
 pub mod shared_state;
 pub mod store;
 pub mod systemd;
+pub mod telemetry;
 pub mod tenant;
 pub mod tenants;
 pub mod tls;

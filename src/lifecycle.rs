@@ -294,6 +294,10 @@ impl LifecycleService {
         if let Some(keys) = &self.app.keys {
             keys.flush(Duration::from_secs(5)).await;
         }
+        // Spans and metrics of the last requests go out too (bounded: a dead collector does
+        // not hold the exit past it).
+        let _ =
+            tokio::task::spawn_blocking(|| crate::telemetry::flush(Duration::from_secs(5))).await;
         remove_pid_file();
         crate::logging::flush(Duration::from_secs(2));
         std::process::exit(0);

@@ -78,6 +78,9 @@ pub struct Stages {
     admit: Vec<Box<dyn Admit>>,
     cache: Option<Box<dyn Cache>>,
     settle: Vec<Box<dyn Settle>>,
+    /// The OpenTelemetry exporter, when a telemetry callback is configured: the gateway starts
+    /// each request's trace with it (its settle stage is in `settle`).
+    telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Stages {
@@ -112,7 +115,16 @@ impl Stages {
                 threshold: config.general.health.alerting_threshold,
             });
         }
+        if let Some(t) = crate::telemetry::for_config(&config.telemetry) {
+            stages = stages.settle_with(crate::telemetry::TelemetrySettle(t.clone()));
+            stages.telemetry = Some(t);
+        }
         stages
+    }
+
+    /// The OpenTelemetry exporter, when configured.
+    pub fn telemetry(&self) -> Option<&crate::telemetry::Telemetry> {
+        self.telemetry.as_deref()
     }
 
     pub fn authenticate_with(mut self, stage: impl Authenticate + 'static) -> Self {

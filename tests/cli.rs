@@ -42,7 +42,7 @@ fn check_with(args: &[&str], yaml: &str) -> CheckOutput {
 #[test]
 fn check_summarises_a_good_config_and_lists_ignored_keys() {
     let (ok, out, err) = check(
-        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o, api_key: sk-1}\n  - model_name: gpt-4o\n    litellm_params: {model: azure/dep, api_base: 'https://x.openai.azure.com', api_key: k}\nlitellm_settings:\n  success_callback: [langfuse]\n",
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o, api_key: sk-1}\n  - model_name: gpt-4o\n    litellm_params: {model: azure/dep, api_base: 'https://x.openai.azure.com', api_key: k}\nlitellm_settings:\n  success_callback: [datadog]\n",
     );
     assert!(ok, "{err}");
     assert!(out.contains("1 model group(s), 2 deployment(s)"), "{out}");
@@ -150,7 +150,7 @@ fn check_lists_deployments_that_cannot_be_called_as_warnings() {
 /// `--strict` alone (without `--check`) is refused.
 #[test]
 fn check_strict_fails_on_any_warning_and_prints_each() {
-    let yaml = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, api_key: k}\n  - model_name: c\n    litellm_params: {model: opnai/gpt-4o}\nlitellm_settings:\n  success_callback: [langfuse]\n";
+    let yaml = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, api_key: k}\n  - model_name: c\n    litellm_params: {model: opnai/gpt-4o}\nlitellm_settings:\n  success_callback: [datadog]\n";
     let relaxed = check_with(&["--check"], yaml);
     assert_eq!(relaxed.code, Some(0), "{}", relaxed.stderr);
     let strict = check_with(&["--check", "--strict"], yaml);

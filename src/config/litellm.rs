@@ -125,6 +125,16 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
         }
     }
     top.finish(&mut warnings);
+    let telemetry = super::telemetry::resolve(
+        &super::telemetry::TelemetryRequest {
+            callbacks: &litellm.telemetry_callbacks,
+            capture_content: server.otel_capture_content,
+            turn_off_message_logging: litellm.turn_off_message_logging,
+            content_max_bytes: server.otel_content_max_bytes,
+        },
+        &|var| env.lookup(var),
+        &mut warnings,
+    );
 
     Ok(Config {
         source: PathBuf::new(),
@@ -134,6 +144,7 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
         router,
         deployments,
         warnings,
+        telemetry,
     })
 }
 
@@ -229,6 +240,12 @@ fn read_server(
     }
     if let Some(v) = s.bool("json_logs")? {
         out.json_logs = v;
+    }
+    if let Some(v) = s.bool("otel_capture_content")? {
+        out.otel_capture_content = v;
+    }
+    if let Some(v) = s.u64("otel_content_max_bytes")? {
+        out.otel_content_max_bytes = v.min(1 << 20) as usize;
     }
     if let Some(v) = s.string("log_level")? {
         out.log_level = v.parse().map_err(|_| {
@@ -546,6 +563,8 @@ fn read_litellm_settings(
         require_auth_for_metrics_endpoint: s
             .bool("require_auth_for_metrics_endpoint")?
             .unwrap_or(false),
+        telemetry_callbacks: Vec::new(),
+        turn_off_message_logging: s.bool("turn_off_message_logging")?.unwrap_or(false),
         cache_redis: None,
     };
     let mut cache_params = s.section("cache_params")?;
@@ -553,18 +572,24 @@ fn read_litellm_settings(
     cache_params.finish(warnings);
     read_shared_routing_keys(&mut s, router)?;
     let json_logs = s.bool("json_logs")?;
-    read_callbacks(&mut s, warnings)?;
+    out.telemetry_callbacks = read_callbacks(&mut s, warnings)?;
     s.accept(&["set_verbose"]);
     s.finish(warnings);
     Ok((out, json_logs))
 }
 
-/// Callbacks Switchboard provides itself: `prometheus` is `/metrics`.
+/// Callbacks Switchboard provides itself: `prometheus` is `/metrics`; the telemetry ones
+/// ([`super::telemetry::TELEMETRY_CALLBACKS`]) export over OTLP.
 const BUILT_IN_CALLBACKS: &[&str] = &["prometheus"];
 
 /// `callbacks` / `success_callback` / `failure_callback`: `prometheus` is served by `/metrics`
-/// and accepted silently; any other callback is named in one warning per key.
-fn read_callbacks(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+/// and accepted silently; the telemetry callbacks are returned; any other callback is named in
+/// one warning per key.
+fn read_callbacks(
+    s: &mut Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut telemetry = Vec::new();
     for key in [
         "callbacks",
         "success_callback",
@@ -597,6 +622,13 @@ fn read_callbacks(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<(),
             .iter()
             .map(String::as_str)
             .filter(|n| !BUILT_IN_CALLBACKS.contains(n))
+            .filter(|n| {
+                let ours = super::telemetry::TELEMETRY_CALLBACKS.contains(n);
+                if ours && !telemetry.iter().any(|t| t == n) {
+                    telemetry.push(n.to_string());
+                }
+                !ours
+            })
             .collect();
         if !ignored.is_empty() {
             warnings.push(format!(
@@ -605,7 +637,7 @@ fn read_callbacks(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<(),
             ));
         }
     }
-    Ok(())
+    Ok(telemetry)
 }
 
 /// Routing keys LiteLLM accepts in both `litellm_settings` and `router_settings`.
@@ -1536,13 +1568,13 @@ router_settings:
         .unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let c = parse(&format!(
-            "{BASE}litellm_settings: {{callbacks: [prometheus, langfuse]}}\n"
+            "{BASE}litellm_settings: {{callbacks: [prometheus, datadog]}}\n"
         ))
         .unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].starts_with("litellm_settings.callbacks: "));
         assert!(
-            c.warnings[0].contains("langfuse") && !c.warnings[0].contains("ignored: prometheus")
+            c.warnings[0].contains("datadog") && !c.warnings[0].contains("ignored: prometheus")
         );
     }
 

@@ -7,6 +7,7 @@ pub mod call_defaults;
 pub mod listeners;
 pub mod litellm;
 pub mod redis;
+pub mod telemetry;
 pub mod yaml;
 
 pub use call_defaults::CallDefaults;
@@ -57,6 +58,8 @@ pub struct Config {
     pub deployments: Vec<DeploymentConfig>,
     /// Keys accepted but not implemented, one line each.
     pub warnings: Vec<String>,
+    /// OpenTelemetry / Langfuse export (`litellm_settings.callbacks`), resolved at load.
+    pub telemetry: telemetry::TelemetryConfig,
 }
 
 impl Config {
@@ -129,6 +132,10 @@ pub struct ServerSettings {
     /// `proxy_protocol`: the default listener (`host`/`port`, when there is no `listeners` list)
     /// reads PROXY protocol v1/v2 headers from trusted peers; listed listeners set their own.
     pub proxy_protocol: bool,
+    /// `otel_capture_content`: prompts and completions on telemetry spans (off by default).
+    pub otel_capture_content: bool,
+    /// `otel_content_max_bytes`: the cap on each captured content attribute.
+    pub otel_content_max_bytes: usize,
     /// `redis_failure_policy`: what requests meet while shared-state Redis is down or slow.
     pub redis_failure_policy: redis::FailurePolicy,
     /// `redis_timeout_ms`: the bound on one Redis round trip on the request path.
@@ -164,6 +171,8 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             proxy_protocol: false,
+            otel_capture_content: false,
+            otel_content_max_bytes: 16 * 1024,
             redis_failure_policy: redis::FailurePolicy::Open,
             redis_timeout: redis::DEFAULT_REDIS_TIMEOUT,
         }
@@ -259,6 +268,11 @@ pub struct LitellmSettings {
     pub request_timeout: Option<Duration>,
     /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
     pub require_auth_for_metrics_endpoint: bool,
+    /// Telemetry callback names listed in `callbacks` / `success_callback` / `failure_callback`
+    /// (see [`telemetry::TELEMETRY_CALLBACKS`]).
+    pub telemetry_callbacks: Vec<String>,
+    /// `turn_off_message_logging`: never put prompts or completions on spans.
+    pub turn_off_message_logging: bool,
     /// The Redis server of `cache_params` (`host`/`port`/`url`/`redis_startup_nodes`...), else
     /// LiteLLM's `REDIS_*` environment variables (see [`redis`]). Whether the response cache
     /// uses it is the cache's decision (`cache_params.type`).

@@ -165,6 +165,16 @@ pub async fn handle(
         .ok_or_else(|| model_not_found(&model))?;
     let filter = route_filter(snapshot, &parsed, ctx);
     let response_id = ResponseId::generate();
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        let capture = live
+            .stages
+            .telemetry()
+            .is_some_and(|t| t.config.capture_content);
+        crate::telemetry::record_request(trace, &parsed, &body, capture);
+        trace.response_id = Some(response_id);
+        // Content capture reports the answer: the response sink keeps it.
+        ctx.keep_answer |= capture;
+    }
     let call = Call {
         app,
         requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
@@ -518,12 +528,20 @@ async fn attempt(
     };
     let start = Instant::now();
     let deadline = call.deadline.min(start + deployment.timeout);
+    // With telemetry on: the attempt's CLIENT span, named upstream in `traceparent`.
+    let trace_headers = ctx.trace.as_deref_mut().map(|t| {
+        let parent = crate::telemetry::begin_attempt(t, &deployment);
+        (parent, t.tracestate.clone())
+    });
     let ready = tokio::select! {
         biased;
-        r = until_ready(call, &deployment, &cx, deadline) => r,
+        r = until_ready(call, &deployment, &cx, deadline, trace_headers) => r,
         _ = sink.hung_up() => {
             ctx.client_disconnected = true;
             ctx.upstream_time += start.elapsed();
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                crate::telemetry::end_attempt(t, None);
+            }
             return AttemptOutcome::Done;
         }
     };
@@ -534,6 +552,9 @@ async fn attempt(
             // Upstream text may quote the credential it was sent: redacted before it is logged
             // or can reach the client.
             let e = call.snapshot.secrets.redact_error(e);
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                crate::telemetry::end_attempt(t, Some(&e));
+            }
             attempt_failed(call, admission, &e);
             return AttemptOutcome::Failed(e);
         }
@@ -543,6 +564,9 @@ async fn attempt(
             let latency = start.elapsed();
             ctx.usage = usage;
             ctx.price_usage();
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                crate::telemetry::end_attempt(t, None);
+            }
             respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
@@ -573,6 +597,9 @@ async fn attempt(
             )
             .await;
             ctx.usage = translator.usage();
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                crate::telemetry::end_attempt(t, failure.as_ref());
+            }
             let complete = failure.is_none() && !ctx.client_disconnected && ctx.usage.is_some();
             ctx.settle_stream_usage(complete, call.prompt_bytes);
             let now = Instant::now();
@@ -630,6 +657,7 @@ async fn until_ready<'a>(
     deployment: &'a Deployment,
     cx: &RequestContext<'_>,
     deadline: Instant,
+    trace_headers: Option<(http::HeaderValue, Option<http::HeaderValue>)>,
 ) -> GatewayResult<Ready<'a>> {
     let provider = deployment.provider.as_ref();
     if !provider.supports(call.op) {
@@ -662,6 +690,20 @@ async fn until_ready<'a>(
         Outbound::Answered(chunks) => Answer::InProcess(chunks.into_iter()),
         Outbound::Send(mut request) => {
             defaults.apply_headers(&mut request.headers);
+            if let Some((traceparent, tracestate)) = trace_headers {
+                request
+                    .headers
+                    .retain(|(n, _)| n != "traceparent" && n != "tracestate");
+                request.headers.push((
+                    http::header::HeaderName::from_static("traceparent"),
+                    traceparent,
+                ));
+                if let Some(state) = tracestate {
+                    request
+                        .headers
+                        .push((http::header::HeaderName::from_static("tracestate"), state));
+                }
+            }
             let endpoint = deployment.endpoint.as_ref().ok_or_else(|| {
                 GatewayError::internal("The deployment's provider has no upstream endpoint.")
             })?;

@@ -89,6 +89,9 @@ impl ProxyHttp for Gateway {
         // on the fast path (arc-swap falls back to a counted reference when a thread holds
         // more guards than it has fast slots, which is no worse than cloning).
         let live = self.app.snapshot.load();
+        if let Some(t) = live.stages.telemetry() {
+            ctx.trace = Some(t.start_trace(&session.req_header().headers, ctx));
+        }
         self.serve(&live, session, ctx).await;
         live.stages.settle(ctx);
         if ctx.client_disconnected {
@@ -222,6 +225,7 @@ impl Gateway {
                 }
                 crate::alerting::render_metrics(&mut text);
                 crate::limits::render_metrics(&mut text);
+                crate::telemetry::render_metrics(&mut text);
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());
                 respond::whole(&mut sink, ctx, h, Bytes::from(text)).await

@@ -1,0 +1,354 @@
+//! The export thread: takes finished requests off the bounded queue, builds their spans and
+//! records the GenAI metrics, and exports spans in batches (at `max_batch` spans or after
+//! `schedule_delay`) through the OpenTelemetry SDK's OTLP/HTTP exporters. Its own OS thread,
+//! so the SDK's blocking HTTP client never runs on a request worker; a slow or dead collector
+//! holds up only this thread (each export bounded by the export timeout) while the queue fills
+//! and further requests are dropped and counted by the settle stage.
+
+use super::{spans, Finished, DROPPED_EXPORT_FAILED, EXPORTED};
+use crate::config::telemetry::{ExportTarget, TelemetryConfig};
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub enum Message {
+    Request(Box<Finished>),
+    /// Export everything queued before this, then acknowledge.
+    Flush(SyncSender<()>),
+}
+
+/// Starts the export thread; the sender is the bounded queue into it.
+pub fn spawn(config: TelemetryConfig) -> std::io::Result<SyncSender<Message>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(config.max_queue);
+    std::thread::Builder::new()
+        .name("switchboard-otel".into())
+        .spawn(move || run(config, rx))?;
+    Ok(tx)
+}
+
+/// Token counts: the convention's buckets, 1, 4, 16, … 4^13.
+const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+/// Durations (s): the convention's buckets.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+const TTFT_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+const TPOT_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
+struct Instruments {
+    provider: SdkMeterProvider,
+    token_usage: Histogram<u64>,
+    request_duration: Histogram<f64>,
+    operation_duration: Histogram<f64>,
+    ttft: Histogram<f64>,
+    tpot: Histogram<f64>,
+}
+
+impl Instruments {
+    fn new(provider: SdkMeterProvider) -> Instruments {
+        let meter = provider.meter("switchboard");
+        let f64h = |name: &'static str, desc: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(desc)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        Instruments {
+            token_usage: meter
+                .u64_histogram("gen_ai.client.token.usage")
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used")
+                .with_boundaries(TOKEN_BUCKETS.to_vec())
+                .build(),
+            request_duration: f64h(
+                "gen_ai.server.request.duration",
+                "Generative AI server request duration",
+                &DURATION_BUCKETS,
+            ),
+            operation_duration: f64h(
+                "gen_ai.client.operation.duration",
+                "GenAI operation duration (each upstream attempt)",
+                &DURATION_BUCKETS,
+            ),
+            ttft: f64h(
+                "gen_ai.server.time_to_first_token",
+                "Time to generate first token for successful responses",
+                &TTFT_BUCKETS,
+            ),
+            tpot: f64h(
+                "gen_ai.server.time_per_output_token",
+                "Time per output token generated after the first token for successful responses",
+                &TPOT_BUCKETS,
+            ),
+            provider,
+        }
+    }
+
+    fn record(&self, f: &Finished) {
+        let op = spans::operation_name(f.route);
+        let mut attrs = Vec::with_capacity(5);
+        attrs.push(KeyValue::new("gen_ai.operation.name", op));
+        if let Some(m) = &f.model {
+            attrs.push(KeyValue::new("gen_ai.request.model", m.clone()));
+        }
+        if let Some(d) = &f.deployment {
+            attrs.push(KeyValue::new(
+                "gen_ai.provider.name",
+                opentelemetry::Value::String(spans::provider_name(d.provider.name()).into()),
+            ));
+            attrs.push(KeyValue::new(
+                "gen_ai.response.model",
+                d.config.model.clone(),
+            ));
+        }
+        let ok = f.status > 0 && f.status < 400 && !f.client_disconnected;
+        let mut with_error = attrs.clone();
+        if !ok {
+            with_error.push(KeyValue::new(
+                "error.type",
+                if f.client_disconnected {
+                    "client_disconnected".to_string()
+                } else {
+                    f.status.to_string()
+                },
+            ));
+        }
+        self.request_duration
+            .record(f.duration.as_secs_f64(), &with_error);
+        for a in &f.trace.attempts {
+            if let Some(end) = a.end {
+                let mut at = attrs.clone();
+                if let Some((kind, _)) = a.error {
+                    at.push(KeyValue::new("error.type", kind));
+                }
+                self.operation_duration
+                    .record(end.saturating_duration_since(a.start).as_secs_f64(), &at);
+            }
+        }
+        if let Some(u) = f.usage.filter(|_| ok) {
+            let mut input = attrs.clone();
+            input.push(KeyValue::new("gen_ai.token.type", "input"));
+            self.token_usage.record(u.prompt_tokens, &input);
+            let mut output = attrs.clone();
+            output.push(KeyValue::new("gen_ai.token.type", "output"));
+            self.token_usage.record(u.completion_tokens, &output);
+            if let (Some(ttft), true) = (f.ttft, f.stream) {
+                self.ttft.record(ttft.as_secs_f64(), &attrs);
+                if u.completion_tokens > 1 {
+                    let after = f.duration.saturating_sub(ttft).as_secs_f64();
+                    self.tpot
+                        .record(after / (u.completion_tokens - 1) as f64, &attrs);
+                }
+            }
+        }
+    }
+}
+
+/// The service resource: `OTEL_SERVICE_NAME` (else `switchboard`) and `OTEL_RESOURCE_ATTRIBUTES`.
+fn resource() -> Resource {
+    let builder = Resource::builder();
+    match std::env::var("OTEL_SERVICE_NAME") {
+        Ok(name) if !name.trim().is_empty() => builder.build(),
+        _ => builder.with_service_name("switchboard").build(),
+    }
+}
+
+/// An HTTP client for the exporters: rustls on the ring provider the gateway already uses,
+/// the system's roots, bounded by the export timeout. Built on this thread: the blocking client
+/// must not be created or dropped inside an async runtime.
+fn http_client(config: &TelemetryConfig) -> Result<reqwest::blocking::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(config.export_timeout)
+        .connect_timeout(config.export_timeout)
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn headers(target: &ExportTarget) -> HashMap<String, String> {
+    target.headers.iter().cloned().collect()
+}
+
+fn span_exporter(
+    target: &ExportTarget,
+    client: &reqwest::blocking::Client,
+    config: &TelemetryConfig,
+    resource: &Resource,
+) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let mut e = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(target.traces_endpoint.clone())
+        .with_timeout(config.export_timeout)
+        .with_http_client(client.clone())
+        .with_headers(headers(target))
+        .build()
+        .map_err(|e| format!("{}: {e}", target.name))?;
+    e.set_resource(resource);
+    Ok(e)
+}
+
+fn meter_provider(
+    config: &TelemetryConfig,
+    client: &reqwest::blocking::Client,
+    resource: &Resource,
+) -> Result<Option<SdkMeterProvider>, String> {
+    let mut builder = SdkMeterProvider::builder().with_resource(resource.clone());
+    let mut any = false;
+    for target in &config.targets {
+        let Some(url) = &target.metrics_endpoint else {
+            continue;
+        };
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_endpoint(url.clone())
+            .with_timeout(config.export_timeout)
+            .with_http_client(client.clone())
+            .with_headers(headers(target))
+            .build()
+            .map_err(|e| format!("{} metrics: {e}", target.name))?;
+        builder = builder.with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(config.metric_interval)
+                .build(),
+        );
+        any = true;
+    }
+    Ok(any.then(|| builder.build()))
+}
+
+fn run(config: TelemetryConfig, rx: Receiver<Message>) {
+    let resource = resource();
+    let setup = http_client(&config).and_then(|client| {
+        let exporters = config
+            .targets
+            .iter()
+            .map(|t| span_exporter(t, &client, &config, &resource))
+            .collect::<Result<Vec<_>, _>>()?;
+        let meters = meter_provider(&config, &client, &resource)?;
+        Ok((exporters, meters))
+    });
+    let (exporters, meters) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("OpenTelemetry exporter could not be built: {e}; spans are dropped");
+            (Vec::new(), None)
+        }
+    };
+    let instruments = meters.map(Instruments::new);
+    let scope = InstrumentationScope::builder("switchboard")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    let mut batch: Vec<SpanData> = Vec::with_capacity(config.max_batch);
+    let mut due: Option<Instant> = None;
+    loop {
+        let msg = match due {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match msg {
+            Ok(Message::Request(f)) => {
+                if let Some(i) = &instruments {
+                    i.record(&f);
+                }
+                if f.trace.sampled {
+                    spans::build(&f, &config, &scope, &mut batch);
+                }
+                if batch.len() >= config.max_batch {
+                    export(&exporters, &mut batch);
+                    due = None;
+                } else if due.is_none() && !batch.is_empty() {
+                    due = Some(Instant::now() + config.schedule_delay);
+                }
+            }
+            Ok(Message::Flush(ack)) => {
+                export(&exporters, &mut batch);
+                due = None;
+                if let Some(i) = &instruments {
+                    let _ = i.provider.force_flush();
+                }
+                let _ = ack.try_send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                export(&exporters, &mut batch);
+                due = None;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                // The last generation using this exporter is gone: export what is left.
+                export(&exporters, &mut batch);
+                if let Some(i) = &instruments {
+                    let _ = i.provider.shutdown();
+                }
+                for e in &exporters {
+                    let _ = e.shutdown();
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The last export failed (a warning is logged when this turns on).
+static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends the batch to every exporter (a copy to all but the last), counting the outcome.
+fn export(exporters: &[opentelemetry_otlp::SpanExporter], batch: &mut Vec<SpanData>) {
+    if batch.is_empty() {
+        return;
+    }
+    let spans = std::mem::take(batch);
+    let n = spans.len() as u64;
+    if exporters.is_empty() {
+        DROPPED_EXPORT_FAILED.fetch_add(n, Ordering::Relaxed);
+        return;
+    }
+    let mut spans = Some(spans);
+    for (i, e) in exporters.iter().enumerate() {
+        let batch = if i + 1 == exporters.len() {
+            spans.take().unwrap_or_default()
+        } else {
+            spans.clone().unwrap_or_default()
+        };
+        match futures_executor::block_on(e.export(batch)) {
+            Ok(()) => {
+                EXPORTED.fetch_add(n, Ordering::Relaxed);
+                FAILING.store(false, Ordering::Relaxed);
+            }
+            Err(err) => {
+                DROPPED_EXPORT_FAILED.fetch_add(n, Ordering::Relaxed);
+                // Once per outage, not once per batch.
+                if !FAILING.swap(true, Ordering::Relaxed) {
+                    log::warn!("OpenTelemetry export failed ({err}); spans are dropped and counted in switchboard_otel_dropped_spans_total until it recovers");
+                }
+            }
+        }
+    }
+}
