@@ -461,6 +461,7 @@ fn read_litellm_settings(
         require_auth_for_metrics_endpoint: s
             .bool("require_auth_for_metrics_endpoint")?
             .unwrap_or(false),
+        cache: super::cache::read(&mut s, warnings)?,
     };
     read_shared_routing_keys(&mut s, router)?;
     let json_logs = s.bool("json_logs")?;

@@ -3,11 +3,13 @@
 //! this module looks at YAML. Errors name the exact key path; keys we do not implement yet are
 //! warnings, never failures.
 
+pub mod cache;
 pub mod call_defaults;
 pub mod listeners;
 pub mod litellm;
 pub mod yaml;
 
+pub use cache::{CacheMode, CacheScope, CacheSettings, CacheType};
 pub use call_defaults::CallDefaults;
 
 use crate::client_addr::{Cidr, ForwardedHeader};
@@ -215,6 +217,8 @@ pub struct LitellmSettings {
     pub request_timeout: Option<Duration>,
     /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
     pub require_auth_for_metrics_endpoint: bool,
+    /// `cache: true` with `cache_params`: the response cache (`None`: off).
+    pub cache: Option<CacheSettings>,
 }
 
 /// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;
