@@ -429,3 +429,92 @@ async fn embeddings_are_cached_and_supported_call_types_limit_the_cache() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+const MASTER: &str = "sk-master-cache";
+
+async fn as_key(gw: &Gateway, key: &str, path: &str, body: &Value) -> Response {
+    gw.post_with(
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {key}")),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+async fn new_key(gw: &Gateway) -> String {
+    let r = as_key(gw, MASTER, "/key/generate", &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn hits_are_logged_at_zero_spend_and_a_key_scoped_cache_keeps_keys_apart() {
+    let (up, calls) = upstream().await;
+    let cfg = format!(
+        "{}general_settings: {{master_key: {MASTER}}}\n",
+        config(&up.base(), "{type: local, scope: key}")
+    );
+    let gw = Gateway::start(&cfg);
+    let (a, b) = (new_key(&gw).await, new_key(&gw).await);
+    let path = "/v1/chat/completions";
+    let miss = as_key(&gw, &a, path, &chat(json!({}))).await;
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
+    assert!(
+        miss.header("x-litellm-response-cost")
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            > 0.0
+    );
+    stores(&gw, 1.0).await;
+    let hit = as_key(&gw, &a, path, &chat(json!({}))).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    // Another key does not see key a's entry.
+    let other = as_key(&gw, &b, path, &chat(json!({"cache": {"no-store": true}}))).await;
+    assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
+    assert_ne!(
+        other.header("x-litellm-cache-key"),
+        hit.header("x-litellm-cache-key")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // Key a's spend log: the miss priced, the hit at 0 marked cache_hit, both with the key.
+    let mut rows = Vec::new();
+    let logged = wait_until_async(
+        async || {
+            let r = gw
+                .get(
+                    &format!("/spend/logs?api_key={a}"),
+                    &[("authorization", &format!("Bearer {MASTER}"))],
+                )
+                .await;
+            rows = r.json().as_array().cloned().unwrap_or_default();
+            rows.len() == 2
+        },
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(logged, "two spend rows for key a: {rows:?}");
+    let hit_row = rows
+        .iter()
+        .find(|r| r["cache_hit"] == "True")
+        .expect("a hit row");
+    assert_eq!(hit_row["spend"], 0.0);
+    assert_eq!(
+        hit_row["cache_key"],
+        hit.header("x-litellm-cache-key").unwrap()
+    );
+    let miss_row = rows
+        .iter()
+        .find(|r| r["cache_hit"] == "False")
+        .expect("a miss row");
+    assert!(miss_row["spend"].as_f64().unwrap() > 0.0);
+}
