@@ -119,8 +119,8 @@ impl Stages {
             (Some(master), None) => stages = stages.authenticate_with(MasterKey(master.clone())),
             (None, _) => {}
         }
-        if let Some(cache) = &config.litellm.cache {
-            stages = stages.cache_with(crate::cache::ResponseCache::new(cache));
+        if let Some(cache) = crate::cache::ResponseCache::from_config(config) {
+            stages = stages.cache_with(cache);
         }
         stages
     }

@@ -2,8 +2,11 @@
 //! `litellm_settings.cache` with the local backend. Stores happen off the request path, so a
 //! test waits for the `store` counter on `/metrics` before it expects a hit.
 
+#[path = "support/redis.rs"]
+mod redis_server;
 mod support;
 
+use redis_server::Redis;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -517,4 +520,73 @@ async fn hits_are_logged_at_zero_spend_and_a_key_scoped_cache_keeps_keys_apart()
         .find(|r| r["cache_hit"] == "False")
         .expect("a miss row");
     assert!(miss_row["spend"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn two_instances_share_one_redis_cache_and_a_dead_redis_is_a_bounded_miss() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (up, calls) = upstream().await;
+    let cfg = config(
+        &up.base(),
+        &format!("{{type: redis, url: \"{}\", ttl: 60}}", redis.url()),
+    );
+    let (one, two) = (Gateway::start(&cfg), Gateway::start(&cfg));
+    let miss = one.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
+    let key = miss.header("x-litellm-cache-key").unwrap().to_string();
+    one.wait_for_metric(
+        "switchboard_cache_events_total",
+        &["type=\"redis\"", "event=\"store\""],
+        |v| v >= 1.0,
+    )
+    .await;
+    assert_eq!(
+        redis.cmd(&["EXISTS", &key]).as_deref(),
+        Some(":1"),
+        "in Redis under its key"
+    );
+    let ttl: i64 = redis.cmd(&["TTL", &key]).unwrap()[1..].parse().unwrap();
+    assert!(
+        (1..=60).contains(&ttl),
+        "stored with the configured ttl: {ttl}"
+    );
+    // The other instance answers from the same entry, streamed this time.
+    let hit = two.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(hit.json(), miss.json());
+    let streamed = two
+        .post_stream("/v1/chat/completions", &chat(json!({"stream": true})))
+        .await
+        .into_response()
+        .await;
+    assert_eq!(stream_text(&openai_chunks(&streamed)), "answer 1");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Redis dies: requests are still answered (misses), each within a small bound.
+    redis.kill();
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        let r = two.post("/v1/chat/completions", &chat(json!({}))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-switchboard-cache"), Some("miss"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "request {i} took {:?}",
+            started.elapsed()
+        );
+    }
+    two.wait_for_metric(
+        "switchboard_cache_events_total",
+        &["type=\"redis\"", "event=\"error\""],
+        |v| v >= 1.0,
+    )
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
 }

@@ -20,11 +20,13 @@ pub mod key;
 pub mod local;
 pub mod replay;
 
+use crate::config::redis::{FailurePolicy, RedisSettings};
 use crate::config::{CacheMode, CacheScope, CacheSettings, CacheType};
 use crate::context::Context;
 use crate::error::GatewayError;
 use crate::openai::{RequestBody, Usage};
 use crate::pipeline::{Cache, Lookup};
+use crate::shared_state::SharedState;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,16 +109,48 @@ struct Write {
 /// Where entries live.
 enum Store {
     Local(local::LocalStore),
+    /// A shared Redis: the value is the store time (unix ms, 8 bytes big-endian, for
+    /// `s-maxage`) then the answer; the entry's ttl is Redis's own (`SET … PX`).
+    Redis(SharedState),
+}
+
+/// Bytes before the answer in a Redis value.
+const REDIS_HEADER: usize = 8;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Store {
-    fn get(&self, key: &str, max_age: Option<Duration>) -> Option<Bytes> {
+    /// The entry, if live (and younger than `max_age`). A Redis failure or timeout (bounded by
+    /// `switchboard.redis_timeout_ms`) is counted and is a miss.
+    async fn get(&self, key: &str, max_age: Option<Duration>) -> Option<Bytes> {
         match self {
             Store::Local(l) => l.get(key, max_age),
+            Store::Redis(r) => {
+                let value: Option<Vec<u8>> = match r.query(redis::cmd("GET").arg(key)).await {
+                    Ok(v) => v,
+                    Err(_) => {
+                        // Logged (rate-limited) by shared_state.
+                        STATS.errors.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                };
+                let value = value.filter(|v| v.len() > REDIS_HEADER)?;
+                let stored = u64::from_be_bytes(value[..REDIS_HEADER].try_into().ok()?);
+                if max_age.is_some_and(|m| unix_ms().saturating_sub(stored) > m.as_millis() as u64)
+                {
+                    return None;
+                }
+                let mut b = Bytes::from(value);
+                Some(b.split_off(REDIS_HEADER))
+            }
         }
     }
 
-    fn put(&self, w: Write) {
+    async fn put(&self, w: Write) {
         let answer = if w.stream {
             match replay::assemble(&w.answer, w.usage) {
                 Some(a) => a,
@@ -134,6 +168,20 @@ impl Store {
                 STATS.evictions.fetch_add(out.evicted, Ordering::Relaxed);
                 STATS.bytes.store(l.bytes() as u64, Ordering::Relaxed);
             }
+            Store::Redis(r) => {
+                let mut value = Vec::with_capacity(REDIS_HEADER + answer.len());
+                value.extend_from_slice(&unix_ms().to_be_bytes());
+                value.extend_from_slice(&answer);
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&w.key).arg(value);
+                if let Some(ttl) = w.ttl {
+                    cmd.arg("PX").arg((ttl.as_millis() as u64).max(1));
+                }
+                match r.query::<()>(&cmd).await {
+                    Ok(()) => STATS.stores.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => STATS.errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
         }
     }
 }
@@ -149,40 +197,75 @@ struct Backend {
 struct BackendSpec {
     kind: CacheType,
     max_bytes: usize,
-    redis: crate::config::cache::RedisParams,
+    redis: Option<RedisSettings>,
+    redis_timeout: Duration,
 }
 
 static SHARED: Mutex<Option<(BackendSpec, Arc<Backend>)>> = Mutex::new(None);
 
 impl Backend {
-    /// The running backend for `spec`, or a new one (its writer thread started).
-    fn shared(spec: BackendSpec) -> Arc<Backend> {
+    /// The running backend for `spec`, or a new one. Its writer thread runs its own small Tokio
+    /// runtime, which also hosts the Redis client (made there: a cluster client spawns its
+    /// connection task, and writes never run on the request workers).
+    fn shared(spec: BackendSpec) -> Result<Arc<Backend>, String> {
         let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((s, b)) = shared.as_ref() {
             if *s == spec {
-                return b.clone();
+                return Ok(b.clone());
             }
         }
-        let store = Arc::new(match spec.kind {
-            CacheType::Local | CacheType::Redis | CacheType::RedisSemantic => {
-                Store::Local(local::LocalStore::new(spec.max_bytes))
-            }
-        });
         let (tx, mut rx) = mpsc::channel::<Write>(WRITE_QUEUE);
-        let writer = store.clone();
-        let spawned = std::thread::Builder::new()
+        let (made_tx, made_rx) = std::sync::mpsc::sync_channel::<Result<Arc<Store>, String>>(1);
+        let thread_spec = spec.clone();
+        std::thread::Builder::new()
             .name("cache-writer".into())
             .spawn(move || {
-                while let Some(w) = rx.blocking_recv() {
-                    writer.put(w);
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("cache: cannot start the writer thread ({e}); answers will not be stored");
-        }
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = made_tx.send(Err(format!("cache writer runtime: {e}")));
+                        return;
+                    }
+                };
+                let store = {
+                    let _in_runtime = rt.enter();
+                    match (thread_spec.kind, &thread_spec.redis) {
+                        (CacheType::Local, _) => {
+                            Ok(Store::Local(local::LocalStore::new(thread_spec.max_bytes)))
+                        }
+                        (_, Some(redis)) => SharedState::new(
+                            redis,
+                            thread_spec.redis_timeout,
+                            FailurePolicy::Open,
+                        )
+                        .map(Store::Redis),
+                        (_, None) => Err("cache type redis needs a Redis server: set cache_params host/port or url, or REDIS_HOST/REDIS_URL".to_string()),
+                    }
+                };
+                let store = match store {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        let _ = made_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = made_tx.send(Ok(store.clone()));
+                rt.block_on(async move {
+                    while let Some(w) = rx.recv().await {
+                        store.put(w).await;
+                    }
+                });
+            })
+            .map_err(|e| format!("cannot start the cache writer thread: {e}"))?;
+        let store = made_rx
+            .recv()
+            .map_err(|_| "the cache writer thread stopped".to_string())??;
         let backend = Arc::new(Backend { store, writes: tx });
         *shared = Some((spec, backend.clone()));
-        backend
+        Ok(backend)
     }
 }
 
@@ -193,21 +276,34 @@ pub struct ResponseCache {
 }
 
 impl ResponseCache {
-    pub fn new(settings: &CacheSettings) -> ResponseCache {
-        if settings.kind != CacheType::Local {
+    /// The stage for `config`'s cache settings, if it has any. A backend that cannot be made
+    /// (no Redis server configured, a bad URL) is logged and the cache left off: requests are
+    /// served without it.
+    pub fn from_config(config: &crate::config::Config) -> Option<ResponseCache> {
+        let settings = config.litellm.cache.as_ref()?;
+        if settings.kind == CacheType::RedisSemantic {
             log::warn!(
-                "cache: type {:?} is not available in this build yet; using the local cache",
-                settings.kind
+                "cache: redis-semantic is not implemented yet; serving exact-match hits from Redis"
             );
         }
-        let backend = Backend::shared(BackendSpec {
+        let spec = BackendSpec {
             kind: settings.kind,
             max_bytes: settings.max_bytes,
-            redis: settings.redis.clone(),
-        });
-        ResponseCache {
-            settings: settings.clone(),
-            backend,
+            redis: match settings.kind {
+                CacheType::Local => None,
+                _ => config.litellm.cache_redis.clone(),
+            },
+            redis_timeout: config.server.redis_timeout,
+        };
+        match Backend::shared(spec) {
+            Ok(backend) => Some(ResponseCache {
+                settings: settings.clone(),
+                backend,
+            }),
+            Err(e) => {
+                log::error!("cache: {e}; the response cache is off");
+                None
+            }
         }
     }
 
@@ -257,7 +353,7 @@ impl Cache for ResponseCache {
         let found = if controls.no_cache {
             None
         } else {
-            self.backend.store.get(&rendered, controls.max_age)
+            self.backend.store.get(&rendered, controls.max_age).await
         };
         ctx.cache_key = Some(rendered);
         ctx.cache_ttl = controls.ttl.or(s.ttl);

@@ -39,35 +39,6 @@ pub enum CacheScope {
     Team,
 }
 
-/// Redis connection settings (`cache_params` first, then LiteLLM's `REDIS_*` variables).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RedisParams {
-    /// `url` / `REDIS_URL`: wins over host and port.
-    pub url: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub password: Option<String>,
-    pub ssl: bool,
-    /// `redis_startup_nodes`: `host:port` of cluster nodes.
-    pub startup_nodes: Vec<String>,
-}
-
-impl RedisParams {
-    /// A `redis://` / `rediss://` URL for these settings.
-    pub fn url(&self) -> String {
-        if let Some(u) = &self.url {
-            return u.clone();
-        }
-        let scheme = if self.ssl { "rediss" } else { "redis" };
-        let host = self.host.as_deref().unwrap_or("127.0.0.1");
-        let port = self.port.unwrap_or(6379);
-        match &self.password {
-            Some(p) => format!("{scheme}://:{p}@{host}:{port}"),
-            None => format!("{scheme}://{host}:{port}"),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheSettings {
     pub kind: CacheType,
@@ -84,7 +55,6 @@ pub struct CacheSettings {
     /// The local cache's bound on stored answer bytes.
     pub max_bytes: usize,
     pub scope: CacheScope,
-    pub redis: RedisParams,
     /// `similarity_threshold` (semantic).
     pub similarity_threshold: f64,
     /// `redis_semantic_cache_embedding_model`: a `model_name` of `model_list`.
@@ -108,20 +78,20 @@ const UNSUPPORTED_TYPES: &[&str] = &[
     "valkey-semantic",
 ];
 
-/// Reads `cache` and `cache_params` from `litellm_settings`. `None`: no cache (not enabled, or a
-/// type Switchboard does not implement, which is warned about).
+/// Reads `cache_params` (`enabled`: `litellm_settings.cache`). The Redis connection keys are
+/// read by [`super::redis::read_cache_params`] into `LitellmSettings::cache_redis`; the caller
+/// finishes the section. `None`: no cache (not enabled, or a type Switchboard does not
+/// implement, which is warned about).
 pub fn read(
-    s: &mut Section<'_>,
+    enabled: bool,
+    p: &mut Section<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<CacheSettings>, ConfigError> {
-    let enabled = s.bool("cache")?.unwrap_or(false);
-    let mut p = s.section("cache_params")?;
     if !enabled {
         // Read nothing: an unused cache_params is LiteLLM's to ignore as well.
         p.accept(&p.keys());
         return Ok(None);
     }
-    let env = p.env();
     let type_path = p.key_path("type");
     let kind = match p.string("type")?.as_deref() {
         None | Some("local") => CacheType::Local,
@@ -210,39 +180,6 @@ pub fn read(
             ))
         }
     };
-    let port_path = p.key_path("port");
-    let port = match p.u64("port")? {
-        Some(v) => Some(u16::try_from(v).ok().filter(|p| *p > 0).ok_or_else(|| {
-            ConfigError::new(port_path, format!("{v} is not a valid port (1-65535)"))
-        })?),
-        None => env.lookup("REDIS_PORT").and_then(|v| v.trim().parse().ok()),
-    };
-    let redis = RedisParams {
-        url: p.string("url")?.or_else(|| env.lookup("REDIS_URL")),
-        host: p.string("host")?.or_else(|| env.lookup("REDIS_HOST")),
-        port,
-        password: p
-            .string("password")?
-            .or_else(|| env.lookup("REDIS_PASSWORD")),
-        ssl: p.bool("ssl")?.unwrap_or_else(|| {
-            env.lookup("REDIS_SSL")
-                .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1"))
-        }),
-        startup_nodes: match p.json("redis_startup_nodes")? {
-            Some(serde_json::Value::Array(nodes)) => nodes
-                .iter()
-                .filter_map(|n| {
-                    let host = n.get("host")?.as_str()?;
-                    let port = n.get("port").and_then(|p| {
-                        p.as_u64()
-                            .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
-                    })?;
-                    Some(format!("{host}:{port}"))
-                })
-                .collect(),
-            _ => Vec::new(),
-        },
-    };
     let similarity_threshold = p.f64_in("similarity_threshold", 0.0, 1.0)?.unwrap_or(0.8);
     let embedding_model = p.string("redis_semantic_cache_embedding_model")?;
     if kind == CacheType::RedisSemantic && embedding_model.is_none() {
@@ -251,12 +188,7 @@ pub fn read(
             "type redis-semantic needs the model_name of an embedding model from model_list",
         ));
     }
-    p.accept(&[
-        "semantic_cache_scope",
-        "default_in_memory_ttl",
-        "default_in_redis_ttl",
-    ]);
-    p.finish(warnings);
+    p.accept(&["semantic_cache_scope"]);
     Ok(Some(CacheSettings {
         kind,
         ttl,
@@ -266,7 +198,6 @@ pub fn read(
         embeddings,
         max_bytes,
         scope,
-        redis,
         similarity_threshold,
         embedding_model,
     }))
@@ -288,7 +219,7 @@ mod tests {
         let c = parse("litellm_settings:\n  cache: true\n  cache_params: {type: redis, host: h, port: 7000, ttl: 30, namespace: ns, mode: default_off, supported_call_types: [acompletion], max_bytes: 4096, scope: key}\n").unwrap();
         let cache = c.litellm.cache.unwrap();
         assert_eq!(cache.kind, CacheType::Redis);
-        assert_eq!(cache.redis.url(), "redis://h:7000");
+        assert_eq!(c.litellm.cache_redis.unwrap().nodes, ["redis://h:7000"]);
         assert_eq!(cache.ttl, Some(std::time::Duration::from_secs(30)));
         assert_eq!(cache.namespace.as_deref(), Some("ns"));
         assert_eq!(cache.mode, super::CacheMode::DefaultOff);
