@@ -229,6 +229,11 @@ pub struct Context {
     /// came).
     pub events_sent: u64,
     pub cache: CacheStatus,
+    /// The response cache's key for this request (`x-litellm-cache-key`), set by its lookup.
+    pub cache_key: Option<String>,
+    /// How long to keep this answer when it is stored (the request's `cache.ttl`, else the
+    /// configured default; `None`: no expiry).
+    pub cache_ttl: Option<Duration>,
     /// Set by a stage that needs the whole answer (a cache that missed): the response sink
     /// then keeps it in [`Context::answer`].
     pub keep_answer: bool,
@@ -345,6 +350,8 @@ impl Default for Context {
             usage_estimated: false,
             events_sent: 0,
             cache: CacheStatus::NotConfigured,
+            cache_key: None,
+            cache_ttl: None,
             keep_answer: false,
             answer: None,
             answer_parts: BytesMut::new(),

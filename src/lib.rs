@@ -15,6 +15,7 @@
 //!   certificates (checked, swapped on reload) and mTLS.
 //!   [`proxy_protocol`]: PROXY v1/v2 headers from trusted load balancers; [`client_addr`]: the
 //!   real client address (trusted proxies, forwarding headers) and `allowed_ips`.
+//! - [`cache`]: the response cache stage (canonical keys, local LRU, SSE replay of hits).
 //! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - Tenancy: [`keys`] (virtual keys served from memory, their authenticate stage and the
 //!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
@@ -32,6 +33,7 @@
 pub mod alerting;
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod client_addr;
 pub mod codec;
 pub mod config;

@@ -196,6 +196,11 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     /// Streams cut for an upstream event over `max_stream_event_bytes`, by framing.
     pub stream_event_too_large: IntCounterVec,
+    /// Response cache events by cache type: hit, miss, store, eviction, error, dropped (write
+    /// queue full); mirrored from `cache::stats` at scrape.
+    pub cache_events: IntCounterVec,
+    /// Bytes held by the local response cache.
+    pub cache_bytes: IntGaugeVec,
     /// Serialises scrape-time updates of the mirrored counters.
     scrape: Mutex<()>,
     /// Tells this instance's pre-resolved handles from another's (tests build several).
@@ -419,6 +424,18 @@ impl Metrics {
                 "switchboard_stream_event_too_large_total",
                 "Upstream streams cut because one event exceeded max_stream_event_bytes",
                 &["framing"],
+            ),
+            cache_events: counter(
+                &r,
+                "switchboard_cache_events_total",
+                "Response cache hits, misses, stores, evictions, backend errors and dropped writes",
+                &["type", "event"],
+            ),
+            cache_bytes: gauge_vec(
+                &r,
+                "switchboard_cache_bytes",
+                "Bytes of answers held by the local response cache",
+                &["type"],
             ),
             scrape: Mutex::new(()),
             id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
@@ -744,6 +761,16 @@ impl Metrics {
                 client.connections_new.load(Ordering::Relaxed),
             );
             mirror(&self.access_log_dropped, crate::logging::dropped_lines());
+            let kind = crate::cache::type_label();
+            if !kind.is_empty() {
+                let st = crate::cache::stats();
+                for (event, n) in st.events() {
+                    mirror(&self.cache_events.with_label_values(&[kind, event]), n);
+                }
+                self.cache_bytes
+                    .with_label_values(&[kind])
+                    .set(st.bytes.load(Ordering::Relaxed) as i64);
+            }
             for framing in crate::codec::limits::Framing::ALL {
                 mirror(
                     &self

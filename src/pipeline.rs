@@ -53,13 +53,28 @@ pub trait Admit: Send + Sync {
     async fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError>;
 }
 
+/// What a cache lookup found.
+pub enum Lookup {
+    /// The request does not use the cache (route not cached, not opted in).
+    Skip,
+    /// The answer to send, already in the format asked for (SSE for a stream).
+    Hit(Bytes),
+    /// Not found; `store`: keep the answer for [`Cache::store`] (false with `no-store`).
+    Miss { store: bool },
+}
+
 /// A response cache: looked up after admission, written at settle from the answer the response
 /// sink kept.
 #[async_trait]
 pub trait Cache: Send + Sync {
-    /// A stored whole OpenAI JSON answer for this request, if any. Async: a shared cache is one
-    /// Redis round trip away. A failed lookup is a miss, never an error for the client.
-    async fn lookup(&self, ctx: &Context, body: &RequestBody<'_>) -> Option<Bytes>;
+    /// Looks the request up, recording what the store needs later (its key) in `ctx`. Async: a
+    /// shared cache is one Redis round trip away. A failed or slow backend is a miss; `Err` is
+    /// only the client's fault (malformed or forbidden cache controls).
+    async fn lookup(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+    ) -> Result<Lookup, GatewayError>;
     /// Offers the answer of a request that missed (`ctx.cache == Miss`, `ctx.answer` set).
     /// Sync: it runs at settle and hands the write to a background writer.
     fn store(&self, ctx: &Context, answer: &Bytes);
@@ -119,6 +134,9 @@ impl Stages {
             stages = stages.settle_with(crate::telemetry::TelemetrySettle(t.clone()));
             stages.telemetry = Some(t);
         }
+        if let Some(cache) = crate::cache::ResponseCache::from_config(config) {
+            stages = stages.cache_with(cache);
+        }
         stages
     }
 
@@ -176,19 +194,30 @@ impl Stages {
         Ok(())
     }
 
-    /// Looks the request up in the cache, recording hit or miss. `None` without a cache (an
-    /// `Option` check, nothing boxed).
-    pub async fn cache_lookup(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Option<Bytes> {
-        let cache = self.cache.as_ref()?;
-        let hit = cache.lookup(ctx, body).await;
-        ctx.cache = if hit.is_some() {
-            crate::context::CacheStatus::Hit
-        } else {
-            crate::context::CacheStatus::Miss
+    /// Looks the request up in the cache, recording hit or miss. `Ok(None)` without a cache
+    /// (an `Option` check, nothing boxed).
+    pub async fn cache_lookup(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+    ) -> Result<Option<Bytes>, GatewayError> {
+        let Some(cache) = self.cache.as_ref() else {
+            return Ok(None);
         };
-        // A miss asks the response sink to keep the whole answer for `store`.
-        ctx.keep_answer = hit.is_none();
-        hit
+        use crate::context::CacheStatus;
+        match cache.lookup(ctx, body).await? {
+            Lookup::Skip => Ok(None),
+            Lookup::Hit(answer) => {
+                ctx.cache = CacheStatus::Hit;
+                Ok(Some(answer))
+            }
+            Lookup::Miss { store } => {
+                ctx.cache = CacheStatus::Miss;
+                // Asks the response sink to keep the whole answer for `store`.
+                ctx.keep_answer = store;
+                Ok(None)
+            }
+        }
     }
 
     /// Runs after the answer: the cache write, then the settle stages in order.
@@ -258,7 +287,11 @@ mod tests {
         assert_eq!(ctx.principal, Principal::Open);
         let body = RequestBody::parse(br#"{"model":"m"}"#).unwrap();
         stages.admit(&mut ctx, &body).await.unwrap();
-        assert!(stages.cache_lookup(&mut ctx, &body).await.is_none());
+        assert!(stages
+            .cache_lookup(&mut ctx, &body)
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(ctx.cache, crate::context::CacheStatus::NotConfigured);
     }
 

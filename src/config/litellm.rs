@@ -566,9 +566,12 @@ fn read_litellm_settings(
         telemetry_callbacks: Vec::new(),
         turn_off_message_logging: s.bool("turn_off_message_logging")?.unwrap_or(false),
         cache_redis: None,
+        cache: None,
     };
+    let cache_on = s.bool("cache")?.unwrap_or(false);
     let mut cache_params = s.section("cache_params")?;
     out.cache_redis = super::redis::read_cache_params(&mut cache_params)?;
+    out.cache = super::cache::read(cache_on, &mut cache_params, warnings)?;
     cache_params.finish(warnings);
     read_shared_routing_keys(&mut s, router)?;
     let json_logs = s.bool("json_logs")?;

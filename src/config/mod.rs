@@ -3,6 +3,7 @@
 //! this module looks at YAML. Errors name the exact key path; keys we do not implement yet are
 //! warnings, never failures.
 
+pub mod cache;
 pub mod call_defaults;
 pub mod listeners;
 pub mod litellm;
@@ -10,6 +11,7 @@ pub mod redis;
 pub mod telemetry;
 pub mod yaml;
 
+pub use cache::{CacheMode, CacheScope, CacheSettings, CacheType};
 pub use call_defaults::CallDefaults;
 
 use crate::client_addr::{Cidr, ForwardedHeader};
@@ -273,6 +275,8 @@ pub struct LitellmSettings {
     pub telemetry_callbacks: Vec<String>,
     /// `turn_off_message_logging`: never put prompts or completions on spans.
     pub turn_off_message_logging: bool,
+    /// `cache: true` with `cache_params`: the response cache (`None`: off).
+    pub cache: Option<CacheSettings>,
     /// The Redis server of `cache_params` (`host`/`port`/`url`/`redis_startup_nodes`...), else
     /// LiteLLM's `REDIS_*` environment variables (see [`redis`]). Whether the response cache
     /// uses it is the cache's decision (`cache_params.type`).

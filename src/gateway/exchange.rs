@@ -155,8 +155,8 @@ pub async fn handle(
     ctx.stream = stream;
 
     live.stages.admit(ctx, &parsed).await?;
-    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed).await {
-        respond::json(sink, ctx, 200, answer).await;
+    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed).await? {
+        respond::cached(sink, ctx, answer).await;
         return Ok(());
     }
 

@@ -45,8 +45,27 @@ pub fn head(status: u16, ctx: &Context, content_type: &str) -> ResponseHeader {
         );
     }
     crate::limits::headers::decorate(&mut h, &ctx.rate_limit);
+    if let (Some(key), 200) = (&ctx.cache_key, status) {
+        let _ = h.insert_header("x-litellm-cache-key", key.as_str());
+        let state = match ctx.cache {
+            crate::context::CacheStatus::Hit => "hit",
+            _ => "miss",
+        };
+        let _ = h.insert_header("x-switchboard-cache", state);
+    }
     super::cors::decorate(&mut h, ctx);
     h
+}
+
+/// Replays a cache hit, already in the asked format: SSE for a stream, else the JSON answer.
+pub async fn cached(sink: &mut impl ResponseSink, ctx: &mut Context, answer: Bytes) {
+    if ctx.stream {
+        if sse_head(sink, ctx).await {
+            send_body(sink, ctx, answer, true).await;
+        }
+    } else {
+        json(sink, ctx, 200, answer).await;
+    }
 }
 
 /// Writes a complete JSON response. A client that went away is recorded, not an error.

@@ -8,7 +8,7 @@ use crate::app::{App, Live};
 use crate::context::{CacheStatus, Context, Principal};
 use crate::error::{ErrorKind, GatewayError};
 use crate::openai::RequestBody;
-use crate::pipeline::{Admit, Cache, Settle, Stages};
+use crate::pipeline::{Admit, Cache, Lookup, Settle, Stages};
 use crate::providers::Operation;
 use crate::router::{Snapshot, StateRegistry};
 use crate::upstream::UpstreamClient;
@@ -184,13 +184,21 @@ struct BodyCache {
 
 #[async_trait::async_trait]
 impl Cache for Arc<BodyCache> {
-    async fn lookup(&self, _ctx: &Context, body: &RequestBody<'_>) -> Option<Bytes> {
-        let key = body.get("messages").map(|v| v.get().as_bytes().to_vec())?;
+    async fn lookup(
+        &self,
+        _ctx: &mut Context,
+        body: &RequestBody<'_>,
+    ) -> Result<Lookup, GatewayError> {
+        let Some(key) = body.get("messages").map(|v| v.get().as_bytes().to_vec()) else {
+            return Ok(Lookup::Miss { store: true });
+        };
         let stored = self.stored.lock().unwrap();
-        stored
+        Ok(stored
             .iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.clone())
+            .map_or(Lookup::Miss { store: true }, |(_, v)| {
+                Lookup::Hit(v.clone())
+            }))
     }
 
     fn store(&self, _ctx: &Context, answer: &Bytes) {

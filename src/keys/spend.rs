@@ -144,8 +144,9 @@ impl crate::pipeline::Settle for SpendSettle {
             _ => return,
         };
         // Refused before any upstream was tried (auth, model access, bad input): not a call,
-        // as in LiteLLM's spend logs.
-        if ctx.deployment.is_none() {
+        // as in LiteLLM's spend logs. A cache hit is one (logged with spend 0, `cache_hit`).
+        let hit = ctx.cache == crate::context::CacheStatus::Hit;
+        if ctx.deployment.is_none() && !hit {
             return;
         }
         let key = ctx.principal.key();
@@ -191,6 +192,8 @@ impl crate::pipeline::Settle for SpendSettle {
             } else {
                 "failure"
             },
+            cache_hit: hit,
+            cache_key: ctx.cache_key.clone().unwrap_or_default(),
         };
         self.keys.spend.record(row);
     }

@@ -98,6 +98,10 @@ pub struct SpendRow {
     /// The client's address as resolved at the edge (trusted proxies, PROXY protocol).
     pub requester_ip_address: Option<String>,
     pub status: &'static str,
+    /// Answered from the response cache (`cache_hit` `True`/`False`, as LiteLLM writes it).
+    pub cache_hit: bool,
+    /// The response cache's key for the request (empty when it was not cacheable).
+    pub cache_key: String,
 }
 
 pub type StoreResult<T> = Result<T, String>;
@@ -379,7 +383,7 @@ impl Store {
         }
         let pg = self.is_postgres();
         let insert = format!(
-            "INSERT INTO \"LiteLLM_SpendLogs\" (\"request_id\", \"call_type\", \"api_key\", \"spend\", \"prompt_tokens\", \"completion_tokens\", \"total_tokens\", \"startTime\", \"endTime\", \"request_duration_ms\", \"model\", \"model_id\", \"model_group\", \"custom_llm_provider\", \"api_base\", \"user\", \"team_id\", \"end_user\", \"status\", \"requester_ip_address\") VALUES ($1, $2, $3, $4, $5, $6, $7, {}, {}, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) ON CONFLICT (\"request_id\") DO NOTHING",
+            "INSERT INTO \"LiteLLM_SpendLogs\" (\"request_id\", \"call_type\", \"api_key\", \"spend\", \"prompt_tokens\", \"completion_tokens\", \"total_tokens\", \"startTime\", \"endTime\", \"request_duration_ms\", \"model\", \"model_id\", \"model_group\", \"custom_llm_provider\", \"api_base\", \"user\", \"team_id\", \"end_user\", \"status\", \"requester_ip_address\", \"cache_hit\", \"cache_key\") VALUES ($1, $2, $3, $4, $5, $6, $7, {}, {}, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT (\"request_id\") DO NOTHING",
             ts_in(pg, "$8"),
             ts_in(pg, "$9")
         );
@@ -434,6 +438,8 @@ impl Store {
                     .bind(&r.end_user)
                     .bind(r.status)
                     .bind(&r.requester_ip_address)
+                    .bind(if r.cache_hit { "True" } else { "False" })
+                    .bind(&r.cache_key)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;

@@ -1,0 +1,419 @@
+//! The response cache (`litellm_settings.cache`): the pipeline's [`Cache`] stage.
+//!
+//! ```text
+//!  lookup (after admission)                        store (at settle, a miss that answered 200)
+//!  controls ─► scoped? opted in? ─► key (key.rs)   answer teed by the sink ─► bounded queue
+//!  ─► backend get (s-maxage) ─► hit: replay in        ─► writer thread: a stream's SSE gathered
+//!     the asked format (replay.rs), cost 0              into the whole answer ─► backend put
+//! ```
+//!
+//! One canonical entry per key: the whole OpenAI JSON answer. A streaming request is answered
+//! from it as SSE and a streamed miss is stored as the whole answer it stands for, so `stream`
+//! is not part of the key. The request path never waits on a write: `store` hands the answer
+//! to a bounded queue (full: dropped and counted) drained by one background thread.
+//!
+//! The backend (the local LRU, bounded in bytes) outlives config reloads while its settings
+//! stay the same: a SIGHUP does not empty the cache.
+
+pub mod controls;
+pub mod key;
+pub mod local;
+pub mod replay;
+
+use crate::config::redis::{FailurePolicy, RedisSettings};
+use crate::config::{CacheMode, CacheScope, CacheSettings, CacheType};
+use crate::context::Context;
+use crate::error::GatewayError;
+use crate::openai::{RequestBody, Usage};
+use crate::pipeline::{Cache, Lookup};
+use crate::shared_state::SharedState;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Answers waiting to be stored; past this, new ones are dropped (and counted).
+const WRITE_QUEUE: usize = 1024;
+
+/// Process-wide cache counters, mirrored into `/metrics` at scrape.
+#[derive(Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stores: AtomicU64,
+    pub evictions: AtomicU64,
+    /// Backend failures (a Redis error or timeout), each a miss or a lost write.
+    pub errors: AtomicU64,
+    /// Writes dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Bytes held by the local backend.
+    pub bytes: AtomicU64,
+}
+
+impl Stats {
+    /// The event counters by their metric label.
+    pub fn events(&self) -> [(&'static str, u64); 6] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("hit", get(&self.hits)),
+            ("miss", get(&self.misses)),
+            ("store", get(&self.stores)),
+            ("eviction", get(&self.evictions)),
+            ("error", get(&self.errors)),
+            ("dropped", get(&self.dropped)),
+        ]
+    }
+}
+
+static STATS: Stats = Stats {
+    hits: AtomicU64::new(0),
+    misses: AtomicU64::new(0),
+    stores: AtomicU64::new(0),
+    evictions: AtomicU64::new(0),
+    errors: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+    bytes: AtomicU64::new(0),
+};
+
+/// The counters (and the configured type's label), for the metrics scrape.
+pub fn stats() -> &'static Stats {
+    &STATS
+}
+
+/// The cache type label of the running backend (`local`, `redis`), empty without one.
+pub fn type_label() -> &'static str {
+    match SHARED
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|b| b.0.kind))
+    {
+        Some(CacheType::Local) => "local",
+        Some(CacheType::Redis) => "redis",
+        Some(CacheType::RedisSemantic) => "redis-semantic",
+        None => "",
+    }
+}
+
+/// One answer to store.
+struct Write {
+    key: String,
+    answer: Bytes,
+    ttl: Option<Duration>,
+    /// The answer is a stream's SSE: gather it first.
+    stream: bool,
+    usage: Option<Usage>,
+}
+
+/// Where entries live.
+enum Store {
+    Local(local::LocalStore),
+    /// A shared Redis: the value is the store time (unix ms, 8 bytes big-endian, for
+    /// `s-maxage`) then the answer; the entry's ttl is Redis's own (`SET … PX`).
+    Redis(SharedState),
+}
+
+/// Bytes before the answer in a Redis value.
+const REDIS_HEADER: usize = 8;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Store {
+    /// The entry, if live (and younger than `max_age`). A Redis failure or timeout (bounded by
+    /// `switchboard.redis_timeout_ms`) is counted and is a miss.
+    async fn get(&self, key: &str, max_age: Option<Duration>) -> Option<Bytes> {
+        match self {
+            Store::Local(l) => l.get(key, max_age),
+            Store::Redis(r) => {
+                let value: Option<Vec<u8>> = match r.query(redis::cmd("GET").arg(key)).await {
+                    Ok(v) => v,
+                    Err(_) => {
+                        // Logged (rate-limited) by shared_state.
+                        STATS.errors.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                };
+                let value = value.filter(|v| v.len() > REDIS_HEADER)?;
+                let stored = u64::from_be_bytes(value[..REDIS_HEADER].try_into().ok()?);
+                if max_age.is_some_and(|m| unix_ms().saturating_sub(stored) > m.as_millis() as u64)
+                {
+                    return None;
+                }
+                let mut b = Bytes::from(value);
+                Some(b.split_off(REDIS_HEADER))
+            }
+        }
+    }
+
+    async fn put(&self, w: Write) {
+        let answer = if w.stream {
+            match replay::assemble(&w.answer, w.usage) {
+                Some(a) => a,
+                None => return,
+            }
+        } else {
+            w.answer
+        };
+        match self {
+            Store::Local(l) => {
+                let out = l.put(w.key, answer, w.ttl);
+                if out.stored {
+                    STATS.stores.fetch_add(1, Ordering::Relaxed);
+                }
+                STATS.evictions.fetch_add(out.evicted, Ordering::Relaxed);
+                STATS.bytes.store(l.bytes() as u64, Ordering::Relaxed);
+            }
+            Store::Redis(r) => {
+                let mut value = Vec::with_capacity(REDIS_HEADER + answer.len());
+                value.extend_from_slice(&unix_ms().to_be_bytes());
+                value.extend_from_slice(&answer);
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&w.key).arg(value);
+                if let Some(ttl) = w.ttl {
+                    cmd.arg("PX").arg((ttl.as_millis() as u64).max(1));
+                }
+                match r.query::<()>(&cmd).await {
+                    Ok(()) => STATS.stores.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => STATS.errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }
+    }
+}
+
+/// What outlives a reload: the store and its writer.
+struct Backend {
+    store: Arc<Store>,
+    writes: mpsc::Sender<Write>,
+}
+
+/// What a backend is built from: two configs with the same one share it across a reload.
+#[derive(Clone, PartialEq)]
+struct BackendSpec {
+    kind: CacheType,
+    max_bytes: usize,
+    redis: Option<RedisSettings>,
+    redis_timeout: Duration,
+}
+
+static SHARED: Mutex<Option<(BackendSpec, Arc<Backend>)>> = Mutex::new(None);
+
+impl Backend {
+    /// The running backend for `spec`, or a new one. Its writer thread runs its own small Tokio
+    /// runtime, which also hosts the Redis client (made there: a cluster client spawns its
+    /// connection task, and writes never run on the request workers).
+    fn shared(spec: BackendSpec) -> Result<Arc<Backend>, String> {
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, b)) = shared.as_ref() {
+            if *s == spec {
+                return Ok(b.clone());
+            }
+        }
+        let (tx, mut rx) = mpsc::channel::<Write>(WRITE_QUEUE);
+        let (made_tx, made_rx) = std::sync::mpsc::sync_channel::<Result<Arc<Store>, String>>(1);
+        let thread_spec = spec.clone();
+        std::thread::Builder::new()
+            .name("cache-writer".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = made_tx.send(Err(format!("cache writer runtime: {e}")));
+                        return;
+                    }
+                };
+                let store = {
+                    let _in_runtime = rt.enter();
+                    match (thread_spec.kind, &thread_spec.redis) {
+                        (CacheType::Local, _) => {
+                            Ok(Store::Local(local::LocalStore::new(thread_spec.max_bytes)))
+                        }
+                        (_, Some(redis)) => SharedState::new(
+                            redis,
+                            thread_spec.redis_timeout,
+                            FailurePolicy::Open,
+                        )
+                        .map(Store::Redis),
+                        (_, None) => Err("cache type redis needs a Redis server: set cache_params host/port or url, or REDIS_HOST/REDIS_URL".to_string()),
+                    }
+                };
+                let store = match store {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        let _ = made_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = made_tx.send(Ok(store.clone()));
+                rt.block_on(async move {
+                    while let Some(w) = rx.recv().await {
+                        store.put(w).await;
+                    }
+                });
+            })
+            .map_err(|e| format!("cannot start the cache writer thread: {e}"))?;
+        let store = made_rx
+            .recv()
+            .map_err(|_| "the cache writer thread stopped".to_string())??;
+        let backend = Arc::new(Backend { store, writes: tx });
+        *shared = Some((spec, backend.clone()));
+        Ok(backend)
+    }
+}
+
+/// The cache stage built from `litellm_settings.cache`.
+pub struct ResponseCache {
+    settings: CacheSettings,
+    backend: Arc<Backend>,
+}
+
+impl ResponseCache {
+    /// The stage for `config`'s cache settings, if it has any. A backend that cannot be made
+    /// (no Redis server configured, a bad URL) is logged and the cache left off: requests are
+    /// served without it.
+    pub fn from_config(config: &crate::config::Config) -> Option<ResponseCache> {
+        let settings = config.litellm.cache.as_ref()?;
+        if settings.kind == CacheType::RedisSemantic {
+            log::warn!(
+                "cache: redis-semantic is not implemented yet; serving exact-match hits from Redis"
+            );
+        }
+        let spec = BackendSpec {
+            kind: settings.kind,
+            max_bytes: settings.max_bytes,
+            redis: match settings.kind {
+                CacheType::Local => None,
+                _ => config.litellm.cache_redis.clone(),
+            },
+            redis_timeout: config.server.redis_timeout,
+        };
+        match Backend::shared(spec) {
+            Ok(backend) => Some(ResponseCache {
+                settings: settings.clone(),
+                backend,
+            }),
+            Err(e) => {
+                log::error!("cache: {e}; the response cache is off");
+                None
+            }
+        }
+    }
+
+    /// The tenant an entry belongs to under the configured scope.
+    fn tenant<'c>(&self, ctx: &'c Context) -> Option<&'c str> {
+        let key = ctx.principal.key();
+        match self.settings.scope {
+            CacheScope::Global => None,
+            CacheScope::Key => Some(key.map_or("", |k| k.row.token.as_str())),
+            CacheScope::Team => Some(key.map_or("", |k| {
+                k.row.team_id.as_deref().unwrap_or(k.row.token.as_str())
+            })),
+        }
+    }
+}
+
+#[async_trait]
+impl Cache for ResponseCache {
+    async fn lookup(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+    ) -> Result<Lookup, GatewayError> {
+        let s = &self.settings;
+        let cacheable = match ctx.route {
+            "chat" => s.chat,
+            "embeddings" => s.embeddings,
+            _ => false,
+        };
+        if !cacheable {
+            return Ok(Lookup::Skip);
+        }
+        let controls = controls::read(body)?;
+        if s.mode == CacheMode::DefaultOff && !controls.use_cache {
+            return Ok(Lookup::Skip);
+        }
+        let scope = key::KeyScope {
+            model: ctx.model.as_deref().unwrap_or(""),
+            route: ctx.route,
+            tenant: self.tenant(ctx),
+        };
+        let key = key::compute(&scope, body).map_err(|e| {
+            GatewayError::bad_request(format!("The request body is not valid JSON: {e}"))
+        })?;
+        let namespace = controls.namespace.as_deref().or(s.namespace.as_deref());
+        let rendered = key.render(namespace);
+        let found = if controls.no_cache {
+            None
+        } else {
+            self.backend.store.get(&rendered, controls.max_age).await
+        };
+        ctx.cache_key = Some(rendered);
+        ctx.cache_ttl = controls.ttl.or(s.ttl);
+        let hit = match found {
+            Some(answer) if ctx.stream => replay::to_sse(&answer, body.include_usage()?),
+            other => other,
+        };
+        match hit {
+            Some(answer) => {
+                STATS.hits.fetch_add(1, Ordering::Relaxed);
+                ctx.cost = Some(0.0);
+                Ok(Lookup::Hit(answer))
+            }
+            None => {
+                STATS.misses.fetch_add(1, Ordering::Relaxed);
+                Ok(Lookup::Miss {
+                    store: !controls.no_store,
+                })
+            }
+        }
+    }
+
+    fn store(&self, ctx: &Context, answer: &Bytes) {
+        let Some(key) = &ctx.cache_key else {
+            return;
+        };
+        // A stream cut short (client gone, upstream cut) is not the answer.
+        if ctx.client_disconnected || ctx.usage_estimated {
+            return;
+        }
+        let write = Write {
+            key: key.clone(),
+            answer: answer.clone(),
+            ttl: ctx.cache_ttl,
+            stream: ctx.stream,
+            usage: ctx.usage,
+        };
+        if self.backend.writes.try_send(write).is_err() {
+            STATS.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A key's `allowed_cache_controls`: a control the key may not use is refused as LiteLLM
+/// refuses it (403); an empty list allows every control, as in LiteLLM.
+pub fn check_allowed(
+    allowed: &[String],
+    controls: &controls::Controls,
+) -> Result<(), GatewayError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    for name in controls.names() {
+        if !allowed.iter().any(|a| a == name) {
+            return Err(GatewayError::new(
+                crate::error::ErrorKind::PermissionDenied,
+                format!("Not allowed to set {name} as a cache control. Contact admin to change permissions."),
+            )
+            .with_param("cache"));
+        }
+    }
+    Ok(())
+}

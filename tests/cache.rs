@@ -1,0 +1,592 @@
+//! The response cache end to end: the real gateway binary, a counting mock OpenAI upstream,
+//! `litellm_settings.cache` with the local backend. Stores happen off the request path, so a
+//! test waits for the `store` counter on `/metrics` before it expects a hit.
+
+#[path = "support/redis.rs"]
+mod redis_server;
+mod support;
+
+use redis_server::Redis;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+const STORE: &[&str] = &["event=\"store\""];
+
+fn config(base: &str, cache_params: &str) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: {base}/v1, api_key: sk-up, input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}
+  - model_name: other
+    litellm_params: {{model: openai/gpt-4o, api_base: {base}/v1, api_key: sk-up}}
+  - model_name: embed
+    litellm_params: {{model: openai/text-embedding-3-small, api_base: {base}/v1, api_key: sk-up}}
+litellm_settings:
+  cache: true
+  cache_params: {cache_params}
+"#
+    )
+}
+
+/// A mock that answers chat (whole or streamed, by the request's `stream`) and embeddings, each
+/// answer numbered so a test can tell which upstream call produced it.
+async fn upstream() -> (MockUpstream, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let up = MockUpstream::start(move |req| {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if req.path.ends_with("/embeddings") {
+            return Reply::json(200, openai::embeddings(1));
+        }
+        let answer = format!("answer {n}");
+        if req.json()["stream"] == true {
+            let body = openai::sse(&["answer", " ", &n.to_string()], true);
+            Reply::stream("text/event-stream", &body, 7, Duration::ZERO)
+        } else {
+            Reply::json(200, openai::completion(&answer))
+        }
+    })
+    .await;
+    (up, calls)
+}
+
+fn chat(extra: Value) -> Value {
+    let mut body =
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "What is 2+2?"}]});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+async fn stores(gw: &Gateway, at_least: f64) {
+    gw.wait_for_metric("switchboard_cache_events_total", STORE, |v| v >= at_least)
+        .await;
+}
+
+fn content(resp: &Response) -> String {
+    resp.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_repeat_in_any_key_order_and_spacing_is_a_hit_that_never_reaches_the_upstream() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let miss = gw
+        .post("/v1/chat/completions", &chat(json!({"temperature": 0.5})))
+        .await;
+    assert_eq!(miss.status, 200, "{}", miss.text());
+    assert_eq!(miss.header("x-switchboard-cache"), Some("miss"));
+    let key = miss
+        .header("x-litellm-cache-key")
+        .expect("key on a miss")
+        .to_string();
+    assert_eq!(key.len(), 32, "{key}");
+    stores(&gw, 1.0).await;
+
+    // Same request: other key order, whitespace, an escape, 0.50 for 0.5, a user and metadata.
+    let body = br#"{ "temperature" : 0.50, "user": "u-7", "metadata": {"x": 1},
+        "messages" : [ { "content" : "What is 2+2\u003f", "role" : "user" } ], "model":"gpt-4o" }"#;
+    let hit = gw
+        .post_with(
+            "/v1/chat/completions",
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await;
+    assert_eq!(hit.status, 200, "{}", hit.text());
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(hit.header("x-litellm-cache-key"), Some(key.as_str()));
+    assert_eq!(
+        hit.header("x-litellm-response-cost"),
+        Some("0"),
+        "a hit costs nothing"
+    );
+    assert_eq!(hit.json(), miss.json(), "the stored answer, unchanged");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the hit never reached the upstream"
+    );
+    let scrape = gw
+        .wait_for_metric("switchboard_cache_events_total", &["event=\"hit\""], |v| {
+            v >= 1.0
+        })
+        .await;
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "switchboard_cache_events_total",
+            &["type=\"local\"", "event=\"miss\""]
+        ),
+        Some(1.0)
+    );
+    assert!(metric_value(&scrape, "switchboard_cache_bytes", &["type=\"local\""]).unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn anything_that_changes_the_answer_misses() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let base = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(base.status, 200);
+    stores(&gw, 1.0).await;
+    let variants = [
+        json!({"seed": 7}),
+        json!({"n": 2}),
+        json!({"temperature": 0}),
+        json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
+        json!({"response_format": {"type": "json_object"}}),
+        json!({"model": "other"}),
+        json!({"messages": [{"role": "user", "content": "What is 2+3?"}]}),
+    ];
+    let mut keys = vec![base.header("x-litellm-cache-key").unwrap().to_string()];
+    for v in &variants {
+        let resp = gw.post("/v1/chat/completions", &chat(v.clone())).await;
+        assert_eq!(resp.status, 200, "{v}: {}", resp.text());
+        assert_eq!(resp.header("x-switchboard-cache"), Some("miss"), "{v}");
+        keys.push(resp.header("x-litellm-cache-key").unwrap().to_string());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1 + variants.len());
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        1 + variants.len(),
+        "every variant has its own key"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_is_answered_from_a_whole_entry_and_a_whole_request_from_a_streamed_one() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+
+    // Whole miss, then a streaming hit replayed as SSE with the usage chunk it asked for.
+    let whole = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(content(&whole), "answer 1");
+    stores(&gw, 1.0).await;
+    let streamed = gw
+        .post_stream(
+            "/v1/chat/completions",
+            &chat(json!({"stream": true, "stream_options": {"include_usage": true}})),
+        )
+        .await;
+    assert_eq!(streamed.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
+    let resp = streamed.into_response().await;
+    let chunks = openai_chunks(&resp);
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(stream_text(&chunks), "answer 1");
+    let finish: Vec<_> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, ["stop"]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"], whole.json()["usage"]);
+    assert!(resp.text().ends_with("data: [DONE]\n\n"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // A streamed miss (another prompt) is stored whole: a plain request then hits it.
+    let q = json!({"messages": [{"role": "user", "content": "stream first"}]});
+    let mut ask = chat(q.clone());
+    ask["stream"] = json!(true);
+    let live = gw.post_stream("/v1/chat/completions", &ask).await;
+    assert_eq!(live.header("x-switchboard-cache"), Some("miss"));
+    let live = live.into_response().await;
+    assert_eq!(stream_text(&openai_chunks(&live)), "answer 2");
+    stores(&gw, 2.0).await;
+    let hit = gw.post("/v1/chat/completions", &chat(q)).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(content(&hit), "answer 2");
+    assert_eq!(hit.json()["object"], "chat.completion");
+    assert_eq!(
+        hit.json()["usage"]["total_tokens"],
+        8,
+        "the stream's usage is kept"
+    );
+    // And streamed again, without usage this time: byte-for-byte what a live stream carries,
+    // but for the chunk framing of the text.
+    let again = gw
+        .post_stream("/v1/chat/completions", &ask)
+        .await
+        .into_response()
+        .await;
+    let chunks = openai_chunks(&again);
+    assert_eq!(stream_text(&chunks), "answer 2");
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "usage only when asked"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn no_cache_skips_the_lookup_and_no_store_the_write() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let first = gw
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"cache": {"no-store": true}})),
+        )
+        .await;
+    assert_eq!(first.header("x-switchboard-cache"), Some("miss"));
+    let second = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(
+        second.header("x-switchboard-cache"),
+        Some("miss"),
+        "no-store kept nothing"
+    );
+    assert_eq!(content(&second), "answer 2");
+    stores(&gw, 1.0).await;
+    let fresh = gw
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"cache": {"no-cache": true}})),
+        )
+        .await;
+    assert_eq!(fresh.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(content(&fresh), "answer 3", "no-cache went upstream");
+    // no-cache still stored its fresh answer.
+    stores(&gw, 2.0).await;
+    let hit = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(
+        (hit.header("x-switchboard-cache"), content(&hit).as_str()),
+        (Some("hit"), "answer 3")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    let bad = gw
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"cache": {"ttl": "soon"}})),
+        )
+        .await;
+    let err = bad.expect_error(400);
+    assert_eq!(err["param"], "cache", "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn ttl_expires_entries_and_s_maxage_refuses_older_ones() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    gw.post("/v1/chat/completions", &chat(json!({"cache": {"ttl": 1}})))
+        .await;
+    stores(&gw, 1.0).await;
+    let hit = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    // s-maxage: 0 accepts no entry; a generous one accepts it.
+    let strict = gw
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"cache": {"s-maxage": 0, "no-store": true}})),
+        )
+        .await;
+    assert_eq!(strict.header("x-switchboard-cache"), Some("miss"));
+    let lenient = gw
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"cache": {"s-maxage": 60}})),
+        )
+        .await;
+    assert_eq!(lenient.header("x-switchboard-cache"), Some("hit"));
+    // The entry expires after its 1 s ttl (no-store: polling does not store it again).
+    let mut expired = false;
+    for _ in 0..60 {
+        let r = gw
+            .post(
+                "/v1/chat/completions",
+                &chat(json!({"cache": {"no-store": true}})),
+            )
+            .await;
+        if r.header("x-switchboard-cache") == Some("miss") {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(expired, "the entry outlived its ttl");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn namespaces_keep_entries_apart() {
+    let (up, _calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local, namespace: team-a}"));
+    let a = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    let key = a.header("x-litellm-cache-key").unwrap().to_string();
+    assert!(key.starts_with("team-a:"), "{key}");
+    stores(&gw, 1.0).await;
+    let b = gw
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"cache": {"namespace": "team-b"}})),
+        )
+        .await;
+    assert_eq!(b.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(
+        b.header("x-litellm-cache-key").unwrap(),
+        key.replace("team-a:", "team-b:")
+    );
+    let meta = gw
+        .post(
+            "/v1/chat/completions",
+            &chat(json!({"metadata": {"redis_namespace": "team-a"}})),
+        )
+        .await;
+    assert_eq!(meta.header("x-switchboard-cache"), Some("hit"));
+}
+
+#[tokio::test]
+async fn default_off_caches_only_requests_that_opt_in() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local, mode: default_off}"));
+    let plain = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(plain.status, 200);
+    assert!(
+        plain.header("x-litellm-cache-key").is_none(),
+        "not cacheable"
+    );
+    assert!(plain.header("x-switchboard-cache").is_none());
+    let opt_in = json!({"cache": {"use-cache": true}});
+    let miss = gw.post("/v1/chat/completions", &chat(opt_in.clone())).await;
+    assert_eq!(miss.header("x-switchboard-cache"), Some("miss"));
+    stores(&gw, 1.0).await;
+    let hit = gw.post("/v1/chat/completions", &chat(opt_in)).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    let plain = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(
+        content(&plain),
+        "answer 3",
+        "without use-cache the cache is not used"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn the_local_cache_stays_within_its_byte_bound_by_evicting_the_oldest() {
+    let (up, calls) = upstream().await;
+    // Each entry is about 400 bytes of answer + key + overhead: four fit, not ten.
+    let gw = Gateway::start(&config(&up.base(), "{type: local, max_bytes: 2048}"));
+    for i in 0..10 {
+        let q = json!({"messages": [{"role": "user", "content": format!("question {i}")}]});
+        gw.post("/v1/chat/completions", &chat(q)).await;
+        stores(&gw, (i + 1) as f64).await;
+    }
+    let scrape = gw
+        .wait_for_metric(
+            "switchboard_cache_events_total",
+            &["event=\"eviction\""],
+            |v| v >= 5.0,
+        )
+        .await;
+    let bytes = metric_value(&scrape, "switchboard_cache_bytes", &["type=\"local\""]).unwrap();
+    assert!(bytes > 0.0 && bytes <= 2048.0, "{bytes}");
+    // The oldest was evicted, the newest is still there.
+    let newest = json!({"messages": [{"role": "user", "content": "question 9"}]});
+    let r = gw.post("/v1/chat/completions", &chat(newest)).await;
+    assert_eq!(r.header("x-switchboard-cache"), Some("hit"));
+    let oldest = json!({"messages": [{"role": "user", "content": "question 0"}], "cache": {"no-store": true}});
+    let r = gw.post("/v1/chat/completions", &chat(oldest)).await;
+    assert_eq!(r.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(calls.load(Ordering::SeqCst), 11);
+}
+
+#[tokio::test]
+async fn embeddings_are_cached_and_supported_call_types_limit_the_cache() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let body = json!({"model": "embed", "input": ["hello"]});
+    let miss = gw.post("/v1/embeddings", &body).await;
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
+    stores(&gw, 1.0).await;
+    let hit = gw.post("/v1/embeddings", &body).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(hit.json()["data"], miss.json()["data"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(
+        &up.base(),
+        "{type: local, supported_call_types: [acompletion]}",
+    ));
+    for _ in 0..2 {
+        let r = gw.post("/v1/embeddings", &body).await;
+        assert!(r.header("x-switchboard-cache").is_none());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+const MASTER: &str = "sk-master-cache";
+
+async fn as_key(gw: &Gateway, key: &str, path: &str, body: &Value) -> Response {
+    gw.post_with(
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {key}")),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+async fn new_key(gw: &Gateway) -> String {
+    let r = as_key(gw, MASTER, "/key/generate", &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn hits_are_logged_at_zero_spend_and_a_key_scoped_cache_keeps_keys_apart() {
+    let (up, calls) = upstream().await;
+    let cfg = format!(
+        "{}general_settings: {{master_key: {MASTER}}}\n",
+        config(&up.base(), "{type: local, scope: key}")
+    );
+    let gw = Gateway::start(&cfg);
+    let (a, b) = (new_key(&gw).await, new_key(&gw).await);
+    let path = "/v1/chat/completions";
+    let miss = as_key(&gw, &a, path, &chat(json!({}))).await;
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
+    assert!(
+        miss.header("x-litellm-response-cost")
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            > 0.0
+    );
+    stores(&gw, 1.0).await;
+    let hit = as_key(&gw, &a, path, &chat(json!({}))).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    // Another key does not see key a's entry.
+    let other = as_key(&gw, &b, path, &chat(json!({"cache": {"no-store": true}}))).await;
+    assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
+    assert_ne!(
+        other.header("x-litellm-cache-key"),
+        hit.header("x-litellm-cache-key")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // Key a's spend log: the miss priced, the hit at 0 marked cache_hit, both with the key.
+    let mut rows = Vec::new();
+    let logged = wait_until_async(
+        async || {
+            let r = gw
+                .get(
+                    &format!("/spend/logs?api_key={a}"),
+                    &[("authorization", &format!("Bearer {MASTER}"))],
+                )
+                .await;
+            rows = r.json().as_array().cloned().unwrap_or_default();
+            rows.len() == 2
+        },
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(logged, "two spend rows for key a: {rows:?}");
+    let hit_row = rows
+        .iter()
+        .find(|r| r["cache_hit"] == "True")
+        .expect("a hit row");
+    assert_eq!(hit_row["spend"], 0.0);
+    assert_eq!(
+        hit_row["cache_key"],
+        hit.header("x-litellm-cache-key").unwrap()
+    );
+    let miss_row = rows
+        .iter()
+        .find(|r| r["cache_hit"] == "False")
+        .expect("a miss row");
+    assert!(miss_row["spend"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn two_instances_share_one_redis_cache_and_a_dead_redis_is_a_bounded_miss() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (up, calls) = upstream().await;
+    let cfg = config(
+        &up.base(),
+        &format!("{{type: redis, url: \"{}\", ttl: 60}}", redis.url()),
+    );
+    let (one, two) = (Gateway::start(&cfg), Gateway::start(&cfg));
+    let miss = one.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
+    let key = miss.header("x-litellm-cache-key").unwrap().to_string();
+    one.wait_for_metric(
+        "switchboard_cache_events_total",
+        &["type=\"redis\"", "event=\"store\""],
+        |v| v >= 1.0,
+    )
+    .await;
+    assert_eq!(
+        redis.cmd(&["EXISTS", &key]).as_deref(),
+        Some(":1"),
+        "in Redis under its key"
+    );
+    let ttl: i64 = redis.cmd(&["TTL", &key]).unwrap()[1..].parse().unwrap();
+    assert!(
+        (1..=60).contains(&ttl),
+        "stored with the configured ttl: {ttl}"
+    );
+    // The other instance answers from the same entry, streamed this time.
+    let hit = two.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(hit.json(), miss.json());
+    let streamed = two
+        .post_stream("/v1/chat/completions", &chat(json!({"stream": true})))
+        .await
+        .into_response()
+        .await;
+    assert_eq!(stream_text(&openai_chunks(&streamed)), "answer 1");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Redis dies: requests are still answered (misses), each within a small bound.
+    redis.kill();
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        let r = two.post("/v1/chat/completions", &chat(json!({}))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-switchboard-cache"), Some("miss"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "request {i} took {:?}",
+            started.elapsed()
+        );
+    }
+    two.wait_for_metric(
+        "switchboard_cache_events_total",
+        &["type=\"redis\"", "event=\"error\""],
+        |v| v >= 1.0,
+    )
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
