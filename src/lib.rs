@@ -6,6 +6,8 @@
 //!   deployments, live per-deployment state), swapped whole on reload.
 //! - [`gateway`]: the Pingora service; routes, auth and the upstream exchange loop.
 //! - [`providers`]: one module per upstream API behind the [`providers::Provider`] trait.
+//! - [`ingress`]: client APIs besides OpenAI chat (Anthropic `/v1/messages`), translated onto
+//!   the same pipeline or passed through to deployments that speak them.
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings;
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.
@@ -34,6 +36,7 @@ pub mod edge;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod ingress;
 pub mod keys;
 pub mod lifecycle;
 pub mod listeners;

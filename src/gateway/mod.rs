@@ -4,7 +4,7 @@
 //! ```text
 //!  client ──► request_filter ─┬─ route (path, method) ─► 404 / 405
 //!                             ├─ health, models ───────► answered from the snapshot
-//!                             └─ chat, embeddings
+//!                             └─ chat, embeddings, messages (translated: `messages`)
 //!                                  authenticate (stages) ─► read body (≤ max_request_size_mb)
 //!                                  ─► parse once ─► admit, cache lookup (stages)
 //!                                  ─► model group ─► deployment ─► provider.build_request
@@ -25,6 +25,7 @@ pub mod body;
 pub mod cors;
 pub mod exchange;
 pub mod framing;
+pub mod messages;
 pub mod model_info;
 pub mod respond;
 pub mod routes;
@@ -134,6 +135,8 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => return respond::error(&mut SessionSink::new(session), ctx, &e).await,
         };
+        // From here on, errors (auth, limits, budgets, upstreams) take the route's API's shape.
+        ctx.wire = route.wire();
         if let (Some(allowed), false) = (
             &config.general.allowed_ips,
             matches!(route, Route::Liveness | Route::Readiness),
@@ -243,6 +246,26 @@ impl Gateway {
                 match model_info::response(snapshot, uri.query()) {
                     Ok(body) => respond::json(&mut sink, ctx, 200, body).await,
                     Err(e) => respond::error(&mut sink, ctx, &e).await,
+                }
+            }
+            Route::Messages | Route::CountTokens => {
+                let headers = messages::client_headers(sink.session().req_header());
+                let limit = snapshot.config.general.max_request_size;
+                let timeout = snapshot.config.server.request_body_timeout;
+                let result = match body::read_body(sink.session(), limit, timeout).await {
+                    Ok(body) if route == Route::Messages => {
+                        ctx.route = "messages";
+                        messages::handle(&self.app, live, &mut sink, ctx, body, &headers).await
+                    }
+                    Ok(body) => {
+                        ctx.route = "count_tokens";
+                        messages::count_tokens(&self.app, live, &mut sink, ctx, body, &headers)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    respond::error(&mut sink, ctx, &e).await
                 }
             }
             Route::Llm(op) => {

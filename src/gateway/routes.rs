@@ -14,12 +14,24 @@ pub enum Route<'a> {
     /// `/model/info`: deployments in LiteLLM's shape.
     ModelInfo,
     Llm(Operation),
+    /// Anthropic Messages (`/v1/messages`, see [`crate::ingress::messages`]).
+    Messages,
+    /// `/v1/messages/count_tokens`
+    CountTokens,
     Metrics,
     /// Key management (`/key/*`, see [`super::admin`]).
     Admin(super::admin::AdminRoute<'a>),
 }
 
 impl Route<'_> {
+    /// The API whose shape the route's errors take.
+    pub fn wire(&self) -> crate::context::Wire {
+        match self {
+            Route::Messages | Route::CountTokens => crate::context::Wire::Anthropic,
+            _ => crate::context::Wire::OpenAi,
+        }
+    }
+
     /// Health routes are open even with a master key.
     pub fn needs_auth(&self) -> bool {
         !matches!(self, Route::Liveness | Route::Readiness | Route::Metrics)
@@ -42,6 +54,8 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
     let (route, allowed): (Route<'a>, &[Method]) = match trimmed {
         "/chat/completions" => (Route::Llm(Operation::Chat), &[Method::POST]),
         "/embeddings" => (Route::Llm(Operation::Embeddings), &[Method::POST]),
+        "/messages" => (Route::Messages, &[Method::POST]),
+        "/messages/count_tokens" => (Route::CountTokens, &[Method::POST]),
         "/models" => (Route::Models, &[Method::GET]),
         "/model/info" => (Route::ModelInfo, &[Method::GET]),
         _ if path == "/health/liveliness" || path == "/health/liveness" => (Route::Liveness, &[Method::GET, Method::HEAD]),
@@ -53,7 +67,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
             _ => {
                 return Err(GatewayError::new(
                     ErrorKind::NotFound,
-                    format!("Unknown route {path}. Switchboard serves /v1/chat/completions, /v1/embeddings and /v1/models."),
+                    format!("Unknown route {path}. Switchboard serves /v1/chat/completions, /v1/embeddings, /v1/messages and /v1/models."),
                 )
                 .with_code("not_found"))
             }
@@ -96,6 +110,14 @@ mod tests {
             Route::Model("openai/gpt-4o")
         );
         assert_eq!(route(&Method::GET, "/models").unwrap(), Route::Models);
+        assert_eq!(
+            route(&Method::POST, "/v1/messages?beta=true").unwrap(),
+            Route::Messages
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/messages/count_tokens").unwrap(),
+            Route::CountTokens
+        );
         assert_eq!(
             route(&Method::GET, "/v1/model/info?litellm_model_id=a").unwrap(),
             Route::ModelInfo
