@@ -131,12 +131,12 @@ impl Gateway {
             let mut sink = SessionSink::new(session);
             return cors::answer_preflight(&mut sink, &config.general.cors, &req, ctx).await;
         }
+        // From here on, errors (auth, limits, budgets, upstreams) take the route's API's shape.
+        ctx.wire = routes::wire_for_path(uri.path());
         let route = match routes::route(&method, uri.path()) {
             Ok(r) => r,
             Err(e) => return respond::error(&mut SessionSink::new(session), ctx, &e).await,
         };
-        // From here on, errors (auth, limits, budgets, upstreams) take the route's API's shape.
-        ctx.wire = route.wire();
         if let (Some(allowed), false) = (
             &config.general.allowed_ips,
             matches!(route, Route::Liveness | Route::Readiness),

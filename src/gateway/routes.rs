@@ -24,17 +24,21 @@ pub enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// The API whose shape the route's errors take.
-    pub fn wire(&self) -> crate::context::Wire {
-        match self {
-            Route::Messages | Route::CountTokens => crate::context::Wire::Anthropic,
-            _ => crate::context::Wire::OpenAi,
-        }
-    }
-
     /// Health routes are open even with a master key.
     pub fn needs_auth(&self) -> bool {
         !matches!(self, Route::Liveness | Route::Readiness | Route::Metrics)
+    }
+}
+
+/// The API whose shape errors take on a path, known before (or without) a route: a wrong
+/// method on `/v1/messages` is answered as Anthropic would.
+pub fn wire_for_path(path: &str) -> crate::context::Wire {
+    let path = path.split('?').next().unwrap_or(path);
+    let trimmed = path.strip_prefix("/v1").unwrap_or(path);
+    if trimmed == "/messages" || trimmed.starts_with("/messages/") {
+        crate::context::Wire::Anthropic
+    } else {
+        crate::context::Wire::OpenAi
     }
 }
 
