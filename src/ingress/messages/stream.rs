@@ -506,6 +506,100 @@ mod tests {
         assert_eq!(evs[10].1["usage"]["input_tokens"], 10);
     }
 
+    /// A deployment's real provider (`litellm_params.model` = `model`).
+    fn provider(model: &str) -> std::sync::Arc<dyn crate::providers::Provider> {
+        use crate::providers::{build_provider, BuildContext};
+        let yaml = format!(
+            "model_list:\n  - model_name: m\n    litellm_params: {{model: {model}, api_base: http://127.0.0.1:9, api_key: k}}\n"
+        );
+        let config = crate::config::litellm::parse(&yaml).unwrap();
+        let client = std::sync::Arc::new(crate::upstream::UpstreamClient::new(1));
+        build_provider(&config.deployments[0], &BuildContext { client }).unwrap()
+    }
+
+    /// Feeds `input` split at `at` through the provider's translator into Messages SSE.
+    fn to_messages(p: &dyn crate::providers::Provider, input: &[u8], at: usize) -> Vec<u8> {
+        use crate::providers::{Operation, RequestContext};
+        let cx = RequestContext {
+            op: Operation::Chat,
+            model: "x",
+            stream: true,
+            include_usage: true,
+            response_id: "chatcmpl-1",
+            created: 1,
+            drop_params: false,
+            embeddings_base64: false,
+        };
+        let mut t = ToMessages::new(p.stream_translator(&cx), "chatcmpl-1", "m");
+        let mut out = BytesMut::new();
+        t.feed(&input[..at], &mut out).unwrap();
+        t.feed(&input[at..], &mut out).unwrap();
+        t.finish(&mut out).unwrap();
+        out.to_vec()
+    }
+
+    /// Golden: each provider's tool-call stream, split at every byte, gives the same Messages
+    /// events, and the `input_json_delta`s join to exactly the arguments sent.
+    #[test]
+    fn tool_use_streams_are_exact_at_every_byte_split() {
+        let openai = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"On it \\u00e9\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\": \\\"Pa\"}}]}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"ris\\\"}\"}}]}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let anthropic = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"On it \\u00e9\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"call_1\",\"name\":\"get_weather\",\"input\":{}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \\\"Pa\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"ris\\\"}\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":4}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        for (model, input) in [("openai/x", openai), ("anthropic/x", anthropic)] {
+            let input = input.as_bytes();
+            let p = provider(model);
+            let whole = to_messages(p.as_ref(), input, input.len());
+            let evs = events(&whole);
+            let text: String = evs
+                .iter()
+                .filter(|(_, d)| d["delta"]["type"] == "text_delta")
+                .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(text, "On it \u{e9}", "{model}");
+            let args: String = evs
+                .iter()
+                .filter(|(_, d)| d["delta"]["type"] == "input_json_delta")
+                .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(args, "{\"city\": \"Paris\"}", "{model}");
+            let tool_start = evs
+                .iter()
+                .find(|(_, d)| d["content_block"]["type"] == "tool_use")
+                .expect("a tool_use block");
+            assert_eq!(tool_start.1["index"], 1, "{model}");
+            assert_eq!(tool_start.1["content_block"]["id"], "call_1", "{model}");
+            let delta = &evs[evs.len() - 2].1;
+            assert_eq!(delta["delta"]["stop_reason"], "tool_use", "{model}");
+            assert_eq!(delta["usage"]["output_tokens"], 4, "{model}");
+            assert_eq!(delta["usage"]["input_tokens"], 9, "{model}");
+            for at in 0..input.len() {
+                assert_eq!(
+                    to_messages(p.as_ref(), input, at),
+                    whole,
+                    "{model} split at {at}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn passthrough_copies_bytes_and_reads_usage_at_every_split() {
         let input = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
