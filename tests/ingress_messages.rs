@@ -738,3 +738,68 @@ async fn anthropic_python_sdk_works_through_the_gateway() {
         );
     }
 }
+
+/// Claude on Vertex AI: the client's body without `model`, with Vertex's `anthropic_version`,
+/// to `publishers/anthropic/...:rawPredict` / `:streamRawPredict` with the service account's
+/// token; the answers come back unchanged.
+#[tokio::test]
+async fn vertex_claude_gets_the_clients_body_without_model() {
+    const TOKEN: &str = "ya29.messages-test";
+    let base_path =
+        "/v1/projects/proj-x/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929";
+    let up = MockUpstream::start(move |req| {
+        if req.path == "/token" {
+            return Reply::json(
+                200,
+                json!({"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}),
+            );
+        }
+        if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+            return Reply::json(401, json!({"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "bad token"}}));
+        }
+        let mut rec = req.clone();
+        // Answer as Anthropic would (the same bodies as the Anthropic mock).
+        rec.path = if req.path == format!("{base_path}:rawPredict") || req.path == format!("{base_path}:streamRawPredict") {
+            "/v1/messages".into()
+        } else {
+            return Reply::json(404, json!({"error": {"code": 404, "status": "NOT_FOUND", "message": req.path}}));
+        };
+        anthropic_reply(&rec)
+    })
+    .await;
+    let sa = json!({
+        "type": "service_account",
+        "project_id": "proj-x",
+        "private_key_id": "kid-42",
+        "private_key": include_str!("fixtures/vertex_test_key.pem"),
+        "client_email": "gateway@proj-x.iam.gserviceaccount.com",
+        "token_uri": format!("{}/token", up.base()),
+    });
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: vclaude\n    litellm_params:\n      model: vertex_ai/claude-sonnet-4-5@20250929\n      api_base: {}\n      vertex_project: proj-x\n      vertex_location: us-east5\n      vertex_credentials: {sa}\n",
+        up.base()
+    ));
+    let raw = r#"{"model":"vclaude","max_tokens":100,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"future_knob":1}"#;
+    let resp = gw
+        .post_with(
+            "/v1/messages",
+            &[("content-type", "application/json")],
+            raw.as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["future_field"], json!({"kept": true}));
+    let sent = up.last();
+    assert_eq!(sent.path, format!("{base_path}:rawPredict"));
+    assert_eq!(
+        String::from_utf8_lossy(&sent.body),
+        r#"{"max_tokens":100,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"future_knob":1,"anthropic_version":"vertex-2023-10-16"}"#
+    );
+
+    let resp = messages(&gw, &ask("vclaude", true, true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(up.last().path, format!("{base_path}:streamRawPredict"));
+    let m = accumulate(&events(&resp.text()));
+    assert_eq!(m["content"][0]["input"], json!({"city": "Paris"}));
+    assert_eq!(m["id"], "msg_up", "the upstream's own stream");
+}
