@@ -803,3 +803,64 @@ async fn vertex_claude_gets_the_clients_body_without_model() {
     assert_eq!(m["content"][0]["input"], json!({"city": "Paris"}));
     assert_eq!(m["id"], "msg_up", "the upstream's own stream");
 }
+
+/// A virtual key works with `x-api-key` as the Anthropic SDK sends it, and its Messages calls
+/// are billed like chat: one spend row per call (pass-through and translated, streamed too),
+/// with the end user from `metadata.user_id`.
+#[tokio::test]
+async fn virtual_keys_pay_for_messages_calls() {
+    let s = setup().await;
+    let r =
+        s.gw.post_with(
+            "/key/generate",
+            &[("authorization", &format!("Bearer {MASTER}"))],
+            b"{}",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    for (model, stream) in [("claude", false), ("gpt", true)] {
+        let mut body = ask(model, stream, false);
+        body["metadata"] = json!({"user_id": "end-9"});
+        let resp =
+            s.gw.post_with(
+                "/v1/messages",
+                &[("content-type", "application/json"), ("x-api-key", &key)],
+                body.to_string().as_bytes(),
+            )
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let mut rows = Value::Null;
+    let found = wait_until_async(
+        async || {
+            let r =
+                s.gw.get(
+                    &format!("/spend/logs?api_key={key}"),
+                    &[("authorization", &format!("Bearer {MASTER}"))],
+                )
+                .await;
+            rows = r.json();
+            rows.as_array().is_some_and(|a| a.len() == 2)
+        },
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(found, "two spend rows: {rows}");
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["call_type"], "anthropic_messages", "{row}");
+        assert_eq!(row["end_user"], "end-9", "{row}");
+        assert!(row["spend"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let info =
+        s.gw.get(
+            &format!("/key/info?key={key}"),
+            &[("authorization", &format!("Bearer {MASTER}"))],
+        )
+        .await;
+    assert!(
+        info.json()["info"]["spend"].as_f64().unwrap() > 0.0,
+        "{}",
+        info.text()
+    );
+}

@@ -135,6 +135,8 @@ impl crate::pipeline::Settle for SpendSettle {
         let call_type = match ctx.route {
             "chat" => "acompletion",
             "embeddings" => "aembedding",
+            // `/v1/messages` (LiteLLM's call type for it).
+            "messages" => "anthropic_messages",
             _ => return,
         };
         // Refused before any upstream was tried (auth, model access, bad input): not a call,
