@@ -20,6 +20,7 @@
 //! - Tenancy: [`keys`] (virtual keys served from memory, their authenticate stage and the
 //!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
 //!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`.
+//! - [`shared_state`]: the Redis client for state shared by gateway instances.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -50,8 +51,10 @@ pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod shared_state;
 pub mod store;
 pub mod systemd;
 pub mod tenant;
+pub mod tenants;
 pub mod tls;
 pub mod upstream;

@@ -6,6 +6,7 @@
 pub mod call_defaults;
 pub mod listeners;
 pub mod litellm;
+pub mod redis;
 pub mod yaml;
 
 pub use call_defaults::CallDefaults;
@@ -128,6 +129,10 @@ pub struct ServerSettings {
     /// `proxy_protocol`: the default listener (`host`/`port`, when there is no `listeners` list)
     /// reads PROXY protocol v1/v2 headers from trusted peers; listed listeners set their own.
     pub proxy_protocol: bool,
+    /// `redis_failure_policy`: what requests meet while shared-state Redis is down or slow.
+    pub redis_failure_policy: redis::FailurePolicy,
+    /// `redis_timeout_ms`: the bound on one Redis round trip on the request path.
+    pub redis_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -159,6 +164,8 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             proxy_protocol: false,
+            redis_failure_policy: redis::FailurePolicy::Open,
+            redis_timeout: redis::DEFAULT_REDIS_TIMEOUT,
         }
     }
 }
@@ -215,6 +222,10 @@ pub struct LitellmSettings {
     pub request_timeout: Option<Duration>,
     /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
     pub require_auth_for_metrics_endpoint: bool,
+    /// The Redis server of `cache_params` (`host`/`port`/`url`/`redis_startup_nodes`...), else
+    /// LiteLLM's `REDIS_*` environment variables (see [`redis`]). Whether the response cache
+    /// uses it is the cache's decision (`cache_params.type`).
+    pub cache_redis: Option<redis::RedisSettings>,
 }
 
 /// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;
@@ -258,6 +269,10 @@ pub struct RouterSettings {
     /// Switchboard extension (`cooldown_wait`): when every candidate is cooling down, wait up to
     /// this long for the first to recover instead of failing at once with 503.
     pub cooldown_wait: Option<Duration>,
+    /// Redis for state shared by gateway instances (rate limits, cooldowns, deployment usage):
+    /// `redis_host`/`redis_port`/`redis_password` or `redis_url`, else `cache_params`' server,
+    /// else the `REDIS_*` environment variables. `None`: everything stays in-process.
+    pub redis: Option<redis::RedisSettings>,
 }
 
 impl Default for RouterSettings {
@@ -283,6 +298,7 @@ impl Default for RouterSettings {
             model_group_alias: BTreeMap::new(),
             default_max_parallel_requests: None,
             cooldown_wait: None,
+            redis: None,
         }
     }
 }
