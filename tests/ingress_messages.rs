@@ -864,3 +864,87 @@ async fn virtual_keys_pay_for_messages_calls() {
         info.text()
     );
 }
+
+/// Claude on Bedrock: the client's body on InvokeModel (no `model`/`stream`, Bedrock's
+/// `anthropic_version`, `anthropic-beta` as `anthropic_beta`), SigV4-signed; the stream's
+/// eventstream `chunk`s come back as Anthropic SSE, event for event, split at any byte.
+#[tokio::test]
+async fn bedrock_claude_gets_the_clients_body_on_invoke_model() {
+    use base64::Engine;
+    use switchboard::codec::eventstream::encode_event;
+    let wire_model = "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
+    let up = MockUpstream::start(move |req| {
+        let mut rec = req.clone();
+        rec.path = "/v1/messages".into();
+        let stream = req.path.ends_with("/invoke-with-response-stream");
+        if stream {
+            // The Anthropic mock's SSE, re-framed as Bedrock does.
+            let mut as_json = rec.json();
+            as_json["stream"] = json!(true);
+            rec.body = as_json.to_string().into_bytes();
+            let Reply::Parts { parts, .. } = anthropic_reply(&rec) else {
+                unreachable!()
+            };
+            let sse: Vec<u8> = parts.into_iter().flat_map(|p| p.1).collect();
+            let mut frames = Vec::new();
+            for (_, data) in events(&String::from_utf8(sse).unwrap()) {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(data.to_string());
+                encode_event(
+                    "chunk",
+                    json!({"bytes": b64}).to_string().as_bytes(),
+                    &mut frames,
+                );
+            }
+            return Reply::stream(
+                "application/vnd.amazon.eventstream",
+                &frames,
+                1,
+                Duration::ZERO,
+            );
+        }
+        anthropic_reply(&rec)
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "model_list:\n  - model_name: bclaude\n    litellm_params:\n      model: bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0\n      api_base: {}\n      aws_access_key_id: AKIDEXAMPLE\n      aws_secret_access_key: secret\n      aws_region_name: us-west-2\n",
+        up.base()
+    ));
+    let raw = r#"{"model":"bclaude","max_tokens":100,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"future_knob":1}"#;
+    let resp = gw
+        .post_with(
+            "/v1/messages",
+            &[
+                ("content-type", "application/json"),
+                ("anthropic-beta", "a-1, b-2"),
+            ],
+            raw.as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["future_field"], json!({"kept": true}));
+    let sent = up.last();
+    assert_eq!(sent.path, format!("/model/{wire_model}/invoke"));
+    assert_eq!(
+        String::from_utf8_lossy(&sent.body),
+        r#"{"max_tokens":100,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"future_knob":1,"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["a-1","b-2"]}"#
+    );
+    assert!(sent
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")));
+
+    let resp = messages(&gw, &ask("bclaude", true, true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        up.last().path,
+        format!("/model/{wire_model}/invoke-with-response-stream")
+    );
+    assert!(up.last().json().get("stream").is_none());
+    let m = accumulate(&events(&resp.text()));
+    assert_eq!(m["id"], "msg_up");
+    assert_eq!(m["content"][0]["input"], json!({"city": "Paris"}));
+    assert_eq!(m["stop_reason"], "tool_use");
+    let line = gw
+        .wait_for_log_line(|l| l["route"] == "messages" && l["stream"] == true)
+        .await;
+    assert!(line["cost"].as_f64().is_some_and(|c| c > 0.0), "{line}");
+}

@@ -673,7 +673,7 @@ async fn until_ready<'a>(
         });
     }
     let mut translator: Box<dyn StreamTranslator> = match call.messages {
-        Some(_) if passthrough => Box::new(messages::PassThrough::new()),
+        Some(_) if passthrough => Box::new(messages::PassThrough::new(provider.messages_framing())),
         Some(_) => Box::new(messages::ToMessages::new(
             provider_call.stream_translator(cx),
             call.response_id,

@@ -94,6 +94,16 @@ pub struct MessagesHeaders {
     pub beta: Option<http::HeaderValue>,
 }
 
+/// How an Anthropic-family deployment frames a passed-through Messages stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagesFraming {
+    /// Anthropic's own SSE (Anthropic, Vertex AI).
+    Sse,
+    /// AWS eventstream `chunk` events, each one Messages event's JSON in base64 (Bedrock's
+    /// InvokeModelWithResponseStream).
+    BedrockChunks,
+}
+
 /// A translated whole response.
 pub struct TranslatedResponse {
     /// The OpenAI JSON body.
@@ -183,6 +193,11 @@ pub trait Provider: Send + Sync {
     ) -> Option<GatewayResult<UpstreamRequest>> {
         let _ = (body, cx, endpoint, headers, client);
         None
+    }
+
+    /// How this provider frames the Messages streams [`Provider::messages_request`] asks for.
+    fn messages_framing(&self) -> MessagesFraming {
+        MessagesFraming::Sse
     }
 
     /// Starts one request's call. Providers whose calls carry state between building the

@@ -11,13 +11,15 @@
 
 use super::error::sse_event;
 use super::response::{message_id, parse_finish, stop_reason, usage_json};
+use crate::codec::eventstream::{EventStreamDecoder, Message};
 use crate::codec::sse::SseDecoder;
 use crate::error::{GatewayError, GatewayResult};
 use crate::events::{EventSink, StreamEvent};
 use crate::openai::request::write_json_string;
 use crate::openai::{FinishReason, Usage};
 use crate::providers::anthropic::AnthropicUsage;
-use crate::providers::StreamTranslator;
+use crate::providers::{MessagesFraming, StreamTranslator};
+use base64::Engine;
 use bytes::BytesMut;
 use serde::Deserialize;
 use serde_json::json;
@@ -342,14 +344,29 @@ impl StreamTranslator for ToMessages {
     }
 }
 
-/// An Anthropic-family deployment's SSE, forwarded unchanged. The SSE is decoded beside the
-/// copy only to read usage (`message_start`, `message_delta`) and to notice a stream cut before
-/// `message_stop`.
+/// An Anthropic-family deployment's Messages stream. Anthropic's SSE (Anthropic, Vertex) is
+/// forwarded unchanged, decoded beside the copy only to read usage (`message_start`,
+/// `message_delta`) and to notice a stream cut before `message_stop`; Bedrock's eventstream
+/// `chunk`s are unwrapped into the same SSE, event for event.
 #[derive(Default)]
 pub struct PassThrough {
     decoder: SseDecoder,
+    /// Bedrock: the eventstream decoder (the SSE decoder is then unused).
+    bedrock: Option<EventStreamDecoder>,
     usage: Option<AnthropicUsage>,
     ended: bool,
+}
+
+#[derive(Deserialize)]
+struct BedrockChunk<'a> {
+    #[serde(borrow)]
+    bytes: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -367,8 +384,52 @@ struct UsageHolder {
 }
 
 impl PassThrough {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(framing: MessagesFraming) -> Self {
+        PassThrough {
+            bedrock: (framing == MessagesFraming::BedrockChunks).then(EventStreamDecoder::new),
+            ..Self::default()
+        }
+    }
+
+    /// One Bedrock eventstream message: a `chunk` becomes one SSE event in `out`; an exception
+    /// fails the stream.
+    fn bedrock_message(&mut self, m: Message<'_>, out: &mut BytesMut) -> GatewayResult<()> {
+        let message_type = m.header_str(":message-type").unwrap_or("event");
+        if message_type != "event" {
+            let kind = m
+                .header_str(":exception-type")
+                .or(m.header_str(":error-code"))
+                .unwrap_or("error");
+            let text = String::from_utf8_lossy(&m.payload[..m.payload.len().min(512)]);
+            return Err(GatewayError::bad_gateway(format!(
+                "bedrock: the stream failed ({kind}): {text}"
+            )));
+        }
+        if m.header_str(":event-type") != Some("chunk") {
+            return Ok(());
+        }
+        let bad =
+            |what: &str| GatewayError::bad_gateway(format!("bedrock: a stream chunk {what}."));
+        let chunk: BedrockChunk<'_> =
+            serde_json::from_slice(m.payload).map_err(|_| bad("is not {\"bytes\": …}"))?;
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(chunk.bytes.as_bytes())
+            .map_err(|_| bad("is not base64"))?;
+        let json = String::from_utf8(json).map_err(|_| bad("is not UTF-8"))?;
+        let kind: EventType<'_> =
+            serde_json::from_str(&json).map_err(|_| bad("is not a Messages event"))?;
+        let kind = kind.kind.into_owned();
+        // SSE data is one line: re-serialize the rare event that is not.
+        let line = if json.contains('\n') {
+            serde_json::from_str::<serde_json::Value>(&json)
+                .map(|v| v.to_string())
+                .map_err(|_| bad("is not JSON"))?
+        } else {
+            json
+        };
+        write_event(out, &kind, line.as_bytes());
+        self.on_event(&kind, &line);
+        Ok(())
     }
 
     fn on_event(&mut self, event: &str, data: &str) {
@@ -390,6 +451,11 @@ impl PassThrough {
 
 impl StreamTranslator for PassThrough {
     fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> GatewayResult<()> {
+        if let Some(mut decoder) = self.bedrock.take() {
+            let r = decoder.feed(input, &mut |m| self.bedrock_message(m, out));
+            self.bedrock = Some(decoder);
+            return r;
+        }
         out.extend_from_slice(input);
         let mut decoder = std::mem::take(&mut self.decoder);
         let r = decoder.feed(input, &mut |ev| -> GatewayResult<()> {
@@ -401,11 +467,15 @@ impl StreamTranslator for PassThrough {
     }
 
     fn finish(&mut self, _out: &mut BytesMut) -> GatewayResult<()> {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        decoder.finish(&mut |ev| -> GatewayResult<()> {
-            self.on_event(ev.event, ev.data);
-            Ok(())
-        })?;
+        if let Some(decoder) = &mut self.bedrock {
+            decoder.finish()?;
+        } else {
+            let mut decoder = std::mem::take(&mut self.decoder);
+            decoder.finish(&mut |ev| -> GatewayResult<()> {
+                self.on_event(ev.event, ev.data);
+                Ok(())
+            })?;
+        }
         if !self.ended {
             return Err(GatewayError::bad_gateway(
                 "The upstream ended the Messages stream before message_stop.",
@@ -604,7 +674,7 @@ mod tests {
     fn passthrough_copies_bytes_and_reads_usage_at_every_split() {
         let input = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         for split in 0..input.len() {
-            let mut t = PassThrough::new();
+            let mut t = PassThrough::new(MessagesFraming::Sse);
             let mut out = BytesMut::new();
             t.feed(&input.as_bytes()[..split], &mut out).unwrap();
             t.feed(&input.as_bytes()[split..], &mut out).unwrap();
@@ -616,7 +686,7 @@ mod tests {
                 (16, 9, 4)
             );
         }
-        let mut cut = PassThrough::new();
+        let mut cut = PassThrough::new(MessagesFraming::Sse);
         cut.feed(&input.as_bytes()[..200], &mut BytesMut::new())
             .unwrap();
         assert_eq!(cut.finish(&mut BytesMut::new()).unwrap_err().status, 502);
