@@ -68,6 +68,17 @@ pub enum CacheStatus {
     Hit,
 }
 
+/// The API the client speaks, which decides the shape of gateway-made errors (and stream error
+/// events): set by route, before anything can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wire {
+    /// OpenAI's `{"error":{"message","type","param","code"}}`.
+    #[default]
+    OpenAi,
+    /// Anthropic's `{"type":"error","error":{"type","message"}}` (`/v1/messages`).
+    Anthropic,
+}
+
 /// A request id held inline: the client's `x-request-id` (≤ 128 printable ASCII bytes) or a
 /// generated UUIDv4, without a heap allocation per request.
 #[derive(Clone, Copy)]
@@ -183,6 +194,8 @@ pub struct Context {
     pub request_id: RequestId,
     pub start: Instant,
     pub route: &'static str,
+    /// The client's API: the shape its errors take.
+    pub wire: Wire,
     /// `Access-Control-Allow-Origin` for this request's `Origin`, set by `gateway::cors`; `None`:
     /// no CORS headers.
     pub cors_allow_origin: Option<HeaderValue>,
@@ -329,6 +342,7 @@ impl Default for Context {
             request_id: RequestId::empty(),
             start: Instant::now(),
             route: "",
+            wire: Wire::OpenAi,
             cors_allow_origin: None,
             cors_credentials: false,
             principal: Principal::Anonymous,

@@ -6,7 +6,9 @@
 //!   deployments, live per-deployment state), swapped whole on reload.
 //! - [`gateway`]: the Pingora service; routes, auth and the upstream exchange loop.
 //! - [`providers`]: one module per upstream API behind the [`providers::Provider`] trait.
-//! - [`ingress`]: the Responses and legacy Completions APIs, translated onto chat.
+//! - [`ingress`]: client APIs besides OpenAI chat: the Responses and legacy Completions APIs
+//!   translated onto chat, Anthropic `/v1/messages` translated or passed through to deployments
+//!   that speak it.
 //! - [`openai`]: the client-facing OpenAI protocol types; [`codec`]: stream framings;
 //!   [`events`]: provider-neutral stream events and the sinks that write a client's format.
 //! - [`upstream`]: endpoints and the pooled upstream client over Pingora's connector.

@@ -27,11 +27,14 @@
 use super::respond;
 use super::sink::ResponseSink;
 use crate::app::{App, Live};
-use crate::context::{unix_now, Context, ResponseId};
+use crate::context::{unix_now, Context, ResponseId, Wire};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
+use crate::ingress::messages;
 use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
-use crate::providers::{Operation, Outbound, RequestContext, StreamTranslator};
+use crate::providers::{
+    MessagesEndpoint, MessagesHeaders, Operation, Outbound, RequestContext, StreamTranslator,
+};
 use crate::router::cooldown::error_class;
 use crate::router::filter::{Region, RouteFilter};
 use crate::router::{clock, rng, Admission, Deployment, ModelGroup, Snapshot, Unavailable};
@@ -58,6 +61,15 @@ pub fn model_not_found(model: &str) -> GatewayError {
     .with_code("model_not_found")
 }
 
+/// A `/v1/messages` call (see [`crate::ingress::messages`]): the client's own body for
+/// Anthropic-family deployments, and what translating answers back for the rest needs.
+pub struct MessagesIngress<'a> {
+    /// The client's Messages body, as sent.
+    pub raw: &'a RequestBody<'a>,
+    /// The client's `anthropic-version` / `anthropic-beta`, forwarded to Anthropic.
+    pub headers: &'a MessagesHeaders,
+}
+
 /// What every attempt of one client request shares.
 struct Call<'a> {
     app: &'a App,
@@ -65,6 +77,9 @@ struct Call<'a> {
     /// The model the client asked for, as metrics label it (a wildcard group's pattern for a
     /// name it matched: never a value only the client chose).
     requested: &'a str,
+    /// The model name as the client sent it (after key aliases): what a translated Messages
+    /// answer names.
+    requested_name: &'a str,
     parsed: &'a RequestBody<'a>,
     op: Operation,
     stream: bool,
@@ -81,6 +96,8 @@ struct Call<'a> {
     prompt_bytes: usize,
     /// The tags and region this request may use, in every group it tries.
     filter: &'a RouteFilter,
+    /// The client speaks Anthropic Messages: passed through or translated back per attempt.
+    messages: Option<&'a MessagesIngress<'a>>,
 }
 
 enum GroupOutcome {
@@ -125,8 +142,26 @@ pub async fn handle(
     op: Operation,
     body: Bytes,
 ) -> GatewayResult<()> {
-    let snapshot = &live.routing;
     let parsed = RequestBody::parse(&body)?;
+    run(app, live, sink, ctx, op, &parsed, &body, None).await
+}
+
+/// Handles a call whose OpenAI body is parsed: from [`handle`], or translated from another
+/// client format (`messages`: Anthropic Messages, see [`crate::ingress`]). `body` is the
+/// client's body (its size is the prompt estimate for a stream cut short; telemetry's content
+/// capture records it).
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    op: Operation,
+    parsed: &RequestBody<'_>,
+    body: &Bytes,
+    messages: Option<&MessagesIngress<'_>>,
+) -> GatewayResult<()> {
+    let snapshot = &live.routing;
     let mut model = parsed.required_str("model")?;
     if let Some(key) = ctx.principal.key() {
         // The key's aliases and allowed models, before the name is resolved to a group.
@@ -144,7 +179,7 @@ pub async fn handle(
         _ => {}
     }
     if ctx.end_user.is_none() {
-        ctx.end_user = end_user(&parsed);
+        ctx.end_user = end_user(parsed);
     }
     if let Some(keys) = &app.keys {
         // Team, user, membership and end user from memory, with their access checks.
@@ -154,23 +189,27 @@ pub async fn handle(
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;
 
-    live.stages.admit(ctx, &parsed).await?;
-    if let Some(answer) = live.stages.cache_lookup(ctx, &parsed).await? {
-        respond::cached(sink, ctx, answer).await;
-        return Ok(());
+    live.stages.admit(ctx, parsed).await?;
+    // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
+    // off) writes it.
+    if messages.is_none() {
+        if let Some(answer) = live.stages.cache_lookup(ctx, parsed).await? {
+            respond::cached(sink, ctx, answer).await;
+            return Ok(());
+        }
     }
 
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
-    let filter = route_filter(snapshot, &parsed, ctx);
+    let filter = route_filter(snapshot, parsed, ctx);
     let response_id = ResponseId::generate();
     if let Some(trace) = ctx.trace.as_deref_mut() {
         let capture = live
             .stages
             .telemetry()
             .is_some_and(|t| t.config.capture_content);
-        crate::telemetry::record_request(trace, &parsed, &body, capture);
+        crate::telemetry::record_request(trace, parsed, body, capture);
         trace.response_id = Some(response_id);
         // Content capture reports the answer: the response sink keeps it.
         ctx.keep_answer |= capture;
@@ -178,8 +217,9 @@ pub async fn handle(
     let call = Call {
         app,
         requested: snapshot.metric_label(&model).unwrap_or(&primary.name),
+        requested_name: &model,
         snapshot,
-        parsed: &parsed,
+        parsed,
         op,
         stream,
         include_usage,
@@ -192,6 +232,7 @@ pub async fn handle(
         deadline: ctx.start + snapshot.request_timeout,
         prompt_bytes: body.len(),
         filter: &filter,
+        messages,
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -681,10 +722,26 @@ async fn until_ready<'a>(
     let mut provider_call = crate::providers::Call::start(provider, cx);
     // The deployment's default call parameters, extra headers and dropped parameters.
     let defaults = &deployment.config.params.call_defaults;
-    let shaped = defaults.apply(call.parsed, call.op == Operation::Chat);
-    let body = shaped.as_ref().unwrap_or(call.parsed);
-    // Opening may call upstreams itself (Bedrock Titan embeddings): under the deadline too.
-    let outbound = within(deadline, provider_call.open(body, cx, client)).await?;
+    // A Messages client's own body, to a deployment that speaks Messages natively.
+    let native = match call.messages {
+        Some(m) => {
+            let request =
+                provider.messages_request(m.raw, cx, MessagesEndpoint::Create, m.headers, client);
+            within(deadline, async { request.await.transpose() }).await?
+        }
+        None => None,
+    };
+    let passthrough = native.is_some();
+    let outbound = match native {
+        Some(request) => Outbound::Send(request),
+        None => {
+            let shaped = defaults.apply(call.parsed, call.op == Operation::Chat);
+            let body = shaped.as_ref().unwrap_or(call.parsed);
+            // Opening may call upstreams itself (Bedrock Titan embeddings): under the
+            // deadline too.
+            within(deadline, provider_call.open(body, cx, client)).await?
+        }
+    };
     let mut response = match outbound {
         // A provider with no upstream (the mock) answered in-process.
         Outbound::Answered(chunks) => Answer::InProcess(chunks.into_iter()),
@@ -738,13 +795,31 @@ async fn until_ready<'a>(
     };
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
+        if passthrough {
+            let usage = messages::usage_of(&whole);
+            return Ok(Ready::Whole { body: whole, usage });
+        }
         let translated = provider_call.parse_response(whole, cx)?;
+        let body = match call.messages {
+            Some(_) => {
+                messages::from_openai(&translated.body, call.response_id, call.requested_name)?
+            }
+            None => translated.body,
+        };
         return Ok(Ready::Whole {
-            body: translated.body,
+            body,
             usage: translated.usage,
         });
     }
-    let mut translator = provider_call.stream_translator(cx);
+    let mut translator: Box<dyn StreamTranslator> = match call.messages {
+        Some(_) if passthrough => Box::new(messages::PassThrough::new(provider.messages_framing())),
+        Some(_) => Box::new(messages::ToMessages::new(
+            provider_call.stream_translator(cx),
+            call.response_id,
+            call.requested_name,
+        )),
+        None => provider_call.stream_translator(cx),
+    };
     let mut first = BytesMut::with_capacity(4096);
     loop {
         let gap = deployment
@@ -823,9 +898,12 @@ async fn stream_to_client(
             }
             // The final usage chunk (only sent when the client asked for usage) carries the
             // cost, as LiteLLM's does.
-            if let (false, Some(price), Some(usage)) =
-                (cost_stamped, &deployment.price, translator.usage())
-            {
+            if let (false, Wire::OpenAi, Some(price), Some(usage)) = (
+                cost_stamped,
+                ctx.wire,
+                &deployment.price,
+                translator.usage(),
+            ) {
                 cost_stamped = crate::cost::stamp_stream_usage(&mut out, || price.cost(&usage));
             }
             ctx.events_sent += memchr::memmem::find_iter(&out, b"data: ").count() as u64;
@@ -878,11 +956,15 @@ async fn stream_to_client(
         ended = match result {
             Ok(ended) => ended,
             Err(e) => {
-                // Mid-stream failure: end the stream with an OpenAI error event.
+                // Mid-stream failure: end the stream with an error event in the client's API.
                 let e = secrets.redact_error(e);
                 ctx.error = Some(e.message.clone());
-                out.extend_from_slice(&e.sse_event());
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                if ctx.wire == Wire::Anthropic {
+                    out.extend_from_slice(&messages::error::sse_event(&e));
+                } else {
+                    out.extend_from_slice(&e.sse_event());
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                }
                 failure = Some(e);
                 true
             }

@@ -5,7 +5,8 @@
 //!  client ──► request_filter ─┬─ route (path, method) ─► 404 / 405
 //!                             ├─ health, models ───────► answered from the snapshot
 //!                             └─ chat, embeddings (responses, completions: translated to
-//!                                  chat by `ingress`, answers rewritten on the way out)
+//!                                  chat by `ingress`, answers rewritten on the way out;
+//!                                  messages: translated or passed through by `messages`)
 //!                                  authenticate (stages) ─► read body (≤ max_request_size_mb)
 //!                                  ─► parse once ─► admit, cache lookup (stages)
 //!                                  ─► model group ─► deployment ─► provider.build_request
@@ -28,6 +29,7 @@ pub mod cors;
 pub mod exchange;
 pub mod framing;
 pub mod ingress;
+pub mod messages;
 pub mod model_info;
 pub mod respond;
 pub mod routes;
@@ -142,6 +144,8 @@ impl Gateway {
             let mut sink = SessionSink::new(session);
             return cors::answer_preflight(&mut sink, &config.general.cors, &req, ctx).await;
         }
+        // From here on, errors (auth, limits, budgets, upstreams) take the route's API's shape.
+        ctx.wire = routes::wire_for_path(uri.path());
         let route = match routes::route(&method, uri.path()) {
             Ok(r) => r,
             Err(e) => return respond::error(&mut SessionSink::new(session), ctx, &e).await,
@@ -284,6 +288,26 @@ impl Gateway {
                 let timeout = snapshot.config.server.request_body_timeout;
                 let result = match body::read_body(sink.session(), limit, timeout).await {
                     Ok(body) => ingress::handle(&self.app, live, &mut sink, ctx, kind, body).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    respond::error(&mut sink, ctx, &e).await
+                }
+            }
+            Route::Messages | Route::CountTokens => {
+                let headers = messages::client_headers(sink.session().req_header());
+                let limit = snapshot.config.general.max_request_size;
+                let timeout = snapshot.config.server.request_body_timeout;
+                let result = match body::read_body(sink.session(), limit, timeout).await {
+                    Ok(body) if route == Route::Messages => {
+                        ctx.route = "messages";
+                        messages::handle(&self.app, live, &mut sink, ctx, body, &headers).await
+                    }
+                    Ok(body) => {
+                        ctx.route = "count_tokens";
+                        messages::count_tokens(&self.app, live, &mut sink, ctx, body, &headers)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = result {

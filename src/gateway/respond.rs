@@ -85,10 +85,14 @@ pub async fn whole(
     write_whole(sink, ctx, h, body).await;
 }
 
-/// Writes an OpenAI error object with the error's status (and Retry-After when set).
+/// Writes an error with its status (and Retry-After when set), in the client's API's shape
+/// (`ctx.wire`): an OpenAI error object, or Anthropic's for `/v1/messages`.
 pub async fn error(sink: &mut impl ResponseSink, ctx: &mut Context, err: &GatewayError) {
     ctx.error = Some(err.message.clone());
-    let body = err.body();
+    let body = match ctx.wire {
+        crate::context::Wire::OpenAi => err.body(),
+        crate::context::Wire::Anthropic => crate::ingress::messages::error::body(err),
+    };
     let mut h = head(err.status, ctx, "application/json");
     let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     if let Some(secs) = err.retry_after {

@@ -18,6 +18,10 @@ pub enum Route<'a> {
     Llm(Operation),
     /// `/v1/responses`, `/v1/completions`: translated onto chat (see [`super::ingress`]).
     Ingress(crate::ingress::Ingress),
+    /// Anthropic Messages (`/v1/messages`, see [`crate::ingress::messages`]).
+    Messages,
+    /// `/v1/messages/count_tokens`
+    CountTokens,
     Metrics,
     /// Key management (`/key/*`, see [`super::admin`]).
     Admin(super::admin::AdminRoute<'a>),
@@ -27,6 +31,18 @@ impl Route<'_> {
     /// Health routes are open even with a master key.
     pub fn needs_auth(&self) -> bool {
         !matches!(self, Route::Liveness | Route::Readiness | Route::Metrics)
+    }
+}
+
+/// The API whose shape errors take on a path, known before (or without) a route: a wrong
+/// method on `/v1/messages` is answered as Anthropic would.
+pub fn wire_for_path(path: &str) -> crate::context::Wire {
+    let path = path.split('?').next().unwrap_or(path);
+    let trimmed = path.strip_prefix("/v1").unwrap_or(path);
+    if trimmed == "/messages" || trimmed.starts_with("/messages/") {
+        crate::context::Wire::Anthropic
+    } else {
+        crate::context::Wire::OpenAi
     }
 }
 
@@ -48,6 +64,8 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
         "/embeddings" => (Route::Llm(Operation::Embeddings), &[Method::POST]),
         "/responses" => (Route::Ingress(crate::ingress::Ingress::Responses), &[Method::POST]),
         "/completions" => (Route::Ingress(crate::ingress::Ingress::Completions), &[Method::POST]),
+        "/messages" => (Route::Messages, &[Method::POST]),
+        "/messages/count_tokens" => (Route::CountTokens, &[Method::POST]),
         "/models" => (Route::Models, &[Method::GET]),
         "/model/info" => (Route::ModelInfo, &[Method::GET]),
         _ if path == "/health/liveliness" || path == "/health/liveness" => (Route::Liveness, &[Method::GET, Method::HEAD]),
@@ -67,7 +85,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
             _ => {
                 return Err(GatewayError::new(
                     ErrorKind::NotFound,
-                    format!("Unknown route {path}. Switchboard serves /v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings and /v1/models."),
+                    format!("Unknown route {path}. Switchboard serves /v1/chat/completions, /v1/responses, /v1/completions, /v1/messages, /v1/embeddings and /v1/models."),
                 )
                 .with_code("not_found"))
             }
@@ -110,6 +128,14 @@ mod tests {
             Route::Model("openai/gpt-4o")
         );
         assert_eq!(route(&Method::GET, "/models").unwrap(), Route::Models);
+        assert_eq!(
+            route(&Method::POST, "/v1/messages?beta=true").unwrap(),
+            Route::Messages
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/messages/count_tokens").unwrap(),
+            Route::CountTokens
+        );
         assert_eq!(
             route(&Method::GET, "/v1/model/info?litellm_model_id=a").unwrap(),
             Route::ModelInfo

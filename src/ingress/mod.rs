@@ -1,9 +1,13 @@
-//! Client-facing APIs besides Chat Completions, served by translation onto the chat pipeline:
+//! Client-facing APIs besides Chat Completions, served on the chat pipeline (same auth,
+//! routing, retries, fallbacks, spend):
 //!
 //! - [`responses`]: OpenAI's Responses API (`POST /v1/responses`).
 //! - [`completions`]: OpenAI's legacy text completions (`POST /v1/completions`).
+//! - [`messages`]: Anthropic Messages (`/v1/messages`, `/v1/messages/count_tokens`): passed
+//!   through to deployments that speak it natively, else translated (pure translation here;
+//!   `gateway::messages` does the I/O, errors in Anthropic's shape).
 //!
-//! Each ingress format turns its request into a Chat Completions body (the gateway's internal
+//! The Responses and Completions formats turns its request into a Chat Completions body (the gateway's internal
 //! form), which then takes the same path as a chat call: authentication, admission, cache,
 //! routing, retries, fallbacks, cooldowns, spend and the access log. The chat answer comes back
 //! through an [`Egress`], which rewrites it into the client's format: a whole body in one go, a
@@ -12,6 +16,7 @@
 
 pub mod chat_stream;
 pub mod completions;
+pub mod messages;
 pub mod responses;
 
 use crate::error::GatewayResult;

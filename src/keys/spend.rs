@@ -141,6 +141,8 @@ impl crate::pipeline::Settle for SpendSettle {
             "embeddings" => "aembedding",
             "responses" => "aresponses",
             "completions" => "atext_completion",
+            // `/v1/messages` (LiteLLM's call type for it).
+            "messages" => "anthropic_messages",
             _ => return,
         };
         // Refused before any upstream was tried (auth, model access, bad input): not a call,

@@ -212,6 +212,52 @@ impl Provider for Anthropic {
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
         map_anthropic_error(PROVIDER, status, headers, body)
     }
+
+    /// The client's body with the deployment's model; its `anthropic-version` (else ours) and
+    /// `anthropic-beta` forwarded.
+    async fn messages_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        endpoint: super::MessagesEndpoint,
+        headers: &super::MessagesHeaders,
+        _client: &UpstreamClient,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        Some((|| {
+            let mut model = Vec::with_capacity(cx.model.len() + 2);
+            crate::openai::request::write_json_string(&mut model, cx.model);
+            let model = std::str::from_utf8(&model).unwrap_or("\"\"");
+            let mut out = Vec::with_capacity(
+                body.fields()
+                    .map(|(k, v)| k.len() + v.get().len() + 4)
+                    .sum::<usize>()
+                    + 16,
+            );
+            body.write_with(&[("model", model)], &[], &mut out);
+            let path = match endpoint {
+                super::MessagesEndpoint::Create => self.path.clone(),
+                super::MessagesEndpoint::CountTokens => format!("{}/count_tokens", self.path),
+            };
+            let mut up = UpstreamRequest::post_json(path, out);
+            if let Some(key) = &self.api_key {
+                up.header(HeaderName::from_static("x-api-key"), key)?;
+            }
+            let version = headers
+                .version
+                .clone()
+                .unwrap_or(http::HeaderValue::from_static(ANTHROPIC_VERSION));
+            up.headers
+                .push((HeaderName::from_static("anthropic-version"), version));
+            if let Some(beta) = &headers.beta {
+                up.headers
+                    .push((HeaderName::from_static("anthropic-beta"), beta.clone()));
+            }
+            if cx.stream {
+                up.header(http::header::ACCEPT, "text/event-stream")?;
+            }
+            Ok(up)
+        })())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -703,7 +749,7 @@ struct ResponseBlock<'a> {
 /// Anthropic's token counts. Input tokens exclude cache writes and reads, so OpenAI's
 /// prompt_tokens is their sum.
 #[derive(Deserialize, Default, Clone, Copy)]
-struct AnthropicUsage {
+pub struct AnthropicUsage {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -725,7 +771,7 @@ struct CacheCreation {
 
 impl AnthropicUsage {
     /// Later counts (message_delta is cumulative) replace earlier ones field by field.
-    fn update(&mut self, newer: &AnthropicUsage) {
+    pub fn update(&mut self, newer: &AnthropicUsage) {
         self.input_tokens = newer.input_tokens.or(self.input_tokens);
         self.output_tokens = newer.output_tokens.or(self.output_tokens);
         self.cache_creation_input_tokens = newer
@@ -737,7 +783,7 @@ impl AnthropicUsage {
         self.cache_creation = newer.cache_creation.or(self.cache_creation);
     }
 
-    fn to_openai(self) -> Usage {
+    pub fn to_openai(self) -> Usage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
         let prompt =
             self.input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0) + cached;

@@ -400,6 +400,68 @@ impl Provider for Bedrock {
         map_error(status, headers, body)
     }
 
+    /// Claude models (`anthropic.*` ids, inference profiles included) take the client's
+    /// Messages body on InvokeModel: without `model` and `stream` (the URL says both), with
+    /// Bedrock's `anthropic_version` unless set, and `anthropic-beta` as `anthropic_beta`.
+    async fn messages_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        endpoint: super::MessagesEndpoint,
+        headers: &super::MessagesHeaders,
+        _client: &UpstreamClient,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        if endpoint != super::MessagesEndpoint::Create {
+            return None;
+        }
+        let model = BedrockModel::parse(cx.model).ok()?;
+        if model.embed.is_some() || !model.id.contains("anthropic.") {
+            return None;
+        }
+        let beta = headers
+            .beta
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(|b| {
+                let flags: Vec<&str> = b
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .collect();
+                serde_json::to_string(&flags).unwrap_or_default()
+            });
+        let mut set: Vec<(&str, &str)> = Vec::with_capacity(2);
+        if !body.has("anthropic_version") {
+            set.push(("anthropic_version", "\"bedrock-2023-05-31\""));
+        }
+        if let Some(beta) = &beta {
+            set.push(("anthropic_beta", beta));
+        }
+        let mut out = Vec::with_capacity(
+            body.fields()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 64,
+        );
+        body.write_with(&set, &["model", "stream"], &mut out);
+        let (op, accept) = if cx.stream {
+            (
+                "/invoke-with-response-stream",
+                "application/vnd.amazon.eventstream",
+            )
+        } else {
+            ("/invoke", "application/json")
+        };
+        Some(match self.credentials().await {
+            Ok(creds) => self.signed(creds.as_deref(), self.model_path(model.id, op), out, accept),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn messages_framing(&self) -> super::MessagesFraming {
+        super::MessagesFraming::BedrockChunks
+    }
+
     fn start(&self, cx: &RequestContext<'_>) -> Option<Box<dyn ProviderCall + '_>> {
         let titan = BedrockModel::parse(cx.model).is_ok_and(|m| m.embed == Some(EmbedModel::Titan));
         (cx.op == Operation::Embeddings && titan).then(|| {

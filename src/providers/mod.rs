@@ -78,6 +78,33 @@ pub struct RequestContext<'a> {
     pub embeddings_base64: bool,
 }
 
+/// Which Anthropic Messages API endpoint a pass-through request (`/v1/messages` ingress) is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagesEndpoint {
+    /// `/v1/messages`
+    Create,
+    /// `/v1/messages/count_tokens`
+    CountTokens,
+}
+
+/// The Anthropic client headers a Messages pass-through forwards (`anthropic-version`,
+/// `anthropic-beta`), as the client sent them.
+#[derive(Debug, Default, Clone)]
+pub struct MessagesHeaders {
+    pub version: Option<http::HeaderValue>,
+    pub beta: Option<http::HeaderValue>,
+}
+
+/// How an Anthropic-family deployment frames a passed-through Messages stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagesFraming {
+    /// Anthropic's own SSE (Anthropic, Vertex AI).
+    Sse,
+    /// AWS eventstream `chunk` events, each one Messages event's JSON in base64 (Bedrock's
+    /// InvokeModelWithResponseStream).
+    BedrockChunks,
+}
+
 /// A translated whole response.
 pub struct TranslatedResponse {
     /// The OpenAI JSON body.
@@ -150,6 +177,28 @@ pub trait Provider: Send + Sync {
     /// the provider uses non-standard ones) and its Retry-After.
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {
         default_map_error(self.name(), status, headers, body)
+    }
+
+    /// Anthropic-family providers: the upstream request for a client's own Anthropic Messages
+    /// body (`/v1/messages` ingress), changed as little as possible (the model, what the
+    /// platform needs), so `cache_control`, thinking signatures and new fields survive; the
+    /// answer goes back to the client unchanged. `None`: this provider does not speak the
+    /// Messages API for this endpoint, and the gateway translates instead.
+    async fn messages_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        endpoint: MessagesEndpoint,
+        headers: &MessagesHeaders,
+        client: &UpstreamClient,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        let _ = (body, cx, endpoint, headers, client);
+        None
+    }
+
+    /// How this provider frames the Messages streams [`Provider::messages_request`] asks for.
+    fn messages_framing(&self) -> MessagesFraming {
+        MessagesFraming::Sse
     }
 
     /// Starts one request's call. Providers whose calls carry state between building the

@@ -122,6 +122,50 @@ impl Provider for VertexClaude {
         Box::new(MessagesStream::new(PROVIDER, cx, cx.model))
     }
 
+    /// The client's body without `model` (the URL names it), with Vertex's `anthropic_version`
+    /// unless the client set one. `count_tokens` is not passed through (it is estimated).
+    async fn messages_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        endpoint: super::MessagesEndpoint,
+        _headers: &super::MessagesHeaders,
+        client: &UpstreamClient,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        if endpoint != super::MessagesEndpoint::Create {
+            return None;
+        }
+        let build = async {
+            let version = format!("\"{VERTEX_ANTHROPIC_VERSION}\"");
+            let set: &[(&str, &str)] = if body.has("anthropic_version") {
+                &[]
+            } else {
+                &[("anthropic_version", version.as_str())]
+            };
+            let mut out = Vec::with_capacity(
+                body.fields()
+                    .map(|(k, v)| k.len() + v.get().len() + 4)
+                    .sum::<usize>()
+                    + 48,
+            );
+            body.write_with(set, &["model"], &mut out);
+            let method = if cx.stream {
+                "streamRawPredict"
+            } else {
+                "rawPredict"
+            };
+            let path = self.model_path.method(cx.model, method)?;
+            let mut up = UpstreamRequest::post_json(path, out);
+            if cx.stream {
+                up.header(http::header::ACCEPT, "text/event-stream")?;
+            }
+            let bearer = self.tokens.authorization(client).await?;
+            up.headers.push((http::header::AUTHORIZATION, bearer));
+            Ok(up)
+        };
+        Some(build.await)
+    }
+
     /// Vertex answers in Anthropic's error shape from the model, and in Google's
     /// (`{"error":{"code","status"}}`) from its own front end (auth, quota, routing).
     fn map_error(&self, status: u16, headers: &ResponseHeader, body: &[u8]) -> GatewayError {

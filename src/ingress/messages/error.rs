@@ -1,0 +1,91 @@
+//! Errors in Anthropic's shape, `{"type":"error","error":{"type","message"}}`, for every error a
+//! `/v1/messages` client sees (the gateway's own, its stages', and upstreams'), with
+//! Anthropic's status → type mapping.
+
+use crate::error::GatewayError;
+use bytes::Bytes;
+use serde::Serialize;
+
+/// Anthropic's `error.type` for a status.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        503 | 529 => "overloaded_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Outer<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    error: Inner<'a>,
+}
+
+/// The error body.
+pub fn body(err: &GatewayError) -> Bytes {
+    let body = Outer {
+        kind: "error",
+        error: Inner {
+            kind: error_type(err.status),
+            message: &err.message,
+        },
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// The error as an SSE `error` event, for failures after a stream has started.
+pub fn sse_event(err: &GatewayError) -> Bytes {
+    let body = body(err);
+    let mut out = Vec::with_capacity(body.len() + 24);
+    out.extend_from_slice(b"event: error\ndata: ");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn shape_and_status_mapping() {
+        let e = GatewayError::new(ErrorKind::Authentication, "Missing API key.");
+        let v: serde_json::Value = serde_json::from_slice(&body(&e)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "error", "error": {"type": "authentication_error", "message": "Missing API key."}})
+        );
+        for (status, kind) in [
+            (400, "invalid_request_error"),
+            (403, "permission_error"),
+            (404, "not_found_error"),
+            (413, "request_too_large"),
+            (422, "invalid_request_error"),
+            (429, "rate_limit_error"),
+            (500, "api_error"),
+            (502, "api_error"),
+            (529, "overloaded_error"),
+        ] {
+            assert_eq!(error_type(status), kind);
+        }
+        let ev = sse_event(&GatewayError::from_upstream(529, "Overloaded"));
+        assert!(ev.starts_with(b"event: error\ndata: {\"type\":\"error\""));
+        assert!(ev.ends_with(b"\n\n"));
+    }
+}

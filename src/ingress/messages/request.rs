@@ -1,0 +1,537 @@
+//! A Messages request: checked as Anthropic checks it (a 400 naming the field), and translated
+//! into the OpenAI chat body the rest of the pipeline takes (reference: ingress-formats §4.2).
+//!
+//! What chat has no place for is dropped in translation (the Anthropic pass-through keeps it):
+//! `cache_control`, `thinking` blocks and the `thinking` setting, `top_k`, server tools
+//! (`web_search_*`, `bash_*`, …), citations, `is_error` on tool results, images inside tool
+//! results, URL documents.
+
+use crate::error::{GatewayError, GatewayResult};
+use crate::openai::RequestBody;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+/// One content block, every field optional: which are required depends on `type`, checked by
+/// hand so the error names the field. Unknown fields (`cache_control`, `signature`, …) are
+/// ignored.
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    source: Option<Source<'a>>,
+    #[serde(default, borrow)]
+    title: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tool_use_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Source<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    media_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(borrow)]
+    content: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct Tool<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    description: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    input_schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolChoice<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    disable_parallel_tool_use: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(default, borrow)]
+    user_id: Option<Cow<'a, str>>,
+}
+
+fn invalid(param: &str, message: impl Into<String>) -> GatewayError {
+    GatewayError::invalid_param(param, format!("{param}: {}", message.into()))
+}
+
+fn parse<'a, T: Deserialize<'a>>(param: &str, raw: &'a RawValue) -> GatewayResult<T> {
+    serde_json::from_str(raw.get()).map_err(|e| invalid(param, e.to_string()))
+}
+
+/// Content: a string, or an array of blocks.
+enum Content<'a> {
+    Text(Cow<'a, str>),
+    Blocks(Vec<Block<'a>>),
+}
+
+fn content<'a>(param: &str, raw: &'a RawValue) -> GatewayResult<Content<'a>> {
+    let text = raw.get().trim_start();
+    if text.starts_with('"') {
+        return parse(param, raw).map(Content::Text);
+    }
+    if !text.starts_with('[') {
+        return Err(invalid(
+            param,
+            "must be a string or an array of content blocks",
+        ));
+    }
+    let raws: Vec<&'a RawValue> = parse(param, raw)?;
+    let mut blocks = Vec::with_capacity(raws.len());
+    for (j, raw) in raws.into_iter().enumerate() {
+        let param = format!("{param}[{j}]");
+        let block: Block<'a> = parse(&param, raw)?;
+        check_block(&param, &block)?;
+        blocks.push(block);
+    }
+    Ok(Content::Blocks(blocks))
+}
+
+/// The fields each known block type requires. Unknown types pass (new ones reach an Anthropic
+/// deployment unchanged; translation drops them).
+fn check_block(param: &str, b: &Block<'_>) -> GatewayResult<()> {
+    let need = |present: bool, field: &str| {
+        if present {
+            Ok(())
+        } else {
+            Err(invalid(&format!("{param}.{field}"), "Field required"))
+        }
+    };
+    match b.kind.as_ref() {
+        "text" => need(b.text.is_some(), "text"),
+        "image" | "document" => {
+            let Some(source) = &b.source else {
+                return need(false, "source");
+            };
+            let sp = format!("{param}.source");
+            match source.kind.as_ref() {
+                "base64" => {
+                    need(source.media_type.is_some(), "source.media_type")?;
+                    need(source.data.is_some(), "source.data")
+                }
+                "url" => need(source.url.is_some(), "source.url"),
+                "text" if b.kind == "document" => need(source.data.is_some(), "source.data"),
+                "content" if b.kind == "document" => {
+                    need(source.content.is_some(), "source.content")
+                }
+                other => Err(invalid(
+                    &format!("{sp}.type"),
+                    format!("unknown source type '{other}'"),
+                )),
+            }
+        }
+        "tool_use" => {
+            need(b.id.is_some(), "id")?;
+            need(b.name.is_some(), "name")?;
+            match b.input {
+                Some(i) if i.get().trim_start().starts_with('{') => Ok(()),
+                Some(_) => Err(invalid(
+                    &format!("{param}.input"),
+                    "Input should be a valid dictionary",
+                )),
+                None => need(false, "input"),
+            }
+        }
+        "tool_result" => need(b.tool_use_id.is_some(), "tool_use_id"),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a Messages request and translates it into an OpenAI chat body (JSON bytes). Only
+/// top-level fields were parsed before; everything is read once, here.
+pub fn translate(body: &RequestBody<'_>) -> GatewayResult<Vec<u8>> {
+    let model = body.required_str("model")?;
+    let max_tokens = match body.get("max_tokens") {
+        None => return Err(invalid("max_tokens", "Field required")),
+        Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(invalid("max_tokens", "must be an integer of at least 1")),
+        },
+    };
+    let Some(raw_messages) = body.get("messages") else {
+        return Err(invalid("messages", "Field required"));
+    };
+    let raws: Vec<&RawValue> = parse("messages", raw_messages)?;
+    let mut out: Vec<Value> = Vec::with_capacity(raws.len() + 1);
+    if let Some(system) = body.get("system") {
+        let text = match content("system", system)? {
+            Content::Text(t) => t.into_owned(),
+            Content::Blocks(blocks) => joined_text(&blocks),
+        };
+        if !text.is_empty() {
+            out.push(json!({"role": "system", "content": text}));
+        }
+    }
+    for (i, raw) in raws.into_iter().enumerate() {
+        let param = format!("messages[{i}]");
+        let msg: Message<'_> = parse(&param, raw)?;
+        let content = content(&format!("{param}.content"), msg.content)?;
+        match msg.role.as_ref() {
+            "user" => user_turn(content, &mut out),
+            "assistant" => out.push(assistant_turn(content)),
+            // The newest SDK allows system turns inside `messages`.
+            "system" => out.push(json!({"role": "system", "content": match content {
+                Content::Text(t) => t.into_owned(),
+                Content::Blocks(b) => joined_text(&b),
+            }})),
+            other => {
+                return Err(invalid(
+                    &format!("{param}.role"),
+                    format!("Input should be 'user' or 'assistant', not '{other}'"),
+                ))
+            }
+        }
+    }
+    let mut chat = Map::new();
+    chat.insert("model".into(), Value::String(model.into_owned()));
+    chat.insert("messages".into(), Value::Array(out));
+    chat.insert("max_tokens".into(), max_tokens.into());
+    if let Some(stop) = body.typed::<Vec<String>>("stop_sequences")? {
+        if !stop.is_empty() {
+            chat.insert("stop".into(), json!(stop));
+        }
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = body.typed::<f64>(key)? {
+            chat.insert(key.into(), json!(v));
+        }
+    }
+    body.typed::<u64>("top_k")?;
+    if body.typed::<bool>("stream")?.unwrap_or(false) {
+        chat.insert("stream".into(), Value::Bool(true));
+        // The closing message_delta carries usage: ask every upstream for it.
+        chat.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(meta) = body.typed::<Metadata<'_>>("metadata")? {
+        if let Some(user) = meta.user_id.filter(|u| !u.is_empty()) {
+            chat.insert("user".into(), Value::String(user.into_owned()));
+        }
+    }
+    if let Some(raw) = body.get("tools") {
+        let tools: Vec<Tool<'_>> = parse("tools", raw)?;
+        let mut functions = Vec::with_capacity(tools.len());
+        for (i, t) in tools.into_iter().enumerate() {
+            let Some(name) = t.name else {
+                return Err(invalid(&format!("tools[{i}].name"), "Field required"));
+            };
+            match t.kind.as_deref() {
+                None | Some("custom") => {}
+                // A server tool (web search, bash, …) runs at Anthropic: no chat counterpart.
+                Some(_) => continue,
+            }
+            let Some(schema) = t.input_schema else {
+                return Err(invalid(
+                    &format!("tools[{i}].input_schema"),
+                    "Field required",
+                ));
+            };
+            let schema: Value = parse(&format!("tools[{i}].input_schema"), schema)?;
+            let mut f = json!({"name": name, "parameters": schema});
+            if let Some(d) = t.description {
+                f["description"] = Value::String(d.into_owned());
+            }
+            functions.push(json!({"type": "function", "function": f}));
+        }
+        if !functions.is_empty() {
+            chat.insert("tools".into(), Value::Array(functions));
+        }
+    }
+    if let Some(choice) = body.typed::<ToolChoice<'_>>("tool_choice")? {
+        let mapped = match choice.kind.as_ref() {
+            "auto" => json!("auto"),
+            "any" => json!("required"),
+            "none" => json!("none"),
+            "tool" => match choice.name {
+                Some(name) => json!({"type": "function", "function": {"name": name}}),
+                None => return Err(invalid("tool_choice.name", "Field required")),
+            },
+            other => {
+                return Err(invalid(
+                    "tool_choice.type",
+                    format!("must be 'auto', 'any', 'tool' or 'none', not '{other}'"),
+                ))
+            }
+        };
+        if chat.contains_key("tools") {
+            chat.insert("tool_choice".into(), mapped);
+            if choice.disable_parallel_tool_use == Some(true) {
+                chat.insert("parallel_tool_calls".into(), Value::Bool(false));
+            }
+        }
+    }
+    serde_json::to_vec(&Value::Object(chat)).map_err(|e| GatewayError::internal(e.to_string()))
+}
+
+/// The text blocks' text, joined by newlines (system prompts, tool results).
+fn joined_text(blocks: &[Block<'_>]) -> String {
+    let mut text = String::new();
+    for b in blocks.iter().filter(|b| b.kind == "text") {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(b.text.as_deref().unwrap_or(""));
+    }
+    text
+}
+
+/// A user turn: each `tool_result` becomes a `tool` message, ahead of the turn's other content
+/// (chat wants tool answers right after the assistant's calls).
+fn user_turn(content: Content<'_>, out: &mut Vec<Value>) {
+    let blocks = match content {
+        Content::Text(t) => {
+            out.push(json!({"role": "user", "content": t}));
+            return;
+        }
+        Content::Blocks(blocks) => blocks,
+    };
+    let mut parts = Vec::new();
+    for b in &blocks {
+        match b.kind.as_ref() {
+            "tool_result" => out.push(json!({
+                "role": "tool",
+                "tool_call_id": b.tool_use_id.as_deref().unwrap_or(""),
+                "content": tool_result_text(b.content),
+            })),
+            "text" => parts.push(json!({"type": "text", "text": b.text.as_deref().unwrap_or("")})),
+            "image" => {
+                if let Some(url) = b.source.as_ref().and_then(source_url) {
+                    parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                }
+            }
+            "document" => {
+                if let Some(part) = b.source.as_ref().and_then(|s| document_part(s, b)) {
+                    parts.push(part);
+                }
+            }
+            // thinking, redacted_thinking, search results, unknown: nothing in chat.
+            _ => {}
+        }
+    }
+    if parts.is_empty() {
+        return;
+    }
+    // Plain text stays a string: every provider takes that.
+    if parts.len() == 1 && parts[0]["type"] == "text" {
+        let text = parts.pop().map(|mut p| p["text"].take());
+        out.push(json!({"role": "user", "content": text}));
+    } else {
+        out.push(json!({"role": "user", "content": parts}));
+    }
+}
+
+fn source_url(s: &Source<'_>) -> Option<String> {
+    match s.kind.as_ref() {
+        "base64" => Some(format!(
+            "data:{};base64,{}",
+            s.media_type.as_deref()?,
+            s.data.as_deref()?
+        )),
+        "url" => s.url.as_deref().map(str::to_string),
+        _ => None,
+    }
+}
+
+fn document_part(s: &Source<'_>, b: &Block<'_>) -> Option<Value> {
+    match s.kind.as_ref() {
+        "base64" => Some(json!({"type": "file", "file": {
+            "file_data": source_url(s)?,
+            "filename": b.title.as_deref().unwrap_or("document.pdf"),
+        }})),
+        "text" => Some(json!({"type": "text", "text": s.data.as_deref()?})),
+        "content" => Some(json!({"type": "text", "text": tool_result_text(s.content)})),
+        _ => None,
+    }
+}
+
+/// A tool result's (or content document's) content as text: a string, or its text blocks.
+fn tool_result_text(content: Option<&RawValue>) -> String {
+    let Some(raw) = content else {
+        return String::new();
+    };
+    if let Ok(s) = serde_json::from_str::<Cow<'_, str>>(raw.get()) {
+        return s.into_owned();
+    }
+    serde_json::from_str::<Vec<Block<'_>>>(raw.get())
+        .map(|b| joined_text(&b))
+        .unwrap_or_default()
+}
+
+/// An assistant turn: text joined, `tool_use` blocks as tool calls; thinking dropped.
+fn assistant_turn(content: Content<'_>) -> Value {
+    let blocks = match content {
+        Content::Text(t) => return json!({"role": "assistant", "content": t}),
+        Content::Blocks(blocks) => blocks,
+    };
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in &blocks {
+        match b.kind.as_ref() {
+            "text" => text.push_str(b.text.as_deref().unwrap_or("")),
+            "tool_use" => calls.push(json!({
+                "id": b.id.as_deref().unwrap_or(""),
+                "type": "function",
+                "function": {
+                    "name": b.name.as_deref().unwrap_or(""),
+                    "arguments": b.input.map(|i| i.get()).unwrap_or("{}"),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
+    if !calls.is_empty() {
+        msg["tool_calls"] = Value::Array(calls);
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: Value) -> GatewayResult<Value> {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let parsed = RequestBody::parse(&bytes)?;
+        translate(&parsed).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn full_conversation_translates_to_chat() {
+        let out = chat(json!({
+            "model": "m", "max_tokens": 100,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "21C"}]},
+                    {"type": "text", "text": "And tomorrow?"}
+                ]}
+            ],
+            "tools": [
+                {"name": "get_weather", "description": "d", "input_schema": {"type": "object", "properties": {}}},
+                {"type": "web_search_20250305", "name": "web_search"}
+            ],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "stop_sequences": ["END"], "temperature": 0.5, "top_k": 5,
+            "metadata": {"user_id": "u-1"}, "stream": true,
+            "thinking": {"type": "enabled", "budget_tokens": 1024}
+        }))
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "model": "m", "max_tokens": 100,
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Weather?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                    ]},
+                    {"role": "assistant", "content": "Checking.", "tool_calls": [
+                        {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"},
+                    {"role": "user", "content": "And tomorrow?"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {}}}}],
+                "tool_choice": "required", "parallel_tool_calls": false,
+                "stop": ["END"], "temperature": 0.5, "user": "u-1",
+                "stream": true, "stream_options": {"include_usage": true}
+            })
+        );
+    }
+
+    #[test]
+    fn bad_input_is_a_400_naming_the_field() {
+        let cases = [
+            (json!({"model": "m", "messages": []}), "max_tokens"),
+            (
+                json!({"model": "m", "max_tokens": 0, "messages": []}),
+                "max_tokens",
+            ),
+            (json!({"model": "m", "max_tokens": 5}), "messages"),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "bot", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": 7}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+                "messages[0].content[0].text",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "n", "input": "x"}]}]}),
+                "messages[0].content[0].input",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]}),
+                "messages[0].content[0].source.media_type",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "tools": [{"name": "t"}]}),
+                "tools[0].input_schema",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "tool_choice": {"type": "maybe"}}),
+                "tool_choice.type",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "temperature": "hot"}),
+                "temperature",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = chat(body.clone()).unwrap_err();
+            assert_eq!(e.status, 400, "{body}");
+            assert_eq!(e.param.as_deref(), Some(field), "{body}: {}", e.message);
+        }
+    }
+}
