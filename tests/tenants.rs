@@ -336,6 +336,17 @@ async fn customers_part(gw: &Gateway, key: &str) {
     let cinfo = admin_get(gw, "/end_user/info?end_user_id=c-1").await;
     assert_eq!(cinfo.status, 200, "{}", cinfo.text());
     assert_eq!(cinfo.json()["allowed_model_region"], "eu");
+    // Pinned to the EU, c-1 cannot be served by these deployments (no region): refused, never
+    // sent elsewhere (issue 17's region routing).
+    let pinned = chat_as(gw, &key, "gpt-4o", Some("c-1"), None).await;
+    assert_eq!(pinned.expect_error(400)["code"], "no_deployments_in_region");
+    let c = admin_ok(
+        gw,
+        "/customer/update",
+        json!({"user_id": "c-1", "allowed_model_region": null}),
+    )
+    .await;
+    assert!(c["allowed_model_region"].is_null(), "{c}");
     assert_eq!(
         chat_as(gw, &key, "gpt-4o", Some("c-1"), None).await.status,
         200
