@@ -233,6 +233,10 @@ pub struct Context {
     pub(crate) answer_parts: BytesMut,
     pub client_disconnected: bool,
     pub error: Option<String>,
+    /// What an admission stage holds for this request (the budget ledger's reservation):
+    /// settled by its settle stage, released when dropped unsettled (errors, panics,
+    /// cancelled requests). Typed by the stage that put it here.
+    pub reservation: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Default for Context {
@@ -265,6 +269,7 @@ impl Default for Context {
             answer_parts: BytesMut::new(),
             client_disconnected: false,
             error: None,
+            reservation: None,
         }
     }
 }

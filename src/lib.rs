@@ -17,7 +17,8 @@
 //! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - Tenancy: [`keys`] (virtual keys served from memory, their authenticate stage and the
 //!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
-//!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`.
+//!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`;
+//!   [`budgets`] (reserve-at-admission budgets, their windows and Prometheus series).
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -25,6 +26,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod budgets;
 pub mod client_addr;
 pub mod codec;
 pub mod config;

@@ -128,6 +128,25 @@ pub struct ServerSettings {
     /// `proxy_protocol`: the default listener (`host`/`port`, when there is no `listeners` list)
     /// reads PROXY protocol v1/v2 headers from trusted peers; listed listeners set their own.
     pub proxy_protocol: bool,
+    /// `budget_exceeded_status`: the status of a `budget_exceeded` refusal (LiteLLM 1.110: 422).
+    pub budget_exceeded_status: u16,
+    /// `unpriced_budget_policy`: what a budgeted caller's request to a model with no price does.
+    pub unpriced_budget_policy: UnpricedBudgetPolicy,
+    /// `budget_default_max_tokens`: the output tokens reserved when neither the request
+    /// (`max_tokens`/`max_completion_tokens`) nor the price table bounds them.
+    pub budget_default_max_tokens: u64,
+}
+
+/// `switchboard.unpriced_budget_policy`: a model with no price cannot be checked against a
+/// budget before the call (its cost is unknown, and after the call it is billed 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnpricedBudgetPolicy {
+    /// Admit it while the budget is not already spent, reserving nothing (counted in
+    /// `switchboard_budget_unpriced_requests_total`; a warning at load names such models).
+    #[default]
+    Allow,
+    /// Refuse it (`budget_exceeded`) for any caller with a budget.
+    Deny,
 }
 
 impl Default for ServerSettings {
@@ -159,6 +178,9 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             proxy_protocol: false,
+            budget_exceeded_status: 422,
+            unpriced_budget_policy: UnpricedBudgetPolicy::Allow,
+            budget_default_max_tokens: 4096,
         }
     }
 }

@@ -192,6 +192,7 @@ impl Gateway {
                         .render(snapshot, self.app.in_flight.count(), &self.app.client);
                 if let Some(keys) = &self.app.keys {
                     keys.render_metrics(&mut text);
+                    crate::budgets::metrics::render(keys, &mut text);
                 }
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());

@@ -152,6 +152,11 @@ impl Keys {
             .map_err(|e| format!("store task failed: {e}"))
     }
 
+    /// Runs `fut` on the store's runtime without waiting for it (background writes).
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(fut);
+    }
+
     /// The key presented, by its hash: a map lookup, no I/O.
     pub fn get(&self, hash: &KeyHash) -> Option<Arc<KeyEntry>> {
         self.map.load().get(hash).cloned()

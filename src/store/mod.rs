@@ -63,6 +63,10 @@ pub struct KeyRow {
     pub rpm_limit: Option<i64>,
     pub max_budget: Option<f64>,
     pub budget_duration: Option<String>,
+    /// When the budget window ends (Unix ms); the budget reset job writes it (read only here).
+    pub budget_reset_at: Option<i64>,
+    /// `{"model": {"budget_limit": USD, "time_period": "30d"}}` (read only here).
+    pub model_max_budget: Map<String, Value>,
     pub created_by: Option<String>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,
@@ -246,6 +250,8 @@ impl Store {
                     rpm_limit: r.try_get("rpm_limit").map_err(db_err)?,
                     max_budget: r.try_get("max_budget").map_err(db_err)?,
                     budget_duration: r.try_get("budget_duration").map_err(db_err)?,
+                    budget_reset_at: r.try_get("budget_reset_at").map_err(db_err)?,
+                    model_max_budget: json_object(r.try_get("model_max_budget").map_err(db_err)?),
                     created_by: r.try_get("created_by").map_err(db_err)?,
                     created_at: r.try_get("created_at").map_err(db_err)?,
                     updated_at: r.try_get("updated_at").map_err(db_err)?,
@@ -447,6 +453,51 @@ impl Store {
         with_pool!(&self.db, pool => Ok(sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(pool).await.map_err(db_err)?.rows_affected()))
     }
 
+    /// A budget window ended: the entity's `spend` back to 0 and its next `budget_reset_at`
+    /// (LiteLLM's reset job does the same). `table` is one of LiteLLM's budgeted tables; `id`
+    /// its key column's value.
+    pub async fn reset_budget(
+        &self,
+        table: &'static str,
+        id: &str,
+        next_reset_ms: i64,
+    ) -> StoreResult<()> {
+        let column = match table {
+            "LiteLLM_VerificationToken" => "token",
+            "LiteLLM_TeamTable" => "team_id",
+            "LiteLLM_UserTable" | "LiteLLM_EndUserTable" => "user_id",
+            "LiteLLM_BudgetTable" => "budget_id",
+            _ => return Err(format!("no budget reset for table {table}")),
+        };
+        let spend = if table == "LiteLLM_BudgetTable" {
+            String::new()
+        } else {
+            "\"spend\" = 0, ".to_string()
+        };
+        let sql = format!(
+            "UPDATE \"{table}\" SET {spend}\"budget_reset_at\" = {} WHERE \"{column}\" = $1",
+            ts_in(self.is_postgres(), "$2")
+        );
+        self.count(1);
+        with_pool!(&self.db, pool => {
+            sqlx::query(AssertSqlSafe(sql.as_str())).bind(id).bind(next_reset_ms).execute(pool).await.map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    /// Sets a key's `budget_reset_at` (the first window's end), leaving its spend.
+    pub async fn set_budget_reset_at(&self, token: &str, at_ms: i64) -> StoreResult<()> {
+        let sql = format!(
+            "UPDATE \"LiteLLM_VerificationToken\" SET \"budget_reset_at\" = {} WHERE \"token\" = $1",
+            ts_in(self.is_postgres(), "$2")
+        );
+        self.count(1);
+        with_pool!(&self.db, pool => {
+            sqlx::query(AssertSqlSafe(sql.as_str())).bind(token).bind(at_ms).execute(pool).await.map_err(db_err)?;
+        });
+        Ok(())
+    }
+
     /// One number from a query (tests: row counts, spend sums).
     pub async fn scalar_f64(&self, sql: &str) -> StoreResult<f64> {
         self.count(1);
@@ -495,6 +546,8 @@ fn key_select(pg: bool) -> String {
         int("rpm_limit"),
         "\"max_budget\"".into(),
         "\"budget_duration\"".into(),
+        ts("budget_reset_at"),
+        json("model_max_budget", "{}"),
         "\"created_by\"".into(),
         ts("created_at"),
         ts("updated_at"),
