@@ -25,10 +25,15 @@ pub enum AdminRoute<'a> {
     Regenerate(Option<&'a str>),
     Block,
     Unblock,
+    /// The spend API (`/spend/logs`, `/global/spend*`, see [`super::admin_spend`]).
+    Spend(super::admin_spend::SpendRoute),
 }
 
 /// The admin route at `path` and the one method it takes.
 pub fn route(path: &str) -> Option<(AdminRoute<'_>, Method)> {
+    if let Some((spend, method)) = super::admin_spend::route(path) {
+        return Some((AdminRoute::Spend(spend), method));
+    }
     let r = match path {
         "/key/generate" => (AdminRoute::Generate, Method::POST),
         "/key/update" => (AdminRoute::Update, Method::POST),
@@ -75,6 +80,9 @@ pub async fn handle(
     match route {
         AdminRoute::Info => info(keys, &query),
         AdminRoute::List => list(keys, &query),
+        AdminRoute::Spend(spend) => {
+            super::admin_spend::handle(keys, spend, &query, &parse_body(body)?).await
+        }
         _ => {
             let body = parse_body(body)?;
             match route {
@@ -84,7 +92,9 @@ pub async fn handle(
                 AdminRoute::Regenerate(path_key) => regenerate(keys, path_key, body).await,
                 AdminRoute::Block => set_blocked(keys, body, true).await,
                 AdminRoute::Unblock => set_blocked(keys, body, false).await,
-                AdminRoute::Info | AdminRoute::List => unreachable!("handled above"),
+                AdminRoute::Info | AdminRoute::List | AdminRoute::Spend(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

@@ -21,6 +21,7 @@
 //! `upstream_peer` is never reached.
 
 pub mod admin;
+pub mod admin_spend;
 pub mod body;
 pub mod cors;
 pub mod exchange;

@@ -32,6 +32,9 @@ macro_rules! with_pool {
     };
 }
 
+mod spend_report;
+pub use spend_report::{DaySpend, SpendFilter, SpendTotal};
+
 pub struct Store {
     db: Db,
     /// Queries sent so far, but the change polls (for tests and `/metrics`: the request path
