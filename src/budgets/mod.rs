@@ -107,26 +107,26 @@ impl Budgets {
             .cloned()
     }
 
-    /// Rolls a key's window when it ended: zeroes the key's spend here and queues the database
-    /// reset. Returns whether it rolled.
-    pub fn roll_key(&self, key: &crate::tenant::KeyEntry, now_ms: i64) -> bool {
+    /// A key's scope, its window rolled first when it ended (the key's spend zeroed here and
+    /// the database reset queued).
+    pub fn key_scope(&self, key: &crate::tenant::KeyEntry, now_ms: i64) -> Arc<ledger::Scope> {
+        let scope = self
+            .ledger
+            .scope(&ScopeKey::Key(key.row.token.clone()), false);
         let duration = key
             .row
             .budget_duration
             .as_deref()
             .and_then(duration::Duration::parse);
         if duration.is_none() {
-            return false;
+            scope.roll_if_due(None, None, now_ms);
+            return scope;
         }
-        let scope = self
-            .ledger
-            .scope(&ScopeKey::Key(key.row.token.clone()), false);
         let first = scope.reset_at_ms().is_none();
         match scope.roll_if_due(duration, key.row.budget_reset_at, now_ms) {
             Some(next) => {
                 key.set_spend(0.0);
                 self.persist_reset("LiteLLM_VerificationToken", &key.row.token, next);
-                true
             }
             None => {
                 // A schedule started here (no stored `budget_reset_at`): store it, as LiteLLM
@@ -136,9 +136,9 @@ impl Budgets {
                         self.persist_reset_at(&key.row.token, at);
                     }
                 }
-                false
             }
         }
+        scope
     }
 
     fn persist_reset(&self, table: &'static str, id: &str, next: i64) {
@@ -168,7 +168,7 @@ fn reset_job(budgets: Weak<Budgets>) {
         let now = crate::keys::now_ms();
         for key in b.keys.all() {
             if key.row.budget_duration.is_some() {
-                b.roll_key(&key, now);
+                b.key_scope(&key, now);
             }
         }
         // Per-model windows hold no entity spend: they reset on their own.

@@ -194,9 +194,8 @@ impl Admit for BudgetAdmit {
         let ledger = &self.budgets.ledger;
         let mut claims = Vec::with_capacity(2);
         if let Some(max) = key.row.max_budget {
-            self.budgets.roll_key(key, now);
             claims.push(Claim {
-                scope: ledger.scope(&ScopeKey::Key(key.row.token.clone()), false),
+                scope: self.budgets.key_scope(key, now),
                 limits: Limits {
                     max_budget: Some(max),
                     soft_budget: None,

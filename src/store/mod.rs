@@ -477,9 +477,12 @@ impl Store {
         } else {
             "\"spend\" = 0, ".to_string()
         };
+        // Only a window not already reset to this time: instances sharing the database compute
+        // the same standardized reset time, and the second must not zero the spend the first
+        // instance's calls added in the new window.
+        let next = ts_in(self.is_postgres(), "$2");
         let sql = format!(
-            "UPDATE \"{table}\" SET {spend}\"budget_reset_at\" = {} WHERE \"{column}\" = $1",
-            ts_in(self.is_postgres(), "$2")
+            "UPDATE \"{table}\" SET {spend}\"budget_reset_at\" = {next} WHERE \"{column}\" = $1 AND (\"budget_reset_at\" IS NULL OR \"budget_reset_at\" < {next})"
         );
         self.count(1);
         with_pool!(&self.db, pool => {
@@ -648,6 +651,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1.0);
+        // A budget reset: spend to 0 and the next reset time; a second instance resetting the
+        // same window afterwards leaves the new window's spend alone.
+        store
+            .reset_budget("LiteLLM_VerificationToken", &row.token, 1_900_000_000_000)
+            .await
+            .unwrap();
+        let reset = &store.load_keys().await.unwrap()[0];
+        assert_eq!(
+            (reset.spend, reset.budget_reset_at),
+            (0.0, Some(1_900_000_000_000))
+        );
+        store
+            .execute(&format!(
+                "UPDATE \"LiteLLM_VerificationToken\" SET spend = 0.5 WHERE token = '{}'",
+                row.token
+            ))
+            .await
+            .unwrap();
+        store
+            .reset_budget("LiteLLM_VerificationToken", &row.token, 1_900_000_000_000)
+            .await
+            .unwrap();
+        assert_eq!(store.load_keys().await.unwrap()[0].spend, 0.5);
         assert_eq!(store.delete_keys(&[row.token]).await.unwrap(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
