@@ -198,6 +198,10 @@ pub struct Context {
     /// header, else the body's `user`. Client-chosen and not validated: anything that uses it
     /// as a metric label or a key must bound it.
     pub end_user: Option<String>,
+    /// The key's team, user and team membership and the end user's row, resolved from memory
+    /// after authentication (see [`crate::tenant`] for which limits each carries). Empty for
+    /// the master key (but its end user) and without a key store.
+    pub tenancy: crate::tenant::Tenancy,
     /// The model name the client asked for.
     pub model: Option<String>,
     pub deployment: Option<Arc<Deployment>>,
@@ -250,6 +254,7 @@ impl Default for Context {
             principal: Principal::Anonymous,
             client_addr: None,
             end_user: None,
+            tenancy: crate::tenant::Tenancy::default(),
             model: None,
             deployment: None,
             status: 0,

@@ -52,5 +52,6 @@ pub mod server;
 pub mod store;
 pub mod systemd;
 pub mod tenant;
+pub mod tenants;
 pub mod tls;
 pub mod upstream;

@@ -143,6 +143,10 @@ pub async fn handle(
     if ctx.end_user.is_none() {
         ctx.end_user = end_user(&parsed);
     }
+    if let Some(keys) = &app.keys {
+        // Team, user, membership and end user from memory, with their access checks.
+        crate::keys::auth::resolve_tenancy(keys, ctx, &model)?;
+    }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     let include_usage = stream && parsed.include_usage()?;
     ctx.stream = stream;

@@ -11,7 +11,7 @@ use super::{abbreviate, hash_key, hex, now_ms, Keys};
 use crate::context::{Context, Principal};
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::Authenticate;
-use crate::tenant::KeyEntry;
+use crate::tenant::{KeyEntry, TeamEntry};
 use pingora_http::RequestHeader;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -89,6 +89,14 @@ impl Authenticate for VirtualKeys {
             )));
         };
         check_usable(&entry, now_ms())?;
+        if let Some(team) = entry
+            .row
+            .team_id
+            .as_deref()
+            .and_then(|t| self.keys.tenants.team(t))
+        {
+            check_team_usable(&team)?;
+        }
         Ok(Some(Principal::VirtualKey(entry)))
     }
 }
@@ -112,6 +120,76 @@ pub fn check_usable(entry: &KeyEntry, now_ms: i64) -> Result<(), GatewayError> {
         }
     }
     Ok(())
+}
+
+/// Refuses a blocked team's keys, as LiteLLM's `common_checks` does (an auth error).
+pub fn check_team_usable(team: &TeamEntry) -> Result<(), GatewayError> {
+    if team.row.blocked {
+        return Err(auth_error(format!(
+            "Authentication Error, Team={} is blocked. Update via `/team/unblock` if you're an admin.",
+            team.row.team_id
+        )));
+    }
+    Ok(())
+}
+
+/// Puts the request's [`crate::tenant::Tenancy`] on the context (from memory: the key's team,
+/// user and membership, and the end user) and applies LiteLLM's checks on them for `model`
+/// (the model group the key resolved): a blocked end user (400, as LiteLLM's blocked-user
+/// check), the team's `models`, and a personal key's user `models`. Call after the end user is
+/// known (header or body `user`) and before admission, which reads the tenancy.
+pub fn resolve_tenancy(keys: &Keys, ctx: &mut Context, model: &str) -> Result<(), GatewayError> {
+    let tenancy = keys
+        .tenants
+        .resolve(ctx.principal.key().map(|k| &**k), ctx.end_user.as_deref());
+    if let Some(end_user) = &tenancy.end_user {
+        if end_user.row.blocked {
+            return Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "User blocked from making LLM API Calls. User={}",
+                    end_user.row.user_id
+                ),
+            )
+            .with_code("400"));
+        }
+    }
+    if let Some(team) = &tenancy.team {
+        check_team_usable(team)?;
+        check_models("team", &team.row.models, model)?;
+    } else if let Some(user) = &tenancy.user {
+        check_models("user", &user.row.models, model)?;
+    }
+    ctx.tenancy = tenancy;
+    Ok(())
+}
+
+/// LiteLLM's `_can_object_call_model`: an empty list, `all-proxy-models` or `*` allow every
+/// model; otherwise the model must be listed.
+fn check_models(object: &str, models: &[String], model: &str) -> Result<(), GatewayError> {
+    let allowed = models.is_empty()
+        || models
+            .iter()
+            .any(|m| m == model || m == "all-proxy-models" || m == "*");
+    if allowed {
+        return Ok(());
+    }
+    Err(auth_error(format!(
+        "{object} not allowed to access model. This {object} can only access models={}. Tried to access {model}",
+        python_list(models)
+    ))
+    .with_type(if object == "team" {
+        "team_model_access_denied"
+    } else {
+        "user_model_access_denied"
+    })
+    .with_param("model"))
+}
+
+/// A list of strings as Python prints it (`['a', 'b']`), as LiteLLM's messages show lists.
+fn python_list(items: &[String]) -> String {
+    let inner: Vec<String> = items.iter().map(|m| format!("'{m}'")).collect();
+    format!("[{}]", inner.join(", "))
 }
 
 /// The model group a key's request goes to: the key's `aliases` map the requested name first;

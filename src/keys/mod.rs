@@ -9,7 +9,8 @@
 //!   write, so the next request sees them;
 //! - changes made elsewhere (another instance on the same database, LiteLLM itself) are picked
 //!   up by a background poll every [`REFRESH_EVERY`]: a one-row query (row count and latest
-//!   `updated_at`), and a full reload only when that changes.
+//!   `updated_at`), and a full reload only when that changes. The same poll refreshes the
+//!   teams, users, end users and budgets ([`crate::tenants`]).
 //!
 //! Spend is written behind: see [`spend`]. The store's queries run on a small runtime of their
 //! own ([`Keys::run`]), never on the request path.
@@ -100,6 +101,8 @@ pub struct Keys {
     /// Serialises admin writes with the refresh, so a reload never resurrects a change.
     write_lock: tokio::sync::Mutex<()>,
     pub spend: spend::SpendWriter,
+    /// Teams, users, end users, budgets and memberships, refreshed by the same poll.
+    pub tenants: Arc<crate::tenants::Tenants>,
 }
 
 impl Keys {
@@ -118,6 +121,10 @@ impl Keys {
         let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
         let store = Arc::new(runtime.block_on(Store::open(url))?);
         let spend = spend::SpendWriter::start(runtime.handle(), store.clone(), batch_every);
+        let tenants = Arc::new(runtime.block_on(crate::tenants::Tenants::open(
+            store.clone(),
+            runtime.handle().clone(),
+        ))?);
         let keys = Arc::new(Keys {
             map: ArcSwap::from_pointee(KeyMap::new()),
             store,
@@ -125,6 +132,7 @@ impl Keys {
             marker: Mutex::new((-1, -1)),
             write_lock: tokio::sync::Mutex::new(()),
             spend,
+            tenants,
         });
         runtime.block_on(keys.reload())?;
         let weak = Arc::downgrade(&keys);
@@ -134,6 +142,9 @@ impl Keys {
                 let Some(keys) = weak.upgrade() else { return };
                 if let Err(e) = keys.refresh().await {
                     log::warn!("virtual keys: refresh failed (keeping the keys loaded): {e}");
+                }
+                if let Err(e) = keys.tenants.refresh().await {
+                    log::warn!("tenants: refresh failed (keeping the teams, users and end users loaded): {e}");
                 }
             }
         });

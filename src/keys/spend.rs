@@ -2,6 +2,10 @@
 //! waiting: when it is full the row is counted in `dropped` and let go), and a writer task on
 //! the store's runtime writes what gathered every `proxy_batch_write_at` in one transaction.
 //! [`SpendWriter::flush`] writes at once (graceful shutdown, reload, upgrade).
+//!
+//! Each row adds its cost to the key, the key's team and user, their team membership and the
+//! end user (creating the end user's row when missing), in the batch's one transaction; the
+//! in-memory counters of the same entries are raised at settle.
 
 use crate::store::{SpendRow, Store};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,6 +191,9 @@ impl crate::pipeline::Settle for SpendSettle {
         if let Some(k) = key {
             k.add_spend(cost);
         }
+        // The key's team, user and membership and the end user, as resolved at admission; a
+        // new end user's row is created by the batch and loaded by the next refresh.
+        ctx.tenancy.add_spend(cost);
         let end_ms = super::now_ms();
         let elapsed = ctx.start.elapsed().as_millis() as i64;
         let usage = ctx.usage.as_ref();

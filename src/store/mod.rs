@@ -33,7 +33,10 @@ macro_rules! with_pool {
 }
 
 mod spend_report;
+pub mod tenants;
+
 pub use spend_report::{DaySpend, SpendFilter, SpendTotal};
+pub use tenants::{BudgetRow, EndUserRow, MembershipRow, TeamRow, TenantRows, UserRow};
 
 pub struct Store {
     db: Db,
@@ -388,9 +391,14 @@ impl Store {
         );
         // Sums per entity, so each is one UPDATE however many calls it made.
         let mut sums: std::collections::HashMap<(&str, &str), f64> = Default::default();
+        // A key's user within its team: `LiteLLM_TeamMembership` (user_id, team_id).
+        let mut members: std::collections::HashMap<(&str, &str), f64> = Default::default();
         for r in rows {
             if r.spend == 0.0 {
                 continue;
+            }
+            if let (Some(user), Some(team)) = (r.user_id.as_deref(), r.team_id.as_deref()) {
+                *members.entry((user, team)).or_default() += r.spend;
             }
             let targets = [
                 (
@@ -407,7 +415,7 @@ impl Store {
                 }
             }
         }
-        self.count((rows.len() + sums.len()) as u64 + 1);
+        self.count((rows.len() + sums.len() + members.len()) as u64 + 1);
         with_pool!(&self.db, pool => {
             let mut tx = pool.begin().await.map_err(db_err)?;
             for r in rows {
@@ -444,6 +452,12 @@ impl Store {
                     _ => format!("UPDATE \"{table}\" SET \"spend\" = \"spend\" + $2 WHERE \"user_id\" = $1"),
                 };
                 sqlx::query(AssertSqlSafe(sql.as_str())).bind(*id).bind(*spend).execute(&mut *tx).await.map_err(db_err)?;
+            }
+            // Memberships are made by /team/member_add; a call by a user outside the team
+            // adds to the team and the user, and there is no membership row to add to.
+            for ((user, team), spend) in &members {
+                sqlx::query("UPDATE \"LiteLLM_TeamMembership\" SET \"spend\" = \"spend\" + $3 WHERE \"user_id\" = $1 AND \"team_id\" = $2")
+                    .bind(*user).bind(*team).bind(*spend).execute(&mut *tx).await.map_err(db_err)?;
             }
             tx.commit().await.map_err(db_err)?;
         });
