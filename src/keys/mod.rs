@@ -215,12 +215,10 @@ impl Keys {
                 );
                 continue;
             };
-            let entry = KeyEntry::new(row);
-            if let Some(prev) = old.get(&hash) {
-                if prev.spend() > entry.spend() {
-                    entry.set_spend(prev.spend());
-                }
-            }
+            let entry = match old.get(&hash) {
+                Some(prev) => KeyEntry::replacing(row, prev),
+                None => KeyEntry::new(row),
+            };
             map.insert(hash, entry);
         }
         self.map.store(Arc::new(map));
@@ -235,10 +233,11 @@ impl Keys {
         self.run(async move {
             let _guard = keys.write_lock.lock().await;
             keys.store.upsert_key(&row).await?;
-            let entry = KeyEntry::new(row);
-            if let Some(prev) = keys.map.load().get(&hash) {
-                entry.set_spend(prev.spend());
-            }
+            // The row's spend is not written by an update: the counter carries on.
+            let entry = match keys.map.load().get(&hash) {
+                Some(prev) => KeyEntry::replacing(row, prev),
+                None => KeyEntry::new(row),
+            };
             keys.map.rcu(|m| {
                 let mut m = KeyMap::clone(m);
                 m.insert(hash, entry.clone());
