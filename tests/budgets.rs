@@ -411,3 +411,71 @@ async fn key_headers_unpriced_policy_and_prometheus_series() {
     let plain = generate(&gw, json!({})).await;
     assert_eq!(chat(&gw, &plain, "house-model").await.status, 200);
 }
+
+/// Team and end-user budgets (rows as LiteLLM's admin API writes them): a team key is refused
+/// once the team's budget is spent, and concurrent first requests for an end user whose budget
+/// fits one call admit exactly one (LiteLLM #40095's race).
+#[tokio::test]
+async fn team_and_end_user_budgets_hold_under_concurrency() {
+    let db = db_path();
+    let store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO \"LiteLLM_TeamTable\" (team_id, team_alias, max_budget, spend) VALUES ('t1', 'platform', 0.03, 0)",
+        "INSERT INTO \"LiteLLM_BudgetTable\" (budget_id, max_budget, created_by, updated_by) VALUES ('b1', 0.03, 'test', 'test')",
+        "INSERT INTO \"LiteLLM_EndUserTable\" (user_id, budget_id, spend, blocked) VALUES ('cust-1', 'b1', 0, false)",
+    ] {
+        store.execute(sql).await.unwrap();
+    }
+    let up = upstream(Duration::from_millis(500)).await;
+    let gw = Gateway::start(&config(&up, &db, ""));
+
+    let key = generate(&gw, json!({"team_id": "t1"})).await;
+    assert_eq!(chat(&gw, &key, "gpt-4o").await.status, 200);
+    assert_budget_exceeded(
+        &chat(&gw, &key, "gpt-4o").await,
+        "Budget has been exceeded! Team=t1 Current cost: 0.025, Max budget: 0.03",
+    );
+    let m = scrape(&gw).await;
+    let remaining = metric_value(
+        &m,
+        "litellm_remaining_team_budget_metric",
+        &["team=\"t1\"", "team_alias=\"platform\""],
+    )
+    .unwrap();
+    assert!((remaining - (0.03 - CALL_COST)).abs() < 1e-9, "{m}");
+
+    // The master key, for end user cust-1: six at once, one fits.
+    let auth = format!("Bearer {MASTER}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+        ("x-litellm-end-user-id", "cust-1"),
+    ];
+    let body = chat_body("gpt-4o");
+    let as_end_user = || gw.post_with("/v1/chat/completions", &headers, &body);
+    let answers = futures_util::future::join_all((0..6).map(|_| as_end_user())).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    for r in answers.iter().filter(|r| r.status != 200) {
+        assert_budget_exceeded(r, "ExceededBudget: End User=cust-1 over budget.");
+    }
+    // Another end user (no budget) is not held back.
+    let other = gw
+        .post_with(
+            "/v1/chat/completions",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {MASTER}")),
+                ("x-litellm-end-user-id", "cust-2"),
+            ],
+            &chat_body("gpt-4o"),
+        )
+        .await;
+    assert_eq!(other.status, 200);
+}

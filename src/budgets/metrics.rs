@@ -5,11 +5,14 @@
 //! - `litellm_remaining_api_key_budget_metric`, `litellm_api_key_max_budget_metric`,
 //!   `litellm_api_key_budget_remaining_hours_metric{hashed_api_key, api_key_alias}`: per key with a
 //!   `max_budget` (remaining = max − window spend; hours until the window resets);
+//! - `litellm_remaining_team_budget_metric`, `litellm_team_max_budget_metric`,
+//!   `litellm_team_budget_remaining_hours_metric{team, team_alias}`: per team with a `max_budget`;
 //! - `switchboard_budget_*`: reservations in flight, refusals by scope, soft-budget crossings,
 //!   unpriced requests, window resets.
 //!
-//! Label cap: at most [`super::EXPORT_CAP`] keys (first seen first) and as many key×model
-//! spend series; the rest are counted (`switchboard_budget_keys_unexported`,
+//! Label cap: at most [`super::EXPORT_CAP`] keys and as many teams (first seen first) and
+//! key×model spend series; the rest are counted (`switchboard_budget_keys_unexported`,
+//! `switchboard_budget_teams_unexported`,
 //! `switchboard_budget_spend_unexported_total`), never exported. Aliases are client-visible admin input: escaped, and cut at 128 bytes.
 
 use super::ledger::ScopeKey;
@@ -168,6 +171,53 @@ impl Budgets {
             "# HELP litellm_remaining_api_key_budget_metric Remaining budget for an API key (USD): max_budget minus this window's spend.\n# TYPE litellm_remaining_api_key_budget_metric gauge\n{remaining}\
              # HELP litellm_api_key_max_budget_metric Maximum budget set for an API key (USD).\n# TYPE litellm_api_key_max_budget_metric gauge\n{max}\
              # HELP litellm_api_key_budget_remaining_hours_metric Hours until an API key's budget window resets.\n# TYPE litellm_api_key_budget_remaining_hours_metric gauge\n{hours}"
+        );
+        // Teams with a budget.
+        let mut remaining = String::new();
+        let mut max = String::new();
+        let mut hours = String::new();
+        let mut dropped_teams = 0u64;
+        let tenants = self.keys.tenants.maps();
+        for team in tenants.teams.values() {
+            let Some(max_budget) = team.row.max_budget else {
+                continue;
+            };
+            let scope = self
+                .ledger
+                .scope(&ScopeKey::Team(team.row.team_id.clone()), false);
+            if !scope.exported {
+                dropped_teams += 1;
+                continue;
+            }
+            let labels = format!(
+                "team=\"{}\",team_alias=\"{}\"",
+                label(&team.row.team_id),
+                label(team.row.team_alias.as_deref().unwrap_or_default())
+            );
+            let _ = writeln!(
+                remaining,
+                "litellm_remaining_team_budget_metric{{{labels}}} {}",
+                max_budget - team.spend.get()
+            );
+            let _ = writeln!(
+                max,
+                "litellm_team_max_budget_metric{{{labels}}} {max_budget}"
+            );
+            if let Some(at) = scope.reset_at_ms() {
+                let _ = writeln!(
+                    hours,
+                    "litellm_team_budget_remaining_hours_metric{{{labels}}} {}",
+                    (at - now).max(0) as f64 / 3_600_000.0
+                );
+            }
+        }
+        drop(tenants);
+        let _ = write!(
+            out,
+            "# HELP litellm_remaining_team_budget_metric Remaining budget for a team (USD): max_budget minus this window's spend.\n# TYPE litellm_remaining_team_budget_metric gauge\n{remaining}\
+             # HELP litellm_team_max_budget_metric Maximum budget set for a team (USD).\n# TYPE litellm_team_max_budget_metric gauge\n{max}\
+             # HELP litellm_team_budget_remaining_hours_metric Hours until a team's budget window resets.\n# TYPE litellm_team_budget_remaining_hours_metric gauge\n{hours}\
+             # HELP switchboard_budget_teams_unexported Teams with a budget past the label cap, not exported.\n# TYPE switchboard_budget_teams_unexported gauge\nswitchboard_budget_teams_unexported {dropped_teams}\n"
         );
         // Switchboard's own.
         let mut reserved: HashMap<&'static str, f64> = HashMap::new();

@@ -13,10 +13,12 @@
 //! reservations in flight survive a config reload (the stages are rebuilt, the ledger is not).
 //!
 //! Window resets: a scope whose window ended is reset when a request next touches it and, for
-//! every key with a `budget_duration`, by the reset job every [`RESET_EVERY`], whether or not it
-//! is used (LiteLLM's job runs every ~10 minutes; this one runs on schedule). A reset sets the
-//! key's spend to 0 in memory and, through the spend writer (after the spend rows queued before
-//! it, on the store's runtime), `spend = 0` and the next `budget_reset_at` in the database.
+//! every key, team, user, end user and team member with a `budget_duration`, by the reset job
+//! every [`RESET_EVERY`], whether or not it is used (LiteLLM's job runs every ~10 minutes; this
+//! one runs on schedule). A reset sets the entity's spend to 0 in memory and, through the spend
+//! writer (after the spend rows queued before it, on the store's runtime), `spend = 0` and the
+//! next `budget_reset_at` in the database (an end user's spend only: its budget row's reset
+//! time is LiteLLM's to keep; a team member's window is kept in memory only).
 
 pub mod duration;
 pub mod ledger;
@@ -110,30 +112,53 @@ impl Budgets {
     /// A key's scope, its window rolled first when it ended (the key's spend zeroed here and
     /// the database reset queued).
     pub fn key_scope(&self, key: &crate::tenant::KeyEntry, now_ms: i64) -> Arc<ledger::Scope> {
-        let scope = self
-            .ledger
-            .scope(&ScopeKey::Key(key.row.token.clone()), false);
-        let duration = key
-            .row
-            .budget_duration
-            .as_deref()
-            .and_then(duration::Duration::parse);
+        self.entity_scope(
+            ScopeKey::Key(key.row.token.clone()),
+            key.row.budget_duration.as_deref(),
+            key.row.budget_reset_at,
+            Some(("LiteLLM_VerificationToken", &key.row.token)),
+            now_ms,
+            || key.set_spend(0.0),
+        )
+    }
+
+    /// The scope of an entity that counts its own spend (a key, team, user, team member, end
+    /// user), its window rolled first when it ended: `zero` sets the entity's spend to 0 here,
+    /// and `persist` (table, id) queues the database reset (`None`: memory only).
+    pub fn entity_scope(
+        &self,
+        key: ScopeKey,
+        duration: Option<&str>,
+        stored_reset_at: Option<i64>,
+        persist: Option<(&'static str, &str)>,
+        now_ms: i64,
+        zero: impl FnOnce(),
+    ) -> Arc<ledger::Scope> {
+        let scope = self.ledger.scope(&key, false);
+        let duration = duration.and_then(duration::Duration::parse);
         if duration.is_none() {
             scope.roll_if_due(None, None, now_ms);
             return scope;
         }
         let first = scope.reset_at_ms().is_none();
-        match scope.roll_if_due(duration, key.row.budget_reset_at, now_ms) {
+        match scope.roll_if_due(duration, stored_reset_at, now_ms) {
             Some(next) => {
-                key.set_spend(0.0);
-                self.persist_reset("LiteLLM_VerificationToken", &key.row.token, next);
+                zero();
+                self.counters.resets.fetch_add(1, Ordering::Relaxed);
+                if let Some((table, id)) = persist {
+                    if !self.keys.spend.reset_budget(table, id.to_string(), next) {
+                        self.counters.resets_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
             None => {
                 // A schedule started here (no stored `budget_reset_at`): store it, as LiteLLM
-                // sets it when a key is made.
-                if first && key.row.budget_reset_at.is_none() {
-                    if let Some(at) = scope.reset_at_ms() {
-                        self.persist_reset_at(&key.row.token, at);
+                // sets it when the entity is made.
+                if let (true, None, Some((table, id)), Some(at)) =
+                    (first, stored_reset_at, persist, scope.reset_at_ms())
+                {
+                    if table != "LiteLLM_EndUserTable" {
+                        self.persist_reset_at(table, id, at);
                     }
                 }
             }
@@ -141,20 +166,13 @@ impl Budgets {
         scope
     }
 
-    fn persist_reset(&self, table: &'static str, id: &str, next: i64) {
-        self.counters.resets.fetch_add(1, Ordering::Relaxed);
-        if !self.keys.spend.reset_budget(table, id.to_string(), next) {
-            self.counters.resets_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Stores a key's first `budget_reset_at` (its spend untouched), in the background.
-    fn persist_reset_at(&self, token: &str, at: i64) {
+    /// Stores an entity's first `budget_reset_at` (its spend untouched), in the background.
+    fn persist_reset_at(&self, table: &'static str, id: &str, at: i64) {
         let store = self.keys.store.clone();
-        let token = token.to_string();
+        let id = id.to_string();
         self.keys.spawn(async move {
-            if let Err(e) = store.set_budget_reset_at(&token, at).await {
-                log::warn!("budgets: storing budget_reset_at of a key failed: {e}");
+            if let Err(e) = store.set_budget_reset_at(table, &id, at).await {
+                log::warn!("budgets: storing budget_reset_at of {table} {id} failed: {e}");
             }
         });
     }
@@ -171,6 +189,36 @@ fn reset_job(budgets: Weak<Budgets>) {
                 b.key_scope(&key, now);
             }
         }
+        let tenants = b.keys.tenants.maps();
+        for t in tenants.teams.values() {
+            if t.row.budget_duration.is_some() {
+                stage::team_scope(&b, t, now);
+            }
+        }
+        for u in tenants.users.values() {
+            if u.row.budget_duration.is_some() {
+                stage::user_scope(&b, u, now);
+            }
+        }
+        for e in tenants.end_users.values() {
+            if e.budget
+                .as_ref()
+                .is_some_and(|x| x.row.budget_duration.is_some())
+            {
+                stage::end_user_scope(&b, e, now);
+            }
+        }
+        for by_user in tenants.memberships.values() {
+            for m in by_user.values() {
+                if m.budget
+                    .as_ref()
+                    .is_some_and(|x| x.row.budget_duration.is_some())
+                {
+                    stage::member_scope(&b, m, now);
+                }
+            }
+        }
+        drop(tenants);
         // Per-model windows hold no entity spend: they reset on their own.
         for scope in b.ledger.all() {
             if let ScopeKey::KeyModel(..) = scope.key {

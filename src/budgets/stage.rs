@@ -15,7 +15,7 @@
 //! budget is not already spent, reserving nothing; `deny` refuses. Either is counted.
 
 use super::duration::Duration;
-use super::ledger::{Claim, Limits, Refusal, Reservation, ScopeKey};
+use super::ledger::{Claim, Limits, Refusal, Reservation, Scope, ScopeKey};
 use super::Budgets;
 use crate::config::{Config, UnpricedBudgetPolicy};
 use crate::context::Context;
@@ -23,7 +23,7 @@ use crate::cost::Price;
 use crate::error::{ErrorKind, GatewayError};
 use crate::openai::{RequestBody, Usage};
 use crate::pipeline::{Admit, Settle};
-use crate::tenant::KeyEntry;
+use crate::tenant::{EndUserEntry, KeyEntry, MembershipEntry, TeamEntry, UserEntry};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -137,26 +137,54 @@ impl BudgetAdmit {
         })
     }
 
-    fn exceeded(&self, r: &Refusal, key: &KeyEntry, model: &str) -> GatewayError {
-        let key_label = key
-            .row
-            .key_alias
-            .as_deref()
-            .unwrap_or(key.row.token.as_str());
-        let head = match &r.key {
-            ScopeKey::KeyModel(..) => format!(
-                "LiteLLM Virtual Key: {}, key_alias: {}, exceeded budget for model={model}",
-                key.row.token,
-                key.row.key_alias.as_deref().unwrap_or("None")
+    fn exceeded(&self, r: &Refusal, key: Option<&KeyEntry>, model: &str) -> GatewayError {
+        let (spend, max) = (r.spend, r.max_budget);
+        // LiteLLM's messages per scope (`auth_checks.py`, `model_max_budget_limiter.py`).
+        let (head, fix) = match &r.key {
+            ScopeKey::KeyModel(token, _) => (
+                format!(
+                    "LiteLLM Virtual Key: {token}, key_alias: {}, exceeded budget for model={model}",
+                    key.and_then(|k| k.row.key_alias.as_deref())
+                        .unwrap_or("None")
+                ),
+                "raise the key's model_max_budget",
             ),
-            _ => format!(
-                "Budget has been exceeded! Key={key_label} Current cost: {}, Max budget: {}",
-                r.spend, r.max_budget
+            ScopeKey::Key(token) => (
+                format!(
+                    "Budget has been exceeded! Key={} Current cost: {spend}, Max budget: {max}",
+                    key.and_then(|k| k.row.key_alias.as_deref())
+                        .unwrap_or(token)
+                ),
+                "raise max_budget with /key/update",
+            ),
+            ScopeKey::Team(team) => (
+                format!(
+                    "Budget has been exceeded! Team={team} Current cost: {spend}, Max budget: {max}"
+                ),
+                "raise the team's max_budget with /team/update",
+            ),
+            ScopeKey::User(user) => (
+                format!("ExceededBudget: User={user} over budget. Spend={spend}, Budget={max}"),
+                "raise the user's max_budget with /user/update",
+            ),
+            ScopeKey::TeamMember(team, user) => (
+                format!(
+                    "Budget has been exceeded! Team Member={user} in Team={team} Current cost: {spend}, Max budget: {max}"
+                ),
+                "raise the member's budget with /team/member_update",
+            ),
+            ScopeKey::EndUser(id) => (
+                format!("ExceededBudget: End User={id} over budget. Spend={spend}, Budget={max}"),
+                "raise the end user's budget with /customer/update",
+            ),
+            ScopeKey::Budget(id) => (
+                format!("Budget has been exceeded! Budget={id} Current cost: {spend}, Max budget: {max}"),
+                "raise the budget with /budget/update",
             ),
         };
         let message = format!(
-            "{head}. Spend {} + in flight {} + this request (up to {}) exceeds the budget of {} USD: raise max_budget (/key/update) or wait for the budget window to reset.",
-            r.spend, r.reserved, r.requested, r.max_budget
+            "{head}. Spend {spend} + in flight {} + this request (up to {}) exceeds the budget of {max} USD: {fix}, or wait for the budget window to reset.",
+            r.reserved, r.requested
         );
         budget_error(self.exceeded_status, message)
     }
@@ -179,35 +207,116 @@ fn model_budget(budgets: &Map<String, Value>, model: &str) -> Option<(f64, Optio
     Some((limit, period))
 }
 
+/// A team's scope, its window rolled first (see [`Budgets::entity_scope`]).
+pub(crate) fn team_scope(b: &Budgets, t: &TeamEntry, now: i64) -> Arc<Scope> {
+    b.entity_scope(
+        ScopeKey::Team(t.row.team_id.clone()),
+        t.row.budget_duration.as_deref(),
+        t.row.budget_reset_at,
+        Some(("LiteLLM_TeamTable", &t.row.team_id)),
+        now,
+        || t.spend.set(0.0),
+    )
+}
+
+pub(crate) fn user_scope(b: &Budgets, u: &UserEntry, now: i64) -> Arc<Scope> {
+    b.entity_scope(
+        ScopeKey::User(u.row.user_id.clone()),
+        u.row.budget_duration.as_deref(),
+        u.row.budget_reset_at,
+        Some(("LiteLLM_UserTable", &u.row.user_id)),
+        now,
+        || u.spend.set(0.0),
+    )
+}
+
+/// An end user's scope: the window is its budget row's; the reset zeroes the end user's spend.
+pub(crate) fn end_user_scope(b: &Budgets, e: &EndUserEntry, now: i64) -> Arc<Scope> {
+    let budget = e.budget.as_ref().map(|x| &x.row);
+    b.entity_scope(
+        ScopeKey::EndUser(e.row.user_id.clone()),
+        budget.and_then(|x| x.budget_duration.as_deref()),
+        budget.and_then(|x| x.budget_reset_at),
+        Some(("LiteLLM_EndUserTable", &e.row.user_id)),
+        now,
+        || e.spend.set(0.0),
+    )
+}
+
+/// A team member's scope: the window is its budget row's, kept in memory only.
+pub(crate) fn member_scope(b: &Budgets, m: &MembershipEntry, now: i64) -> Arc<Scope> {
+    let budget = m.budget.as_ref().map(|x| &x.row);
+    b.entity_scope(
+        ScopeKey::TeamMember(m.row.team_id.clone(), m.row.user_id.clone()),
+        budget.and_then(|x| x.budget_duration.as_deref()),
+        budget.and_then(|x| x.budget_reset_at),
+        None,
+        now,
+        || m.spend.set(0.0),
+    )
+}
+
+fn limits(max_budget: Option<f64>, soft_budget: Option<f64>, duration: Option<&str>) -> Limits {
+    Limits {
+        max_budget,
+        soft_budget,
+        duration: duration.and_then(Duration::parse),
+    }
+}
+
+fn has_budget(max: Option<f64>, soft: Option<f64>) -> bool {
+    max.is_some() || soft.is_some()
+}
+
 #[async_trait]
 impl Admit for BudgetAdmit {
     async fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError> {
-        let Some(key) = ctx.principal.key() else {
-            return Ok(());
-        };
+        let key = ctx.principal.key();
+        let t = &ctx.tenancy;
         let model = ctx.model.as_deref().unwrap_or_default();
-        let per_model = model_budget(&key.row.model_max_budget, model);
-        if key.row.max_budget.is_none() && per_model.is_none() {
+        let per_model = key.and_then(|k| model_budget(&k.row.model_max_budget, model));
+        let team = t.team.as_ref().filter(|x| x.row.max_budget.is_some());
+        // LiteLLM checks a user's budget on personal keys only (a team key spends the team's).
+        let user = t
+            .user
+            .as_ref()
+            .filter(|x| x.row.max_budget.is_some() && key.is_some_and(|k| k.row.team_id.is_none()));
+        let member_budget = |m: &MembershipEntry| {
+            m.budget
+                .as_ref()
+                .is_some_and(|b| has_budget(b.row.max_budget, b.row.soft_budget))
+        };
+        let member = t.membership.as_ref().filter(|m| member_budget(m));
+        let end_user = t.end_user.as_ref().filter(|e| {
+            e.budget
+                .as_ref()
+                .is_some_and(|b| has_budget(b.row.max_budget, b.row.soft_budget))
+        });
+        let key_budget = key.filter(|k| k.row.max_budget.is_some());
+        if key_budget.is_none()
+            && per_model.is_none()
+            && team.is_none()
+            && user.is_none()
+            && member.is_none()
+            && end_user.is_none()
+        {
             return Ok(());
         }
         let now = crate::keys::now_ms();
-        let ledger = &self.budgets.ledger;
-        let mut claims = Vec::with_capacity(2);
-        if let Some(max) = key.row.max_budget {
+        let b = &*self.budgets;
+        let mut claims = Vec::with_capacity(3);
+        if let Some(k) = key_budget {
+            let scope = b.key_scope(k, now);
+            // Read after the roll: a window that just ended counts from 0.
             claims.push(Claim {
-                scope: self.budgets.key_scope(key, now),
-                limits: Limits {
-                    max_budget: Some(max),
-                    soft_budget: None,
-                    duration: key.row.budget_duration.as_deref().and_then(Duration::parse),
-                },
-                // Read after the roll: a window that just ended counts from 0.
-                observed: Some(key.spend()),
+                scope,
+                limits: limits(k.row.max_budget, None, k.row.budget_duration.as_deref()),
+                observed: Some(k.spend()),
             });
         }
-        if let Some((limit, period)) = per_model {
-            let scope = ledger.scope(
-                &ScopeKey::KeyModel(key.row.token.clone(), model.to_string()),
+        if let (Some(k), Some((limit, period))) = (key, per_model) {
+            let scope = b.ledger.scope(
+                &ScopeKey::KeyModel(k.row.token.clone(), model.to_string()),
                 true,
             );
             scope.roll_if_due(period, None, now);
@@ -221,26 +330,50 @@ impl Admit for BudgetAdmit {
                 observed: None,
             });
         }
+        if let Some(x) = team {
+            claims.push(Claim {
+                scope: team_scope(b, x, now),
+                limits: limits(x.row.max_budget, None, x.row.budget_duration.as_deref()),
+                observed: Some(x.spend.get()),
+            });
+        }
+        if let Some(x) = user {
+            claims.push(Claim {
+                scope: user_scope(b, x, now),
+                limits: limits(x.row.max_budget, None, x.row.budget_duration.as_deref()),
+                observed: Some(x.spend.get()),
+            });
+        }
+        if let (Some(x), Some(budget)) = (member, member.and_then(|m| m.budget.as_ref())) {
+            let r = &budget.row;
+            claims.push(Claim {
+                scope: member_scope(b, x, now),
+                limits: limits(r.max_budget, r.soft_budget, r.budget_duration.as_deref()),
+                observed: Some(x.spend.get()),
+            });
+        }
+        if let (Some(x), Some(budget)) = (end_user, end_user.and_then(|e| e.budget.as_ref())) {
+            let r = &budget.row;
+            claims.push(Claim {
+                scope: end_user_scope(b, x, now),
+                limits: limits(r.max_budget, r.soft_budget, r.budget_duration.as_deref()),
+                observed: Some(x.spend.get()),
+            });
+        }
         let (amount, priced) = self.worst_case(model, body, ctx.route == "embeddings");
         if !priced {
-            self.budgets
-                .counters
-                .unpriced
-                .fetch_add(1, Ordering::Relaxed);
+            b.counters.unpriced.fetch_add(1, Ordering::Relaxed);
             if self.unpriced_policy == UnpricedBudgetPolicy::Deny {
                 return Err(budget_error(
                     self.exceeded_status,
-                    format!("Budget has been exceeded! Model {model} has no price, so its cost cannot be checked against this key's budget: set input_cost_per_token/output_cost_per_token on its deployments, or switchboard.unpriced_budget_policy: allow."),
+                    format!("Budget has been exceeded! Model {model} has no price, so its cost cannot be checked against this caller's budget: set input_cost_per_token/output_cost_per_token on its deployments, or switchboard.unpriced_budget_policy: allow."),
                 ));
             }
         }
-        match ledger.reserve(&claims, amount) {
+        match b.ledger.reserve(&claims, amount) {
             Ok((reservation, soft)) => {
                 for s in soft {
-                    self.budgets
-                        .counters
-                        .soft_crossed
-                        .fetch_add(1, Ordering::Relaxed);
+                    b.counters.soft_crossed.fetch_add(1, Ordering::Relaxed);
                     log::warn!(
                         "budgets: {:?} crossed its soft budget: spend {} ≥ soft_budget {}",
                         s.key,
@@ -252,8 +385,8 @@ impl Admit for BudgetAdmit {
                 Ok(())
             }
             Err(r) => {
-                self.budgets.counters.refused(r.key.kind());
-                Err(self.exceeded(&r, key, model))
+                b.counters.refused(r.key.kind());
+                Err(self.exceeded(&r, key.map(|k| &**k), model))
             }
         }
     }

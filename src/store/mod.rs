@@ -472,48 +472,53 @@ impl Store {
 
     /// A budget window ended: the entity's `spend` back to 0 and its next `budget_reset_at`
     /// (LiteLLM's reset job does the same). `table` is one of LiteLLM's budgeted tables; `id`
-    /// its key column's value.
+    /// its key column's value. `LiteLLM_EndUserTable` has no `budget_reset_at` (its budget row
+    /// holds it): only its spend is reset.
     pub async fn reset_budget(
         &self,
         table: &'static str,
         id: &str,
         next_reset_ms: i64,
     ) -> StoreResult<()> {
-        let column = match table {
-            "LiteLLM_VerificationToken" => "token",
-            "LiteLLM_TeamTable" => "team_id",
-            "LiteLLM_UserTable" | "LiteLLM_EndUserTable" => "user_id",
-            "LiteLLM_BudgetTable" => "budget_id",
-            _ => return Err(format!("no budget reset for table {table}")),
-        };
-        let spend = if table == "LiteLLM_BudgetTable" {
-            String::new()
-        } else {
-            "\"spend\" = 0, ".to_string()
-        };
-        // Only a window not already reset to this time: instances sharing the database compute
-        // the same standardized reset time, and the second must not zero the spend the first
-        // instance's calls added in the new window.
+        let column = budget_key_column(table)?;
         let next = ts_in(self.is_postgres(), "$2");
-        let sql = format!(
-            "UPDATE \"{table}\" SET {spend}\"budget_reset_at\" = {next} WHERE \"{column}\" = $1 AND (\"budget_reset_at\" IS NULL OR \"budget_reset_at\" < {next})"
-        );
         self.count(1);
+        if table == "LiteLLM_EndUserTable" {
+            let sql = format!("UPDATE \"{table}\" SET \"spend\" = 0 WHERE \"{column}\" = $1");
+            with_pool!(&self.db, pool => {
+                sqlx::query(AssertSqlSafe(sql.as_str())).bind(id).execute(pool).await.map_err(db_err)?;
+            });
+            return Ok(());
+        }
+        let sql = {
+            // Only a window not already reset to this time: instances sharing the database
+            // compute the same standardized reset time, and the second must not zero the spend
+            // the first instance's calls added in the new window.
+            format!(
+                "UPDATE \"{table}\" SET \"spend\" = 0, \"budget_reset_at\" = {next} WHERE \"{column}\" = $1 AND (\"budget_reset_at\" IS NULL OR \"budget_reset_at\" < {next})"
+            )
+        };
         with_pool!(&self.db, pool => {
             sqlx::query(AssertSqlSafe(sql.as_str())).bind(id).bind(next_reset_ms).execute(pool).await.map_err(db_err)?;
         });
         Ok(())
     }
 
-    /// Sets a key's `budget_reset_at` (the first window's end), leaving its spend.
-    pub async fn set_budget_reset_at(&self, token: &str, at_ms: i64) -> StoreResult<()> {
+    /// Sets an entity's `budget_reset_at` (the first window's end), leaving its spend.
+    pub async fn set_budget_reset_at(
+        &self,
+        table: &'static str,
+        id: &str,
+        at_ms: i64,
+    ) -> StoreResult<()> {
+        let column = budget_key_column(table)?;
         let sql = format!(
-            "UPDATE \"LiteLLM_VerificationToken\" SET \"budget_reset_at\" = {} WHERE \"token\" = $1",
+            "UPDATE \"{table}\" SET \"budget_reset_at\" = {} WHERE \"{column}\" = $1",
             ts_in(self.is_postgres(), "$2")
         );
         self.count(1);
         with_pool!(&self.db, pool => {
-            sqlx::query(AssertSqlSafe(sql.as_str())).bind(token).bind(at_ms).execute(pool).await.map_err(db_err)?;
+            sqlx::query(AssertSqlSafe(sql.as_str())).bind(id).bind(at_ms).execute(pool).await.map_err(db_err)?;
         });
         Ok(())
     }
@@ -525,6 +530,16 @@ impl Store {
             let row = sqlx::query(AssertSqlSafe(sql.to_string())).fetch_one(pool).await.map_err(db_err)?;
             row.try_get::<Option<f64>, _>(0).map(|v| v.unwrap_or(0.0)).map_err(db_err)
         })
+    }
+}
+
+/// The key column of a table a budget is set on.
+fn budget_key_column(table: &str) -> StoreResult<&'static str> {
+    match table {
+        "LiteLLM_VerificationToken" => Ok("token"),
+        "LiteLLM_TeamTable" => Ok("team_id"),
+        "LiteLLM_UserTable" | "LiteLLM_EndUserTable" => Ok("user_id"),
+        _ => Err(format!("no budget reset for table {table}")),
     }
 }
 
