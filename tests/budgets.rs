@@ -479,3 +479,40 @@ async fn team_and_end_user_budgets_hold_under_concurrency() {
         .await;
     assert_eq!(other.status, 200);
 }
+
+/// A key's soft budget (in its budget row, as LiteLLM's `/key/generate` stores it) is reported
+/// once per window when crossed and never blocks.
+#[tokio::test]
+async fn a_soft_budget_is_reported_once_and_never_blocks() {
+    let db = db_path();
+    let store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let key = "sk-soft-budget-key-000001";
+    let hash = hex(&hash_key(key));
+    store
+        .upsert_key(&KeyRow {
+            token: hash.clone(),
+            ..KeyRow::default()
+        })
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO \"LiteLLM_BudgetTable\" (budget_id, soft_budget, created_by, updated_by) VALUES ('kb', 0.02, 'test', 'test')".to_string(),
+        format!("UPDATE \"LiteLLM_VerificationToken\" SET budget_id = 'kb' WHERE token = '{hash}'"),
+    ] {
+        store.execute(&sql).await.unwrap();
+    }
+    let up = upstream(Duration::ZERO).await;
+    let gw = Gateway::start(&config(&up, &db, ""));
+    for _ in 0..4 {
+        assert_eq!(chat(&gw, key, "gpt-4o").await.status, 200);
+    }
+    let m = scrape(&gw).await;
+    assert_eq!(
+        metric_value(&m, "switchboard_budget_soft_crossed_total", &[]),
+        Some(1.0),
+        "{m}"
+    );
+    gw.wait_for_stderr("crossed its soft budget").await;
+}

@@ -292,7 +292,12 @@ impl Admit for BudgetAdmit {
                 .as_ref()
                 .is_some_and(|b| has_budget(b.row.max_budget, b.row.soft_budget))
         });
-        let key_budget = key.filter(|k| k.row.max_budget.is_some());
+        // A key's soft budget lives in its budget row (LiteLLM's `/key/generate` puts it there).
+        let key_soft = key
+            .and_then(|k| k.row.budget_id.as_deref())
+            .and_then(|id| self.budgets.keys.tenants.budget(id))
+            .and_then(|b| b.row.soft_budget);
+        let key_budget = key.filter(|k| k.row.max_budget.is_some() || key_soft.is_some());
         if key_budget.is_none()
             && per_model.is_none()
             && team.is_none()
@@ -310,7 +315,7 @@ impl Admit for BudgetAdmit {
             // Read after the roll: a window that just ended counts from 0.
             claims.push(Claim {
                 scope,
-                limits: limits(k.row.max_budget, None, k.row.budget_duration.as_deref()),
+                limits: limits(k.row.max_budget, key_soft, k.row.budget_duration.as_deref()),
                 observed: Some(k.spend()),
             });
         }

@@ -73,6 +73,9 @@ pub struct KeyRow {
     pub budget_reset_at: Option<i64>,
     /// `{"model": {"budget_limit": USD, "time_period": "30d"}}` (read only here).
     pub model_max_budget: Map<String, Value>,
+    /// The key's `LiteLLM_BudgetTable` row (LiteLLM keeps a key's `soft_budget` there; read
+    /// only here).
+    pub budget_id: Option<String>,
     pub created_by: Option<String>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,
@@ -258,6 +261,7 @@ impl Store {
                     budget_duration: r.try_get("budget_duration").map_err(db_err)?,
                     budget_reset_at: r.try_get("budget_reset_at").map_err(db_err)?,
                     model_max_budget: json_object(r.try_get("model_max_budget").map_err(db_err)?),
+                    budget_id: r.try_get("budget_id").map_err(db_err)?,
                     created_by: r.try_get("created_by").map_err(db_err)?,
                     created_at: r.try_get("created_at").map_err(db_err)?,
                     updated_at: r.try_get("updated_at").map_err(db_err)?,
@@ -583,6 +587,7 @@ fn key_select(pg: bool) -> String {
         "\"budget_duration\"".into(),
         ts("budget_reset_at"),
         json("model_max_budget", "{}"),
+        "\"budget_id\"".into(),
         "\"created_by\"".into(),
         ts("created_at"),
         ts("updated_at"),
