@@ -19,6 +19,7 @@
 //!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
 //!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`;
 //!   [`budgets`] (reserve-at-admission budgets, their windows and Prometheus series).
+//! - [`shared_state`]: the Redis client for state shared by gateway instances.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
 //!   configured secrets kept out of upstream error text.
 //! - Operations: [`reload`] (SIGHUP hot reload), [`metrics`] (Prometheus), [`lifecycle`]
@@ -49,6 +50,7 @@ pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod shared_state;
 pub mod store;
 pub mod systemd;
 pub mod tenant;

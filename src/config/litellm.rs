@@ -79,7 +79,7 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
     let mut server = read_server(&mut top.section("switchboard")?, &mut warnings)?;
     let general = read_general(top.section("general_settings")?, &mut server, &mut warnings)?;
     let mut router = RouterSettings::default();
-    let (litellm, json_logs) =
+    let (mut litellm, json_logs) =
         read_litellm_settings(top.section("litellm_settings")?, &mut router, &mut warnings)?;
     let own_json_logs = root
         .get("switchboard")
@@ -89,6 +89,12 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
         server.json_logs = v;
     }
     read_router_settings(top.section("router_settings")?, &mut router, &mut warnings)?;
+    if litellm.cache_redis.is_none() {
+        litellm.cache_redis = super::redis::from_env(&env)?;
+    }
+    if router.redis.is_none() {
+        router.redis = litellm.cache_redis.clone();
+    }
 
     let mut deployments = Vec::new();
     for (i, (path, value)) in sequence("model_list", top.value("model_list"))?
@@ -187,6 +193,8 @@ fn read_server(
         })?;
     }
     out.listeners = super::listeners::read(s)?;
+    out.redis_failure_policy = super::redis::read_policy(s)?;
+    out.redis_timeout = super::redis::read_timeout(s)?;
     if let Some(v) = s.u64("threads")? {
         if v == 0 || v > 1024 {
             return Err(ConfigError::new(
@@ -483,7 +491,7 @@ fn read_litellm_settings(
         }
         _ => Vec::new(),
     };
-    let out = LitellmSettings {
+    let mut out = LitellmSettings {
         drop_params: match drop_list.is_empty() {
             true => s.bool("drop_params")?.unwrap_or(false),
             false => false,
@@ -493,7 +501,11 @@ fn read_litellm_settings(
         require_auth_for_metrics_endpoint: s
             .bool("require_auth_for_metrics_endpoint")?
             .unwrap_or(false),
+        cache_redis: None,
     };
+    let mut cache_params = s.section("cache_params")?;
+    out.cache_redis = super::redis::read_cache_params(&mut cache_params)?;
+    cache_params.finish(warnings);
     read_shared_routing_keys(&mut s, router)?;
     let json_logs = s.bool("json_logs")?;
     read_callbacks(&mut s, warnings)?;
@@ -624,6 +636,7 @@ fn read_router_settings(
     out.model_group_alias = group_aliases(&mut s)?;
     out.default_max_parallel_requests = s.u64("default_max_parallel_requests")?;
     out.cooldown_wait = seconds(&mut s, "cooldown_wait")?;
+    out.redis = super::redis::read_router(&mut s)?;
     s.finish(warnings);
     Ok(())
 }
@@ -1319,13 +1332,14 @@ router_settings:
         assert_eq!(err.path, "router_settings.model_group_alias.x");
         // Keys not implemented still warn.
         let cfg = parse(&format!(
-            "{base}router_settings: {{redis_host: r, enable_pre_call_checks: true}}\n"
+            "{base}router_settings: {{redis_host: r, enable_pre_call_checks: true, optional_pre_call_checks: []}}\n"
         ))
         .unwrap();
         assert!(cfg
             .warnings
             .iter()
-            .any(|w| w.starts_with("router_settings.redis_host")));
+            .any(|w| w.starts_with("router_settings.optional_pre_call_checks")));
+        assert_eq!(cfg.router.redis.unwrap().nodes, ["redis://r:6379"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod call_defaults;
 pub mod listeners;
 pub mod litellm;
+pub mod redis;
 pub mod yaml;
 
 pub use call_defaults::CallDefaults;
@@ -135,6 +136,10 @@ pub struct ServerSettings {
     /// `budget_default_max_tokens`: the output tokens reserved when neither the request
     /// (`max_tokens`/`max_completion_tokens`) nor the price table bounds them.
     pub budget_default_max_tokens: u64,
+    /// `redis_failure_policy`: what requests meet while shared-state Redis is down or slow.
+    pub redis_failure_policy: redis::FailurePolicy,
+    /// `redis_timeout_ms`: the bound on one Redis round trip on the request path.
+    pub redis_timeout: Duration,
 }
 
 /// `switchboard.unpriced_budget_policy`: a model with no price cannot be checked against a
@@ -181,6 +186,8 @@ impl Default for ServerSettings {
             budget_exceeded_status: 422,
             unpriced_budget_policy: UnpricedBudgetPolicy::Allow,
             budget_default_max_tokens: 4096,
+            redis_failure_policy: redis::FailurePolicy::Open,
+            redis_timeout: redis::DEFAULT_REDIS_TIMEOUT,
         }
     }
 }
@@ -237,6 +244,10 @@ pub struct LitellmSettings {
     pub request_timeout: Option<Duration>,
     /// `require_auth_for_metrics_endpoint`: `/metrics` needs the master key.
     pub require_auth_for_metrics_endpoint: bool,
+    /// The Redis server of `cache_params` (`host`/`port`/`url`/`redis_startup_nodes`...), else
+    /// LiteLLM's `REDIS_*` environment variables (see [`redis`]). Whether the response cache
+    /// uses it is the cache's decision (`cache_params.type`).
+    pub cache_redis: Option<redis::RedisSettings>,
 }
 
 /// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;
@@ -280,6 +291,10 @@ pub struct RouterSettings {
     /// Switchboard extension (`cooldown_wait`): when every candidate is cooling down, wait up to
     /// this long for the first to recover instead of failing at once with 503.
     pub cooldown_wait: Option<Duration>,
+    /// Redis for state shared by gateway instances (rate limits, cooldowns, deployment usage):
+    /// `redis_host`/`redis_port`/`redis_password` or `redis_url`, else `cache_params`' server,
+    /// else the `REDIS_*` environment variables. `None`: everything stays in-process.
+    pub redis: Option<redis::RedisSettings>,
 }
 
 impl Default for RouterSettings {
@@ -305,6 +320,7 @@ impl Default for RouterSettings {
             model_group_alias: BTreeMap::new(),
             default_max_parallel_requests: None,
             cooldown_wait: None,
+            redis: None,
         }
     }
 }
