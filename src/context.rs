@@ -266,6 +266,10 @@ pub struct Context {
     /// What admission holds until the request settles (parallel slots, token reservations):
     /// the stage that set it reconciles it at settle; dropping it releases what is held.
     pub admission: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// What an admission stage holds for this request (the budget ledger's reservation):
+    /// settled by its settle stage, released when dropped unsettled (errors, panics,
+    /// cancelled requests). Typed by the stage that put it here.
+    pub reservation: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The tightest request and token windows a request was admitted (or refused) under.
@@ -374,6 +378,7 @@ impl Default for Context {
             rate_limit: RateLimitStatus::default(),
             admission: None,
             trace: None,
+            reservation: None,
         }
     }
 }

@@ -21,7 +21,8 @@
 //! - [`cost`]: what a call cost, from its usage and LiteLLM's vendored price table.
 //! - Tenancy: [`keys`] (virtual keys served from memory, their authenticate stage and the
 //!   spend write-behind), [`store`] (the SQLite/Postgres database in LiteLLM's schema),
-//!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`.
+//!   [`tenant`] (a key as a request carries it); admin routes in `gateway::admin`;
+//!   [`budgets`] (reserve-at-admission budgets, their windows and Prometheus series).
 //! - [`shared_state`]: the Redis client for state shared by gateway instances; [`limits`]: rate
 //!   limits on keys (rpm, tpm, parallel), local or over Redis.
 //! - [`error`]: OpenAI-shaped errors; [`logging`]: access and diagnostic logs; [`redact`]:
@@ -35,6 +36,7 @@
 pub mod alerting;
 pub mod app;
 pub mod auth;
+pub mod budgets;
 pub mod cache;
 pub mod client_addr;
 pub mod codec;

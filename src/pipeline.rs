@@ -100,7 +100,8 @@ pub struct Stages {
 
 impl Stages {
     /// The stages a config asks for: with `general_settings.master_key` set, the master-key
-    /// check, or (with the key store open) the virtual-key check and the spend settle stage.
+    /// check, or (with the key store open) the virtual-key check, the spend settle stage and
+    /// the budget stages.
     pub fn from_config(
         config: &Config,
         keys: Option<&std::sync::Arc<crate::keys::Keys>>,
@@ -120,6 +121,15 @@ impl Stages {
                         keys: keys.clone(),
                         master_hash: crate::keys::hex(&crate::keys::hash_key(master)),
                     });
+                // Budgets: after the spend stage, so a key's spend is raised before its
+                // reservation is released (see `budgets::stage`).
+                let budgets = crate::budgets::Budgets::for_keys(keys);
+                stages = stages
+                    .admit_with(crate::budgets::stage::BudgetAdmit::new(
+                        config,
+                        budgets.clone(),
+                    ))
+                    .settle_with(crate::budgets::stage::BudgetSettle { budgets });
             }
             (Some(master), None) => stages = stages.authenticate_with(MasterKey(master.clone())),
             (None, _) => {}

@@ -59,16 +59,31 @@ impl Spend {
 
 /// A key as served: its row, and its spend as this instance knows it (the row's plus calls
 /// settled here since, added at once; the database gets them in the next spend batch).
+///
+/// The spend counter is shared with the entry this one replaces (a reload, an admin update):
+/// a request still holding the old entry settles into the same counter, so a reload never
+/// loses a call in flight (a budget reads this counter).
 #[derive(Debug)]
 pub struct KeyEntry {
     pub row: KeyRow,
-    spend: Spend,
+    spend: Arc<Spend>,
 }
 
 impl KeyEntry {
     pub fn new(row: KeyRow) -> Arc<KeyEntry> {
         Arc::new(KeyEntry {
-            spend: Spend::new(row.spend),
+            spend: Arc::new(Spend::new(row.spend)),
+            row,
+        })
+    }
+
+    /// `row` replacing `prev`: the same spend counter, raised to the row's spend if that is
+    /// higher (spend written by another instance), never lowered (calls settled here but not
+    /// yet written).
+    pub fn replacing(row: KeyRow, prev: &KeyEntry) -> Arc<KeyEntry> {
+        prev.spend.at_least(row.spend);
+        Arc::new(KeyEntry {
+            spend: prev.spend.clone(),
             row,
         })
     }

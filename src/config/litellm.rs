@@ -307,6 +307,38 @@ fn read_server(
         }
         out.proxy_protocol = v;
     }
+    if let Some(v) = s.u64("budget_exceeded_status")? {
+        out.budget_exceeded_status = u16::try_from(v)
+            .ok()
+            .filter(|c| (400..=599).contains(c))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    s.key_path("budget_exceeded_status"),
+                    format!("{v} is not an error status (400-599; LiteLLM sends 422)"),
+                )
+            })?;
+    }
+    if let Some(v) = s.string("unpriced_budget_policy")? {
+        out.unpriced_budget_policy = match v.as_str() {
+            "allow" => super::UnpricedBudgetPolicy::Allow,
+            "deny" => super::UnpricedBudgetPolicy::Deny,
+            _ => {
+                return Err(ConfigError::new(
+                    s.key_path("unpriced_budget_policy"),
+                    format!("unknown policy \"{v}\" (allow or deny)"),
+                ))
+            }
+        };
+    }
+    if let Some(v) = s.u64("budget_default_max_tokens")? {
+        if v == 0 || v > 10_000_000 {
+            return Err(ConfigError::new(
+                s.key_path("budget_default_max_tokens"),
+                format!("{v} is out of range (1-10000000)"),
+            ));
+        }
+        out.budget_default_max_tokens = v;
+    }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
     section.finish(warnings);
     Ok(out)

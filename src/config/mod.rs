@@ -138,10 +138,29 @@ pub struct ServerSettings {
     pub otel_capture_content: bool,
     /// `otel_content_max_bytes`: the cap on each captured content attribute.
     pub otel_content_max_bytes: usize,
+    /// `budget_exceeded_status`: the status of a `budget_exceeded` refusal (LiteLLM 1.110: 422).
+    pub budget_exceeded_status: u16,
+    /// `unpriced_budget_policy`: what a budgeted caller's request to a model with no price does.
+    pub unpriced_budget_policy: UnpricedBudgetPolicy,
+    /// `budget_default_max_tokens`: the output tokens reserved when neither the request
+    /// (`max_tokens`/`max_completion_tokens`) nor the price table bounds them.
+    pub budget_default_max_tokens: u64,
     /// `redis_failure_policy`: what requests meet while shared-state Redis is down or slow.
     pub redis_failure_policy: redis::FailurePolicy,
     /// `redis_timeout_ms`: the bound on one Redis round trip on the request path.
     pub redis_timeout: Duration,
+}
+
+/// `switchboard.unpriced_budget_policy`: a model with no price cannot be checked against a
+/// budget before the call (its cost is unknown, and after the call it is billed 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnpricedBudgetPolicy {
+    /// Admit it while the budget is not already spent, reserving nothing (counted in
+    /// `switchboard_budget_unpriced_requests_total`; a warning at load names such models).
+    #[default]
+    Allow,
+    /// Refuse it (`budget_exceeded`) for any caller with a budget.
+    Deny,
 }
 
 impl Default for ServerSettings {
@@ -175,6 +194,9 @@ impl Default for ServerSettings {
             proxy_protocol: false,
             otel_capture_content: false,
             otel_content_max_bytes: 16 * 1024,
+            budget_exceeded_status: 422,
+            unpriced_budget_policy: UnpricedBudgetPolicy::Allow,
+            budget_default_max_tokens: 4096,
             redis_failure_policy: redis::FailurePolicy::Open,
             redis_timeout: redis::DEFAULT_REDIS_TIMEOUT,
         }

@@ -226,6 +226,7 @@ impl Gateway {
                         .render(snapshot, self.app.in_flight.count(), &self.app.client);
                 if let Some(keys) = &self.app.keys {
                     keys.render_metrics(&mut text);
+                    crate::budgets::metrics::render(keys, &mut text);
                 }
                 crate::alerting::render_metrics(&mut text);
                 crate::limits::render_metrics(&mut text);

@@ -32,6 +32,9 @@ pub fn head(status: u16, ctx: &Context, content_type: &str) -> ResponseHeader {
             crate::cost::JsonNumber(cost).to_string(),
         );
     }
+    if let Some(key) = ctx.principal.key() {
+        key_headers(&mut h, key, ctx.cost);
+    }
     if ctx.fallbacks_attempted > 0 {
         let _ = h.insert_header(
             "x-litellm-attempted-fallbacks",
@@ -65,6 +68,33 @@ pub async fn cached(sink: &mut impl ResponseSink, ctx: &mut Context, answer: Byt
         }
     } else {
         json(sink, ctx, 200, answer).await;
+    }
+}
+
+/// LiteLLM's key headers (`get_custom_headers`): the key's spend including this call's cost
+/// when it is known before the head goes out (not on streams, whose cost comes at the end),
+/// and the key's budget and limits when set.
+fn key_headers(h: &mut ResponseHeader, key: &crate::tenant::KeyEntry, cost: Option<f64>) {
+    let spend = key.spend() + cost.filter(|c| *c > 0.0).unwrap_or(0.0);
+    let _ = h.insert_header("x-litellm-key-spend", py_float(spend));
+    if let Some(max) = key.row.max_budget {
+        let _ = h.insert_header("x-litellm-key-max-budget", py_float(max));
+    }
+    if let Some(tpm) = key.row.tpm_limit {
+        let _ = h.insert_header("x-litellm-key-tpm-limit", tpm.to_string());
+    }
+    if let Some(rpm) = key.row.rpm_limit {
+        let _ = h.insert_header("x-litellm-key-rpm-limit", rpm.to_string());
+    }
+}
+
+/// A number as Python's `str(float)` writes it (`1.0`, `0.025`), as LiteLLM's headers carry it.
+fn py_float(v: f64) -> String {
+    let s = crate::cost::JsonNumber(v).to_string();
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{s}.0")
+    } else {
+        s
     }
 }
 

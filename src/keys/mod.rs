@@ -165,6 +165,11 @@ impl Keys {
             .map_err(|e| format!("store task failed: {e}"))
     }
 
+    /// Runs `fut` on the store's runtime without waiting for it (background writes).
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(fut);
+    }
+
     /// The key presented, by its hash: a map lookup, no I/O.
     pub fn get(&self, hash: &KeyHash) -> Option<Arc<KeyEntry>> {
         self.map.load().get(hash).cloned()
@@ -212,12 +217,10 @@ impl Keys {
                 );
                 continue;
             };
-            let entry = KeyEntry::new(row);
-            if let Some(prev) = old.get(&hash) {
-                if prev.spend() > entry.spend() {
-                    entry.set_spend(prev.spend());
-                }
-            }
+            let entry = match old.get(&hash) {
+                Some(prev) => KeyEntry::replacing(row, prev),
+                None => KeyEntry::new(row),
+            };
             map.insert(hash, entry);
         }
         self.map.store(Arc::new(map));
@@ -232,10 +235,11 @@ impl Keys {
         self.run(async move {
             let _guard = keys.write_lock.lock().await;
             keys.store.upsert_key(&row).await?;
-            let entry = KeyEntry::new(row);
-            if let Some(prev) = keys.map.load().get(&hash) {
-                entry.set_spend(prev.spend());
-            }
+            // The row's spend is not written by an update: the counter carries on.
+            let entry = match keys.map.load().get(&hash) {
+                Some(prev) => KeyEntry::replacing(row, prev),
+                None => KeyEntry::new(row),
+            };
             keys.map.rcu(|m| {
                 let mut m = KeyMap::clone(m);
                 m.insert(hash, entry.clone());

@@ -23,6 +23,12 @@ const MAX_PENDING: usize = 100_000;
 enum Msg {
     Row(SpendRow),
     Flush(oneshot::Sender<()>),
+    /// A budget window ended (see [`SpendWriter::reset_budget`]).
+    Reset {
+        table: &'static str,
+        id: String,
+        next_reset_ms: i64,
+    },
 }
 
 pub struct SpendWriter {
@@ -58,6 +64,19 @@ impl SpendWriter {
         }
     }
 
+    /// A budget window ended: writes the rows handed over before it, then sets the entity's
+    /// spend to 0 and its next `budget_reset_at`, in that order (so spend settled before the
+    /// reset never lands in the new window). Without waiting; `false` when the queue is full.
+    pub fn reset_budget(&self, table: &'static str, id: String, next_reset_ms: i64) -> bool {
+        self.tx
+            .try_send(Msg::Reset {
+                table,
+                id,
+                next_reset_ms,
+            })
+            .is_ok()
+    }
+
     /// Writes everything handed over so far, waiting at most `timeout`.
     pub async fn flush(&self, timeout: Duration) {
         let (done, wait) = oneshot::channel();
@@ -90,13 +109,29 @@ async fn run(
                         dropped.fetch_add(over as u64, Ordering::Relaxed);
                     }
                 }
+                Some(Msg::Reset { table, id, next_reset_ms }) => {
+                    write(&store, &mut pending, &written).await;
+                    if let Err(e) = store.reset_budget(table, &id, next_reset_ms).await {
+                        log::warn!("budgets: persisting the reset of {table} {id} failed: {e}");
+                    }
+                }
                 Some(Msg::Flush(done)) => {
                     // Take every row already queued behind the flush request's senders.
-                    while let Ok(Msg::Row(row)) = rx.try_recv() {
-                        pending.push(row);
+                    let mut waiting = vec![done];
+                    while let Ok(msg) = rx.try_recv() {
+                        match msg {
+                            Msg::Row(row) => pending.push(row),
+                            Msg::Reset { table, id, next_reset_ms } => {
+                                write(&store, &mut pending, &written).await;
+                                let _ = store.reset_budget(table, &id, next_reset_ms).await;
+                            }
+                            Msg::Flush(other) => waiting.push(other),
+                        }
                     }
                     write(&store, &mut pending, &written).await;
-                    let _ = done.send(());
+                    for done in waiting {
+                        let _ = done.send(());
+                    }
                 }
                 None => {
                     write(&store, &mut pending, &written).await;

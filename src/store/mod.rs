@@ -69,6 +69,13 @@ pub struct KeyRow {
     pub rpm_limit: Option<i64>,
     pub max_budget: Option<f64>,
     pub budget_duration: Option<String>,
+    /// When the budget window ends (Unix ms); the budget reset job writes it (read only here).
+    pub budget_reset_at: Option<i64>,
+    /// `{"model": {"budget_limit": USD, "time_period": "30d"}}` (read only here).
+    pub model_max_budget: Map<String, Value>,
+    /// The key's `LiteLLM_BudgetTable` row (LiteLLM keeps a key's `soft_budget` there; read
+    /// only here).
+    pub budget_id: Option<String>,
     pub created_by: Option<String>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,
@@ -256,6 +263,9 @@ impl Store {
                     rpm_limit: r.try_get("rpm_limit").map_err(db_err)?,
                     max_budget: r.try_get("max_budget").map_err(db_err)?,
                     budget_duration: r.try_get("budget_duration").map_err(db_err)?,
+                    budget_reset_at: r.try_get("budget_reset_at").map_err(db_err)?,
+                    model_max_budget: json_object(r.try_get("model_max_budget").map_err(db_err)?),
+                    budget_id: r.try_get("budget_id").map_err(db_err)?,
                     created_by: r.try_get("created_by").map_err(db_err)?,
                     created_at: r.try_get("created_at").map_err(db_err)?,
                     updated_at: r.try_get("updated_at").map_err(db_err)?,
@@ -470,6 +480,59 @@ impl Store {
         with_pool!(&self.db, pool => Ok(sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(pool).await.map_err(db_err)?.rows_affected()))
     }
 
+    /// A budget window ended: the entity's `spend` back to 0 and its next `budget_reset_at`
+    /// (LiteLLM's reset job does the same). `table` is one of LiteLLM's budgeted tables; `id`
+    /// its key column's value. `LiteLLM_EndUserTable` has no `budget_reset_at` (its budget row
+    /// holds it): only its spend is reset.
+    pub async fn reset_budget(
+        &self,
+        table: &'static str,
+        id: &str,
+        next_reset_ms: i64,
+    ) -> StoreResult<()> {
+        let column = budget_key_column(table)?;
+        let next = ts_in(self.is_postgres(), "$2");
+        self.count(1);
+        if table == "LiteLLM_EndUserTable" {
+            let sql = format!("UPDATE \"{table}\" SET \"spend\" = 0 WHERE \"{column}\" = $1");
+            with_pool!(&self.db, pool => {
+                sqlx::query(AssertSqlSafe(sql.as_str())).bind(id).execute(pool).await.map_err(db_err)?;
+            });
+            return Ok(());
+        }
+        let sql = {
+            // Only a window not already reset to this time: instances sharing the database
+            // compute the same standardized reset time, and the second must not zero the spend
+            // the first instance's calls added in the new window.
+            format!(
+                "UPDATE \"{table}\" SET \"spend\" = 0, \"budget_reset_at\" = {next} WHERE \"{column}\" = $1 AND (\"budget_reset_at\" IS NULL OR \"budget_reset_at\" < {next})"
+            )
+        };
+        with_pool!(&self.db, pool => {
+            sqlx::query(AssertSqlSafe(sql.as_str())).bind(id).bind(next_reset_ms).execute(pool).await.map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    /// Sets an entity's `budget_reset_at` (the first window's end), leaving its spend.
+    pub async fn set_budget_reset_at(
+        &self,
+        table: &'static str,
+        id: &str,
+        at_ms: i64,
+    ) -> StoreResult<()> {
+        let column = budget_key_column(table)?;
+        let sql = format!(
+            "UPDATE \"{table}\" SET \"budget_reset_at\" = {} WHERE \"{column}\" = $1",
+            ts_in(self.is_postgres(), "$2")
+        );
+        self.count(1);
+        with_pool!(&self.db, pool => {
+            sqlx::query(AssertSqlSafe(sql.as_str())).bind(id).bind(at_ms).execute(pool).await.map_err(db_err)?;
+        });
+        Ok(())
+    }
+
     /// One number from a query (tests: row counts, spend sums).
     pub async fn scalar_f64(&self, sql: &str) -> StoreResult<f64> {
         self.count(1);
@@ -477,6 +540,16 @@ impl Store {
             let row = sqlx::query(AssertSqlSafe(sql.to_string())).fetch_one(pool).await.map_err(db_err)?;
             row.try_get::<Option<f64>, _>(0).map(|v| v.unwrap_or(0.0)).map_err(db_err)
         })
+    }
+}
+
+/// The key column of a table a budget is set on.
+fn budget_key_column(table: &str) -> StoreResult<&'static str> {
+    match table {
+        "LiteLLM_VerificationToken" => Ok("token"),
+        "LiteLLM_TeamTable" => Ok("team_id"),
+        "LiteLLM_UserTable" | "LiteLLM_EndUserTable" => Ok("user_id"),
+        _ => Err(format!("no budget reset for table {table}")),
     }
 }
 
@@ -518,6 +591,9 @@ fn key_select(pg: bool) -> String {
         int("rpm_limit"),
         "\"max_budget\"".into(),
         "\"budget_duration\"".into(),
+        ts("budget_reset_at"),
+        json("model_max_budget", "{}"),
+        "\"budget_id\"".into(),
         "\"created_by\"".into(),
         ts("created_at"),
         ts("updated_at"),
@@ -615,6 +691,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1.0);
+        // A budget reset: spend to 0 and the next reset time; a second instance resetting the
+        // same window afterwards leaves the new window's spend alone.
+        store
+            .reset_budget("LiteLLM_VerificationToken", &row.token, 1_900_000_000_000)
+            .await
+            .unwrap();
+        let reset = &store.load_keys().await.unwrap()[0];
+        assert_eq!(
+            (reset.spend, reset.budget_reset_at),
+            (0.0, Some(1_900_000_000_000))
+        );
+        store
+            .execute(&format!(
+                "UPDATE \"LiteLLM_VerificationToken\" SET spend = 0.5 WHERE token = '{}'",
+                row.token
+            ))
+            .await
+            .unwrap();
+        store
+            .reset_budget("LiteLLM_VerificationToken", &row.token, 1_900_000_000_000)
+            .await
+            .unwrap();
+        assert_eq!(store.load_keys().await.unwrap()[0].spend, 0.5);
         assert_eq!(store.delete_keys(&[row.token]).await.unwrap(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
