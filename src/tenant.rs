@@ -112,13 +112,30 @@ impl KeyEntry {
 #[derive(Debug)]
 pub struct TeamEntry {
     pub row: TeamRow,
-    pub spend: Spend,
+    /// Shared with the entry this one replaced (a reload, an admin write), so calls still
+    /// in flight on the old entry count on the new one.
+    pub spend: Arc<Spend>,
 }
 
 impl TeamEntry {
+    /// `row` replacing `prev`: the same spend counter, raised to the row's spend if that is
+    /// higher (spend written elsewhere), never lowered (calls settled here, not yet written).
+    pub fn replacing(row: TeamRow, prev: Option<&TeamEntry>) -> Arc<TeamEntry> {
+        match prev {
+            Some(prev) => {
+                prev.spend.at_least(row.spend);
+                Arc::new(TeamEntry {
+                    spend: prev.spend.clone(),
+                    row,
+                })
+            }
+            None => TeamEntry::new(row),
+        }
+    }
+
     pub fn new(row: TeamRow) -> Arc<TeamEntry> {
         Arc::new(TeamEntry {
-            spend: Spend::new(row.spend),
+            spend: Arc::new(Spend::new(row.spend)),
             row,
         })
     }
@@ -135,13 +152,29 @@ impl TeamEntry {
 #[derive(Debug)]
 pub struct UserEntry {
     pub row: UserRow,
-    pub spend: Spend,
+    /// Shared with the entry this one replaced (a reload, an admin write), so calls still
+    /// in flight on the old entry count on the new one.
+    pub spend: Arc<Spend>,
 }
 
 impl UserEntry {
+    /// `row` replacing `prev`, sharing its spend counter (see [`TeamEntry::replacing`]).
+    pub fn replacing(row: UserRow, prev: Option<&UserEntry>) -> Arc<UserEntry> {
+        match prev {
+            Some(prev) => {
+                prev.spend.at_least(row.spend);
+                Arc::new(UserEntry {
+                    spend: prev.spend.clone(),
+                    row,
+                })
+            }
+            None => UserEntry::new(row),
+        }
+    }
+
     pub fn new(row: UserRow) -> Arc<UserEntry> {
         Arc::new(UserEntry {
-            spend: Spend::new(row.spend),
+            spend: Arc::new(Spend::new(row.spend)),
             row,
         })
     }
@@ -166,13 +199,34 @@ pub struct EndUserEntry {
     pub row: EndUserRow,
     /// The row's `budget_id`, resolved (`None`: no budget, or the budget row is missing).
     pub budget: Option<Arc<BudgetEntry>>,
-    pub spend: Spend,
+    /// Shared with the entry this one replaced (a reload, an admin write), so calls still
+    /// in flight on the old entry count on the new one.
+    pub spend: Arc<Spend>,
 }
 
 impl EndUserEntry {
+    /// `row` replacing `prev`, sharing its spend counter (see [`TeamEntry::replacing`]).
+    pub fn replacing(
+        row: EndUserRow,
+        budget: Option<Arc<BudgetEntry>>,
+        prev: Option<&EndUserEntry>,
+    ) -> Arc<EndUserEntry> {
+        match prev {
+            Some(prev) => {
+                prev.spend.at_least(row.spend);
+                Arc::new(EndUserEntry {
+                    spend: prev.spend.clone(),
+                    budget,
+                    row,
+                })
+            }
+            None => EndUserEntry::new(row, budget),
+        }
+    }
+
     pub fn new(row: EndUserRow, budget: Option<Arc<BudgetEntry>>) -> Arc<EndUserEntry> {
         Arc::new(EndUserEntry {
-            spend: Spend::new(row.spend),
+            spend: Arc::new(Spend::new(row.spend)),
             budget,
             row,
         })
@@ -191,13 +245,34 @@ impl EndUserEntry {
 pub struct MembershipEntry {
     pub row: MembershipRow,
     pub budget: Option<Arc<BudgetEntry>>,
-    pub spend: Spend,
+    /// Shared with the entry this one replaced (a reload, an admin write), so calls still
+    /// in flight on the old entry count on the new one.
+    pub spend: Arc<Spend>,
 }
 
 impl MembershipEntry {
+    /// `row` replacing `prev`, sharing its spend counter (see [`TeamEntry::replacing`]).
+    pub fn replacing(
+        row: MembershipRow,
+        budget: Option<Arc<BudgetEntry>>,
+        prev: Option<&MembershipEntry>,
+    ) -> Arc<MembershipEntry> {
+        match prev {
+            Some(prev) => {
+                prev.spend.at_least(row.spend);
+                Arc::new(MembershipEntry {
+                    spend: prev.spend.clone(),
+                    budget,
+                    row,
+                })
+            }
+            None => MembershipEntry::new(row, budget),
+        }
+    }
+
     pub fn new(row: MembershipRow, budget: Option<Arc<BudgetEntry>>) -> Arc<MembershipEntry> {
         Arc::new(MembershipEntry {
-            spend: Spend::new(row.spend),
+            spend: Arc::new(Spend::new(row.spend)),
             budget,
             row,
         })
@@ -238,5 +313,41 @@ impl Tenancy {
         if let Some(e) = &self.end_user {
             e.spend.add(cost);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call in flight on an entry a reload (or an admin write) replaced still counts: the
+    /// new entry shares the old one's counter, raised to a higher loaded spend, never lowered.
+    #[test]
+    fn a_replaced_entry_keeps_counting_the_calls_of_the_old_one() {
+        let old = TeamEntry::new(TeamRow {
+            team_id: "t".into(),
+            spend: 1.0,
+            ..Default::default()
+        });
+        let new = TeamEntry::replacing(
+            TeamRow {
+                team_id: "t".into(),
+                spend: 0.5,
+                ..Default::default()
+            },
+            Some(&old),
+        );
+        old.spend.add(0.25);
+        assert_eq!(new.spend.get(), 1.25);
+        let newer = TeamEntry::replacing(
+            TeamRow {
+                team_id: "t".into(),
+                spend: 3.0,
+                ..Default::default()
+            },
+            Some(&new),
+        );
+        assert_eq!(old.spend.get(), 3.0);
+        assert_eq!(newer.current_row().spend, 3.0);
     }
 }

@@ -216,3 +216,74 @@ async fn alert_types_keep_other_alerts_out() {
     assert!(hooks_of(&rx, "llm_exceptions").is_empty());
     assert_eq!(hooks_of(&rx, "llm_too_slow").len(), 1);
 }
+
+/// A key over its budget alerts once per destination (the
+/// webhook in LiteLLM's `WebhookEvent` shape), however many refusals follow.
+#[tokio::test]
+async fn a_key_over_its_budget_alerts_once_however_many_refusals() {
+    let rx = receiver().await;
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("ok"))).await;
+    // A priced model (gpt-4o is in the price table), so the budget can be checked.
+    let models = format!(
+        "  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{}/v1\", api_key: sk-up}}\n",
+        up.base()
+    );
+    let gw = Gateway::start(&config(&rx, &models, "  master_key: sk-master-1234\n"));
+    let admin = |path: &'static str, body: Value| {
+        let gw = &gw;
+        async move {
+            gw.post_with(
+                path,
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", "Bearer sk-master-1234"),
+                ],
+                body.to_string().as_bytes(),
+            )
+            .await
+        }
+    };
+    // A budget no call fits: every call is refused, one alert.
+    let r = admin(
+        "/key/generate",
+        json!({"key_alias": "tiny", "max_budget": 1e-9}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tiny = r.json()["key"].as_str().unwrap().to_string();
+    for _ in 0..4 {
+        let r = gw
+            .post_with(
+                "/v1/chat/completions",
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &format!("Bearer {tiny}")),
+                ],
+                json!({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .await;
+        assert_eq!(r.expect_error(422)["type"], "budget_exceeded");
+    }
+    assert!(
+        wait_until(
+            || !hooks_of(&rx, "budget_crossed").is_empty()
+                && slack_with(&rx, "Budget crossed") >= 1,
+            Duration::from_secs(10)
+        )
+        .await,
+        "budget alert sent: {:?}",
+        received(&rx, "/hook")
+    );
+    let hooks = hooks_of(&rx, "budget_crossed");
+    assert_eq!(hooks.len(), 1, "deduplicated: {hooks:?}");
+    assert_eq!(hooks[0]["event_group"], "key", "{hooks:?}");
+    assert_eq!(hooks[0]["max_budget"], 1e-9, "{hooks:?}");
+    assert!(
+        !received(&rx, "/hook")
+            .iter()
+            .any(|v| v.to_string().contains(&tiny)),
+        "no key in alerts"
+    );
+}

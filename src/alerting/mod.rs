@@ -293,7 +293,7 @@ fn budget_alert(event_group: &'static str, id: &str, spend: f64, budget: f64, so
     let id_field = match event_group {
         "key" => "token",
         "team" => "team_id",
-        "user" => "user_id",
+        "user" | "internal_user" => "user_id",
         _ => "customer_id",
     };
     a.fields.insert(id_field.into(), json!(id));

@@ -47,6 +47,18 @@ impl ScopeKey {
             ScopeKey::Budget(_) => "budget",
         }
     }
+
+    /// The scope's id as alerts name it (`team/user` for a member, `key/model` for a model).
+    pub fn id(&self) -> String {
+        match self {
+            ScopeKey::Key(id)
+            | ScopeKey::Team(id)
+            | ScopeKey::User(id)
+            | ScopeKey::EndUser(id)
+            | ScopeKey::Budget(id) => id.clone(),
+            ScopeKey::KeyModel(a, b) | ScopeKey::TeamMember(a, b) => format!("{a}/{b}"),
+        }
+    }
 }
 
 /// A scope's limits as its entity has them now (read at each admission, so an admin change

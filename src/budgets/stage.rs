@@ -190,6 +190,17 @@ impl BudgetAdmit {
     }
 }
 
+/// LiteLLM's webhook `event_group` for a scope (`internal_user`, `customer`, ...).
+fn event_group(key: &ScopeKey) -> &'static str {
+    match key {
+        ScopeKey::Key(_) | ScopeKey::KeyModel(..) => "key",
+        ScopeKey::Team(_) | ScopeKey::TeamMember(..) => "team",
+        ScopeKey::User(_) => "internal_user",
+        ScopeKey::EndUser(_) => "customer",
+        ScopeKey::Budget(_) => "proxy",
+    }
+}
+
 fn budget_error(status: u16, message: String) -> GatewayError {
     GatewayError::new(ErrorKind::from_status(status), message)
         .with_status(status)
@@ -385,12 +396,27 @@ impl Admit for BudgetAdmit {
                         s.spend,
                         s.soft_budget
                     );
+                    crate::alerting::budget_crossed(
+                        event_group(&s.key),
+                        &s.key.id(),
+                        s.spend,
+                        s.soft_budget,
+                        true,
+                    );
                 }
                 ctx.reservation = Some(Box::new(reservation));
                 Ok(())
             }
             Err(r) => {
                 b.counters.refused(r.key.kind());
+                // Deduplicated per scope by the alert queue (one message a minute at most).
+                crate::alerting::budget_crossed(
+                    event_group(&r.key),
+                    &r.key.id(),
+                    r.spend,
+                    r.max_budget,
+                    false,
+                );
                 Err(self.exceeded(&r, key.map(|k| &**k), model))
             }
         }

@@ -47,33 +47,25 @@ impl TenantMaps {
                 .insert(row.budget_id.clone(), Arc::new(BudgetEntry { row }));
         }
         for row in rows.teams {
-            let entry = TeamEntry::new(row);
-            if let Some(prev) = old.teams.get(&entry.row.team_id) {
-                entry.spend.at_least(prev.spend.get());
-            }
+            let prev = old.teams.get(&row.team_id).map(|p| &**p);
+            let entry = TeamEntry::replacing(row, prev);
             maps.teams.insert(entry.row.team_id.clone(), entry);
         }
         for row in rows.users {
-            let entry = UserEntry::new(row);
-            if let Some(prev) = old.users.get(&entry.row.user_id) {
-                entry.spend.at_least(prev.spend.get());
-            }
+            let prev = old.users.get(&row.user_id).map(|p| &**p);
+            let entry = UserEntry::replacing(row, prev);
             maps.users.insert(entry.row.user_id.clone(), entry);
         }
         for row in rows.end_users {
             let budget = maps.budget(row.budget_id.as_deref());
-            let entry = EndUserEntry::new(row, budget);
-            if let Some(prev) = old.end_users.get(&entry.row.user_id) {
-                entry.spend.at_least(prev.spend.get());
-            }
+            let prev = old.end_users.get(&row.user_id).map(|p| &**p);
+            let entry = EndUserEntry::replacing(row, budget, prev);
             maps.end_users.insert(entry.row.user_id.clone(), entry);
         }
         for row in rows.memberships {
             let budget = maps.budget(row.budget_id.as_deref());
-            let entry = MembershipEntry::new(row, budget);
-            if let Some(prev) = old.membership(&entry.row.team_id, &entry.row.user_id) {
-                entry.spend.at_least(prev.spend.get());
-            }
+            let prev = old.membership(&row.team_id, &row.user_id).map(|p| &**p);
+            let entry = MembershipEntry::replacing(row, budget, prev);
             maps.memberships
                 .entry(entry.row.team_id.clone())
                 .or_default()
@@ -87,16 +79,13 @@ impl TenantMaps {
         let budgets = &self.budgets;
         let link = |id: Option<&str>| id.and_then(|id| budgets.get(id)).cloned();
         for entry in self.end_users.values_mut() {
-            let fresh = EndUserEntry::new(entry.row.clone(), link(entry.row.budget_id.as_deref()));
-            fresh.spend.set(entry.spend.get());
-            *entry = fresh;
+            let budget = link(entry.row.budget_id.as_deref());
+            *entry = EndUserEntry::replacing(entry.row.clone(), budget, Some(&**entry));
         }
         for by_user in self.memberships.values_mut() {
             for entry in by_user.values_mut() {
-                let fresh =
-                    MembershipEntry::new(entry.row.clone(), link(entry.row.budget_id.as_deref()));
-                fresh.spend.set(entry.spend.get());
-                *entry = fresh;
+                let budget = link(entry.row.budget_id.as_deref());
+                *entry = MembershipEntry::replacing(entry.row.clone(), budget, Some(&**entry));
             }
         }
     }
@@ -213,10 +202,8 @@ impl Tenants {
         self.run(async move {
             let _guard = this.write_lock.lock().await;
             this.store.upsert_team(&row).await?;
-            let entry = TeamEntry::new(row);
-            if let Some(prev) = this.team(&entry.row.team_id) {
-                entry.spend.set(prev.spend.get());
-            }
+            let prev = this.team(&row.team_id);
+            let entry = TeamEntry::replacing(row, prev.as_deref());
             this.update(|m| {
                 m.teams.insert(entry.row.team_id.clone(), entry.clone());
             });
@@ -245,10 +232,8 @@ impl Tenants {
         self.run(async move {
             let _guard = this.write_lock.lock().await;
             this.store.upsert_user(&row).await?;
-            let entry = UserEntry::new(row);
-            if let Some(prev) = this.user(&entry.row.user_id) {
-                entry.spend.set(prev.spend.get());
-            }
+            let prev = this.user(&row.user_id);
+            let entry = UserEntry::replacing(row, prev.as_deref());
             this.update(|m| {
                 m.users.insert(entry.row.user_id.clone(), entry.clone());
             });
@@ -283,10 +268,8 @@ impl Tenants {
             let _guard = this.write_lock.lock().await;
             this.store.upsert_end_user(&row).await?;
             let budget = row.budget_id.as_deref().and_then(|b| this.budget(b));
-            let entry = EndUserEntry::new(row, budget);
-            if let Some(prev) = this.end_user(&entry.row.user_id) {
-                entry.spend.at_least(prev.spend.get());
-            }
+            let prev = this.end_user(&row.user_id);
+            let entry = EndUserEntry::replacing(row, budget, prev.as_deref());
             this.update(|m| {
                 m.end_users.insert(entry.row.user_id.clone(), entry.clone());
             });
@@ -353,10 +336,7 @@ impl Tenants {
                 .cloned();
             let prev = maps.membership(&row.team_id, &row.user_id).cloned();
             drop(maps);
-            let entry = MembershipEntry::new(row, budget);
-            if let Some(prev) = prev {
-                entry.spend.set(prev.spend.get());
-            }
+            let entry = MembershipEntry::replacing(row, budget, prev.as_deref());
             this.update(|m| {
                 m.memberships
                     .entry(entry.row.team_id.clone())
