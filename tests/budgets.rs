@@ -524,3 +524,36 @@ async fn a_soft_budget_is_reported_once_and_never_blocks() {
     );
     gw.wait_for_stderr("crossed its soft budget").await;
 }
+
+/// A team's `soft_budget` (set through `/team/new`) is reported once per window and never
+/// blocks its keys; the team's hard budget is not involved.
+#[tokio::test]
+async fn a_team_soft_budget_is_reported_once_and_never_blocks() {
+    let up = upstream(Duration::ZERO).await;
+    let gw = Gateway::start(&config(&up, &db_path(), ""));
+    let r = admin(
+        &gw,
+        "/team/new",
+        json!({"team_id": "soft-team", "soft_budget": CALL_COST * 1.5}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["soft_budget"], CALL_COST * 1.5);
+    let key = generate(&gw, json!({"team_id": "soft-team"})).await;
+    for _ in 0..4 {
+        assert_eq!(chat(&gw, &key, "gpt-4o").await.status, 200);
+    }
+    let m = scrape(&gw).await;
+    assert_eq!(
+        metric_value(&m, "switchboard_budget_soft_crossed_total", &[]),
+        Some(1.0),
+        "{m}"
+    );
+    let info = gw
+        .get(
+            "/team/info?team_id=soft-team",
+            &[("authorization", &format!("Bearer {MASTER}"))],
+        )
+        .await;
+    assert_eq!(info.status, 200, "{}", info.text());
+}

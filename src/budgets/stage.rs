@@ -286,7 +286,10 @@ impl Admit for BudgetAdmit {
         let t = &ctx.tenancy;
         let model = ctx.model.as_deref().unwrap_or_default();
         let per_model = key.and_then(|k| model_budget(&k.row.model_max_budget, model));
-        let team = t.team.as_ref().filter(|x| x.row.max_budget.is_some());
+        let team = t
+            .team
+            .as_ref()
+            .filter(|x| has_budget(x.row.max_budget, x.row.soft_budget));
         // LiteLLM checks a user's budget on personal keys only (a team key spends the team's).
         let user = t
             .user
@@ -349,7 +352,11 @@ impl Admit for BudgetAdmit {
         if let Some(x) = team {
             claims.push(Claim {
                 scope: team_scope(b, x, now),
-                limits: limits(x.row.max_budget, None, x.row.budget_duration.as_deref()),
+                limits: limits(
+                    x.row.max_budget,
+                    x.row.soft_budget,
+                    x.row.budget_duration.as_deref(),
+                ),
                 observed: Some(x.spend.get()),
             });
         }

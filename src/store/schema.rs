@@ -88,6 +88,7 @@ pub const TEAM: Table = Table {
         col("members_with_roles", JSON_OBJ_PG, JSON_OBJ_SQ),
         col("metadata", JSON_OBJ_PG, JSON_OBJ_SQ),
         col("max_budget", FLOAT, "REAL"),
+        col("soft_budget", FLOAT, "REAL"),
         col("spend", SPEND_PG, SPEND_SQ),
         col("models", ARR, TEXT),
         col("max_parallel_requests", "INTEGER", "INTEGER"),

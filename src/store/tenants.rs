@@ -107,6 +107,8 @@ pub struct TeamRow {
     pub updated_at: Option<i64>,
     /// `{"model": {"budget_limit": USD, "time_period": "30d"}}`.
     pub model_max_budget: Map<String, Value>,
+    /// USD: crossing it alerts and counts, never blocks.
+    pub soft_budget: Option<f64>,
 }
 
 const TEAM_COLS: Cols = &[
@@ -129,6 +131,7 @@ const TEAM_COLS: Cols = &[
     ("created_at", Kind::Ts),
     ("updated_at", Kind::Ts),
     ("model_max_budget", Kind::Object),
+    ("soft_budget", Kind::Float),
 ];
 
 impl TeamRow {
@@ -156,6 +159,7 @@ impl TeamRow {
             created_at: c.int(),
             updated_at: c.int(),
             model_max_budget: c.object(),
+            soft_budget: c.float(),
         }
     }
 
@@ -180,6 +184,7 @@ impl TeamRow {
             Val::Int(self.created_at),
             Val::Int(self.updated_at),
             object_val(&self.model_max_budget),
+            Val::Float(self.soft_budget),
         ]
     }
 }

@@ -80,6 +80,7 @@ pub(super) fn team_json(entry: &TeamEntry) -> Value {
         "members_with_roles": r.members_with_roles,
         "metadata": r.metadata,
         "max_budget": r.max_budget,
+        "soft_budget": r.soft_budget,
         "spend": entry.spend.get(),
         "models": r.models,
         "max_parallel_requests": r.max_parallel_requests,
@@ -117,6 +118,9 @@ fn apply(row: &mut TeamRow, body: &Map<String, Value>) -> GatewayResult<()> {
     }
     if let Some(v) = opt_float(body, "max_budget")? {
         row.max_budget = v;
+    }
+    if let Some(v) = opt_float(body, "soft_budget")? {
+        row.soft_budget = v;
     }
     if let Some(v) = opt_duration(body, "budget_duration")? {
         row.budget_duration = v;
