@@ -9,6 +9,9 @@
 //!   other `Nd` midnight today + N days (`Nw` is `7N` days);
 //! - `Nmo`: the 1st of the month N months on, at midnight.
 
+/// The longest duration accepted, in seconds: 100 years.
+const MAX_SECS: u64 = 100 * 365 * 86_400;
+
 /// A parsed duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Duration {
@@ -31,17 +34,35 @@ impl Duration {
             _ => {}
         }
         let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-        // Bounded: 100 years in any unit is more than any budget needs.
-        let n: u32 = s[..digits].parse().ok().filter(|n| *n <= 36_500)?;
-        Some(match &s[digits..] {
-            "" | "s" => Duration::Seconds(n),
-            "m" => Duration::Minutes(n),
-            "h" => Duration::Hours(n),
-            "d" => Duration::Days(n),
-            "w" => Duration::Days(n.checked_mul(7)?),
-            "mo" => Duration::Months(n),
+        let n: u64 = s[..digits].parse().ok()?;
+        let (unit, make): (u64, fn(u32) -> Duration) = match &s[digits..] {
+            "" | "s" => (1, Duration::Seconds),
+            "m" => (60, Duration::Minutes),
+            "h" => (3_600, Duration::Hours),
+            "d" => (86_400, Duration::Days),
+            "w" => (7 * 86_400, |n| Duration::Days(n * 7)),
+            "mo" => (30 * 86_400, Duration::Months),
             _ => return None,
-        })
+        };
+        // Bounded: at most 100 years (a month counted as 30 days), more than any budget or key
+        // lifetime needs; within that every count fits a u32 (and `7 ×` weeks too).
+        if n.checked_mul(unit)? > MAX_SECS {
+            return None;
+        }
+        Some(make(u32::try_from(n).ok()?))
+    }
+
+    /// The length in ms, a month counted as 30 days (a key's `duration`; LiteLLM's
+    /// `duration_in_seconds`).
+    pub fn as_ms(self) -> i64 {
+        let secs = match self {
+            Duration::Seconds(n) => u64::from(n),
+            Duration::Minutes(n) => u64::from(n) * 60,
+            Duration::Hours(n) => u64::from(n) * 3_600,
+            Duration::Days(n) => u64::from(n) * 86_400,
+            Duration::Months(n) => u64::from(n) * 30 * 86_400,
+        };
+        secs as i64 * 1000
     }
 
     /// The next reset after `now_ms` (Unix ms), always later than `now_ms` (a zero duration

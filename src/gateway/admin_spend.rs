@@ -9,6 +9,7 @@
 //! bounded: `/spend/logs` returns at most `limit` rows (default and cap [`MAX_ROWS`]; LiteLLM
 //! returns every row, which is how its UI times out on large tables), and every list has a cap.
 
+use super::admin::query_get;
 use crate::error::{GatewayError, GatewayResult};
 use crate::keys::{hash_key, hex, now_ms, Keys};
 use crate::store::{SpendFilter, SpendTotal};
@@ -142,7 +143,7 @@ async fn logs(keys: &Keys, query: &[(String, String)]) -> GatewayResult<(u16, Va
     let limit = limit_param(query, "limit", MAX_ROWS, MAX_ROWS)?;
     let start = date_param(query, "start_date")?;
     let end = date_param(query, "end_date")?;
-    let summarize = match get(query, "summarize") {
+    let summarize = match query_get(query, "summarize") {
         None => true,
         Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
         Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
@@ -153,9 +154,9 @@ async fn logs(keys: &Keys, query: &[(String, String)]) -> GatewayResult<(u16, Va
             ))
         }
     };
-    let api_key = get(query, "api_key").map(key_hash);
-    let request_id = get(query, "request_id").map(str::to_string);
-    let user = get(query, "user_id").map(str::to_string);
+    let api_key = query_get(query, "api_key").map(key_hash);
+    let request_id = query_get(query, "request_id").map(str::to_string);
+    let user = query_get(query, "user_id").map(str::to_string);
     let store = keys.store.clone();
     if let (Some(start), Some(end)) = (start, end) {
         if end < start {
@@ -341,21 +342,13 @@ fn read_err(e: String) -> GatewayError {
     )
 }
 
-fn get<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
 fn limit_param(
     query: &[(String, String)],
     name: &str,
     default: i64,
     cap: i64,
 ) -> GatewayResult<i64> {
-    match get(query, name) {
+    match query_get(query, name) {
         None => Ok(default),
         Some(v) => match v.parse::<i64>() {
             Ok(n) if n >= 1 => Ok(n.min(cap)),
@@ -370,7 +363,7 @@ fn limit_param(
 }
 
 fn date_param(query: &[(String, String)], name: &str) -> GatewayResult<Option<i64>> {
-    match get(query, name) {
+    match query_get(query, name) {
         None => Ok(None),
         Some(v) => parse_day(v).map(Some).ok_or_else(|| {
             GatewayError::invalid_param(

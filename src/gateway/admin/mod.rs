@@ -154,7 +154,8 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn query_get<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
+/// A query parameter's value; empty counts as absent.
+pub(super) fn query_get<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
     query
         .iter()
         .find(|(k, _)| k == name)
@@ -163,28 +164,10 @@ fn query_get<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
 }
 
 /// LiteLLM's durations: `(\d+)(mo|[smhdw]?)` (no unit: seconds), and `daily`, `weekly`,
-/// `monthly`. In ms.
+/// `monthly`, in ms; the budget windows' parser ([`crate::budgets::duration`]), so a
+/// `budget_duration` the admin API accepts is one the budget stage enforces.
 pub fn parse_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    match s {
-        "daily" => return Some(86_400_000),
-        "weekly" => return Some(7 * 86_400_000),
-        "monthly" => return Some(30 * 86_400_000),
-        _ => {}
-    }
-    let digits = s.chars().take_while(char::is_ascii_digit).count();
-    let n: i64 = s[..digits].parse().ok()?;
-    let unit: i64 = match &s[digits..] {
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        "mo" => 30 * 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit)
-        .filter(|ms| *ms <= 100 * 365 * 86_400_000)
+    crate::budgets::duration::Duration::parse(s).map(|d| d.as_ms())
 }
 
 fn opt_string(body: &Map<String, Value>, field: &str) -> GatewayResult<Option<Option<String>>> {
