@@ -11,6 +11,7 @@
 //! per [`LOG_EVERY`]. Callers decide what a failure means (`FailurePolicy`).
 
 pub mod cooldowns;
+pub mod deployment_usage;
 
 use crate::config::redis::{redact_url, FailurePolicy, RedisSettings};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
