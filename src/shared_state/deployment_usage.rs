@@ -49,18 +49,6 @@ pub fn syncs() -> u64 {
     SYNCS.load(Ordering::Relaxed)
 }
 
-/// `switchboard_fleet_usage_syncs_total`, once the sync runs.
-pub fn render_metrics(out: &mut String) {
-    if active() {
-        out.push_str(&format!(
-            "# HELP switchboard_fleet_usage_syncs_total Deployment rpm/tpm usage syncs answered by Redis (pushes of this instance's counts and reads of the fleet's).\n\
-             # TYPE switchboard_fleet_usage_syncs_total counter\n\
-             switchboard_fleet_usage_syncs_total {}\n",
-            syncs()
-        ));
-    }
-}
-
 fn nanos(t: Instant) -> u64 {
     let epoch = *EPOCH.get_or_init(Instant::now);
     u64::try_from(t.saturating_duration_since(epoch).as_nanos())

@@ -10,6 +10,7 @@
 //! success. Failures are counted (`failures()`, exported as a metric) and logged at most once
 //! per [`LOG_EVERY`]. Callers decide what a failure means (`FailurePolicy`).
 
+pub mod batch;
 pub mod cooldowns;
 pub mod deployment_usage;
 
@@ -22,6 +23,28 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::config::redis::RedisSettings as Settings;
+
+/// `switchboard_admission_redis_round_trips_total` and, with shared deployment usage,
+/// `switchboard_fleet_usage_syncs_total`.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP switchboard_admission_redis_round_trips_total Redis round trips made by admission (rate limits and budgets share one per request).\n\
+         # TYPE switchboard_admission_redis_round_trips_total counter\n\
+         switchboard_admission_redis_round_trips_total {}\n",
+        batch::round_trips()
+    );
+    if deployment_usage::active() {
+        let _ = write!(
+            out,
+            "# HELP switchboard_fleet_usage_syncs_total Deployment rpm/tpm usage syncs answered by Redis (pushes of this instance's counts and reads of the fleet's).\n\
+             # TYPE switchboard_fleet_usage_syncs_total counter\n\
+             switchboard_fleet_usage_syncs_total {}\n",
+            deployment_usage::syncs()
+        );
+    }
+}
 
 /// How long calls fail fast after a failure before one probes Redis again.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
