@@ -348,34 +348,25 @@ fn start_settler(settings: RedisSettings, policy: FailurePolicy) {
     if SETTLE_QUEUE.set(tx).is_err() {
         return;
     }
-    let spawned = std::thread::Builder::new()
-        .name("switchboard-budget-settle".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                log::error!("budgets: cannot start the settle writer; reservations will expire");
-                return;
-            };
-            rt.block_on(async move {
-                // Off the request path: a generous bound per call.
-                let Ok(state) = SharedState::new(&settings, Duration::from_secs(2), policy) else {
-                    return;
-                };
-                let mut calls: Vec<Call> = Vec::with_capacity(SETTLE_BATCH);
-                while rx.recv_many(&mut calls, SETTLE_BATCH).await > 0 {
-                    let refs: Vec<&Call> = calls.iter().collect();
-                    // A failure loses these settles: their reservations expire, their cost
-                    // stays out of the fleet's spend until the scope is seeded again.
-                    if state.eval_many(&refs).await.is_err() {
-                        SETTLES_DROPPED.fetch_add(calls.len() as u64, Ordering::Relaxed);
-                    }
-                    calls.clear();
+    // Off the request path: a generous bound per call.
+    crate::shared_state::run_in_background(
+        "switchboard-budget-settle",
+        "budget settles",
+        "reservations will expire instead",
+        settings,
+        policy,
+        Duration::from_secs(2),
+        move |state| async move {
+            let mut calls: Vec<Call> = Vec::with_capacity(SETTLE_BATCH);
+            while rx.recv_many(&mut calls, SETTLE_BATCH).await > 0 {
+                let refs: Vec<&Call> = calls.iter().collect();
+                // A failure loses these settles: their reservations expire, their cost stays
+                // out of the fleet's spend until the scope is seeded again.
+                if state.eval_many(&refs).await.is_err() {
+                    SETTLES_DROPPED.fetch_add(calls.len() as u64, Ordering::Relaxed);
                 }
-            });
-        });
-    if let Err(e) = spawned {
-        log::error!("budgets: cannot start the settle writer ({e}); reservations will expire");
-    }
+                calls.clear();
+            }
+        },
+    );
 }

@@ -173,42 +173,25 @@ pub fn start(settings: RedisSettings, policy: FailurePolicy, deployments: Deploy
     if ACTIVE.swap(true, Ordering::AcqRel) {
         return;
     }
-    let spawned = std::thread::Builder::new()
-        .name("switchboard-usage".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                log::error!("shared deployment usage: cannot start a runtime; usage stays local");
-                return;
-            };
-            rt.block_on(async move {
-                // Off the request path: a generous bound per call.
-                let state = match SharedState::new(&settings, Duration::from_secs(1), policy) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        log::error!(
-                            "shared deployment usage: Redis unusable, usage stays local: {e}"
-                        );
-                        return;
-                    }
-                };
-                let script = Script::new(SYNC);
-                let mut tick = tokio::time::interval(SYNC_EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut batch: Vec<(String, Arc<FleetUsage>, (u64, u64))> = Vec::new();
-                loop {
-                    tick.tick().await;
-                    sync_once(&state, &script, &deployments, &mut batch).await;
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        log::error!(
-            "shared deployment usage: cannot start the sync thread ({e}); usage stays local"
-        );
-    }
+    // Off the request path: a generous bound per call.
+    super::run_in_background(
+        "switchboard-usage",
+        "shared deployment usage",
+        "usage stays local",
+        settings,
+        policy,
+        Duration::from_secs(1),
+        move |state| async move {
+            let script = Script::new(SYNC);
+            let mut tick = tokio::time::interval(SYNC_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut batch: Vec<(String, Arc<FleetUsage>, (u64, u64))> = Vec::new();
+            loop {
+                tick.tick().await;
+                sync_once(&state, &script, &deployments, &mut batch).await;
+            }
+        },
+    );
 }
 
 async fn sync_once(

@@ -46,6 +46,44 @@ pub fn render_metrics(out: &mut String) {
     }
 }
 
+/// Runs `task` with its own client of `settings` (bounded by `timeout` per call) on a thread
+/// and current-thread runtime of its own: background state sync that must never take a
+/// request worker's time. `what` names the work in the error logged (with what it means:
+/// `fallback`) when it cannot start.
+pub fn run_in_background<F, Fut>(
+    thread: &str,
+    what: &'static str,
+    fallback: &'static str,
+    settings: RedisSettings,
+    policy: FailurePolicy,
+    timeout: Duration,
+    task: F,
+) where
+    F: FnOnce(SharedState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let spawned = std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                log::error!("{what}: cannot start a runtime; {fallback}");
+                return;
+            };
+            rt.block_on(async move {
+                match SharedState::new(&settings, timeout, policy) {
+                    Ok(state) => task(state).await,
+                    Err(e) => log::error!("{what}: Redis unusable, {fallback}: {e}"),
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        log::error!("{what}: cannot start a thread ({e}); {fallback}");
+    }
+}
+
 /// How long calls fail fast after a failure before one probes Redis again.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 /// At most one log line per this interval about Redis being unreachable.
