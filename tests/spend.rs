@@ -26,38 +26,19 @@ fn config(base: &str, general: &str, router: &str) -> String {
 }
 
 async fn admin_post(gw: &Gateway, path: &str, body: Value) -> Response {
-    gw.post_with(
-        path,
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {MASTER}")),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await
+    gw.post_as(MASTER, path, &body).await
 }
 
 async fn admin_get(gw: &Gateway, path: &str) -> Response {
-    gw.get(path, &[("authorization", &format!("Bearer {MASTER}"))])
-        .await
+    gw.get_as(MASTER, path).await
 }
 
 async fn generate(gw: &Gateway, body: Value) -> String {
-    let r = admin_post(gw, "/key/generate", body).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["key"].as_str().unwrap().to_string()
+    gw.generate_key(MASTER, body).await
 }
 
 async fn chat(gw: &Gateway, key: &str, body: Value) -> Response {
-    gw.post_with(
-        "/v1/chat/completions",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {key}")),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await
+    gw.post_as(key, "/v1/chat/completions", &body).await
 }
 
 fn ask(model: &str) -> Value {
