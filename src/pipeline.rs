@@ -109,18 +109,20 @@ impl Stages {
         let mut stages = Stages::default();
         match (&config.general.master_key, keys) {
             (Some(master), Some(keys)) => {
-                // Budgets: prepared before the rate-limit stage (with Redis both scripts go
-                // in one round trip, see `shared_state::batch`) and decided after it.
+                // Budgets: with Redis, prepared before the rate-limit stage (both scripts go
+                // in one round trip, see `shared_state::batch`); decided after it.
                 let budgets = crate::budgets::Budgets::for_keys(keys);
                 let (budget_prepare, budget_admit) =
                     crate::budgets::stage::BudgetAdmit::new(config, budgets.clone());
+                stages = stages.authenticate_with(crate::keys::auth::VirtualKeys {
+                    keys: keys.clone(),
+                    master_key: master.clone(),
+                    custom_header: config.general.litellm_key_header_name.clone(),
+                });
+                if config.router.redis.is_some() {
+                    stages = stages.admit_with(budget_prepare);
+                }
                 stages = stages
-                    .authenticate_with(crate::keys::auth::VirtualKeys {
-                        keys: keys.clone(),
-                        master_key: master.clone(),
-                        custom_header: config.general.litellm_key_header_name.clone(),
-                    })
-                    .admit_with(budget_prepare)
                     .admit_with(crate::limits::Limits::from_config(config))
                     .settle_with(crate::limits::LimitsSettle)
                     .settle_with(crate::keys::spend::SpendSettle {

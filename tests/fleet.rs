@@ -85,6 +85,37 @@ async fn deployment_rpm_counts_across_instances() {
     assert_eq!(up.count(), 6, "refused requests never reached the upstream");
 }
 
+/// Redis down: deployment selection never waits on it; each instance counts on its own (the
+/// limit per instance), and answers come at once.
+#[tokio::test]
+async fn deployment_rpm_falls_back_to_each_instance_while_redis_is_down() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up, rpm: 2}}\nrouter_settings:\n  redis_url: {u}\n  num_retries: 0\n",
+        b = up.base(),
+        u = redis.url()
+    );
+    let a = Gateway::start(&yaml);
+    let b = Gateway::start(&yaml);
+    synced(&[&a, &b]).await;
+    redis.kill();
+    let t = std::time::Instant::now();
+    for gw in [&a, &b] {
+        for _ in 0..2 {
+            let r = gw.post("/v1/chat/completions", &chat_body()).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        gw.post("/v1/chat/completions", &chat_body())
+            .await
+            .expect_error(429);
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(up.count(), 4);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Budgets over Redis.
 //
@@ -122,31 +153,13 @@ async fn make_key(gws: &[&Gateway], body: serde_json::Value) {
     let mut body = body;
     body["key"] = KEY.into();
     for gw in gws {
-        let r = gw
-            .post_with(
-                "/key/generate",
-                &[
-                    ("content-type", "application/json"),
-                    ("authorization", &format!("Bearer {MASTER}")),
-                ],
-                body.to_string().as_bytes(),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text());
+        gw.generate_key(MASTER, body.clone()).await;
     }
 }
 
 async fn keyed_chat(gw: &Gateway, content: &str) -> Response {
     let body = serde_json::json!({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": content}]});
-    gw.post_with(
-        "/v1/chat/completions",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {KEY}")),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await
+    gw.post_as(KEY, "/v1/chat/completions", &body).await
 }
 
 /// A field of the key's budget hash in Redis (`spend`, `reserved`).
@@ -163,12 +176,7 @@ fn key_budget_field(redis: &Redis, field: &str) -> Option<f64> {
 }
 
 async fn scrape(gw: &Gateway) -> String {
-    gw.get(
-        "/metrics",
-        &[("authorization", &format!("Bearer {MASTER}"))],
-    )
-    .await
-    .text()
+    gw.get_as(MASTER, "/metrics").await.text()
 }
 
 /// A key budget that fits three reservations (0.09 USD: 3 × 0.028, not 4), twelve concurrent
