@@ -384,3 +384,51 @@ async fn limits_and_budgets_cost_one_round_trip_per_admission() {
         .unwrap();
     assert!(!limit_keys.is_empty());
 }
+
+/// A `budget_duration: 10s` window over Redis: spend on A counts on B (which alone has spent
+/// nothing), and when the window ends the fleet's spend starts over for every instance.
+#[tokio::test]
+async fn a_budget_window_resets_across_instances() {
+    let Some(redis) = Redis::start() else { return };
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    let yaml = budget_config(&up, &redis, "");
+    let a = Gateway::start(&yaml);
+    let b = Gateway::start(&yaml);
+    // Early in a 10 s window (windows are standardized: they end at multiples of 10 s).
+    let secs_into_window = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            % 10
+    };
+    assert!(wait_until(|| secs_into_window() < 2, Duration::from_secs(12)).await);
+    // Fits one call's reservation (0.028); after it (0.025 spent) nothing more this window.
+    make_key(
+        &[&a, &b],
+        serde_json::json!({"max_budget": 0.03, "budget_duration": "10s"}),
+    )
+    .await;
+    assert_eq!(keyed_chat(&a, "hi").await.status, 200);
+    let settled = wait_until(
+        || key_budget_field(&redis, "spend").is_some_and(|s| (s - CALL_COST).abs() < 1e-9),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(settled, "{:?}", key_budget_field(&redis, "spend"));
+    keyed_chat(&b, "hi").await.expect_error(422);
+    // The next window: B admits again, and the fleet's spend is that one call.
+    let back = wait_until_async(
+        async || keyed_chat(&b, "hi").await.status == 200,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(back, "the window never reset");
+    let one_call = wait_until(
+        || key_budget_field(&redis, "spend").is_some_and(|s| (s - CALL_COST).abs() < 1e-9),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(one_call, "{:?}", key_budget_field(&redis, "spend"));
+    assert_eq!(up.count(), 2);
+}
