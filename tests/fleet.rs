@@ -85,6 +85,38 @@ async fn deployment_rpm_counts_across_instances() {
     assert_eq!(up.count(), 6, "refused requests never reached the upstream");
 }
 
+/// Deployment `tpm: 36` on two instances: the mock's calls use 18 tokens each, so one call on
+/// each instance spends the minute's tokens fleet-wide and both refuse the next.
+#[tokio::test]
+async fn deployment_tpm_counts_across_instances() {
+    let Some(redis) = Redis::start() else { return };
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up, tpm: 36}}\nrouter_settings:\n  redis_url: {u}\n  num_retries: 0\n",
+        b = up.base(),
+        u = redis.url()
+    );
+    let a = Gateway::start(&yaml);
+    let b = Gateway::start(&yaml);
+    let fresh = wait_until(
+        || ms_left_in_minute(&redis) > 20_000,
+        Duration::from_secs(45),
+    )
+    .await;
+    assert!(fresh);
+    for gw in [&a, &b] {
+        let r = gw.post("/v1/chat/completions", &chat_body()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        synced(&[&a, &b]).await;
+    }
+    for gw in [&a, &b] {
+        gw.post("/v1/chat/completions", &chat_body())
+            .await
+            .expect_error(429);
+    }
+    assert_eq!(up.count(), 2);
+}
+
 /// Redis down: deployment selection never waits on it; each instance counts on its own (the
 /// limit per instance), and answers come at once.
 #[tokio::test]
