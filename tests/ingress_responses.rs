@@ -12,15 +12,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::*;
 
-fn openai_config(base: &str) -> String {
+/// An OpenAI-compatible chat server without the Responses API (vLLM): requests are
+/// translated onto chat. Priced by its configured rates.
+fn chat_config(base: &str) -> String {
     format!(
         r#"
 model_list:
   - model_name: gpt-4o
     litellm_params:
-      model: openai/gpt-4o
+      model: hosted_vllm/gpt-4o
       api_base: {base}/v1
       api_key: sk-upstream
+      input_cost_per_token: 2.5e-6
+      output_cost_per_token: 1e-5
 "#
     )
 }
@@ -131,7 +135,7 @@ fn tool() -> Value {
 #[tokio::test]
 async fn a_request_is_translated_to_chat_and_the_answer_to_a_response_object() {
     let up = MockUpstream::start(|_| Reply::json(200, chat_tool_call_answer())).await;
-    let gw = Gateway::start(&openai_config(&up.base()));
+    let gw = Gateway::start(&chat_config(&up.base()));
     let resp = gw
         .post(
             "/v1/responses",
@@ -195,8 +199,9 @@ async fn a_request_is_translated_to_chat_and_the_answer_to_a_response_object() {
         json!({"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 400},
             "output_tokens": 500, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1500})
     );
-    // Priced like chat (gpt-4o: 600 uncached input, 400 cached, 500 output).
-    let want = 600.0 * 2.5e-6 + 400.0 * 1.25e-6 + 500.0 * 1e-5;
+    // Priced like chat (the configured rates; no cache-read rate: 600 uncached input, 500
+    // output).
+    let want = 600.0 * 2.5e-6 + 500.0 * 1e-5;
     let cost: f64 = resp
         .header("x-litellm-response-cost")
         .expect("the cost header")
@@ -226,7 +231,7 @@ async fn a_stream_split_anywhere_becomes_typed_events_with_the_function_call() {
             Reply::stream("text/event-stream", &b, piece, Duration::ZERO)
         })
         .await;
-        let gw = Gateway::start(&openai_config(&up.base()));
+        let gw = Gateway::start(&chat_config(&up.base()));
         let resp = gw
             .post(
                 "/v1/responses",
@@ -407,9 +412,9 @@ async fn a_failing_deployment_is_retried_then_falls_back() {
         r#"
 model_list:
   - model_name: primary
-    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: k}}
+    litellm_params: {{model: hosted_vllm/gpt-4o, api_base: {}/v1, api_key: k}}
   - model_name: backup
-    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: k}}
+    litellm_params: {{model: hosted_vllm/gpt-4o, api_base: {}/v1, api_key: k}}
 router_settings:
   num_retries: 1
   retry_after: 0
@@ -447,7 +452,7 @@ async fn refusals_and_upstream_errors_are_openai_error_objects() {
         Reply::json(400, json!({"error": {"message": "temperature too high", "type": "invalid_request_error", "param": "temperature", "code": null}}))
     })
     .await;
-    let gw = Gateway::start(&openai_config(&up.base()));
+    let gw = Gateway::start(&chat_config(&up.base()));
     for (body, param) in [
         (
             json!({"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_1"}),
@@ -522,7 +527,7 @@ async fn a_stream_cut_by_the_upstream_ends_with_response_failed() {
         Reply::stream("text/event-stream", &body, 50, Duration::ZERO).cut()
     })
     .await;
-    let gw = Gateway::start(&openai_config(&up.base()));
+    let gw = Gateway::start(&chat_config(&up.base()));
     let resp = gw
         .post(
             "/v1/responses",
@@ -533,6 +538,211 @@ async fn a_stream_cut_by_the_upstream_ends_with_response_failed() {
     let k = kinds(&events);
     assert_eq!(&k[k.len() - 2..], ["error", "response.failed"], "{k:?}");
     assert_eq!(events.last().unwrap()["response"]["status"], "failed");
+}
+
+/// A Responses API stream as OpenAI writes it: typed events, a web search call, text with a
+/// multi-byte character, the usage in `response.completed`; no `[DONE]`.
+fn native_stream() -> Vec<u8> {
+    let events = [
+        json!({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_native1", "object": "response", "status": "in_progress", "model": "gpt-4o-2024-08-06", "output": [], "store": true, "usage": null}}),
+        json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": {"id": "ws_1", "type": "web_search_call", "status": "in_progress"}}),
+        json!({"type": "response.output_item.done", "sequence_number": 2, "output_index": 0, "item": {"id": "ws_1", "type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "weather"}}}),
+        json!({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_1", "output_index": 1, "content_index": 0, "delta": "Sunny ☀ in Paris", "logprobs": []}),
+        json!({"type": "response.completed", "sequence_number": 4, "response": {"id": "resp_native1", "object": "response", "status": "completed", "model": "gpt-4o-2024-08-06", "output": [], "store": true,
+            "usage": {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 200}, "output_tokens": 80, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1280}}}),
+    ];
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap()
+        ));
+    }
+    out.into_bytes()
+}
+
+fn native_response() -> Vec<u8> {
+    // Spacing and key order as the upstream chose: the client must get these exact bytes.
+    br#"{"id": "resp_native2", "object": "response", "status": "completed", "model": "gpt-4o-2024-08-06",
+ "output": [{"id": "ws_2", "type": "web_search_call", "status": "completed"},
+  {"id": "msg_2", "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny \"resp_fake\"", "annotations": [{"type": "url_citation", "url": "https://example.com"}]}]}],
+ "store": true, "previous_response_id": "resp_native1",
+ "usage": {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 5}, "total_tokens": 320}}"#
+        .to_vec()
+}
+
+fn native_upstream_reply(r: &Recorded) -> Reply {
+    if r.path != "/v1/responses" {
+        return Reply::json(404, json!({"error": {"message": "no such route"}}));
+    }
+    if r.json()["stream"] == true {
+        let body = native_stream();
+        // Splits inside `event:`, inside a JSON key, and inside the 3-byte ☀.
+        let sun = body.windows(3).position(|w| w == "☀".as_bytes()).unwrap();
+        Reply::stream_split(
+            "text/event-stream",
+            &body,
+            &[3, 31, 200, sun + 1, sun + 2, body.len() - 7],
+            Duration::ZERO,
+        )
+    } else {
+        Reply::bytes(200, "application/json", native_response())
+    }
+}
+
+/// A `/v1/responses` call to an OpenAI deployment goes to its `/responses` endpoint with the
+/// client's body byte for byte except `model`, built-in tools and stored state included; the
+/// answer (whole, and a stream split at awkward bytes) reaches the client unchanged; its usage
+/// is priced and logged; a `previous_response_id` goes back to the deployment that made it.
+#[tokio::test]
+async fn openai_deployments_get_the_responses_api_passed_through() {
+    let one = MockUpstream::start(native_upstream_reply).await;
+    let two = MockUpstream::start(native_upstream_reply).await;
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: smart
+    litellm_params: {{model: openai/gpt-4o-2024-08-06, api_base: {}/v1, api_key: sk-one}}
+  - model_name: smart
+    litellm_params: {{model: openai/gpt-4o-2024-08-06, api_base: {}/v1, api_key: sk-two}}
+router_settings:
+  routing_strategy: simple-shuffle
+"#,
+        one.base(),
+        two.base()
+    ));
+    let client_body = |stream: bool, previous: &str| {
+        format!(
+            r#"{{"model":"smart","input":[{{"role":"user","content":"Weather?"}}],"tools":[{{"type":"web_search_preview","search_context_size":"low"}}],"store":true,"reasoning":{{"effort":"low","summary":"auto"}},"include":["reasoning.encrypted_content"],"previous_response_id":{previous},"a_new_field":{{"kept": [1, 2.50, "x"]}},"stream":{stream}}}"#
+        )
+    };
+    let json_ct = ("content-type", "application/json");
+
+    // Streamed: the exact upstream bytes, and the response id remembered.
+    let body = client_body(true, "null");
+    let resp = gw
+        .post_with("/v1/responses", &[json_ct], body.as_bytes())
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream")));
+    assert_eq!(resp.text(), String::from_utf8(native_stream()).unwrap());
+    let first = if one.count() == 1 { &one } else { &two };
+    let sent = first.last();
+    assert_eq!(sent.path, "/v1/responses");
+    assert_eq!(
+        String::from_utf8(sent.body.clone()).unwrap(),
+        body.replace(r#""model":"smart""#, r#""model":"gpt-4o-2024-08-06""#),
+        "the body is passed through except model"
+    );
+    let line = gw.wait_for_log_line(|l| l["route"] == "responses").await;
+    assert_eq!(line["status"], 200);
+    assert_eq!(
+        (
+            line["prompt_tokens"].as_u64(),
+            line["completion_tokens"].as_u64()
+        ),
+        (Some(1200), Some(80)),
+        "{line}"
+    );
+    // gpt-4o-2024-08-06: 1000 uncached input at 2.5e-6, 200 cached at 1.25e-6, 80 output at 1e-5.
+    let want = 1000.0 * 2.5e-6 + 200.0 * 1.25e-6 + 80.0 * 1e-5;
+    assert!(
+        (line["cost"].as_f64().unwrap() - want).abs() < 1e-12,
+        "{line}"
+    );
+
+    // Whole, continuing that response: sent to the deployment that made it, every time.
+    for _ in 0..6 {
+        let body = client_body(false, r#""resp_native1""#);
+        let resp = gw
+            .post_with("/v1/responses", &[json_ct], body.as_bytes())
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.body, native_response(), "the answer is passed through");
+        assert_eq!(
+            resp.header("content-length"),
+            Some(native_response().len().to_string().as_str())
+        );
+        let cost: f64 = resp
+            .header("x-litellm-response-cost")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let want = 300.0 * 2.5e-6 + 20.0 * 1e-5;
+        assert!((cost - want).abs() < 1e-12, "{cost} != {want}");
+    }
+    let (made, other) = if one.count() >= two.count() {
+        (&one, &two)
+    } else {
+        (&two, &one)
+    };
+    assert_eq!(made.count(), 7, "previous_response_id pins the deployment");
+    assert_eq!(other.count(), 0);
+}
+
+/// A body only the Responses API can serve (a built-in tool) works on an OpenAI deployment
+/// and is refused with a 400 naming the field on a deployment that gets chat; a group with
+/// both sends it only where it can be served.
+#[tokio::test]
+async fn built_in_tools_work_natively_and_are_refused_when_translated() {
+    let native = MockUpstream::start(native_upstream_reply).await;
+    let chat = MockUpstream::start(|_| Reply::json(200, openai::completion("chat"))).await;
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: native
+    litellm_params: {{model: openai/gpt-4o, api_base: {0}/v1, api_key: k}}
+  - model_name: translated
+    litellm_params: {{model: hosted_vllm/llama, api_base: {1}/v1, api_key: k}}
+  - model_name: mixed
+    litellm_params: {{model: hosted_vllm/llama, api_base: {1}/v1, api_key: k}}
+  - model_name: mixed
+    litellm_params: {{model: openai/gpt-4o, api_base: {0}/v1, api_key: k}}
+router_settings:
+  num_retries: 3
+  retry_after: 0
+"#,
+        native.base(),
+        chat.base()
+    ));
+    let body = |model: &str| json!({"model": model, "input": "Weather?", "tools": [{"type": "web_search"}], "tool_choice": "auto"});
+    let resp = gw.post("/v1/responses", &body("native")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["id"], "resp_native2");
+    assert_eq!(
+        native.last().json()["tools"],
+        json!([{"type": "web_search"}])
+    );
+
+    let e = gw
+        .post("/v1/responses", &body("translated"))
+        .await
+        .expect_error(400);
+    assert_eq!(e["param"], "tools[0].type", "{e}");
+    assert_eq!(chat.count(), 0);
+
+    for _ in 0..4 {
+        let resp = gw.post("/v1/responses", &body("mixed")).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.json()["id"], "resp_native2");
+    }
+    assert_eq!(
+        chat.count(),
+        0,
+        "the chat deployment never gets what it cannot serve"
+    );
+
+    // A plain request on the mixed group is served by either, each in its own way.
+    for _ in 0..6 {
+        let resp = gw
+            .post("/v1/responses", &json!({"model": "mixed", "input": "hi"}))
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let r = resp.json();
+        assert_eq!(r["object"], "response", "{r}");
+    }
 }
 
 /// The Python interpreter with the OpenAI SDK, or `None` (the test says it is skipped).
@@ -570,7 +780,7 @@ async fn the_openai_python_sdk_responses_client_works() {
         }
     })
     .await;
-    let gw = Gateway::start(&openai_config(&oa.base()));
+    let gw = Gateway::start(&chat_config(&oa.base()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai_sdk_ingress.py");
     let out = tokio::process::Command::new(&python)
         .arg(&script)
@@ -612,7 +822,7 @@ async fn keys_are_checked_and_spend_is_logged_as_aresponses() {
     let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
     let gw = Gateway::start(&format!(
         "{}general_settings:\n  master_key: {MASTER}\n",
-        openai_config(&up.base())
+        chat_config(&up.base())
     ));
     let body = json!({"model": "gpt-4o", "input": "hi"}).to_string();
     let json_ct = ("content-type", "application/json");

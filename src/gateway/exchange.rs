@@ -70,6 +70,20 @@ pub struct MessagesIngress<'a> {
     pub headers: &'a MessagesHeaders,
 }
 
+/// A `/v1/responses` call (see [`crate::ingress::responses`]): the client's own body for
+/// deployments whose upstream has the Responses API, and what translated attempts must refuse.
+pub struct ResponsesIngress<'a> {
+    /// The client's Responses body, as sent.
+    pub raw: &'a RequestBody<'a>,
+    /// Why the body cannot be translated onto chat (a built-in tool, `previous_response_id`,
+    /// …): the answer of every attempt on a deployment without the Responses API.
+    pub refusal: Option<GatewayError>,
+    /// The deployment that made the client's `previous_response_id`: only it is tried.
+    pub pinned: Option<Arc<str>>,
+    /// Set when a native attempt answers: the answer is the upstream's, not chat's.
+    pub answered_natively: std::sync::atomic::AtomicBool,
+}
+
 /// What every attempt of one client request shares.
 struct Call<'a> {
     app: &'a App,
@@ -98,6 +112,8 @@ struct Call<'a> {
     filter: &'a RouteFilter,
     /// The client speaks Anthropic Messages: passed through or translated back per attempt.
     messages: Option<&'a MessagesIngress<'a>>,
+    /// The client speaks the Responses API and may be passed through (see `gateway::ingress`).
+    responses: Option<&'a ResponsesIngress<'a>>,
 }
 
 enum GroupOutcome {
@@ -161,6 +177,47 @@ pub async fn run(
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
 ) -> GatewayResult<()> {
+    run_call(app, live, sink, ctx, op, parsed, body, messages, None).await
+}
+
+/// [`run`] for a `/v1/responses` call: `parsed` is its chat translation (or a stand-in when
+/// only the native pass-through can serve it), `responses` the client's own body.
+pub async fn run_responses(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    parsed: &RequestBody<'_>,
+    body: &Bytes,
+    responses: &ResponsesIngress<'_>,
+) -> GatewayResult<()> {
+    let op = Operation::Chat;
+    run_call(
+        app,
+        live,
+        sink,
+        ctx,
+        op,
+        parsed,
+        body,
+        None,
+        Some(responses),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_call(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    op: Operation,
+    parsed: &RequestBody<'_>,
+    body: &Bytes,
+    messages: Option<&MessagesIngress<'_>>,
+    responses: Option<&ResponsesIngress<'_>>,
+) -> GatewayResult<()> {
     let snapshot = &live.routing;
     let mut model = parsed.required_str("model")?;
     if let Some(key) = ctx.principal.key() {
@@ -192,7 +249,7 @@ pub async fn run(
     live.stages.admit(ctx, parsed).await?;
     // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
     // off) writes it.
-    if messages.is_none() {
+    if messages.is_none() && responses.is_none() {
         if let Some(answer) = live.stages.cache_lookup(ctx, parsed).await? {
             respond::cached(sink, ctx, answer).await;
             return Ok(());
@@ -233,6 +290,7 @@ pub async fn run(
         prompt_bytes: body.len(),
         filter: &filter,
         messages,
+        responses,
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -429,6 +487,7 @@ async fn run_group(
         }
         Err(e) => return GroupOutcome::Failed(e),
     };
+    let excluded = responses_exclusions(call, group, excluded);
     loop {
         let now = Instant::now();
         if now >= call.deadline {
@@ -507,6 +566,33 @@ async fn run_group(
         }
         last_err = Some(err);
     }
+}
+
+/// A Responses call's own exclusions: a `previous_response_id` lives on the deployment that
+/// made it, so when this group has that one every other is ruled out; a body only the
+/// Responses API can serve rules out the deployments without it (unless none has it: they
+/// then refuse it, naming the field).
+fn responses_exclusions(
+    call: &Call<'_>,
+    group: &ModelGroup,
+    mut excluded: Vec<usize>,
+) -> Vec<usize> {
+    let Some(r) = call.responses else {
+        return excluded;
+    };
+    let deployments = &group.deployments;
+    let pinned = r
+        .pinned
+        .as_deref()
+        .and_then(|id| deployments.iter().position(|d| d.id() == id));
+    if let Some(at) = pinned {
+        excluded.extend((0..deployments.len()).filter(|&i| i != at));
+    } else if r.refusal.is_some() && deployments.iter().any(|d| d.provider.has_responses_api()) {
+        excluded.extend(
+            (0..deployments.len()).filter(|&i| !deployments[i].provider.has_responses_api()),
+        );
+    }
+    excluded
 }
 
 /// How long to wait before retry number `retry` (1-based). Another deployment can take it:
@@ -729,7 +815,17 @@ async fn until_ready<'a>(
                 provider.messages_request(m.raw, cx, MessagesEndpoint::Create, m.headers, client);
             within(deadline, async { request.await.transpose() }).await?
         }
-        None => None,
+        None => match call.responses {
+            Some(r) => match provider.responses_request(r.raw, cx) {
+                Some(request) => Some(request?),
+                // Only the Responses API can serve this body: refused here, naming the field.
+                None => match &r.refusal {
+                    Some(refusal) => return Err(refusal.clone()),
+                    None => None,
+                },
+            },
+            None => None,
+        },
     };
     let passthrough = native.is_some();
     let outbound = match native {
@@ -796,7 +892,11 @@ async fn until_ready<'a>(
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
         if passthrough {
-            let usage = messages::usage_of(&whole);
+            let usage = match call.messages {
+                Some(_) => messages::usage_of(&whole),
+                None => crate::ingress::responses::native::usage_of(&whole),
+            };
+            mark_native(call);
             return Ok(Ready::Whole { body: whole, usage });
         }
         let translated = provider_call.parse_response(whole, cx)?;
@@ -812,6 +912,10 @@ async fn until_ready<'a>(
         });
     }
     let mut translator: Box<dyn StreamTranslator> = match call.messages {
+        None if passthrough => {
+            mark_native(call);
+            Box::<crate::ingress::responses::native::PassThrough>::default()
+        }
         Some(_) if passthrough => Box::new(messages::PassThrough::new(provider.messages_framing())),
         Some(_) => Box::new(messages::ToMessages::new(
             provider_call.stream_translator(cx),
@@ -858,6 +962,15 @@ async fn until_ready<'a>(
     }
 }
 
+/// A native Responses attempt is about to answer: the client gets the upstream's answer as
+/// it is (see `gateway::ingress`).
+fn mark_native(call: &Call<'_>) {
+    if let Some(r) = call.responses {
+        r.answered_natively
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Awaits `fut` until `deadline`, as a 504 after it.
 async fn within<T>(
     deadline: Instant,
@@ -898,8 +1011,9 @@ async fn stream_to_client(
             }
             // The final usage chunk (only sent when the client asked for usage) carries the
             // cost, as LiteLLM's does.
-            if let (false, Wire::OpenAi, Some(price), Some(usage)) = (
+            if let (false, false, Wire::OpenAi, Some(price), Some(usage)) = (
                 cost_stamped,
+                translator.verbatim(),
                 ctx.wire,
                 &deployment.price,
                 translator.usage(),
