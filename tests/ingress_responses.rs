@@ -316,8 +316,8 @@ fn anthropic_sse(events: &[Value]) -> Vec<u8> {
     out.into_bytes()
 }
 
-#[tokio::test]
-async fn anthropic_deployments_answer_whole_and_streamed() {
+/// An Anthropic upstream: a text + tool_use message, whole or as Messages SSE.
+fn anthropic_reply(r: &Recorded) -> Reply {
     let whole = json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
         "content": [{"type": "text", "text": "Checking."},
             {"type": "tool_use", "id": "toolu_01X", "name": "get_weather", "input": {"city": "Paris"}}],
@@ -338,14 +338,16 @@ async fn anthropic_deployments_answer_whole_and_streamed() {
         json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
         json!({"type": "message_stop"}),
     ]);
-    let up = MockUpstream::start(move |r| {
-        if r.json()["stream"] == true {
-            Reply::stream("text/event-stream", &stream, 5, Duration::ZERO)
-        } else {
-            Reply::json(200, whole.clone())
-        }
-    })
-    .await;
+    if r.json()["stream"] == true {
+        Reply::stream("text/event-stream", &stream, 5, Duration::ZERO)
+    } else {
+        Reply::json(200, whole)
+    }
+}
+
+#[tokio::test]
+async fn anthropic_deployments_answer_whole_and_streamed() {
+    let up = MockUpstream::start(anthropic_reply).await;
     let gw = Gateway::start(&anthropic_config(&up.base()));
     let resp = gw
         .post(
@@ -763,16 +765,178 @@ pub fn python_with_openai_sdk() -> Option<PathBuf> {
     ok.then_some(python)
 }
 
+/// A Response object as OpenAI's Responses API returns it: text, then a function call.
+fn native_sdk_response(status: &str, output: Value, usage: Value) -> Value {
+    json!({"id": "resp_sdk1", "object": "response", "created_at": 1700000000, "status": status,
+        "model": "gpt-4o", "output": output, "parallel_tool_calls": true, "tool_choice": "auto",
+        "tools": [], "usage": usage, "error": null, "incomplete_details": null,
+        "instructions": null, "metadata": {}, "temperature": 1.0, "top_p": 1.0,
+        "text": {"format": {"type": "text"}}, "store": true})
+}
+
+/// OpenAI's Responses API: the whole Response, or its typed event stream, as the SDK's
+/// accumulator expects them.
+fn native_sdk_reply(r: &Recorded) -> Reply {
+    let msg = json!({"id": "msg_n1", "type": "message", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": "Native ☀ weather", "annotations": []}]});
+    let call = json!({"id": "fc_n1", "type": "function_call", "status": "completed", "call_id": "call_n1",
+        "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"});
+    let usage = json!({"input_tokens": 30, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 12, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 42});
+    if r.json()["stream"] != true {
+        return Reply::json(
+            200,
+            native_sdk_response("completed", json!([msg, call]), usage),
+        );
+    }
+    let text_at = json!({"item_id": "msg_n1", "output_index": 0, "content_index": 0});
+    let with = |base: &Value, extra: Value| {
+        let mut v = base.clone();
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let call_at = json!({"item_id": "fc_n1", "output_index": 1});
+    let events = [
+        json!({"type": "response.created", "response": native_sdk_response("in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.in_progress", "response": native_sdk_response("in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.output_item.added", "output_index": 0, "item": {"id": "msg_n1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+        with(
+            &text_at,
+            json!({"type": "response.content_part.added", "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+        with(
+            &text_at,
+            json!({"type": "response.output_text.delta", "delta": "Native ☀ ", "logprobs": []}),
+        ),
+        with(
+            &text_at,
+            json!({"type": "response.output_text.delta", "delta": "weather", "logprobs": []}),
+        ),
+        with(
+            &text_at,
+            json!({"type": "response.output_text.done", "text": "Native ☀ weather", "logprobs": []}),
+        ),
+        with(
+            &text_at,
+            json!({"type": "response.content_part.done", "part": msg["content"][0]}),
+        ),
+        json!({"type": "response.output_item.done", "output_index": 0, "item": msg}),
+        json!({"type": "response.output_item.added", "output_index": 1, "item": with(&call, json!({"status": "in_progress", "arguments": ""}))}),
+        with(
+            &call_at,
+            json!({"type": "response.function_call_arguments.delta", "delta": "{\"city\":"}),
+        ),
+        with(
+            &call_at,
+            json!({"type": "response.function_call_arguments.delta", "delta": "\"Paris\"}"}),
+        ),
+        with(
+            &call_at,
+            json!({"type": "response.function_call_arguments.done", "arguments": "{\"city\":\"Paris\"}"}),
+        ),
+        json!({"type": "response.output_item.done", "output_index": 1, "item": call}),
+        json!({"type": "response.completed", "response": native_sdk_response("completed", json!([msg, call]), usage)}),
+    ];
+    let mut out = String::new();
+    for (seq, mut e) in events.into_iter().enumerate() {
+        e["sequence_number"] = json!(seq);
+        out.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap()
+        ));
+    }
+    Reply::stream("text/event-stream", out.as_bytes(), 11, Duration::ZERO)
+}
+
+/// Gemini's generateContent and its SSE stream: text, then a function call.
+fn gemini_reply(r: &Recorded) -> Reply {
+    let call = json!({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}});
+    let usage = json!({"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18});
+    if !r.path.contains(":streamGenerateContent") {
+        return Reply::json(
+            200,
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Gemini says"}, call]},
+                "finishReason": "STOP"}], "usageMetadata": usage}),
+        );
+    }
+    let chunks = [
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Gemini "}]}}]}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "says"}]}}]}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [call]}, "finishReason": "STOP"}],
+            "usageMetadata": usage}),
+    ];
+    let body: String = chunks
+        .iter()
+        .map(|c| format!("data: {c}\r\n\r\n"))
+        .collect();
+    Reply::stream("text/event-stream", body.as_bytes(), 7, Duration::ZERO)
+}
+
+/// Bedrock's Converse and ConverseStream (AWS eventstream): text, then a tool use.
+fn bedrock_reply(r: &Recorded) -> Reply {
+    use switchboard::codec::eventstream::encode_event;
+    if !r.path.ends_with("/converse-stream") {
+        return Reply::json(
+            200,
+            json!({"output": {"message": {"role": "assistant", "content": [{"text": "Bedrock says"},
+                {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Paris"}}}]}},
+                "stopReason": "tool_use", "usage": {"inputTokens": 13, "outputTokens": 8, "totalTokens": 21}}),
+        );
+    }
+    let mut frames = Vec::new();
+    for (kind, body) in [
+        ("messageStart", json!({"role": "assistant"})),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": "Bedrock "}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": "says"}}),
+        ),
+        ("contentBlockStop", json!({"contentBlockIndex": 0})),
+        (
+            "contentBlockStart",
+            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather"}}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"city\":"}}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "\"Paris\"}"}}}),
+        ),
+        ("contentBlockStop", json!({"contentBlockIndex": 1})),
+        ("messageStop", json!({"stopReason": "tool_use"})),
+        (
+            "metadata",
+            json!({"usage": {"inputTokens": 13, "outputTokens": 8, "totalTokens": 21}, "metrics": {"latencyMs": 5}}),
+        ),
+    ] {
+        encode_event(kind, body.to_string().as_bytes(), &mut frames);
+    }
+    Reply::stream(
+        "application/vnd.amazon.eventstream",
+        &frames,
+        9,
+        Duration::ZERO,
+    )
+}
+
 /// The official OpenAI Python SDK: `responses.create`, `responses.create(stream=True)` and the
 /// `responses.stream` helper (whose accumulator checks event order and indices), with a
-/// function call, over an OpenAI chat deployment and an Anthropic one.
+/// function call, over an OpenAI deployment (the Responses API passed through) and, translated,
+/// an OpenAI-compatible chat server, Anthropic, Gemini and Bedrock.
 #[tokio::test]
 async fn the_openai_python_sdk_responses_client_works() {
     let Some(python) = python_with_openai_sdk() else {
         return;
     };
     let stream = chat_tool_stream();
-    let oa = MockUpstream::start(move |r| {
+    let chat = MockUpstream::start(move |r| {
         if r.json()["stream"] == true {
             Reply::stream("text/event-stream", &stream, 13, Duration::ZERO)
         } else {
@@ -780,38 +944,115 @@ async fn the_openai_python_sdk_responses_client_works() {
         }
     })
     .await;
-    let gw = Gateway::start(&chat_config(&oa.base()));
+    let native = MockUpstream::start(native_sdk_reply).await;
+    let anthropic = MockUpstream::start(anthropic_reply).await;
+    let gemini = MockUpstream::start(gemini_reply).await;
+    let bedrock = MockUpstream::start(bedrock_reply).await;
+    let gw = Gateway::start(&format!(
+        r#"{}  - model_name: openai
+    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: k}}
+  - model_name: claude
+    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: {}, api_key: k}}
+  - model_name: gemini
+    litellm_params: {{model: gemini/gemini-2.0-flash, api_base: {}/v1beta, api_key: k}}
+  - model_name: nova
+    litellm_params: {{model: bedrock/amazon.nova-pro-v1:0, api_base: {}, aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret, aws_region_name: us-west-2}}
+"#,
+        chat_config(&chat.base()),
+        native.base(),
+        anthropic.base(),
+        gemini.base(),
+        bedrock.base()
+    ));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai_sdk_ingress.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(format!("http://127.0.0.1:{}/v1", gw.port))
-        .args(["responses", "gpt-4o"])
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
-    assert_eq!(seen["whole"]["text"], "Checking.", "{seen}");
-    assert_eq!(
-        seen["whole"]["calls"],
-        json!([["call_abc", "get_weather", "{\"city\":\"Paris\"}"]])
-    );
-    assert_eq!(seen["whole"]["usage"], json!([1000, 500, 1500]));
-    for k in ["created", "stream_helper"] {
-        assert_eq!(seen[k]["text"], "Let me look that up – ☀", "{k}: {seen}");
-        assert_eq!(
-            seen[k]["calls"],
-            json!([["call_1", "get_weather", "{\"city\":\"Paris\"}"]]),
-            "{k}"
+    let paris = "{\"city\":\"Paris\"}";
+    // (group, whole: text, call, usage; streamed: text, call, usage; whether it is refused
+    // `previous_response_id`). Calls are (call id or "" when the gateway makes it, name, args).
+    type Answer<'a> = (&'a str, (&'a str, &'a str), [u64; 3]);
+    let cases: [(&str, Answer, Answer, bool); 5] = [
+        (
+            "gpt-4o",
+            ("Checking.", ("call_abc", paris), [1000, 500, 1500]),
+            ("Let me look that up – ☀", ("call_1", paris), [20, 9, 29]),
+            true,
+        ),
+        (
+            "openai",
+            ("Native ☀ weather", ("call_n1", paris), [30, 12, 42]),
+            ("Native ☀ weather", ("call_n1", paris), [30, 12, 42]),
+            false,
+        ),
+        (
+            "claude",
+            ("Checking.", ("toolu_01X", paris), [50, 12, 62]),
+            ("Hello", ("toolu_9", "{\"city\": \"Oslo\"}"), [20, 9, 29]),
+            true,
+        ),
+        (
+            "gemini",
+            ("Gemini says", ("", paris), [11, 7, 18]),
+            ("Gemini says", ("", paris), [11, 7, 18]),
+            true,
+        ),
+        (
+            "nova",
+            ("Bedrock says", ("tooluse_1", paris), [13, 8, 21]),
+            ("Bedrock says", ("tooluse_1", paris), [13, 8, 21]),
+            true,
+        ),
+    ];
+    for (model, whole, streamed, refuses) in cases {
+        let out = tokio::process::Command::new(&python)
+            .arg(&script)
+            .arg(format!("http://127.0.0.1:{}/v1", gw.port))
+            .args(["responses", model])
+            .output()
+            .await
+            .expect("run python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{model}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(seen[k]["usage"], json!([20, 9, 29]), "{k}");
+        let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
+        for (k, (text, (call_id, args), usage)) in [
+            ("whole", whole),
+            ("created", streamed),
+            ("stream_helper", streamed),
+        ] {
+            let got = &seen[k];
+            assert_eq!(got["text"], text, "{model} {k}: {seen}");
+            let calls = got["calls"].as_array().unwrap();
+            assert_eq!(calls.len(), 1, "{model} {k}: {seen}");
+            let id = calls[0][0].as_str().unwrap();
+            if call_id.is_empty() {
+                assert!(!id.is_empty(), "{model} {k}: {seen}");
+            } else {
+                assert_eq!(id, call_id, "{model} {k}");
+            }
+            assert_eq!(calls[0][1], "get_weather", "{model} {k}");
+            assert_eq!(calls[0][2], args, "{model} {k}");
+            assert_eq!(got["usage"], json!(usage), "{model} {k}");
+        }
+        if refuses {
+            assert_eq!(seen["error"]["status"], 400, "{model}: {seen}");
+        } else {
+            assert!(seen.get("error").is_none(), "{model}: {seen}");
+        }
     }
-    assert_eq!(seen["error"]["status"], 400, "{seen}");
+    assert_eq!(
+        native
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/responses")
+            .count(),
+        4
+    );
+    assert!(bedrock
+        .requests()
+        .iter()
+        .all(|r| r.path.contains("/model/amazon.nova-pro-v1")));
 }
 
 /// The same keys and spend as chat: a call without a key is a 401 (nothing sent upstream), a
