@@ -220,9 +220,12 @@ async fn run_call(
 ) -> GatewayResult<()> {
     let snapshot = &live.routing;
     let mut model = parsed.required_str("model")?;
-    if let Some(key) = ctx.principal.key() {
-        // The key's aliases and allowed models, before the name is resolved to a group.
-        model = crate::keys::auth::resolve_model(key, model)?;
+    let requested = model.clone();
+    if let (Some(key), Some(keys)) = (ctx.principal.key(), &app.keys) {
+        // The team's and key's aliases and the allowed models, before the name is resolved
+        // to a group.
+        let team = crate::keys::auth::key_team(keys, key);
+        model = crate::keys::auth::resolve_model(key, team.as_deref(), model)?;
     }
     check_model_name(&model, || snapshot.group(&model).is_some())?;
     ctx.model = Some(model.to_string());
@@ -240,7 +243,7 @@ async fn run_call(
     }
     if let Some(keys) = &app.keys {
         // Team, user, membership and end user from memory, with their access checks.
-        crate::keys::auth::resolve_tenancy(keys, ctx, &model)?;
+        crate::keys::auth::resolve_tenancy(keys, ctx, &requested, &model)?;
     }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     let include_usage = stream && parsed.include_usage()?;
