@@ -551,3 +551,73 @@ async fn a_reload_that_moves_the_exporter_flushes_the_old_one_and_uses_the_new_o
     );
     assert_eq!(received(&old).len(), 2);
 }
+
+fn finish_reasons(span: &Span) -> Option<Vec<String>> {
+    match attr(span, "gen_ai.response.finish_reasons") {
+        Some(AnyValue::ArrayValue(a)) => Some(
+            a.values
+                .iter()
+                .filter_map(|v| match &v.value {
+                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn finish_reasons_are_on_the_server_and_client_spans_of_a_call_and_a_stream() {
+    let col = collector().await;
+    // The stream ends with `length`, sent in 5-byte pieces so the reason arrives split.
+    let sse = String::from_utf8(openai::sse(&["a", "b"], true))
+        .unwrap()
+        .replace("\"finish_reason\":\"stop\"", "\"finish_reason\":\"length\"");
+    let up = MockUpstream::start(move |r| {
+        if r.json()["stream"] == json!(true) {
+            Reply::stream("text/event-stream", sse.as_bytes(), 5, Duration::ZERO)
+        } else {
+            Reply::json(200, openai::completion("hello"))
+        }
+    })
+    .await;
+    let gw = start(
+        &otel_config(&[upstream("gpt-4o", "a", &up.base())], ""),
+        &env_for(&col),
+    );
+    let r = gw.post("/v1/chat/completions", &chat("gpt-4o")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let spans = wait_spans(&col, 2).await;
+    for s in &spans {
+        assert_eq!(
+            finish_reasons(s).as_deref(),
+            Some(&["stop".to_string()][..]),
+            "{}",
+            s.name
+        );
+    }
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let spans = wait_spans(&col, 4).await;
+    let streamed: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr(s, "gen_ai.request.stream").is_some() || s.kind == SpanKind::Client as i32)
+        .filter(|s| finish_reasons(s).as_deref() != Some(&["stop".to_string()][..]))
+        .collect();
+    assert_eq!(streamed.len(), 2, "{spans:?}");
+    for s in streamed {
+        assert_eq!(
+            finish_reasons(s).as_deref(),
+            Some(&["length".to_string()][..]),
+            "{}",
+            s.name
+        );
+    }
+}
