@@ -313,6 +313,30 @@ pub struct Trace {
     pub response_id: Option<ResponseId>,
     /// The request body, kept only when content capture is on.
     pub request_body: Option<Bytes>,
+    /// The answer's finish reasons, as they went out (sampled traces only).
+    pub finish_reasons: FinishReasons,
+}
+
+/// The distinct finish reasons an answer carried (`gen_ai.response.finish_reasons`): a bit per
+/// well-known reason ([`crate::telemetry::finish::KNOWN`]), the first other one as text, and
+/// the tail of the last piece scanned, so a reason split across stream writes is still found.
+#[derive(Clone)]
+pub struct FinishReasons {
+    pub known: u16,
+    pub other: Option<Box<str>>,
+    pub tail: [u8; 48],
+    pub tail_len: u8,
+}
+
+impl Default for FinishReasons {
+    fn default() -> Self {
+        FinishReasons {
+            known: 0,
+            other: None,
+            tail: [0; 48],
+            tail_len: 0,
+        }
+    }
 }
 
 /// One upstream attempt: a CLIENT span at export.
