@@ -69,11 +69,13 @@ pub enum Lookup {
 pub trait Cache: Send + Sync {
     /// Looks the request up, recording what the store needs later (its key) in `ctx`. Async: a
     /// shared cache is one Redis round trip away. A failed or slow backend is a miss; `Err` is
-    /// only the client's fault (malformed or forbidden cache controls).
+    /// only the client's fault (malformed or forbidden cache controls). `group`: the model
+    /// group the request's model resolves to (an alias's group), which entries are keyed on.
     async fn lookup(
         &self,
         ctx: &mut Context,
         body: &RequestBody<'_>,
+        group: &str,
     ) -> Result<Lookup, GatewayError>;
     /// Offers the answer of a request that missed (`ctx.cache == Miss`, `ctx.answer` set).
     /// Sync: it runs at settle and hands the write to a background writer.
@@ -210,12 +212,13 @@ impl Stages {
         &self,
         ctx: &mut Context,
         body: &RequestBody<'_>,
+        group: &str,
     ) -> Result<Option<Bytes>, GatewayError> {
         let Some(cache) = self.cache.as_ref() else {
             return Ok(None);
         };
         use crate::context::CacheStatus;
-        match cache.lookup(ctx, body).await? {
+        match cache.lookup(ctx, body, group).await? {
             Lookup::Skip => Ok(None),
             Lookup::Hit(answer) => {
                 ctx.cache = CacheStatus::Hit;
@@ -298,7 +301,7 @@ mod tests {
         let body = RequestBody::parse(br#"{"model":"m"}"#).unwrap();
         stages.admit(&mut ctx, &body).await.unwrap();
         assert!(stages
-            .cache_lookup(&mut ctx, &body)
+            .cache_lookup(&mut ctx, &body, "m")
             .await
             .unwrap()
             .is_none());

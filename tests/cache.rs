@@ -589,3 +589,94 @@ async fn two_instances_share_one_redis_cache_and_a_dead_redis_is_a_bounded_miss(
     .await;
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn a_key_may_send_only_its_allowed_cache_controls() {
+    let (up, calls) = upstream().await;
+    let cfg = format!(
+        "{}general_settings: {{master_key: {MASTER}}}\n",
+        config(&up.base(), "{type: local}")
+    );
+    let gw = Gateway::start(&cfg);
+    let made = as_key(
+        &gw,
+        MASTER,
+        "/key/generate",
+        &json!({"allowed_cache_controls": ["no-cache"]}),
+    )
+    .await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    assert_eq!(made.json()["allowed_cache_controls"], json!(["no-cache"]));
+    let key = made.json()["key"].as_str().unwrap().to_string();
+    let path = "/v1/chat/completions";
+
+    // A listed control is fine; any other is LiteLLM's 403, whatever its value, before any
+    // upstream call.
+    let ok = as_key(&gw, &key, path, &chat(json!({"cache": {"no-cache": true}}))).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    for cache in [
+        json!({"ttl": 60}),
+        json!({"no-cache": true, "no-store": false}),
+    ] {
+        let refused = as_key(&gw, &key, path, &chat(json!({ "cache": cache }))).await;
+        let err = refused.expect_error(403);
+        let control = cache
+            .as_object()
+            .unwrap()
+            .keys()
+            .next_back()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            err["message"],
+            format!("Not allowed to set {control} as a cache control. Contact admin to change permissions.")
+        );
+        assert_eq!(err["type"], "permission_error");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The master key and a key without a list may send any control.
+    let master = as_key(&gw, MASTER, path, &chat(json!({"cache": {"ttl": 60}}))).await;
+    assert_eq!(master.status, 200, "{}", master.text());
+
+    // /key/update widens the list ([] allows everything) and /key/info shows it.
+    let update = json!({"key": key, "allowed_cache_controls": []});
+    let r = as_key(&gw, MASTER, "/key/update", &update).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = as_key(&gw, &key, path, &chat(json!({"cache": {"ttl": 60}}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let update = json!({"key": key, "allowed_cache_controls": ["ttl", 5]});
+    let r = as_key(&gw, MASTER, "/key/update", &update).await;
+    assert_eq!(r.expect_error(400)["param"], "allowed_cache_controls");
+}
+
+#[tokio::test]
+async fn an_alias_and_its_group_share_entries() {
+    let (up, calls) = upstream().await;
+    let cfg = format!(
+        "{}router_settings: {{model_group_alias: {{smart: gpt-4o}}}}\n",
+        config(&up.base(), "{type: local}")
+    );
+    let gw = Gateway::start(&cfg);
+    let miss = gw
+        .post("/v1/chat/completions", &chat(json!({"model": "smart"})))
+        .await;
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
+    stores(&gw, 1.0).await;
+    let hit = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(
+        hit.header("x-litellm-cache-key"),
+        miss.header("x-litellm-cache-key")
+    );
+    // Another group serving the same upstream model is another entry.
+    let other = gw
+        .post("/v1/chat/completions", &chat(json!({"model": "other"})))
+        .await;
+    assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

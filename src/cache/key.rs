@@ -1,7 +1,8 @@
 //! The cache key: an xxh3-128 hash of a canonical form of everything that changes an answer.
 //!
-//! The key covers the model group (the name the client asked for after the key's aliases, so a
-//! wildcard group's models stay apart), every top-level body field except those that only shape
+//! The key covers the model group (the group the name resolves to after the key's aliases and
+//! `model_group_alias`, as LiteLLM keys on `metadata.model_group`; a wildcard-served name is
+//! its own, so a wildcard group's models stay apart), every top-level body field except those that only shape
 //! delivery or bookkeeping ([`IGNORED_FIELDS`]: `stream`, `stream_options`, `user`, `metadata`,
 //! the `cache` controls, …), and the tenant when the cache is scoped. Canonical: object keys at
 //! every depth are order-free and whitespace never reaches the hash, numbers are compared by
@@ -68,7 +69,7 @@ impl CacheKey {
 
 /// What the key covers besides the body.
 pub struct KeyScope<'a> {
-    /// The model the client asked for (after the key's aliases).
+    /// The model group the request resolves to (see the module doc).
     pub model: &'a str,
     /// The operation (`chat`, `embeddings`): the same body on two routes is two answers.
     pub route: &'a str,

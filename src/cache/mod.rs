@@ -326,7 +326,11 @@ impl Cache for ResponseCache {
         &self,
         ctx: &mut Context,
         body: &RequestBody<'_>,
+        group: &str,
     ) -> Result<Lookup, GatewayError> {
+        if let Some(key) = ctx.principal.key() {
+            check_allowed(&key.row.allowed_cache_controls, body)?;
+        }
         let s = &self.settings;
         let cacheable = match ctx.route {
             "chat" => s.chat,
@@ -341,7 +345,7 @@ impl Cache for ResponseCache {
             return Ok(Lookup::Skip);
         }
         let scope = key::KeyScope {
-            model: ctx.model.as_deref().unwrap_or(""),
+            model: group,
             route: ctx.route,
             tenant: self.tenant(ctx),
         };
@@ -397,23 +401,28 @@ impl Cache for ResponseCache {
     }
 }
 
-/// A key's `allowed_cache_controls`: a control the key may not use is refused as LiteLLM
-/// refuses it (403); an empty list allows every control, as in LiteLLM.
-pub fn check_allowed(
-    allowed: &[String],
-    controls: &controls::Controls,
-) -> Result<(), GatewayError> {
+/// A key's `allowed_cache_controls`, enforced as LiteLLM's cache-control check does: every
+/// name in the body's `cache` object must be listed (whatever its value), else 403 naming the
+/// first one that is not. An empty list allows every control; a `cache` that is not an object
+/// is left to [`controls::read`]. Parses nothing unless the key has a list and the body a
+/// `cache`.
+pub fn check_allowed(allowed: &[String], body: &RequestBody<'_>) -> Result<(), GatewayError> {
     if allowed.is_empty() {
         return Ok(());
     }
-    for name in controls.names() {
-        if !allowed.iter().any(|a| a == name) {
-            return Err(GatewayError::new(
-                crate::error::ErrorKind::PermissionDenied,
-                format!("Not allowed to set {name} as a cache control. Contact admin to change permissions."),
-            )
-            .with_param("cache"));
-        }
+    let Some(raw) = body.get("cache") else {
+        return Ok(());
+    };
+    let Ok(names) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get())
+    else {
+        return Ok(());
+    };
+    match names.keys().find(|name| !allowed.iter().any(|a| a == *name)) {
+        None => Ok(()),
+        Some(name) => Err(GatewayError::new(
+            crate::error::ErrorKind::PermissionDenied,
+            format!("Not allowed to set {name} as a cache control. Contact admin to change permissions."),
+        )
+        .with_param("cache")),
     }
-    Ok(())
 }

@@ -193,7 +193,10 @@ pub async fn run(
     // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
     // off) writes it.
     if messages.is_none() {
-        if let Some(answer) = live.stages.cache_lookup(ctx, parsed).await? {
+        // Keyed on the group (an alias shares its group's entries); a wildcard-served name
+        // is its own.
+        let group = snapshot.group(&model).map_or(&*model, |g| g.name.as_str());
+        if let Some(answer) = live.stages.cache_lookup(ctx, parsed, group).await? {
             respond::cached(sink, ctx, answer).await;
             return Ok(());
         }
