@@ -680,3 +680,84 @@ async fn an_alias_and_its_group_share_entries() {
     assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// The embedding the mock gives a text: distinct per text, so a merged answer shows which
+/// input each item came from.
+fn vector(text: &str) -> Value {
+    json!([text.len() as f64, text.bytes().map(f64::from).sum::<f64>()])
+}
+
+#[tokio::test]
+async fn embeddings_are_cached_per_input_and_only_the_missing_inputs_go_upstream() {
+    let sent: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let seen = sent.clone();
+    let up = MockUpstream::start(move |req| {
+        let input = req.json()["input"].clone();
+        seen.lock().unwrap().push(input.clone());
+        let data: Vec<Value> = input
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": vector(t.as_str().unwrap())}))
+            .collect();
+        let n = data.len();
+        Reply::json(
+            200,
+            json!({"object": "list", "data": data, "model": "text-embedding-3-small",
+                   "usage": {"prompt_tokens": n, "total_tokens": n}}),
+        )
+    })
+    .await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let embed = async |input: Value, extra: Value| {
+        let mut body = json!({"model": "embed", "input": input});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = gw.post("/v1/embeddings", &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r
+    };
+    let check = |r: &Response, texts: &[&str]| {
+        let v = r.json();
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(data.len(), texts.len(), "{v}");
+        for (i, (d, t)) in data.iter().zip(texts).enumerate() {
+            assert_eq!(
+                (d["index"].as_u64(), &d["embedding"]),
+                (Some(i as u64), &vector(t)),
+                "{v}"
+            );
+        }
+    };
+
+    let first = embed(json!(["alpha", "beta"]), json!({})).await;
+    assert_eq!(first.header("x-switchboard-cache"), Some("miss"));
+    check(&first, &["alpha", "beta"]);
+    stores(&gw, 2.0).await;
+
+    // Two of three inputs are cached: only the third goes upstream; the answer is in the
+    // client's order and its usage is the upstream's.
+    let partial = embed(json!(["beta", "gamma", "alpha"]), json!({})).await;
+    assert_eq!(partial.header("x-switchboard-cache"), Some("miss"));
+    check(&partial, &["beta", "gamma", "alpha"]);
+    assert_eq!(partial.json()["usage"]["prompt_tokens"], 1);
+    assert_eq!(sent.lock().unwrap().last().unwrap(), &json!(["gamma"]));
+    stores(&gw, 3.0).await;
+
+    // Every input cached (a lone string too): the upstream is not asked, usage is 0.
+    let hit = embed(json!(["gamma", "alpha"]), json!({})).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    check(&hit, &["gamma", "alpha"]);
+    assert_eq!(hit.json()["usage"]["prompt_tokens"], 0);
+    let one = embed(json!("beta"), json!({})).await;
+    assert_eq!(one.header("x-switchboard-cache"), Some("hit"));
+    check(&one, &["beta"]);
+    assert_eq!(sent.lock().unwrap().len(), 2);
+
+    // A parameter that changes the vectors is another entry.
+    let other = embed(json!(["alpha"]), json!({"dimensions": 8})).await;
+    assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(sent.lock().unwrap().len(), 3);
+}

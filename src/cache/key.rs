@@ -51,6 +51,8 @@ const T_FLOAT: u8 = 3;
 const T_STR: u64 = 4;
 const T_ARR: u8 = 5;
 const T_OBJ: u8 = 6;
+/// Seeds a per-input key (batch base + one input).
+const T_INPUT: u64 = 7;
 
 /// A 128-bit cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,9 +85,38 @@ pub fn compute(
     scope: &KeyScope<'_>,
     body: &RequestBody<'_>,
 ) -> Result<CacheKey, serde_json::Error> {
+    compute_without(scope, body, None)
+}
+
+/// The keys of an embeddings request's inputs, one per input, in order: each covers what
+/// [`compute`] covers but the other inputs (`dimensions`, `encoding_format`, … still count),
+/// so the same text in two batches is one entry.
+pub fn compute_inputs(
+    scope: &KeyScope<'_>,
+    body: &RequestBody<'_>,
+    inputs: &[&serde_json::value::RawValue],
+) -> Result<Vec<CacheKey>, serde_json::Error> {
+    let base = compute_without(scope, body, Some("input"))?.0.to_le_bytes();
+    inputs
+        .iter()
+        .map(|raw| {
+            let Hashed(input) = serde_json::from_str(raw.get())?;
+            let mut both = [0u8; 32];
+            both[..16].copy_from_slice(&base);
+            both[16..].copy_from_slice(&input.to_le_bytes());
+            Ok(CacheKey(xxh3_128_with_seed(&both, T_INPUT)))
+        })
+        .collect()
+}
+
+fn compute_without(
+    scope: &KeyScope<'_>,
+    body: &RequestBody<'_>,
+    skip: Option<&str>,
+) -> Result<CacheKey, serde_json::Error> {
     let mut fields: SmallVec<[(&str, &serde_json::value::RawValue); 16]> = body
         .fields()
-        .filter(|(name, _)| !IGNORED_FIELDS.contains(name))
+        .filter(|(name, _)| !IGNORED_FIELDS.contains(name) && Some(*name) != skip)
         .collect();
     fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut h = Xxh3::new();

@@ -16,6 +16,7 @@
 //! stay the same: a SIGHUP does not empty the cache.
 
 pub mod controls;
+pub mod embeddings;
 pub mod key;
 pub mod local;
 pub mod replay;
@@ -104,6 +105,8 @@ struct Write {
     /// The answer is a stream's SSE: gather it first.
     stream: bool,
     usage: Option<Usage>,
+    /// An embeddings batch: each input's key, and whether to store it (not found at lookup).
+    inputs: Option<(Vec<String>, Vec<bool>)>,
 }
 
 /// Where entries live.
@@ -123,34 +126,65 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A Redis value's answer, if younger than `max_age`.
+fn redis_entry(value: Option<Vec<u8>>, max_age: Option<Duration>) -> Option<Bytes> {
+    let value = value.filter(|v| v.len() > REDIS_HEADER)?;
+    let stored = u64::from_be_bytes(value[..REDIS_HEADER].try_into().ok()?);
+    if max_age.is_some_and(|m| unix_ms().saturating_sub(stored) > m.as_millis() as u64) {
+        return None;
+    }
+    let mut b = Bytes::from(value);
+    Some(b.split_off(REDIS_HEADER))
+}
+
 impl Store {
     /// The entry, if live (and younger than `max_age`). A Redis failure or timeout (bounded by
     /// `switchboard.redis_timeout_ms`) is counted and is a miss.
     async fn get(&self, key: &str, max_age: Option<Duration>) -> Option<Bytes> {
         match self {
             Store::Local(l) => l.get(key, max_age),
-            Store::Redis(r) => {
-                let value: Option<Vec<u8>> = match r.query(redis::cmd("GET").arg(key)).await {
-                    Ok(v) => v,
-                    Err(_) => {
-                        // Logged (rate-limited) by shared_state.
-                        STATS.errors.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
-                };
-                let value = value.filter(|v| v.len() > REDIS_HEADER)?;
-                let stored = u64::from_be_bytes(value[..REDIS_HEADER].try_into().ok()?);
-                if max_age.is_some_and(|m| unix_ms().saturating_sub(stored) > m.as_millis() as u64)
-                {
-                    return None;
+            Store::Redis(r) => match r.query(redis::cmd("GET").arg(key)).await {
+                Ok(v) => redis_entry(v, max_age),
+                Err(_) => {
+                    // Logged (rate-limited) by shared_state.
+                    STATS.errors.fetch_add(1, Ordering::Relaxed);
+                    None
                 }
-                let mut b = Bytes::from(value);
-                Some(b.split_off(REDIS_HEADER))
+            },
+        }
+    }
+
+    /// Several entries at once: one Redis round trip (a pipeline of GETs, so the keys may
+    /// live on different cluster slots). A failure is a miss for all of them.
+    async fn get_many(&self, keys: &[String], max_age: Option<Duration>) -> Vec<Option<Bytes>> {
+        match self {
+            Store::Local(l) => keys.iter().map(|k| l.get(k, max_age)).collect(),
+            Store::Redis(r) => {
+                let mut pipe = redis::pipe();
+                for k in keys {
+                    pipe.cmd("GET").arg(k);
+                }
+                match r.pipeline::<Vec<Option<Vec<u8>>>>(&pipe).await {
+                    Ok(values) if values.len() == keys.len() => values
+                        .into_iter()
+                        .map(|v| redis_entry(v, max_age))
+                        .collect(),
+                    _ => {
+                        STATS.errors.fetch_add(1, Ordering::Relaxed);
+                        vec![None; keys.len()]
+                    }
+                }
             }
         }
     }
 
     async fn put(&self, w: Write) {
+        if let Some((keys, store)) = &w.inputs {
+            for (key, embedding) in embeddings::entries(keys, store, &w.answer) {
+                self.put_one(key, embedding, w.ttl).await;
+            }
+            return;
+        }
         let answer = if w.stream {
             match replay::assemble(&w.answer, w.usage) {
                 Some(a) => a,
@@ -159,9 +193,13 @@ impl Store {
         } else {
             w.answer
         };
+        self.put_one(w.key, answer, w.ttl).await;
+    }
+
+    async fn put_one(&self, key: String, answer: Bytes, ttl: Option<Duration>) {
         match self {
             Store::Local(l) => {
-                let out = l.put(w.key, answer, w.ttl);
+                let out = l.put(key, answer, ttl);
                 if out.stored {
                     STATS.stores.fetch_add(1, Ordering::Relaxed);
                 }
@@ -173,8 +211,8 @@ impl Store {
                 value.extend_from_slice(&unix_ms().to_be_bytes());
                 value.extend_from_slice(&answer);
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(&w.key).arg(value);
-                if let Some(ttl) = w.ttl {
+                cmd.arg(&key).arg(value);
+                if let Some(ttl) = ttl {
                     cmd.arg("PX").arg((ttl.as_millis() as u64).max(1));
                 }
                 match r.query::<()>(&cmd).await {
@@ -320,6 +358,40 @@ impl ResponseCache {
     }
 }
 
+impl ResponseCache {
+    /// An embeddings request, input by input (see [`embeddings`]): a hit only when every
+    /// input was found.
+    async fn lookup_inputs(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+        group: &str,
+        inputs: &[&serde_json::value::RawValue],
+        keys: Vec<String>,
+        controls: &controls::Controls,
+    ) -> Lookup {
+        let found = if controls.no_cache {
+            vec![None; keys.len()]
+        } else {
+            self.backend.store.get_many(&keys, controls.max_age).await
+        };
+        let batch = embeddings::Batch::new(keys, found);
+        if batch.all_found() {
+            STATS.hits.fetch_add(1, Ordering::Relaxed);
+            ctx.cost = Some(0.0);
+            return Lookup::Hit(embeddings::assemble(
+                &batch,
+                ctx.model.as_deref().unwrap_or(group),
+            ));
+        }
+        STATS.misses.fetch_add(1, Ordering::Relaxed);
+        embeddings::keep(ctx, body, inputs, batch);
+        Lookup::Miss {
+            store: !controls.no_store,
+        }
+    }
+}
+
 #[async_trait]
 impl Cache for ResponseCache {
     async fn lookup(
@@ -349,18 +421,34 @@ impl Cache for ResponseCache {
             route: ctx.route,
             tenant: self.tenant(ctx),
         };
-        let key = key::compute(&scope, body).map_err(|e| {
+        let invalid = |e: serde_json::Error| {
             GatewayError::bad_request(format!("The request body is not valid JSON: {e}"))
-        })?;
+        };
+        let key = key::compute(&scope, body).map_err(invalid)?;
+        let inputs = match ctx.route {
+            "embeddings" => embeddings::inputs(body),
+            _ => None,
+        };
+        let input_keys = match &inputs {
+            Some(inputs) => Some(key::compute_inputs(&scope, body, inputs).map_err(invalid)?),
+            None => None,
+        };
         let namespace = controls.namespace.as_deref().or(s.namespace.as_deref());
         let rendered = key.render(namespace);
+        ctx.cache_ttl = controls.ttl.or(s.ttl);
+        if let (Some(inputs), Some(keys)) = (inputs, input_keys) {
+            ctx.cache_key = Some(rendered);
+            let keys = embeddings::render(keys, namespace);
+            return Ok(self
+                .lookup_inputs(ctx, body, group, &inputs, keys, &controls)
+                .await);
+        }
         let found = if controls.no_cache {
             None
         } else {
             self.backend.store.get(&rendered, controls.max_age).await
         };
         ctx.cache_key = Some(rendered);
-        ctx.cache_ttl = controls.ttl.or(s.ttl);
         let hit = match found {
             Some(answer) if ctx.stream => replay::to_sse(&answer, body.include_usage()?),
             other => other,
@@ -394,6 +482,7 @@ impl Cache for ResponseCache {
             ttl: ctx.cache_ttl,
             stream: ctx.stream,
             usage: ctx.usage,
+            inputs: embeddings::to_store(ctx),
         };
         if self.backend.writes.try_send(write).is_err() {
             STATS.dropped.fetch_add(1, Ordering::Relaxed);

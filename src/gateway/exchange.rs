@@ -201,6 +201,17 @@ pub async fn run(
             return Ok(());
         }
     }
+    // An embeddings batch partly found in the cache asks upstream for the rest only; the
+    // answer is merged back in `attempt`.
+    let reduced = crate::cache::embeddings::take_reduced(ctx);
+    let reduced_body;
+    let parsed = match &reduced {
+        Some(b) => {
+            reduced_body = RequestBody::parse(b)?;
+            &reduced_body
+        }
+        None => parsed,
+    };
 
     let primary = snapshot
         .resolve(&model)
@@ -611,6 +622,7 @@ async fn attempt(
             if let Some(t) = ctx.trace.as_deref_mut() {
                 crate::telemetry::end_attempt(t, None);
             }
+            let body = crate::cache::embeddings::merge(ctx, body);
             respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
