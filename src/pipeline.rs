@@ -80,6 +80,21 @@ pub trait Cache: Send + Sync {
     /// Offers the answer of a request that missed (`ctx.cache == Miss`, `ctx.answer` set).
     /// Sync: it runs at settle and hands the write to a background writer.
     fn store(&self, ctx: &Context, answer: &Bytes);
+    /// The model group a semantic cache embeds prompts with; `None`: no semantic cache.
+    fn semantic_model(&self) -> Option<&str> {
+        None
+    }
+    /// After an exact miss: the answer to a stored prompt close to this one (`vector` is the
+    /// prompt's embedding), in the asked format; `None` also keeps the vector for the store.
+    async fn semantic_lookup(
+        &self,
+        _ctx: &mut Context,
+        _body: &RequestBody<'_>,
+        _group: &str,
+        _vector: Vec<f32>,
+    ) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Runs once the answer is out (or the client left): reconciliation, accounting, telemetry.
@@ -231,6 +246,29 @@ impl Stages {
                 Ok(None)
             }
         }
+    }
+
+    /// The semantic cache's embedding model group, when one is configured.
+    pub fn semantic_model(&self) -> Option<&str> {
+        self.cache.as_ref()?.semantic_model()
+    }
+
+    /// The semantic cache's lookup (see [`Cache::semantic_lookup`]), recording a hit.
+    pub async fn semantic_lookup(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+        group: &str,
+        vector: Vec<f32>,
+    ) -> Option<Bytes> {
+        let answer = self
+            .cache
+            .as_ref()?
+            .semantic_lookup(ctx, body, group, vector)
+            .await?;
+        ctx.cache = crate::context::CacheStatus::Hit;
+        ctx.keep_answer = false;
+        Some(answer)
     }
 
     /// Runs after the answer: the cache write, then the settle stages in order.

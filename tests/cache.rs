@@ -761,3 +761,137 @@ async fn embeddings_are_cached_per_input_and_only_the_missing_inputs_go_upstream
     assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
     assert_eq!(sent.lock().unwrap().len(), 3);
 }
+
+/// The mock embedder's vector for a prompt: paraphrases of "2+2" point the same way.
+fn meaning(prompt: &str) -> Value {
+    let p = prompt.to_lowercase();
+    if p.contains("capital") {
+        json!([0.0, 1.0])
+    } else if p.contains("roughly") {
+        json!([1.0, 0.6])
+    } else if p.contains("two plus two") {
+        json!([1.0, 0.1])
+    } else {
+        json!([1.0, 0.0])
+    }
+}
+
+#[tokio::test]
+async fn redis_semantic_answers_a_paraphrase_per_key_above_the_threshold() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let chats = Arc::new(AtomicUsize::new(0));
+    let embedded: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let (seen_chats, seen_embeds) = (chats.clone(), embedded.clone());
+    let up = MockUpstream::start(move |req| {
+        if req.path.ends_with("/embeddings") {
+            let input = req.json()["input"].clone();
+            seen_embeds.lock().unwrap().push(input.clone());
+            let text = input.as_str().unwrap_or_default().to_string();
+            return Reply::json(
+                200,
+                json!({"object": "list", "model": "e",
+                       "data": [{"object": "embedding", "index": 0, "embedding": meaning(&text)}],
+                       "usage": {"prompt_tokens": 3, "total_tokens": 3}}),
+            );
+        }
+        let n = seen_chats.fetch_add(1, Ordering::SeqCst) + 1;
+        if req.json()["stream"] == true {
+            let body = openai::sse(&["answer", " ", &n.to_string()], true);
+            Reply::stream("text/event-stream", &body, 7, Duration::ZERO)
+        } else {
+            Reply::json(200, openai::completion(&format!("answer {n}")))
+        }
+    })
+    .await;
+    let cfg = format!(
+        "{}general_settings: {{master_key: {MASTER}}}\n",
+        config(
+            &up.base(),
+            &format!(
+                "{{type: redis-semantic, url: \"{}\", similarity_threshold: 0.9, redis_semantic_cache_embedding_model: embed, ttl: 60}}",
+                redis.url()
+            ),
+        )
+    );
+    let gw = Gateway::start(&cfg);
+    let made = as_key(&gw, MASTER, "/key/generate", &json!({})).await;
+    let (a, token) = (
+        made.json()["key"].as_str().unwrap().to_string(),
+        made.json()["token_id"].as_str().unwrap().to_string(),
+    );
+    let b = new_key(&gw).await;
+    let ask = |q: &str| chat(json!({"messages": [{"role": "user", "content": q}]}));
+    let path = "/v1/chat/completions";
+
+    let first = as_key(&gw, &a, path, &ask("What is 2+2?")).await;
+    assert_eq!(
+        first.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        first.text()
+    );
+    assert_eq!(
+        embedded.lock().unwrap().as_slice(),
+        &[json!("What is 2+2?")]
+    );
+    let list = format!("semantic:gpt-4o:{token}");
+    let indexed = wait_until(
+        || redis.cmd(&["LLEN", &list]).as_deref() == Some(":1"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(indexed, "the prompt's vector is in {list}");
+
+    // A paraphrase (cosine 0.995) is answered from the first answer, streamed or whole.
+    let hit = as_key(&gw, &a, path, &ask("And two plus two?")).await;
+    assert_eq!(
+        hit.header("x-switchboard-cache"),
+        Some("hit"),
+        "{}",
+        hit.text()
+    );
+    assert_eq!(content(&hit), "answer 1");
+    assert_eq!(
+        hit.header("x-litellm-cache-key"),
+        first.header("x-litellm-cache-key")
+    );
+    let streamed = gw
+        .post_with(
+            path,
+            &[
+                ("authorization", &format!("Bearer {a}")),
+                ("content-type", "application/json"),
+            ],
+            ask("two plus two, please")
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.insert("stream".into(), json!(true));
+                    Value::Object(o).to_string()
+                })
+                .unwrap()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(streamed.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(stream_text(&openai_chunks(&streamed)), "answer 1");
+    assert_eq!(chats.load(Ordering::SeqCst), 1);
+
+    // Below the threshold (cosine 0.86) or another meaning: a miss.
+    let near = as_key(&gw, &a, path, &ask("roughly 2 and 2?")).await;
+    assert_eq!(near.header("x-switchboard-cache"), Some("miss"));
+    let other = as_key(&gw, &a, path, &ask("The capital of France?")).await;
+    assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
+    // Another key does not see key a's prompts.
+    let b_ask = as_key(&gw, &b, path, &ask("And two plus two?")).await;
+    assert_eq!(b_ask.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(chats.load(Ordering::SeqCst), 4);
+    gw.wait_for_metric(
+        "switchboard_cache_events_total",
+        &["type=\"redis-semantic\"", "event=\"semantic_hit\""],
+        |v| v >= 2.0,
+    )
+    .await;
+}

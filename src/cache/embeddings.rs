@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A string input, or a single list of token ids, is one input. Batches past [`MAX_INPUTS`]
-//! are not cached. What a lookup found rides in [`Context::cache_inputs`] until the store.
+//! are not cached. What a lookup found rides in [`Context::cache_state`] until the store.
 
 use super::key::CacheKey;
 use crate::context::Context;
@@ -133,16 +133,16 @@ pub fn keep(ctx: &mut Context, body: &RequestBody<'_>, inputs: &[&RawValue], mut
         out.put_u8(b'}');
         batch.reduced = Some(out.freeze());
     }
-    ctx.cache_inputs = Some(Box::new(batch));
+    ctx.cache_state = Some(Box::new(batch));
 }
 
 fn batch(ctx: &Context) -> Option<&Batch> {
-    ctx.cache_inputs.as_deref()?.downcast_ref::<Batch>()
+    ctx.cache_state.as_deref()?.downcast_ref::<Batch>()
 }
 
 /// The body to send upstream instead of the client's, when some inputs were found.
 pub fn take_reduced(ctx: &mut Context) -> Option<Bytes> {
-    ctx.cache_inputs
+    ctx.cache_state
         .as_deref_mut()?
         .downcast_mut::<Batch>()?
         .reduced

@@ -20,6 +20,7 @@ pub mod embeddings;
 pub mod key;
 pub mod local;
 pub mod replay;
+pub mod semantic;
 
 use crate::config::redis::{FailurePolicy, RedisSettings};
 use crate::config::{CacheMode, CacheScope, CacheSettings, CacheType};
@@ -51,11 +52,13 @@ pub struct Stats {
     pub dropped: AtomicU64,
     /// Bytes held by the local backend.
     pub bytes: AtomicU64,
+    /// Hits found by prompt similarity (also counted in `hits`).
+    pub semantic_hits: AtomicU64,
 }
 
 impl Stats {
     /// The event counters by their metric label.
-    pub fn events(&self) -> [(&'static str, u64); 6] {
+    pub fn events(&self) -> [(&'static str, u64); 7] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("hit", get(&self.hits)),
@@ -64,6 +67,7 @@ impl Stats {
             ("eviction", get(&self.evictions)),
             ("error", get(&self.errors)),
             ("dropped", get(&self.dropped)),
+            ("semantic_hit", get(&self.semantic_hits)),
         ]
     }
 }
@@ -76,6 +80,7 @@ static STATS: Stats = Stats {
     errors: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
     bytes: AtomicU64::new(0),
+    semantic_hits: AtomicU64::new(0),
 };
 
 /// The counters (and the configured type's label), for the metrics scrape.
@@ -107,6 +112,8 @@ struct Write {
     usage: Option<Usage>,
     /// An embeddings batch: each input's key, and whether to store it (not found at lookup).
     inputs: Option<(Vec<String>, Vec<bool>)>,
+    /// A semantic miss: the list its prompt's vector joins, and the list's bound.
+    semantic: Option<(String, Vec<f32>, usize)>,
 }
 
 /// Where entries live.
@@ -193,6 +200,26 @@ impl Store {
         } else {
             w.answer
         };
+        if let (Some((list, vector, max)), Store::Redis(r)) = (&w.semantic, self) {
+            // The list only points at the exact entry: pushed after it is written.
+            let mut pipe = redis::pipe();
+            pipe.cmd("LPUSH")
+                .arg(list)
+                .arg(semantic::encode(&w.key, vector))
+                .ignore();
+            pipe.cmd("LTRIM").arg(list).arg(0).arg(max - 1).ignore();
+            if let Some(ttl) = w.ttl {
+                pipe.cmd("PEXPIRE")
+                    .arg(list)
+                    .arg((ttl.as_millis() as u64).max(1))
+                    .ignore();
+            }
+            self.put_one(w.key, answer, w.ttl).await;
+            if r.pipeline::<()>(&pipe).await.is_err() {
+                STATS.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         self.put_one(w.key, answer, w.ttl).await;
     }
 
@@ -319,11 +346,6 @@ impl ResponseCache {
     /// served without it.
     pub fn from_config(config: &crate::config::Config) -> Option<ResponseCache> {
         let settings = config.litellm.cache.as_ref()?;
-        if settings.kind == CacheType::RedisSemantic {
-            log::warn!(
-                "cache: redis-semantic is not implemented yet; serving exact-match hits from Redis"
-            );
-        }
         let spec = BackendSpec {
             kind: settings.kind,
             max_bytes: settings.max_bytes,
@@ -347,14 +369,19 @@ impl ResponseCache {
 
     /// The tenant an entry belongs to under the configured scope.
     fn tenant<'c>(&self, ctx: &'c Context) -> Option<&'c str> {
-        let key = ctx.principal.key();
-        match self.settings.scope {
-            CacheScope::Global => None,
-            CacheScope::Key => Some(key.map_or("", |k| k.row.token.as_str())),
-            CacheScope::Team => Some(key.map_or("", |k| {
-                k.row.team_id.as_deref().unwrap_or(k.row.token.as_str())
-            })),
-        }
+        tenant_of(self.settings.scope, ctx)
+    }
+}
+
+/// The tenant id under `scope`.
+fn tenant_of(scope: CacheScope, ctx: &Context) -> Option<&str> {
+    let key = ctx.principal.key();
+    match scope {
+        CacheScope::Global => None,
+        CacheScope::Key => Some(key.map_or("", |k| k.row.token.as_str())),
+        CacheScope::Team => Some(key.map_or("", |k| {
+            k.row.team_id.as_deref().unwrap_or(k.row.token.as_str())
+        })),
     }
 }
 
@@ -468,6 +495,78 @@ impl Cache for ResponseCache {
         }
     }
 
+    fn semantic_model(&self) -> Option<&str> {
+        match self.settings.kind {
+            CacheType::RedisSemantic => self.settings.embedding_model.as_deref(),
+            _ => None,
+        }
+    }
+
+    async fn semantic_lookup(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+        group: &str,
+        vector: Vec<f32>,
+    ) -> Option<Bytes> {
+        let Store::Redis(redis) = &*self.backend.store else {
+            return None;
+        };
+        let controls = controls::read(body).ok()?;
+        let namespace = ctx
+            .cache_key
+            .as_deref()
+            .and_then(|k| k.rsplit_once(':'))
+            .map(|(ns, _)| ns);
+        let scope = tenant_of(self.settings.semantic_scope, ctx).unwrap_or("");
+        let list = semantic::list_key(namespace, group, scope);
+        let mut found = None;
+        if !controls.no_cache {
+            let max = self.settings.semantic_max_entries as i64;
+            let lrange = redis::cmd("LRANGE").arg(&list).arg(0).arg(max - 1).clone();
+            match redis.query::<Vec<Vec<u8>>>(&lrange).await {
+                Ok(entries) => {
+                    let best =
+                        semantic::best_match(&vector, &entries, self.settings.similarity_threshold)
+                            .map(|(key, _)| key.to_string());
+                    if let Some(key) = best {
+                        found = self
+                            .backend
+                            .store
+                            .get(&key, controls.max_age)
+                            .await
+                            .map(|a| (key, a));
+                    }
+                }
+                Err(_) => {
+                    STATS.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let hit = match found {
+            Some((key, answer)) if ctx.stream => {
+                let sse = replay::to_sse(&answer, body.include_usage().ok()?)?;
+                Some((key, sse))
+            }
+            other => other,
+        };
+        match hit {
+            Some((key, answer)) => {
+                // The exact lookup counted a miss; this request is a hit after all.
+                STATS.misses.fetch_sub(1, Ordering::Relaxed);
+                STATS.hits.fetch_add(1, Ordering::Relaxed);
+                STATS.semantic_hits.fetch_add(1, Ordering::Relaxed);
+                ctx.cost = Some(0.0);
+                ctx.cache_key = Some(key);
+                Some(answer)
+            }
+            None => {
+                ctx.cache_state = Some(Box::new(semantic::Pending { list, vector }));
+                None
+            }
+        }
+    }
+
     fn store(&self, ctx: &Context, answer: &Bytes) {
         let Some(key) = &ctx.cache_key else {
             return;
@@ -483,6 +582,17 @@ impl Cache for ResponseCache {
             stream: ctx.stream,
             usage: ctx.usage,
             inputs: embeddings::to_store(ctx),
+            semantic: ctx
+                .cache_state
+                .as_deref()
+                .and_then(|s| s.downcast_ref::<semantic::Pending>())
+                .map(|p| {
+                    (
+                        p.list.clone(),
+                        p.vector.clone(),
+                        self.settings.semantic_max_entries,
+                    )
+                }),
         };
         if self.backend.writes.try_send(write).is_err() {
             STATS.dropped.fetch_add(1, Ordering::Relaxed);

@@ -200,6 +200,10 @@ pub async fn run(
             respond::cached(sink, ctx, answer).await;
             return Ok(());
         }
+        if let Some(answer) = super::semantic::lookup(app, live, ctx, parsed, group).await {
+            respond::cached(sink, ctx, answer).await;
+            return Ok(());
+        }
     }
     // An embeddings batch partly found in the cache asks upstream for the rest only; the
     // answer is merged back in `attempt`.
