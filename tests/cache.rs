@@ -895,3 +895,34 @@ async fn redis_semantic_answers_a_paraphrase_per_key_above_the_threshold() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_slow_embedder_makes_a_semantic_lookup_a_bounded_miss() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let up = MockUpstream::start(move |req| {
+        if req.path.ends_with("/embeddings") {
+            return Reply::json(200, openai::embeddings(1)).delayed(Duration::from_secs(30));
+        }
+        Reply::json(200, openai::completion("fresh"))
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &up.base(),
+        &format!(
+            "{{type: redis-semantic, url: \"{}\", redis_semantic_cache_embedding_model: embed}}",
+            redis.url()
+        ),
+    ));
+    let started = std::time::Instant::now();
+    let r = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(content(&r), "fresh");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the embedding wait is bounded: {:?}",
+        started.elapsed()
+    );
+}
