@@ -247,6 +247,10 @@ pub struct Context {
     /// How long to keep this answer when it is stored (the request's `cache.ttl`, else the
     /// configured default; `None`: no expiry).
     pub cache_ttl: Option<Duration>,
+    /// What the cache's lookup keeps for its store: an embeddings batch's per-input lookup
+    /// (`cache::embeddings::Batch`) or a semantic miss's prompt vector
+    /// (`cache::semantic::Pending`). Typed by the cache.
+    pub cache_state: Option<Box<dyn std::any::Any + Send + Sync>>,
     /// Set by a stage that needs the whole answer (a cache that missed): the response sink
     /// then keeps it in [`Context::answer`].
     pub keep_answer: bool,
@@ -394,6 +398,7 @@ impl Default for Context {
             cache: CacheStatus::NotConfigured,
             cache_key: None,
             cache_ttl: None,
+            cache_state: None,
             keep_answer: false,
             answer: None,
             answer_parts: BytesMut::new(),

@@ -253,11 +253,29 @@ async fn run_call(
     // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
     // off) writes it.
     if messages.is_none() && responses.is_none() {
-        if let Some(answer) = live.stages.cache_lookup(ctx, parsed).await? {
+        // Keyed on the group (an alias shares its group's entries); a wildcard-served name
+        // is its own.
+        let group = snapshot.group(&model).map_or(&*model, |g| g.name.as_str());
+        if let Some(answer) = live.stages.cache_lookup(ctx, parsed, group).await? {
+            respond::cached(sink, ctx, answer).await;
+            return Ok(());
+        }
+        if let Some(answer) = super::semantic::lookup(app, live, ctx, parsed, group).await {
             respond::cached(sink, ctx, answer).await;
             return Ok(());
         }
     }
+    // An embeddings batch partly found in the cache asks upstream for the rest only; the
+    // answer is merged back in `attempt`.
+    let reduced = crate::cache::embeddings::take_reduced(ctx);
+    let reduced_body;
+    let parsed = match &reduced {
+        Some(b) => {
+            reduced_body = RequestBody::parse(b)?;
+            &reduced_body
+        }
+        None => parsed,
+    };
 
     let primary = snapshot
         .resolve(&model)
@@ -697,6 +715,7 @@ async fn attempt(
             if let Some(t) = ctx.trace.as_deref_mut() {
                 crate::telemetry::end_attempt(t, None);
             }
+            let body = crate::cache::embeddings::merge(ctx, body);
             respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
