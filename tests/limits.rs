@@ -98,7 +98,7 @@ fn config(up: &MockUpstream, redis: Option<&str>, extra: &str) -> String {
         extra
     };
     format!(
-        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n{router}{extra}",
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up}}\n  - model_name: gpt-4o-mini\n    litellm_params: {{model: openai/gpt-4o-mini, api_base: \"{b}/v1\", api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n{router}{extra}",
         b = up.base()
     )
 }
@@ -365,6 +365,14 @@ async fn rate_limit_headers_on_a_stream() {
     assert_eq!(s.header("x-ratelimit-remaining-requests"), Some("9"));
     assert_eq!(s.header("x-ratelimit-limit-tokens"), Some("5000"));
     assert!(s.header("x-ratelimit-reset-requests").is_some());
+    // LiteLLM's per-descriptor names too, in the same head.
+    assert_eq!(s.header("x-ratelimit-api_key-limit-requests"), Some("10"));
+    assert_eq!(
+        s.header("x-ratelimit-api_key-remaining-requests"),
+        Some("9")
+    );
+    assert_eq!(s.header("x-ratelimit-api_key-limit-tokens"), Some("5000"));
+    assert!(s.header("x-ratelimit-api_key-remaining-tokens").is_some());
     let body = String::from_utf8_lossy(&s.read_to_end().await).to_string();
     assert!(body.contains("[DONE]"), "{body}");
 }
@@ -440,6 +448,339 @@ async fn redis_down_fails_closed_when_configured() {
     )
     .await;
     assert!(back);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scopes: team, user, team member, end user, model per key. Each shares its limit across the
+// keys (or requests) in it, refuses the (N+1)th with LiteLLM's 429, and leaves the other
+// scopes alone.
+
+/// An admin call with the master key that must succeed; its JSON.
+async fn admin(gw: &Gateway, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = gw
+        .post_with(
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {MASTER}")),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r.json()
+}
+
+/// Makes the virtual key `key` with `fields`.
+async fn key_with(gw: &Gateway, key: &str, mut fields: serde_json::Value) {
+    fields["key"] = key.into();
+    admin(gw, "/key/generate", fields).await;
+}
+
+/// A chat call with `key` and `extra` body fields.
+async fn chat_as(gw: &Gateway, key: &str, extra: serde_json::Value) -> Response {
+    gw.post_with(
+        "/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {key}")),
+        ],
+        &chat_body(extra),
+    )
+    .await
+}
+
+/// The refusal names `scope` and its limit, and its Retry-After is the real wait (60 s /
+/// limit, ±1 s).
+fn assert_refused_by(r: &Response, scope: &str, limit: u64) {
+    let e = r.expect_error(429);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!("Rate limit exceeded for {scope}. Limit type: requests. Current limit: {limit}, Remaining: 0.")),
+        "{msg}"
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    let wait = 60 / limit;
+    assert!(
+        (wait - 1..=wait + 1).contains(&retry),
+        "retry-after {retry}, expected ~{wait}"
+    );
+}
+
+/// Team rpm 3 is shared by the team's two keys: the fourth call, on either key, is refused
+/// on the team scope; a key outside the team is untouched. The per-descriptor headers say
+/// which scope is tight, the aggregate ones follow the tightest.
+#[tokio::test]
+async fn team_rpm_is_shared_by_the_team_keys() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    admin(
+        &gw,
+        "/team/new",
+        serde_json::json!({"team_id": "t-lim", "rpm_limit": 3}),
+    )
+    .await;
+    admin(
+        &gw,
+        "/team/new",
+        serde_json::json!({"team_id": "t-other", "rpm_limit": 3}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-team-a",
+        serde_json::json!({"team_id": "t-lim", "rpm_limit": 100}),
+    )
+    .await;
+    key_with(&gw, "sk-team-b", serde_json::json!({"team_id": "t-lim"})).await;
+    key_with(&gw, "sk-team-c", serde_json::json!({"team_id": "t-other"})).await;
+    let first = chat_as(&gw, "sk-team-a", serde_json::json!({})).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-ratelimit-team-limit-requests"), Some("3"));
+    assert_eq!(
+        first.header("x-ratelimit-team-remaining-requests"),
+        Some("2")
+    );
+    assert_eq!(
+        first.header("x-ratelimit-api_key-limit-requests"),
+        Some("100")
+    );
+    assert_eq!(
+        first.header("x-ratelimit-api_key-remaining-requests"),
+        Some("99")
+    );
+    assert_eq!(
+        first.header("x-ratelimit-limit-requests"),
+        Some("3"),
+        "the tightest"
+    );
+    assert_eq!(first.header("x-ratelimit-remaining-requests"), Some("2"));
+    for key in ["sk-team-b", "sk-team-a"] {
+        assert_eq!(chat_as(&gw, key, serde_json::json!({})).await.status, 200);
+    }
+    let refused = chat_as(&gw, "sk-team-b", serde_json::json!({})).await;
+    assert_refused_by(&refused, "team: t-lim", 3);
+    assert_eq!(
+        refused.header("x-ratelimit-team-remaining-requests"),
+        Some("0")
+    );
+    assert_eq!(
+        chat_as(&gw, "sk-team-a", serde_json::json!({}))
+            .await
+            .status,
+        429
+    );
+    let other = chat_as(&gw, "sk-team-c", serde_json::json!({})).await;
+    assert_eq!(other.status, 200, "another team is untouched");
+    assert_eq!(
+        other.header("x-ratelimit-team-remaining-requests"),
+        Some("2")
+    );
+    assert_eq!(up.count(), 4);
+}
+
+/// A user's rpm is shared by every key of the user; another user's key is untouched.
+#[tokio::test]
+async fn user_rpm_is_shared_by_the_user_keys() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    admin(
+        &gw,
+        "/user/new",
+        serde_json::json!({"user_id": "u-lim", "rpm_limit": 2, "auto_create_key": false}),
+    )
+    .await;
+    admin(
+        &gw,
+        "/user/new",
+        serde_json::json!({"user_id": "u-free", "auto_create_key": false}),
+    )
+    .await;
+    key_with(&gw, "sk-user-a", serde_json::json!({"user_id": "u-lim"})).await;
+    key_with(&gw, "sk-user-b", serde_json::json!({"user_id": "u-lim"})).await;
+    key_with(&gw, "sk-user-c", serde_json::json!({"user_id": "u-free"})).await;
+    assert_eq!(
+        chat_as(&gw, "sk-user-a", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    let second = chat_as(&gw, "sk-user-b", serde_json::json!({})).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        second.header("x-ratelimit-user-remaining-requests"),
+        Some("0")
+    );
+    assert_refused_by(
+        &chat_as(&gw, "sk-user-a", serde_json::json!({})).await,
+        "user: u-lim",
+        2,
+    );
+    let other = chat_as(&gw, "sk-user-c", serde_json::json!({})).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert!(other
+        .header("x-ratelimit-user-remaining-requests")
+        .is_none());
+    assert_eq!(up.count(), 3);
+}
+
+/// A team member's limit (the membership's budget row) holds for that member's keys in the
+/// team; another member of the same team is untouched.
+#[tokio::test]
+async fn team_member_rpm_holds_for_that_member_only() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    admin(&gw, "/team/new", serde_json::json!({"team_id": "t-m"})).await;
+    let added = admin(
+        &gw,
+        "/team/member_add",
+        serde_json::json!({"team_id": "t-m", "member": [{"user_id": "m-lim", "role": "user"}, {"user_id": "m-free", "role": "user"}], "max_budget_in_team": 100}),
+    )
+    .await;
+    let budget_id = added["updated_team_memberships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == "m-lim")
+        .and_then(|m| m["budget_id"].as_str())
+        .unwrap()
+        .to_string();
+    admin(
+        &gw,
+        "/budget/update",
+        serde_json::json!({"budget_id": budget_id, "rpm_limit": 2}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-member-a",
+        serde_json::json!({"team_id": "t-m", "user_id": "m-lim"}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-member-b",
+        serde_json::json!({"team_id": "t-m", "user_id": "m-lim"}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-member-c",
+        serde_json::json!({"team_id": "t-m", "user_id": "m-free"}),
+    )
+    .await;
+    assert_eq!(
+        chat_as(&gw, "sk-member-a", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    let second = chat_as(&gw, "sk-member-b", serde_json::json!({})).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        second.header("x-ratelimit-team_member-remaining-requests"),
+        Some("0")
+    );
+    assert_refused_by(
+        &chat_as(&gw, "sk-member-a", serde_json::json!({})).await,
+        "team_member: t-m:m-lim",
+        2,
+    );
+    for _ in 0..3 {
+        let r = chat_as(&gw, "sk-member-c", serde_json::json!({})).await;
+        assert_eq!(r.status, 200, "the other member: {}", r.text());
+    }
+}
+
+/// An end user's limit (the customer's budget row) follows the `user` field across keys;
+/// another end user, and a call naming none, are untouched.
+#[tokio::test]
+async fn end_user_rpm_follows_the_user_field_across_keys() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    admin(
+        &gw,
+        "/customer/new",
+        serde_json::json!({"user_id": "cust-lim", "rpm_limit": 2}),
+    )
+    .await;
+    key_with(&gw, "sk-eu-a", serde_json::json!({})).await;
+    key_with(&gw, "sk-eu-b", serde_json::json!({})).await;
+    let as_customer = serde_json::json!({"user": "cust-lim"});
+    assert_eq!(
+        chat_as(&gw, "sk-eu-a", as_customer.clone()).await.status,
+        200
+    );
+    let second = chat_as(&gw, "sk-eu-b", as_customer.clone()).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        second.header("x-ratelimit-end_user-remaining-requests"),
+        Some("0")
+    );
+    assert_refused_by(
+        &chat_as(&gw, "sk-eu-a", as_customer).await,
+        "end_user: cust-lim",
+        2,
+    );
+    let other = chat_as(&gw, "sk-eu-a", serde_json::json!({"user": "cust-other"})).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert_eq!(
+        chat_as(&gw, "sk-eu-b", serde_json::json!({})).await.status,
+        200
+    );
+}
+
+/// `model_rpm_limit` limits one model on one key; another model on the key, and the same
+/// model on another key, are untouched.
+#[tokio::test]
+async fn model_rpm_limit_is_per_model_per_key() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    key_with(
+        &gw,
+        "sk-model-a",
+        serde_json::json!({"model_rpm_limit": {"gpt-4o": 2}}),
+    )
+    .await;
+    key_with(&gw, "sk-model-b", serde_json::json!({})).await;
+    let first = chat_as(&gw, "sk-model-a", serde_json::json!({})).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        first.header("x-ratelimit-model_per_key-limit-requests"),
+        Some("2")
+    );
+    assert_eq!(
+        first.header("x-ratelimit-model_per_key-remaining-requests"),
+        Some("1")
+    );
+    assert_eq!(
+        chat_as(&gw, "sk-model-a", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    let hash = switchboard::keys::hex(&switchboard::keys::hash_key("sk-model-a"));
+    assert_refused_by(
+        &chat_as(&gw, "sk-model-a", serde_json::json!({})).await,
+        &format!("model_per_key: {hash}:gpt-4o"),
+        2,
+    );
+    let mini = chat_as(
+        &gw,
+        "sk-model-a",
+        serde_json::json!({"model": "gpt-4o-mini"}),
+    )
+    .await;
+    assert_eq!(mini.status, 200, "another model: {}", mini.text());
+    assert!(mini
+        .header("x-ratelimit-model_per_key-limit-requests")
+        .is_none());
+    assert_eq!(
+        chat_as(&gw, "sk-model-b", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

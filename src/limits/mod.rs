@@ -23,7 +23,7 @@ pub mod local;
 pub mod shared;
 
 use crate::config::redis::{FailurePolicy, RedisSettings};
-use crate::context::{Context, RateLimitStatus, RateWindow};
+use crate::context::{Context, RateLimitStatus, RateWindow, ScopeWindow};
 use crate::error::{ErrorKind, GatewayError};
 use crate::openai::RequestBody;
 use crate::pipeline::{Admit, Settle};
@@ -437,10 +437,15 @@ impl Admit for Limits {
     }
 }
 
-/// The tightest request and token windows.
+/// Every scope's standing, and the tightest request and token windows.
 fn status(scopes: &[Scope], results: &[ScopeResult]) -> RateLimitStatus {
     let mut out = RateLimitStatus::default();
     for (s, r) in scopes.iter().zip(results) {
+        out.scopes.push(ScopeWindow {
+            names: headers::scope_names(s.descriptor, s.measure),
+            limit: s.limit,
+            remaining: r.remaining,
+        });
         let slot = match s.measure {
             Measure::Requests => &mut out.requests,
             Measure::Tokens => &mut out.tokens,
