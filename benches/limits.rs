@@ -91,6 +91,7 @@ fn redis_round_trip() {
         username: None,
         password: None,
         origin: "bench".into(),
+        ca_certs: None,
     };
     rt.block_on(async {
         let state = switchboard::shared_state::SharedState::new(

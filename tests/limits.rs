@@ -6,7 +6,7 @@
 mod redis_server;
 mod support;
 
-use redis_server::Redis;
+use redis_server::{Redis, RedisCluster};
 use std::time::{Duration, Instant};
 use support::*;
 use switchboard::config::redis::{FailurePolicy, RedisSettings};
@@ -19,6 +19,7 @@ fn settings(url: String) -> RedisSettings {
         username: None,
         password: None,
         origin: "test".into(),
+        ca_certs: None,
     }
 }
 
@@ -781,6 +782,224 @@ async fn model_rpm_limit_is_per_model_per_key() {
             .status,
         200
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// LiteLLM's default limits from `litellm_settings`.
+
+/// `default_key_generate_params` fills a new key's unset limits and
+/// `upperbound_key_generate_params` fills the rest and refuses a value over its cap with
+/// LiteLLM's 400; the key made is then held to those limits on real calls.
+#[tokio::test]
+async fn key_generate_applies_the_default_and_upper_bound_limits() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        None,
+        "litellm_settings:\n  default_key_generate_params: {rpm_limit: 2}\n  upperbound_key_generate_params: {rpm_limit: 5, tpm_limit: 10000}\n",
+    ));
+    let made = admin(
+        &gw,
+        "/key/generate",
+        serde_json::json!({"key": "sk-defaulted"}),
+    )
+    .await;
+    assert_eq!(made["rpm_limit"], 2, "{made}");
+    assert_eq!(made["tpm_limit"], 10000, "{made}");
+    let over = gw
+        .post_with(
+            "/key/generate",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {MASTER}")),
+            ],
+            serde_json::json!({"rpm_limit": 6}).to_string().as_bytes(),
+        )
+        .await;
+    let e = over.expect_error(400);
+    assert_eq!(
+        e["message"],
+        "rpm_limit is over max limit set in config - user_value=6; max_value=5"
+    );
+    let at_cap = admin(&gw, "/key/generate", serde_json::json!({"rpm_limit": 5})).await;
+    assert_eq!(at_cap["rpm_limit"], 5);
+    // The defaulted key is held to 2 a minute.
+    for _ in 0..2 {
+        let r = chat_as(&gw, "sk-defaulted", serde_json::json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-api_key-limit-tokens"), Some("10000"));
+    }
+    let hash = switchboard::keys::hex(&switchboard::keys::hash_key("sk-defaulted"));
+    assert_refused_by(
+        &chat_as(&gw, "sk-defaulted", serde_json::json!({})).await,
+        &format!("api_key: {hash}"),
+        2,
+    );
+}
+
+/// `max_end_user_budget_id`: end users with no budget of their own (no row at all, as
+/// LiteLLM's implicit customers) each get that budget's rpm; a customer with its own budget
+/// keeps its own.
+#[tokio::test]
+async fn end_users_without_a_budget_get_the_default_budget_limits() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        None,
+        "litellm_settings:\n  max_end_user_budget_id: eu-default\n",
+    ));
+    admin(
+        &gw,
+        "/budget/new",
+        serde_json::json!({"budget_id": "eu-default", "rpm_limit": 2}),
+    )
+    .await;
+    admin(
+        &gw,
+        "/customer/new",
+        serde_json::json!({"user_id": "cust-own", "rpm_limit": 4}),
+    )
+    .await;
+    key_with(&gw, "sk-eu-default", serde_json::json!({})).await;
+    let anon = serde_json::json!({"user": "anon-1"});
+    for _ in 0..2 {
+        let r = chat_as(&gw, "sk-eu-default", anon.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-end_user-limit-requests"), Some("2"));
+    }
+    assert_refused_by(
+        &chat_as(&gw, "sk-eu-default", anon).await,
+        "end_user: anon-1",
+        2,
+    );
+    // Another end user has a limit of its own, not a share of anon-1's.
+    let r = chat_as(&gw, "sk-eu-default", serde_json::json!({"user": "anon-2"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..4 {
+        let r = chat_as(
+            &gw,
+            "sk-eu-default",
+            serde_json::json!({"user": "cust-own"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-end_user-limit-requests"), Some("4"));
+    }
+    // No end user: no end-user limit.
+    let r = chat_as(&gw, "sk-eu-default", serde_json::json!({})).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-ratelimit-end_user-limit-requests").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis over TLS and Redis Cluster.
+
+/// Waits until `gw` decides limits on Redis (a key with a huge limit answered 200 rather than
+/// the fail-closed 503 of a connection still being made).
+async fn wait_for_shared_limits(gw: &Gateway) {
+    key_with(
+        gw,
+        "sk-warm-up",
+        serde_json::json!({"rpm_limit": 1_000_000}),
+    )
+    .await;
+    let mut last = String::new();
+    let ready = wait_until_async(
+        async || {
+            let r = chat_as(gw, "sk-warm-up", serde_json::json!({})).await;
+            last = r.text();
+            r.status == 200
+        },
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(ready, "limits never reached Redis: {last}");
+}
+
+/// Two instances reach Redis at `rediss://` trusting the test's private CA
+/// (`REDIS_SSL_CA_CERTS`) and admit exactly rpm between them (fail-closed, so every decision
+/// is Redis'). An instance that does not trust the CA fails the handshake and refuses with
+/// 503: the certificate is verified, never skipped.
+#[tokio::test]
+async fn rate_limits_shared_over_redis_tls_with_a_private_ca() {
+    let Some(redis) = Redis::start_tls() else {
+        return;
+    };
+    let up = upstream().await;
+    let yaml = config(
+        &up,
+        Some(&redis.tls_url()),
+        "switchboard:\n  redis_failure_policy: closed\n  redis_timeout_ms: 3000\n",
+    );
+    let ca = redis.ca_file();
+    let env = [("REDIS_SSL_CA_CERTS", ca.to_str().unwrap())];
+    let (a, b) = (
+        Gateway::start_with_env(&yaml, &env),
+        Gateway::start_with_env(&yaml, &env),
+    );
+    wait_for_shared_limits(&a).await;
+    wait_for_shared_limits(&b).await;
+    make_key(
+        &[&a, &b],
+        serde_json::json!({"rpm_limit": 3, "tpm_limit": 100000}),
+    )
+    .await;
+    let rs = burst(&[&a, &b], 8).await;
+    assert_eq!(
+        count(&rs, 200),
+        3,
+        "{:?}",
+        rs.iter().map(|r| (r.status, r.text())).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&rs, 429), 5);
+    assert_ne!(redis.cmd(&["DBSIZE"]).as_deref(), Some(":0"));
+    // No CA: the handshake fails (the system roots do not know it), so closed means 503.
+    let c = Gateway::start(&yaml);
+    make_key(&[&c], serde_json::json!({"rpm_limit": 3})).await;
+    let r = chat(&c, serde_json::json!({})).await;
+    let e = r.expect_error(503);
+    assert!(e["message"].as_str().unwrap().contains("Redis"), "{e}");
+}
+
+/// Two instances share limits over a 3-primary Redis Cluster (`cache_params.
+/// redis_startup_nodes`): the admission script's keys hash to one slot, so a key with rpm and
+/// tpm limits is checked in one script and exactly rpm calls are admitted across both.
+#[tokio::test]
+async fn rate_limits_shared_over_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let up = upstream().await;
+    let nodes = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("{{host: 127.0.0.1, port: {}}}", n.port))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let yaml = config(
+        &up,
+        None,
+        &format!(
+            "litellm_settings:\n  cache_params:\n    redis_startup_nodes: [{nodes}]\nswitchboard:\n  redis_failure_policy: closed\n  redis_timeout_ms: 3000\n"
+        ),
+    );
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
+    wait_for_shared_limits(&a).await;
+    wait_for_shared_limits(&b).await;
+    make_key(
+        &[&a, &b],
+        serde_json::json!({"rpm_limit": 4, "tpm_limit": 100000}),
+    )
+    .await;
+    let rs = burst(&[&a, &b], 12).await;
+    assert_eq!(
+        count(&rs, 200),
+        4,
+        "{:?}",
+        rs.iter().map(|r| (r.status, r.text())).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&rs, 429), 8);
+    assert!(cluster.dbsize() > 0, "the state is on the cluster");
 }
 
 // ---------------------------------------------------------------------------------------------
