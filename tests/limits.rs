@@ -113,39 +113,31 @@ async fn make_key(gws: &[&Gateway], limits: serde_json::Value) {
     let mut body = limits;
     body["key"] = KEY.into();
     for gw in gws {
-        let r = gw
-            .post_with(
-                "/key/generate",
-                &[
-                    ("content-type", "application/json"),
-                    ("authorization", &format!("Bearer {MASTER}")),
-                ],
-                body.to_string().as_bytes(),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text());
+        gw.generate_key(MASTER, body.clone()).await;
     }
 }
 
-fn chat_body(extra: serde_json::Value) -> Vec<u8> {
+fn chat_json(extra: serde_json::Value) -> serde_json::Value {
     let mut b =
         serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
     if let (Some(b), serde_json::Value::Object(e)) = (b.as_object_mut(), extra) {
         b.extend(e);
     }
-    b.to_string().into_bytes()
+    b
+}
+
+fn chat_body(extra: serde_json::Value) -> Vec<u8> {
+    chat_json(extra).to_string().into_bytes()
 }
 
 async fn chat(gw: &Gateway, extra: serde_json::Value) -> Response {
-    gw.post_with(
-        "/v1/chat/completions",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {KEY}")),
-        ],
-        &chat_body(extra),
-    )
-    .await
+    chat_with(gw, KEY, extra).await
+}
+
+/// A chat call as `key` with `extra` body fields.
+async fn chat_with(gw: &Gateway, key: &str, extra: serde_json::Value) -> Response {
+    gw.post_as(key, "/v1/chat/completions", &chat_json(extra))
+        .await
 }
 
 /// `n` concurrent calls spread round-robin over `gws`; their responses.
@@ -458,16 +450,7 @@ async fn redis_down_fails_closed_when_configured() {
 
 /// An admin call with the master key that must succeed; its JSON.
 async fn admin(gw: &Gateway, path: &str, body: serde_json::Value) -> serde_json::Value {
-    let r = gw
-        .post_with(
-            path,
-            &[
-                ("content-type", "application/json"),
-                ("authorization", &format!("Bearer {MASTER}")),
-            ],
-            body.to_string().as_bytes(),
-        )
-        .await;
+    let r = gw.post_as(MASTER, path, &body).await;
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     r.json()
 }
@@ -475,20 +458,7 @@ async fn admin(gw: &Gateway, path: &str, body: serde_json::Value) -> serde_json:
 /// Makes the virtual key `key` with `fields`.
 async fn key_with(gw: &Gateway, key: &str, mut fields: serde_json::Value) {
     fields["key"] = key.into();
-    admin(gw, "/key/generate", fields).await;
-}
-
-/// A chat call with `key` and `extra` body fields.
-async fn chat_as(gw: &Gateway, key: &str, extra: serde_json::Value) -> Response {
-    gw.post_with(
-        "/v1/chat/completions",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {key}")),
-        ],
-        &chat_body(extra),
-    )
-    .await
+    gw.generate_key(MASTER, fields).await;
 }
 
 /// The refusal names `scope` and its limit, and its Retry-After is the real wait (60 s /
@@ -535,7 +505,7 @@ async fn team_rpm_is_shared_by_the_team_keys() {
     .await;
     key_with(&gw, "sk-team-b", serde_json::json!({"team_id": "t-lim"})).await;
     key_with(&gw, "sk-team-c", serde_json::json!({"team_id": "t-other"})).await;
-    let first = chat_as(&gw, "sk-team-a", serde_json::json!({})).await;
+    let first = chat_with(&gw, "sk-team-a", serde_json::json!({})).await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.header("x-ratelimit-team-limit-requests"), Some("3"));
     assert_eq!(
@@ -557,21 +527,21 @@ async fn team_rpm_is_shared_by_the_team_keys() {
     );
     assert_eq!(first.header("x-ratelimit-remaining-requests"), Some("2"));
     for key in ["sk-team-b", "sk-team-a"] {
-        assert_eq!(chat_as(&gw, key, serde_json::json!({})).await.status, 200);
+        assert_eq!(chat_with(&gw, key, serde_json::json!({})).await.status, 200);
     }
-    let refused = chat_as(&gw, "sk-team-b", serde_json::json!({})).await;
+    let refused = chat_with(&gw, "sk-team-b", serde_json::json!({})).await;
     assert_refused_by(&refused, "team: t-lim", 3);
     assert_eq!(
         refused.header("x-ratelimit-team-remaining-requests"),
         Some("0")
     );
     assert_eq!(
-        chat_as(&gw, "sk-team-a", serde_json::json!({}))
+        chat_with(&gw, "sk-team-a", serde_json::json!({}))
             .await
             .status,
         429
     );
-    let other = chat_as(&gw, "sk-team-c", serde_json::json!({})).await;
+    let other = chat_with(&gw, "sk-team-c", serde_json::json!({})).await;
     assert_eq!(other.status, 200, "another team is untouched");
     assert_eq!(
         other.header("x-ratelimit-team-remaining-requests"),
@@ -601,23 +571,23 @@ async fn user_rpm_is_shared_by_the_user_keys() {
     key_with(&gw, "sk-user-b", serde_json::json!({"user_id": "u-lim"})).await;
     key_with(&gw, "sk-user-c", serde_json::json!({"user_id": "u-free"})).await;
     assert_eq!(
-        chat_as(&gw, "sk-user-a", serde_json::json!({}))
+        chat_with(&gw, "sk-user-a", serde_json::json!({}))
             .await
             .status,
         200
     );
-    let second = chat_as(&gw, "sk-user-b", serde_json::json!({})).await;
+    let second = chat_with(&gw, "sk-user-b", serde_json::json!({})).await;
     assert_eq!(second.status, 200);
     assert_eq!(
         second.header("x-ratelimit-user-remaining-requests"),
         Some("0")
     );
     assert_refused_by(
-        &chat_as(&gw, "sk-user-a", serde_json::json!({})).await,
+        &chat_with(&gw, "sk-user-a", serde_json::json!({})).await,
         "user: u-lim",
         2,
     );
-    let other = chat_as(&gw, "sk-user-c", serde_json::json!({})).await;
+    let other = chat_with(&gw, "sk-user-c", serde_json::json!({})).await;
     assert_eq!(other.status, 200, "{}", other.text());
     assert!(other
         .header("x-ratelimit-user-remaining-requests")
@@ -671,24 +641,24 @@ async fn team_member_rpm_holds_for_that_member_only() {
     )
     .await;
     assert_eq!(
-        chat_as(&gw, "sk-member-a", serde_json::json!({}))
+        chat_with(&gw, "sk-member-a", serde_json::json!({}))
             .await
             .status,
         200
     );
-    let second = chat_as(&gw, "sk-member-b", serde_json::json!({})).await;
+    let second = chat_with(&gw, "sk-member-b", serde_json::json!({})).await;
     assert_eq!(second.status, 200, "{}", second.text());
     assert_eq!(
         second.header("x-ratelimit-team_member-remaining-requests"),
         Some("0")
     );
     assert_refused_by(
-        &chat_as(&gw, "sk-member-a", serde_json::json!({})).await,
+        &chat_with(&gw, "sk-member-a", serde_json::json!({})).await,
         "team_member: t-m:m-lim",
         2,
     );
     for _ in 0..3 {
-        let r = chat_as(&gw, "sk-member-c", serde_json::json!({})).await;
+        let r = chat_with(&gw, "sk-member-c", serde_json::json!({})).await;
         assert_eq!(r.status, 200, "the other member: {}", r.text());
     }
 }
@@ -709,24 +679,26 @@ async fn end_user_rpm_follows_the_user_field_across_keys() {
     key_with(&gw, "sk-eu-b", serde_json::json!({})).await;
     let as_customer = serde_json::json!({"user": "cust-lim"});
     assert_eq!(
-        chat_as(&gw, "sk-eu-a", as_customer.clone()).await.status,
+        chat_with(&gw, "sk-eu-a", as_customer.clone()).await.status,
         200
     );
-    let second = chat_as(&gw, "sk-eu-b", as_customer.clone()).await;
+    let second = chat_with(&gw, "sk-eu-b", as_customer.clone()).await;
     assert_eq!(second.status, 200, "{}", second.text());
     assert_eq!(
         second.header("x-ratelimit-end_user-remaining-requests"),
         Some("0")
     );
     assert_refused_by(
-        &chat_as(&gw, "sk-eu-a", as_customer).await,
+        &chat_with(&gw, "sk-eu-a", as_customer).await,
         "end_user: cust-lim",
         2,
     );
-    let other = chat_as(&gw, "sk-eu-a", serde_json::json!({"user": "cust-other"})).await;
+    let other = chat_with(&gw, "sk-eu-a", serde_json::json!({"user": "cust-other"})).await;
     assert_eq!(other.status, 200, "{}", other.text());
     assert_eq!(
-        chat_as(&gw, "sk-eu-b", serde_json::json!({})).await.status,
+        chat_with(&gw, "sk-eu-b", serde_json::json!({}))
+            .await
+            .status,
         200
     );
 }
@@ -744,7 +716,7 @@ async fn model_rpm_limit_is_per_model_per_key() {
     )
     .await;
     key_with(&gw, "sk-model-b", serde_json::json!({})).await;
-    let first = chat_as(&gw, "sk-model-a", serde_json::json!({})).await;
+    let first = chat_with(&gw, "sk-model-a", serde_json::json!({})).await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(
         first.header("x-ratelimit-model_per_key-limit-requests"),
@@ -755,18 +727,18 @@ async fn model_rpm_limit_is_per_model_per_key() {
         Some("1")
     );
     assert_eq!(
-        chat_as(&gw, "sk-model-a", serde_json::json!({}))
+        chat_with(&gw, "sk-model-a", serde_json::json!({}))
             .await
             .status,
         200
     );
     let hash = switchboard::keys::hex(&switchboard::keys::hash_key("sk-model-a"));
     assert_refused_by(
-        &chat_as(&gw, "sk-model-a", serde_json::json!({})).await,
+        &chat_with(&gw, "sk-model-a", serde_json::json!({})).await,
         &format!("model_per_key: {hash}:gpt-4o"),
         2,
     );
-    let mini = chat_as(
+    let mini = chat_with(
         &gw,
         "sk-model-a",
         serde_json::json!({"model": "gpt-4o-mini"}),
@@ -777,7 +749,7 @@ async fn model_rpm_limit_is_per_model_per_key() {
         .header("x-ratelimit-model_per_key-limit-requests")
         .is_none());
     assert_eq!(
-        chat_as(&gw, "sk-model-b", serde_json::json!({}))
+        chat_with(&gw, "sk-model-b", serde_json::json!({}))
             .await
             .status,
         200
@@ -807,13 +779,10 @@ async fn key_generate_applies_the_default_and_upper_bound_limits() {
     assert_eq!(made["rpm_limit"], 2, "{made}");
     assert_eq!(made["tpm_limit"], 10000, "{made}");
     let over = gw
-        .post_with(
+        .post_as(
+            MASTER,
             "/key/generate",
-            &[
-                ("content-type", "application/json"),
-                ("authorization", &format!("Bearer {MASTER}")),
-            ],
-            serde_json::json!({"rpm_limit": 6}).to_string().as_bytes(),
+            &serde_json::json!({"rpm_limit": 6}),
         )
         .await;
     let e = over.expect_error(400);
@@ -825,13 +794,13 @@ async fn key_generate_applies_the_default_and_upper_bound_limits() {
     assert_eq!(at_cap["rpm_limit"], 5);
     // The defaulted key is held to 2 a minute.
     for _ in 0..2 {
-        let r = chat_as(&gw, "sk-defaulted", serde_json::json!({})).await;
+        let r = chat_with(&gw, "sk-defaulted", serde_json::json!({})).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-ratelimit-api_key-limit-tokens"), Some("10000"));
     }
     let hash = switchboard::keys::hex(&switchboard::keys::hash_key("sk-defaulted"));
     assert_refused_by(
-        &chat_as(&gw, "sk-defaulted", serde_json::json!({})).await,
+        &chat_with(&gw, "sk-defaulted", serde_json::json!({})).await,
         &format!("api_key: {hash}"),
         2,
     );
@@ -863,20 +832,20 @@ async fn end_users_without_a_budget_get_the_default_budget_limits() {
     key_with(&gw, "sk-eu-default", serde_json::json!({})).await;
     let anon = serde_json::json!({"user": "anon-1"});
     for _ in 0..2 {
-        let r = chat_as(&gw, "sk-eu-default", anon.clone()).await;
+        let r = chat_with(&gw, "sk-eu-default", anon.clone()).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-ratelimit-end_user-limit-requests"), Some("2"));
     }
     assert_refused_by(
-        &chat_as(&gw, "sk-eu-default", anon).await,
+        &chat_with(&gw, "sk-eu-default", anon).await,
         "end_user: anon-1",
         2,
     );
     // Another end user has a limit of its own, not a share of anon-1's.
-    let r = chat_as(&gw, "sk-eu-default", serde_json::json!({"user": "anon-2"})).await;
+    let r = chat_with(&gw, "sk-eu-default", serde_json::json!({"user": "anon-2"})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     for _ in 0..4 {
-        let r = chat_as(
+        let r = chat_with(
             &gw,
             "sk-eu-default",
             serde_json::json!({"user": "cust-own"}),
@@ -886,7 +855,7 @@ async fn end_users_without_a_budget_get_the_default_budget_limits() {
         assert_eq!(r.header("x-ratelimit-end_user-limit-requests"), Some("4"));
     }
     // No end user: no end-user limit.
-    let r = chat_as(&gw, "sk-eu-default", serde_json::json!({})).await;
+    let r = chat_with(&gw, "sk-eu-default", serde_json::json!({})).await;
     assert_eq!(r.status, 200);
     assert!(r.header("x-ratelimit-end_user-limit-requests").is_none());
 }
@@ -906,7 +875,7 @@ async fn wait_for_shared_limits(gw: &Gateway) {
     let mut last = String::new();
     let ready = wait_until_async(
         async || {
-            let r = chat_as(gw, "sk-warm-up", serde_json::json!({})).await;
+            let r = chat_with(gw, "sk-warm-up", serde_json::json!({})).await;
             last = r.text();
             r.status == 200
         },
