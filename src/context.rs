@@ -276,11 +276,22 @@ pub struct Context {
     pub reservation: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
-/// The tightest request and token windows a request was admitted (or refused) under.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The tightest request and token windows a request was admitted (or refused) under, and
+/// every scope's own standing (LiteLLM's per-descriptor headers).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimitStatus {
     pub requests: Option<RateWindow>,
     pub tokens: Option<RateWindow>,
+    pub scopes: smallvec::SmallVec<[ScopeWindow; 4]>,
+}
+
+/// One scope's standing: `x-ratelimit-{descriptor}-limit-{measure}` and
+/// `x-ratelimit-{descriptor}-remaining-{measure}` (the two names, static), and their values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScopeWindow {
+    pub names: &'static [&'static str; 2],
+    pub limit: u64,
+    pub remaining: u64,
 }
 
 /// One limit's standing: `x-ratelimit-limit-*`, `-remaining-*`, `-reset-*`.

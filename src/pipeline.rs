@@ -132,7 +132,7 @@ impl Stages {
                         master_key: master.clone(),
                         custom_header: config.general.litellm_key_header_name.clone(),
                     })
-                    .admit_with(crate::limits::Limits::from_config(config))
+                    .admit_with(crate::limits::Limits::from_config(config, Some(keys)))
                     .settle_with(crate::limits::LimitsSettle)
                     .settle_with(crate::keys::spend::SpendSettle {
                         keys: keys.clone(),

@@ -95,6 +95,7 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
     if router.redis.is_none() {
         router.redis = litellm.cache_redis.clone();
     }
+    super::redis::apply_env_ca(&env, [&mut router.redis, &mut litellm.cache_redis]);
 
     let mut deployments = Vec::new();
     for (i, (path, value)) in sequence("model_list", top.value("model_list"))?
@@ -599,6 +600,7 @@ fn read_litellm_settings(
         turn_off_message_logging: s.bool("turn_off_message_logging")?.unwrap_or(false),
         cache_redis: None,
         cache: None,
+        limit_defaults: super::limits::read(&mut s, warnings)?,
     };
     let cache_on = s.bool("cache")?.unwrap_or(false);
     let mut cache_params = s.section("cache_params")?;

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod call_defaults;
+pub mod limits;
 pub mod listeners;
 pub mod litellm;
 pub mod redis;
@@ -303,6 +304,9 @@ pub struct LitellmSettings {
     /// LiteLLM's `REDIS_*` environment variables (see [`redis`]). Whether the response cache
     /// uses it is the cache's decision (`cache_params.type`).
     pub cache_redis: Option<redis::RedisSettings>,
+    /// `default_key_generate_params`, `upperbound_key_generate_params` and
+    /// `max_end_user_budget_id` (applied by [`crate::limits::defaults`]).
+    pub limit_defaults: limits::LimitDefaults,
 }
 
 /// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;
