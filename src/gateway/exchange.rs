@@ -26,6 +26,11 @@
 
 use super::respond;
 use super::sink::ResponseSink;
+
+/// `n` > 1 on providers without `n`: a child module, as it drives this module's attempt
+/// machinery.
+#[path = "fanout.rs"]
+mod fanout;
 use crate::app::{App, Live};
 use crate::context::{unix_now, Context, ResponseId, Wire};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
@@ -557,16 +562,16 @@ async fn attempt(
     ctx: &mut Context,
 ) -> AttemptOutcome {
     let deployment = admission.deployment.clone();
-    let cx = RequestContext {
-        op: call.op,
-        model: &deployment.config.model,
-        stream: call.stream,
-        include_usage: call.include_usage,
-        response_id: call.response_id,
-        created: call.created,
-        drop_params: deployment.drop_params,
-        embeddings_base64: call.embeddings_base64,
-    };
+    match fanout::plan(
+        call,
+        deployment.provider.as_ref(),
+        &call.snapshot.config.server,
+    ) {
+        Ok(None) => {}
+        Ok(Some(n)) => return fanout::attempt(call, admission, n, sink, ctx).await,
+        Err(e) => return AttemptOutcome::Failed(e),
+    }
+    let cx = request_context(call, &deployment);
     let start = Instant::now();
     let deadline = call.deadline.min(start + deployment.timeout);
     // With telemetry on: the attempt's CLIENT span, named upstream in `traceparent`.
@@ -663,6 +668,20 @@ async fn attempt(
         }
     }
     AttemptOutcome::Done
+}
+
+/// What the deployment's provider is told about this call besides the body.
+fn request_context<'c>(call: &Call<'c>, deployment: &'c Deployment) -> RequestContext<'c> {
+    RequestContext {
+        op: call.op,
+        model: &deployment.config.model,
+        stream: call.stream,
+        include_usage: call.include_usage,
+        response_id: call.response_id,
+        created: call.created,
+        drop_params: deployment.drop_params,
+        embeddings_base64: call.embeddings_base64,
+    }
 }
 
 /// Records a failed attempt against its deployment: the cooldown rules, the per-deployment
