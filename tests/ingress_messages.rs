@@ -301,6 +301,15 @@ fn accumulate(evs: &[(String, Value)]) -> Value {
                     "input_json_delta" => {
                         json_parts[i].push_str(d["partial_json"].as_str().unwrap())
                     }
+                    "thinking_delta" => {
+                        let block = &mut message["content"][i];
+                        let text = format!(
+                            "{}{}",
+                            block["thinking"].as_str().unwrap(),
+                            d["thinking"].as_str().unwrap()
+                        );
+                        block["thinking"] = json!(text);
+                    }
                     other => panic!("unexpected delta {other}"),
                 }
             }
@@ -947,4 +956,107 @@ async fn bedrock_claude_gets_the_clients_body_on_invoke_model() {
         .wait_for_log_line(|l| l["route"] == "messages" && l["stream"] == true)
         .await;
     assert!(line["cost"].as_f64().is_some_and(|c| c > 0.0), "{line}");
+}
+
+#[tokio::test]
+async fn server_tools_are_refused_when_translated_and_pass_through_to_claude_untranslated() {
+    let s = setup().await;
+    let mut body = ask("gpt", false, true);
+    body["tools"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 3}));
+    let resp = messages(&s.gw, &body).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let v = resp.json();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("tools[1]"), "{message}");
+    assert!(message.contains("web_search_20250305"), "{message}");
+    assert_eq!(s.openai.count(), 0, "refused, not dropped");
+
+    // Claude gets the body as sent: the translation (which would refuse it) never runs.
+    body["model"] = json!("claude");
+    let resp = messages(&s.gw, &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        s.anthropic.last().json()["tools"][1],
+        json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 3})
+    );
+}
+
+/// A Gemini stream that thinks, then answers.
+fn thinking_gemini(rec: &Recorded) -> Reply {
+    assert!(rec.path.contains("streamGenerateContent"), "{}", rec.path);
+    let thought = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Pondering", "thought": true}]}}]});
+    let thought2 = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": " deeply.", "thought": true}]}}]});
+    let answer = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hello"}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 4, "totalTokenCount": 19}});
+    let body = format!("data: {thought}\r\n\r\ndata: {thought2}\r\n\r\ndata: {answer}\r\n\r\n");
+    Reply::stream("text/event-stream", body.as_bytes(), 3, Duration::ZERO)
+}
+
+#[tokio::test]
+async fn thinking_top_k_and_effort_are_translated_and_thoughts_come_back_as_thinking_blocks() {
+    let anthropic = MockUpstream::start(anthropic_reply).await;
+    let openai = MockUpstream::start(openai_reply).await;
+    let gemini = MockUpstream::start(thinking_gemini).await;
+    let mut yaml = config(&anthropic.base(), &openai.base(), &gemini.base());
+    yaml = yaml.replace(
+        "router_settings:",
+        &format!(
+            "  - model_name: command\n    litellm_params:\n      model: cohere_chat/command-r\n      api_base: {}\n      api_key: co-test\nrouter_settings:",
+            openai.base()
+        ),
+    );
+    let gw = Gateway::start(&yaml);
+
+    // Gemini: a thinking budget of 2000 is `medium` (2048), top_k is topK; thoughts stream
+    // back as a thinking block ahead of the text.
+    let mut body = ask("flash", true, false);
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 2000});
+    body["top_k"] = json!(7);
+    let resp = messages(&gw, &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = gemini.last().json();
+    assert_eq!(sent["generationConfig"]["topK"], 7, "{sent}");
+    assert_eq!(
+        sent["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 2048, "includeThoughts": true})
+    );
+    let m = accumulate(&events(&resp.text()));
+    assert_eq!(
+        m["content"],
+        json!([{"type": "thinking", "thinking": "Pondering deeply.", "signature": ""},
+               {"type": "text", "text": "Hello"}]),
+        "{m}"
+    );
+
+    // OpenAI: output_config.effort is reasoning_effort, output_config.format response_format.
+    let mut body = ask("gpt", false, false);
+    body["output_config"] = json!({"effort": "high",
+        "format": {"type": "json_schema", "schema": {"type": "object"}}});
+    let resp = messages(&gw, &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = openai.last().json();
+    assert_eq!(sent["reasoning_effort"], "high");
+    assert_eq!(sent["response_format"]["type"], "json_schema");
+    assert_eq!(
+        sent["response_format"]["json_schema"]["schema"],
+        json!({"type": "object"})
+    );
+
+    // Cohere has no thinking: a 400 that names the Messages field, nothing sent.
+    let before = openai.count();
+    let mut body = ask("command", false, false);
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+    let resp = messages(&gw, &body).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let message = resp.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("thinking"), "{message}");
+    assert_eq!(openai.count(), before);
 }

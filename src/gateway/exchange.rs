@@ -73,6 +73,31 @@ pub struct MessagesIngress<'a> {
     pub raw: &'a RequestBody<'a>,
     /// The client's `anthropic-version` / `anthropic-beta`, forwarded to Anthropic.
     pub headers: &'a MessagesHeaders,
+    /// The chat translation of `raw`, made when a deployment first needs it (never for a
+    /// pass-through: routing runs on `raw`), kept for retries and fallbacks.
+    pub chat: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl<'a> MessagesIngress<'a> {
+    pub fn new(raw: &'a RequestBody<'a>, headers: &'a MessagesHeaders) -> Self {
+        MessagesIngress {
+            raw,
+            headers,
+            chat: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The chat body for a deployment that does not speak Messages (translated once).
+    fn chat(&'a self) -> GatewayResult<RequestBody<'a>> {
+        let bytes = match self.chat.get() {
+            Some(b) => b,
+            None => {
+                let b = messages::translate(self.raw)?;
+                self.chat.get_or_init(|| b)
+            }
+        };
+        RequestBody::parse(bytes)
+    }
 }
 
 /// What every attempt of one client request shares.
@@ -191,7 +216,8 @@ pub async fn run(
         crate::keys::auth::resolve_tenancy(keys, ctx, &model)?;
     }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
-    let include_usage = stream && parsed.include_usage()?;
+    // A translated Messages stream ends with usage in `message_delta`: always asked for.
+    let include_usage = stream && (messages.is_some() || parsed.include_usage()?);
     ctx.stream = stream;
 
     live.stages.admit(ctx, parsed).await?;
@@ -754,8 +780,13 @@ async fn until_ready<'a>(
     let outbound = match native {
         Some(request) => Outbound::Send(request),
         None => {
-            let shaped = defaults.apply(call.parsed, call.op == Operation::Chat);
-            let body = shaped.as_ref().unwrap_or(call.parsed);
+            let translated = match call.messages {
+                Some(m) => Some(m.chat()?),
+                None => None,
+            };
+            let parsed = translated.as_ref().unwrap_or(call.parsed);
+            let shaped = defaults.apply(parsed, call.op == Operation::Chat);
+            let body = shaped.as_ref().unwrap_or(parsed);
             // Opening may call upstreams itself (Bedrock Titan embeddings): under the
             // deadline too.
             within(deadline, provider_call.open(body, cx, client)).await?
