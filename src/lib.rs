@@ -38,6 +38,7 @@ pub mod app;
 pub mod auth;
 pub mod budgets;
 pub mod cache;
+pub mod civil_time;
 pub mod client_addr;
 pub mod codec;
 pub mod config;

@@ -65,21 +65,11 @@ fn db_path() -> std::path::PathBuf {
 }
 
 async fn admin(gw: &Gateway, path: &str, body: Value) -> Response {
-    gw.post_with(
-        path,
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {MASTER}")),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await
+    gw.post_as(MASTER, path, &body).await
 }
 
 async fn generate(gw: &Gateway, body: Value) -> String {
-    let r = admin(gw, "/key/generate", body).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["key"].as_str().unwrap().to_string()
+    gw.generate_key(MASTER, body).await
 }
 
 fn chat_body(model: &str) -> Vec<u8> {

@@ -30,34 +30,15 @@ fn config(up: &MockUpstream, general: &str) -> String {
 }
 
 async fn admin(gw: &Gateway, path: &str, body: Value) -> Response {
-    gw.post_with(
-        path,
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {MASTER}")),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await
+    gw.post_as(MASTER, path, &body).await
 }
 
 async fn admin_get(gw: &Gateway, path: &str) -> Response {
-    gw.get(path, &[("authorization", &format!("Bearer {MASTER}"))])
-        .await
+    gw.get_as(MASTER, path).await
 }
 
 async fn chat(gw: &Gateway, key: &str, model: &str) -> Response {
-    gw.post_with(
-        "/v1/chat/completions",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {key}")),
-        ],
-        json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
-            .to_string()
-            .as_bytes(),
-    )
-    .await
+    gw.chat_as(key, model).await
 }
 
 fn error_of(resp: &Response, status: u16) -> (String, String) {

@@ -26,38 +26,19 @@ fn config(base: &str, general: &str, router: &str) -> String {
 }
 
 async fn admin_post(gw: &Gateway, path: &str, body: Value) -> Response {
-    gw.post_with(
-        path,
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {MASTER}")),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await
+    gw.post_as(MASTER, path, &body).await
 }
 
 async fn admin_get(gw: &Gateway, path: &str) -> Response {
-    gw.get(path, &[("authorization", &format!("Bearer {MASTER}"))])
-        .await
+    gw.get_as(MASTER, path).await
 }
 
 async fn generate(gw: &Gateway, body: Value) -> String {
-    let r = admin_post(gw, "/key/generate", body).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["key"].as_str().unwrap().to_string()
+    gw.generate_key(MASTER, body).await
 }
 
 async fn chat(gw: &Gateway, key: &str, body: Value) -> Response {
-    gw.post_with(
-        "/v1/chat/completions",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {key}")),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await
+    gw.post_as(key, "/v1/chat/completions", &body).await
 }
 
 fn ask(model: &str) -> Value {
@@ -81,21 +62,11 @@ async fn log_rows(store: &Store) -> f64 {
 }
 
 fn today() -> String {
-    let secs = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs() as i64;
-    // Civil date (Howard Hinnant's algorithm), to compare with the API's days.
-    let z = secs.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+        .as_millis() as i64;
+    switchboard::civil_time::iso_ms(ms)[..10].to_string()
 }
 
 fn close(a: f64, b: f64) -> bool {

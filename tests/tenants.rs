@@ -30,15 +30,7 @@ fn config(up: &MockUpstream, general: &str) -> String {
 }
 
 async fn admin(gw: &Gateway, path: &str, body: Value) -> Response {
-    gw.post_with(
-        path,
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {MASTER}")),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await
+    gw.post_as(MASTER, path, &body).await
 }
 
 async fn admin_ok(gw: &Gateway, path: &str, body: Value) -> Value {
@@ -48,8 +40,7 @@ async fn admin_ok(gw: &Gateway, path: &str, body: Value) -> Value {
 }
 
 async fn admin_get(gw: &Gateway, path: &str) -> Response {
-    gw.get(path, &[("authorization", &format!("Bearer {MASTER}"))])
-        .await
+    gw.get_as(MASTER, path).await
 }
 
 /// A chat call with `key`; `user` in the body and/or the end-user header when given.
@@ -93,8 +84,7 @@ fn error_of(resp: &Response, status: u16) -> (String, String) {
 }
 
 async fn generate(gw: &Gateway, body: Value) -> String {
-    let v = admin_ok(gw, "/key/generate", body).await;
-    v["key"].as_str().unwrap().to_string()
+    gw.generate_key(MASTER, body).await
 }
 
 /// Every team, user, customer and budget route, and their effect on calls (each part boxed:

@@ -9,6 +9,8 @@
 //!   other `Nd` midnight today + N days (`Nw` is `7N` days);
 //! - `Nmo`: the 1st of the month N months on, at midnight.
 
+use crate::civil_time::{civil_from_days, days_from_civil};
+
 /// The longest duration accepted, in seconds: 100 years.
 const MAX_SECS: u64 = 100 * 365 * 86_400;
 
@@ -112,32 +114,9 @@ impl Duration {
 
 /// Midnight UTC on the 1st of the month `months` after the one holding `day_start` (Unix s).
 fn first_of_month_after(day_start: i64, months: u32) -> i64 {
-    let (y, m, _) = civil(day_start.div_euclid(86_400));
-    let total = y * 12 + (m - 1) + i64::from(months);
+    let (y, m, _) = civil_from_days(day_start.div_euclid(86_400));
+    let total = y * 12 + i64::from(m - 1) + i64::from(months);
     days_from_civil(total.div_euclid(12), total.rem_euclid(12) + 1, 1) * 86_400
-}
-
-/// (year, month 1-12, day) of a day number since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -407,7 +407,7 @@ fn parse_day(s: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    let days = days_from_civil(y, m, d);
+    let days = crate::civil_time::days_from_civil(y, m, d);
     // Reject days that do not exist (Feb 30 rolls into March).
     (day_string(days * DAY_MS) == s).then_some(days * DAY_MS)
 }
@@ -430,25 +430,14 @@ fn parse_time(s: &str) -> Option<i64> {
     Some(day + ((h * 60 + m) * 60 + sec) * 1000 + ms)
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Unix ms as its UTC day, `YYYY-MM-DD`.
 fn day_string(ms: i64) -> String {
-    crate::keys::auth::iso_ms(ms)[..10].to_string()
+    crate::civil_time::iso_ms(ms)[..10].to_string()
 }
 
 /// Unix ms as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 fn iso_8601(ms: i64) -> String {
-    let t = crate::keys::auth::iso_ms(ms);
+    let t = crate::civil_time::iso_ms(ms);
     format!("{}T{}Z", &t[..10], &t[11..])
 }
 

@@ -501,6 +501,51 @@ impl Gateway {
         request(self.port, "GET", path, headers, b"").await
     }
 
+    /// POSTs JSON with `Authorization: Bearer {bearer}` (a master or virtual key): admin routes
+    /// and calls made as a key.
+    pub async fn post_as(&self, bearer: &str, path: &str, body: &serde_json::Value) -> Response {
+        let auth = format!("Bearer {bearer}");
+        let headers = [
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        request(
+            self.port,
+            "POST",
+            path,
+            &headers,
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
+
+    /// GETs with `Authorization: Bearer {bearer}`.
+    pub async fn get_as(&self, bearer: &str, path: &str) -> Response {
+        let auth = format!("Bearer {bearer}");
+        request(
+            self.port,
+            "GET",
+            path,
+            &[("authorization", auth.as_str())],
+            b"",
+        )
+        .await
+    }
+
+    /// `/key/generate` as `master`; asserts a 200 and returns the new key.
+    pub async fn generate_key(&self, master: &str, body: serde_json::Value) -> String {
+        let r = self.post_as(master, "/key/generate", &body).await;
+        assert_eq!(r.status, 200, "/key/generate: {}", r.text());
+        r.json()["key"].as_str().expect("a key").to_string()
+    }
+
+    /// `/v1/chat/completions` with one user message "hi" to `model`, as `key`.
+    pub async fn chat_as(&self, key: &str, model: &str) -> Response {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        self.post_as(key, "/v1/chat/completions", &body).await
+    }
+
     /// Posts and returns the response head with a reader for the body as it arrives.
     pub async fn post_stream(&self, path: &str, body: &serde_json::Value) -> StreamingResponse {
         let mut conn = Conn::connect(self.port).await;

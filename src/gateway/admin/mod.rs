@@ -16,9 +16,9 @@ pub mod teams;
 pub mod users;
 
 use crate::app::App;
+use crate::civil_time::iso_ms;
 use crate::context::{Context, Principal};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::keys::auth::iso_ms;
 use http::Method;
 use serde_json::{Map, Value};
 
