@@ -215,18 +215,29 @@ struct Setup {
     anthropic: MockUpstream,
     openai: MockUpstream,
     gemini: MockUpstream,
+    /// Bedrock Claude (`bclaude`), signed with SigV4.
+    _bedrock: MockUpstream,
 }
 
 async fn setup() -> Setup {
     let anthropic = MockUpstream::start(anthropic_reply).await;
     let openai = MockUpstream::start(openai_reply).await;
     let gemini = MockUpstream::start(gemini_reply).await;
-    let gw = Gateway::start(&config(&anthropic.base(), &openai.base(), &gemini.base()));
+    let bedrock = MockUpstream::start(bedrock_claude_reply).await;
+    let yaml = config(&anthropic.base(), &openai.base(), &gemini.base()).replace(
+        "router_settings:",
+        &format!(
+            "  - model_name: bclaude\n    litellm_params:\n      model: bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0\n      api_base: {}\n      aws_access_key_id: AKIDEXAMPLE\n      aws_secret_access_key: secret\n      aws_region_name: us-west-2\nrouter_settings:",
+            bedrock.base()
+        ),
+    );
+    let gw = Gateway::start(&yaml);
     Setup {
         gw,
         anthropic,
         openai,
         gemini,
+        _bedrock: bedrock,
     }
 }
 
@@ -697,8 +708,8 @@ fn python_with_anthropic_sdk() -> PathBuf {
     python
 }
 
-/// The official Anthropic Python SDK, non-streamed, streamed and with tool use, over an
-/// Anthropic deployment (pass-through) and an OpenAI one (translated).
+/// The official Anthropic Python SDK, non-streamed, streamed and with tool use, over Anthropic
+/// and Bedrock Claude deployments (pass-through) and OpenAI and Gemini ones (translated).
 #[tokio::test]
 async fn anthropic_python_sdk_works_through_the_gateway() {
     let python = python_with_anthropic_sdk();
@@ -706,7 +717,7 @@ async fn anthropic_python_sdk_works_through_the_gateway() {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic_sdk_client.py");
     let base_url = format!("http://127.0.0.1:{}", s.gw.port);
-    for model in ["claude", "gpt", "flash"] {
+    for model in ["claude", "gpt", "flash", "bclaude"] {
         let out = tokio::process::Command::new(&python)
             .arg(&script)
             .args([&base_url, MASTER, model])
@@ -877,43 +888,46 @@ async fn virtual_keys_pay_for_messages_calls() {
 /// Claude on Bedrock: the client's body on InvokeModel (no `model`/`stream`, Bedrock's
 /// `anthropic_version`, `anthropic-beta` as `anthropic_beta`), SigV4-signed; the stream's
 /// eventstream `chunk`s come back as Anthropic SSE, event for event, split at any byte.
-#[tokio::test]
-async fn bedrock_claude_gets_the_clients_body_on_invoke_model() {
+/// Bedrock's InvokeModel for Claude: the Anthropic mock's answers, streams re-framed as AWS
+/// eventstream `chunk` events as Bedrock sends them.
+fn bedrock_claude_reply(req: &Recorded) -> Reply {
     use base64::Engine;
     use switchboard::codec::eventstream::encode_event;
-    let wire_model = "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
-    let up = MockUpstream::start(move |req| {
-        let mut rec = req.clone();
-        rec.path = "/v1/messages".into();
-        let stream = req.path.ends_with("/invoke-with-response-stream");
-        if stream {
-            // The Anthropic mock's SSE, re-framed as Bedrock does.
-            let mut as_json = rec.json();
-            as_json["stream"] = json!(true);
-            rec.body = as_json.to_string().into_bytes();
-            let Reply::Parts { parts, .. } = anthropic_reply(&rec) else {
-                unreachable!()
-            };
-            let sse: Vec<u8> = parts.into_iter().flat_map(|p| p.1).collect();
-            let mut frames = Vec::new();
-            for (_, data) in events(&String::from_utf8(sse).unwrap()) {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(data.to_string());
-                encode_event(
-                    "chunk",
-                    json!({"bytes": b64}).to_string().as_bytes(),
-                    &mut frames,
-                );
-            }
-            return Reply::stream(
-                "application/vnd.amazon.eventstream",
-                &frames,
-                1,
-                Duration::ZERO,
+    let mut rec = req.clone();
+    rec.path = "/v1/messages".into();
+    let stream = req.path.ends_with("/invoke-with-response-stream");
+    if stream {
+        // The Anthropic mock's SSE, re-framed as Bedrock does.
+        let mut as_json = rec.json();
+        as_json["stream"] = json!(true);
+        rec.body = as_json.to_string().into_bytes();
+        let Reply::Parts { parts, .. } = anthropic_reply(&rec) else {
+            unreachable!()
+        };
+        let sse: Vec<u8> = parts.into_iter().flat_map(|p| p.1).collect();
+        let mut frames = Vec::new();
+        for (_, data) in events(&String::from_utf8(sse).unwrap()) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(data.to_string());
+            encode_event(
+                "chunk",
+                json!({"bytes": b64}).to_string().as_bytes(),
+                &mut frames,
             );
         }
-        anthropic_reply(&rec)
-    })
-    .await;
+        return Reply::stream(
+            "application/vnd.amazon.eventstream",
+            &frames,
+            1,
+            Duration::ZERO,
+        );
+    }
+    anthropic_reply(&rec)
+}
+
+#[tokio::test]
+async fn bedrock_claude_gets_the_clients_body_on_invoke_model() {
+    let wire_model = "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
+    let up = MockUpstream::start(bedrock_claude_reply).await;
     let gw = Gateway::start(&format!(
         "model_list:\n  - model_name: bclaude\n    litellm_params:\n      model: bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0\n      api_base: {}\n      aws_access_key_id: AKIDEXAMPLE\n      aws_secret_access_key: secret\n      aws_region_name: us-west-2\n",
         up.base()
