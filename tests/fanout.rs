@@ -302,3 +302,37 @@ async fn a_call_cut_mid_stream_ends_the_merged_stream_with_an_error() {
     let err: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert!(err.get("error").is_some(), "{err}");
 }
+
+#[tokio::test]
+async fn the_budget_reserves_for_all_n_calls() {
+    let up = anthropic_mock(|i| Reply::json(200, anthropic_answer(i))).await;
+    let db = temp_dir().join("fanout.db");
+    let gw = Gateway::start(&config(
+        &up.base(),
+        &format!(
+            "general_settings:\n  master_key: sk-master\n  database_url: \"sqlite://{}\"\n",
+            db.display()
+        ),
+    ));
+    // One call reserves 8 prompt tokens (32 bytes of messages) + 10 output: 0.028 USD; three
+    // calls three times that. (The rate limiter's token reservation is multiplied the same way,
+    // `limits::token_estimate`.)
+    let body = |n: u64| {
+        let mut b = ask(n);
+        b["max_tokens"] = json!(10);
+        b
+    };
+    let budget = gw
+        .generate_key("sk-master", json!({"max_budget": 0.05}))
+        .await;
+    let r = gw.post_as(&budget, "/v1/chat/completions", &body(3)).await;
+    assert_eq!(
+        r.status,
+        422,
+        "three reservations exceed the budget: {}",
+        r.text()
+    );
+    assert_eq!(up.count(), 0);
+    let r = gw.post_as(&budget, "/v1/chat/completions", &body(1)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
