@@ -340,6 +340,18 @@ fn read_server(
         }
         out.budget_default_max_tokens = v;
     }
+    if let Some(v) = s.bool("n_fanout")? {
+        out.n_fanout = v;
+    }
+    if let Some(v) = s.u64("max_n")? {
+        if !(1..=128).contains(&v) {
+            return Err(ConfigError::new(
+                s.key_path("max_n"),
+                format!("{v} is out of range (1-128)"),
+            ));
+        }
+        out.max_n = v;
+    }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
     section.finish(warnings);
     Ok(out)

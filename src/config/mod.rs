@@ -150,6 +150,11 @@ pub struct ServerSettings {
     pub redis_failure_policy: redis::FailurePolicy,
     /// `redis_timeout_ms`: the bound on one Redis round trip on the request path.
     pub redis_timeout: Duration,
+    /// `n_fanout`: a chat request with `n` > 1 to a provider that returns one choice per call
+    /// makes `n` calls (on), or is a 400 naming `n` (off).
+    pub n_fanout: bool,
+    /// `max_n`: the most calls one request fans out to (1-128).
+    pub max_n: u64,
 }
 
 /// `switchboard.unpriced_budget_policy`: a model with no price cannot be checked against a
@@ -200,6 +205,8 @@ impl Default for ServerSettings {
             budget_default_max_tokens: 4096,
             redis_failure_policy: redis::FailurePolicy::Open,
             redis_timeout: redis::DEFAULT_REDIS_TIMEOUT,
+            n_fanout: true,
+            max_n: 8,
         }
     }
 }

@@ -26,6 +26,11 @@
 
 use super::respond;
 use super::sink::ResponseSink;
+
+/// `n` > 1 on providers without `n`: a child module, as it drives this module's attempt
+/// machinery.
+#[path = "fanout.rs"]
+mod fanout;
 use crate::app::{App, Live};
 use crate::context::{unix_now, Context, ResponseId, Wire};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
@@ -68,6 +73,31 @@ pub struct MessagesIngress<'a> {
     pub raw: &'a RequestBody<'a>,
     /// The client's `anthropic-version` / `anthropic-beta`, forwarded to Anthropic.
     pub headers: &'a MessagesHeaders,
+    /// The chat translation of `raw`, made when a deployment first needs it (never for a
+    /// pass-through: routing runs on `raw`), kept for retries and fallbacks.
+    pub chat: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl<'a> MessagesIngress<'a> {
+    pub fn new(raw: &'a RequestBody<'a>, headers: &'a MessagesHeaders) -> Self {
+        MessagesIngress {
+            raw,
+            headers,
+            chat: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The chat body for a deployment that does not speak Messages (translated once).
+    fn chat(&'a self) -> GatewayResult<RequestBody<'a>> {
+        let bytes = match self.chat.get() {
+            Some(b) => b,
+            None => {
+                let b = messages::translate(self.raw)?;
+                self.chat.get_or_init(|| b)
+            }
+        };
+        RequestBody::parse(bytes)
+    }
 }
 
 /// A `/v1/responses` call (see [`crate::ingress::responses`]): the client's own body for
@@ -246,7 +276,8 @@ async fn run_call(
         crate::keys::auth::resolve_tenancy(keys, ctx, &requested, &model)?;
     }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
-    let include_usage = stream && parsed.include_usage()?;
+    // A translated Messages stream ends with usage in `message_delta`: always asked for.
+    let include_usage = stream && (messages.is_some() || parsed.include_usage()?);
     ctx.stream = stream;
 
     live.stages.admit(ctx, parsed).await?;
@@ -664,16 +695,16 @@ async fn attempt(
     ctx: &mut Context,
 ) -> AttemptOutcome {
     let deployment = admission.deployment.clone();
-    let cx = RequestContext {
-        op: call.op,
-        model: &deployment.config.model,
-        stream: call.stream,
-        include_usage: call.include_usage,
-        response_id: call.response_id,
-        created: call.created,
-        drop_params: deployment.drop_params,
-        embeddings_base64: call.embeddings_base64,
-    };
+    match fanout::plan(
+        call,
+        deployment.provider.as_ref(),
+        &call.snapshot.config.server,
+    ) {
+        Ok(None) => {}
+        Ok(Some(n)) => return fanout::attempt(call, admission, n, sink, ctx).await,
+        Err(e) => return AttemptOutcome::Failed(e),
+    }
+    let cx = request_context(call, &deployment);
     let start = Instant::now();
     let deadline = call.deadline.min(start + deployment.timeout);
     // With telemetry on: the attempt's CLIENT span, named upstream in `traceparent`.
@@ -773,6 +804,20 @@ async fn attempt(
     AttemptOutcome::Done
 }
 
+/// What the deployment's provider is told about this call besides the body.
+fn request_context<'c>(call: &Call<'c>, deployment: &'c Deployment) -> RequestContext<'c> {
+    RequestContext {
+        op: call.op,
+        model: &deployment.config.model,
+        stream: call.stream,
+        include_usage: call.include_usage,
+        response_id: call.response_id,
+        created: call.created,
+        drop_params: deployment.drop_params,
+        embeddings_base64: call.embeddings_base64,
+    }
+}
+
 /// Records a failed attempt against its deployment: the cooldown rules, the per-deployment
 /// failure metric, and the cooldown metric (with the status that caused it) when one starts.
 fn attempt_failed(call: &Call<'_>, admission: Admission, err: &GatewayError) {
@@ -853,8 +898,13 @@ async fn until_ready<'a>(
     let outbound = match native {
         Some(request) => Outbound::Send(request),
         None => {
-            let shaped = defaults.apply(call.parsed, call.op == Operation::Chat);
-            let body = shaped.as_ref().unwrap_or(call.parsed);
+            let translated = match call.messages {
+                Some(m) => Some(m.chat()?),
+                None => None,
+            };
+            let parsed = translated.as_ref().unwrap_or(call.parsed);
+            let shaped = defaults.apply(parsed, call.op == Operation::Chat);
+            let body = shaped.as_ref().unwrap_or(parsed);
             // Opening may call upstreams itself (Bedrock Titan embeddings): under the
             // deadline too.
             within(deadline, provider_call.open(body, cx, client)).await?

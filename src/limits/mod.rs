@@ -328,13 +328,18 @@ fn scopes(
     out
 }
 
-/// Prompt bytes / 4 plus the output the request allows (or [`DEFAULT_OUTPUT_RESERVE`]).
+/// Prompt bytes / 4 plus the output the request allows (or [`DEFAULT_OUTPUT_RESERVE`]), times
+/// the choices asked for (`n`).
 pub fn token_estimate(body: &RequestBody<'_>) -> u64 {
     let output = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| body.typed::<u64>(k).ok().flatten())
         .unwrap_or(DEFAULT_OUTPUT_RESERVE);
-    body.estimated_prompt_tokens().saturating_add(output).max(1)
+    // `n` choices: up to n prompts (fanned out) and n outputs.
+    body.estimated_prompt_tokens()
+        .saturating_add(output)
+        .saturating_mul(body.choices())
+        .max(1)
 }
 
 /// What an admitted request holds until it settles; dropping it gives the parallel slots back.

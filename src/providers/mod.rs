@@ -138,6 +138,12 @@ pub trait Provider: Send + Sync {
         op == Operation::Chat
     }
 
+    /// Whether the upstream answers `n` > 1 choices itself; the rest get one call per choice
+    /// (`gateway::exchange::fanout`).
+    fn native_n(&self) -> bool {
+        false
+    }
+
     /// Whether this provider answers in-process and has no upstream endpoint (`mock_response`);
     /// its calls then open with [`Outbound::Answered`].
     fn answers_in_process(&self) -> bool {

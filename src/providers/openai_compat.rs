@@ -244,6 +244,10 @@ impl Provider for OpenAiCompat {
         self.spec.prefix
     }
 
+    fn native_n(&self) -> bool {
+        true
+    }
+
     fn base_url(&self) -> &str {
         &self.origin
     }
