@@ -274,6 +274,9 @@ pub struct Context {
     /// settled by its settle stage, released when dropped unsettled (errors, panics,
     /// cancelled requests). Typed by the stage that put it here.
     pub reservation: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The admission stages' Redis scripts, sent in one round trip
+    /// ([`crate::shared_state::batch`]); empty unless a stage uses Redis.
+    pub redis_batch: crate::shared_state::batch::Batch,
 }
 
 /// The tightest request and token windows a request was admitted (or refused) under, and
@@ -419,6 +422,7 @@ impl Default for Context {
             admission: None,
             trace: None,
             reservation: None,
+            redis_batch: Default::default(),
         }
     }
 }

@@ -352,6 +352,9 @@ fn read_server(
         }
         out.max_n = v;
     }
+    if let Some(v) = s.f64_in("budget_reservation_ttl_s", 1.0, 86_400.0)? {
+        out.budget_reservation_ttl = Duration::from_secs_f64(v);
+    }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
     section.finish(warnings);
     Ok(out)

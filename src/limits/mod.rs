@@ -427,12 +427,16 @@ impl Admit for Limits {
             None => local().admit(&scopes, &mut results),
             Some(state) => {
                 let (keys, args) = shared::admit_args(&scopes, member);
-                let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                let reply: Result<Vec<i64>, _> =
-                    state.eval(shared::admit_script(), &keys, &args).await;
+                // With the scripts other stages queued (budgets): one round trip.
+                let call = crate::shared_state::batch::Call {
+                    script: shared::admit_script(),
+                    keys,
+                    args,
+                };
+                let reply = ctx.redis_batch.eval_with(state, call).await;
                 match reply
                     .ok()
+                    .and_then(|v| redis::from_redis_value::<Vec<i64>>(v).ok())
                     .and_then(|r| shared::parse_admit(&r, scopes.len(), &mut results))
                 {
                     Some(admitted) => {

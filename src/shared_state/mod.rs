@@ -10,7 +10,9 @@
 //! success. Failures are counted (`failures()`, exported as a metric) and logged at most once
 //! per [`LOG_EVERY`]. Callers decide what a failure means (`FailurePolicy`).
 
+pub mod batch;
 pub mod cooldowns;
+pub mod deployment_usage;
 
 use crate::config::redis::{redact_url, FailurePolicy, RedisSettings};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -21,6 +23,66 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::config::redis::RedisSettings as Settings;
+
+/// `switchboard_admission_redis_round_trips_total` and, with shared deployment usage,
+/// `switchboard_fleet_usage_syncs_total`.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP switchboard_admission_redis_round_trips_total Redis round trips made by admission (rate limits and budgets share one per request).\n\
+         # TYPE switchboard_admission_redis_round_trips_total counter\n\
+         switchboard_admission_redis_round_trips_total {}\n",
+        batch::round_trips()
+    );
+    if deployment_usage::active() {
+        let _ = write!(
+            out,
+            "# HELP switchboard_fleet_usage_syncs_total Deployment rpm/tpm usage syncs answered by Redis (pushes of this instance's counts and reads of the fleet's).\n\
+             # TYPE switchboard_fleet_usage_syncs_total counter\n\
+             switchboard_fleet_usage_syncs_total {}\n",
+            deployment_usage::syncs()
+        );
+    }
+}
+
+/// Runs `task` with its own client of `settings` (bounded by `timeout` per call) on a thread
+/// and current-thread runtime of its own: background state sync that must never take a
+/// request worker's time. `what` names the work in the error logged (with what it means:
+/// `fallback`) when it cannot start.
+pub fn run_in_background<F, Fut>(
+    thread: &str,
+    what: &'static str,
+    fallback: &'static str,
+    settings: RedisSettings,
+    policy: FailurePolicy,
+    timeout: Duration,
+    task: F,
+) where
+    F: FnOnce(SharedState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let spawned = std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                log::error!("{what}: cannot start a runtime; {fallback}");
+                return;
+            };
+            rt.block_on(async move {
+                match SharedState::new(&settings, timeout, policy) {
+                    Ok(state) => task(state).await,
+                    Err(e) => log::error!("{what}: Redis unusable, {fallback}: {e}"),
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        log::error!("{what}: cannot start a thread ({e}); {fallback}");
+    }
+}
 
 /// How long calls fail fast after a failure before one probes Redis again.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
