@@ -69,15 +69,32 @@ pub enum Lookup {
 pub trait Cache: Send + Sync {
     /// Looks the request up, recording what the store needs later (its key) in `ctx`. Async: a
     /// shared cache is one Redis round trip away. A failed or slow backend is a miss; `Err` is
-    /// only the client's fault (malformed or forbidden cache controls).
+    /// only the client's fault (malformed or forbidden cache controls). `group`: the model
+    /// group the request's model resolves to (an alias's group), which entries are keyed on.
     async fn lookup(
         &self,
         ctx: &mut Context,
         body: &RequestBody<'_>,
+        group: &str,
     ) -> Result<Lookup, GatewayError>;
     /// Offers the answer of a request that missed (`ctx.cache == Miss`, `ctx.answer` set).
     /// Sync: it runs at settle and hands the write to a background writer.
     fn store(&self, ctx: &Context, answer: &Bytes);
+    /// The model group a semantic cache embeds prompts with; `None`: no semantic cache.
+    fn semantic_model(&self) -> Option<&str> {
+        None
+    }
+    /// After an exact miss: the answer to a stored prompt close to this one (`vector` is the
+    /// prompt's embedding), in the asked format; `None` also keeps the vector for the store.
+    async fn semantic_lookup(
+        &self,
+        _ctx: &mut Context,
+        _body: &RequestBody<'_>,
+        _group: &str,
+        _vector: Vec<f32>,
+    ) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Runs once the answer is out (or the client left): reconciliation, accounting, telemetry.
@@ -123,7 +140,7 @@ impl Stages {
                     stages = stages.admit_with(budget_prepare);
                 }
                 stages = stages
-                    .admit_with(crate::limits::Limits::from_config(config))
+                    .admit_with(crate::limits::Limits::from_config(config, Some(keys)))
                     .settle_with(crate::limits::LimitsSettle)
                     .settle_with(crate::keys::spend::SpendSettle {
                         keys: keys.clone(),
@@ -214,12 +231,13 @@ impl Stages {
         &self,
         ctx: &mut Context,
         body: &RequestBody<'_>,
+        group: &str,
     ) -> Result<Option<Bytes>, GatewayError> {
         let Some(cache) = self.cache.as_ref() else {
             return Ok(None);
         };
         use crate::context::CacheStatus;
-        match cache.lookup(ctx, body).await? {
+        match cache.lookup(ctx, body, group).await? {
             Lookup::Skip => Ok(None),
             Lookup::Hit(answer) => {
                 ctx.cache = CacheStatus::Hit;
@@ -232,6 +250,29 @@ impl Stages {
                 Ok(None)
             }
         }
+    }
+
+    /// The semantic cache's embedding model group, when one is configured.
+    pub fn semantic_model(&self) -> Option<&str> {
+        self.cache.as_ref()?.semantic_model()
+    }
+
+    /// The semantic cache's lookup (see [`Cache::semantic_lookup`]), recording a hit.
+    pub async fn semantic_lookup(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+        group: &str,
+        vector: Vec<f32>,
+    ) -> Option<Bytes> {
+        let answer = self
+            .cache
+            .as_ref()?
+            .semantic_lookup(ctx, body, group, vector)
+            .await?;
+        ctx.cache = crate::context::CacheStatus::Hit;
+        ctx.keep_answer = false;
+        Some(answer)
     }
 
     /// Runs after the answer: the cache write, then the settle stages in order.
@@ -302,7 +343,7 @@ mod tests {
         let body = RequestBody::parse(br#"{"model":"m"}"#).unwrap();
         stages.admit(&mut ctx, &body).await.unwrap();
         assert!(stages
-            .cache_lookup(&mut ctx, &body)
+            .cache_lookup(&mut ctx, &body, "m")
             .await
             .unwrap()
             .is_none());

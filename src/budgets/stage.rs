@@ -167,6 +167,8 @@ impl Inner {
                 .or(price.rates.max_output_tokens)
                 .unwrap_or(self.default_max_tokens)
         };
+        // `n` choices: up to n prompts (fanned out) and n outputs.
+        let (prompt, completion) = (prompt * body.choices(), completion * body.choices());
         price.cost(&Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,

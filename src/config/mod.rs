@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod call_defaults;
+pub mod limits;
 pub mod listeners;
 pub mod litellm;
 pub mod redis;
@@ -152,6 +153,11 @@ pub struct ServerSettings {
     pub redis_failure_policy: redis::FailurePolicy,
     /// `redis_timeout_ms`: the bound on one Redis round trip on the request path.
     pub redis_timeout: Duration,
+    /// `n_fanout`: a chat request with `n` > 1 to a provider that returns one choice per call
+    /// makes `n` calls (on), or is a 400 naming `n` (off).
+    pub n_fanout: bool,
+    /// `max_n`: the most calls one request fans out to (1-128).
+    pub max_n: u64,
 }
 
 /// `switchboard.unpriced_budget_policy`: a model with no price cannot be checked against a
@@ -203,6 +209,8 @@ impl Default for ServerSettings {
             budget_reservation_ttl: Duration::from_secs(600),
             redis_failure_policy: redis::FailurePolicy::Open,
             redis_timeout: redis::DEFAULT_REDIS_TIMEOUT,
+            n_fanout: true,
+            max_n: 8,
         }
     }
 }
@@ -307,6 +315,9 @@ pub struct LitellmSettings {
     /// LiteLLM's `REDIS_*` environment variables (see [`redis`]). Whether the response cache
     /// uses it is the cache's decision (`cache_params.type`).
     pub cache_redis: Option<redis::RedisSettings>,
+    /// `default_key_generate_params`, `upperbound_key_generate_params` and
+    /// `max_end_user_budget_id` (applied by [`crate::limits::defaults`]).
+    pub limit_defaults: limits::LimitDefaults,
 }
 
 /// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;

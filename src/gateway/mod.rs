@@ -33,6 +33,7 @@ pub mod messages;
 pub mod model_info;
 pub mod respond;
 pub mod routes;
+pub mod semantic;
 pub mod sink;
 #[cfg(test)]
 mod tests;

@@ -213,12 +213,24 @@ impl SharedState {
             logged_ms: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         });
+        // A private CA (`ssl_ca_certs` / `REDIS_SSL_CA_CERTS`) replaces the system roots.
+        let certs = match &settings.ca_certs {
+            None => None,
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| {
+                    format!("{}: cannot read the CA file {path}: {e}", settings.origin)
+                })?),
+            }),
+        };
         if settings.cluster {
-            let client = redis::cluster::ClusterClient::builder(infos)
+            let mut builder = redis::cluster::ClusterClient::builder(infos)
                 .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(timeout.max(Duration::from_millis(1)))
-                .build()
-                .map_err(bad)?;
+                .response_timeout(timeout.max(Duration::from_millis(1)));
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build().map_err(bad)?;
             let weak = Arc::downgrade(&inner);
             let rt = tokio::runtime::Handle::try_current()
                 .map_err(|_| "a Redis Cluster client must be made inside a Tokio runtime")?;
@@ -240,7 +252,11 @@ impl SharedState {
             });
         } else {
             let info = infos.pop().ok_or("no Redis node configured")?;
-            let client = redis::Client::open(info).map_err(bad)?;
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(info, certs),
+                None => redis::Client::open(info),
+            }
+            .map_err(bad)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(timeout.max(Duration::from_millis(1))))
