@@ -806,6 +806,61 @@ async fn key_generate_applies_the_default_and_upper_bound_limits() {
     );
 }
 
+/// `default_internal_user_params` gives a new user (not a proxy admin) its limits, which then
+/// hold across the user's keys.
+#[tokio::test]
+async fn new_users_get_the_default_internal_user_limits() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        None,
+        "litellm_settings:\n  default_internal_user_params: {rpm_limit: 2}\n",
+    ));
+    let user = admin(
+        &gw,
+        "/user/new",
+        serde_json::json!({"user_id": "u-default", "auto_create_key": false}),
+    )
+    .await;
+    assert_eq!(user["rpm_limit"], 2, "{user}");
+    let boss = admin(
+        &gw,
+        "/user/new",
+        serde_json::json!({"user_id": "u-admin", "user_role": "proxy_admin", "auto_create_key": false}),
+    )
+    .await;
+    assert!(boss["rpm_limit"].is_null(), "{boss}");
+    key_with(
+        &gw,
+        "sk-udef-a",
+        serde_json::json!({"user_id": "u-default"}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-udef-b",
+        serde_json::json!({"user_id": "u-default"}),
+    )
+    .await;
+    assert_eq!(
+        chat_with(&gw, "sk-udef-a", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        chat_with(&gw, "sk-udef-b", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    assert_refused_by(
+        &chat_with(&gw, "sk-udef-a", serde_json::json!({})).await,
+        "user: u-default",
+        2,
+    );
+}
+
 /// `max_end_user_budget_id`: end users with no budget of their own (no row at all, as
 /// LiteLLM's implicit customers) each get that budget's rpm; a customer with its own budget
 /// keeps its own.

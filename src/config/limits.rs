@@ -1,7 +1,8 @@
 //! LiteLLM's default limits in `litellm_settings`: `default_key_generate_params` and
-//! `upperbound_key_generate_params` (what `/key/generate` fills in and caps) and
-//! `max_end_user_budget_id` (the budget row whose limits hold for an end user without a
-//! budget of its own). Read and type-checked here; applied by [`crate::limits::defaults`].
+//! `upperbound_key_generate_params` (what `/key/generate` fills in and caps),
+//! `default_internal_user_params` (what `/user/new` fills in) and `max_end_user_budget_id`
+//! (the budget row whose limits hold for an end user without a budget of its own). Read and
+//! type-checked here; applied by [`crate::limits::defaults`].
 
 use super::yaml::{type_name, Section};
 use super::ConfigError;
@@ -35,6 +36,8 @@ pub struct LimitDefaults {
     pub key_generate: Map<String, Value>,
     /// `upperbound_key_generate_params`, only the capped fields.
     pub key_upperbound: Map<String, Value>,
+    /// `default_internal_user_params` (any `/user/new` field but `available_teams`).
+    pub internal_user: Map<String, Value>,
     /// `max_end_user_budget_id`.
     pub end_user_budget_id: Option<String>,
 }
@@ -43,11 +46,39 @@ pub fn read(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<LimitDefa
     let key_generate = fields(s, "default_key_generate_params", DEFAULTED, warnings)?;
     let capped: Vec<&str> = [CAPPED_NUMBERS, CAPPED_DURATIONS].concat();
     let key_upperbound = fields(s, "upperbound_key_generate_params", &capped, warnings)?;
+    let internal_user = internal_user_fields(s, warnings)?;
     Ok(LimitDefaults {
         key_generate,
         key_upperbound,
+        internal_user,
         end_user_budget_id: s.string("max_end_user_budget_id")?,
     })
+}
+
+/// `default_internal_user_params`: every field (the `/user/new` handler checks them) but
+/// `available_teams` (team self-join, not built), which warns.
+fn internal_user_fields(
+    s: &mut Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Map<String, Value>, ConfigError> {
+    let key = "default_internal_user_params";
+    let path = s.key_path(key);
+    let Some(v) = s.value(key) else {
+        return Ok(Map::new());
+    };
+    let Ok(Value::Object(mut map)) = serde_json::to_value(v) else {
+        return Err(ConfigError::new(
+            &path,
+            format!("expected a mapping, found {}", type_name(v)),
+        ));
+    };
+    if map.remove("available_teams").is_some() {
+        warnings.push(format!(
+            "{path}.available_teams: not implemented by Switchboard (team self-join); ignored"
+        ));
+    }
+    map.retain(|_, v| !v.is_null());
+    Ok(map)
 }
 
 /// The mapping at `key` as JSON, keeping the `known` fields (type-checked) and warning about
@@ -119,7 +150,7 @@ mod tests {
     #[test]
     fn reads_and_checks_the_default_limits() {
         let c = parse(
-            "litellm_settings:\n  default_key_generate_params: {rpm_limit: 10, models: [gpt-4o], key_alias: x}\n  upperbound_key_generate_params: {tpm_limit: 1000, duration: 30d}\n  max_end_user_budget_id: eu-default\n",
+            "litellm_settings:\n  default_key_generate_params: {rpm_limit: 10, models: [gpt-4o], key_alias: x}\n  upperbound_key_generate_params: {tpm_limit: 1000, duration: 30d}\n  max_end_user_budget_id: eu-default\n  default_internal_user_params: {rpm_limit: 5, available_teams: [t]}\n",
         )
         .unwrap();
         let d = &c.litellm.limit_defaults;
@@ -129,6 +160,8 @@ mod tests {
         assert_eq!(d.key_upperbound["tpm_limit"], 1000);
         assert_eq!(d.key_upperbound["duration"], "30d");
         assert_eq!(d.end_user_budget_id.as_deref(), Some("eu-default"));
+        assert_eq!(d.internal_user["rpm_limit"], 5);
+        assert!(!d.internal_user.contains_key("available_teams"));
         assert!(c.warnings.iter().any(|w| w
             .starts_with("litellm_settings.default_key_generate_params: not applied")
             && w.ends_with("ignored: key_alias")));

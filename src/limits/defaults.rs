@@ -5,6 +5,8 @@
 //!   `upperbound_key_generate_params` fills what is still unset and refuses a value above its
 //!   cap with LiteLLM's 400 (`rpm_limit is over max limit set in config - user_value=…;
 //!   max_value=…`). Other key routes are left alone, as in LiteLLM.
+//! - `/user/new`: `default_internal_user_params` fills the fields a body leaves out (absent or
+//!   null; `models` also when `[]`), unless the new user is a `proxy_admin`.
 //! - At request time: `max_end_user_budget_id` names the budget row whose rpm / tpm /
 //!   parallel limits hold for an end user without a budget of its own (see [`super`]).
 
@@ -74,6 +76,23 @@ pub fn apply_to_key_generate(
     Ok(())
 }
 
+/// Applies `default_internal_user_params` to a `/user/new` body (not to a `proxy_admin`).
+pub fn apply_to_user_new(d: &LimitDefaults, body: &mut Map<String, Value>) {
+    if body.get("user_role").and_then(Value::as_str) == Some("proxy_admin") {
+        return;
+    }
+    for (name, default) in &d.internal_user {
+        let unset = match body.get(name) {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(a)) => name == "models" && a.is_empty(),
+            Some(_) => false,
+        };
+        if unset {
+            body.insert(name.clone(), default.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +102,10 @@ mod tests {
         LimitDefaults {
             key_generate: generate.as_object().unwrap().clone(),
             key_upperbound: upper.as_object().unwrap().clone(),
+            internal_user: json!({"rpm_limit": 7, "models": ["gpt-4o"]})
+                .as_object()
+                .unwrap()
+                .clone(),
             end_user_budget_id: None,
         }
     }
@@ -138,5 +161,17 @@ mod tests {
             assert_eq!(e.status, 400);
             assert_eq!(e.message, text);
         }
+    }
+
+    #[test]
+    fn internal_user_defaults_skip_proxy_admins() {
+        let d = defaults(json!({}), json!({}));
+        let mut b = body(json!({"user_id": "u", "models": []}));
+        apply_to_user_new(&d, &mut b);
+        assert_eq!(b["rpm_limit"], 7);
+        assert_eq!(b["models"], json!(["gpt-4o"]));
+        let mut admin = body(json!({"user_role": "proxy_admin"}));
+        apply_to_user_new(&d, &mut admin);
+        assert!(!admin.contains_key("rpm_limit"));
     }
 }

@@ -80,10 +80,20 @@ pub async fn handle(
     }
     let query = parse_query(query.unwrap_or(""));
     let mut body = parse_body(body)?;
-    if route == AdminRoute::Key(keys::KeyRoute::Generate) {
+    // LiteLLM's defaults from `litellm_settings`, applied to the body before it is read (the
+    // snapshot guard is dropped before any await).
+    {
         let live = app.snapshot.load();
         let defaults = &live.routing.config.litellm.limit_defaults;
-        crate::limits::defaults::apply_to_key_generate(defaults, &mut body)?;
+        match route {
+            AdminRoute::Key(keys::KeyRoute::Generate) => {
+                crate::limits::defaults::apply_to_key_generate(defaults, &mut body)?
+            }
+            AdminRoute::User(users::UserRoute::New) => {
+                crate::limits::defaults::apply_to_user_new(defaults, &mut body)
+            }
+            _ => {}
+        }
     }
     match route {
         AdminRoute::Key(r) => keys::handle(keys, r, &query, body).await,
