@@ -274,13 +274,27 @@ pub struct Context {
     /// settled by its settle stage, released when dropped unsettled (errors, panics,
     /// cancelled requests). Typed by the stage that put it here.
     pub reservation: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The admission stages' Redis scripts, sent in one round trip
+    /// ([`crate::shared_state::batch`]); empty unless a stage uses Redis.
+    pub redis_batch: crate::shared_state::batch::Batch,
 }
 
-/// The tightest request and token windows a request was admitted (or refused) under.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The tightest request and token windows a request was admitted (or refused) under, and
+/// every scope's own standing (LiteLLM's per-descriptor headers).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimitStatus {
     pub requests: Option<RateWindow>,
     pub tokens: Option<RateWindow>,
+    pub scopes: smallvec::SmallVec<[ScopeWindow; 4]>,
+}
+
+/// One scope's standing: `x-ratelimit-{descriptor}-limit-{measure}` and
+/// `x-ratelimit-{descriptor}-remaining-{measure}` (the two names, static), and their values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScopeWindow {
+    pub names: &'static [&'static str; 2],
+    pub limit: u64,
+    pub remaining: u64,
 }
 
 /// One limit's standing: `x-ratelimit-limit-*`, `-remaining-*`, `-reset-*`.
@@ -317,6 +331,30 @@ pub struct Trace {
     pub response_id: Option<ResponseId>,
     /// The request body, kept only when content capture is on.
     pub request_body: Option<Bytes>,
+    /// The answer's finish reasons, as they went out (sampled traces only).
+    pub finish_reasons: FinishReasons,
+}
+
+/// The distinct finish reasons an answer carried (`gen_ai.response.finish_reasons`): a bit per
+/// well-known reason ([`crate::telemetry::finish::KNOWN`]), the first other one as text, and
+/// the tail of the last piece scanned, so a reason split across stream writes is still found.
+#[derive(Clone)]
+pub struct FinishReasons {
+    pub known: u16,
+    pub other: Option<Box<str>>,
+    pub tail: [u8; 48],
+    pub tail_len: u8,
+}
+
+impl Default for FinishReasons {
+    fn default() -> Self {
+        FinishReasons {
+            known: 0,
+            other: None,
+            tail: [0; 48],
+            tail_len: 0,
+        }
+    }
 }
 
 /// One upstream attempt: a CLIENT span at export.
@@ -384,6 +422,7 @@ impl Default for Context {
             admission: None,
             trace: None,
             reservation: None,
+            redis_batch: Default::default(),
         }
     }
 }

@@ -126,13 +126,19 @@ impl Stages {
         let mut stages = Stages::default();
         match (&config.general.master_key, keys) {
             (Some(master), Some(keys)) => {
+                // Budgets: prepared before the rate-limit stage (with Redis both scripts go
+                // in one round trip, see `shared_state::batch`) and decided after it.
+                let budgets = crate::budgets::Budgets::for_keys(keys);
+                let (budget_prepare, budget_admit) =
+                    crate::budgets::stage::BudgetAdmit::new(config, budgets.clone());
                 stages = stages
                     .authenticate_with(crate::keys::auth::VirtualKeys {
                         keys: keys.clone(),
                         master_key: master.clone(),
                         custom_header: config.general.litellm_key_header_name.clone(),
                     })
-                    .admit_with(crate::limits::Limits::from_config(config))
+                    .admit_with(budget_prepare)
+                    .admit_with(crate::limits::Limits::from_config(config, Some(keys)))
                     .settle_with(crate::limits::LimitsSettle)
                     .settle_with(crate::keys::spend::SpendSettle {
                         keys: keys.clone(),
@@ -140,12 +146,8 @@ impl Stages {
                     });
                 // Budgets: after the spend stage, so a key's spend is raised before its
                 // reservation is released (see `budgets::stage`).
-                let budgets = crate::budgets::Budgets::for_keys(keys);
                 stages = stages
-                    .admit_with(crate::budgets::stage::BudgetAdmit::new(
-                        config,
-                        budgets.clone(),
-                    ))
+                    .admit_with(budget_admit)
                     .settle_with(crate::budgets::stage::BudgetSettle { budgets });
             }
             (Some(master), None) => stages = stages.authenticate_with(MasterKey(master.clone())),

@@ -215,18 +215,29 @@ struct Setup {
     anthropic: MockUpstream,
     openai: MockUpstream,
     gemini: MockUpstream,
+    /// Bedrock Claude (`bclaude`), signed with SigV4.
+    _bedrock: MockUpstream,
 }
 
 async fn setup() -> Setup {
     let anthropic = MockUpstream::start(anthropic_reply).await;
     let openai = MockUpstream::start(openai_reply).await;
     let gemini = MockUpstream::start(gemini_reply).await;
-    let gw = Gateway::start(&config(&anthropic.base(), &openai.base(), &gemini.base()));
+    let bedrock = MockUpstream::start(bedrock_claude_reply).await;
+    let yaml = config(&anthropic.base(), &openai.base(), &gemini.base()).replace(
+        "router_settings:",
+        &format!(
+            "  - model_name: bclaude\n    litellm_params:\n      model: bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0\n      api_base: {}\n      aws_access_key_id: AKIDEXAMPLE\n      aws_secret_access_key: secret\n      aws_region_name: us-west-2\nrouter_settings:",
+            bedrock.base()
+        ),
+    );
+    let gw = Gateway::start(&yaml);
     Setup {
         gw,
         anthropic,
         openai,
         gemini,
+        _bedrock: bedrock,
     }
 }
 
@@ -300,6 +311,15 @@ fn accumulate(evs: &[(String, Value)]) -> Value {
                     }
                     "input_json_delta" => {
                         json_parts[i].push_str(d["partial_json"].as_str().unwrap())
+                    }
+                    "thinking_delta" => {
+                        let block = &mut message["content"][i];
+                        let text = format!(
+                            "{}{}",
+                            block["thinking"].as_str().unwrap(),
+                            d["thinking"].as_str().unwrap()
+                        );
+                        block["thinking"] = json!(text);
                     }
                     other => panic!("unexpected delta {other}"),
                 }
@@ -688,8 +708,8 @@ fn python_with_anthropic_sdk() -> PathBuf {
     python
 }
 
-/// The official Anthropic Python SDK, non-streamed, streamed and with tool use, over an
-/// Anthropic deployment (pass-through) and an OpenAI one (translated).
+/// The official Anthropic Python SDK, non-streamed, streamed and with tool use, over Anthropic
+/// and Bedrock Claude deployments (pass-through) and OpenAI and Gemini ones (translated).
 #[tokio::test]
 async fn anthropic_python_sdk_works_through_the_gateway() {
     let python = python_with_anthropic_sdk();
@@ -697,7 +717,7 @@ async fn anthropic_python_sdk_works_through_the_gateway() {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic_sdk_client.py");
     let base_url = format!("http://127.0.0.1:{}", s.gw.port);
-    for model in ["claude", "gpt", "flash"] {
+    for model in ["claude", "gpt", "flash", "bclaude"] {
         let out = tokio::process::Command::new(&python)
             .arg(&script)
             .args([&base_url, MASTER, model])
@@ -868,43 +888,46 @@ async fn virtual_keys_pay_for_messages_calls() {
 /// Claude on Bedrock: the client's body on InvokeModel (no `model`/`stream`, Bedrock's
 /// `anthropic_version`, `anthropic-beta` as `anthropic_beta`), SigV4-signed; the stream's
 /// eventstream `chunk`s come back as Anthropic SSE, event for event, split at any byte.
-#[tokio::test]
-async fn bedrock_claude_gets_the_clients_body_on_invoke_model() {
+/// Bedrock's InvokeModel for Claude: the Anthropic mock's answers, streams re-framed as AWS
+/// eventstream `chunk` events as Bedrock sends them.
+fn bedrock_claude_reply(req: &Recorded) -> Reply {
     use base64::Engine;
     use switchboard::codec::eventstream::encode_event;
-    let wire_model = "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
-    let up = MockUpstream::start(move |req| {
-        let mut rec = req.clone();
-        rec.path = "/v1/messages".into();
-        let stream = req.path.ends_with("/invoke-with-response-stream");
-        if stream {
-            // The Anthropic mock's SSE, re-framed as Bedrock does.
-            let mut as_json = rec.json();
-            as_json["stream"] = json!(true);
-            rec.body = as_json.to_string().into_bytes();
-            let Reply::Parts { parts, .. } = anthropic_reply(&rec) else {
-                unreachable!()
-            };
-            let sse: Vec<u8> = parts.into_iter().flat_map(|p| p.1).collect();
-            let mut frames = Vec::new();
-            for (_, data) in events(&String::from_utf8(sse).unwrap()) {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(data.to_string());
-                encode_event(
-                    "chunk",
-                    json!({"bytes": b64}).to_string().as_bytes(),
-                    &mut frames,
-                );
-            }
-            return Reply::stream(
-                "application/vnd.amazon.eventstream",
-                &frames,
-                1,
-                Duration::ZERO,
+    let mut rec = req.clone();
+    rec.path = "/v1/messages".into();
+    let stream = req.path.ends_with("/invoke-with-response-stream");
+    if stream {
+        // The Anthropic mock's SSE, re-framed as Bedrock does.
+        let mut as_json = rec.json();
+        as_json["stream"] = json!(true);
+        rec.body = as_json.to_string().into_bytes();
+        let Reply::Parts { parts, .. } = anthropic_reply(&rec) else {
+            unreachable!()
+        };
+        let sse: Vec<u8> = parts.into_iter().flat_map(|p| p.1).collect();
+        let mut frames = Vec::new();
+        for (_, data) in events(&String::from_utf8(sse).unwrap()) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(data.to_string());
+            encode_event(
+                "chunk",
+                json!({"bytes": b64}).to_string().as_bytes(),
+                &mut frames,
             );
         }
-        anthropic_reply(&rec)
-    })
-    .await;
+        return Reply::stream(
+            "application/vnd.amazon.eventstream",
+            &frames,
+            1,
+            Duration::ZERO,
+        );
+    }
+    anthropic_reply(&rec)
+}
+
+#[tokio::test]
+async fn bedrock_claude_gets_the_clients_body_on_invoke_model() {
+    let wire_model = "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
+    let up = MockUpstream::start(bedrock_claude_reply).await;
     let gw = Gateway::start(&format!(
         "model_list:\n  - model_name: bclaude\n    litellm_params:\n      model: bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0\n      api_base: {}\n      aws_access_key_id: AKIDEXAMPLE\n      aws_secret_access_key: secret\n      aws_region_name: us-west-2\n",
         up.base()
@@ -947,4 +970,107 @@ async fn bedrock_claude_gets_the_clients_body_on_invoke_model() {
         .wait_for_log_line(|l| l["route"] == "messages" && l["stream"] == true)
         .await;
     assert!(line["cost"].as_f64().is_some_and(|c| c > 0.0), "{line}");
+}
+
+#[tokio::test]
+async fn server_tools_are_refused_when_translated_and_pass_through_to_claude_untranslated() {
+    let s = setup().await;
+    let mut body = ask("gpt", false, true);
+    body["tools"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 3}));
+    let resp = messages(&s.gw, &body).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let v = resp.json();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("tools[1]"), "{message}");
+    assert!(message.contains("web_search_20250305"), "{message}");
+    assert_eq!(s.openai.count(), 0, "refused, not dropped");
+
+    // Claude gets the body as sent: the translation (which would refuse it) never runs.
+    body["model"] = json!("claude");
+    let resp = messages(&s.gw, &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        s.anthropic.last().json()["tools"][1],
+        json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 3})
+    );
+}
+
+/// A Gemini stream that thinks, then answers.
+fn thinking_gemini(rec: &Recorded) -> Reply {
+    assert!(rec.path.contains("streamGenerateContent"), "{}", rec.path);
+    let thought = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Pondering", "thought": true}]}}]});
+    let thought2 = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": " deeply.", "thought": true}]}}]});
+    let answer = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hello"}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 4, "totalTokenCount": 19}});
+    let body = format!("data: {thought}\r\n\r\ndata: {thought2}\r\n\r\ndata: {answer}\r\n\r\n");
+    Reply::stream("text/event-stream", body.as_bytes(), 3, Duration::ZERO)
+}
+
+#[tokio::test]
+async fn thinking_top_k_and_effort_are_translated_and_thoughts_come_back_as_thinking_blocks() {
+    let anthropic = MockUpstream::start(anthropic_reply).await;
+    let openai = MockUpstream::start(openai_reply).await;
+    let gemini = MockUpstream::start(thinking_gemini).await;
+    let mut yaml = config(&anthropic.base(), &openai.base(), &gemini.base());
+    yaml = yaml.replace(
+        "router_settings:",
+        &format!(
+            "  - model_name: command\n    litellm_params:\n      model: cohere_chat/command-r\n      api_base: {}\n      api_key: co-test\nrouter_settings:",
+            openai.base()
+        ),
+    );
+    let gw = Gateway::start(&yaml);
+
+    // Gemini: a thinking budget of 2000 is `medium` (2048), top_k is topK; thoughts stream
+    // back as a thinking block ahead of the text.
+    let mut body = ask("flash", true, false);
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 2000});
+    body["top_k"] = json!(7);
+    let resp = messages(&gw, &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = gemini.last().json();
+    assert_eq!(sent["generationConfig"]["topK"], 7, "{sent}");
+    assert_eq!(
+        sent["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 2048, "includeThoughts": true})
+    );
+    let m = accumulate(&events(&resp.text()));
+    assert_eq!(
+        m["content"],
+        json!([{"type": "thinking", "thinking": "Pondering deeply.", "signature": ""},
+               {"type": "text", "text": "Hello"}]),
+        "{m}"
+    );
+
+    // OpenAI: output_config.effort is reasoning_effort, output_config.format response_format.
+    let mut body = ask("gpt", false, false);
+    body["output_config"] = json!({"effort": "high",
+        "format": {"type": "json_schema", "schema": {"type": "object"}}});
+    let resp = messages(&gw, &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = openai.last().json();
+    assert_eq!(sent["reasoning_effort"], "high");
+    assert_eq!(sent["response_format"]["type"], "json_schema");
+    assert_eq!(
+        sent["response_format"]["json_schema"]["schema"],
+        json!({"type": "object"})
+    );
+
+    // Cohere has no thinking: a 400 that names the Messages field, nothing sent.
+    let before = openai.count();
+    let mut body = ask("command", false, false);
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+    let resp = messages(&gw, &body).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let message = resp.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("thinking"), "{message}");
+    assert_eq!(openai.count(), before);
 }

@@ -26,6 +26,11 @@
 
 use super::respond;
 use super::sink::ResponseSink;
+
+/// `n` > 1 on providers without `n`: a child module, as it drives this module's attempt
+/// machinery.
+#[path = "fanout.rs"]
+mod fanout;
 use crate::app::{App, Live};
 use crate::context::{unix_now, Context, ResponseId, Wire};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
@@ -68,6 +73,45 @@ pub struct MessagesIngress<'a> {
     pub raw: &'a RequestBody<'a>,
     /// The client's `anthropic-version` / `anthropic-beta`, forwarded to Anthropic.
     pub headers: &'a MessagesHeaders,
+    /// The chat translation of `raw`, made when a deployment first needs it (never for a
+    /// pass-through: routing runs on `raw`), kept for retries and fallbacks.
+    pub chat: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl<'a> MessagesIngress<'a> {
+    pub fn new(raw: &'a RequestBody<'a>, headers: &'a MessagesHeaders) -> Self {
+        MessagesIngress {
+            raw,
+            headers,
+            chat: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The chat body for a deployment that does not speak Messages (translated once).
+    fn chat(&'a self) -> GatewayResult<RequestBody<'a>> {
+        let bytes = match self.chat.get() {
+            Some(b) => b,
+            None => {
+                let b = messages::translate(self.raw)?;
+                self.chat.get_or_init(|| b)
+            }
+        };
+        RequestBody::parse(bytes)
+    }
+}
+
+/// A `/v1/responses` call (see [`crate::ingress::responses`]): the client's own body for
+/// deployments whose upstream has the Responses API, and what translated attempts must refuse.
+pub struct ResponsesIngress<'a> {
+    /// The client's Responses body, as sent.
+    pub raw: &'a RequestBody<'a>,
+    /// Why the body cannot be translated onto chat (a built-in tool, `previous_response_id`,
+    /// …): the answer of every attempt on a deployment without the Responses API.
+    pub refusal: Option<GatewayError>,
+    /// The deployment that made the client's `previous_response_id`: only it is tried.
+    pub pinned: Option<Arc<str>>,
+    /// Set when a native attempt answers: the answer is the upstream's, not chat's.
+    pub answered_natively: std::sync::atomic::AtomicBool,
 }
 
 /// What every attempt of one client request shares.
@@ -98,6 +142,8 @@ struct Call<'a> {
     filter: &'a RouteFilter,
     /// The client speaks Anthropic Messages: passed through or translated back per attempt.
     messages: Option<&'a MessagesIngress<'a>>,
+    /// The client speaks the Responses API and may be passed through (see `gateway::ingress`).
+    responses: Option<&'a ResponsesIngress<'a>>,
 }
 
 enum GroupOutcome {
@@ -161,11 +207,55 @@ pub async fn run(
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
 ) -> GatewayResult<()> {
+    run_call(app, live, sink, ctx, op, parsed, body, messages, None).await
+}
+
+/// [`run`] for a `/v1/responses` call: `parsed` is its chat translation (or a stand-in when
+/// only the native pass-through can serve it), `responses` the client's own body.
+pub async fn run_responses(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    parsed: &RequestBody<'_>,
+    body: &Bytes,
+    responses: &ResponsesIngress<'_>,
+) -> GatewayResult<()> {
+    let op = Operation::Chat;
+    run_call(
+        app,
+        live,
+        sink,
+        ctx,
+        op,
+        parsed,
+        body,
+        None,
+        Some(responses),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_call(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    op: Operation,
+    parsed: &RequestBody<'_>,
+    body: &Bytes,
+    messages: Option<&MessagesIngress<'_>>,
+    responses: Option<&ResponsesIngress<'_>>,
+) -> GatewayResult<()> {
     let snapshot = &live.routing;
     let mut model = parsed.required_str("model")?;
-    if let Some(key) = ctx.principal.key() {
-        // The key's aliases and allowed models, before the name is resolved to a group.
-        model = crate::keys::auth::resolve_model(key, model)?;
+    let requested = model.clone();
+    if let (Some(key), Some(keys)) = (ctx.principal.key(), &app.keys) {
+        // The team's and key's aliases and the allowed models, before the name is resolved
+        // to a group.
+        let team = crate::keys::auth::key_team(keys, key);
+        model = crate::keys::auth::resolve_model(key, team.as_deref(), model)?;
     }
     check_model_name(&model, || snapshot.group(&model).is_some())?;
     ctx.model = Some(model.to_string());
@@ -183,16 +273,17 @@ pub async fn run(
     }
     if let Some(keys) = &app.keys {
         // Team, user, membership and end user from memory, with their access checks.
-        crate::keys::auth::resolve_tenancy(keys, ctx, &model)?;
+        crate::keys::auth::resolve_tenancy(keys, ctx, &requested, &model)?;
     }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
-    let include_usage = stream && parsed.include_usage()?;
+    // A translated Messages stream ends with usage in `message_delta`: always asked for.
+    let include_usage = stream && (messages.is_some() || parsed.include_usage()?);
     ctx.stream = stream;
 
     live.stages.admit(ctx, parsed).await?;
     // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
     // off) writes it.
-    if messages.is_none() {
+    if messages.is_none() && responses.is_none() {
         // Keyed on the group (an alias shares its group's entries); a wildcard-served name
         // is its own.
         let group = snapshot.group(&model).map_or(&*model, |g| g.name.as_str());
@@ -251,6 +342,7 @@ pub async fn run(
         prompt_bytes: body.len(),
         filter: &filter,
         messages,
+        responses,
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -447,6 +539,7 @@ async fn run_group(
         }
         Err(e) => return GroupOutcome::Failed(e),
     };
+    let excluded = responses_exclusions(call, group, excluded);
     loop {
         let now = Instant::now();
         if now >= call.deadline {
@@ -527,6 +620,33 @@ async fn run_group(
     }
 }
 
+/// A Responses call's own exclusions: a `previous_response_id` lives on the deployment that
+/// made it, so when this group has that one every other is ruled out; a body only the
+/// Responses API can serve rules out the deployments without it (unless none has it: they
+/// then refuse it, naming the field).
+fn responses_exclusions(
+    call: &Call<'_>,
+    group: &ModelGroup,
+    mut excluded: Vec<usize>,
+) -> Vec<usize> {
+    let Some(r) = call.responses else {
+        return excluded;
+    };
+    let deployments = &group.deployments;
+    let pinned = r
+        .pinned
+        .as_deref()
+        .and_then(|id| deployments.iter().position(|d| d.id() == id));
+    if let Some(at) = pinned {
+        excluded.extend((0..deployments.len()).filter(|&i| i != at));
+    } else if r.refusal.is_some() && deployments.iter().any(|d| d.provider.has_responses_api()) {
+        excluded.extend(
+            (0..deployments.len()).filter(|&i| !deployments[i].provider.has_responses_api()),
+        );
+    }
+    excluded
+}
+
 /// How long to wait before retry number `retry` (1-based). Another deployment can take it:
 /// at once (LiteLLM does the same), else exponential backoff with jitter; an upstream
 /// Retry-After replaces the computed wait, and `retry_after` is always the least wait.
@@ -575,16 +695,16 @@ async fn attempt(
     ctx: &mut Context,
 ) -> AttemptOutcome {
     let deployment = admission.deployment.clone();
-    let cx = RequestContext {
-        op: call.op,
-        model: &deployment.config.model,
-        stream: call.stream,
-        include_usage: call.include_usage,
-        response_id: call.response_id,
-        created: call.created,
-        drop_params: deployment.drop_params,
-        embeddings_base64: call.embeddings_base64,
-    };
+    match fanout::plan(
+        call,
+        deployment.provider.as_ref(),
+        &call.snapshot.config.server,
+    ) {
+        Ok(None) => {}
+        Ok(Some(n)) => return fanout::attempt(call, admission, n, sink, ctx).await,
+        Err(e) => return AttemptOutcome::Failed(e),
+    }
+    let cx = request_context(call, &deployment);
     let start = Instant::now();
     let deadline = call.deadline.min(start + deployment.timeout);
     // With telemetry on: the attempt's CLIENT span, named upstream in `traceparent`.
@@ -684,6 +804,20 @@ async fn attempt(
     AttemptOutcome::Done
 }
 
+/// What the deployment's provider is told about this call besides the body.
+fn request_context<'c>(call: &Call<'c>, deployment: &'c Deployment) -> RequestContext<'c> {
+    RequestContext {
+        op: call.op,
+        model: &deployment.config.model,
+        stream: call.stream,
+        include_usage: call.include_usage,
+        response_id: call.response_id,
+        created: call.created,
+        drop_params: deployment.drop_params,
+        embeddings_base64: call.embeddings_base64,
+    }
+}
+
 /// Records a failed attempt against its deployment: the cooldown rules, the per-deployment
 /// failure metric, and the cooldown metric (with the status that caused it) when one starts.
 fn attempt_failed(call: &Call<'_>, admission: Admission, err: &GatewayError) {
@@ -748,14 +882,29 @@ async fn until_ready<'a>(
                 provider.messages_request(m.raw, cx, MessagesEndpoint::Create, m.headers, client);
             within(deadline, async { request.await.transpose() }).await?
         }
-        None => None,
+        None => match call.responses {
+            Some(r) => match provider.responses_request(r.raw, cx) {
+                Some(request) => Some(request?),
+                // Only the Responses API can serve this body: refused here, naming the field.
+                None => match &r.refusal {
+                    Some(refusal) => return Err(refusal.clone()),
+                    None => None,
+                },
+            },
+            None => None,
+        },
     };
     let passthrough = native.is_some();
     let outbound = match native {
         Some(request) => Outbound::Send(request),
         None => {
-            let shaped = defaults.apply(call.parsed, call.op == Operation::Chat);
-            let body = shaped.as_ref().unwrap_or(call.parsed);
+            let translated = match call.messages {
+                Some(m) => Some(m.chat()?),
+                None => None,
+            };
+            let parsed = translated.as_ref().unwrap_or(call.parsed);
+            let shaped = defaults.apply(parsed, call.op == Operation::Chat);
+            let body = shaped.as_ref().unwrap_or(parsed);
             // Opening may call upstreams itself (Bedrock Titan embeddings): under the
             // deadline too.
             within(deadline, provider_call.open(body, cx, client)).await?
@@ -815,7 +964,11 @@ async fn until_ready<'a>(
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
         if passthrough {
-            let usage = messages::usage_of(&whole);
+            let usage = match call.messages {
+                Some(_) => messages::usage_of(&whole),
+                None => crate::ingress::responses::native::usage_of(&whole),
+            };
+            mark_native(call);
             return Ok(Ready::Whole { body: whole, usage });
         }
         let translated = provider_call.parse_response(whole, cx)?;
@@ -831,6 +984,10 @@ async fn until_ready<'a>(
         });
     }
     let mut translator: Box<dyn StreamTranslator> = match call.messages {
+        None if passthrough => {
+            mark_native(call);
+            Box::<crate::ingress::responses::native::PassThrough>::default()
+        }
         Some(_) if passthrough => Box::new(messages::PassThrough::new(provider.messages_framing())),
         Some(_) => Box::new(messages::ToMessages::new(
             provider_call.stream_translator(cx),
@@ -877,6 +1034,15 @@ async fn until_ready<'a>(
     }
 }
 
+/// A native Responses attempt is about to answer: the client gets the upstream's answer as
+/// it is (see `gateway::ingress`).
+fn mark_native(call: &Call<'_>) {
+    if let Some(r) = call.responses {
+        r.answered_natively
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Awaits `fut` until `deadline`, as a 504 after it.
 async fn within<T>(
     deadline: Instant,
@@ -917,8 +1083,9 @@ async fn stream_to_client(
             }
             // The final usage chunk (only sent when the client asked for usage) carries the
             // cost, as LiteLLM's does.
-            if let (false, Wire::OpenAi, Some(price), Some(usage)) = (
+            if let (false, false, Wire::OpenAi, Some(price), Some(usage)) = (
                 cost_stamped,
+                translator.verbatim(),
                 ctx.wire,
                 &deployment.price,
                 translator.usage(),

@@ -1,7 +1,8 @@
 //! The `/v1/messages` and `/v1/messages/count_tokens` routes: the I/O around
-//! [`crate::ingress::messages`]. A Messages call is checked and translated once, then runs the
-//! chat exchange (auth, admission, routing, retries, fallbacks, cooldowns, spend) with the
-//! client's own body beside it for Anthropic-family deployments.
+//! [`crate::ingress::messages`]. A Messages call runs the chat exchange (auth, admission,
+//! routing, retries, fallbacks, cooldowns, spend) on the client's own body: Anthropic-family
+//! deployments get it as it is, and it is translated to chat (once) only when a deployment
+//! that needs chat is chosen.
 
 use super::exchange::{self, MessagesIngress};
 use super::respond;
@@ -39,21 +40,53 @@ pub async fn handle(
     body: Bytes,
     headers: &MessagesHeaders,
 ) -> GatewayResult<()> {
+    // Routing reads only top-level fields (model, stream, max_tokens, the size of messages and
+    // tools, metadata): the body is translated only if the chosen deployment needs chat.
     let raw = RequestBody::parse(&body)?;
-    let chat = messages::translate(&raw)?;
-    let parsed = RequestBody::parse(&chat)?;
-    let ingress = MessagesIngress { raw: &raw, headers };
+    if ctx.end_user.is_none() {
+        ctx.end_user = messages_user(&raw);
+    }
+    let ingress = MessagesIngress::new(&raw, headers);
     exchange::run(
         app,
         live,
         sink,
         ctx,
         Operation::Chat,
-        &parsed,
+        &raw,
         &body,
         Some(&ingress),
     )
     .await
+    .map_err(name_messages_fields)
+}
+
+/// `metadata.user_id`: the Messages API's end user.
+fn messages_user(raw: &RequestBody<'_>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Metadata<'a> {
+        #[serde(default, borrow)]
+        user_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let meta: Metadata<'_> = serde_json::from_str(raw.get("metadata")?.get()).ok()?;
+    meta.user_id
+        .filter(|u| !u.is_empty())
+        .map(|u| u.into_owned())
+}
+
+/// A provider's refusal of a chat field the translation made, named as the client sent it.
+fn name_messages_fields(mut e: crate::error::GatewayError) -> crate::error::GatewayError {
+    let client_field = match e.param.as_deref() {
+        Some("reasoning_effort") => "thinking",
+        Some("response_format") => "output_config.format",
+        _ => return e,
+    };
+    e.message = format!(
+        "{} (from the request's {client_field})",
+        e.message.trim_end_matches('.')
+    );
+    e.param = Some(client_field.into());
+    e
 }
 
 /// `POST /v1/messages/count_tokens`: an Anthropic deployment of the model's group counts
@@ -70,8 +103,9 @@ pub async fn count_tokens(
     let snapshot = &live.routing;
     let raw = RequestBody::parse(&body)?;
     let mut model = raw.required_str("model")?;
-    if let Some(key) = ctx.principal.key() {
-        model = crate::keys::auth::resolve_model(key, model)?;
+    if let (Some(key), Some(keys)) = (ctx.principal.key(), &app.keys) {
+        let team = crate::keys::auth::key_team(keys, key);
+        model = crate::keys::auth::resolve_model(key, team.as_deref(), model)?;
     }
     check_model_name(&model, || snapshot.group(&model).is_some())?;
     if !raw.has("messages") {

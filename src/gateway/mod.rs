@@ -231,6 +231,7 @@ impl Gateway {
                 }
                 crate::alerting::render_metrics(&mut text);
                 crate::limits::render_metrics(&mut text);
+                crate::shared_state::render_metrics(&mut text);
                 crate::telemetry::render_metrics(&mut text);
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());

@@ -116,6 +116,16 @@ impl<'a> RequestBody<'a> {
         bytes.div_ceil(4) as u64
     }
 
+    /// The choices asked for (`n`, 1 when absent or invalid; at most 128, OpenAI's bound):
+    /// what the admission stages multiply a call's reservation by.
+    pub fn choices(&self) -> u64 {
+        self.typed::<u64>("n")
+            .ok()
+            .flatten()
+            .unwrap_or(1)
+            .clamp(1, 128)
+    }
+
     /// `stream_options.include_usage`
     pub fn include_usage(&self) -> GatewayResult<bool> {
         #[derive(Deserialize)]

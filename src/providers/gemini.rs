@@ -24,7 +24,7 @@ use crate::error::{ErrorKind, GatewayError, GatewayResult};
 use crate::events::{EventSink, StreamEvent as Emit};
 use crate::openai::request::{
     check_supported, ChatRequest, ContentPart, EmbeddingsRequest, ImageSource, MessageContent,
-    ResponseFormat, ToolChoice, CHAT_FIELDS,
+    ResponseFormat, ToolChoice,
 };
 use crate::openai::response::{embeddings_response, ChatCompletion, FinishReason, ToolCallOut};
 use crate::openai::stream::ChunkWriter;
@@ -298,8 +298,9 @@ impl Provider for Gemini {
         let model = bare_model(cx.model);
         let mut req = match cx.op {
             Operation::Chat => {
-                check_supported(body, CHAT_FIELDS, cx.drop_params, self.name)?;
+                check_supported(body, GEMINI_CHAT_FIELDS, cx.drop_params, self.name)?;
                 let chat = ChatRequest::from_body(body)?;
+                let extras = Extras::from_body(body)?;
                 if chat.n.is_some_and(|n| n > 1) && !cx.drop_params {
                     return Err(GatewayError::invalid_param(
                         "n",
@@ -307,7 +308,7 @@ impl Provider for Gemini {
                     )
                     .with_code("unsupported_parameter"));
                 }
-                let out = chat_request_body(&chat)?;
+                let out = chat_request_body(&chat, &extras)?;
                 let method = if cx.stream {
                     "streamGenerateContent?alt=sse"
                 } else {
@@ -503,6 +504,10 @@ struct GenerationConfig<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<&'r ThinkingConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     stop_sequences: Option<&'r [Cow<'r, str>]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<i64>,
@@ -521,6 +526,8 @@ impl GenerationConfig<'_> {
         self.max_output_tokens.is_none()
             && self.temperature.is_none()
             && self.top_p.is_none()
+            && self.top_k.is_none()
+            && self.thinking_config.is_none()
             && self.stop_sequences.is_none()
             && self.seed.is_none()
             && self.presence_penalty.is_none()
@@ -539,8 +546,81 @@ enum Turn {
     ToolResults,
 }
 
+/// The chat fields Gemini takes: the common ones, `top_k` (`topK`) and `reasoning_effort`
+/// (`thinkingConfig`).
+const GEMINI_CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "n",
+    "stop",
+    "seed",
+    "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+    "reasoning_effort",
+];
+
+/// Gemini-only settings read beside [`ChatRequest`].
+#[derive(Default)]
+struct Extras {
+    top_k: Option<u64>,
+    thinking: Option<ThinkingConfig>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThinkingConfig {
+    thinking_budget: u64,
+    include_thoughts: bool,
+}
+
+impl Extras {
+    /// `reasoning_effort` as a thinking budget (LiteLLM's: `low` 1024, `medium` 2048, `high`
+    /// 4096 tokens; `minimal` 128; `none` 0, which turns thinking off), thoughts included so
+    /// they come back as reasoning.
+    fn from_body(body: &RequestBody<'_>) -> GatewayResult<Extras> {
+        let thinking = match body.typed::<Cow<'_, str>>("reasoning_effort")? {
+            None => None,
+            Some(effort) => {
+                let budget = match effort.as_ref() {
+                    "none" => 0,
+                    "minimal" => 128,
+                    "low" => 1024,
+                    "medium" => 2048,
+                    "high" => 4096,
+                    other => {
+                        return Err(GatewayError::invalid_param(
+                            "reasoning_effort",
+                            format!("Invalid value for 'reasoning_effort': \"{other}\" (none, minimal, low, medium or high)."),
+                        ))
+                    }
+                };
+                Some(ThinkingConfig {
+                    thinking_budget: budget,
+                    include_thoughts: budget > 0,
+                })
+            }
+        };
+        Ok(Extras {
+            top_k: body.typed("top_k")?,
+            thinking,
+        })
+    }
+}
+
 /// Builds the `generateContent` body. Every `contents[]` entry carries a role (Vertex requires it).
-fn chat_request_body(req: &ChatRequest<'_>) -> GatewayResult<Vec<u8>> {
+fn chat_request_body(req: &ChatRequest<'_>, extras: &Extras) -> GatewayResult<Vec<u8>> {
     let mut system: Vec<Part<'_>> = Vec::new();
     let mut contents_out: Vec<Content<'_>> = Vec::with_capacity(req.messages.len());
     let mut turns: Vec<Turn> = Vec::with_capacity(req.messages.len());
@@ -700,6 +780,8 @@ fn chat_request_body(req: &ChatRequest<'_>) -> GatewayResult<Vec<u8>> {
         max_output_tokens: req.max_output_tokens(),
         temperature: req.temperature,
         top_p: req.top_p,
+        top_k: extras.top_k,
+        thinking_config: extras.thinking.as_ref(),
         stop_sequences: req.stop.as_deref().filter(|s| !s.is_empty()),
         seed: req.seed,
         presence_penalty: req.presence_penalty,
@@ -1523,7 +1605,29 @@ mod tests {
         let bytes = body.to_string();
         let parsed = RequestBody::parse(bytes.as_bytes()).unwrap();
         let req = ChatRequest::from_body(&parsed).unwrap();
-        serde_json::from_slice(&chat_request_body(&req).unwrap()).unwrap()
+        let extras = Extras::from_body(&parsed).unwrap();
+        serde_json::from_slice(&chat_request_body(&req, &extras).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn top_k_and_reasoning_effort_become_top_k_and_thinking_config() {
+        let out = request_json(
+            json!({"model": "g", "messages": [{"role": "user", "content": "hi"}],
+            "top_k": 40, "reasoning_effort": "medium"}),
+        );
+        assert_eq!(out["generationConfig"]["topK"], 40, "{out}");
+        assert_eq!(
+            out["generationConfig"]["thinkingConfig"],
+            json!({"thinkingBudget": 2048, "includeThoughts": true})
+        );
+        let out = request_json(
+            json!({"model": "g", "messages": [{"role": "user", "content": "hi"}],
+            "reasoning_effort": "none"}),
+        );
+        assert_eq!(
+            out["generationConfig"]["thinkingConfig"],
+            json!({"thinkingBudget": 0, "includeThoughts": false})
+        );
     }
 
     #[test]
@@ -1634,7 +1738,7 @@ mod tests {
             let bytes = body.to_string();
             let parsed = RequestBody::parse(bytes.as_bytes()).unwrap();
             let req = ChatRequest::from_body(&parsed).unwrap();
-            let err = chat_request_body(&req).expect_err("must be refused");
+            let err = chat_request_body(&req, &Extras::default()).expect_err("must be refused");
             assert_eq!(err.status, 400, "{body}");
             assert_eq!(err.param.as_deref(), Some("messages"));
         }

@@ -120,6 +120,10 @@ impl Provider for TextCompletion {
         PREFIX
     }
 
+    fn native_n(&self) -> bool {
+        true
+    }
+
     fn base_url(&self) -> &str {
         self.openai.base_url()
     }

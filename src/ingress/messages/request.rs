@@ -1,10 +1,13 @@
 //! A Messages request: checked as Anthropic checks it (a 400 naming the field), and translated
 //! into the OpenAI chat body the rest of the pipeline takes (reference: ingress-formats §4.2).
 //!
-//! What chat has no place for is dropped in translation (the Anthropic pass-through keeps it):
-//! `cache_control`, `thinking` blocks and the `thinking` setting, `top_k`, server tools
-//! (`web_search_*`, `bash_*`, …), citations, `is_error` on tool results, images inside tool
-//! results, URL documents.
+//! `thinking` and `output_config.effort` become `reasoning_effort`, `output_config.format`
+//! becomes `response_format`, `top_k` stays `top_k`: each provider maps them on, or refuses
+//! them with a 400 naming the field (dropped under `drop_params`). Server tools
+//! (`web_search_*`, `bash_*`, `code_execution_*`, …: any `type` but `custom`) are a 400 naming
+//! `tools[i]`: they run at Anthropic only. What chat has no place for is dropped (the Anthropic
+//! pass-through keeps it): `cache_control`, `thinking` blocks sent back, citations, `is_error`
+//! on tool results, images inside tool results, URL documents.
 
 use crate::error::{GatewayError, GatewayResult};
 use crate::openai::RequestBody;
@@ -233,7 +236,15 @@ pub fn translate(body: &RequestBody<'_>) -> GatewayResult<Vec<u8>> {
             chat.insert(key.into(), json!(v));
         }
     }
-    body.typed::<u64>("top_k")?;
+    if let Some(k) = body.typed::<u64>("top_k")? {
+        chat.insert("top_k".into(), k.into());
+    }
+    if let Some(effort) = reasoning_effort(body)? {
+        chat.insert("reasoning_effort".into(), effort.into());
+    }
+    if let Some(format) = output_format(body)? {
+        chat.insert("response_format".into(), format);
+    }
     if body.typed::<bool>("stream")?.unwrap_or(false) {
         chat.insert("stream".into(), Value::Bool(true));
         // The closing message_delta carries usage: ask every upstream for it.
@@ -253,8 +264,14 @@ pub fn translate(body: &RequestBody<'_>) -> GatewayResult<Vec<u8>> {
             };
             match t.kind.as_deref() {
                 None | Some("custom") => {}
-                // A server tool (web search, bash, …) runs at Anthropic: no chat counterpart.
-                Some(_) => continue,
+                // A server tool (web search, bash, …) runs at Anthropic: no chat counterpart,
+                // and dropping it would answer a different question.
+                Some(kind) => {
+                    return Err(invalid(
+                        &format!("tools[{i}]"),
+                        format!("'{kind}' is an Anthropic server tool; this model is not served by Anthropic, so only custom tools (name, input_schema) can be used. Remove it, or call a Claude model."),
+                    ))
+                }
             }
             let Some(schema) = t.input_schema else {
                 return Err(invalid(
@@ -297,6 +314,99 @@ pub fn translate(body: &RequestBody<'_>) -> GatewayResult<Vec<u8>> {
         }
     }
     serde_json::to_vec(&Value::Object(chat)).map_err(|e| GatewayError::internal(e.to_string()))
+}
+
+/// Anthropic's `thinking` and `output_config.effort` as chat's `reasoning_effort`: a thinking
+/// budget of up to 1024 tokens is `low`, up to 2048 `medium`, more `high` (LiteLLM's budgets
+/// for those efforts); `adaptive` takes `output_config.effort`, else `medium`; `disabled` (or
+/// neither) sends none. `effort: max` is `high`, chat's highest.
+fn reasoning_effort(body: &RequestBody<'_>) -> GatewayResult<Option<&'static str>> {
+    #[derive(Deserialize)]
+    struct Thinking<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(default)]
+        budget_tokens: Option<u64>,
+    }
+    let effort = match output_config(body)?.and_then(|c| c.effort) {
+        None => None,
+        Some(e) => Some(match e.as_ref() {
+            "low" => "low",
+            "medium" => "medium",
+            "high" | "max" => "high",
+            other => {
+                return Err(invalid(
+                    "output_config.effort",
+                    format!("must be 'low', 'medium', 'high' or 'max', not '{other}'"),
+                ))
+            }
+        }),
+    };
+    let Some(thinking) = body.typed::<Thinking<'_>>("thinking")? else {
+        return Ok(effort);
+    };
+    Ok(match thinking.kind.as_ref() {
+        "enabled" => match thinking.budget_tokens {
+            None => return Err(invalid("thinking.budget_tokens", "Field required")),
+            Some(b) if b < 1024 => {
+                return Err(invalid("thinking.budget_tokens", "must be at least 1024"))
+            }
+            Some(b) if b <= 1024 => Some("low"),
+            Some(b) if b <= 2048 => Some("medium"),
+            Some(_) => Some("high"),
+        },
+        "adaptive" => Some(effort.unwrap_or("medium")),
+        "disabled" => effort,
+        other => {
+            return Err(invalid(
+                "thinking.type",
+                format!("must be 'enabled', 'adaptive' or 'disabled', not '{other}'"),
+            ))
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct OutputConfig<'a> {
+    #[serde(default, borrow)]
+    effort: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    format: Option<&'a RawValue>,
+}
+
+fn output_config<'a>(body: &RequestBody<'a>) -> GatewayResult<Option<OutputConfig<'a>>> {
+    match body.get("output_config") {
+        None => Ok(None),
+        Some(raw) => parse("output_config", raw).map(Some),
+    }
+}
+
+/// `output_config.format` (`{type: json_schema, schema}`, Anthropic's structured outputs) as
+/// chat's `response_format`.
+fn output_format(body: &RequestBody<'_>) -> GatewayResult<Option<Value>> {
+    #[derive(Deserialize)]
+    struct Format<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(default, borrow)]
+        schema: Option<&'a RawValue>,
+    }
+    let Some(raw) = output_config(body)?.and_then(|c| c.format) else {
+        return Ok(None);
+    };
+    let format: Format<'_> = parse("output_config.format", raw)?;
+    if format.kind != "json_schema" {
+        return Err(invalid(
+            "output_config.format.type",
+            format!("must be 'json_schema', not '{}'", format.kind),
+        ));
+    }
+    let Some(schema) = format.schema else {
+        return Err(invalid("output_config.format.schema", "Field required"));
+    };
+    let schema: Value = parse("output_config.format.schema", schema)?;
+    Ok(Some(json!({"type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": true}})))
 }
 
 /// The text blocks' text, joined by newlines (system prompts, tool results).
@@ -453,8 +563,7 @@ mod tests {
                 ]}
             ],
             "tools": [
-                {"name": "get_weather", "description": "d", "input_schema": {"type": "object", "properties": {}}},
-                {"type": "web_search_20250305", "name": "web_search"}
+                {"name": "get_weather", "description": "d", "input_schema": {"type": "object", "properties": {}}}
             ],
             "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
             "stop_sequences": ["END"], "temperature": 0.5, "top_k": 5,
@@ -480,10 +589,49 @@ mod tests {
                 ],
                 "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {}}}}],
                 "tool_choice": "required", "parallel_tool_calls": false,
-                "stop": ["END"], "temperature": 0.5, "user": "u-1",
+                "stop": ["END"], "temperature": 0.5, "top_k": 5, "reasoning_effort": "low", "user": "u-1",
                 "stream": true, "stream_options": {"include_usage": true}
             })
         );
+    }
+
+    #[test]
+    fn thinking_effort_and_output_format_map_to_chat() {
+        let base = json!({"model": "m", "max_tokens": 9000, "messages": [{"role": "user", "content": "hi"}]});
+        let with = |k: &str, v: Value| {
+            let mut b = base.clone();
+            b[k] = v;
+            chat(b).unwrap()
+        };
+        let effort = |out: Value| out.get("reasoning_effort").cloned();
+        let thinking = |budget: u64| {
+            effort(with(
+                "thinking",
+                json!({"type": "enabled", "budget_tokens": budget}),
+            ))
+        };
+        assert_eq!(thinking(1024), Some(json!("low")));
+        assert_eq!(thinking(2048), Some(json!("medium")));
+        assert_eq!(thinking(8000), Some(json!("high")));
+        assert_eq!(
+            effort(with("thinking", json!({"type": "adaptive"}))),
+            Some(json!("medium"))
+        );
+        assert_eq!(effort(with("thinking", json!({"type": "disabled"}))), None);
+        assert_eq!(
+            effort(with("output_config", json!({"effort": "max"}))),
+            Some(json!("high"))
+        );
+        let mut b = base.clone();
+        b["thinking"] = json!({"type": "adaptive"});
+        b["output_config"] = json!({"effort": "low", "format": {"type": "json_schema", "schema": {"type": "object"}}});
+        let out = chat(b).unwrap();
+        assert_eq!(out["reasoning_effort"], "low");
+        assert_eq!(
+            out["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}, "strict": true}})
+        );
+        assert_eq!(with("top_k", json!(40))["top_k"], 40);
     }
 
     #[test]
@@ -526,6 +674,32 @@ mod tests {
             (
                 json!({"model": "m", "max_tokens": 5, "messages": [], "temperature": "hot"}),
                 "temperature",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "tools": [
+                    {"name": "f", "input_schema": {"type": "object"}},
+                    {"type": "web_search_20250305", "name": "web_search"}]}),
+                "tools[1]",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "tools": [{"type": "bash_20250124", "name": "bash"}]}),
+                "tools[0]",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "thinking": {"type": "enabled"}}),
+                "thinking.budget_tokens",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "thinking": {"type": "sometimes"}}),
+                "thinking.type",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "output_config": {"effort": "extreme"}}),
+                "output_config.effort",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [], "top_k": -1}),
+                "top_k",
             ),
         ];
         for (body, field) in cases {

@@ -74,6 +74,9 @@ struct Choice<'a> {
 
 #[derive(Deserialize)]
 struct Msg<'a> {
+    /// Reasoning text, as DeepSeek, vLLM and LiteLLM name it.
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -108,6 +111,10 @@ pub fn from_openai(openai: &[u8], response_id: &str, model: &str) -> GatewayResu
     let mut finish = None;
     if let Some(choice) = c.choices.into_iter().next() {
         finish = finish_from_str(choice.finish_reason.as_deref());
+        if let Some(thinking) = choice.message.reasoning_content.filter(|t| !t.is_empty()) {
+            // Unsigned: nothing upstream signs it in Anthropic's terms.
+            content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
+        }
         if let Some(text) = choice.message.content.filter(|t| !t.is_empty()) {
             content.push(json!({"type": "text", "text": text}));
         }

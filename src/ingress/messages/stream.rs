@@ -1,8 +1,8 @@
 //! Streams to a `/v1/messages` client.
 //!
 //! - [`MessagesWriter`]: the Messages SSE event sink beside the OpenAI chunk writer: provider
-//!   stream events in, `message_start`, `content_block_start/delta/stop` (`text_delta`,
-//!   `input_json_delta`), `message_delta` (stop reason, usage), `message_stop` out. Blocks are
+//!   stream events in, `message_start`, `content_block_start/delta/stop` (`thinking_delta`
+//!   from the provider's reasoning, `text_delta`, `input_json_delta`), `message_delta` (stop reason, usage), `message_stop` out. Blocks are
 //!   written one after another, each closed when the next starts.
 //! - [`ToMessages`]: a provider's stream translator driven into that sink, so the exchange
 //!   streams a translated deployment exactly as it streams chat.
@@ -28,6 +28,7 @@ use std::borrow::Cow;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Open {
     Text,
+    Thinking,
     Tool,
 }
 
@@ -97,19 +98,40 @@ impl MessagesWriter {
     }
 
     fn text(&mut self, text: &str, out: &mut BytesMut) {
+        self.delta(Open::Text, text, out);
+    }
+
+    /// Reasoning as a `thinking` block. The upstream signs nothing Anthropic could check, so
+    /// its `signature` is empty (a translated deployment ignores thinking blocks sent back).
+    fn thinking(&mut self, text: &str, out: &mut BytesMut) {
+        self.delta(Open::Thinking, text, out);
+    }
+
+    /// Appends `text` to the open block of `kind`, opening one first when needed.
+    fn delta(&mut self, kind: Open, text: &str, out: &mut BytesMut) {
         if text.is_empty() {
             return;
         }
         self.start(out);
+        let (block, delta) = match kind {
+            Open::Thinking => (
+                r#"{"type":"thinking","thinking":"","signature":""}"#,
+                r#""type":"thinking_delta","thinking":"#,
+            ),
+            _ => (
+                r#"{"type":"text","text":""}"#,
+                r#""type":"text_delta","text":"#,
+            ),
+        };
         let index = match self.open {
-            Some((Open::Text, i)) => i,
+            Some((open, i)) if open == kind => i,
             _ => {
                 self.close_block(out);
                 let i = self.next_block;
                 self.next_block += 1;
-                self.open = Some((Open::Text, i));
+                self.open = Some((kind, i));
                 let data = format!(
-                    r#"{{"type":"content_block_start","index":{i},"content_block":{{"type":"text","text":""}}}}"#
+                    r#"{{"type":"content_block_start","index":{i},"content_block":{block}}}"#
                 );
                 write_event(out, "content_block_start", data.as_bytes());
                 i
@@ -117,7 +139,8 @@ impl MessagesWriter {
         };
         let mut data = Vec::with_capacity(text.len() + 80);
         data.extend_from_slice(
-            format!(r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":"#).as_bytes(),
+            format!(r#"{{"type":"content_block_delta","index":{index},"delta":{{{delta}"#)
+                .as_bytes(),
         );
         write_json_string(&mut data, text);
         data.extend_from_slice(b"}}");
@@ -201,6 +224,9 @@ impl MessagesWriter {
         }
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             if let Some(delta) = choice.delta {
+                if let Some(reasoning) = delta.reasoning_content {
+                    self.thinking(&reasoning, out);
+                }
                 if let Some(text) = delta.content {
                     self.text(&text, out);
                 }
@@ -244,6 +270,9 @@ struct ChunkChoice<'a> {
 
 #[derive(Deserialize)]
 struct Delta<'a> {
+    /// Reasoning text, as DeepSeek, vLLM and LiteLLM name it.
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -283,8 +312,7 @@ impl EventSink for MessagesSink<'_> {
         match event {
             StreamEvent::Start => w.start(out),
             StreamEvent::Text(text) => w.text(text, out),
-            // A thinking block needs a signature to be sent back: none to give.
-            StreamEvent::Reasoning(_) => {}
+            StreamEvent::Reasoning(text) => w.thinking(text, out),
             StreamEvent::ToolCallStart { index, id, name } => w.tool_start(index, id, name, out),
             StreamEvent::ToolCallArgs { index, fragment } => w.tool_args(index, fragment, out),
             StreamEvent::Finish(reason) => w.finish = Some(reason),
@@ -514,6 +542,49 @@ mod tests {
                 (name, serde_json::from_str(data).unwrap())
             })
             .collect()
+    }
+
+    #[test]
+    fn reasoning_becomes_a_thinking_block_before_the_text() {
+        let mut w = MessagesWriter::new("chatcmpl-ab", "m");
+        let mut out = BytesMut::new();
+        let mut sink = MessagesSink {
+            writer: &mut w,
+            out: &mut out,
+        };
+        sink.event(StreamEvent::Start);
+        sink.event(StreamEvent::Reasoning("Let me "));
+        sink.event(StreamEvent::Reasoning("think."));
+        sink.event(StreamEvent::Text("42"));
+        sink.event(StreamEvent::Done);
+        let evs = events(&out);
+        let blocks: Vec<&Value> = evs
+            .iter()
+            .filter(|(n, _)| n == "content_block_start")
+            .map(|(_, d)| &d["content_block"])
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                &serde_json::json!({"type": "thinking", "thinking": "", "signature": ""}),
+                &serde_json::json!({"type": "text", "text": ""})
+            ]
+        );
+        let deltas: Vec<&Value> = evs
+            .iter()
+            .filter(|(n, _)| n == "content_block_delta")
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(deltas[0]["delta"]["type"], "thinking_delta");
+        assert_eq!(deltas[1]["delta"]["thinking"], "think.");
+        assert_eq!(
+            (deltas[1]["index"].as_u64(), deltas[2]["index"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert_eq!(
+            deltas[2]["delta"],
+            serde_json::json!({"type": "text_delta", "text": "42"})
+        );
     }
 
     #[test]
