@@ -689,6 +689,23 @@ fn vector(text: &str) -> Value {
 
 #[tokio::test]
 async fn embeddings_are_cached_per_input_and_only_the_missing_inputs_go_upstream() {
+    per_input("{type: local}", "").await;
+}
+
+#[tokio::test]
+async fn embeddings_are_cached_per_input_in_redis_too() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // A loaded test machine may take longer than the default 50 ms for a first round trip.
+    per_input(
+        &format!("{{type: redis, url: \"{}\"}}", redis.url()),
+        "switchboard: {redis_timeout_ms: 2000}\n",
+    )
+    .await;
+}
+
+async fn per_input(cache_params: &str, extra_yaml: &str) {
     let sent: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
     let seen = sent.clone();
     let up = MockUpstream::start(move |req| {
@@ -709,7 +726,7 @@ async fn embeddings_are_cached_per_input_and_only_the_missing_inputs_go_upstream
         )
     })
     .await;
-    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let gw = Gateway::start(&(config(&up.base(), cache_params) + extra_yaml));
     let embed = async |input: Value, extra: Value| {
         let mut body = json!({"model": "embed", "input": input});
         for (k, v) in extra.as_object().unwrap() {
@@ -806,7 +823,7 @@ async fn redis_semantic_answers_a_paraphrase_per_key_above_the_threshold() {
     })
     .await;
     let cfg = format!(
-        "{}general_settings: {{master_key: {MASTER}}}\n",
+        "{}general_settings: {{master_key: {MASTER}}}\nswitchboard: {{redis_timeout_ms: 2000}}\n",
         config(
             &up.base(),
             &format!(

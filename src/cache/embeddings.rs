@@ -3,7 +3,7 @@
 //! changes the vectors (`dimensions`, `encoding_format`, …; see [`super::key::compute_inputs`]).
 //!
 //! ```text
-//!  lookup: split `input` ─► one key per input ─► one backend round trip for all of them
+//!  lookup: split `input` ─► one key per input ─► their GETs sent together (one round trip)
 //!    all found  ─► the answer assembled here (indexes in order, usage 0): a hit
 //!    none found ─► a miss; at store, every input's embedding is kept
 //!    some found ─► a miss whose upstream body carries only the rest ([`take_reduced`]); the

@@ -161,26 +161,14 @@ impl Store {
         }
     }
 
-    /// Several entries at once: one Redis round trip (a pipeline of GETs, so the keys may
-    /// live on different cluster slots). A failure is a miss for all of them.
+    /// Several entries at once: the GETs are sent together (the multiplexed connection writes
+    /// them back to back, so they cost one round trip; on a cluster each goes to its own slot's
+    /// node, where one pipeline could not). A failure is a miss for that entry.
     async fn get_many(&self, keys: &[String], max_age: Option<Duration>) -> Vec<Option<Bytes>> {
         match self {
             Store::Local(l) => keys.iter().map(|k| l.get(k, max_age)).collect(),
-            Store::Redis(r) => {
-                let mut pipe = redis::pipe();
-                for k in keys {
-                    pipe.cmd("GET").arg(k);
-                }
-                match r.pipeline::<Vec<Option<Vec<u8>>>>(&pipe).await {
-                    Ok(values) if values.len() == keys.len() => values
-                        .into_iter()
-                        .map(|v| redis_entry(v, max_age))
-                        .collect(),
-                    _ => {
-                        STATS.errors.fetch_add(1, Ordering::Relaxed);
-                        vec![None; keys.len()]
-                    }
-                }
+            Store::Redis(_) => {
+                futures_util::future::join_all(keys.iter().map(|k| self.get(k, max_age))).await
             }
         }
     }
