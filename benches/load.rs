@@ -25,7 +25,11 @@
 //! Anthropic deployment; all run when unset],
 //! `SB_LOAD_KEEP` [unset: the temp dir with the gateway's config and logs is removed at the end],
 //! `SB_LOAD_EXTRA_YAML` [unset: appended to the gateway's config, e.g. a `litellm_settings.cache`
-//! section: every request of a run is then a cache hit but the first].
+//! section: every request of a run is then a cache hit but the first],
+//! `SB_LOAD_OTEL` [unset: set, the gateway runs with `callbacks: [otel]`, every trace sampled,
+//! spans and metrics exported over OTLP/HTTP to the mock, which accepts and discards them; run
+//! with and without it in the same minute for the telemetry's CPU per request; not together
+//! with a `litellm_settings` section in `SB_LOAD_EXTRA_YAML`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -231,14 +235,30 @@ switchboard:
 "#,
         threads = cfg.gateway_threads,
         d = dir.display()
-    ) + &std::env::var("SB_LOAD_EXTRA_YAML").unwrap_or_default();
+    );
+    let otel = std::env::var_os("SB_LOAD_OTEL").is_some();
+    let yaml = if otel {
+        format!("{yaml}litellm_settings:\n  callbacks: [otel]\n")
+    } else {
+        yaml
+    } + &std::env::var("SB_LOAD_EXTRA_YAML").unwrap_or_default();
     let config = dir.join("config.yaml");
     std::fs::write(&config, yaml).map_err(|e| format!("write config: {e}"))?;
     // The access log (one JSON line per request) goes to a file, as it would to a log pipe:
     // its cost is part of the gateway's CPU per request.
     let stdout = std::fs::File::create(dir.join("access.log")).map_err(|e| e.to_string())?;
     let stderr = std::fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(&cfg.gateway_bin)
+    let mut command = Command::new(&cfg.gateway_bin);
+    if otel {
+        command
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{upstream_port}"),
+            )
+            .env("OTEL_TRACES_SAMPLER", "always_on")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "1000");
+    }
+    let child = command
         .arg("--config")
         .arg(&config)
         .arg("--host")
