@@ -29,7 +29,7 @@ use super::sink::ResponseSink;
 use crate::app::{App, Live};
 use crate::context::{unix_now, Context, ResponseId, Wire};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::ingress::messages;
+use crate::ingress::{messages, Egress};
 use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
 use crate::providers::{
@@ -114,6 +114,9 @@ struct Call<'a> {
     messages: Option<&'a MessagesIngress<'a>>,
     /// The client speaks the Responses API and may be passed through (see `gateway::ingress`).
     responses: Option<&'a ResponsesIngress<'a>>,
+    /// The client speaks another OpenAI API (Responses, Completions): chat answers are
+    /// rewritten into it per attempt.
+    reshape: Option<&'a dyn Egress>,
 }
 
 enum GroupOutcome {
@@ -177,31 +180,27 @@ pub async fn run(
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
 ) -> GatewayResult<()> {
-    run_call(app, live, sink, ctx, op, parsed, body, messages, None).await
+    run_call(app, live, sink, ctx, op, parsed, body, messages, None, None).await
 }
 
-/// [`run`] for a `/v1/responses` call: `parsed` is its chat translation (or a stand-in when
-/// only the native pass-through can serve it), `responses` the client's own body.
-pub async fn run_responses(
+/// [`run`] for `/v1/responses` and `/v1/completions` (see [`crate::ingress`]): `parsed` is the
+/// chat translation (or a stand-in when only a native pass-through can serve it), `reshape`
+/// rewrites chat answers into the client's API (`None`: none can be translated), `responses`
+/// the client's own Responses body for deployments that have that API.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_ingress(
     app: &App,
     live: &Live,
     sink: &mut impl ResponseSink,
     ctx: &mut Context,
     parsed: &RequestBody<'_>,
     body: &Bytes,
-    responses: &ResponsesIngress<'_>,
+    reshape: Option<&dyn Egress>,
+    responses: Option<&ResponsesIngress<'_>>,
 ) -> GatewayResult<()> {
     let op = Operation::Chat;
     run_call(
-        app,
-        live,
-        sink,
-        ctx,
-        op,
-        parsed,
-        body,
-        None,
-        Some(responses),
+        app, live, sink, ctx, op, parsed, body, None, responses, reshape,
     )
     .await
 }
@@ -217,6 +216,7 @@ async fn run_call(
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
     responses: Option<&ResponsesIngress<'_>>,
+    reshape: Option<&dyn Egress>,
 ) -> GatewayResult<()> {
     let snapshot = &live.routing;
     let mut model = parsed.required_str("model")?;
@@ -291,6 +291,7 @@ async fn run_call(
         filter: &filter,
         messages,
         responses,
+        reshape,
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -900,11 +901,12 @@ async fn until_ready<'a>(
             return Ok(Ready::Whole { body: whole, usage });
         }
         let translated = provider_call.parse_response(whole, cx)?;
-        let body = match call.messages {
-            Some(_) => {
+        let body = match (call.messages, call.reshape) {
+            (Some(_), _) => {
                 messages::from_openai(&translated.body, call.response_id, call.requested_name)?
             }
-            None => translated.body,
+            (None, Some(egress)) => egress.whole(&translated.body)?,
+            (None, None) => translated.body,
         };
         return Ok(Ready::Whole {
             body,
@@ -922,7 +924,13 @@ async fn until_ready<'a>(
             call.response_id,
             call.requested_name,
         )),
-        None => provider_call.stream_translator(cx),
+        None => match call.reshape {
+            Some(egress) => Box::new(crate::ingress::Rewritten::new(
+                provider_call.stream_translator(cx),
+                egress.stream(),
+            )),
+            None => provider_call.stream_translator(cx),
+        },
     };
     let mut first = BytesMut::with_capacity(4096);
     loop {
@@ -1013,7 +1021,7 @@ async fn stream_to_client(
             // cost, as LiteLLM's does.
             if let (false, false, Wire::OpenAi, Some(price), Some(usage)) = (
                 cost_stamped,
-                translator.verbatim(),
+                !translator.writes_chat_chunks(),
                 ctx.wire,
                 &deployment.price,
                 translator.usage(),
@@ -1073,11 +1081,14 @@ async fn stream_to_client(
                 // Mid-stream failure: end the stream with an error event in the client's API.
                 let e = secrets.redact_error(e);
                 ctx.error = Some(e.message.clone());
-                if ctx.wire == Wire::Anthropic {
-                    out.extend_from_slice(&messages::error::sse_event(&e));
-                } else {
-                    out.extend_from_slice(&e.sse_event());
-                    out.extend_from_slice(b"data: [DONE]\n\n");
+                // The client's API's error event: the translator's own, else by the wire.
+                if !translator.write_error(&e, &mut out) {
+                    if ctx.wire == Wire::Anthropic {
+                        out.extend_from_slice(&messages::error::sse_event(&e));
+                    } else {
+                        out.extend_from_slice(&e.sse_event());
+                        out.extend_from_slice(b"data: [DONE]\n\n");
+                    }
                 }
                 failure = Some(e);
                 true

@@ -344,9 +344,17 @@ pub trait StreamTranslator: Send {
     /// Usage seen so far (complete once `finish` ran).
     fn usage(&self) -> Option<Usage>;
 
-    /// The client gets the upstream's bytes unchanged (a native pass-through in another API):
-    /// the gateway adds nothing to them (no cost in the usage chunk).
-    fn verbatim(&self) -> bool {
+    /// Whether the output is OpenAI chat chunks, whose usage chunk the gateway stamps with
+    /// the cost. `false` for a native pass-through in another API (its bytes stay the
+    /// upstream's) and an ingress format's rewrite.
+    fn writes_chat_chunks(&self) -> bool {
+        true
+    }
+
+    /// Writes a mid-stream failure as the stream's own error event(s) into `out`. `false`:
+    /// the translator has none, and the exchange writes the client API's.
+    fn write_error(&mut self, err: &GatewayError, out: &mut BytesMut) -> bool {
+        let _ = (err, out);
         false
     }
 }
