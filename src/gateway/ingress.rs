@@ -43,6 +43,82 @@ pub async fn handle(
     exchange::run_ingress(app, live, sink, ctx, &parsed, &body, egress, None).await
 }
 
+/// Largest stored-response answer read (a Response object, a page of input items).
+const MAX_STORED_BODY: usize = 64 * 1024 * 1024;
+
+/// `GET`/`DELETE /v1/responses/{id}`, `GET …/input_items`, `POST …/cancel` (`rest`: the path
+/// after `/responses/`): forwarded to the deployment that made the response, as remembered
+/// ([`crate::ingress::responses::native::Origins`]), else to the first deployment with the
+/// Responses API; the answer goes back as the upstream gave it (a streamed retrieval, `stream`
+/// in the query, is refused). The key must be allowed that deployment's model group.
+pub async fn stored_response(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    method: http::Method,
+    rest: &str,
+    query: Option<&str>,
+) -> GatewayResult<()> {
+    if query.is_some_and(|q| q.split('&').any(|kv| kv == "stream=true")) {
+        return Err(GatewayError::invalid_param(
+            "stream",
+            "Streaming a stored response back is not supported; retrieve it without 'stream'.",
+        ));
+    }
+    let snapshot = &live.routing;
+    let id = rest.split('/').next().unwrap_or(rest);
+    let origin = app.response_origins.get(id);
+    let deployment = origin
+        .as_deref()
+        .and_then(|origin| snapshot.deployments().find(|d| d.id() == origin))
+        .or_else(|| snapshot.deployments().find(|d| d.provider.has_responses_api()))
+        .ok_or_else(|| {
+            GatewayError::new(
+                crate::error::ErrorKind::NotFound,
+                format!("No deployment here has the Responses API (OpenAI, Azure OpenAI), so response '{id}' cannot be found: responses answered by translation onto chat are not stored."),
+            )
+            .with_code("not_found")
+        })?
+        .clone();
+    if let Some(key) = ctx.principal.key() {
+        let group = std::borrow::Cow::Borrowed(deployment.config.model_name.as_str());
+        crate::keys::auth::resolve_model(key, group)?;
+    }
+    ctx.model = Some(deployment.config.model_name.to_string());
+    ctx.deployment = Some(deployment.clone());
+    let provider = deployment.provider.as_ref();
+    let request = provider
+        .responses_resource_request(method, rest, query)
+        .ok_or_else(|| GatewayError::internal("The deployment has no Responses API."))??;
+    let endpoint = deployment
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| GatewayError::internal("The deployment has no upstream endpoint."))?;
+    let start = std::time::Instant::now();
+    let answered = tokio::time::timeout(deployment.timeout, async {
+        let mut response = app.client.send(endpoint, &request, None).await?;
+        let body = response.body(MAX_STORED_BODY).await?;
+        GatewayResult::Ok((response.status, response.header.clone(), body))
+    })
+    .await;
+    ctx.upstream_time += start.elapsed();
+    let (status, header, body) = answered.map_err(|_| {
+        GatewayError::timeout(format!(
+            "{} did not answer within {:.1}s.",
+            provider.name(),
+            deployment.timeout.as_secs_f64()
+        ))
+    })??;
+    if !(200..300).contains(&status) {
+        return Err(snapshot
+            .secrets
+            .redact_error(provider.map_error(status, &header, &body)));
+    }
+    super::respond::json(sink, ctx, status, body).await;
+    Ok(())
+}
+
 /// Whether the group the request names has a deployment with the Responses API.
 fn has_native_deployment(live: &Live, ctx: &Context, raw: &RequestBody<'_>) -> bool {
     let Ok(mut model) = raw.required_str("model") else {

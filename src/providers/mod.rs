@@ -209,6 +209,19 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// The upstream request for a stored response (the Responses API's `GET`/`DELETE
+    /// responses/{id}`, `GET …/input_items`, `POST …/cancel`): `rest` is the path after
+    /// `responses/`, `query` the client's query string. `None`: no Responses API here.
+    fn responses_resource_request(
+        &self,
+        method: http::Method,
+        rest: &str,
+        query: Option<&str>,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        let _ = (method, rest, query);
+        None
+    }
+
     /// Whether [`Provider::responses_request`] builds requests (the upstream has the
     /// Responses API).
     fn has_responses_api(&self) -> bool {
