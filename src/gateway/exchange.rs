@@ -70,13 +70,16 @@ pub struct MessagesIngress<'a> {
     pub headers: &'a MessagesHeaders,
 }
 
-/// A `/v1/responses` call (see [`crate::ingress::responses`]): the client's own body for
-/// deployments whose upstream has the Responses API, and what translated attempts must refuse.
-pub struct ResponsesIngress<'a> {
-    /// The client's Responses body, as sent.
+/// A `/v1/responses` or `/v1/completions` call whose group has a deployment with that API
+/// upstream (see `gateway::ingress`): the client's own body for those deployments, and what
+/// translated attempts must refuse.
+pub struct NativeIngress<'a> {
+    /// Which API the client speaks.
+    pub api: crate::ingress::Ingress,
+    /// The client's body, as sent.
     pub raw: &'a RequestBody<'a>,
     /// Why the body cannot be translated onto chat (a built-in tool, `previous_response_id`,
-    /// …): the answer of every attempt on a deployment without the Responses API.
+    /// `suffix`, …): the answer of every attempt on a deployment without the API.
     pub refusal: Option<GatewayError>,
     /// The deployment that made the client's `previous_response_id`: only it is tried.
     pub pinned: Option<Arc<str>>,
@@ -112,8 +115,8 @@ struct Call<'a> {
     filter: &'a RouteFilter,
     /// The client speaks Anthropic Messages: passed through or translated back per attempt.
     messages: Option<&'a MessagesIngress<'a>>,
-    /// The client speaks the Responses API and may be passed through (see `gateway::ingress`).
-    responses: Option<&'a ResponsesIngress<'a>>,
+    /// The client's body may be passed through (see `gateway::ingress`).
+    native: Option<&'a NativeIngress<'a>>,
     /// The client speaks another OpenAI API (Responses, Completions): chat answers are
     /// rewritten into it per attempt.
     reshape: Option<&'a dyn Egress>,
@@ -185,8 +188,8 @@ pub async fn run(
 
 /// [`run`] for `/v1/responses` and `/v1/completions` (see [`crate::ingress`]): `parsed` is the
 /// chat translation (or a stand-in when only a native pass-through can serve it), `reshape`
-/// rewrites chat answers into the client's API (`None`: none can be translated), `responses`
-/// the client's own Responses body for deployments that have that API.
+/// rewrites chat answers into the client's API (`None`: none can be translated), `native`
+/// the client's own body for deployments that have its API.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_ingress(
     app: &App,
@@ -196,11 +199,11 @@ pub async fn run_ingress(
     parsed: &RequestBody<'_>,
     body: &Bytes,
     reshape: Option<&dyn Egress>,
-    responses: Option<&ResponsesIngress<'_>>,
+    native: Option<&NativeIngress<'_>>,
 ) -> GatewayResult<()> {
     let op = Operation::Chat;
     run_call(
-        app, live, sink, ctx, op, parsed, body, None, responses, reshape,
+        app, live, sink, ctx, op, parsed, body, None, native, reshape,
     )
     .await
 }
@@ -215,7 +218,7 @@ async fn run_call(
     parsed: &RequestBody<'_>,
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
-    responses: Option<&ResponsesIngress<'_>>,
+    native: Option<&NativeIngress<'_>>,
     reshape: Option<&dyn Egress>,
 ) -> GatewayResult<()> {
     let snapshot = &live.routing;
@@ -249,7 +252,7 @@ async fn run_call(
     live.stages.admit(ctx, parsed).await?;
     // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
     // off) writes it.
-    if messages.is_none() && responses.is_none() {
+    if messages.is_none() && native.is_none() {
         if let Some(answer) = live.stages.cache_lookup(ctx, parsed).await? {
             respond::cached(sink, ctx, answer).await;
             return Ok(());
@@ -290,7 +293,7 @@ async fn run_call(
         prompt_bytes: body.len(),
         filter: &filter,
         messages,
-        responses,
+        native,
         reshape,
     };
     let router = &snapshot.config.router;
@@ -569,16 +572,16 @@ async fn run_group(
     }
 }
 
-/// A Responses call's own exclusions: a `previous_response_id` lives on the deployment that
-/// made it, so when this group has that one every other is ruled out; a body only the
-/// Responses API can serve rules out the deployments without it (unless none has it: they
-/// then refuse it, naming the field).
+/// A native-capable ingress call's own exclusions: a `previous_response_id` lives on the
+/// deployment that made it, so when this group has that one every other is ruled out; a body
+/// only the client's API can serve rules out the deployments without it (unless none has it:
+/// they then refuse it, naming the field).
 fn responses_exclusions(
     call: &Call<'_>,
     group: &ModelGroup,
     mut excluded: Vec<usize>,
 ) -> Vec<usize> {
-    let Some(r) = call.responses else {
+    let Some(r) = call.native else {
         return excluded;
     };
     let deployments = &group.deployments;
@@ -588,10 +591,9 @@ fn responses_exclusions(
         .and_then(|id| deployments.iter().position(|d| d.id() == id));
     if let Some(at) = pinned {
         excluded.extend((0..deployments.len()).filter(|&i| i != at));
-    } else if r.refusal.is_some() && deployments.iter().any(|d| d.provider.has_responses_api()) {
-        excluded.extend(
-            (0..deployments.len()).filter(|&i| !deployments[i].provider.has_responses_api()),
-        );
+    } else if r.refusal.is_some() && deployments.iter().any(|d| r.api.is_native(&*d.provider)) {
+        let without = |i: &usize| !r.api.is_native(&*deployments[*i].provider);
+        excluded.extend((0..deployments.len()).filter(without));
     }
     excluded
 }
@@ -816,8 +818,8 @@ async fn until_ready<'a>(
                 provider.messages_request(m.raw, cx, MessagesEndpoint::Create, m.headers, client);
             within(deadline, async { request.await.transpose() }).await?
         }
-        None => match call.responses {
-            Some(r) => match provider.responses_request(r.raw, cx) {
+        None => match call.native {
+            Some(r) => match r.api.native_request(provider, r.raw, cx, client).await {
                 Some(request) => Some(request?),
                 // Only the Responses API can serve this body: refused here, naming the field.
                 None => match &r.refusal {
@@ -895,7 +897,12 @@ async fn until_ready<'a>(
         if passthrough {
             let usage = match call.messages {
                 Some(_) => messages::usage_of(&whole),
-                None => crate::ingress::responses::native::usage_of(&whole),
+                None => match call.native.map(|n| n.api) {
+                    Some(crate::ingress::Ingress::Completions) => {
+                        crate::openai::scan::top_level_usage(&whole).ok().flatten()
+                    }
+                    _ => crate::ingress::responses::native::usage_of(&whole),
+                },
             };
             mark_native(call);
             return Ok(Ready::Whole { body: whole, usage });
@@ -916,7 +923,12 @@ async fn until_ready<'a>(
     let mut translator: Box<dyn StreamTranslator> = match call.messages {
         None if passthrough => {
             mark_native(call);
-            Box::<crate::ingress::responses::native::PassThrough>::default()
+            match call.native.map(|n| n.api) {
+                Some(crate::ingress::Ingress::Completions) => {
+                    crate::providers::openai_compat::passthrough(provider.name(), cx.include_usage)
+                }
+                _ => Box::<crate::ingress::responses::native::PassThrough>::default(),
+            }
         }
         Some(_) if passthrough => Box::new(messages::PassThrough::new(provider.messages_framing())),
         Some(_) => Box::new(messages::ToMessages::new(
@@ -970,10 +982,10 @@ async fn until_ready<'a>(
     }
 }
 
-/// A native Responses attempt is about to answer: the client gets the upstream's answer as
+/// A native attempt is about to answer: the client gets the upstream's answer as
 /// it is (see `gateway::ingress`).
 fn mark_native(call: &Call<'_>) {
-    if let Some(r) = call.responses {
+    if let Some(r) = call.native {
         r.answered_natively
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }

@@ -25,7 +25,9 @@ pub mod responses;
 use crate::error::{GatewayError, GatewayResult};
 use crate::events::{EventSink, StreamEvent};
 use crate::openai::Usage;
-use crate::providers::StreamTranslator;
+use crate::openai::RequestBody;
+use crate::providers::{Provider, RequestContext, StreamTranslator, UpstreamRequest};
+use crate::upstream::UpstreamClient;
 use bytes::{Bytes, BytesMut};
 
 /// Which ingress API a request came in through.
@@ -41,6 +43,30 @@ impl Ingress {
         match self {
             Ingress::Responses => "responses",
             Ingress::Completions => "completions",
+        }
+    }
+
+    /// Whether the provider's upstream has this API, so the client's body can be passed
+    /// through (OpenAI/Azure for Responses, `text-completion-openai` for Completions).
+    pub fn is_native(self, provider: &dyn Provider) -> bool {
+        match self {
+            Ingress::Responses => provider.has_responses_api(),
+            Ingress::Completions => provider.has_completions_api(),
+        }
+    }
+
+    /// The upstream request passing the client's `body` through, where the provider has
+    /// this API (`None`: translate instead).
+    pub async fn native_request(
+        self,
+        provider: &dyn Provider,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        match self {
+            Ingress::Responses => provider.responses_request(body, cx),
+            Ingress::Completions => provider.completions_request(body, cx, client).await,
         }
     }
 }

@@ -222,6 +222,24 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// `text-completion-openai`: the upstream request for a client's own legacy completions
+    /// body (`/v1/completions` ingress) with only `model` replaced (and usage asked for in a
+    /// stream); the answer goes back as it came. `None`: translated instead.
+    async fn completions_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        let _ = (body, cx, client);
+        None
+    }
+
+    /// Whether [`Provider::completions_request`] builds requests.
+    fn has_completions_api(&self) -> bool {
+        false
+    }
+
     /// Whether [`Provider::responses_request`] builds requests (the upstream has the
     /// Responses API).
     fn has_responses_api(&self) -> bool {

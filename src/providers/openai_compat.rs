@@ -337,14 +337,7 @@ impl Provider for OpenAiCompat {
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(Framed::<SseDecoder, _>::new(
-            PassThroughStream {
-                provider: self.spec.prefix,
-                usage: None,
-                done: false,
-            },
-            ChunkWriter::passthrough(cx.include_usage),
-        ))
+        passthrough(self.spec.prefix, cx.include_usage)
     }
 }
 
@@ -391,6 +384,20 @@ impl OpenAiCompat {
         }
         Ok(req)
     }
+}
+
+/// Forwards an OpenAI-shaped stream (`data:` chunks with `choices` and `usage`, ending in
+/// `[DONE]`: chat, or legacy completions) as it is, reading its usage; the usage-only chunk
+/// asked for on the client's behalf goes out only when `include_usage`.
+pub fn passthrough(provider: &'static str, include_usage: bool) -> Box<dyn StreamTranslator> {
+    Box::new(Framed::<SseDecoder, _>::new(
+        PassThroughStream {
+            provider,
+            usage: None,
+            done: false,
+        },
+        ChunkWriter::passthrough(include_usage),
+    ))
 }
 
 fn body_len_hint(body: &RequestBody<'_>) -> usize {
