@@ -684,6 +684,88 @@ router_settings:
     assert_eq!(other.count(), 0);
 }
 
+/// A native upstream that also answers for its stored responses (GET, DELETE, input items).
+fn storing_upstream_reply(r: &Recorded) -> Reply {
+    match (r.method.as_str(), r.path.as_str()) {
+        ("POST", "/v1/responses") => native_upstream_reply(r),
+        ("DELETE", p) => Reply::json(
+            200,
+            json!({"id": p.rsplit('/').next(), "object": "response.deleted", "deleted": true}),
+        ),
+        ("GET", p) if p.starts_with("/v1/responses/resp_native2") => {
+            let path = p.split('?').next();
+            Reply::json(
+                200,
+                json!({"id": "resp_native2", "object": "response", "path": path}),
+            )
+        }
+        _ => Reply::json(
+            404,
+            json!({"error": {"message": "No response found with id 'resp_x'.", "type": "invalid_request_error"}}),
+        ),
+    }
+}
+
+/// `GET`/`DELETE /v1/responses/{id}` and `…/input_items` go to the deployment that made the
+/// response; an id the gateway never saw goes to the first deployment with the API, whose
+/// 404 the client gets.
+#[tokio::test]
+async fn stored_responses_are_read_where_they_were_made() {
+    let one = MockUpstream::start(storing_upstream_reply).await;
+    let two = MockUpstream::start(storing_upstream_reply).await;
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: smart
+    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: sk-one}}
+  - model_name: smart
+    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: sk-two}}
+"#,
+        one.base(),
+        two.base()
+    ));
+    let resp = gw
+        .post("/v1/responses", &json!({"model": "smart", "input": "hi"}))
+        .await;
+    assert_eq!(resp.json()["id"], "resp_native2");
+    let (made, other) = if one.count() == 1 {
+        (&one, &two)
+    } else {
+        (&two, &one)
+    };
+    for _ in 0..3 {
+        let r = gw.get("/v1/responses/resp_native2?include=x", &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["path"], "/v1/responses/resp_native2");
+        assert!(
+            made.last().path.ends_with("?include=x"),
+            "{}",
+            made.last().path
+        );
+    }
+    let r = gw
+        .get("/v1/responses/resp_native2/input_items?limit=5", &[])
+        .await;
+    assert_eq!(r.json()["path"], "/v1/responses/resp_native2/input_items");
+    let r = request(gw.port, "DELETE", "/v1/responses/resp_native2", &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deleted"], true);
+    assert_eq!(made.count(), 6);
+    assert_eq!(other.count(), 0, "always the deployment that made it");
+    assert!(made.last().header("authorization").is_some());
+
+    let r = gw.get("/v1/responses/resp_x/cancel", &[]).await;
+    assert_eq!(r.status, 405);
+    let e = gw
+        .get("/v1/responses/resp_unknown", &[])
+        .await
+        .expect_error(404);
+    assert!(
+        e["message"].as_str().unwrap().contains("No response found"),
+        "{e}"
+    );
+}
+
 /// A body only the Responses API can serve (a built-in tool) works on an OpenAI deployment
 /// and is refused with a 400 naming the field on a deployment that gets chat; a group with
 /// both sends it only where it can be served.

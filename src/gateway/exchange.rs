@@ -34,7 +34,7 @@ mod fanout;
 use crate::app::{App, Live};
 use crate::context::{unix_now, Context, ResponseId, Wire};
 use crate::error::{ErrorKind, GatewayError, GatewayResult};
-use crate::ingress::messages;
+use crate::ingress::{messages, Egress};
 use crate::openai::request::check_model_name;
 use crate::openai::RequestBody;
 use crate::providers::{
@@ -100,13 +100,16 @@ impl<'a> MessagesIngress<'a> {
     }
 }
 
-/// A `/v1/responses` call (see [`crate::ingress::responses`]): the client's own body for
-/// deployments whose upstream has the Responses API, and what translated attempts must refuse.
-pub struct ResponsesIngress<'a> {
-    /// The client's Responses body, as sent.
+/// A `/v1/responses` or `/v1/completions` call whose group has a deployment with that API
+/// upstream (see `gateway::ingress`): the client's own body for those deployments, and what
+/// translated attempts must refuse.
+pub struct NativeIngress<'a> {
+    /// Which API the client speaks.
+    pub api: crate::ingress::Ingress,
+    /// The client's body, as sent.
     pub raw: &'a RequestBody<'a>,
     /// Why the body cannot be translated onto chat (a built-in tool, `previous_response_id`,
-    /// …): the answer of every attempt on a deployment without the Responses API.
+    /// `suffix`, …): the answer of every attempt on a deployment without the API.
     pub refusal: Option<GatewayError>,
     /// The deployment that made the client's `previous_response_id`: only it is tried.
     pub pinned: Option<Arc<str>>,
@@ -142,8 +145,11 @@ struct Call<'a> {
     filter: &'a RouteFilter,
     /// The client speaks Anthropic Messages: passed through or translated back per attempt.
     messages: Option<&'a MessagesIngress<'a>>,
-    /// The client speaks the Responses API and may be passed through (see `gateway::ingress`).
-    responses: Option<&'a ResponsesIngress<'a>>,
+    /// The client's body may be passed through (see `gateway::ingress`).
+    native: Option<&'a NativeIngress<'a>>,
+    /// The client speaks another OpenAI API (Responses, Completions): chat answers are
+    /// rewritten into it per attempt.
+    reshape: Option<&'a dyn Egress>,
 }
 
 enum GroupOutcome {
@@ -207,31 +213,27 @@ pub async fn run(
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
 ) -> GatewayResult<()> {
-    run_call(app, live, sink, ctx, op, parsed, body, messages, None).await
+    run_call(app, live, sink, ctx, op, parsed, body, messages, None, None).await
 }
 
-/// [`run`] for a `/v1/responses` call: `parsed` is its chat translation (or a stand-in when
-/// only the native pass-through can serve it), `responses` the client's own body.
-pub async fn run_responses(
+/// [`run`] for `/v1/responses` and `/v1/completions` (see [`crate::ingress`]): `parsed` is the
+/// chat translation (or a stand-in when only a native pass-through can serve it), `reshape`
+/// rewrites chat answers into the client's API (`None`: none can be translated), `native`
+/// the client's own body for deployments that have its API.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_ingress(
     app: &App,
     live: &Live,
     sink: &mut impl ResponseSink,
     ctx: &mut Context,
     parsed: &RequestBody<'_>,
     body: &Bytes,
-    responses: &ResponsesIngress<'_>,
+    reshape: Option<&dyn Egress>,
+    native: Option<&NativeIngress<'_>>,
 ) -> GatewayResult<()> {
     let op = Operation::Chat;
     run_call(
-        app,
-        live,
-        sink,
-        ctx,
-        op,
-        parsed,
-        body,
-        None,
-        Some(responses),
+        app, live, sink, ctx, op, parsed, body, None, native, reshape,
     )
     .await
 }
@@ -246,7 +248,8 @@ async fn run_call(
     parsed: &RequestBody<'_>,
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
-    responses: Option<&ResponsesIngress<'_>>,
+    native: Option<&NativeIngress<'_>>,
+    reshape: Option<&dyn Egress>,
 ) -> GatewayResult<()> {
     let snapshot = &live.routing;
     let mut model = parsed.required_str("model")?;
@@ -283,7 +286,7 @@ async fn run_call(
     live.stages.admit(ctx, parsed).await?;
     // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
     // off) writes it.
-    if messages.is_none() && responses.is_none() {
+    if messages.is_none() && native.is_none() {
         // Keyed on the group (an alias shares its group's entries); a wildcard-served name
         // is its own.
         let group = snapshot.group(&model).map_or(&*model, |g| g.name.as_str());
@@ -342,7 +345,8 @@ async fn run_call(
         prompt_bytes: body.len(),
         filter: &filter,
         messages,
-        responses,
+        native,
+        reshape,
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -620,16 +624,16 @@ async fn run_group(
     }
 }
 
-/// A Responses call's own exclusions: a `previous_response_id` lives on the deployment that
-/// made it, so when this group has that one every other is ruled out; a body only the
-/// Responses API can serve rules out the deployments without it (unless none has it: they
-/// then refuse it, naming the field).
+/// A native-capable ingress call's own exclusions: a `previous_response_id` lives on the
+/// deployment that made it, so when this group has that one every other is ruled out; a body
+/// only the client's API can serve rules out the deployments without it (unless none has it:
+/// they then refuse it, naming the field).
 fn responses_exclusions(
     call: &Call<'_>,
     group: &ModelGroup,
     mut excluded: Vec<usize>,
 ) -> Vec<usize> {
-    let Some(r) = call.responses else {
+    let Some(r) = call.native else {
         return excluded;
     };
     let deployments = &group.deployments;
@@ -639,10 +643,9 @@ fn responses_exclusions(
         .and_then(|id| deployments.iter().position(|d| d.id() == id));
     if let Some(at) = pinned {
         excluded.extend((0..deployments.len()).filter(|&i| i != at));
-    } else if r.refusal.is_some() && deployments.iter().any(|d| d.provider.has_responses_api()) {
-        excluded.extend(
-            (0..deployments.len()).filter(|&i| !deployments[i].provider.has_responses_api()),
-        );
+    } else if r.refusal.is_some() && deployments.iter().any(|d| r.api.is_native(&*d.provider)) {
+        let without = |i: &usize| !r.api.is_native(&*deployments[*i].provider);
+        excluded.extend((0..deployments.len()).filter(without));
     }
     excluded
 }
@@ -882,8 +885,8 @@ async fn until_ready<'a>(
                 provider.messages_request(m.raw, cx, MessagesEndpoint::Create, m.headers, client);
             within(deadline, async { request.await.transpose() }).await?
         }
-        None => match call.responses {
-            Some(r) => match provider.responses_request(r.raw, cx) {
+        None => match call.native {
+            Some(r) => match r.api.native_request(provider, r.raw, cx, client).await {
                 Some(request) => Some(request?),
                 // Only the Responses API can serve this body: refused here, naming the field.
                 None => match &r.refusal {
@@ -966,17 +969,23 @@ async fn until_ready<'a>(
         if passthrough {
             let usage = match call.messages {
                 Some(_) => messages::usage_of(&whole),
-                None => crate::ingress::responses::native::usage_of(&whole),
+                None => match call.native.map(|n| n.api) {
+                    Some(crate::ingress::Ingress::Completions) => {
+                        crate::openai::scan::top_level_usage(&whole).ok().flatten()
+                    }
+                    _ => crate::ingress::responses::native::usage_of(&whole),
+                },
             };
             mark_native(call);
             return Ok(Ready::Whole { body: whole, usage });
         }
         let translated = provider_call.parse_response(whole, cx)?;
-        let body = match call.messages {
-            Some(_) => {
+        let body = match (call.messages, call.reshape) {
+            (Some(_), _) => {
                 messages::from_openai(&translated.body, call.response_id, call.requested_name)?
             }
-            None => translated.body,
+            (None, Some(egress)) => egress.whole(&translated.body)?,
+            (None, None) => translated.body,
         };
         return Ok(Ready::Whole {
             body,
@@ -986,7 +995,12 @@ async fn until_ready<'a>(
     let mut translator: Box<dyn StreamTranslator> = match call.messages {
         None if passthrough => {
             mark_native(call);
-            Box::<crate::ingress::responses::native::PassThrough>::default()
+            match call.native.map(|n| n.api) {
+                Some(crate::ingress::Ingress::Completions) => {
+                    crate::providers::openai_compat::passthrough(provider.name(), cx.include_usage)
+                }
+                _ => Box::<crate::ingress::responses::native::PassThrough>::default(),
+            }
         }
         Some(_) if passthrough => Box::new(messages::PassThrough::new(provider.messages_framing())),
         Some(_) => Box::new(messages::ToMessages::new(
@@ -994,7 +1008,13 @@ async fn until_ready<'a>(
             call.response_id,
             call.requested_name,
         )),
-        None => provider_call.stream_translator(cx),
+        None => match call.reshape {
+            Some(egress) => Box::new(crate::ingress::Rewritten::new(
+                provider_call.stream_translator(cx),
+                egress.stream(),
+            )),
+            None => provider_call.stream_translator(cx),
+        },
     };
     let mut first = BytesMut::with_capacity(4096);
     loop {
@@ -1034,10 +1054,10 @@ async fn until_ready<'a>(
     }
 }
 
-/// A native Responses attempt is about to answer: the client gets the upstream's answer as
+/// A native attempt is about to answer: the client gets the upstream's answer as
 /// it is (see `gateway::ingress`).
 fn mark_native(call: &Call<'_>) {
-    if let Some(r) = call.responses {
+    if let Some(r) = call.native {
         r.answered_natively
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
@@ -1085,7 +1105,7 @@ async fn stream_to_client(
             // cost, as LiteLLM's does.
             if let (false, false, Wire::OpenAi, Some(price), Some(usage)) = (
                 cost_stamped,
-                translator.verbatim(),
+                !translator.writes_chat_chunks(),
                 ctx.wire,
                 &deployment.price,
                 translator.usage(),
@@ -1145,11 +1165,14 @@ async fn stream_to_client(
                 // Mid-stream failure: end the stream with an error event in the client's API.
                 let e = secrets.redact_error(e);
                 ctx.error = Some(e.message.clone());
-                if ctx.wire == Wire::Anthropic {
-                    out.extend_from_slice(&messages::error::sse_event(&e));
-                } else {
-                    out.extend_from_slice(&e.sse_event());
-                    out.extend_from_slice(b"data: [DONE]\n\n");
+                // The client's API's error event: the translator's own, else by the wire.
+                if !translator.write_error(&e, &mut out) {
+                    if ctx.wire == Wire::Anthropic {
+                        out.extend_from_slice(&messages::error::sse_event(&e));
+                    } else {
+                        out.extend_from_slice(&e.sse_event());
+                        out.extend_from_slice(b"data: [DONE]\n\n");
+                    }
                 }
                 failure = Some(e);
                 true

@@ -1,27 +1,24 @@
 //! The ingress APIs' hook into the exchange (`/v1/responses`, `/v1/completions`): the request
-//! is translated into a chat body ([`crate::ingress`]) and handed to the chat exchange, so it
-//! gets the same stages, routing, retries, fallbacks, cooldowns and accounting; the answer goes
-//! out through [`Reshaping`], a response sink that rewrites the 2xx chat answer into the
-//! client's format on its way to the real sink (a whole body at once, a stream write by write).
-//! Error answers pass through unchanged: both APIs use OpenAI's error object.
+//! is translated into a chat body ([`crate::ingress`]) and run by the chat exchange, so it gets
+//! the same stages, routing, retries, fallbacks, cooldowns and accounting; each attempt's answer
+//! is rewritten into the client's format there ([`crate::ingress::Egress`]). Error answers are
+//! OpenAI error objects, which both APIs use.
 //!
 //! A Responses call whose model group has a deployment with the Responses API (OpenAI, Azure
 //! OpenAI) also carries the client's own body ([`exchange::ResponsesIngress`]): such a
 //! deployment gets it with only `model` replaced, and its answer reaches the client unchanged
-//! (the sink is told, and notes the response id so a `previous_response_id` goes back to that
-//! deployment). A body only the Responses API can serve (built-in tools, stored state) is then
-//! refused, naming the field, by the deployments without it. Such groups skip the response
-//! cache, which holds chat answers.
+//! ([`NoteResponseId`] notes its response id, so a `previous_response_id` goes back to that
+//! deployment). A body only the Responses API can serve (built-in tools, stored state) is
+//! then refused, naming the field, by the deployments without it.
 
 use super::exchange::{self, ResponsesIngress};
 use super::sink::ResponseSink;
 use crate::app::{App, Live};
 use crate::context::Context;
 use crate::error::{GatewayError, GatewayResult};
-use crate::ingress::{Egress, Ingress};
+use crate::ingress::Ingress;
 use crate::openai::RequestBody;
-use crate::providers::Operation;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -41,17 +38,85 @@ pub async fn handle(
         }
     }
     let translated = crate::ingress::translate(ingress, &body)?;
-    drop(body);
-    let mut reshaping = Reshaping::new(sink, Some(translated.egress), None);
-    exchange::handle(
-        app,
-        live,
-        &mut reshaping,
-        ctx,
-        Operation::Chat,
-        translated.chat,
-    )
-    .await
+    let parsed = RequestBody::parse(&translated.chat)?;
+    let egress = Some(translated.egress.as_ref());
+    exchange::run_ingress(app, live, sink, ctx, &parsed, &body, egress, None).await
+}
+
+/// Largest stored-response answer read (a Response object, a page of input items).
+const MAX_STORED_BODY: usize = 64 * 1024 * 1024;
+
+/// `GET`/`DELETE /v1/responses/{id}`, `GET …/input_items`, `POST …/cancel` (`rest`: the path
+/// after `/responses/`): forwarded to the deployment that made the response, as remembered
+/// ([`crate::ingress::responses::native::Origins`]), else to the first deployment with the
+/// Responses API; the answer goes back as the upstream gave it (a streamed retrieval, `stream`
+/// in the query, is refused). The key must be allowed that deployment's model group.
+pub async fn stored_response(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    method: http::Method,
+    rest: &str,
+    query: Option<&str>,
+) -> GatewayResult<()> {
+    if query.is_some_and(|q| q.split('&').any(|kv| kv == "stream=true")) {
+        return Err(GatewayError::invalid_param(
+            "stream",
+            "Streaming a stored response back is not supported; retrieve it without 'stream'.",
+        ));
+    }
+    let snapshot = &live.routing;
+    let id = rest.split('/').next().unwrap_or(rest);
+    let origin = app.response_origins.get(id);
+    let deployment = origin
+        .as_deref()
+        .and_then(|origin| snapshot.deployments().find(|d| d.id() == origin))
+        .or_else(|| snapshot.deployments().find(|d| d.provider.has_responses_api()))
+        .ok_or_else(|| {
+            GatewayError::new(
+                crate::error::ErrorKind::NotFound,
+                format!("No deployment here has the Responses API (OpenAI, Azure OpenAI), so response '{id}' cannot be found: responses answered by translation onto chat are not stored."),
+            )
+            .with_code("not_found")
+        })?
+        .clone();
+    if let Some(key) = ctx.principal.key() {
+        let group = std::borrow::Cow::Borrowed(deployment.config.model_name.as_str());
+        crate::keys::auth::resolve_model(key, group)?;
+    }
+    ctx.model = Some(deployment.config.model_name.to_string());
+    ctx.deployment = Some(deployment.clone());
+    let provider = deployment.provider.as_ref();
+    let request = provider
+        .responses_resource_request(method, rest, query)
+        .ok_or_else(|| GatewayError::internal("The deployment has no Responses API."))??;
+    let endpoint = deployment
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| GatewayError::internal("The deployment has no upstream endpoint."))?;
+    let start = std::time::Instant::now();
+    let answered = tokio::time::timeout(deployment.timeout, async {
+        let mut response = app.client.send(endpoint, &request, None).await?;
+        let body = response.body(MAX_STORED_BODY).await?;
+        GatewayResult::Ok((response.status, response.header.clone(), body))
+    })
+    .await;
+    ctx.upstream_time += start.elapsed();
+    let (status, header, body) = answered.map_err(|_| {
+        GatewayError::timeout(format!(
+            "{} did not answer within {:.1}s.",
+            provider.name(),
+            deployment.timeout.as_secs_f64()
+        ))
+    })??;
+    if !(200..300).contains(&status) {
+        return Err(snapshot
+            .secrets
+            .redact_error(provider.map_error(status, &header, &body)));
+    }
+    super::respond::json(sink, ctx, status, body).await;
+    Ok(())
 }
 
 /// Whether the group the request names has a deployment with the Responses API.
@@ -98,10 +163,26 @@ async fn native_capable(
         pinned,
         answered_natively: AtomicBool::new(false),
     };
-    let mut reshaping = Reshaping::new(sink, egress, Some(&ingress.answered_natively));
-    let result =
-        exchange::run_responses(app, live, &mut reshaping, ctx, &parsed, body, &ingress).await;
-    if let (Some(id), Some(deployment)) = (reshaping.native_id.as_deref(), &ctx.deployment) {
+    let mut noting = NoteResponseId {
+        inner: sink,
+        natively: &ingress.answered_natively,
+        scanning: false,
+        start: Vec::new(),
+        id: None,
+    };
+    let reshape = egress.as_deref();
+    let result = exchange::run_ingress(
+        app,
+        live,
+        &mut noting,
+        ctx,
+        &parsed,
+        body,
+        reshape,
+        Some(&ingress),
+    )
+    .await;
+    if let (Some(id), Some(deployment)) = (noting.id.as_deref(), &ctx.deployment) {
         app.response_origins.record(id, deployment.id());
     }
     result
@@ -127,153 +208,42 @@ fn stand_in(raw: &RequestBody<'_>) -> GatewayResult<Bytes> {
     Ok(Bytes::from(chat))
 }
 
-/// On the stack for one request; boxing the held head would cost an allocation for nothing.
-#[allow(clippy::large_enum_variant)]
-enum Mode {
-    Unstarted,
-    /// A 2xx whole body: the head waits for the body (its Content-Length changes).
-    Whole(ResponseHeader, Vec<u8>),
-    /// A 2xx stream, rewritten as it goes.
-    Stream,
-    /// An error answer: passed through.
-    Through,
-    /// A native Responses answer: passed through, its response id noted.
-    Native,
-}
-
 /// Most bytes of a native answer searched for its response id (it comes first).
 const ID_SCAN_LIMIT: usize = 16 * 1024;
 
-/// A response sink that rewrites a chat answer into an ingress format.
-pub struct Reshaping<'s, S> {
+/// A response sink that passes everything through and, when a native Responses attempt
+/// answered, notes the response id from the answer's first bytes.
+pub struct NoteResponseId<'s, S> {
     inner: &'s mut S,
-    /// `None` when no attempt can be translated (only native answers reach the sink).
-    egress: Option<Box<dyn Egress>>,
-    /// Set by the exchange when a native Responses attempt answers.
-    natively: Option<&'s AtomicBool>,
-    mode: Mode,
-    out: BytesMut,
-    /// The start of a native answer, while its response id is looked for.
-    id_scan: Vec<u8>,
-    /// The native answer's response id, once seen.
-    native_id: Option<String>,
+    /// Set by the exchange when a native attempt answers.
+    natively: &'s AtomicBool,
+    scanning: bool,
+    /// The answer's start, while the id is looked for.
+    start: Vec<u8>,
+    id: Option<String>,
 }
 
-impl<'s, S> Reshaping<'s, S> {
-    fn new(
-        inner: &'s mut S,
-        egress: Option<Box<dyn Egress>>,
-        natively: Option<&'s AtomicBool>,
-    ) -> Self {
-        Reshaping {
-            inner,
-            egress,
-            natively,
-            mode: Mode::Unstarted,
-            out: BytesMut::new(),
-            id_scan: Vec::new(),
-            native_id: None,
-        }
-    }
-
-    /// Looks for the response id in the first bytes of a native answer.
-    fn scan_id(&mut self, bytes: &[u8]) {
-        if self.native_id.is_some() || self.id_scan.len() >= ID_SCAN_LIMIT {
-            return;
-        }
-        let take = bytes.len().min(ID_SCAN_LIMIT - self.id_scan.len());
-        self.id_scan.extend_from_slice(&bytes[..take]);
-        if let Some(id) = crate::ingress::responses::native::response_id_in(&self.id_scan) {
-            // Complete only once its closing quote arrived (`response_id_in` waits for it).
-            self.native_id = Some(id.to_string());
-            self.id_scan = Vec::new();
-        }
-    }
-}
-
-impl<S: ResponseSink> ResponseSink for Reshaping<'_, S> {
+impl<S: ResponseSink> ResponseSink for NoteResponseId<'_, S> {
     async fn head(&mut self, head: ResponseHeader) -> bool {
-        let ok = (200..300).contains(&head.status.as_u16());
-        let native = self.natively.is_some_and(|n| n.load(Ordering::Relaxed));
-        if (ok && native) || self.egress.is_none() {
-            self.mode = if ok { Mode::Native } else { Mode::Through };
-            return self.inner.head(head).await;
-        }
-        let sse = head
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        match (ok, sse) {
-            (true, false) => {
-                self.mode = Mode::Whole(head, Vec::new());
-                true
-            }
-            (true, true) => {
-                self.mode = Mode::Stream;
-                self.inner.head(head).await
-            }
-            (false, _) => {
-                self.mode = Mode::Through;
-                self.inner.head(head).await
-            }
-        }
+        self.scanning =
+            (200..300).contains(&head.status.as_u16()) && self.natively.load(Ordering::Relaxed);
+        self.inner.head(head).await
     }
 
     async fn body(&mut self, bytes: Bytes, end: bool) -> bool {
-        match &mut self.mode {
-            Mode::Unstarted | Mode::Through => self.inner.body(bytes, end).await,
-            Mode::Native => {
-                self.scan_id(&bytes);
-                self.inner.body(bytes, end).await
-            }
-            Mode::Stream => {
-                let Some(egress) = self.egress.as_mut() else {
-                    return self.inner.body(bytes, end).await;
-                };
-                egress.feed(&bytes, &mut self.out);
-                if end {
-                    egress.finish(&mut self.out);
-                }
-                if self.out.is_empty() && !end {
-                    return true;
-                }
-                let out = self.out.split().freeze();
-                self.inner.body(out, end).await
-            }
-            Mode::Whole(_, buf) => {
-                buf.extend_from_slice(&bytes);
-                if !end {
-                    return true;
-                }
-                let Mode::Whole(mut head, buf) = std::mem::replace(&mut self.mode, Mode::Through)
-                else {
-                    return true;
-                };
-                let rewritten = match self.egress.as_mut() {
-                    Some(egress) => egress.whole(&buf),
-                    None => Ok(Bytes::from(buf)),
-                };
-                let body = match rewritten {
-                    Ok(body) => body,
-                    Err(e) => {
-                        head = error_head(&e, head);
-                        e.body()
-                    }
-                };
-                let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-                self.inner.head(head).await && self.inner.body(body, true).await
+        if self.scanning && self.id.is_none() && self.start.len() < ID_SCAN_LIMIT {
+            let take = bytes.len().min(ID_SCAN_LIMIT - self.start.len());
+            self.start.extend_from_slice(&bytes[..take]);
+            // `None` until the id's closing quote has arrived.
+            if let Some(id) = crate::ingress::responses::native::response_id_in(&self.start) {
+                self.id = Some(id.to_string());
+                self.start = Vec::new();
             }
         }
+        self.inner.body(bytes, end).await
     }
 
     async fn hung_up(&mut self) {
         self.inner.hung_up().await
     }
-}
-
-/// The head of an answer that could not be rewritten: the error's status, same headers.
-fn error_head(e: &GatewayError, head: ResponseHeader) -> ResponseHeader {
-    let mut h = head;
-    let _ = h.set_status(e.status);
-    h
 }

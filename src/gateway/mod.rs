@@ -297,6 +297,23 @@ impl Gateway {
                     respond::error(&mut sink, ctx, &e).await
                 }
             }
+            Route::StoredResponse(rest) => {
+                ctx.route = "responses";
+                let method = sink.session().req_header().method.clone();
+                let result = ingress::stored_response(
+                    &self.app,
+                    live,
+                    &mut sink,
+                    ctx,
+                    method,
+                    rest,
+                    uri.query(),
+                )
+                .await;
+                if let Err(e) = result {
+                    respond::error(&mut sink, ctx, &e).await
+                }
+            }
             Route::Messages | Route::CountTokens => {
                 let headers = messages::client_headers(sink.session().req_header());
                 let limit = snapshot.config.general.max_request_size;

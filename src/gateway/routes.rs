@@ -18,6 +18,10 @@ pub enum Route<'a> {
     Llm(Operation),
     /// `/v1/responses`, `/v1/completions`: translated onto chat (see [`super::ingress`]).
     Ingress(crate::ingress::Ingress),
+    /// `/v1/responses/{id}` (GET, DELETE), `…/input_items` (GET), `…/cancel` (POST): a
+    /// stored response, at the deployment that made it (see [`super::ingress`]); the path
+    /// after `/responses/`.
+    StoredResponse(&'a str),
     /// Anthropic Messages (`/v1/messages`, see [`crate::ingress::messages`]).
     Messages,
     /// `/v1/messages/count_tokens`
@@ -73,11 +77,27 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, GatewayErr
         _ if path == "/health" => (Route::ModelHealth, &[Method::GET]),
         _ if path == "/metrics" => (Route::Metrics, &[Method::GET]),
         p if p.starts_with("/responses/") => {
-            return Err(GatewayError::new(
-                ErrorKind::NotFound,
-                "Switchboard does not store responses, so none can be retrieved, cancelled or deleted. Keep the Response object from POST /v1/responses.",
-            )
-            .with_code("not_found"))
+            let rest = &p["/responses/".len()..];
+            let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+            let well_formed = !id.is_empty()
+                && id.len() <= 200
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            let allowed: &[Method] = match sub {
+                "" => &[Method::GET, Method::DELETE],
+                "input_items" => &[Method::GET],
+                "cancel" => &[Method::POST],
+                _ => &[],
+            };
+            if !well_formed || allowed.is_empty() {
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!("Unknown route {path}. A stored response is /v1/responses/{{id}}, /v1/responses/{{id}}/input_items or /v1/responses/{{id}}/cancel."),
+                )
+                .with_code("not_found"));
+            }
+            (Route::StoredResponse(rest), allowed)
         }
         p => match p.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => (Route::Model(id), &[Method::GET]),
@@ -168,11 +188,26 @@ mod tests {
             405
         );
         assert_eq!(
-            route(&Method::GET, "/v1/responses/resp_1")
+            route(&Method::GET, "/v1/responses/resp_1").unwrap(),
+            Route::StoredResponse("resp_1")
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/responses/resp_1/cancel").unwrap(),
+            Route::StoredResponse("resp_1/cancel")
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/responses/resp_1")
                 .unwrap_err()
                 .status,
-            404
+            405
         );
+        for bad in [
+            "/v1/responses/resp_1/x",
+            "/v1/responses/a%2Fb",
+            "/v1/responses//input_items",
+        ] {
+            assert_eq!(route(&Method::GET, bad).unwrap_err().status, 404, "{bad}");
+        }
         assert_eq!(route(&Method::GET, "/v1/models/").unwrap_err().status, 404);
     }
 }

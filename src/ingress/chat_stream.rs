@@ -1,8 +1,7 @@
-//! Reads the chat pipeline's own streamed answer (`chat.completion.chunk` SSE as the OpenAI sink
-//! writes it, any byte split) back into typed pieces for an ingress format's writer, and the
-//! whole `chat.completion` body likewise. Fields borrow from the event being read.
+//! Reads OpenAI chat answers into typed pieces for an ingress format's writer: one
+//! `chat.completion.chunk` (an OpenAI-speaking upstream's raw stream chunk, [`piece`]) and the
+//! whole `chat.completion` body. Fields borrow from the JSON being read.
 
-use crate::codec::sse::{SseDecoder, SseError};
 use crate::error::{GatewayError, GatewayResult};
 use crate::openai::{FinishReason, Usage};
 use serde::Deserialize;
@@ -95,38 +94,8 @@ pub enum Piece<'a> {
     Error(ErrorBody),
 }
 
-/// Incremental reader of the chat SSE stream.
-#[derive(Default)]
-pub struct ChatStreamReader {
-    sse: SseDecoder,
-}
-
-impl ChatStreamReader {
-    /// Feeds bytes; calls `on` for every event they complete.
-    pub fn feed(&mut self, bytes: &[u8], on: &mut dyn FnMut(Piece<'_>)) {
-        let mut handle = |ev: crate::codec::sse::SseEvent<'_>| -> Result<(), SseError> {
-            on(piece(ev.data));
-            Ok(())
-        };
-        if let Err(e) = self.sse.feed(bytes, &mut handle) {
-            on(Piece::Error(ErrorBody {
-                message: e.0,
-                ..Default::default()
-            }));
-        }
-    }
-
-    /// The stream ended: dispatches an event left open.
-    pub fn finish(&mut self, on: &mut dyn FnMut(Piece<'_>)) {
-        let mut handle = |ev: crate::codec::sse::SseEvent<'_>| -> Result<(), SseError> {
-            on(piece(ev.data));
-            Ok(())
-        };
-        let _ = self.sse.finish(&mut handle);
-    }
-}
-
-fn piece(data: &str) -> Piece<'_> {
+/// One SSE event's data as a piece of the chat stream.
+pub fn piece(data: &str) -> Piece<'_> {
     if data.trim() == "[DONE]" {
         return Piece::Done;
     }
@@ -232,39 +201,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_chunks_done_and_errors_under_any_split() {
-        let stream = concat!(
-            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"h\\u00e9\"}}]}\n\n",
-            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n",
-            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n",
-            "data: {\"error\":{\"message\":\"boom\",\"type\":\"x\",\"param\":null,\"code\":\"502\"}}\n\n",
-            "data: [DONE]\n\n"
-        );
-        for split in 0..stream.len() {
-            let mut r = ChatStreamReader::default();
-            let mut seen = Vec::new();
-            let mut on = |p: Piece<'_>| {
-                seen.push(match p {
-                    Piece::Chunk(c) => match c.choices.first() {
-                        Some(ch) => format!(
-                            "c:{}:{}",
-                            ch.delta.content.as_deref().unwrap_or(""),
-                            ch.delta.tool_calls.as_ref().map_or(0, |t| t.len())
-                        ),
-                        None => format!("u:{}", c.usage.map_or(0, |u| u.total_tokens)),
-                    },
-                    Piece::Done => "done".into(),
-                    Piece::Error(e) => format!("e:{}", e.message),
-                })
-            };
-            r.feed(&stream.as_bytes()[..split], &mut on);
-            r.feed(&stream.as_bytes()[split..], &mut on);
-            r.finish(&mut on);
-            assert_eq!(
-                seen,
-                ["c:hé:0", "c::1", "u:3", "e:boom", "done"],
-                "split {split}"
-            );
-        }
+    fn reads_chunks_done_and_errors() {
+        let seen: Vec<String> = [
+            "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"h\\u00e9\"}}]}",
+            "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}",
+            "{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}",
+            "{\"error\":{\"message\":\"boom\",\"type\":\"x\",\"param\":null,\"code\":\"502\"}}",
+            "[DONE]",
+            "garbage",
+        ]
+        .into_iter()
+        .map(|data| match piece(data) {
+            Piece::Chunk(c) => match c.choices.first() {
+                Some(ch) => format!(
+                    "c:{}:{}",
+                    ch.delta.content.as_deref().unwrap_or(""),
+                    ch.delta.tool_calls.as_ref().map_or(0, |t| t.len())
+                ),
+                None => format!("u:{}", c.usage.map_or(0, |u| u.total_tokens)),
+            },
+            Piece::Done => "done".into(),
+            Piece::Error(e) => format!("e:{}", &e.message[..4]),
+        })
+        .collect();
+        assert_eq!(seen, ["c:hé:0", "c::1", "u:3", "e:boom", "done", "e:The "]);
     }
 }

@@ -215,6 +215,37 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// The upstream request for a stored response (the Responses API's `GET`/`DELETE
+    /// responses/{id}`, `GET …/input_items`, `POST …/cancel`): `rest` is the path after
+    /// `responses/`, `query` the client's query string. `None`: no Responses API here.
+    fn responses_resource_request(
+        &self,
+        method: http::Method,
+        rest: &str,
+        query: Option<&str>,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        let _ = (method, rest, query);
+        None
+    }
+
+    /// `text-completion-openai`: the upstream request for a client's own legacy completions
+    /// body (`/v1/completions` ingress) with only `model` replaced (and usage asked for in a
+    /// stream); the answer goes back as it came. `None`: translated instead.
+    async fn completions_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        let _ = (body, cx, client);
+        None
+    }
+
+    /// Whether [`Provider::completions_request`] builds requests.
+    fn has_completions_api(&self) -> bool {
+        false
+    }
+
     /// Whether [`Provider::responses_request`] builds requests (the upstream has the
     /// Responses API).
     fn has_responses_api(&self) -> bool {
@@ -350,9 +381,17 @@ pub trait StreamTranslator: Send {
     /// Usage seen so far (complete once `finish` ran).
     fn usage(&self) -> Option<Usage>;
 
-    /// The client gets the upstream's bytes unchanged (a native pass-through in another API):
-    /// the gateway adds nothing to them (no cost in the usage chunk).
-    fn verbatim(&self) -> bool {
+    /// Whether the output is OpenAI chat chunks, whose usage chunk the gateway stamps with
+    /// the cost. `false` for a native pass-through in another API (its bytes stay the
+    /// upstream's) and an ingress format's rewrite.
+    fn writes_chat_chunks(&self) -> bool {
+        true
+    }
+
+    /// Writes a mid-stream failure as the stream's own error event(s) into `out`. `false`:
+    /// the translator has none, and the exchange writes the client API's.
+    fn write_error(&mut self, err: &GatewayError, out: &mut BytesMut) -> bool {
+        let _ = (err, out);
         false
     }
 }

@@ -278,7 +278,7 @@ impl Provider for OpenAiCompat {
             None => format!("{}/{op_path}", self.base_path),
         };
         let out = self.body_with_model(body, cx, cx.stream && self.spec.stream_options);
-        self.authorized(path, out, cx.stream)
+        self.authorized(UpstreamRequest::post_json(path, out), cx.stream)
     }
 
     fn responses_request(
@@ -287,11 +287,36 @@ impl Provider for OpenAiCompat {
         cx: &RequestContext<'_>,
     ) -> Option<GatewayResult<UpstreamRequest>> {
         let path = self.responses_path.as_ref()?;
-        Some(self.authorized(
-            path.clone(),
-            self.body_with_model(body, cx, false),
-            cx.stream,
-        ))
+        let request =
+            UpstreamRequest::post_json(path.clone(), self.body_with_model(body, cx, false));
+        Some(self.authorized(request, cx.stream))
+    }
+
+    fn responses_resource_request(
+        &self,
+        method: http::Method,
+        rest: &str,
+        query: Option<&str>,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        let full = self.responses_path.as_ref()?;
+        // Azure's api-version stays in the query, after the id.
+        let (base, version) = full.split_once('?').unwrap_or((full, ""));
+        let mut path = format!("{base}/{rest}");
+        let query = [query.unwrap_or(""), version];
+        let mut joined = query.iter().filter(|q| !q.is_empty());
+        if let Some(first) = joined.next() {
+            let _ = write!(path, "?{first}");
+            for q in joined {
+                let _ = write!(path, "&{q}");
+            }
+        }
+        let request = UpstreamRequest {
+            method,
+            path,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        };
+        Some(self.authorized(request, false))
     }
 
     fn has_responses_api(&self) -> bool {
@@ -316,14 +341,7 @@ impl Provider for OpenAiCompat {
     }
 
     fn stream_translator(&self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(Framed::<SseDecoder, _>::new(
-            PassThroughStream {
-                provider: self.spec.prefix,
-                usage: None,
-                done: false,
-            },
-            ChunkWriter::passthrough(cx.include_usage),
-        ))
+        passthrough(self.spec.prefix, cx.include_usage)
     }
 }
 
@@ -357,14 +375,8 @@ impl OpenAiCompat {
         out
     }
 
-    /// A POST of `body` to `path` with the deployment's credentials.
-    fn authorized(
-        &self,
-        path: String,
-        body: Vec<u8>,
-        stream: bool,
-    ) -> GatewayResult<UpstreamRequest> {
-        let mut req = UpstreamRequest::post_json(path, body);
+    /// `req` with the deployment's credentials.
+    fn authorized(&self, mut req: UpstreamRequest, stream: bool) -> GatewayResult<UpstreamRequest> {
         for (name, value) in &self.auth {
             req.header(name.clone(), value)?;
         }
@@ -376,6 +388,20 @@ impl OpenAiCompat {
         }
         Ok(req)
     }
+}
+
+/// Forwards an OpenAI-shaped stream (`data:` chunks with `choices` and `usage`, ending in
+/// `[DONE]`: chat, or legacy completions) as it is, reading its usage; the usage-only chunk
+/// asked for on the client's behalf goes out only when `include_usage`.
+pub fn passthrough(provider: &'static str, include_usage: bool) -> Box<dyn StreamTranslator> {
+    Box::new(Framed::<SseDecoder, _>::new(
+        PassThroughStream {
+            provider,
+            usage: None,
+            done: false,
+        },
+        ChunkWriter::passthrough(include_usage),
+    ))
 }
 
 fn body_len_hint(body: &RequestBody<'_>) -> usize {
@@ -681,6 +707,64 @@ mod table_tests {
         };
         let client = UpstreamClient::new(1);
         p.build_request(&body, &cx, &client).await.unwrap().path
+    }
+
+    /// OpenAI and Azure have the Responses API where LiteLLM sends it (Azure: the v1 path for
+    /// `preview`/`latest`, the default); other OpenAI-compatible servers are translated.
+    #[test]
+    fn responses_api_paths() {
+        let path = |provider: &str, version: Option<&str>| {
+            let mut d = dep(provider, Some("https://h.example/base"));
+            d.params.api_version = version.map(str::to_string);
+            let p = build(&d).unwrap().unwrap();
+            let get = p.responses_resource_request(
+                http::Method::GET,
+                "resp_1/input_items",
+                Some("limit=2"),
+            );
+            (
+                p.has_responses_api(),
+                p.responses_request(
+                    &crate::openai::RequestBody::parse(br#"{"model":"m","input":"x"}"#).unwrap(),
+                    &RequestContext {
+                        op: Operation::Chat,
+                        model: "dep",
+                        stream: false,
+                        include_usage: false,
+                        response_id: "r",
+                        created: 1,
+                        drop_params: false,
+                        embeddings_base64: false,
+                    },
+                )
+                .map(|r| r.unwrap().path),
+                get.map(|r| r.unwrap().path),
+            )
+        };
+        assert_eq!(
+            path("openai", None),
+            (
+                true,
+                Some("/base/responses".into()),
+                Some("/base/responses/resp_1/input_items?limit=2".into())
+            )
+        );
+        assert_eq!(
+            path("azure", None),
+            (
+                true,
+                Some("/base/openai/v1/responses?api-version=preview".into()),
+                Some(
+                    "/base/openai/v1/responses/resp_1/input_items?limit=2&api-version=preview"
+                        .into()
+                )
+            )
+        );
+        assert_eq!(
+            path("azure", Some("2025-03-01-preview")).1,
+            Some("/base/openai/responses?api-version=2025-03-01-preview".into())
+        );
+        assert_eq!(path("hosted_vllm", None), (false, None, None));
     }
 
     /// LiteLLM's default base URLs become an origin and a path prefix, and a call goes to the

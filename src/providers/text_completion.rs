@@ -69,6 +69,23 @@ pub fn build(dep: &DeploymentConfig) -> Result<Option<Arc<dyn Provider>>, Config
 }
 
 impl TextCompletion {
+    /// The OpenAI provider's chat request, sent to `completions` instead.
+    fn to_completions(
+        &self,
+        req: GatewayResult<UpstreamRequest>,
+    ) -> GatewayResult<UpstreamRequest> {
+        let mut req = req?;
+        match req.path.strip_suffix("chat/completions") {
+            Some(base) => req.path = format!("{base}completions"),
+            None => {
+                return Err(GatewayError::internal(
+                    "text-completion-openai: unexpected OpenAI request path",
+                ))
+            }
+        }
+        Ok(req)
+    }
+
     /// The completions body for a chat body (without `model`, which the OpenAI provider sets).
     fn completions_body(body: &RequestBody<'_>, cx: &RequestContext<'_>) -> GatewayResult<Vec<u8>> {
         let messages: Vec<ChatMessage<'_>> = body
@@ -140,16 +157,20 @@ impl Provider for TextCompletion {
     ) -> GatewayResult<UpstreamRequest> {
         let completions = Self::completions_body(body, cx)?;
         let parsed = RequestBody::parse(&completions)?;
-        let mut req = self.openai.build_request(&parsed, cx, client).await?;
-        match req.path.strip_suffix("chat/completions") {
-            Some(base) => req.path = format!("{base}completions"),
-            None => {
-                return Err(GatewayError::internal(
-                    "text-completion-openai: unexpected OpenAI request path",
-                ))
-            }
-        }
-        Ok(req)
+        self.to_completions(self.openai.build_request(&parsed, cx, client).await)
+    }
+
+    async fn completions_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        client: &UpstreamClient,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        Some(self.to_completions(self.openai.build_request(body, cx, client).await))
+    }
+
+    fn has_completions_api(&self) -> bool {
+        true
     }
 
     fn parse_response(

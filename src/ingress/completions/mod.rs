@@ -10,12 +10,15 @@
 //! `suffix`, `echo: true`, `best_of` > 1 and `logprobs` (their answers have no chat
 //! counterpart to come back from).
 
-use super::chat_stream::{self, ChatStreamReader, Piece};
-use super::{Egress, Translated};
+use super::chat_stream::{self, Chunk, ChunkChoice, Delta, Piece};
+use super::{Egress, StreamEgress, Translated};
 use crate::error::{GatewayError, GatewayResult};
+use crate::events::{EventSink, StreamEvent};
 use crate::openai::request::write_json_string;
+use crate::openai::Usage;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// OpenAI's default `max_tokens` for completions.
 const DEFAULT_MAX_TOKENS: u64 = 16;
@@ -73,11 +76,25 @@ pub fn translate(body: &[u8]) -> GatewayResult<Translated> {
     );
     chat.entry("max_tokens")
         .or_insert(json!(DEFAULT_MAX_TOKENS));
+    let model = req
+        .get("model")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let include_usage = req
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        == Some(&Value::Bool(true));
     let chat = serde_json::to_vec(&Value::Object(chat))
         .map_err(|e| GatewayError::internal(format!("could not write the chat body: {e}")))?;
     Ok(Translated {
         chat: Bytes::from(chat),
-        egress: Box::new(CompletionsEgress::default()),
+        egress: Box::new(CompletionsEgress {
+            id: completion_id(Some(crate::context::ResponseId::generate().as_str())),
+            created: crate::context::unix_now(),
+            model,
+            include_usage,
+        }),
     })
 }
 
@@ -148,14 +165,17 @@ fn completion_id(chat_id: Option<&str>) -> String {
     }
 }
 
-#[derive(Default)]
+/// What a completions answer is written with: the identity its stream chunks carry (a
+/// provider's events have none of their own) and whether the client asked for usage.
 struct CompletionsEgress {
-    reader: ChatStreamReader,
-    done: bool,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
 }
 
 impl Egress for CompletionsEgress {
-    fn whole(&mut self, chat: &[u8]) -> GatewayResult<Bytes> {
+    fn whole(&self, chat: &[u8]) -> GatewayResult<Bytes> {
         let c = chat_stream::parse_completion(chat)?;
         let choices: Vec<Value> = c
             .choices
@@ -186,17 +206,101 @@ impl Egress for CompletionsEgress {
         Ok(Bytes::from(body.to_string()))
     }
 
-    fn feed(&mut self, sse: &[u8], out: &mut BytesMut) {
-        let CompletionsEgress { reader, done } = self;
-        reader.feed(sse, &mut |piece| write_piece(piece, done, out));
+    fn stream(&self) -> Box<dyn StreamEgress> {
+        Box::new(CompletionsStream {
+            id: self.id.clone(),
+            created: self.created,
+            model: self.model.clone(),
+            include_usage: self.include_usage,
+            usage: None,
+            usage_sent: false,
+            done: false,
+            out: BytesMut::new(),
+        })
     }
+}
 
-    fn finish(&mut self, out: &mut BytesMut) {
-        let CompletionsEgress { reader, done } = self;
-        reader.finish(&mut |piece| write_piece(piece, done, out));
-        if !*done {
-            *done = true;
-            out.extend_from_slice(b"data: [DONE]\n\n");
+/// One attempt's `text_completion` stream, written from stream events.
+struct CompletionsStream {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    usage: Option<Usage>,
+    /// A usage chunk went out (an OpenAI upstream's own).
+    usage_sent: bool,
+    done: bool,
+    out: BytesMut,
+}
+
+impl CompletionsStream {
+    /// A chunk of this stream's own for choice 0.
+    fn chunk(&mut self, text: Option<&str>, finish: Option<&'static str>) {
+        let chunk = Chunk {
+            id: Some(Cow::Borrowed(&self.id)),
+            created: Some(self.created),
+            model: Some(Cow::Borrowed(&self.model)),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    content: text.map(Cow::Borrowed),
+                    ..Delta::default()
+                },
+                finish_reason: finish.map(Cow::Borrowed),
+            }],
+            ..Chunk::default()
+        };
+        write_piece(Piece::Chunk(chunk), &mut self.done, &mut self.out);
+    }
+}
+
+impl StreamEgress for CompletionsStream {
+    fn drain_into(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.out);
+        self.out.clear();
+    }
+}
+
+impl EventSink for CompletionsStream {
+    fn event(&mut self, event: StreamEvent<'_>) {
+        if self.done {
+            return;
+        }
+        match event {
+            StreamEvent::Text(t) if !t.is_empty() => self.chunk(Some(t), None),
+            StreamEvent::Finish(reason) => self.chunk(None, Some(reason.as_str())),
+            StreamEvent::Usage(u) => self.usage = Some(u),
+            // An OpenAI-speaking upstream's chunk, parsed here (and only here); its usage
+            // chunk goes out only when the client asked for usage.
+            StreamEvent::RawOpenAiChunk { json, usage_only } => {
+                if usage_only && !self.include_usage {
+                    return;
+                }
+                self.usage_sent |= usage_only;
+                write_piece(chat_stream::piece(json), &mut self.done, &mut self.out);
+            }
+            StreamEvent::Done => {
+                if let (true, false, Some(u)) = (self.include_usage, self.usage_sent, self.usage) {
+                    let chunk = Chunk {
+                        id: Some(Cow::Borrowed(&self.id)),
+                        created: Some(self.created),
+                        model: Some(Cow::Borrowed(&self.model)),
+                        usage: Some(u),
+                        ..Chunk::default()
+                    };
+                    write_piece(Piece::Chunk(chunk), &mut self.done, &mut self.out);
+                }
+                write_piece(Piece::Done, &mut self.done, &mut self.out);
+            }
+            StreamEvent::Error(e) => {
+                self.out.extend_from_slice(&e.sse_event());
+                write_piece(Piece::Done, &mut self.done, &mut self.out);
+            }
+            StreamEvent::Start
+            | StreamEvent::Text(_)
+            | StreamEvent::Reasoning(_)
+            | StreamEvent::ToolCallStart { .. }
+            | StreamEvent::ToolCallArgs { .. } => {}
         }
     }
 }
@@ -334,11 +438,8 @@ mod tests {
             "data: [DONE]\n\n",
         );
         for split in 0..chat.len() {
-            let mut e = CompletionsEgress::default();
-            let mut out = BytesMut::new();
-            e.feed(&chat.as_bytes()[..split], &mut out);
-            e.feed(&chat.as_bytes()[split..], &mut out);
-            e.finish(&mut out);
+            let mut w = egress(true).stream();
+            let out = crate::ingress::replay_chat_sse(chat.as_bytes(), split, w.as_mut());
             assert_eq!(
                 std::str::from_utf8(&out).unwrap(),
                 expected,
@@ -347,9 +448,44 @@ mod tests {
         }
     }
 
+    fn egress(include_usage: bool) -> CompletionsEgress {
+        CompletionsEgress {
+            id: "cmpl-own".into(),
+            created: 7,
+            model: "alias".into(),
+            include_usage,
+        }
+    }
+
+    /// A provider's own events (not an OpenAI upstream's chunks) become chunks with the
+    /// request's identity; usage goes out only when asked for.
+    #[test]
+    fn provider_events_become_chunks() {
+        for include_usage in [false, true] {
+            let mut w = egress(include_usage).stream();
+            w.event(StreamEvent::Start);
+            w.event(StreamEvent::Text("Hé"));
+            w.event(StreamEvent::Finish(crate::openai::FinishReason::Stop));
+            w.event(StreamEvent::Usage(Usage::new(4, 2)));
+            w.event(StreamEvent::Done);
+            w.event(StreamEvent::Done);
+            let mut out = BytesMut::new();
+            w.drain_into(&mut out);
+            let mut want = String::from(concat!(
+                "data: {\"id\":\"cmpl-own\",\"object\":\"text_completion\",\"created\":7,\"model\":\"alias\",\"choices\":[{\"text\":\"Hé\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+                "data: {\"id\":\"cmpl-own\",\"object\":\"text_completion\",\"created\":7,\"model\":\"alias\",\"choices\":[{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
+            ));
+            if include_usage {
+                want.push_str("data: {\"id\":\"cmpl-own\",\"object\":\"text_completion\",\"created\":7,\"model\":\"alias\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2,\"total_tokens\":6}}\n\n");
+            }
+            want.push_str("data: [DONE]\n\n");
+            assert_eq!(std::str::from_utf8(&out).unwrap(), want);
+        }
+    }
+
     #[test]
     fn whole_answer_is_a_text_completion() {
-        let mut e = CompletionsEgress::default();
+        let e = egress(false);
         let body = e
             .whole(br#"{"id":"chatcmpl-9","object":"chat.completion","created":3,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#)
             .unwrap();

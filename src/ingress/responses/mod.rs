@@ -13,10 +13,10 @@ pub mod request;
 pub mod stream;
 
 use super::chat_stream::{self, finish_reason};
-use super::{Egress, Translated};
+use super::{Egress, StreamEgress, Translated};
 use crate::error::GatewayResult;
 use crate::openai::{FinishReason, Usage};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 /// Translates a Responses request for the chat pipeline.
@@ -25,14 +25,12 @@ pub fn translate(body: &[u8]) -> GatewayResult<Translated> {
     let meta = Meta::new(echo);
     Ok(Translated {
         chat: Bytes::from(chat),
-        egress: Box::new(ResponsesEgress {
-            writer: stream::ResponsesWriter::new(meta),
-            reader: chat_stream::ChatStreamReader::default(),
-        }),
+        egress: Box::new(ResponsesEgress { meta }),
     })
 }
 
 /// One response's identity and the request fields it echoes.
+#[derive(Clone)]
 pub struct Meta {
     /// `resp_` and 32 hex digits; item ids reuse the digits.
     pub id: String,
@@ -141,13 +139,12 @@ pub fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &
 }
 
 struct ResponsesEgress {
-    writer: stream::ResponsesWriter,
-    reader: chat_stream::ChatStreamReader,
+    meta: Meta,
 }
 
 impl Egress for ResponsesEgress {
-    fn whole(&mut self, chat: &[u8]) -> GatewayResult<Bytes> {
-        let meta = self.writer.meta();
+    fn whole(&self, chat: &[u8]) -> GatewayResult<Bytes> {
+        let meta = &self.meta;
         let completion = chat_stream::parse_completion(chat)?;
         let mut output = Vec::new();
         let mut reason = None;
@@ -180,16 +177,7 @@ impl Egress for ResponsesEgress {
         Ok(Bytes::from(body.to_string()))
     }
 
-    fn feed(&mut self, sse: &[u8], out: &mut BytesMut) {
-        let ResponsesEgress { writer, reader } = self;
-        reader.feed(sse, &mut |piece| writer.piece(piece));
-        writer.drain_into(out);
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) {
-        let ResponsesEgress { writer, reader } = self;
-        reader.finish(&mut |piece| writer.piece(piece));
-        writer.end();
-        writer.drain_into(out);
+    fn stream(&self) -> Box<dyn StreamEgress> {
+        Box::new(stream::ResponsesWriter::new(self.meta.clone()))
     }
 }

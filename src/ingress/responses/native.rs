@@ -256,8 +256,8 @@ impl StreamTranslator for PassThrough {
         self.usage
     }
 
-    fn verbatim(&self) -> bool {
-        true
+    fn writes_chat_chunks(&self) -> bool {
+        false
     }
 }
 

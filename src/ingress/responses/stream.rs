@@ -12,7 +12,7 @@
 use super::{call_item, message_item, status_for, Meta};
 use crate::error::GatewayError;
 use crate::events::{EventSink, StreamEvent};
-use crate::ingress::chat_stream::{finish_reason, Piece};
+use crate::ingress::chat_stream::{self, finish_reason, Piece};
 use crate::openai::request::write_json_string;
 use crate::openai::{FinishReason, Usage};
 use bytes::BytesMut;
@@ -73,10 +73,6 @@ impl ResponsesWriter {
         }
     }
 
-    pub fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
     /// Moves what was written so far into `out`.
     pub fn drain_into(&mut self, out: &mut BytesMut) {
         out.extend_from_slice(&self.out);
@@ -132,13 +128,6 @@ impl ResponsesWriter {
                     self.event(StreamEvent::Usage(u));
                 }
             }
-        }
-    }
-
-    /// The chat stream ended: a stream cut short of `[DONE]` still gets its terminal event.
-    pub fn end(&mut self) {
-        if !self.ended {
-            self.event(StreamEvent::Done);
         }
     }
 
@@ -318,6 +307,12 @@ impl ResponsesWriter {
     }
 }
 
+impl crate::ingress::StreamEgress for ResponsesWriter {
+    fn drain_into(&mut self, out: &mut BytesMut) {
+        ResponsesWriter::drain_into(self, out)
+    }
+}
+
 impl EventSink for ResponsesWriter {
     fn event(&mut self, event: StreamEvent<'_>) {
         if self.ended {
@@ -325,8 +320,9 @@ impl EventSink for ResponsesWriter {
         }
         self.start();
         match event {
-            StreamEvent::Start | StreamEvent::Reasoning(_) | StreamEvent::RawOpenAiChunk { .. } => {
-            }
+            StreamEvent::Start | StreamEvent::Reasoning(_) => {}
+            // An OpenAI-speaking upstream's chunk, parsed here (and only here).
+            StreamEvent::RawOpenAiChunk { json, .. } => self.piece(chat_stream::piece(json)),
             StreamEvent::Text(t) => {
                 if self.keep(t.len()) {
                     self.text(t)
@@ -391,11 +387,11 @@ mod tests {
 
     /// The Responses events of a translated chat stream, fed in two pieces split at `split`.
     fn events(chat_sse: &str, split: usize) -> Vec<Value> {
-        let mut t = translate(br#"{"model":"m","input":"hi","stream":true}"#).unwrap();
-        let mut out = BytesMut::new();
-        t.egress.feed(&chat_sse.as_bytes()[..split], &mut out);
-        t.egress.feed(&chat_sse.as_bytes()[split..], &mut out);
-        t.egress.finish(&mut out);
+        let t = translate(br#"{"model":"m","input":"hi","stream":true}"#).unwrap();
+        let mut w = t.egress.stream();
+        let mut out = crate::ingress::replay_chat_sse(chat_sse.as_bytes(), split, w.as_mut());
+        // The stream's end without `[DONE]` is the exchange's failure to report, not ours.
+        w.drain_into(&mut out);
         let text = String::from_utf8(out.to_vec()).unwrap();
         let mut events = Vec::new();
         for block in text.split("\n\n").filter(|b| !b.is_empty()) {
@@ -560,7 +556,7 @@ mod tests {
 
     #[test]
     fn whole_answer_becomes_a_response_object() {
-        let mut t = translate(br#"{"model":"m","input":"hi","metadata":{"k":"v"}}"#).unwrap();
+        let t = translate(br#"{"model":"m","input":"hi","metadata":{"k":"v"}}"#).unwrap();
         let chat = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","tool_calls":[{"id":"call_9","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1}}}"#;
         let r: Value = serde_json::from_slice(&t.egress.whole(chat).unwrap()).unwrap();
         assert!(r["id"].as_str().unwrap().starts_with("resp_"));
