@@ -16,6 +16,17 @@ fn entry(group: &str, id: &str, base: &str) -> String {
     )
 }
 
+/// An upstream whose every answer is a 500 with `message`.
+async fn failing_upstream(message: &'static str) -> MockUpstream {
+    MockUpstream::start(move |_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": message, "type": "server_error"}}),
+        )
+    })
+    .await
+}
+
 async fn receiver() -> MockUpstream {
     MockUpstream::start(|_| Reply::json(200, json!({"ok": true}))).await
 }
@@ -61,13 +72,7 @@ fn config(rx: &MockUpstream, models: &str, general: &str) -> String {
 #[tokio::test]
 async fn exceptions_slow_answers_and_cooldown_storms_alert_once_per_destination() {
     let rx = receiver().await;
-    let failing = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "upstream exploded", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let failing = failing_upstream("upstream exploded").await;
     let slow = MockUpstream::start(|_| {
         Reply::json(200, openai::completion("late")).delayed(Duration::from_millis(500))
     })
@@ -182,13 +187,7 @@ async fn exceptions_slow_answers_and_cooldown_storms_alert_once_per_destination(
 #[tokio::test]
 async fn alert_types_keep_other_alerts_out() {
     let rx = receiver().await;
-    let failing = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "boom", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let failing = failing_upstream("boom").await;
     let slow = MockUpstream::start(|_| {
         Reply::json(200, openai::completion("late")).delayed(Duration::from_millis(500))
     })
@@ -298,13 +297,7 @@ async fn a_hanging_destination_does_not_hold_up_the_others() {
         Reply::json(200, json!({"ok": true})).delayed(Duration::from_secs(60))
     })
     .await;
-    let failing = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "boom", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let failing = failing_upstream("boom").await;
     let b = failing.base();
     let yaml = format!(
         "model_list:\n{}{}{}router_settings:\n  num_retries: 0\ngeneral_settings:\n  alerting: [webhook, slack]\n  alert_types: [llm_exceptions]\nenvironment_variables:\n  SLACK_WEBHOOK_URL: \"{}/slack/T0/B0\"\n  WEBHOOK_URL: \"{}/hook\"\n",
@@ -346,13 +339,7 @@ async fn a_hanging_destination_does_not_hold_up_the_others() {
 #[tokio::test]
 async fn the_daily_report_arrives_once_per_period_with_the_periods_figures() {
     let rx = receiver().await;
-    let failing = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "boom", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let failing = failing_upstream("boom").await;
     let ok = MockUpstream::start(|_| Reply::json(200, openai::completion("fine"))).await;
     let yaml = config(
         &rx,
