@@ -207,10 +207,11 @@ pub fn build(
             health: app.model_health.clone(),
         };
         server.add_service(background_service("model health checks", model_checks));
-        let app3 = app.clone();
+        let (app3, app4) = (app.clone(), app.clone());
         let alerts = crate::alerting::AlertSender {
             snapshot: move || app3.snapshot.load().routing.clone(),
             client: app.client.clone(),
+            totals: move || crate::alerting::daily_report::totals(&app4.metrics),
         };
         server.add_service(background_service("alerts", alerts));
     }

@@ -16,6 +16,17 @@ fn entry(group: &str, id: &str, base: &str) -> String {
     )
 }
 
+/// An upstream whose every answer is a 500 with `message`.
+async fn failing_upstream(message: &'static str) -> MockUpstream {
+    MockUpstream::start(move |_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": message, "type": "server_error"}}),
+        )
+    })
+    .await
+}
+
 async fn receiver() -> MockUpstream {
     MockUpstream::start(|_| Reply::json(200, json!({"ok": true}))).await
 }
@@ -61,13 +72,7 @@ fn config(rx: &MockUpstream, models: &str, general: &str) -> String {
 #[tokio::test]
 async fn exceptions_slow_answers_and_cooldown_storms_alert_once_per_destination() {
     let rx = receiver().await;
-    let failing = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "upstream exploded", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let failing = failing_upstream("upstream exploded").await;
     let slow = MockUpstream::start(|_| {
         Reply::json(200, openai::completion("late")).delayed(Duration::from_millis(500))
     })
@@ -182,13 +187,7 @@ async fn exceptions_slow_answers_and_cooldown_storms_alert_once_per_destination(
 #[tokio::test]
 async fn alert_types_keep_other_alerts_out() {
     let rx = receiver().await;
-    let failing = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "boom", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let failing = failing_upstream("boom").await;
     let slow = MockUpstream::start(|_| {
         Reply::json(200, openai::completion("late")).delayed(Duration::from_millis(500))
     })
@@ -298,13 +297,7 @@ async fn a_hanging_destination_does_not_hold_up_the_others() {
         Reply::json(200, json!({"ok": true})).delayed(Duration::from_secs(60))
     })
     .await;
-    let failing = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "boom", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let failing = failing_upstream("boom").await;
     let b = failing.base();
     let yaml = format!(
         "model_list:\n{}{}{}router_settings:\n  num_retries: 0\ngeneral_settings:\n  alerting: [webhook, slack]\n  alert_types: [llm_exceptions]\nenvironment_variables:\n  SLACK_WEBHOOK_URL: \"{}/slack/T0/B0\"\n  WEBHOOK_URL: \"{}/hook\"\n",
@@ -337,4 +330,92 @@ async fn a_hanging_destination_does_not_hold_up_the_others() {
     assert!(received(&slack, "/slack/T0/B0").len() == 3);
     // The webhook got the first attempt of the first alert and is still on it.
     assert!(hung.count() <= 1, "{}", hung.count());
+}
+
+/// `daily_reports` on a short `alerting_args.daily_report_frequency`: one report per period to
+/// each destination, in LiteLLM's message (top deployments by failed requests and by latency
+/// per output token) and as a `WebhookEvent`; each covers only its own period, and a period
+/// with nothing to report sends nothing.
+#[tokio::test]
+async fn the_daily_report_arrives_once_per_period_with_the_periods_figures() {
+    let rx = receiver().await;
+    let failing = failing_upstream("boom").await;
+    let ok = MockUpstream::start(|_| Reply::json(200, openai::completion("fine"))).await;
+    let yaml = config(
+        &rx,
+        &format!(
+            "{}{}",
+            entry("bad", "bad", &failing.base()),
+            entry("good", "good", &ok.base())
+        ),
+        "  alert_types: [daily_reports]\n  alerting_args: {daily_report_frequency: 2, report_check_interval: 0.2}\n",
+    );
+    let gw = Gateway::start(&yaml);
+    let reports = |rx: &MockUpstream| slack_with(rx, "Here are today's key metrics");
+    let hooks = |rx: &MockUpstream| hooks_of(rx, "daily_reports");
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, "bad").await.status, 500);
+    }
+    assert_eq!(chat(&gw, "good").await.status, 200);
+    assert!(
+        wait_until(
+            || reports(&rx) == 1 && hooks(&rx).len() == 1,
+            Duration::from_secs(8)
+        )
+        .await,
+        "no first report: {:?}",
+        rx.requests().iter().map(|r| r.json()).collect::<Vec<_>>()
+    );
+    let first = received(&rx, "/slack/T0/B0")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        first.contains("Top Deployments with Most Failed Requests"),
+        "{first}"
+    );
+    assert!(first.contains("m-bad`, Failed Requests: `"), "{first}");
+    assert!(first.contains("Top Slowest Deployments"), "{first}");
+    assert!(!first.contains("m-good`, Failed"), "{first}");
+
+    // The next period: one more failure, reported on its own.
+    assert_eq!(chat(&gw, "bad").await.status, 500);
+    assert!(
+        wait_until(
+            || reports(&rx) == 2 && hooks(&rx).len() == 2,
+            Duration::from_secs(8)
+        )
+        .await,
+        "no second report"
+    );
+    let second = received(&rx, "/slack/T0/B0")[1]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(second.contains("1. Deployment: `"), "{second}");
+    assert!(second.contains("m-bad`, Failed Requests: `1`"), "{second}");
+    let hook = &hooks(&rx)[1];
+    assert_eq!(
+        hook["top_failed_deployments"][0]["model_id"], "bad",
+        "{hook}"
+    );
+    assert_eq!(
+        hook["top_failed_deployments"][0]["failed_requests"], 1.0,
+        "{hook}"
+    );
+    assert!(hook["event_message"]
+        .as_str()
+        .unwrap()
+        .contains("Failed Requests: `1`"));
+
+    // Periods with no traffic send nothing: still two reports two and a half periods later.
+    let quiet_until = std::time::Instant::now() + Duration::from_secs(5);
+    assert!(
+        !wait_until(
+            || reports(&rx) > 2 || hooks(&rx).len() > 2,
+            quiet_until - std::time::Instant::now()
+        )
+        .await,
+        "an empty period was reported"
+    );
 }

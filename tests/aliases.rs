@@ -2,10 +2,13 @@
 //! on a real SQLite file: two teams asking `gpt-4o` land on their own deployment groups (the
 //! mocks record which), LiteLLM's order of team then key aliases, fallbacks from an aliased
 //! group staying in that team's chain, the team's model list still holding, and the aliases
-//! surviving a restart (read back from `LiteLLM_ModelTable`).
+//! surviving a restart (read back from `LiteLLM_ModelTable`), on SQLite and on Postgres.
 
+#[path = "support/postgres.rs"]
+mod postgres;
 mod support;
 
+use postgres::Postgres;
 use serde_json::{json, Value};
 use support::*;
 
@@ -41,7 +44,7 @@ impl Upstreams {
         }
     }
 
-    fn config(&self, db: &str) -> String {
+    fn config(&self, database_url: &str) -> String {
         let group = |name: &str, up: &MockUpstream| {
             format!(
                 "  - model_name: {name}\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{}/v1\", api_key: sk-up}}\n",
@@ -49,7 +52,7 @@ impl Upstreams {
             )
         };
         format!(
-            "model_list:\n{}{}{}{}{}{}router_settings:\n  num_retries: 0\n  fallbacks: [{{team-b-gpt-4o: [team-b-backup]}}, {{gpt-4o: [gpt-4o-mini]}}]\ngeneral_settings:\n  master_key: {MASTER}\n  database_url: \"sqlite://{db}\"\n",
+            "model_list:\n{}{}{}{}{}{}router_settings:\n  num_retries: 0\n  fallbacks: [{{team-b-gpt-4o: [team-b-backup]}}, {{gpt-4o: [gpt-4o-mini]}}]\ngeneral_settings:\n  master_key: {MASTER}\n  database_url: \"{database_url}\"\n",
             group("gpt-4o", &self.public),
             group("gpt-4o-mini", &self.public),
             group("team-a-gpt-4o", &self.team_a),
@@ -104,11 +107,20 @@ fn group_of(r: &Response) -> String {
 }
 
 #[tokio::test]
-async fn team_and_key_aliases_route_each_tenant_to_its_groups() {
-    let up = Upstreams::start().await;
+async fn team_and_key_aliases_route_each_tenant_to_its_groups_on_sqlite() {
     let dir = temp_dir();
-    let db = dir.join("aliases.db").display().to_string();
-    let gw = Gateway::start(&up.config(&db));
+    aliases_on(&format!("sqlite://{}", dir.join("aliases.db").display())).await;
+}
+
+#[tokio::test]
+async fn team_and_key_aliases_route_each_tenant_to_its_groups_on_postgres() {
+    let Some(pg) = Postgres::start() else { return };
+    aliases_on(&pg.create_db("aliases")).await;
+}
+
+async fn aliases_on(db: &str) {
+    let up = Upstreams::start().await;
+    let gw = Gateway::start(&up.config(db));
 
     let team_a = admin_ok(
         &gw,
@@ -222,7 +234,7 @@ async fn team_and_key_aliases_route_each_tenant_to_its_groups() {
 
     // A restart reads the aliases back from LiteLLM_ModelTable.
     drop(gw);
-    let gw = Gateway::start(&up.config(&db));
+    let gw = Gateway::start(&up.config(db));
     let before = up.key_group.count();
     assert_eq!(group_of(&chat(&gw, &key_a, "gpt-4o").await), "key-gpt-4o");
     assert_eq!(up.key_group.count(), before + 1);

@@ -3,8 +3,8 @@
 //! `WEBHOOK_URL`. Alert types are LiteLLM's (`alert_types`; all by default): `llm_exceptions`
 //! and `llm_too_slow` (over `alerting_threshold`) from the [`AlertSettle`] stage,
 //! `cooldown_deployment` (cooled down / recovered) from the exchange, `outage_alerts` when a
-//! whole group is unavailable, and `budget_alerts` / `soft_budget_crossed` for the budget
-//! ledger to raise through [`notify`].
+//! whole group is unavailable, `budget_alerts` / `soft_budget_crossed` for the budget
+//! ledger to raise through [`notify`], and the scheduled `daily_reports` ([`daily_report`]).
 //!
 //! Nothing is sent on the request path: [`notify`] is a `try_send` into a bounded queue
 //! ([`QUEUE_CAPACITY`]; a full queue drops and counts). The [`AlertSender`] background service
@@ -16,6 +16,8 @@
 //! [`DELIVERY_TIMEOUT`], and every outcome is counted (`/metrics`:
 //! `switchboard_alerts_total{alert_type, outcome}`; `dropped` when a destination's queue is
 //! full).
+
+pub mod daily_report;
 
 use crate::config::HealthAlertSettings;
 use crate::context::Context;
@@ -471,16 +473,20 @@ fn workers(
         .collect()
 }
 
-/// The background service that sends queued alerts (see the module doc).
-pub struct AlertSender<F> {
+/// The background service that sends queued alerts and the daily report (see the module
+/// doc).
+pub struct AlertSender<F, T> {
     pub snapshot: F,
     pub client: Arc<UpstreamClient>,
+    /// The deployments' running totals for the daily report ([`daily_report::totals`]).
+    pub totals: T,
 }
 
 #[async_trait]
-impl<F> BackgroundService for AlertSender<F>
+impl<F, T> BackgroundService for AlertSender<F, T>
 where
     F: Fn() -> Arc<Snapshot> + Send + Sync + 'static,
+    T: Fn() -> HashMap<String, daily_report::DeploymentTotals> + Send + Sync + 'static,
 {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(mut rx) = queue().rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
@@ -490,6 +496,10 @@ where
         let mut generation = u64::MAX;
         let mut senders: Vec<Worker> = Vec::new();
         let mut settings = HealthAlertSettings::default();
+        let mut report = daily_report::DailyReport::new(
+            settings.daily_report_frequency,
+            settings.report_check_interval,
+        );
         loop {
             let snapshot = (self.snapshot)();
             if snapshot.generation != generation {
@@ -501,15 +511,31 @@ where
                     destinations(&settings),
                 );
                 ENABLED.store(!senders.is_empty(), Ordering::Relaxed);
+                report.configure(
+                    settings.daily_report_frequency,
+                    settings.report_check_interval,
+                );
             }
             drop(snapshot);
+            let reports_wanted = settings
+                .alert_types
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|t| t == "daily_reports"));
+            if reports_wanted && !senders.is_empty() {
+                if let Some(alert) = report.poll(Instant::now(), &self.totals) {
+                    let alert = Arc::new(alert);
+                    for w in &senders {
+                        w.offer(&alert);
+                    }
+                }
+            }
             let alert = tokio::select! {
                 _ = shutdown.changed() => {
                     ENABLED.store(false, Ordering::Relaxed);
                     return;
                 }
-                // Wakes now and then to see a reload's settings.
-                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                // Wakes now and then to see a reload's settings and the report's schedule.
+                _ = tokio::time::sleep(settings.report_check_interval.min(Duration::from_secs(1))) => continue,
                 a = rx.recv() => match a {
                     Some(a) => a,
                     None => return,

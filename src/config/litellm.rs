@@ -580,7 +580,14 @@ fn read_health_alerting(
         }
         out.alert_types = Some(list);
     }
-    s.accept(&["alerting_args", "health_check_details"]);
+    let mut args = s.section("alerting_args")?;
+    if let Some(v) = args.f64_in("daily_report_frequency", 1.0, 86_400.0 * 31.0)? {
+        out.daily_report_frequency = Duration::from_secs_f64(v);
+    }
+    if let Some(v) = args.f64_in("report_check_interval", 0.1, 86_400.0)? {
+        out.report_check_interval = Duration::from_secs_f64(v);
+    }
+    s.accept(&["health_check_details"]);
     out.slack_webhook_url = env.lookup("SLACK_WEBHOOK_URL").filter(|u| !u.is_empty());
     out.webhook_url = env.lookup("WEBHOOK_URL").filter(|u| !u.is_empty());
     Ok(out)

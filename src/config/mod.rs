@@ -265,6 +265,10 @@ pub struct HealthAlertSettings {
     pub slack_webhook_url: Option<String>,
     /// `WEBHOOK_URL`: the generic webhook receiving LiteLLM's `WebhookEvent` JSON.
     pub webhook_url: Option<String>,
+    /// `alerting_args.daily_report_frequency`: the `daily_reports` period (LiteLLM: 12 h).
+    pub daily_report_frequency: Duration,
+    /// `alerting_args.report_check_interval`: how often the schedule is checked (LiteLLM: 5 min).
+    pub report_check_interval: Duration,
 }
 
 impl Default for HealthAlertSettings {
@@ -277,6 +281,8 @@ impl Default for HealthAlertSettings {
             alert_types: None,
             slack_webhook_url: None,
             webhook_url: None,
+            daily_report_frequency: Duration::from_secs(12 * 3600),
+            report_check_interval: Duration::from_secs(300),
         }
     }
 }

@@ -22,6 +22,7 @@ const fn col(name: &'static str, pg: &'static str, sqlite: &'static str) -> Colu
 
 const TEXT: &str = "TEXT";
 const TEXT_NN: &str = "TEXT NOT NULL";
+const TEXT_NN_EMPTY: &str = "TEXT NOT NULL DEFAULT ''";
 const FLOAT: &str = "DOUBLE PRECISION";
 const SPEND_PG: &str = "DOUBLE PRECISION NOT NULL DEFAULT 0.0";
 const SPEND_SQ: &str = "REAL NOT NULL DEFAULT 0.0";
@@ -119,17 +120,9 @@ pub const MODEL: Table = Table {
         col("id", "SERIAL NOT NULL", "INTEGER NOT NULL"),
         col("aliases", "JSONB", "TEXT"),
         col("created_at", TS_NOW_NN, "TEXT DEFAULT CURRENT_TIMESTAMP"),
-        col(
-            "created_by",
-            "TEXT NOT NULL DEFAULT ''",
-            "TEXT NOT NULL DEFAULT ''",
-        ),
+        col("created_by", TEXT_NN_EMPTY, TEXT_NN_EMPTY),
         col("updated_at", TS_NOW_NN, "TEXT DEFAULT CURRENT_TIMESTAMP"),
-        col(
-            "updated_by",
-            "TEXT NOT NULL DEFAULT ''",
-            "TEXT NOT NULL DEFAULT ''",
-        ),
+        col("updated_by", TEXT_NN_EMPTY, TEXT_NN_EMPTY),
     ],
 };
 
@@ -192,17 +185,9 @@ pub const BUDGET: Table = Table {
         col("budget_duration", TEXT, TEXT),
         col("budget_reset_at", TS, TEXT),
         col("created_at", TS_NOW_NN, "TEXT DEFAULT CURRENT_TIMESTAMP"),
-        col(
-            "created_by",
-            "TEXT NOT NULL DEFAULT ''",
-            "TEXT NOT NULL DEFAULT ''",
-        ),
+        col("created_by", TEXT_NN_EMPTY, TEXT_NN_EMPTY),
         col("updated_at", TS_NOW_NN, "TEXT DEFAULT CURRENT_TIMESTAMP"),
-        col(
-            "updated_by",
-            "TEXT NOT NULL DEFAULT ''",
-            "TEXT NOT NULL DEFAULT ''",
-        ),
+        col("updated_by", TEXT_NN_EMPTY, TEXT_NN_EMPTY),
     ],
 };
 
