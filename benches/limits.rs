@@ -3,8 +3,12 @@
 //! - Local (criterion): one admission over a key's three scopes (parallel, rpm, tpm) plus
 //!   settling it (token reconciliation and the slot given back), on one hot key and spread
 //!   over 10,000 keys.
+//! - Local, per call: p50/p99 of one admit+settle over 200,000 timed calls (the latency a
+//!   request gains), and the process CPU per call.
 //! - Redis on loopback (when `/usr/bin/redis-server` exists): the admission script's round
-//!   trip from a throwaway server this bench starts, p50/p99 over 5,000 sequential calls.
+//!   trip from a throwaway server this bench starts, p50/p99 over 5,000 sequential calls and
+//!   this process's CPU per call (building the arguments, the client, parsing the answer);
+//!   then 16 callers at once on the one multiplexed connection (as a loaded gateway sends).
 //!
 //! Run: `cargo bench --bench limits`. Does nothing unless started by `cargo bench`.
 
@@ -59,6 +63,69 @@ fn local(c: &mut Criterion) {
     });
 }
 
+/// This process's user + system CPU time so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the name and state.
+    let hz = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+}
+
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (p(0.5), p(0.99))
+}
+
+/// One admit+settle timed alone, 200,000 times over 10,000 keys: p50/p99 and CPU per call.
+fn local_latency() {
+    let cells = Local::default();
+    let many: Vec<Vec<Scope>> = (0..10_000).map(scopes).collect();
+    let mut out = Vec::with_capacity(4);
+    let n = 200_000;
+    let mut samples = Vec::with_capacity(n);
+    let cpu = cpu_time();
+    let wall = Instant::now();
+    for i in 0..n {
+        let s = &many[i % many.len()];
+        let t = Instant::now();
+        assert!(cells.admit(s, &mut out));
+        cells.give_back(&s[0], 1.0);
+        cells.give_back(&s[2], 280.0);
+        samples.push(t.elapsed());
+    }
+    let (cpu, wall) = (cpu_time() - cpu, wall.elapsed());
+    let (p50, p99) = percentiles(&mut samples);
+    println!(
+        "limits local admit+settle (10k keys, 3 scopes): p50 {p50:?}, p99 {p99:?}, CPU {:?}/call (wall {:?}/call)",
+        cpu / n as u32,
+        wall / n as u32
+    );
+}
+
+/// One admission script call over `s`, which must admit.
+async fn admit_once(state: &switchboard::shared_state::SharedState, s: &[Scope], member: u64) {
+    let (keys, args) = shared::admit_args(s, member);
+    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let r: Vec<i64> = state
+        .eval(shared::admit_script(), &keys, &args)
+        .await
+        .unwrap();
+    assert_eq!(r[0], 0);
+}
+
 fn redis_round_trip() {
     if !std::path::Path::new("/usr/bin/redis-server").exists() {
         println!("redis-server not installed: Redis figures skipped");
@@ -91,6 +158,7 @@ fn redis_round_trip() {
         username: None,
         password: None,
         origin: "bench".into(),
+        ca_certs: None,
     };
     rt.block_on(async {
         let state = switchboard::shared_state::SharedState::new(
@@ -106,26 +174,46 @@ fn redis_round_trip() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let mut cpu = Duration::ZERO;
         for i in 0..5_500 {
+            if i == 500 {
+                cpu = cpu_time();
+            }
             let t = Instant::now();
-            let (keys, args) = shared::admit_args(&s, i);
-            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            let r: Vec<i64> = state
-                .eval(shared::admit_script(), &keys, &args)
-                .await
-                .unwrap();
-            assert_eq!(r[0], 0);
+            admit_once(&state, &s, i).await;
             if i >= 500 {
                 samples.push(t.elapsed());
             }
         }
-        samples.sort();
-        let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        let cpu = (cpu_time() - cpu) / samples.len() as u32;
+        let (p50, p99) = percentiles(&mut samples);
         println!(
-            "limits over Redis (loopback, 3 scopes, one EVALSHA): p50 {:?}, p99 {:?}",
-            p(0.5),
-            p(0.99)
+            "limits over Redis (loopback, 3 scopes, one EVALSHA, sequential): p50 {p50:?}, p99 {p99:?}, client CPU {cpu:?}/call"
+        );
+        // 16 callers at once, 1,000 calls each, on the one multiplexed connection.
+        let started = Instant::now();
+        let callers = (0..16u64).map(|c| {
+            let state = state.clone();
+            let s = scopes(100 + c as usize);
+            async move {
+                let mut samples = Vec::with_capacity(1_000);
+                for i in 0..1_000 {
+                    let t = Instant::now();
+                    admit_once(&state, &s, i).await;
+                    samples.push(t.elapsed());
+                }
+                samples
+            }
+        });
+        let mut all: Vec<Duration> = futures_util::future::join_all(callers)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+        let (p50, p99) = percentiles(&mut all);
+        println!(
+            "limits over Redis (loopback, 16 callers at once): p50 {p50:?}, p99 {p99:?}, {rate:.0} admissions/s"
         );
     });
     let _ = child.kill();
@@ -140,5 +228,6 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     local(&mut c);
     c.final_summary();
+    local_latency();
     redis_round_trip();
 }

@@ -23,7 +23,9 @@
 //! [`chat,stream,anthropic,astream,stream64,chat1,stream1`: loaded runs (16 connections, or
 //! `SB_LOAD_CONNS`; `stream64` 64), one-connection runs; `anthropic`/`astream` go to the
 //! Anthropic deployment; all run when unset],
-//! `SB_LOAD_KEEP` [unset: the temp dir with the gateway's config and logs is removed at the end].
+//! `SB_LOAD_KEEP` [unset: the temp dir with the gateway's config and logs is removed at the end],
+//! `SB_LOAD_EXTRA_YAML` [unset: appended to the gateway's config, e.g. a `litellm_settings.cache`
+//! section: every request of a run is then a cache hit but the first].
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -229,7 +231,7 @@ switchboard:
 "#,
         threads = cfg.gateway_threads,
         d = dir.display()
-    );
+    ) + &std::env::var("SB_LOAD_EXTRA_YAML").unwrap_or_default();
     let config = dir.join("config.yaml");
     std::fs::write(&config, yaml).map_err(|e| format!("write config: {e}"))?;
     // The access log (one JSON line per request) goes to a file, as it would to a log pipe:

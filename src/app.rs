@@ -64,6 +64,8 @@ pub struct App {
     pub keys: Option<Arc<crate::keys::Keys>>,
     /// The last background `/health` run (`general_settings.background_health_checks`).
     pub model_health: Arc<crate::health::ModelHealth>,
+    /// Which deployment made each recent native Responses API answer (`previous_response_id`).
+    pub response_origins: crate::ingress::responses::native::Origins,
 }
 
 impl App {
@@ -88,6 +90,7 @@ impl App {
             reload_armed: AtomicBool::new(false),
             in_flight: InFlight::default(),
             model_health: Arc::default(),
+            response_origins: Default::default(),
         }
     }
 }

@@ -247,6 +247,10 @@ pub struct Context {
     /// How long to keep this answer when it is stored (the request's `cache.ttl`, else the
     /// configured default; `None`: no expiry).
     pub cache_ttl: Option<Duration>,
+    /// What the cache's lookup keeps for its store: an embeddings batch's per-input lookup
+    /// (`cache::embeddings::Batch`) or a semantic miss's prompt vector
+    /// (`cache::semantic::Pending`). Typed by the cache.
+    pub cache_state: Option<Box<dyn std::any::Any + Send + Sync>>,
     /// Set by a stage that needs the whole answer (a cache that missed): the response sink
     /// then keeps it in [`Context::answer`].
     pub keep_answer: bool,
@@ -270,13 +274,27 @@ pub struct Context {
     /// settled by its settle stage, released when dropped unsettled (errors, panics,
     /// cancelled requests). Typed by the stage that put it here.
     pub reservation: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The admission stages' Redis scripts, sent in one round trip
+    /// ([`crate::shared_state::batch`]); empty unless a stage uses Redis.
+    pub redis_batch: crate::shared_state::batch::Batch,
 }
 
-/// The tightest request and token windows a request was admitted (or refused) under.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The tightest request and token windows a request was admitted (or refused) under, and
+/// every scope's own standing (LiteLLM's per-descriptor headers).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimitStatus {
     pub requests: Option<RateWindow>,
     pub tokens: Option<RateWindow>,
+    pub scopes: smallvec::SmallVec<[ScopeWindow; 4]>,
+}
+
+/// One scope's standing: `x-ratelimit-{descriptor}-limit-{measure}` and
+/// `x-ratelimit-{descriptor}-remaining-{measure}` (the two names, static), and their values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScopeWindow {
+    pub names: &'static [&'static str; 2],
+    pub limit: u64,
+    pub remaining: u64,
 }
 
 /// One limit's standing: `x-ratelimit-limit-*`, `-remaining-*`, `-reset-*`.
@@ -313,6 +331,30 @@ pub struct Trace {
     pub response_id: Option<ResponseId>,
     /// The request body, kept only when content capture is on.
     pub request_body: Option<Bytes>,
+    /// The answer's finish reasons, as they went out (sampled traces only).
+    pub finish_reasons: FinishReasons,
+}
+
+/// The distinct finish reasons an answer carried (`gen_ai.response.finish_reasons`): a bit per
+/// well-known reason ([`crate::telemetry::finish::KNOWN`]), the first other one as text, and
+/// the tail of the last piece scanned, so a reason split across stream writes is still found.
+#[derive(Clone)]
+pub struct FinishReasons {
+    pub known: u16,
+    pub other: Option<Box<str>>,
+    pub tail: [u8; 48],
+    pub tail_len: u8,
+}
+
+impl Default for FinishReasons {
+    fn default() -> Self {
+        FinishReasons {
+            known: 0,
+            other: None,
+            tail: [0; 48],
+            tail_len: 0,
+        }
+    }
 }
 
 /// One upstream attempt: a CLIENT span at export.
@@ -370,6 +412,7 @@ impl Default for Context {
             cache: CacheStatus::NotConfigured,
             cache_key: None,
             cache_ttl: None,
+            cache_state: None,
             keep_answer: false,
             answer: None,
             answer_parts: BytesMut::new(),
@@ -379,6 +422,7 @@ impl Default for Context {
             admission: None,
             trace: None,
             reservation: None,
+            redis_batch: Default::default(),
         }
     }
 }

@@ -69,15 +69,32 @@ pub enum Lookup {
 pub trait Cache: Send + Sync {
     /// Looks the request up, recording what the store needs later (its key) in `ctx`. Async: a
     /// shared cache is one Redis round trip away. A failed or slow backend is a miss; `Err` is
-    /// only the client's fault (malformed or forbidden cache controls).
+    /// only the client's fault (malformed or forbidden cache controls). `group`: the model
+    /// group the request's model resolves to (an alias's group), which entries are keyed on.
     async fn lookup(
         &self,
         ctx: &mut Context,
         body: &RequestBody<'_>,
+        group: &str,
     ) -> Result<Lookup, GatewayError>;
     /// Offers the answer of a request that missed (`ctx.cache == Miss`, `ctx.answer` set).
     /// Sync: it runs at settle and hands the write to a background writer.
     fn store(&self, ctx: &Context, answer: &Bytes);
+    /// The model group a semantic cache embeds prompts with; `None`: no semantic cache.
+    fn semantic_model(&self) -> Option<&str> {
+        None
+    }
+    /// After an exact miss: the answer to a stored prompt close to this one (`vector` is the
+    /// prompt's embedding), in the asked format; `None` also keeps the vector for the store.
+    async fn semantic_lookup(
+        &self,
+        _ctx: &mut Context,
+        _body: &RequestBody<'_>,
+        _group: &str,
+        _vector: Vec<f32>,
+    ) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Runs once the answer is out (or the client left): reconciliation, accounting, telemetry.
@@ -109,13 +126,19 @@ impl Stages {
         let mut stages = Stages::default();
         match (&config.general.master_key, keys) {
             (Some(master), Some(keys)) => {
+                // Budgets: prepared before the rate-limit stage (with Redis both scripts go
+                // in one round trip, see `shared_state::batch`) and decided after it.
+                let budgets = crate::budgets::Budgets::for_keys(keys);
+                let (budget_prepare, budget_admit) =
+                    crate::budgets::stage::BudgetAdmit::new(config, budgets.clone());
                 stages = stages
                     .authenticate_with(crate::keys::auth::VirtualKeys {
                         keys: keys.clone(),
                         master_key: master.clone(),
                         custom_header: config.general.litellm_key_header_name.clone(),
                     })
-                    .admit_with(crate::limits::Limits::from_config(config))
+                    .admit_with(budget_prepare)
+                    .admit_with(crate::limits::Limits::from_config(config, Some(keys)))
                     .settle_with(crate::limits::LimitsSettle)
                     .settle_with(crate::keys::spend::SpendSettle {
                         keys: keys.clone(),
@@ -123,12 +146,8 @@ impl Stages {
                     });
                 // Budgets: after the spend stage, so a key's spend is raised before its
                 // reservation is released (see `budgets::stage`).
-                let budgets = crate::budgets::Budgets::for_keys(keys);
                 stages = stages
-                    .admit_with(crate::budgets::stage::BudgetAdmit::new(
-                        config,
-                        budgets.clone(),
-                    ))
+                    .admit_with(budget_admit)
                     .settle_with(crate::budgets::stage::BudgetSettle { budgets });
             }
             (Some(master), None) => stages = stages.authenticate_with(MasterKey(master.clone())),
@@ -210,12 +229,13 @@ impl Stages {
         &self,
         ctx: &mut Context,
         body: &RequestBody<'_>,
+        group: &str,
     ) -> Result<Option<Bytes>, GatewayError> {
         let Some(cache) = self.cache.as_ref() else {
             return Ok(None);
         };
         use crate::context::CacheStatus;
-        match cache.lookup(ctx, body).await? {
+        match cache.lookup(ctx, body, group).await? {
             Lookup::Skip => Ok(None),
             Lookup::Hit(answer) => {
                 ctx.cache = CacheStatus::Hit;
@@ -228,6 +248,29 @@ impl Stages {
                 Ok(None)
             }
         }
+    }
+
+    /// The semantic cache's embedding model group, when one is configured.
+    pub fn semantic_model(&self) -> Option<&str> {
+        self.cache.as_ref()?.semantic_model()
+    }
+
+    /// The semantic cache's lookup (see [`Cache::semantic_lookup`]), recording a hit.
+    pub async fn semantic_lookup(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+        group: &str,
+        vector: Vec<f32>,
+    ) -> Option<Bytes> {
+        let answer = self
+            .cache
+            .as_ref()?
+            .semantic_lookup(ctx, body, group, vector)
+            .await?;
+        ctx.cache = crate::context::CacheStatus::Hit;
+        ctx.keep_answer = false;
+        Some(answer)
     }
 
     /// Runs after the answer: the cache write, then the settle stages in order.
@@ -298,7 +341,7 @@ mod tests {
         let body = RequestBody::parse(br#"{"model":"m"}"#).unwrap();
         stages.admit(&mut ctx, &body).await.unwrap();
         assert!(stages
-            .cache_lookup(&mut ctx, &body)
+            .cache_lookup(&mut ctx, &body, "m")
             .await
             .unwrap()
             .is_none());

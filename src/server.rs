@@ -264,14 +264,29 @@ pub fn build(
     })
 }
 
-/// With Redis configured, deployment cooldowns are shared by every instance on it
-/// ([`crate::shared_state::cooldowns`]); the Redis settings are read at start.
+/// With Redis configured, deployment cooldowns and rpm/tpm usage are shared by every instance
+/// on it ([`crate::shared_state::cooldowns`], [`crate::shared_state::deployment_usage`]); the
+/// Redis settings are read at start.
 fn start_shared_cooldowns(app: &Arc<App>) {
     let config = &app.snapshot.load().config;
     let Some(redis) = &config.router.redis else {
         return;
     };
     let weak = Arc::downgrade(app);
+    let usage_app = weak.clone();
+    crate::shared_state::deployment_usage::start(
+        redis.clone(),
+        config.server.redis_failure_policy,
+        Arc::new(move |visit| {
+            if let Some(app) = usage_app.upgrade() {
+                for d in app.snapshot.load().deployments() {
+                    if d.limits.rpm.is_some() || d.limits.tpm.is_some() {
+                        visit(d.id(), &d.state.fleet);
+                    }
+                }
+            }
+        }),
+    );
     crate::shared_state::cooldowns::start(
         redis.clone(),
         config.server.redis_failure_policy,

@@ -287,3 +287,54 @@ async fn a_key_over_its_budget_alerts_once_however_many_refusals() {
         "no key in alerts"
     );
 }
+
+/// Each destination has its own sender: with the webhook receiver hanging (every post answered
+/// only after a minute), Slack still gets every alert promptly, and the hung deliveries are
+/// counted as such later rather than holding the others up.
+#[tokio::test]
+async fn a_hanging_destination_does_not_hold_up_the_others() {
+    let slack = receiver().await;
+    let hung = MockUpstream::start(|_| {
+        Reply::json(200, json!({"ok": true})).delayed(Duration::from_secs(60))
+    })
+    .await;
+    let failing = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let b = failing.base();
+    let yaml = format!(
+        "model_list:\n{}{}{}router_settings:\n  num_retries: 0\ngeneral_settings:\n  alerting: [webhook, slack]\n  alert_types: [llm_exceptions]\nenvironment_variables:\n  SLACK_WEBHOOK_URL: \"{}/slack/T0/B0\"\n  WEBHOOK_URL: \"{}/hook\"\n",
+        entry("a", "a", &b),
+        entry("b", "b", &b),
+        entry("c", "c", &b),
+        slack.base(),
+        hung.base(),
+    );
+    let gw = Gateway::start(&yaml);
+    let started = std::time::Instant::now();
+    for group in ["a", "b", "c"] {
+        assert_eq!(chat(&gw, group).await.status, 500);
+    }
+    // Three groups, three alerts: all reach Slack while the webhook is still hanging on the
+    // first (before, each waited behind up to 3 x 10 s of the webhook's attempts).
+    assert!(
+        wait_until(
+            || ["`a`", "`b`", "`c`"]
+                .iter()
+                .all(|g| slack_with(&slack, g) == 1),
+            Duration::from_secs(8),
+        )
+        .await,
+        "slack got {:?} after {:?}",
+        received(&slack, "/slack/T0/B0"),
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(received(&slack, "/slack/T0/B0").len() == 3);
+    // The webhook got the first attempt of the first alert and is still on it.
+    assert!(hung.count() <= 1, "{}", hung.count());
+}

@@ -589,3 +589,340 @@ async fn two_instances_share_one_redis_cache_and_a_dead_redis_is_a_bounded_miss(
     .await;
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn a_key_may_send_only_its_allowed_cache_controls() {
+    let (up, calls) = upstream().await;
+    let cfg = format!(
+        "{}general_settings: {{master_key: {MASTER}}}\n",
+        config(&up.base(), "{type: local}")
+    );
+    let gw = Gateway::start(&cfg);
+    let made = as_key(
+        &gw,
+        MASTER,
+        "/key/generate",
+        &json!({"allowed_cache_controls": ["no-cache"]}),
+    )
+    .await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    assert_eq!(made.json()["allowed_cache_controls"], json!(["no-cache"]));
+    let key = made.json()["key"].as_str().unwrap().to_string();
+    let path = "/v1/chat/completions";
+
+    // A listed control is fine; any other is LiteLLM's 403, whatever its value, before any
+    // upstream call.
+    let ok = as_key(&gw, &key, path, &chat(json!({"cache": {"no-cache": true}}))).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    for cache in [
+        json!({"ttl": 60}),
+        json!({"no-cache": true, "no-store": false}),
+    ] {
+        let refused = as_key(&gw, &key, path, &chat(json!({ "cache": cache }))).await;
+        let err = refused.expect_error(403);
+        let control = cache
+            .as_object()
+            .unwrap()
+            .keys()
+            .next_back()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            err["message"],
+            format!("Not allowed to set {control} as a cache control. Contact admin to change permissions.")
+        );
+        assert_eq!(err["type"], "permission_error");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The master key and a key without a list may send any control.
+    let master = as_key(&gw, MASTER, path, &chat(json!({"cache": {"ttl": 60}}))).await;
+    assert_eq!(master.status, 200, "{}", master.text());
+
+    // /key/update widens the list ([] allows everything) and /key/info shows it.
+    let update = json!({"key": key, "allowed_cache_controls": []});
+    let r = as_key(&gw, MASTER, "/key/update", &update).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = as_key(&gw, &key, path, &chat(json!({"cache": {"ttl": 60}}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let update = json!({"key": key, "allowed_cache_controls": ["ttl", 5]});
+    let r = as_key(&gw, MASTER, "/key/update", &update).await;
+    assert_eq!(r.expect_error(400)["param"], "allowed_cache_controls");
+}
+
+#[tokio::test]
+async fn an_alias_and_its_group_share_entries() {
+    let (up, calls) = upstream().await;
+    let cfg = format!(
+        "{}router_settings: {{model_group_alias: {{smart: gpt-4o}}}}\n",
+        config(&up.base(), "{type: local}")
+    );
+    let gw = Gateway::start(&cfg);
+    let miss = gw
+        .post("/v1/chat/completions", &chat(json!({"model": "smart"})))
+        .await;
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
+    stores(&gw, 1.0).await;
+    let hit = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(
+        hit.header("x-litellm-cache-key"),
+        miss.header("x-litellm-cache-key")
+    );
+    // Another group serving the same upstream model is another entry.
+    let other = gw
+        .post("/v1/chat/completions", &chat(json!({"model": "other"})))
+        .await;
+    assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// The embedding the mock gives a text: distinct per text, so a merged answer shows which
+/// input each item came from.
+fn vector(text: &str) -> Value {
+    json!([text.len() as f64, text.bytes().map(f64::from).sum::<f64>()])
+}
+
+#[tokio::test]
+async fn embeddings_are_cached_per_input_and_only_the_missing_inputs_go_upstream() {
+    let sent: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let seen = sent.clone();
+    let up = MockUpstream::start(move |req| {
+        let input = req.json()["input"].clone();
+        seen.lock().unwrap().push(input.clone());
+        let data: Vec<Value> = input
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": vector(t.as_str().unwrap())}))
+            .collect();
+        let n = data.len();
+        Reply::json(
+            200,
+            json!({"object": "list", "data": data, "model": "text-embedding-3-small",
+                   "usage": {"prompt_tokens": n, "total_tokens": n}}),
+        )
+    })
+    .await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let embed = async |input: Value, extra: Value| {
+        let mut body = json!({"model": "embed", "input": input});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = gw.post("/v1/embeddings", &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r
+    };
+    let check = |r: &Response, texts: &[&str]| {
+        let v = r.json();
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(data.len(), texts.len(), "{v}");
+        for (i, (d, t)) in data.iter().zip(texts).enumerate() {
+            assert_eq!(
+                (d["index"].as_u64(), &d["embedding"]),
+                (Some(i as u64), &vector(t)),
+                "{v}"
+            );
+        }
+    };
+
+    let first = embed(json!(["alpha", "beta"]), json!({})).await;
+    assert_eq!(first.header("x-switchboard-cache"), Some("miss"));
+    check(&first, &["alpha", "beta"]);
+    stores(&gw, 2.0).await;
+
+    // Two of three inputs are cached: only the third goes upstream; the answer is in the
+    // client's order and its usage is the upstream's.
+    let partial = embed(json!(["beta", "gamma", "alpha"]), json!({})).await;
+    assert_eq!(partial.header("x-switchboard-cache"), Some("miss"));
+    check(&partial, &["beta", "gamma", "alpha"]);
+    assert_eq!(partial.json()["usage"]["prompt_tokens"], 1);
+    assert_eq!(sent.lock().unwrap().last().unwrap(), &json!(["gamma"]));
+    stores(&gw, 3.0).await;
+
+    // Every input cached (a lone string too): the upstream is not asked, usage is 0.
+    let hit = embed(json!(["gamma", "alpha"]), json!({})).await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    check(&hit, &["gamma", "alpha"]);
+    assert_eq!(hit.json()["usage"]["prompt_tokens"], 0);
+    let one = embed(json!("beta"), json!({})).await;
+    assert_eq!(one.header("x-switchboard-cache"), Some("hit"));
+    check(&one, &["beta"]);
+    assert_eq!(sent.lock().unwrap().len(), 2);
+
+    // A parameter that changes the vectors is another entry.
+    let other = embed(json!(["alpha"]), json!({"dimensions": 8})).await;
+    assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(sent.lock().unwrap().len(), 3);
+}
+
+/// The mock embedder's vector for a prompt: paraphrases of "2+2" point the same way.
+fn meaning(prompt: &str) -> Value {
+    let p = prompt.to_lowercase();
+    if p.contains("capital") {
+        json!([0.0, 1.0])
+    } else if p.contains("roughly") {
+        json!([1.0, 0.6])
+    } else if p.contains("two plus two") {
+        json!([1.0, 0.1])
+    } else {
+        json!([1.0, 0.0])
+    }
+}
+
+#[tokio::test]
+async fn redis_semantic_answers_a_paraphrase_per_key_above_the_threshold() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let chats = Arc::new(AtomicUsize::new(0));
+    let embedded: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let (seen_chats, seen_embeds) = (chats.clone(), embedded.clone());
+    let up = MockUpstream::start(move |req| {
+        if req.path.ends_with("/embeddings") {
+            let input = req.json()["input"].clone();
+            seen_embeds.lock().unwrap().push(input.clone());
+            let text = input.as_str().unwrap_or_default().to_string();
+            return Reply::json(
+                200,
+                json!({"object": "list", "model": "e",
+                       "data": [{"object": "embedding", "index": 0, "embedding": meaning(&text)}],
+                       "usage": {"prompt_tokens": 3, "total_tokens": 3}}),
+            );
+        }
+        let n = seen_chats.fetch_add(1, Ordering::SeqCst) + 1;
+        if req.json()["stream"] == true {
+            let body = openai::sse(&["answer", " ", &n.to_string()], true);
+            Reply::stream("text/event-stream", &body, 7, Duration::ZERO)
+        } else {
+            Reply::json(200, openai::completion(&format!("answer {n}")))
+        }
+    })
+    .await;
+    let cfg = format!(
+        "{}general_settings: {{master_key: {MASTER}}}\n",
+        config(
+            &up.base(),
+            &format!(
+                "{{type: redis-semantic, url: \"{}\", similarity_threshold: 0.9, redis_semantic_cache_embedding_model: embed, ttl: 60}}",
+                redis.url()
+            ),
+        )
+    );
+    let gw = Gateway::start(&cfg);
+    let made = as_key(&gw, MASTER, "/key/generate", &json!({})).await;
+    let (a, token) = (
+        made.json()["key"].as_str().unwrap().to_string(),
+        made.json()["token_id"].as_str().unwrap().to_string(),
+    );
+    let b = new_key(&gw).await;
+    let ask = |q: &str| chat(json!({"messages": [{"role": "user", "content": q}]}));
+    let path = "/v1/chat/completions";
+
+    let first = as_key(&gw, &a, path, &ask("What is 2+2?")).await;
+    assert_eq!(
+        first.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        first.text()
+    );
+    assert_eq!(
+        embedded.lock().unwrap().as_slice(),
+        &[json!("What is 2+2?")]
+    );
+    let list = format!("semantic:gpt-4o:{token}");
+    let indexed = wait_until(
+        || redis.cmd(&["LLEN", &list]).as_deref() == Some(":1"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(indexed, "the prompt's vector is in {list}");
+
+    // A paraphrase (cosine 0.995) is answered from the first answer, streamed or whole.
+    let hit = as_key(&gw, &a, path, &ask("And two plus two?")).await;
+    assert_eq!(
+        hit.header("x-switchboard-cache"),
+        Some("hit"),
+        "{}",
+        hit.text()
+    );
+    assert_eq!(content(&hit), "answer 1");
+    assert_eq!(
+        hit.header("x-litellm-cache-key"),
+        first.header("x-litellm-cache-key")
+    );
+    let streamed = gw
+        .post_with(
+            path,
+            &[
+                ("authorization", &format!("Bearer {a}")),
+                ("content-type", "application/json"),
+            ],
+            ask("two plus two, please")
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.insert("stream".into(), json!(true));
+                    Value::Object(o).to_string()
+                })
+                .unwrap()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(streamed.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(stream_text(&openai_chunks(&streamed)), "answer 1");
+    assert_eq!(chats.load(Ordering::SeqCst), 1);
+
+    // Below the threshold (cosine 0.86) or another meaning: a miss.
+    let near = as_key(&gw, &a, path, &ask("roughly 2 and 2?")).await;
+    assert_eq!(near.header("x-switchboard-cache"), Some("miss"));
+    let other = as_key(&gw, &a, path, &ask("The capital of France?")).await;
+    assert_eq!(other.header("x-switchboard-cache"), Some("miss"));
+    // Another key does not see key a's prompts.
+    let b_ask = as_key(&gw, &b, path, &ask("And two plus two?")).await;
+    assert_eq!(b_ask.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(chats.load(Ordering::SeqCst), 4);
+    gw.wait_for_metric(
+        "switchboard_cache_events_total",
+        &["type=\"redis-semantic\"", "event=\"semantic_hit\""],
+        |v| v >= 2.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_embedder_makes_a_semantic_lookup_a_bounded_miss() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let up = MockUpstream::start(move |req| {
+        if req.path.ends_with("/embeddings") {
+            return Reply::json(200, openai::embeddings(1)).delayed(Duration::from_secs(30));
+        }
+        Reply::json(200, openai::completion("fresh"))
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        &up.base(),
+        &format!(
+            "{{type: redis-semantic, url: \"{}\", redis_semantic_cache_embedding_model: embed}}",
+            redis.url()
+        ),
+    ));
+    let started = std::time::Instant::now();
+    let r = gw.post("/v1/chat/completions", &chat(json!({}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(content(&r), "fresh");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the embedding wait is bounded: {:?}",
+        started.elapsed()
+    );
+}

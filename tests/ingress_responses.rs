@@ -12,15 +12,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::*;
 
-fn openai_config(base: &str) -> String {
+/// An OpenAI-compatible chat server without the Responses API (vLLM): requests are
+/// translated onto chat. Priced by its configured rates.
+fn chat_config(base: &str) -> String {
     format!(
         r#"
 model_list:
   - model_name: gpt-4o
     litellm_params:
-      model: openai/gpt-4o
+      model: hosted_vllm/gpt-4o
       api_base: {base}/v1
       api_key: sk-upstream
+      input_cost_per_token: 2.5e-6
+      output_cost_per_token: 1e-5
 "#
     )
 }
@@ -131,7 +135,7 @@ fn tool() -> Value {
 #[tokio::test]
 async fn a_request_is_translated_to_chat_and_the_answer_to_a_response_object() {
     let up = MockUpstream::start(|_| Reply::json(200, chat_tool_call_answer())).await;
-    let gw = Gateway::start(&openai_config(&up.base()));
+    let gw = Gateway::start(&chat_config(&up.base()));
     let resp = gw
         .post(
             "/v1/responses",
@@ -195,8 +199,9 @@ async fn a_request_is_translated_to_chat_and_the_answer_to_a_response_object() {
         json!({"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 400},
             "output_tokens": 500, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1500})
     );
-    // Priced like chat (gpt-4o: 600 uncached input, 400 cached, 500 output).
-    let want = 600.0 * 2.5e-6 + 400.0 * 1.25e-6 + 500.0 * 1e-5;
+    // Priced like chat (the configured rates; no cache-read rate: 600 uncached input, 500
+    // output).
+    let want = 600.0 * 2.5e-6 + 500.0 * 1e-5;
     let cost: f64 = resp
         .header("x-litellm-response-cost")
         .expect("the cost header")
@@ -226,7 +231,7 @@ async fn a_stream_split_anywhere_becomes_typed_events_with_the_function_call() {
             Reply::stream("text/event-stream", &b, piece, Duration::ZERO)
         })
         .await;
-        let gw = Gateway::start(&openai_config(&up.base()));
+        let gw = Gateway::start(&chat_config(&up.base()));
         let resp = gw
             .post(
                 "/v1/responses",
@@ -311,8 +316,8 @@ fn anthropic_sse(events: &[Value]) -> Vec<u8> {
     out.into_bytes()
 }
 
-#[tokio::test]
-async fn anthropic_deployments_answer_whole_and_streamed() {
+/// An Anthropic upstream: a text + tool_use message, whole or as Messages SSE.
+fn anthropic_reply(r: &Recorded) -> Reply {
     let whole = json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
         "content": [{"type": "text", "text": "Checking."},
             {"type": "tool_use", "id": "toolu_01X", "name": "get_weather", "input": {"city": "Paris"}}],
@@ -333,14 +338,16 @@ async fn anthropic_deployments_answer_whole_and_streamed() {
         json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
         json!({"type": "message_stop"}),
     ]);
-    let up = MockUpstream::start(move |r| {
-        if r.json()["stream"] == true {
-            Reply::stream("text/event-stream", &stream, 5, Duration::ZERO)
-        } else {
-            Reply::json(200, whole.clone())
-        }
-    })
-    .await;
+    if r.json()["stream"] == true {
+        Reply::stream("text/event-stream", &stream, 5, Duration::ZERO)
+    } else {
+        Reply::json(200, whole)
+    }
+}
+
+#[tokio::test]
+async fn anthropic_deployments_answer_whole_and_streamed() {
+    let up = MockUpstream::start(anthropic_reply).await;
     let gw = Gateway::start(&anthropic_config(&up.base()));
     let resp = gw
         .post(
@@ -407,9 +414,9 @@ async fn a_failing_deployment_is_retried_then_falls_back() {
         r#"
 model_list:
   - model_name: primary
-    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: k}}
+    litellm_params: {{model: hosted_vllm/gpt-4o, api_base: {}/v1, api_key: k}}
   - model_name: backup
-    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: k}}
+    litellm_params: {{model: hosted_vllm/gpt-4o, api_base: {}/v1, api_key: k}}
 router_settings:
   num_retries: 1
   retry_after: 0
@@ -447,7 +454,7 @@ async fn refusals_and_upstream_errors_are_openai_error_objects() {
         Reply::json(400, json!({"error": {"message": "temperature too high", "type": "invalid_request_error", "param": "temperature", "code": null}}))
     })
     .await;
-    let gw = Gateway::start(&openai_config(&up.base()));
+    let gw = Gateway::start(&chat_config(&up.base()));
     for (body, param) in [
         (
             json!({"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_1"}),
@@ -522,7 +529,7 @@ async fn a_stream_cut_by_the_upstream_ends_with_response_failed() {
         Reply::stream("text/event-stream", &body, 50, Duration::ZERO).cut()
     })
     .await;
-    let gw = Gateway::start(&openai_config(&up.base()));
+    let gw = Gateway::start(&chat_config(&up.base()));
     let resp = gw
         .post(
             "/v1/responses",
@@ -533,6 +540,211 @@ async fn a_stream_cut_by_the_upstream_ends_with_response_failed() {
     let k = kinds(&events);
     assert_eq!(&k[k.len() - 2..], ["error", "response.failed"], "{k:?}");
     assert_eq!(events.last().unwrap()["response"]["status"], "failed");
+}
+
+/// A Responses API stream as OpenAI writes it: typed events, a web search call, text with a
+/// multi-byte character, the usage in `response.completed`; no `[DONE]`.
+fn native_stream() -> Vec<u8> {
+    let events = [
+        json!({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_native1", "object": "response", "status": "in_progress", "model": "gpt-4o-2024-08-06", "output": [], "store": true, "usage": null}}),
+        json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": {"id": "ws_1", "type": "web_search_call", "status": "in_progress"}}),
+        json!({"type": "response.output_item.done", "sequence_number": 2, "output_index": 0, "item": {"id": "ws_1", "type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "weather"}}}),
+        json!({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_1", "output_index": 1, "content_index": 0, "delta": "Sunny ☀ in Paris", "logprobs": []}),
+        json!({"type": "response.completed", "sequence_number": 4, "response": {"id": "resp_native1", "object": "response", "status": "completed", "model": "gpt-4o-2024-08-06", "output": [], "store": true,
+            "usage": {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 200}, "output_tokens": 80, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1280}}}),
+    ];
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap()
+        ));
+    }
+    out.into_bytes()
+}
+
+fn native_response() -> Vec<u8> {
+    // Spacing and key order as the upstream chose: the client must get these exact bytes.
+    br#"{"id": "resp_native2", "object": "response", "status": "completed", "model": "gpt-4o-2024-08-06",
+ "output": [{"id": "ws_2", "type": "web_search_call", "status": "completed"},
+  {"id": "msg_2", "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny \"resp_fake\"", "annotations": [{"type": "url_citation", "url": "https://example.com"}]}]}],
+ "store": true, "previous_response_id": "resp_native1",
+ "usage": {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 5}, "total_tokens": 320}}"#
+        .to_vec()
+}
+
+fn native_upstream_reply(r: &Recorded) -> Reply {
+    if r.path != "/v1/responses" {
+        return Reply::json(404, json!({"error": {"message": "no such route"}}));
+    }
+    if r.json()["stream"] == true {
+        let body = native_stream();
+        // Splits inside `event:`, inside a JSON key, and inside the 3-byte ☀.
+        let sun = body.windows(3).position(|w| w == "☀".as_bytes()).unwrap();
+        Reply::stream_split(
+            "text/event-stream",
+            &body,
+            &[3, 31, 200, sun + 1, sun + 2, body.len() - 7],
+            Duration::ZERO,
+        )
+    } else {
+        Reply::bytes(200, "application/json", native_response())
+    }
+}
+
+/// A `/v1/responses` call to an OpenAI deployment goes to its `/responses` endpoint with the
+/// client's body byte for byte except `model`, built-in tools and stored state included; the
+/// answer (whole, and a stream split at awkward bytes) reaches the client unchanged; its usage
+/// is priced and logged; a `previous_response_id` goes back to the deployment that made it.
+#[tokio::test]
+async fn openai_deployments_get_the_responses_api_passed_through() {
+    let one = MockUpstream::start(native_upstream_reply).await;
+    let two = MockUpstream::start(native_upstream_reply).await;
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: smart
+    litellm_params: {{model: openai/gpt-4o-2024-08-06, api_base: {}/v1, api_key: sk-one}}
+  - model_name: smart
+    litellm_params: {{model: openai/gpt-4o-2024-08-06, api_base: {}/v1, api_key: sk-two}}
+router_settings:
+  routing_strategy: simple-shuffle
+"#,
+        one.base(),
+        two.base()
+    ));
+    let client_body = |stream: bool, previous: &str| {
+        format!(
+            r#"{{"model":"smart","input":[{{"role":"user","content":"Weather?"}}],"tools":[{{"type":"web_search_preview","search_context_size":"low"}}],"store":true,"reasoning":{{"effort":"low","summary":"auto"}},"include":["reasoning.encrypted_content"],"previous_response_id":{previous},"a_new_field":{{"kept": [1, 2.50, "x"]}},"stream":{stream}}}"#
+        )
+    };
+    let json_ct = ("content-type", "application/json");
+
+    // Streamed: the exact upstream bytes, and the response id remembered.
+    let body = client_body(true, "null");
+    let resp = gw
+        .post_with("/v1/responses", &[json_ct], body.as_bytes())
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream")));
+    assert_eq!(resp.text(), String::from_utf8(native_stream()).unwrap());
+    let first = if one.count() == 1 { &one } else { &two };
+    let sent = first.last();
+    assert_eq!(sent.path, "/v1/responses");
+    assert_eq!(
+        String::from_utf8(sent.body.clone()).unwrap(),
+        body.replace(r#""model":"smart""#, r#""model":"gpt-4o-2024-08-06""#),
+        "the body is passed through except model"
+    );
+    let line = gw.wait_for_log_line(|l| l["route"] == "responses").await;
+    assert_eq!(line["status"], 200);
+    assert_eq!(
+        (
+            line["prompt_tokens"].as_u64(),
+            line["completion_tokens"].as_u64()
+        ),
+        (Some(1200), Some(80)),
+        "{line}"
+    );
+    // gpt-4o-2024-08-06: 1000 uncached input at 2.5e-6, 200 cached at 1.25e-6, 80 output at 1e-5.
+    let want = 1000.0 * 2.5e-6 + 200.0 * 1.25e-6 + 80.0 * 1e-5;
+    assert!(
+        (line["cost"].as_f64().unwrap() - want).abs() < 1e-12,
+        "{line}"
+    );
+
+    // Whole, continuing that response: sent to the deployment that made it, every time.
+    for _ in 0..6 {
+        let body = client_body(false, r#""resp_native1""#);
+        let resp = gw
+            .post_with("/v1/responses", &[json_ct], body.as_bytes())
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.body, native_response(), "the answer is passed through");
+        assert_eq!(
+            resp.header("content-length"),
+            Some(native_response().len().to_string().as_str())
+        );
+        let cost: f64 = resp
+            .header("x-litellm-response-cost")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let want = 300.0 * 2.5e-6 + 20.0 * 1e-5;
+        assert!((cost - want).abs() < 1e-12, "{cost} != {want}");
+    }
+    let (made, other) = if one.count() >= two.count() {
+        (&one, &two)
+    } else {
+        (&two, &one)
+    };
+    assert_eq!(made.count(), 7, "previous_response_id pins the deployment");
+    assert_eq!(other.count(), 0);
+}
+
+/// A body only the Responses API can serve (a built-in tool) works on an OpenAI deployment
+/// and is refused with a 400 naming the field on a deployment that gets chat; a group with
+/// both sends it only where it can be served.
+#[tokio::test]
+async fn built_in_tools_work_natively_and_are_refused_when_translated() {
+    let native = MockUpstream::start(native_upstream_reply).await;
+    let chat = MockUpstream::start(|_| Reply::json(200, openai::completion("chat"))).await;
+    let gw = Gateway::start(&format!(
+        r#"
+model_list:
+  - model_name: native
+    litellm_params: {{model: openai/gpt-4o, api_base: {0}/v1, api_key: k}}
+  - model_name: translated
+    litellm_params: {{model: hosted_vllm/llama, api_base: {1}/v1, api_key: k}}
+  - model_name: mixed
+    litellm_params: {{model: hosted_vllm/llama, api_base: {1}/v1, api_key: k}}
+  - model_name: mixed
+    litellm_params: {{model: openai/gpt-4o, api_base: {0}/v1, api_key: k}}
+router_settings:
+  num_retries: 3
+  retry_after: 0
+"#,
+        native.base(),
+        chat.base()
+    ));
+    let body = |model: &str| json!({"model": model, "input": "Weather?", "tools": [{"type": "web_search"}], "tool_choice": "auto"});
+    let resp = gw.post("/v1/responses", &body("native")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["id"], "resp_native2");
+    assert_eq!(
+        native.last().json()["tools"],
+        json!([{"type": "web_search"}])
+    );
+
+    let e = gw
+        .post("/v1/responses", &body("translated"))
+        .await
+        .expect_error(400);
+    assert_eq!(e["param"], "tools[0].type", "{e}");
+    assert_eq!(chat.count(), 0);
+
+    for _ in 0..4 {
+        let resp = gw.post("/v1/responses", &body("mixed")).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.json()["id"], "resp_native2");
+    }
+    assert_eq!(
+        chat.count(),
+        0,
+        "the chat deployment never gets what it cannot serve"
+    );
+
+    // A plain request on the mixed group is served by either, each in its own way.
+    for _ in 0..6 {
+        let resp = gw
+            .post("/v1/responses", &json!({"model": "mixed", "input": "hi"}))
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let r = resp.json();
+        assert_eq!(r["object"], "response", "{r}");
+    }
 }
 
 /// The Python interpreter with the OpenAI SDK, or `None` (the test says it is skipped).
@@ -553,16 +765,178 @@ pub fn python_with_openai_sdk() -> Option<PathBuf> {
     ok.then_some(python)
 }
 
+/// A Response object as OpenAI's Responses API returns it: text, then a function call.
+fn native_sdk_response(status: &str, output: Value, usage: Value) -> Value {
+    json!({"id": "resp_sdk1", "object": "response", "created_at": 1700000000, "status": status,
+        "model": "gpt-4o", "output": output, "parallel_tool_calls": true, "tool_choice": "auto",
+        "tools": [], "usage": usage, "error": null, "incomplete_details": null,
+        "instructions": null, "metadata": {}, "temperature": 1.0, "top_p": 1.0,
+        "text": {"format": {"type": "text"}}, "store": true})
+}
+
+/// OpenAI's Responses API: the whole Response, or its typed event stream, as the SDK's
+/// accumulator expects them.
+fn native_sdk_reply(r: &Recorded) -> Reply {
+    let msg = json!({"id": "msg_n1", "type": "message", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": "Native ☀ weather", "annotations": []}]});
+    let call = json!({"id": "fc_n1", "type": "function_call", "status": "completed", "call_id": "call_n1",
+        "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"});
+    let usage = json!({"input_tokens": 30, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 12, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 42});
+    if r.json()["stream"] != true {
+        return Reply::json(
+            200,
+            native_sdk_response("completed", json!([msg, call]), usage),
+        );
+    }
+    let text_at = json!({"item_id": "msg_n1", "output_index": 0, "content_index": 0});
+    let with = |base: &Value, extra: Value| {
+        let mut v = base.clone();
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let call_at = json!({"item_id": "fc_n1", "output_index": 1});
+    let events = [
+        json!({"type": "response.created", "response": native_sdk_response("in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.in_progress", "response": native_sdk_response("in_progress", json!([]), Value::Null)}),
+        json!({"type": "response.output_item.added", "output_index": 0, "item": {"id": "msg_n1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+        with(
+            &text_at,
+            json!({"type": "response.content_part.added", "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+        with(
+            &text_at,
+            json!({"type": "response.output_text.delta", "delta": "Native ☀ ", "logprobs": []}),
+        ),
+        with(
+            &text_at,
+            json!({"type": "response.output_text.delta", "delta": "weather", "logprobs": []}),
+        ),
+        with(
+            &text_at,
+            json!({"type": "response.output_text.done", "text": "Native ☀ weather", "logprobs": []}),
+        ),
+        with(
+            &text_at,
+            json!({"type": "response.content_part.done", "part": msg["content"][0]}),
+        ),
+        json!({"type": "response.output_item.done", "output_index": 0, "item": msg}),
+        json!({"type": "response.output_item.added", "output_index": 1, "item": with(&call, json!({"status": "in_progress", "arguments": ""}))}),
+        with(
+            &call_at,
+            json!({"type": "response.function_call_arguments.delta", "delta": "{\"city\":"}),
+        ),
+        with(
+            &call_at,
+            json!({"type": "response.function_call_arguments.delta", "delta": "\"Paris\"}"}),
+        ),
+        with(
+            &call_at,
+            json!({"type": "response.function_call_arguments.done", "arguments": "{\"city\":\"Paris\"}"}),
+        ),
+        json!({"type": "response.output_item.done", "output_index": 1, "item": call}),
+        json!({"type": "response.completed", "response": native_sdk_response("completed", json!([msg, call]), usage)}),
+    ];
+    let mut out = String::new();
+    for (seq, mut e) in events.into_iter().enumerate() {
+        e["sequence_number"] = json!(seq);
+        out.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap()
+        ));
+    }
+    Reply::stream("text/event-stream", out.as_bytes(), 11, Duration::ZERO)
+}
+
+/// Gemini's generateContent and its SSE stream: text, then a function call.
+fn gemini_reply(r: &Recorded) -> Reply {
+    let call = json!({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}});
+    let usage = json!({"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18});
+    if !r.path.contains(":streamGenerateContent") {
+        return Reply::json(
+            200,
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Gemini says"}, call]},
+                "finishReason": "STOP"}], "usageMetadata": usage}),
+        );
+    }
+    let chunks = [
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Gemini "}]}}]}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "says"}]}}]}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [call]}, "finishReason": "STOP"}],
+            "usageMetadata": usage}),
+    ];
+    let body: String = chunks
+        .iter()
+        .map(|c| format!("data: {c}\r\n\r\n"))
+        .collect();
+    Reply::stream("text/event-stream", body.as_bytes(), 7, Duration::ZERO)
+}
+
+/// Bedrock's Converse and ConverseStream (AWS eventstream): text, then a tool use.
+fn bedrock_reply(r: &Recorded) -> Reply {
+    use switchboard::codec::eventstream::encode_event;
+    if !r.path.ends_with("/converse-stream") {
+        return Reply::json(
+            200,
+            json!({"output": {"message": {"role": "assistant", "content": [{"text": "Bedrock says"},
+                {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Paris"}}}]}},
+                "stopReason": "tool_use", "usage": {"inputTokens": 13, "outputTokens": 8, "totalTokens": 21}}),
+        );
+    }
+    let mut frames = Vec::new();
+    for (kind, body) in [
+        ("messageStart", json!({"role": "assistant"})),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": "Bedrock "}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": "says"}}),
+        ),
+        ("contentBlockStop", json!({"contentBlockIndex": 0})),
+        (
+            "contentBlockStart",
+            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather"}}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"city\":"}}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "\"Paris\"}"}}}),
+        ),
+        ("contentBlockStop", json!({"contentBlockIndex": 1})),
+        ("messageStop", json!({"stopReason": "tool_use"})),
+        (
+            "metadata",
+            json!({"usage": {"inputTokens": 13, "outputTokens": 8, "totalTokens": 21}, "metrics": {"latencyMs": 5}}),
+        ),
+    ] {
+        encode_event(kind, body.to_string().as_bytes(), &mut frames);
+    }
+    Reply::stream(
+        "application/vnd.amazon.eventstream",
+        &frames,
+        9,
+        Duration::ZERO,
+    )
+}
+
 /// The official OpenAI Python SDK: `responses.create`, `responses.create(stream=True)` and the
 /// `responses.stream` helper (whose accumulator checks event order and indices), with a
-/// function call, over an OpenAI chat deployment and an Anthropic one.
+/// function call, over an OpenAI deployment (the Responses API passed through) and, translated,
+/// an OpenAI-compatible chat server, Anthropic, Gemini and Bedrock.
 #[tokio::test]
 async fn the_openai_python_sdk_responses_client_works() {
     let Some(python) = python_with_openai_sdk() else {
         return;
     };
     let stream = chat_tool_stream();
-    let oa = MockUpstream::start(move |r| {
+    let chat = MockUpstream::start(move |r| {
         if r.json()["stream"] == true {
             Reply::stream("text/event-stream", &stream, 13, Duration::ZERO)
         } else {
@@ -570,38 +944,115 @@ async fn the_openai_python_sdk_responses_client_works() {
         }
     })
     .await;
-    let gw = Gateway::start(&openai_config(&oa.base()));
+    let native = MockUpstream::start(native_sdk_reply).await;
+    let anthropic = MockUpstream::start(anthropic_reply).await;
+    let gemini = MockUpstream::start(gemini_reply).await;
+    let bedrock = MockUpstream::start(bedrock_reply).await;
+    let gw = Gateway::start(&format!(
+        r#"{}  - model_name: openai
+    litellm_params: {{model: openai/gpt-4o, api_base: {}/v1, api_key: k}}
+  - model_name: claude
+    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: {}, api_key: k}}
+  - model_name: gemini
+    litellm_params: {{model: gemini/gemini-2.0-flash, api_base: {}/v1beta, api_key: k}}
+  - model_name: nova
+    litellm_params: {{model: bedrock/amazon.nova-pro-v1:0, api_base: {}, aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret, aws_region_name: us-west-2}}
+"#,
+        chat_config(&chat.base()),
+        native.base(),
+        anthropic.base(),
+        gemini.base(),
+        bedrock.base()
+    ));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai_sdk_ingress.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(format!("http://127.0.0.1:{}/v1", gw.port))
-        .args(["responses", "gpt-4o"])
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
-    assert_eq!(seen["whole"]["text"], "Checking.", "{seen}");
-    assert_eq!(
-        seen["whole"]["calls"],
-        json!([["call_abc", "get_weather", "{\"city\":\"Paris\"}"]])
-    );
-    assert_eq!(seen["whole"]["usage"], json!([1000, 500, 1500]));
-    for k in ["created", "stream_helper"] {
-        assert_eq!(seen[k]["text"], "Let me look that up – ☀", "{k}: {seen}");
-        assert_eq!(
-            seen[k]["calls"],
-            json!([["call_1", "get_weather", "{\"city\":\"Paris\"}"]]),
-            "{k}"
+    let paris = "{\"city\":\"Paris\"}";
+    // (group, whole: text, call, usage; streamed: text, call, usage; whether it is refused
+    // `previous_response_id`). Calls are (call id or "" when the gateway makes it, name, args).
+    type Answer<'a> = (&'a str, (&'a str, &'a str), [u64; 3]);
+    let cases: [(&str, Answer, Answer, bool); 5] = [
+        (
+            "gpt-4o",
+            ("Checking.", ("call_abc", paris), [1000, 500, 1500]),
+            ("Let me look that up – ☀", ("call_1", paris), [20, 9, 29]),
+            true,
+        ),
+        (
+            "openai",
+            ("Native ☀ weather", ("call_n1", paris), [30, 12, 42]),
+            ("Native ☀ weather", ("call_n1", paris), [30, 12, 42]),
+            false,
+        ),
+        (
+            "claude",
+            ("Checking.", ("toolu_01X", paris), [50, 12, 62]),
+            ("Hello", ("toolu_9", "{\"city\": \"Oslo\"}"), [20, 9, 29]),
+            true,
+        ),
+        (
+            "gemini",
+            ("Gemini says", ("", paris), [11, 7, 18]),
+            ("Gemini says", ("", paris), [11, 7, 18]),
+            true,
+        ),
+        (
+            "nova",
+            ("Bedrock says", ("tooluse_1", paris), [13, 8, 21]),
+            ("Bedrock says", ("tooluse_1", paris), [13, 8, 21]),
+            true,
+        ),
+    ];
+    for (model, whole, streamed, refuses) in cases {
+        let out = tokio::process::Command::new(&python)
+            .arg(&script)
+            .arg(format!("http://127.0.0.1:{}/v1", gw.port))
+            .args(["responses", model])
+            .output()
+            .await
+            .expect("run python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{model}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(seen[k]["usage"], json!([20, 9, 29]), "{k}");
+        let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
+        for (k, (text, (call_id, args), usage)) in [
+            ("whole", whole),
+            ("created", streamed),
+            ("stream_helper", streamed),
+        ] {
+            let got = &seen[k];
+            assert_eq!(got["text"], text, "{model} {k}: {seen}");
+            let calls = got["calls"].as_array().unwrap();
+            assert_eq!(calls.len(), 1, "{model} {k}: {seen}");
+            let id = calls[0][0].as_str().unwrap();
+            if call_id.is_empty() {
+                assert!(!id.is_empty(), "{model} {k}: {seen}");
+            } else {
+                assert_eq!(id, call_id, "{model} {k}");
+            }
+            assert_eq!(calls[0][1], "get_weather", "{model} {k}");
+            assert_eq!(calls[0][2], args, "{model} {k}");
+            assert_eq!(got["usage"], json!(usage), "{model} {k}");
+        }
+        if refuses {
+            assert_eq!(seen["error"]["status"], 400, "{model}: {seen}");
+        } else {
+            assert!(seen.get("error").is_none(), "{model}: {seen}");
+        }
     }
-    assert_eq!(seen["error"]["status"], 400, "{seen}");
+    assert_eq!(
+        native
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/responses")
+            .count(),
+        4
+    );
+    assert!(bedrock
+        .requests()
+        .iter()
+        .all(|r| r.path.contains("/model/amazon.nova-pro-v1")));
 }
 
 /// The same keys and spend as chat: a call without a key is a 401 (nothing sent upstream), a
@@ -612,7 +1063,7 @@ async fn keys_are_checked_and_spend_is_logged_as_aresponses() {
     let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
     let gw = Gateway::start(&format!(
         "{}general_settings:\n  master_key: {MASTER}\n",
-        openai_config(&up.base())
+        chat_config(&up.base())
     ));
     let body = json!({"model": "gpt-4o", "input": "hi"}).to_string();
     let json_ct = ("content-type", "application/json");

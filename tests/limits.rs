@@ -6,7 +6,7 @@
 mod redis_server;
 mod support;
 
-use redis_server::Redis;
+use redis_server::{Redis, RedisCluster};
 use std::time::{Duration, Instant};
 use support::*;
 use switchboard::config::redis::{FailurePolicy, RedisSettings};
@@ -19,6 +19,7 @@ fn settings(url: String) -> RedisSettings {
         username: None,
         password: None,
         origin: "test".into(),
+        ca_certs: None,
     }
 }
 
@@ -98,7 +99,7 @@ fn config(up: &MockUpstream, redis: Option<&str>, extra: &str) -> String {
         extra
     };
     format!(
-        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n{router}{extra}",
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up}}\n  - model_name: gpt-4o-mini\n    litellm_params: {{model: openai/gpt-4o-mini, api_base: \"{b}/v1\", api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n{router}{extra}",
         b = up.base()
     )
 }
@@ -112,39 +113,31 @@ async fn make_key(gws: &[&Gateway], limits: serde_json::Value) {
     let mut body = limits;
     body["key"] = KEY.into();
     for gw in gws {
-        let r = gw
-            .post_with(
-                "/key/generate",
-                &[
-                    ("content-type", "application/json"),
-                    ("authorization", &format!("Bearer {MASTER}")),
-                ],
-                body.to_string().as_bytes(),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text());
+        gw.generate_key(MASTER, body.clone()).await;
     }
 }
 
-fn chat_body(extra: serde_json::Value) -> Vec<u8> {
+fn chat_json(extra: serde_json::Value) -> serde_json::Value {
     let mut b =
         serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
     if let (Some(b), serde_json::Value::Object(e)) = (b.as_object_mut(), extra) {
         b.extend(e);
     }
-    b.to_string().into_bytes()
+    b
+}
+
+fn chat_body(extra: serde_json::Value) -> Vec<u8> {
+    chat_json(extra).to_string().into_bytes()
 }
 
 async fn chat(gw: &Gateway, extra: serde_json::Value) -> Response {
-    gw.post_with(
-        "/v1/chat/completions",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {KEY}")),
-        ],
-        &chat_body(extra),
-    )
-    .await
+    chat_with(gw, KEY, extra).await
+}
+
+/// A chat call as `key` with `extra` body fields.
+async fn chat_with(gw: &Gateway, key: &str, extra: serde_json::Value) -> Response {
+    gw.post_as(key, "/v1/chat/completions", &chat_json(extra))
+        .await
 }
 
 /// `n` concurrent calls spread round-robin over `gws`; their responses.
@@ -365,6 +358,14 @@ async fn rate_limit_headers_on_a_stream() {
     assert_eq!(s.header("x-ratelimit-remaining-requests"), Some("9"));
     assert_eq!(s.header("x-ratelimit-limit-tokens"), Some("5000"));
     assert!(s.header("x-ratelimit-reset-requests").is_some());
+    // LiteLLM's per-descriptor names too, in the same head.
+    assert_eq!(s.header("x-ratelimit-api_key-limit-requests"), Some("10"));
+    assert_eq!(
+        s.header("x-ratelimit-api_key-remaining-requests"),
+        Some("9")
+    );
+    assert_eq!(s.header("x-ratelimit-api_key-limit-tokens"), Some("5000"));
+    assert!(s.header("x-ratelimit-api_key-remaining-tokens").is_some());
     let body = String::from_utf8_lossy(&s.read_to_end().await).to_string();
     assert!(body.contains("[DONE]"), "{body}");
 }
@@ -440,6 +441,534 @@ async fn redis_down_fails_closed_when_configured() {
     )
     .await;
     assert!(back);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scopes: team, user, team member, end user, model per key. Each shares its limit across the
+// keys (or requests) in it, refuses the (N+1)th with LiteLLM's 429, and leaves the other
+// scopes alone.
+
+/// An admin call with the master key that must succeed; its JSON.
+async fn admin(gw: &Gateway, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = gw.post_as(MASTER, path, &body).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r.json()
+}
+
+/// Makes the virtual key `key` with `fields`.
+async fn key_with(gw: &Gateway, key: &str, mut fields: serde_json::Value) {
+    fields["key"] = key.into();
+    gw.generate_key(MASTER, fields).await;
+}
+
+/// The refusal names `scope` and its limit, and its Retry-After is the real wait (60 s /
+/// limit, ±1 s).
+fn assert_refused_by(r: &Response, scope: &str, limit: u64) {
+    let e = r.expect_error(429);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!("Rate limit exceeded for {scope}. Limit type: requests. Current limit: {limit}, Remaining: 0.")),
+        "{msg}"
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    let wait = 60 / limit;
+    assert!(
+        (wait - 1..=wait + 1).contains(&retry),
+        "retry-after {retry}, expected ~{wait}"
+    );
+}
+
+/// Team rpm 3 is shared by the team's two keys: the fourth call, on either key, is refused
+/// on the team scope; a key outside the team is untouched. The per-descriptor headers say
+/// which scope is tight, the aggregate ones follow the tightest.
+#[tokio::test]
+async fn team_rpm_is_shared_by_the_team_keys() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    admin(
+        &gw,
+        "/team/new",
+        serde_json::json!({"team_id": "t-lim", "rpm_limit": 3}),
+    )
+    .await;
+    admin(
+        &gw,
+        "/team/new",
+        serde_json::json!({"team_id": "t-other", "rpm_limit": 3}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-team-a",
+        serde_json::json!({"team_id": "t-lim", "rpm_limit": 100}),
+    )
+    .await;
+    key_with(&gw, "sk-team-b", serde_json::json!({"team_id": "t-lim"})).await;
+    key_with(&gw, "sk-team-c", serde_json::json!({"team_id": "t-other"})).await;
+    let first = chat_with(&gw, "sk-team-a", serde_json::json!({})).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-ratelimit-team-limit-requests"), Some("3"));
+    assert_eq!(
+        first.header("x-ratelimit-team-remaining-requests"),
+        Some("2")
+    );
+    assert_eq!(
+        first.header("x-ratelimit-api_key-limit-requests"),
+        Some("100")
+    );
+    assert_eq!(
+        first.header("x-ratelimit-api_key-remaining-requests"),
+        Some("99")
+    );
+    assert_eq!(
+        first.header("x-ratelimit-limit-requests"),
+        Some("3"),
+        "the tightest"
+    );
+    assert_eq!(first.header("x-ratelimit-remaining-requests"), Some("2"));
+    for key in ["sk-team-b", "sk-team-a"] {
+        assert_eq!(chat_with(&gw, key, serde_json::json!({})).await.status, 200);
+    }
+    let refused = chat_with(&gw, "sk-team-b", serde_json::json!({})).await;
+    assert_refused_by(&refused, "team: t-lim", 3);
+    assert_eq!(
+        refused.header("x-ratelimit-team-remaining-requests"),
+        Some("0")
+    );
+    assert_eq!(
+        chat_with(&gw, "sk-team-a", serde_json::json!({}))
+            .await
+            .status,
+        429
+    );
+    let other = chat_with(&gw, "sk-team-c", serde_json::json!({})).await;
+    assert_eq!(other.status, 200, "another team is untouched");
+    assert_eq!(
+        other.header("x-ratelimit-team-remaining-requests"),
+        Some("2")
+    );
+    assert_eq!(up.count(), 4);
+}
+
+/// A user's rpm is shared by every key of the user; another user's key is untouched.
+#[tokio::test]
+async fn user_rpm_is_shared_by_the_user_keys() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    admin(
+        &gw,
+        "/user/new",
+        serde_json::json!({"user_id": "u-lim", "rpm_limit": 2, "auto_create_key": false}),
+    )
+    .await;
+    admin(
+        &gw,
+        "/user/new",
+        serde_json::json!({"user_id": "u-free", "auto_create_key": false}),
+    )
+    .await;
+    key_with(&gw, "sk-user-a", serde_json::json!({"user_id": "u-lim"})).await;
+    key_with(&gw, "sk-user-b", serde_json::json!({"user_id": "u-lim"})).await;
+    key_with(&gw, "sk-user-c", serde_json::json!({"user_id": "u-free"})).await;
+    assert_eq!(
+        chat_with(&gw, "sk-user-a", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    let second = chat_with(&gw, "sk-user-b", serde_json::json!({})).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        second.header("x-ratelimit-user-remaining-requests"),
+        Some("0")
+    );
+    assert_refused_by(
+        &chat_with(&gw, "sk-user-a", serde_json::json!({})).await,
+        "user: u-lim",
+        2,
+    );
+    let other = chat_with(&gw, "sk-user-c", serde_json::json!({})).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert!(other
+        .header("x-ratelimit-user-remaining-requests")
+        .is_none());
+    assert_eq!(up.count(), 3);
+}
+
+/// A team member's limit (the membership's budget row) holds for that member's keys in the
+/// team; another member of the same team is untouched.
+#[tokio::test]
+async fn team_member_rpm_holds_for_that_member_only() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    admin(&gw, "/team/new", serde_json::json!({"team_id": "t-m"})).await;
+    let added = admin(
+        &gw,
+        "/team/member_add",
+        serde_json::json!({"team_id": "t-m", "member": [{"user_id": "m-lim", "role": "user"}, {"user_id": "m-free", "role": "user"}], "max_budget_in_team": 100}),
+    )
+    .await;
+    let budget_id = added["updated_team_memberships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == "m-lim")
+        .and_then(|m| m["budget_id"].as_str())
+        .unwrap()
+        .to_string();
+    admin(
+        &gw,
+        "/budget/update",
+        serde_json::json!({"budget_id": budget_id, "rpm_limit": 2}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-member-a",
+        serde_json::json!({"team_id": "t-m", "user_id": "m-lim"}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-member-b",
+        serde_json::json!({"team_id": "t-m", "user_id": "m-lim"}),
+    )
+    .await;
+    key_with(
+        &gw,
+        "sk-member-c",
+        serde_json::json!({"team_id": "t-m", "user_id": "m-free"}),
+    )
+    .await;
+    assert_eq!(
+        chat_with(&gw, "sk-member-a", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    let second = chat_with(&gw, "sk-member-b", serde_json::json!({})).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        second.header("x-ratelimit-team_member-remaining-requests"),
+        Some("0")
+    );
+    assert_refused_by(
+        &chat_with(&gw, "sk-member-a", serde_json::json!({})).await,
+        "team_member: t-m:m-lim",
+        2,
+    );
+    for _ in 0..3 {
+        let r = chat_with(&gw, "sk-member-c", serde_json::json!({})).await;
+        assert_eq!(r.status, 200, "the other member: {}", r.text());
+    }
+}
+
+/// An end user's limit (the customer's budget row) follows the `user` field across keys;
+/// another end user, and a call naming none, are untouched.
+#[tokio::test]
+async fn end_user_rpm_follows_the_user_field_across_keys() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    admin(
+        &gw,
+        "/customer/new",
+        serde_json::json!({"user_id": "cust-lim", "rpm_limit": 2}),
+    )
+    .await;
+    key_with(&gw, "sk-eu-a", serde_json::json!({})).await;
+    key_with(&gw, "sk-eu-b", serde_json::json!({})).await;
+    let as_customer = serde_json::json!({"user": "cust-lim"});
+    assert_eq!(
+        chat_with(&gw, "sk-eu-a", as_customer.clone()).await.status,
+        200
+    );
+    let second = chat_with(&gw, "sk-eu-b", as_customer.clone()).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        second.header("x-ratelimit-end_user-remaining-requests"),
+        Some("0")
+    );
+    assert_refused_by(
+        &chat_with(&gw, "sk-eu-a", as_customer).await,
+        "end_user: cust-lim",
+        2,
+    );
+    let other = chat_with(&gw, "sk-eu-a", serde_json::json!({"user": "cust-other"})).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert_eq!(
+        chat_with(&gw, "sk-eu-b", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+}
+
+/// `model_rpm_limit` limits one model on one key; another model on the key, and the same
+/// model on another key, are untouched.
+#[tokio::test]
+async fn model_rpm_limit_is_per_model_per_key() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(&up, None, ""));
+    key_with(
+        &gw,
+        "sk-model-a",
+        serde_json::json!({"model_rpm_limit": {"gpt-4o": 2}}),
+    )
+    .await;
+    key_with(&gw, "sk-model-b", serde_json::json!({})).await;
+    let first = chat_with(&gw, "sk-model-a", serde_json::json!({})).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        first.header("x-ratelimit-model_per_key-limit-requests"),
+        Some("2")
+    );
+    assert_eq!(
+        first.header("x-ratelimit-model_per_key-remaining-requests"),
+        Some("1")
+    );
+    assert_eq!(
+        chat_with(&gw, "sk-model-a", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    let hash = switchboard::keys::hex(&switchboard::keys::hash_key("sk-model-a"));
+    assert_refused_by(
+        &chat_with(&gw, "sk-model-a", serde_json::json!({})).await,
+        &format!("model_per_key: {hash}:gpt-4o"),
+        2,
+    );
+    let mini = chat_with(
+        &gw,
+        "sk-model-a",
+        serde_json::json!({"model": "gpt-4o-mini"}),
+    )
+    .await;
+    assert_eq!(mini.status, 200, "another model: {}", mini.text());
+    assert!(mini
+        .header("x-ratelimit-model_per_key-limit-requests")
+        .is_none());
+    assert_eq!(
+        chat_with(&gw, "sk-model-b", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// LiteLLM's default limits from `litellm_settings`.
+
+/// `default_key_generate_params` fills a new key's unset limits and
+/// `upperbound_key_generate_params` fills the rest and refuses a value over its cap with
+/// LiteLLM's 400; the key made is then held to those limits on real calls.
+#[tokio::test]
+async fn key_generate_applies_the_default_and_upper_bound_limits() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        None,
+        "litellm_settings:\n  default_key_generate_params: {rpm_limit: 2}\n  upperbound_key_generate_params: {rpm_limit: 5, tpm_limit: 10000}\n",
+    ));
+    let made = admin(
+        &gw,
+        "/key/generate",
+        serde_json::json!({"key": "sk-defaulted"}),
+    )
+    .await;
+    assert_eq!(made["rpm_limit"], 2, "{made}");
+    assert_eq!(made["tpm_limit"], 10000, "{made}");
+    let over = gw
+        .post_as(
+            MASTER,
+            "/key/generate",
+            &serde_json::json!({"rpm_limit": 6}),
+        )
+        .await;
+    let e = over.expect_error(400);
+    assert_eq!(
+        e["message"],
+        "rpm_limit is over max limit set in config - user_value=6; max_value=5"
+    );
+    let at_cap = admin(&gw, "/key/generate", serde_json::json!({"rpm_limit": 5})).await;
+    assert_eq!(at_cap["rpm_limit"], 5);
+    // The defaulted key is held to 2 a minute.
+    for _ in 0..2 {
+        let r = chat_with(&gw, "sk-defaulted", serde_json::json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-api_key-limit-tokens"), Some("10000"));
+    }
+    let hash = switchboard::keys::hex(&switchboard::keys::hash_key("sk-defaulted"));
+    assert_refused_by(
+        &chat_with(&gw, "sk-defaulted", serde_json::json!({})).await,
+        &format!("api_key: {hash}"),
+        2,
+    );
+}
+
+/// `max_end_user_budget_id`: end users with no budget of their own (no row at all, as
+/// LiteLLM's implicit customers) each get that budget's rpm; a customer with its own budget
+/// keeps its own.
+#[tokio::test]
+async fn end_users_without_a_budget_get_the_default_budget_limits() {
+    let up = upstream().await;
+    let gw = Gateway::start(&config(
+        &up,
+        None,
+        "litellm_settings:\n  max_end_user_budget_id: eu-default\n",
+    ));
+    admin(
+        &gw,
+        "/budget/new",
+        serde_json::json!({"budget_id": "eu-default", "rpm_limit": 2}),
+    )
+    .await;
+    admin(
+        &gw,
+        "/customer/new",
+        serde_json::json!({"user_id": "cust-own", "rpm_limit": 4}),
+    )
+    .await;
+    key_with(&gw, "sk-eu-default", serde_json::json!({})).await;
+    let anon = serde_json::json!({"user": "anon-1"});
+    for _ in 0..2 {
+        let r = chat_with(&gw, "sk-eu-default", anon.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-end_user-limit-requests"), Some("2"));
+    }
+    assert_refused_by(
+        &chat_with(&gw, "sk-eu-default", anon).await,
+        "end_user: anon-1",
+        2,
+    );
+    // Another end user has a limit of its own, not a share of anon-1's.
+    let r = chat_with(&gw, "sk-eu-default", serde_json::json!({"user": "anon-2"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..4 {
+        let r = chat_with(
+            &gw,
+            "sk-eu-default",
+            serde_json::json!({"user": "cust-own"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-end_user-limit-requests"), Some("4"));
+    }
+    // No end user: no end-user limit.
+    let r = chat_with(&gw, "sk-eu-default", serde_json::json!({})).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-ratelimit-end_user-limit-requests").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis over TLS and Redis Cluster.
+
+/// Waits until `gw` decides limits on Redis (a key with a huge limit answered 200 rather than
+/// the fail-closed 503 of a connection still being made).
+async fn wait_for_shared_limits(gw: &Gateway) {
+    key_with(
+        gw,
+        "sk-warm-up",
+        serde_json::json!({"rpm_limit": 1_000_000}),
+    )
+    .await;
+    let mut last = String::new();
+    let ready = wait_until_async(
+        async || {
+            let r = chat_with(gw, "sk-warm-up", serde_json::json!({})).await;
+            last = r.text();
+            r.status == 200
+        },
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(ready, "limits never reached Redis: {last}");
+}
+
+/// Two instances reach Redis at `rediss://` trusting the test's private CA
+/// (`REDIS_SSL_CA_CERTS`) and admit exactly rpm between them (fail-closed, so every decision
+/// is Redis'). An instance that does not trust the CA fails the handshake and refuses with
+/// 503: the certificate is verified, never skipped.
+#[tokio::test]
+async fn rate_limits_shared_over_redis_tls_with_a_private_ca() {
+    let Some(redis) = Redis::start_tls() else {
+        return;
+    };
+    let up = upstream().await;
+    let yaml = config(
+        &up,
+        Some(&redis.tls_url()),
+        "switchboard:\n  redis_failure_policy: closed\n  redis_timeout_ms: 3000\n",
+    );
+    let ca = redis.ca_file();
+    let env = [("REDIS_SSL_CA_CERTS", ca.to_str().unwrap())];
+    let (a, b) = (
+        Gateway::start_with_env(&yaml, &env),
+        Gateway::start_with_env(&yaml, &env),
+    );
+    wait_for_shared_limits(&a).await;
+    wait_for_shared_limits(&b).await;
+    make_key(
+        &[&a, &b],
+        serde_json::json!({"rpm_limit": 3, "tpm_limit": 100000}),
+    )
+    .await;
+    let rs = burst(&[&a, &b], 8).await;
+    assert_eq!(
+        count(&rs, 200),
+        3,
+        "{:?}",
+        rs.iter().map(|r| (r.status, r.text())).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&rs, 429), 5);
+    assert_ne!(redis.cmd(&["DBSIZE"]).as_deref(), Some(":0"));
+    // No CA: the handshake fails (the system roots do not know it), so closed means 503.
+    let c = Gateway::start(&yaml);
+    make_key(&[&c], serde_json::json!({"rpm_limit": 3})).await;
+    let r = chat(&c, serde_json::json!({})).await;
+    let e = r.expect_error(503);
+    assert!(e["message"].as_str().unwrap().contains("Redis"), "{e}");
+}
+
+/// Two instances share limits over a 3-primary Redis Cluster (`cache_params.
+/// redis_startup_nodes`): the admission script's keys hash to one slot, so a key with rpm and
+/// tpm limits is checked in one script and exactly rpm calls are admitted across both.
+#[tokio::test]
+async fn rate_limits_shared_over_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let up = upstream().await;
+    let nodes = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("{{host: 127.0.0.1, port: {}}}", n.port))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let yaml = config(
+        &up,
+        None,
+        &format!(
+            "litellm_settings:\n  cache_params:\n    redis_startup_nodes: [{nodes}]\nswitchboard:\n  redis_failure_policy: closed\n  redis_timeout_ms: 3000\n"
+        ),
+    );
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
+    wait_for_shared_limits(&a).await;
+    wait_for_shared_limits(&b).await;
+    make_key(
+        &[&a, &b],
+        serde_json::json!({"rpm_limit": 4, "tpm_limit": 100000}),
+    )
+    .await;
+    let rs = burst(&[&a, &b], 12).await;
+    assert_eq!(
+        count(&rs, 200),
+        4,
+        "{:?}",
+        rs.iter().map(|r| (r.status, r.text())).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&rs, 429), 8);
+    assert!(cluster.dbsize() > 0, "the state is on the cluster");
 }
 
 // ---------------------------------------------------------------------------------------------

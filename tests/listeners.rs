@@ -6,8 +6,11 @@
 //! curl and the official OpenAI Python SDK (`tests/fixtures/openai_sdk_client.py`, in the venv
 //! `.ci/setup` makes at `target/ci-venv`).
 
+#[path = "support/certs.rs"]
+mod certs;
 mod support;
 
+use certs::{make_ca, make_leaf};
 use pingora_core::tls::{
     ClientConfig, RootCertStore, ServerName, TlsConnector, TlsStream as RustlsStream,
 };
@@ -24,91 +27,7 @@ use tokio::net::TcpStream;
 type Tls = RustlsStream<TcpStream>;
 
 // ---------------------------------------------------------------------------------------------
-// Certificates.
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA named `name` in `dir` (`{name}.pem`, `{name}.key`).
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-}
-
-/// A leaf for localhost/127.0.0.1/::1 signed by CA `ca`, valid for `days` (negative: expired).
-/// Returns (certificate, key) paths.
-fn make_leaf(dir: &Path, ca: &str, name: &str, days: i32) -> (PathBuf, PathBuf) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            &days.to_string(),
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    )
-}
+// Certificates (made by `support/certs.rs`).
 
 fn serial_of_file(pem: &Path) -> String {
     let bytes = std::fs::read(pem).unwrap();

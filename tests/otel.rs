@@ -551,3 +551,283 @@ async fn a_reload_that_moves_the_exporter_flushes_the_old_one_and_uses_the_new_o
     );
     assert_eq!(received(&old).len(), 2);
 }
+
+fn finish_reasons(span: &Span) -> Option<Vec<String>> {
+    match attr(span, "gen_ai.response.finish_reasons") {
+        Some(AnyValue::ArrayValue(a)) => Some(
+            a.values
+                .iter()
+                .filter_map(|v| match &v.value {
+                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn finish_reasons_are_on_the_server_and_client_spans_of_a_call_and_a_stream() {
+    let col = collector().await;
+    // The stream ends with `length`, sent in 5-byte pieces so the reason arrives split.
+    let sse = String::from_utf8(openai::sse(&["a", "b"], true))
+        .unwrap()
+        .replace("\"finish_reason\":\"stop\"", "\"finish_reason\":\"length\"");
+    let up = MockUpstream::start(move |r| {
+        if r.json()["stream"] == json!(true) {
+            Reply::stream("text/event-stream", sse.as_bytes(), 5, Duration::ZERO)
+        } else {
+            Reply::json(200, openai::completion("hello"))
+        }
+    })
+    .await;
+    let gw = start(
+        &otel_config(&[upstream("gpt-4o", "a", &up.base())], ""),
+        &env_for(&col),
+    );
+    let r = gw.post("/v1/chat/completions", &chat("gpt-4o")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let spans = wait_spans(&col, 2).await;
+    for s in &spans {
+        assert_eq!(
+            finish_reasons(s).as_deref(),
+            Some(&["stop".to_string()][..]),
+            "{}",
+            s.name
+        );
+    }
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let spans = wait_spans(&col, 4).await;
+    let streamed: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr(s, "gen_ai.request.stream").is_some() || s.kind == SpanKind::Client as i32)
+        .filter(|s| finish_reasons(s).as_deref() != Some(&["stop".to_string()][..]))
+        .collect();
+    assert_eq!(streamed.len(), 2, "{spans:?}");
+    for s in streamed {
+        assert_eq!(
+            finish_reasons(s).as_deref(),
+            Some(&["length".to_string()][..]),
+            "{}",
+            s.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn otel_exporter_headers_from_the_environment_never_reach_langfuse() {
+    let (otel, langfuse) = (collector().await, collector().await);
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    let yaml = format!(
+        "model_list:\n{}litellm_settings:\n  callbacks: [\"otel\", \"langfuse_otel\"]\n",
+        upstream("gpt-4o", "a", &up.base())
+    );
+    let mut env = env_for(&otel);
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_HEADERS".into(), "x-secret=1".into()),
+        ("LANGFUSE_PUBLIC_KEY".into(), "pk-lf-1".into()),
+        ("LANGFUSE_SECRET_KEY".into(), "sk-lf-2".into()),
+        ("LANGFUSE_HOST".into(), langfuse.base()),
+    ]);
+    let gw = start(&yaml, &env);
+    let r = gw.post("/v1/chat/completions", &chat("gpt-4o")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_spans(&otel, 2).await;
+    assert!(wait_until(|| langfuse.count() > 0, Duration::from_secs(10)).await);
+    // The collector the OTel variables name gets their headers, on spans and metrics alike.
+    assert!(wait_until(
+        || otel.requests().iter().any(|r| r.path == "/v1/metrics"),
+        Duration::from_secs(10)
+    )
+    .await);
+    for r in otel.requests() {
+        assert_eq!(r.header("x-secret"), Some("1"), "{}", r.path);
+        assert_eq!(r.header("authorization"), None, "{}", r.path);
+    }
+    // Langfuse gets its own Basic auth and nothing else.
+    for r in langfuse.requests() {
+        assert_eq!(r.path, "/api/public/otel/v1/traces");
+        assert_eq!(r.header("x-secret"), None);
+        assert_eq!(r.header("authorization"), Some("Basic cGstbGYtMTpzay1sZi0y"));
+        let decoded = ExportTraceServiceRequest::decode(&r.body[..]).unwrap();
+        assert!(!decoded.resource_spans.is_empty());
+    }
+}
+
+/// One gRPC call a [`GrpcCollector`] received: its path, metadata and message.
+struct GrpcCall {
+    path: String,
+    headers: http::HeaderMap,
+    message: Vec<u8>,
+}
+
+/// An OTLP/gRPC receiver: HTTP/2 (h2) with gRPC's framing decoded by hand, answering every
+/// unary call with an empty message and `grpc-status: 0`.
+struct GrpcCollector {
+    port: u16,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<GrpcCall>>>,
+}
+
+impl GrpcCollector {
+    async fn start() -> GrpcCollector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(sock).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let seen = seen.clone();
+                        tokio::spawn(async move {
+                            let (parts, mut body) = req.into_parts();
+                            let mut buf = Vec::new();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                buf.extend_from_slice(&chunk);
+                            }
+                            // One length-prefixed message: a compressed flag, a u32 length.
+                            assert!(buf.len() >= 5 && buf[0] == 0, "gRPC frame {buf:?}");
+                            let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+                            assert_eq!(buf.len(), 5 + len);
+                            seen.lock().unwrap().push(GrpcCall {
+                                path: parts.uri.path().to_string(),
+                                headers: parts.headers,
+                                message: buf[5..].to_vec(),
+                            });
+                            let head = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .unwrap();
+                            let Ok(mut send) = respond.send_response(head, false) else {
+                                return;
+                            };
+                            let _ = send.send_data(bytes::Bytes::from_static(&[0; 5]), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            let _ = send.send_trailers(trailers);
+                        });
+                    }
+                });
+            }
+        });
+        GrpcCollector { port, calls }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.path == "/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            .flat_map(|c| {
+                ExportTraceServiceRequest::decode(&c.message[..])
+                    .expect("OTLP trace protobuf")
+                    .resource_spans
+                    .into_iter()
+                    .flat_map(|rs| rs.scope_spans)
+                    .flat_map(|ss| ss.spans)
+            })
+            .collect()
+    }
+
+    fn metric_names(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.path == "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+            .flat_map(|c| {
+                ExportMetricsServiceRequest::decode(&c.message[..])
+                    .expect("OTLP metrics protobuf")
+                    .resource_metrics
+                    .into_iter()
+                    .flat_map(|rm| rm.scope_metrics)
+                    .flat_map(|sm| sm.metrics)
+                    .map(|m| m.name)
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn grpc_export_sends_spans_and_metrics_to_a_grpc_collector() {
+    let col = GrpcCollector::start().await;
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    let env = vec![
+        ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), "grpc".to_string()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+            format!("http://127.0.0.1:{}", col.port),
+        ),
+        ("OTEL_EXPORTER_OTLP_HEADERS".to_string(), "x-team=blue".to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "20".to_string()),
+        ("OTEL_METRIC_EXPORT_INTERVAL".to_string(), "200".to_string()),
+        ("OTEL_SERVICE_NAME".to_string(), "sb-grpc".to_string()),
+    ];
+    let gw = start(
+        &otel_config(&[upstream("gpt-4o", "a", &up.base())], ""),
+        &env,
+    );
+    let log = gw.stderr();
+    assert!(!log.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{log}");
+    let r = gw.post("/v1/chat/completions", &chat("gpt-4o")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        wait_until(|| col.spans().len() >= 2, Duration::from_secs(10)).await,
+        "spans over gRPC: {:?}",
+        col.spans()
+    );
+    let spans = col.spans();
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap();
+    let client = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .unwrap();
+    assert_eq!(server.name, "chat gpt-4o");
+    assert_eq!(str_attr(server, "gen_ai.provider.name"), Some("openai"));
+    assert_eq!(int_attr(server, "gen_ai.usage.output_tokens"), Some(7));
+    assert_eq!(
+        finish_reasons(server).as_deref(),
+        Some(&["stop".to_string()][..])
+    );
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(client.name, "chat m-a");
+    {
+        let calls = col.calls.lock().unwrap();
+        let call = &calls[0];
+        assert_eq!(
+            call.headers.get("content-type").unwrap(),
+            "application/grpc"
+        );
+        assert_eq!(call.headers.get("x-team").unwrap(), "blue");
+    }
+    assert!(
+        wait_until(
+            || col
+                .metric_names()
+                .iter()
+                .any(|m| m == "gen_ai.client.token.usage"),
+            Duration::from_secs(10)
+        )
+        .await,
+        "metrics over gRPC: {:?}",
+        col.metric_names()
+    );
+}

@@ -69,7 +69,9 @@ fn unconfigured_admit_and_cache_phases_allocate_nothing() {
     let n = allocations(|| {
         for _ in 0..100 {
             run(empty.admit(&mut ctx, &body)).unwrap();
-            assert!(run(empty.cache_lookup(&mut ctx, &body)).unwrap().is_none());
+            assert!(run(empty.cache_lookup(&mut ctx, &body, "m"))
+                .unwrap()
+                .is_none());
         }
     });
     assert_eq!(n, 0, "the unconfigured phases allocated");

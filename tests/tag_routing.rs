@@ -143,6 +143,63 @@ async fn a_tag_no_deployment_serves_is_refused_without_an_upstream_call() {
     assert_eq!(a.requests().len() + b.requests().len(), 2);
 }
 
+/// LiteLLM's markers: `!tag` keeps a request off the deployments carrying the tag, `&tag`
+/// keeps it on those carrying it; from the header, the body and a key's tags alike; a request
+/// the markers leave nothing for is refused without an upstream call.
+#[tokio::test]
+async fn not_and_must_markers_narrow_the_deployments() {
+    let (eu_free, us_free, eu_paid, default) = (
+        named("eu-free").await,
+        named("us-free").await,
+        named("eu-paid").await,
+        named("default").await,
+    );
+    let yaml = format!(
+        "model_list:\n{}{}{}{}router_settings:\n  enable_tag_filtering: true\ngeneral_settings:\n  master_key: {MASTER}\n",
+        entry("g", "eufree", &eu_free, ", tags: [free, eu]"),
+        entry("g", "usfree", &us_free, ", tags: [free, us]"),
+        entry("g", "eupaid", &eu_paid, ", tags: [paid, eu]"),
+        entry("g", "dflt", &default, ", tags: [default]"),
+    );
+    let gw = Gateway::start(&yaml);
+    // `free` alone could be either free deployment; `!us` leaves the EU one only.
+    for _ in 0..4 {
+        let r = call(&gw, MASTER, &[("x-litellm-tags", "free,!us")], chat("g")).await;
+        assert_eq!(content(&r), "eu-free");
+    }
+    // `&eu` with `&paid`: only the deployment carrying both.
+    let mut body = chat("g");
+    body["tags"] = json!(["&eu", "&paid"]);
+    assert_eq!(content(&call(&gw, MASTER, &[], body).await), "eu-paid");
+    // `!default` alone picks from the default deployments: none is left, refused.
+    let r = call(&gw, MASTER, &[("x-litellm-tags", "!default")], chat("g")).await;
+    let msg = r.expect_error(400)["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("Not allowed to access model due to tags configuration")
+            && msg.contains("!default")
+            && msg.contains("markers"),
+        "{msg}"
+    );
+    // A known tag the markers rule out is refused, never sent to the default deployment.
+    let r = call(&gw, MASTER, &[("x-litellm-tags", "paid,!eu")], chat("g")).await;
+    r.expect_error(400);
+    // A key that must stay in the EU: its requests never reach the US deployment.
+    let key = key_with(&gw, json!({"tags": ["&eu"]})).await;
+    for _ in 0..6 {
+        let r = call(&gw, &key, &[("x-litellm-tags", "free")], chat("g")).await;
+        assert_eq!(content(&r), "eu-free");
+    }
+    assert_eq!(
+        (
+            eu_free.requests().len(),
+            us_free.requests().len(),
+            eu_paid.requests().len(),
+            default.requests().len()
+        ),
+        (10, 0, 1, 0)
+    );
+}
+
 #[tokio::test]
 async fn a_region_pinned_key_never_leaves_its_region_on_retries_or_fallbacks() {
     let broken_eu = MockUpstream::start(|_| {

@@ -2,72 +2,19 @@
 //! `SSL_CERT_FILE` replaces), hostnames are resolved asynchronously, and an untrusted certificate
 //! is a 502, never a silent downgrade.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod support;
 
+use certs::{make_ca, make_leaf};
 use serde_json::json;
 use std::path::Path;
-use std::process::Command;
 use support::*;
 
-/// A throwaway CA and a leaf certificate for `localhost` / 127.0.0.1, made with the openssl CLI.
+/// A throwaway CA (`ca.pem`) and a leaf for `localhost` / 127.0.0.1 (`leaf.pem`, `leaf.key`).
 fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Switchboard Test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    make_ca(dir, "ca");
+    make_leaf(dir, "ca", "leaf", 2);
 }
 
 fn config(port: u16) -> String {

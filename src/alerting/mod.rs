@@ -9,9 +9,13 @@
 //! Nothing is sent on the request path: [`notify`] is a `try_send` into a bounded queue
 //! ([`QUEUE_CAPACITY`]; a full queue drops and counts). The [`AlertSender`] background service
 //! drains it, drops alerts of types not configured, sends one message per deduplication key
-//! per [`DEDUP_WINDOW`] (a storm of cooldowns is one message), retries a failed delivery at
-//! most [`MAX_DELIVERY_ATTEMPTS`] times, and counts every outcome (`/metrics`:
-//! `switchboard_alerts_total{alert_type, outcome}`).
+//! per [`DEDUP_WINDOW`] (a storm of cooldowns is one message), and hands each alert to every
+//! destination's own sender: a task per destination with its own bounded queue
+//! ([`DESTINATION_QUEUE`]), so a destination that hangs delays only its own alerts. A sender
+//! retries a failed delivery at most [`MAX_DELIVERY_ATTEMPTS`] times, each bounded by
+//! [`DELIVERY_TIMEOUT`], and every outcome is counted (`/metrics`:
+//! `switchboard_alerts_total{alert_type, outcome}`; `dropped` when a destination's queue is
+//! full).
 
 use crate::config::HealthAlertSettings;
 use crate::context::Context;
@@ -34,7 +38,10 @@ pub const DEDUP_WINDOW: Duration = Duration::from_secs(60);
 /// Tries per delivery (the first and two retries).
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 3;
 /// Longest a delivery attempt may take.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Alerts waiting for one destination; past this, that destination's new alerts are dropped
+/// (and counted) while the others still get theirs.
+pub const DESTINATION_QUEUE: usize = 256;
 /// Deduplication keys remembered at most (bounded whatever a storm looks like).
 const MAX_DEDUP_KEYS: usize = 4096;
 
@@ -414,6 +421,56 @@ async fn deliver(client: &UpstreamClient, d: &Destination, a: &Alert) -> bool {
     false
 }
 
+/// One destination's sender: a bounded queue drained by its own task.
+struct Worker {
+    url: String,
+    slack: bool,
+    tx: mpsc::Sender<Arc<Alert>>,
+}
+
+impl Worker {
+    /// Starts the task; it ends once the `Worker` is dropped and its queue is drained.
+    fn spawn(client: Arc<UpstreamClient>, d: Destination) -> Worker {
+        let (tx, mut rx) = mpsc::channel::<Arc<Alert>>(DESTINATION_QUEUE);
+        let (url, slack) = (d.url.clone(), d.slack);
+        tokio::spawn(async move {
+            while let Some(alert) = rx.recv().await {
+                let ok = deliver(&client, &d, &alert).await;
+                count(alert.alert_type, if ok { "sent" } else { "failed" });
+            }
+        });
+        Worker { url, slack, tx }
+    }
+
+    fn offer(&self, alert: &Arc<Alert>) {
+        if self.tx.try_send(alert.clone()).is_err() {
+            log::warn!("alert queue for {} is full; alert dropped", self.url);
+            count(alert.alert_type, "dropped");
+        }
+    }
+}
+
+/// The senders for `wanted`, keeping the running ones whose destination is unchanged.
+fn workers(
+    client: &Arc<UpstreamClient>,
+    old: Vec<Worker>,
+    wanted: Vec<Destination>,
+) -> Vec<Worker> {
+    let mut old = old;
+    wanted
+        .into_iter()
+        .map(|d| {
+            match old
+                .iter()
+                .position(|w| w.url == d.url && w.slack == d.slack)
+            {
+                Some(i) => old.swap_remove(i),
+                None => Worker::spawn(client.clone(), d),
+            }
+        })
+        .collect()
+}
+
 /// The background service that sends queued alerts (see the module doc).
 pub struct AlertSender<F> {
     pub snapshot: F,
@@ -431,15 +488,19 @@ where
         };
         let mut last_sent: HashMap<String, Instant> = HashMap::new();
         let mut generation = u64::MAX;
-        let mut dests: Vec<Destination> = Vec::new();
+        let mut senders: Vec<Worker> = Vec::new();
         let mut settings = HealthAlertSettings::default();
         loop {
             let snapshot = (self.snapshot)();
             if snapshot.generation != generation {
                 generation = snapshot.generation;
                 settings = snapshot.config.general.health.clone();
-                dests = destinations(&settings);
-                ENABLED.store(!dests.is_empty(), Ordering::Relaxed);
+                senders = workers(
+                    &self.client,
+                    std::mem::take(&mut senders),
+                    destinations(&settings),
+                );
+                ENABLED.store(!senders.is_empty(), Ordering::Relaxed);
             }
             drop(snapshot);
             let alert = tokio::select! {
@@ -475,9 +536,9 @@ where
                 }
             }
             last_sent.insert(alert.dedup_key.clone(), now);
-            for d in &dests {
-                let ok = deliver(&self.client, d, &alert).await;
-                count(alert.alert_type, if ok { "sent" } else { "failed" });
+            let alert = Arc::new(alert);
+            for w in &senders {
+                w.offer(&alert);
             }
         }
     }

@@ -301,6 +301,29 @@ impl Ledger {
             .collect()
     }
 
+    /// Records the fleet's view of each claim's scope (`(spend, reserved)` from Redis, see
+    /// [`super::shared`]): the scope shows that spend, and soft budgets crossed are returned,
+    /// once per window as [`Ledger::reserve`] does.
+    pub fn observe(&self, claims: &[Claim], fleet: &[(f64, f64)]) -> Vec<SoftCrossing> {
+        let mut soft = Vec::new();
+        for (c, &(spend, _)) in claims.iter().zip(fleet) {
+            let mut w = c.scope.lock();
+            w.limits = c.limits;
+            w.spend = spend;
+            if let Some(soft_budget) = c.limits.soft_budget {
+                if !w.soft_reported && spend >= soft_budget {
+                    w.soft_reported = true;
+                    soft.push(SoftCrossing {
+                        key: c.scope.key.clone(),
+                        spend,
+                        soft_budget,
+                    });
+                }
+            }
+        }
+        soft
+    }
+
     /// Reserves `amount` on every claim's scope, or on none. Refused when a scope with a
     /// `max_budget` would go over it: `spend + reserved + amount > max_budget`, or already
     /// `spend + reserved >= max_budget` (LiteLLM's `spend >= max_budget`, so a zero budget

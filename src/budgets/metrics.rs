@@ -104,6 +104,7 @@ fn label(v: &str) -> String {
 pub fn render(keys: &std::sync::Arc<crate::keys::Keys>, out: &mut String) {
     if let Some(b) = Budgets::existing(keys) {
         b.render(out);
+        super::shared::render_metrics(out);
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`duration`]: LiteLLM's `budget_duration` and its standardized reset times.
 //! - [`stage`]: the `Admit` stage (reserve on every scope at once, or refuse with LiteLLM's
 //!   `budget_exceeded`) and the `Settle` stage (release, count the actual cost).
+//! - [`shared`]: with Redis, the scopes' spend and reservations live there, so N instances
+//!   enforce one budget.
 //! - [`metrics`]: LiteLLM's Prometheus spend and remaining-budget series, label sets capped.
 //!
 //! One [`Budgets`] per key store, made on first use and kept for the life of the process:
@@ -23,6 +25,7 @@
 pub mod duration;
 pub mod ledger;
 pub mod metrics;
+pub mod shared;
 pub mod stage;
 
 use crate::keys::Keys;

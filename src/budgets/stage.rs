@@ -16,7 +16,9 @@
 
 use super::duration::Duration;
 use super::ledger::{Claim, Limits, Refusal, Reservation, Scope, ScopeKey};
+use super::shared::{self, SharedBudgets, SharedReservation, Verdict};
 use super::Budgets;
+use crate::config::redis::FailurePolicy;
 use crate::config::{Config, UnpricedBudgetPolicy};
 use crate::context::Context;
 use crate::cost::Price;
@@ -38,9 +40,27 @@ struct GroupPrices {
     unpriced: bool,
 }
 
-/// The `Admit` stage.
+/// The `Admit` stage (after the rate-limit stage). With Redis, [`BudgetPrepare`] (before the
+/// rate-limit stage) queues the reservation script so both go in one round trip; this stage
+/// reads its answer.
 pub struct BudgetAdmit {
+    inner: Arc<Inner>,
+}
+
+/// The stage before the rate-limit stage: with Redis, queues the reservation script in the
+/// request's batch (see [`super::shared`]); without, nothing.
+pub struct BudgetPrepare {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     budgets: Arc<Budgets>,
+    redis: Option<crate::config::redis::RedisSettings>,
+    /// Made on first use (inside the runtime).
+    shared: std::sync::OnceLock<Option<SharedBudgets>>,
+    redis_timeout: std::time::Duration,
+    redis_policy: FailurePolicy,
+    reservation_ttl: std::time::Duration,
     groups: HashMap<String, GroupPrices>,
     exceeded_status: u16,
     unpriced_policy: UnpricedBudgetPolicy,
@@ -48,9 +68,22 @@ pub struct BudgetAdmit {
 }
 
 impl BudgetAdmit {
-    /// Built with the stages (off the request path): each group's prices, resolved as the
-    /// routing snapshot resolves them. Warns once about unpriced groups.
-    pub fn new(config: &Config, budgets: Arc<Budgets>) -> BudgetAdmit {
+    /// The two stages (see [`BudgetAdmit`]), built with the stages (off the request path).
+    pub fn new(config: &Config, budgets: Arc<Budgets>) -> (BudgetPrepare, BudgetAdmit) {
+        let inner = Arc::new(Inner::new(config, budgets));
+        (
+            BudgetPrepare {
+                inner: inner.clone(),
+            },
+            BudgetAdmit { inner },
+        )
+    }
+}
+
+impl Inner {
+    /// Each group's prices, resolved as the routing snapshot resolves them. Warns once about
+    /// unpriced groups.
+    fn new(config: &Config, budgets: Arc<Budgets>) -> Inner {
         let mut groups: HashMap<String, GroupPrices> = HashMap::new();
         for dep in &config.deployments {
             let g = groups.entry(dep.model_name.clone()).or_default();
@@ -83,8 +116,13 @@ impl BudgetAdmit {
                 }
             );
         }
-        BudgetAdmit {
+        Inner {
             budgets,
+            redis: config.router.redis.clone(),
+            shared: std::sync::OnceLock::new(),
+            redis_timeout: config.server.redis_timeout,
+            redis_policy: config.server.redis_failure_policy,
+            reservation_ttl: config.server.budget_reservation_ttl,
             groups,
             exceeded_status: config.server.budget_exceeded_status,
             unpriced_policy: config.server.unpriced_budget_policy,
@@ -281,9 +319,36 @@ fn has_budget(max: Option<f64>, soft: Option<f64>) -> bool {
     max.is_some() || soft.is_some()
 }
 
-#[async_trait]
-impl Admit for BudgetAdmit {
-    async fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError> {
+/// A reservation queued in the request's Redis batch by [`BudgetPrepare`], waiting for its
+/// answer (dropped before: the reservation is released).
+struct Pending {
+    claims: Vec<Claim>,
+    amount: f64,
+    ticket: crate::shared_state::batch::Ticket,
+    reservation: SharedReservation,
+}
+
+impl Inner {
+    fn shared(&self) -> Option<&SharedBudgets> {
+        self.shared
+            .get_or_init(|| {
+                SharedBudgets::new(
+                    self.redis.as_ref()?,
+                    self.redis_timeout,
+                    self.redis_policy,
+                    self.reservation_ttl,
+                )
+            })
+            .as_ref()
+    }
+
+    /// The scopes this request must fit in (windows rolled) and its worst-case cost; `None`
+    /// when no budget applies. `Err` for an unpriced model under `deny`.
+    fn claims(
+        &self,
+        ctx: &Context,
+        body: &RequestBody<'_>,
+    ) -> Result<Option<(Vec<Claim>, f64)>, GatewayError> {
         let key = ctx.principal.key();
         let t = &ctx.tenancy;
         let model = ctx.model.as_deref().unwrap_or_default();
@@ -321,7 +386,7 @@ impl Admit for BudgetAdmit {
             && member.is_none()
             && end_user.is_none()
         {
-            return Ok(());
+            return Ok(None);
         }
         let now = crate::keys::now_ms();
         let b = &*self.budgets;
@@ -395,40 +460,144 @@ impl Admit for BudgetAdmit {
                 ));
             }
         }
-        match b.ledger.reserve(&claims, amount) {
+        Ok(Some((claims, amount)))
+    }
+
+    /// Reports the soft budgets crossed.
+    fn report_soft(&self, soft: Vec<super::ledger::SoftCrossing>) {
+        for s in soft {
+            self.budgets
+                .counters
+                .soft_crossed
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "budgets: {:?} crossed its soft budget: spend {} ≥ soft_budget {}",
+                s.key,
+                s.spend,
+                s.soft_budget
+            );
+            crate::alerting::budget_crossed(
+                event_group(&s.key),
+                &s.key.id(),
+                s.spend,
+                s.soft_budget,
+                true,
+            );
+        }
+    }
+
+    /// Counts and alerts a refusal; the client's error.
+    fn refuse(&self, ctx: &Context, r: &Refusal) -> GatewayError {
+        self.budgets.counters.refused(r.key.kind());
+        // Deduplicated per scope by the alert queue (one message a minute at most).
+        crate::alerting::budget_crossed(
+            event_group(&r.key),
+            &r.key.id(),
+            r.spend,
+            r.max_budget,
+            false,
+        );
+        let model = ctx.model.as_deref().unwrap_or_default();
+        self.exceeded(r, ctx.principal.key().map(|k| &**k), model)
+    }
+
+    /// Reserves on this instance's own ledger.
+    fn reserve_locally(
+        &self,
+        ctx: &mut Context,
+        claims: &[Claim],
+        amount: f64,
+    ) -> Result<(), GatewayError> {
+        match self.budgets.ledger.reserve(claims, amount) {
             Ok((reservation, soft)) => {
-                for s in soft {
-                    b.counters.soft_crossed.fetch_add(1, Ordering::Relaxed);
-                    log::warn!(
-                        "budgets: {:?} crossed its soft budget: spend {} ≥ soft_budget {}",
-                        s.key,
-                        s.spend,
-                        s.soft_budget
-                    );
-                    crate::alerting::budget_crossed(
-                        event_group(&s.key),
-                        &s.key.id(),
-                        s.spend,
-                        s.soft_budget,
-                        true,
-                    );
-                }
+                self.report_soft(soft);
                 ctx.reservation = Some(Box::new(reservation));
                 Ok(())
             }
-            Err(r) => {
-                b.counters.refused(r.key.kind());
-                // Deduplicated per scope by the alert queue (one message a minute at most).
-                crate::alerting::budget_crossed(
-                    event_group(&r.key),
-                    &r.key.id(),
-                    r.spend,
-                    r.max_budget,
-                    false,
-                );
-                Err(self.exceeded(&r, key.map(|k| &**k), model))
+            Err(r) => Err(self.refuse(ctx, &r)),
+        }
+    }
+
+    /// Reads Redis' answer to a reservation queued by [`BudgetPrepare`] (sending it now if no
+    /// stage sent the batch), or falls back per `switchboard.redis_failure_policy`.
+    async fn confirm(&self, ctx: &mut Context, p: Pending) -> Result<(), GatewayError> {
+        let Some(shared) = self.shared() else {
+            return self.reserve_locally(ctx, &p.claims, p.amount);
+        };
+        if ctx.redis_batch.has_pending() {
+            ctx.redis_batch.flush(shared.state()).await;
+        }
+        let verdict = ctx
+            .redis_batch
+            .take(p.ticket)
+            .and_then(Result::ok)
+            .and_then(|v| SharedBudgets::verdict(&v, &p.claims, p.amount));
+        match verdict {
+            Some(Verdict::Reserved(fleet)) => {
+                self.report_soft(self.budgets.ledger.observe(&p.claims, &fleet));
+                ctx.reservation = Some(Box::new(p.reservation));
+                Ok(())
+            }
+            Some(Verdict::Refused(r)) => {
+                p.reservation.forget();
+                Err(self.refuse(ctx, &r))
+            }
+            // Dropping the reservation releases whatever Redis may have taken.
+            None if self.redis_policy == FailurePolicy::Closed => {
+                shared::REFUSED.fetch_add(1, Ordering::Relaxed);
+                Err(GatewayError::new(
+                    ErrorKind::Unavailable,
+                    "Budgets cannot be checked: the shared budget store (Redis) is not answering \
+                     and switchboard.redis_failure_policy is closed. Retry shortly.",
+                )
+                .with_retry_after(Some(1)))
+            }
+            None => {
+                shared::FALLBACK.fetch_add(1, Ordering::Relaxed);
+                self.reserve_locally(ctx, &p.claims, p.amount)
             }
         }
+    }
+}
+
+#[async_trait]
+impl Admit for BudgetPrepare {
+    async fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError> {
+        let Some(shared) = self.inner.shared() else {
+            return Ok(());
+        };
+        let Some((claims, amount)) = self.inner.claims(ctx, body)? else {
+            return Ok(());
+        };
+        let (call, reservation) = shared.prepare(&claims, amount);
+        let ticket = ctx.redis_batch.push(call);
+        ctx.reservation = Some(Box::new(Pending {
+            claims,
+            amount,
+            ticket,
+            reservation,
+        }));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Admit for BudgetAdmit {
+    async fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError> {
+        if let Some(pending) = ctx.reservation.take() {
+            match pending.downcast::<Pending>() {
+                Ok(p) => return self.inner.confirm(ctx, *p).await,
+                Err(other) => ctx.reservation = Some(other),
+            }
+        }
+        if self.inner.shared.get().is_some_and(Option::is_some) {
+            // Prepared (or found no budget) before the rate-limit stage.
+            return Ok(());
+        }
+        let Some((claims, amount)) = self.inner.claims(ctx, body)? else {
+            return Ok(());
+        };
+        self.inner.reserve_locally(ctx, &claims, amount)
     }
 }
 
@@ -442,12 +611,12 @@ pub struct BudgetSettle {
 impl Settle for BudgetSettle {
     fn settle(&self, ctx: &Context) {
         let cost = ctx.cost.unwrap_or(0.0);
-        if let Some(r) = ctx
-            .reservation
-            .as_ref()
-            .and_then(|r| r.downcast_ref::<Reservation>())
-        {
-            r.settle(cost);
+        if let Some(r) = ctx.reservation.as_ref() {
+            if let Some(r) = r.downcast_ref::<Reservation>() {
+                r.settle(cost);
+            } else if let Some(r) = r.downcast_ref::<SharedReservation>() {
+                r.settle(cost);
+            }
         }
         if let (Some(key), true) = (ctx.principal.key(), cost > 0.0) {
             self.budgets

@@ -28,22 +28,6 @@ pub struct Controls {
     pub use_cache: bool,
 }
 
-impl Controls {
-    /// The names of the controls this request set, as `allowed_cache_controls` lists them.
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        [
-            (self.no_cache, "no-cache"),
-            (self.no_store, "no-store"),
-            (self.ttl.is_some(), "ttl"),
-            (self.max_age.is_some(), "s-maxage"),
-            (self.namespace.is_some(), "namespace"),
-            (self.use_cache, "use-cache"),
-        ]
-        .into_iter()
-        .filter_map(|(set, name)| set.then_some(name))
-    }
-}
-
 #[derive(Deserialize)]
 struct Raw {
     #[serde(rename = "no-cache", default)]
@@ -133,7 +117,6 @@ mod tests {
         assert_eq!(c.ttl, Some(Duration::from_secs(5)));
         assert_eq!(c.max_age, Some(Duration::from_millis(1500)));
         assert_eq!(c.namespace.as_deref(), Some("a"));
-        assert_eq!(c.names().count(), 6);
         assert_eq!(controls(r#"{}"#).unwrap(), Controls::default());
         let c = controls(r#"{"metadata":{"redis_namespace":"r"}}"#).unwrap();
         assert_eq!(c.namespace.as_deref(), Some("r"));

@@ -1,7 +1,8 @@
 //! The cache key: an xxh3-128 hash of a canonical form of everything that changes an answer.
 //!
-//! The key covers the model group (the name the client asked for after the key's aliases, so a
-//! wildcard group's models stay apart), every top-level body field except those that only shape
+//! The key covers the model group (the group the name resolves to after the key's aliases and
+//! `model_group_alias`, as LiteLLM keys on `metadata.model_group`; a wildcard-served name is
+//! its own, so a wildcard group's models stay apart), every top-level body field except those that only shape
 //! delivery or bookkeeping ([`IGNORED_FIELDS`]: `stream`, `stream_options`, `user`, `metadata`,
 //! the `cache` controls, …), and the tenant when the cache is scoped. Canonical: object keys at
 //! every depth are order-free and whitespace never reaches the hash, numbers are compared by
@@ -50,6 +51,8 @@ const T_FLOAT: u8 = 3;
 const T_STR: u64 = 4;
 const T_ARR: u8 = 5;
 const T_OBJ: u8 = 6;
+/// Seeds a per-input key (batch base + one input).
+const T_INPUT: u64 = 7;
 
 /// A 128-bit cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,7 +71,7 @@ impl CacheKey {
 
 /// What the key covers besides the body.
 pub struct KeyScope<'a> {
-    /// The model the client asked for (after the key's aliases).
+    /// The model group the request resolves to (see the module doc).
     pub model: &'a str,
     /// The operation (`chat`, `embeddings`): the same body on two routes is two answers.
     pub route: &'a str,
@@ -82,9 +85,38 @@ pub fn compute(
     scope: &KeyScope<'_>,
     body: &RequestBody<'_>,
 ) -> Result<CacheKey, serde_json::Error> {
+    compute_without(scope, body, None)
+}
+
+/// The keys of an embeddings request's inputs, one per input, in order: each covers what
+/// [`compute`] covers but the other inputs (`dimensions`, `encoding_format`, … still count),
+/// so the same text in two batches is one entry.
+pub fn compute_inputs(
+    scope: &KeyScope<'_>,
+    body: &RequestBody<'_>,
+    inputs: &[&serde_json::value::RawValue],
+) -> Result<Vec<CacheKey>, serde_json::Error> {
+    let base = compute_without(scope, body, Some("input"))?.0.to_le_bytes();
+    inputs
+        .iter()
+        .map(|raw| {
+            let Hashed(input) = serde_json::from_str(raw.get())?;
+            let mut both = [0u8; 32];
+            both[..16].copy_from_slice(&base);
+            both[16..].copy_from_slice(&input.to_le_bytes());
+            Ok(CacheKey(xxh3_128_with_seed(&both, T_INPUT)))
+        })
+        .collect()
+}
+
+fn compute_without(
+    scope: &KeyScope<'_>,
+    body: &RequestBody<'_>,
+    skip: Option<&str>,
+) -> Result<CacheKey, serde_json::Error> {
     let mut fields: SmallVec<[(&str, &serde_json::value::RawValue); 16]> = body
         .fields()
-        .filter(|(name, _)| !IGNORED_FIELDS.contains(name))
+        .filter(|(name, _)| !IGNORED_FIELDS.contains(name) && Some(*name) != skip)
         .collect();
     fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut h = Xxh3::new();

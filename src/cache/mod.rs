@@ -16,9 +16,11 @@
 //! stay the same: a SIGHUP does not empty the cache.
 
 pub mod controls;
+pub mod embeddings;
 pub mod key;
 pub mod local;
 pub mod replay;
+pub mod semantic;
 
 use crate::config::redis::{FailurePolicy, RedisSettings};
 use crate::config::{CacheMode, CacheScope, CacheSettings, CacheType};
@@ -50,11 +52,13 @@ pub struct Stats {
     pub dropped: AtomicU64,
     /// Bytes held by the local backend.
     pub bytes: AtomicU64,
+    /// Hits found by prompt similarity (also counted in `hits`).
+    pub semantic_hits: AtomicU64,
 }
 
 impl Stats {
     /// The event counters by their metric label.
-    pub fn events(&self) -> [(&'static str, u64); 6] {
+    pub fn events(&self) -> [(&'static str, u64); 7] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("hit", get(&self.hits)),
@@ -63,6 +67,7 @@ impl Stats {
             ("eviction", get(&self.evictions)),
             ("error", get(&self.errors)),
             ("dropped", get(&self.dropped)),
+            ("semantic_hit", get(&self.semantic_hits)),
         ]
     }
 }
@@ -75,6 +80,7 @@ static STATS: Stats = Stats {
     errors: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
     bytes: AtomicU64::new(0),
+    semantic_hits: AtomicU64::new(0),
 };
 
 /// The counters (and the configured type's label), for the metrics scrape.
@@ -104,6 +110,10 @@ struct Write {
     /// The answer is a stream's SSE: gather it first.
     stream: bool,
     usage: Option<Usage>,
+    /// An embeddings batch: each input's key, and whether to store it (not found at lookup).
+    inputs: Option<(Vec<String>, Vec<bool>)>,
+    /// A semantic miss: the list its prompt's vector joins, and the list's bound.
+    semantic: Option<(String, Vec<f32>, usize)>,
 }
 
 /// Where entries live.
@@ -123,34 +133,65 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A Redis value's answer, if younger than `max_age`.
+fn redis_entry(value: Option<Vec<u8>>, max_age: Option<Duration>) -> Option<Bytes> {
+    let value = value.filter(|v| v.len() > REDIS_HEADER)?;
+    let stored = u64::from_be_bytes(value[..REDIS_HEADER].try_into().ok()?);
+    if max_age.is_some_and(|m| unix_ms().saturating_sub(stored) > m.as_millis() as u64) {
+        return None;
+    }
+    let mut b = Bytes::from(value);
+    Some(b.split_off(REDIS_HEADER))
+}
+
 impl Store {
     /// The entry, if live (and younger than `max_age`). A Redis failure or timeout (bounded by
     /// `switchboard.redis_timeout_ms`) is counted and is a miss.
     async fn get(&self, key: &str, max_age: Option<Duration>) -> Option<Bytes> {
         match self {
             Store::Local(l) => l.get(key, max_age),
-            Store::Redis(r) => {
-                let value: Option<Vec<u8>> = match r.query(redis::cmd("GET").arg(key)).await {
-                    Ok(v) => v,
-                    Err(_) => {
-                        // Logged (rate-limited) by shared_state.
-                        STATS.errors.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
-                };
-                let value = value.filter(|v| v.len() > REDIS_HEADER)?;
-                let stored = u64::from_be_bytes(value[..REDIS_HEADER].try_into().ok()?);
-                if max_age.is_some_and(|m| unix_ms().saturating_sub(stored) > m.as_millis() as u64)
-                {
-                    return None;
+            Store::Redis(r) => match r.query(redis::cmd("GET").arg(key)).await {
+                Ok(v) => redis_entry(v, max_age),
+                Err(_) => {
+                    // Logged (rate-limited) by shared_state.
+                    STATS.errors.fetch_add(1, Ordering::Relaxed);
+                    None
                 }
-                let mut b = Bytes::from(value);
-                Some(b.split_off(REDIS_HEADER))
+            },
+        }
+    }
+
+    /// Several entries at once: one Redis round trip (a pipeline of GETs, so the keys may
+    /// live on different cluster slots). A failure is a miss for all of them.
+    async fn get_many(&self, keys: &[String], max_age: Option<Duration>) -> Vec<Option<Bytes>> {
+        match self {
+            Store::Local(l) => keys.iter().map(|k| l.get(k, max_age)).collect(),
+            Store::Redis(r) => {
+                let mut pipe = redis::pipe();
+                for k in keys {
+                    pipe.cmd("GET").arg(k);
+                }
+                match r.pipeline::<Vec<Option<Vec<u8>>>>(&pipe).await {
+                    Ok(values) if values.len() == keys.len() => values
+                        .into_iter()
+                        .map(|v| redis_entry(v, max_age))
+                        .collect(),
+                    _ => {
+                        STATS.errors.fetch_add(1, Ordering::Relaxed);
+                        vec![None; keys.len()]
+                    }
+                }
             }
         }
     }
 
     async fn put(&self, w: Write) {
+        if let Some((keys, store)) = &w.inputs {
+            for (key, embedding) in embeddings::entries(keys, store, &w.answer) {
+                self.put_one(key, embedding, w.ttl).await;
+            }
+            return;
+        }
         let answer = if w.stream {
             match replay::assemble(&w.answer, w.usage) {
                 Some(a) => a,
@@ -159,9 +200,33 @@ impl Store {
         } else {
             w.answer
         };
+        if let (Some((list, vector, max)), Store::Redis(r)) = (&w.semantic, self) {
+            // The list only points at the exact entry: pushed after it is written.
+            let mut pipe = redis::pipe();
+            pipe.cmd("LPUSH")
+                .arg(list)
+                .arg(semantic::encode(&w.key, vector))
+                .ignore();
+            pipe.cmd("LTRIM").arg(list).arg(0).arg(max - 1).ignore();
+            if let Some(ttl) = w.ttl {
+                pipe.cmd("PEXPIRE")
+                    .arg(list)
+                    .arg((ttl.as_millis() as u64).max(1))
+                    .ignore();
+            }
+            self.put_one(w.key, answer, w.ttl).await;
+            if r.pipeline::<()>(&pipe).await.is_err() {
+                STATS.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.put_one(w.key, answer, w.ttl).await;
+    }
+
+    async fn put_one(&self, key: String, answer: Bytes, ttl: Option<Duration>) {
         match self {
             Store::Local(l) => {
-                let out = l.put(w.key, answer, w.ttl);
+                let out = l.put(key, answer, ttl);
                 if out.stored {
                     STATS.stores.fetch_add(1, Ordering::Relaxed);
                 }
@@ -173,8 +238,8 @@ impl Store {
                 value.extend_from_slice(&unix_ms().to_be_bytes());
                 value.extend_from_slice(&answer);
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(&w.key).arg(value);
-                if let Some(ttl) = w.ttl {
+                cmd.arg(&key).arg(value);
+                if let Some(ttl) = ttl {
                     cmd.arg("PX").arg((ttl.as_millis() as u64).max(1));
                 }
                 match r.query::<()>(&cmd).await {
@@ -281,11 +346,6 @@ impl ResponseCache {
     /// served without it.
     pub fn from_config(config: &crate::config::Config) -> Option<ResponseCache> {
         let settings = config.litellm.cache.as_ref()?;
-        if settings.kind == CacheType::RedisSemantic {
-            log::warn!(
-                "cache: redis-semantic is not implemented yet; serving exact-match hits from Redis"
-            );
-        }
         let spec = BackendSpec {
             kind: settings.kind,
             max_bytes: settings.max_bytes,
@@ -309,13 +369,52 @@ impl ResponseCache {
 
     /// The tenant an entry belongs to under the configured scope.
     fn tenant<'c>(&self, ctx: &'c Context) -> Option<&'c str> {
-        let key = ctx.principal.key();
-        match self.settings.scope {
-            CacheScope::Global => None,
-            CacheScope::Key => Some(key.map_or("", |k| k.row.token.as_str())),
-            CacheScope::Team => Some(key.map_or("", |k| {
-                k.row.team_id.as_deref().unwrap_or(k.row.token.as_str())
-            })),
+        tenant_of(self.settings.scope, ctx)
+    }
+}
+
+/// The tenant id under `scope`.
+fn tenant_of(scope: CacheScope, ctx: &Context) -> Option<&str> {
+    let key = ctx.principal.key();
+    match scope {
+        CacheScope::Global => None,
+        CacheScope::Key => Some(key.map_or("", |k| k.row.token.as_str())),
+        CacheScope::Team => Some(key.map_or("", |k| {
+            k.row.team_id.as_deref().unwrap_or(k.row.token.as_str())
+        })),
+    }
+}
+
+impl ResponseCache {
+    /// An embeddings request, input by input (see [`embeddings`]): a hit only when every
+    /// input was found.
+    async fn lookup_inputs(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+        group: &str,
+        inputs: &[&serde_json::value::RawValue],
+        keys: Vec<String>,
+        controls: &controls::Controls,
+    ) -> Lookup {
+        let found = if controls.no_cache {
+            vec![None; keys.len()]
+        } else {
+            self.backend.store.get_many(&keys, controls.max_age).await
+        };
+        let batch = embeddings::Batch::new(keys, found);
+        if batch.all_found() {
+            STATS.hits.fetch_add(1, Ordering::Relaxed);
+            ctx.cost = Some(0.0);
+            return Lookup::Hit(embeddings::assemble(
+                &batch,
+                ctx.model.as_deref().unwrap_or(group),
+            ));
+        }
+        STATS.misses.fetch_add(1, Ordering::Relaxed);
+        embeddings::keep(ctx, body, inputs, batch);
+        Lookup::Miss {
+            store: !controls.no_store,
         }
     }
 }
@@ -326,7 +425,11 @@ impl Cache for ResponseCache {
         &self,
         ctx: &mut Context,
         body: &RequestBody<'_>,
+        group: &str,
     ) -> Result<Lookup, GatewayError> {
+        if let Some(key) = ctx.principal.key() {
+            check_allowed(&key.row.allowed_cache_controls, body)?;
+        }
         let s = &self.settings;
         let cacheable = match ctx.route {
             "chat" => s.chat,
@@ -341,22 +444,38 @@ impl Cache for ResponseCache {
             return Ok(Lookup::Skip);
         }
         let scope = key::KeyScope {
-            model: ctx.model.as_deref().unwrap_or(""),
+            model: group,
             route: ctx.route,
             tenant: self.tenant(ctx),
         };
-        let key = key::compute(&scope, body).map_err(|e| {
+        let invalid = |e: serde_json::Error| {
             GatewayError::bad_request(format!("The request body is not valid JSON: {e}"))
-        })?;
+        };
+        let key = key::compute(&scope, body).map_err(invalid)?;
+        let inputs = match ctx.route {
+            "embeddings" => embeddings::inputs(body),
+            _ => None,
+        };
+        let input_keys = match &inputs {
+            Some(inputs) => Some(key::compute_inputs(&scope, body, inputs).map_err(invalid)?),
+            None => None,
+        };
         let namespace = controls.namespace.as_deref().or(s.namespace.as_deref());
         let rendered = key.render(namespace);
+        ctx.cache_ttl = controls.ttl.or(s.ttl);
+        if let (Some(inputs), Some(keys)) = (inputs, input_keys) {
+            ctx.cache_key = Some(rendered);
+            let keys = embeddings::render(keys, namespace);
+            return Ok(self
+                .lookup_inputs(ctx, body, group, &inputs, keys, &controls)
+                .await);
+        }
         let found = if controls.no_cache {
             None
         } else {
             self.backend.store.get(&rendered, controls.max_age).await
         };
         ctx.cache_key = Some(rendered);
-        ctx.cache_ttl = controls.ttl.or(s.ttl);
         let hit = match found {
             Some(answer) if ctx.stream => replay::to_sse(&answer, body.include_usage()?),
             other => other,
@@ -376,6 +495,78 @@ impl Cache for ResponseCache {
         }
     }
 
+    fn semantic_model(&self) -> Option<&str> {
+        match self.settings.kind {
+            CacheType::RedisSemantic => self.settings.embedding_model.as_deref(),
+            _ => None,
+        }
+    }
+
+    async fn semantic_lookup(
+        &self,
+        ctx: &mut Context,
+        body: &RequestBody<'_>,
+        group: &str,
+        vector: Vec<f32>,
+    ) -> Option<Bytes> {
+        let Store::Redis(redis) = &*self.backend.store else {
+            return None;
+        };
+        let controls = controls::read(body).ok()?;
+        let namespace = ctx
+            .cache_key
+            .as_deref()
+            .and_then(|k| k.rsplit_once(':'))
+            .map(|(ns, _)| ns);
+        let scope = tenant_of(self.settings.semantic_scope, ctx).unwrap_or("");
+        let list = semantic::list_key(namespace, group, scope);
+        let mut found = None;
+        if !controls.no_cache {
+            let max = self.settings.semantic_max_entries as i64;
+            let lrange = redis::cmd("LRANGE").arg(&list).arg(0).arg(max - 1).clone();
+            match redis.query::<Vec<Vec<u8>>>(&lrange).await {
+                Ok(entries) => {
+                    let best =
+                        semantic::best_match(&vector, &entries, self.settings.similarity_threshold)
+                            .map(|(key, _)| key.to_string());
+                    if let Some(key) = best {
+                        found = self
+                            .backend
+                            .store
+                            .get(&key, controls.max_age)
+                            .await
+                            .map(|a| (key, a));
+                    }
+                }
+                Err(_) => {
+                    STATS.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let hit = match found {
+            Some((key, answer)) if ctx.stream => {
+                let sse = replay::to_sse(&answer, body.include_usage().ok()?)?;
+                Some((key, sse))
+            }
+            other => other,
+        };
+        match hit {
+            Some((key, answer)) => {
+                // The exact lookup counted a miss; this request is a hit after all.
+                STATS.misses.fetch_sub(1, Ordering::Relaxed);
+                STATS.hits.fetch_add(1, Ordering::Relaxed);
+                STATS.semantic_hits.fetch_add(1, Ordering::Relaxed);
+                ctx.cost = Some(0.0);
+                ctx.cache_key = Some(key);
+                Some(answer)
+            }
+            None => {
+                ctx.cache_state = Some(Box::new(semantic::Pending { list, vector }));
+                None
+            }
+        }
+    }
+
     fn store(&self, ctx: &Context, answer: &Bytes) {
         let Some(key) = &ctx.cache_key else {
             return;
@@ -390,6 +581,18 @@ impl Cache for ResponseCache {
             ttl: ctx.cache_ttl,
             stream: ctx.stream,
             usage: ctx.usage,
+            inputs: embeddings::to_store(ctx),
+            semantic: ctx
+                .cache_state
+                .as_deref()
+                .and_then(|s| s.downcast_ref::<semantic::Pending>())
+                .map(|p| {
+                    (
+                        p.list.clone(),
+                        p.vector.clone(),
+                        self.settings.semantic_max_entries,
+                    )
+                }),
         };
         if self.backend.writes.try_send(write).is_err() {
             STATS.dropped.fetch_add(1, Ordering::Relaxed);
@@ -397,23 +600,28 @@ impl Cache for ResponseCache {
     }
 }
 
-/// A key's `allowed_cache_controls`: a control the key may not use is refused as LiteLLM
-/// refuses it (403); an empty list allows every control, as in LiteLLM.
-pub fn check_allowed(
-    allowed: &[String],
-    controls: &controls::Controls,
-) -> Result<(), GatewayError> {
+/// A key's `allowed_cache_controls`, enforced as LiteLLM's cache-control check does: every
+/// name in the body's `cache` object must be listed (whatever its value), else 403 naming the
+/// first one that is not. An empty list allows every control; a `cache` that is not an object
+/// is left to [`controls::read`]. Parses nothing unless the key has a list and the body a
+/// `cache`.
+pub fn check_allowed(allowed: &[String], body: &RequestBody<'_>) -> Result<(), GatewayError> {
     if allowed.is_empty() {
         return Ok(());
     }
-    for name in controls.names() {
-        if !allowed.iter().any(|a| a == name) {
-            return Err(GatewayError::new(
-                crate::error::ErrorKind::PermissionDenied,
-                format!("Not allowed to set {name} as a cache control. Contact admin to change permissions."),
-            )
-            .with_param("cache"));
-        }
+    let Some(raw) = body.get("cache") else {
+        return Ok(());
+    };
+    let Ok(names) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get())
+    else {
+        return Ok(());
+    };
+    match names.keys().find(|name| !allowed.iter().any(|a| a == *name)) {
+        None => Ok(()),
+        Some(name) => Err(GatewayError::new(
+            crate::error::ErrorKind::PermissionDenied,
+            format!("Not allowed to set {name} as a cache control. Contact admin to change permissions."),
+        )
+        .with_param("cache")),
     }
-    Ok(())
 }

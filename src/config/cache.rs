@@ -2,7 +2,8 @@
 //! reads them (`type`, `ttl`, `namespace`, `mode`, `supported_call_types`, the Redis connection
 //! keys and `REDIS_*` variables, the semantic keys) plus two of Switchboard's own in the same
 //! mapping (LiteLLM passes unknown `cache_params` keys through as keyword arguments and ignores
-//! them): `max_bytes` (the local cache's bound) and `scope` (`global|key|team`).
+//! them): `max_bytes` (the local cache's bound), `scope` (`global|key|team`), and for
+//! `redis-semantic` `semantic_cache_scope` (`key` by default) and `semantic_max_entries`.
 
 use super::yaml::Section;
 use super::ConfigError;
@@ -59,7 +60,16 @@ pub struct CacheSettings {
     pub similarity_threshold: f64,
     /// `redis_semantic_cache_embedding_model`: a `model_name` of `model_list`.
     pub embedding_model: Option<String>,
+    /// `semantic_cache_scope`: who shares semantic entries (`key` by default).
+    pub semantic_scope: CacheScope,
+    /// `semantic_max_entries`: prompts kept per semantic scope (the newest; default 256).
+    pub semantic_max_entries: usize,
 }
+
+/// Default and largest `semantic_max_entries`: a lookup compares the query with every entry
+/// of its scope (entries × dimensions multiply-adds, the vectors fetched in one round trip).
+pub const DEFAULT_SEMANTIC_ENTRIES: usize = 256;
+pub const MAX_SEMANTIC_ENTRIES: usize = 4096;
 
 /// Default bound of the local cache: 64 MiB of answers.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
@@ -168,15 +178,16 @@ pub fn read(
             ))
         }
     };
-    let scope_path = p.key_path("scope");
-    let scope = match p.string("scope")?.as_deref() {
-        None | Some("global") => CacheScope::Global,
-        Some("key") => CacheScope::Key,
-        Some("team") => CacheScope::Team,
-        Some(other) => {
+    let scope = read_scope(p, "scope", CacheScope::Global)?;
+    let semantic_scope = read_scope(p, "semantic_cache_scope", CacheScope::Key)?;
+    let semantic_max_entries_path = p.key_path("semantic_max_entries");
+    let semantic_max_entries = match p.u64("semantic_max_entries")? {
+        None => DEFAULT_SEMANTIC_ENTRIES,
+        Some(n) if (1..=MAX_SEMANTIC_ENTRIES as u64).contains(&n) => n as usize,
+        Some(n) => {
             return Err(ConfigError::new(
-                scope_path,
-                format!("unknown scope \"{other}\"; expected global, key or team"),
+                semantic_max_entries_path,
+                format!("{n} is out of range (1 to {MAX_SEMANTIC_ENTRIES} prompts per scope)"),
             ))
         }
     };
@@ -188,7 +199,6 @@ pub fn read(
             "type redis-semantic needs the model_name of an embedding model from model_list",
         ));
     }
-    p.accept(&["semantic_cache_scope"]);
     Ok(Some(CacheSettings {
         kind,
         ttl,
@@ -200,7 +210,27 @@ pub fn read(
         scope,
         similarity_threshold,
         embedding_model,
+        semantic_scope,
+        semantic_max_entries,
     }))
+}
+
+fn read_scope(
+    p: &mut Section<'_>,
+    key: &'static str,
+    default: CacheScope,
+) -> Result<CacheScope, ConfigError> {
+    let path = p.key_path(key);
+    match p.string(key)?.as_deref() {
+        None => Ok(default),
+        Some("global") => Ok(CacheScope::Global),
+        Some("key") => Ok(CacheScope::Key),
+        Some("team") => Ok(CacheScope::Team),
+        Some(other) => Err(ConfigError::new(
+            path,
+            format!("unknown scope \"{other}\"; expected global, key or team"),
+        )),
+    }
 }
 
 #[cfg(test)]

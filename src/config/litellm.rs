@@ -95,6 +95,7 @@ pub fn parse_with_env(text: &str, env: HashMap<String, String>) -> Result<Config
     if router.redis.is_none() {
         router.redis = litellm.cache_redis.clone();
     }
+    super::redis::apply_env_ca(&env, [&mut router.redis, &mut litellm.cache_redis]);
 
     let mut deployments = Vec::new();
     for (i, (path, value)) in sequence("model_list", top.value("model_list"))?
@@ -350,6 +351,9 @@ fn read_server(
             ));
         }
         out.budget_default_max_tokens = v;
+    }
+    if let Some(v) = s.f64_in("budget_reservation_ttl_s", 1.0, 86_400.0)? {
+        out.budget_reservation_ttl = Duration::from_secs_f64(v);
     }
     let section = std::mem::replace(s, Section::new("", None, s.env())?);
     section.finish(warnings);
@@ -611,6 +615,7 @@ fn read_litellm_settings(
         turn_off_message_logging: s.bool("turn_off_message_logging")?.unwrap_or(false),
         cache_redis: None,
         cache: None,
+        limit_defaults: super::limits::read(&mut s, warnings)?,
     };
     let cache_on = s.bool("cache")?.unwrap_or(false);
     let mut cache_params = s.section("cache_params")?;

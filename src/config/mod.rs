@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod call_defaults;
+pub mod limits;
 pub mod listeners;
 pub mod litellm;
 pub mod redis;
@@ -145,6 +146,9 @@ pub struct ServerSettings {
     /// `budget_default_max_tokens`: the output tokens reserved when neither the request
     /// (`max_tokens`/`max_completion_tokens`) nor the price table bounds them.
     pub budget_default_max_tokens: u64,
+    /// `budget_reservation_ttl_s`: with budgets on Redis, how long an unsettled reservation
+    /// (an instance killed mid-request) holds budget before it expires.
+    pub budget_reservation_ttl: Duration,
     /// `redis_failure_policy`: what requests meet while shared-state Redis is down or slow.
     pub redis_failure_policy: redis::FailurePolicy,
     /// `redis_timeout_ms`: the bound on one Redis round trip on the request path.
@@ -202,6 +206,7 @@ impl Default for ServerSettings {
             budget_exceeded_status: 422,
             unpriced_budget_policy: UnpricedBudgetPolicy::Allow,
             budget_default_max_tokens: 4096,
+            budget_reservation_ttl: Duration::from_secs(600),
             redis_failure_policy: redis::FailurePolicy::Open,
             redis_timeout: redis::DEFAULT_REDIS_TIMEOUT,
             n_fanout: true,
@@ -310,6 +315,9 @@ pub struct LitellmSettings {
     /// LiteLLM's `REDIS_*` environment variables (see [`redis`]). Whether the response cache
     /// uses it is the cache's decision (`cache_params.type`).
     pub cache_redis: Option<redis::RedisSettings>,
+    /// `default_key_generate_params`, `upperbound_key_generate_params` and
+    /// `max_end_user_budget_id` (applied by [`crate::limits::defaults`]).
+    pub limit_defaults: limits::LimitDefaults,
 }
 
 /// `router_settings` (with the routing keys LiteLLM also accepts in `litellm_settings`;

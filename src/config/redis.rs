@@ -3,7 +3,9 @@
 //! cache_params` (`host`, `port`, `password`, `username`, `url`, `ssl`, `redis_startup_nodes`
 //! for a cluster; the response cache), and LiteLLM's `REDIS_URL` / `REDIS_HOST` / `REDIS_PORT` /
 //! `REDIS_PASSWORD` / `REDIS_USERNAME` / `REDIS_SSL` environment variables when the file names
-//! none. Plus our own `switchboard.redis_failure_policy` and `switchboard.redis_timeout_ms`.
+//! none. A private CA for `rediss://` is `cache_params.ssl_ca_certs` or `REDIS_SSL_CA_CERTS` (a
+//! PEM file; redis-py's `ssl_ca_certs`, which LiteLLM passes through). Plus our own
+//! `switchboard.redis_failure_policy` and `switchboard.redis_timeout_ms`.
 //! Only the settings live here; the client is [`crate::shared_state`].
 
 use super::yaml::{type_name, Env, Section};
@@ -23,6 +25,9 @@ pub struct RedisSettings {
     pub password: Option<String>,
     /// The key path (or variable) it came from, for logs and errors.
     pub origin: String,
+    /// A PEM file of the CAs that `rediss://` trusts instead of the system's
+    /// (`ssl_ca_certs`, `REDIS_SSL_CA_CERTS`).
+    pub ca_certs: Option<String>,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -36,6 +41,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("origin", &self.origin)
+            .field("ca_certs", &self.ca_certs)
             .finish()
     }
 }
@@ -120,6 +126,7 @@ pub fn read_router(s: &mut Section<'_>) -> Result<Option<RedisSettings>, ConfigE
             username: None,
             password,
             origin: s.key_path("redis_url"),
+            ca_certs: None,
         }));
     }
     let Some(host) = s.string("redis_host")? else {
@@ -131,6 +138,7 @@ pub fn read_router(s: &mut Section<'_>) -> Result<Option<RedisSettings>, ConfigE
         username: None,
         password,
         origin: s.key_path("redis_host"),
+        ca_certs: None,
     }))
 }
 
@@ -138,6 +146,12 @@ pub fn read_router(s: &mut Section<'_>) -> Result<Option<RedisSettings>, ConfigE
 /// `password`, `username`, `ssl`, `redis_startup_nodes`); `None` when none names a server.
 /// Other `cache_params` keys are left for the cache to read.
 pub fn read_cache_params(s: &mut Section<'_>) -> Result<Option<RedisSettings>, ConfigError> {
+    let read = read_cache_server(s)?;
+    let ca = s.string("ssl_ca_certs")?.filter(|c| !c.trim().is_empty());
+    Ok(read.map(|r| RedisSettings { ca_certs: ca, ..r }))
+}
+
+fn read_cache_server(s: &mut Section<'_>) -> Result<Option<RedisSettings>, ConfigError> {
     let tls = s.bool("ssl")?.unwrap_or(false);
     let password = s.string("password")?.filter(|p| !p.is_empty());
     let username = s.string("username")?.filter(|p| !p.is_empty());
@@ -172,6 +186,7 @@ pub fn read_cache_params(s: &mut Section<'_>) -> Result<Option<RedisSettings>, C
             username,
             password,
             origin: nodes_path,
+            ca_certs: None,
         }));
     }
     if let Some(url) = s.string("url")? {
@@ -182,6 +197,7 @@ pub fn read_cache_params(s: &mut Section<'_>) -> Result<Option<RedisSettings>, C
             username,
             password,
             origin: s.key_path("url"),
+            ca_certs: None,
         }));
     }
     let Some(host) = s.string("host")? else {
@@ -193,6 +209,7 @@ pub fn read_cache_params(s: &mut Section<'_>) -> Result<Option<RedisSettings>, C
         username,
         password,
         origin: s.key_path("host"),
+        ca_certs: None,
     }))
 }
 
@@ -262,6 +279,7 @@ pub fn from_env(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
             username,
             password,
             origin: "REDIS_URL".into(),
+            ca_certs: None,
         }));
     }
     let Some(host) = nonempty("REDIS_HOST") else {
@@ -283,7 +301,23 @@ pub fn from_env(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
         username,
         password,
         origin: "REDIS_HOST".into(),
+        ca_certs: None,
     }))
+}
+
+/// `REDIS_SSL_CA_CERTS`: the CA file for every Redis that names none itself.
+pub fn apply_env_ca(env: &Env, settings: [&mut Option<RedisSettings>; 2]) {
+    let Some(ca) = env
+        .lookup("REDIS_SSL_CA_CERTS")
+        .filter(|c| !c.trim().is_empty())
+    else {
+        return;
+    };
+    for s in settings.into_iter().flatten() {
+        if s.ca_certs.is_none() {
+            s.ca_certs = Some(ca.clone());
+        }
+    }
 }
 
 /// `switchboard.redis_failure_policy` (`open` | `closed`, default open).
@@ -349,6 +383,13 @@ mod tests {
             .unwrap();
         assert!(r.cluster);
         assert_eq!(r.nodes, ["rediss://a:7000", "rediss://b:7001"]);
+        assert_eq!(r.ca_certs, None);
+        let v: Value =
+            serde_yaml::from_str("{url: 'rediss://h:1', ssl_ca_certs: /etc/ca.pem}").unwrap();
+        let r = read_cache_params(&mut section_of(&v, &env))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.ca_certs.as_deref(), Some("/etc/ca.pem"));
         let v: Value = serde_yaml::from_str("{redis_startup_nodes: [{port: 1}]}").unwrap();
         assert_eq!(
             read_cache_params(&mut section_of(&v, &env))
@@ -374,6 +415,19 @@ mod tests {
         let r = from_env(&env).unwrap().unwrap();
         assert_eq!(r.nodes, ["rediss://envhost:6390"]);
         assert_eq!(r.password.as_deref(), Some("pw"));
+
+        // REDIS_SSL_CA_CERTS: for every Redis that names no CA of its own.
+        let vars: HashMap<String, String> =
+            [("REDIS_SSL_CA_CERTS".to_string(), "/env/ca.pem".to_string())].into();
+        let env = Env { overrides: &vars };
+        let own = RedisSettings {
+            ca_certs: Some("/own.pem".into()),
+            ..r.clone()
+        };
+        let (mut a, mut b) = (Some(r), Some(own));
+        apply_env_ca(&env, [&mut a, &mut b]);
+        assert_eq!(a.unwrap().ca_certs.as_deref(), Some("/env/ca.pem"));
+        assert_eq!(b.unwrap().ca_certs.as_deref(), Some("/own.pem"));
     }
 
     #[test]

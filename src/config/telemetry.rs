@@ -46,11 +46,24 @@ impl TelemetryConfig {
 pub struct ExportTarget {
     /// The callback name that asked for it (`otel`, `langfuse_otel`).
     pub name: &'static str,
-    /// Full URL spans are POSTed to (…/v1/traces).
+    pub protocol: OtlpProtocol,
+    /// Where spans go: the full URL they are POSTed to (…/v1/traces) over HTTP, the
+    /// collector's address (`http://host:4317`) over gRPC.
     pub traces_endpoint: String,
-    /// Full URL metrics are POSTed to (…/v1/metrics); `None` for Langfuse (traces only).
+    /// Where metrics go, likewise; `None` for Langfuse (traces only).
     pub metrics_endpoint: Option<String>,
+    /// Sent with every export to this target, and nothing else: another target's headers
+    /// (or `OTEL_EXPORTER_OTLP_HEADERS`, for Langfuse) never are.
     pub headers: Vec<(String, String)>,
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf` (the default).
+    HttpProtobuf,
+    /// `grpc` (LiteLLM: `OTEL_EXPORTER=otlp_grpc`).
+    Grpc,
 }
 
 /// `OTEL_TRACES_SAMPLER`.
@@ -79,6 +92,8 @@ impl Default for Sampler {
 
 /// Default OTLP/HTTP endpoint (the OTel SDKs' default).
 const DEFAULT_ENDPOINT: &str = "http://localhost:4318";
+/// Default OTLP/gRPC endpoint.
+const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
 const LANGFUSE_DEFAULT_HOST: &str = "https://cloud.langfuse.com";
 const LANGFUSE_OTEL_PATH: &str = "/api/public/otel/v1/traces";
 
@@ -165,22 +180,32 @@ fn otel_target(
         .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .or_else(|| env("OTEL_EXPORTER"))
         .unwrap_or_else(|| "http/protobuf".into());
-    match protocol.as_str() {
-        "http/protobuf" | "otlp_http" | "otlp" | "console" => {}
+    let protocol = match protocol.as_str() {
+        "http/protobuf" | "otlp_http" | "otlp" | "console" => OtlpProtocol::HttpProtobuf,
+        "grpc" | "otlp_grpc" => OtlpProtocol::Grpc,
         other => {
             warnings.push(format!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL: {other:?} is not supported (Switchboard exports \
-                 OTLP over http/protobuf only; point it at the collector's OTLP/HTTP port, usually \
-                 4318); the otel callback is off"
+                 OTLP over http/protobuf or grpc); the otel callback is off"
             ));
             return None;
         }
-    }
+    };
+    let grpc = protocol == OtlpProtocol::Grpc;
     let base = env("OTEL_EXPORTER_OTLP_ENDPOINT")
         .or_else(|| env("OTEL_ENDPOINT"))
-        .unwrap_or_else(|| DEFAULT_ENDPOINT.into());
+        .unwrap_or_else(|| {
+            if grpc {
+                DEFAULT_GRPC_ENDPOINT
+            } else {
+                DEFAULT_ENDPOINT
+            }
+            .into()
+        });
     let traces = match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
         Some(e) => e,
+        // gRPC: the collector's address, every signal alike.
+        None if grpc => base.clone(),
         // LiteLLM's OTEL_ENDPOINT is the whole traces URL (…/v1/traces) already.
         None if base.ends_with("/v1/traces") => base.clone(),
         None => signal_url(&base, "traces"),
@@ -189,6 +214,9 @@ fn otel_target(
         Some("none") => None,
         _ => Some(
             env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").unwrap_or_else(|| {
+                if grpc {
+                    return base.clone();
+                }
                 match base.strip_suffix("/v1/traces") {
                     Some(root) => signal_url(root, "metrics"),
                     None => signal_url(&base, "metrics"),
@@ -216,6 +244,7 @@ fn otel_target(
         .unwrap_or_default();
     Some(ExportTarget {
         name: "otel",
+        protocol,
         traces_endpoint: traces,
         metrics_endpoint: metrics,
         headers,
@@ -247,8 +276,10 @@ fn langfuse_target(
     };
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{pk}:{sk}"));
+    // Langfuse takes OTLP over HTTP only, whatever OTEL_EXPORTER_OTLP_PROTOCOL says.
     Some(ExportTarget {
         name: "langfuse_otel",
+        protocol: OtlpProtocol::HttpProtobuf,
         traces_endpoint: format!("{}{LANGFUSE_OTEL_PATH}", host.trim_end_matches('/')),
         metrics_endpoint: None,
         headers: vec![("authorization".into(), format!("Basic {auth}"))],
@@ -418,9 +449,35 @@ mod tests {
             c.targets[0].metrics_endpoint.as_deref(),
             Some("https://api.honeycomb.io/v1/metrics")
         );
-        let (c, w) = run(&["otel"], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        let (c, w) = run(&["otel"], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
         assert!(!c.enabled());
         assert!(w[0].starts_with("OTEL_EXPORTER_OTLP_PROTOCOL"), "{w:?}");
+    }
+
+    #[test]
+    fn grpc_from_the_standard_and_litellm_names_and_langfuse_stays_on_http() {
+        let (c, w) = run(&["otel"], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert!(w.is_empty(), "{w:?}");
+        let t = &c.targets[0];
+        assert_eq!(t.protocol, OtlpProtocol::Grpc);
+        assert_eq!(t.traces_endpoint, "http://localhost:4317");
+        assert_eq!(t.metrics_endpoint.as_deref(), Some("http://localhost:4317"));
+        let (c, _) = run(
+            &["otel", "langfuse"],
+            &[
+                ("OTEL_EXPORTER", "otlp_grpc"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "x-secret=1"),
+                ("LANGFUSE_PUBLIC_KEY", "pk"),
+                ("LANGFUSE_SECRET_KEY", "sk"),
+            ],
+        );
+        assert_eq!(c.targets[0].protocol, OtlpProtocol::Grpc);
+        assert_eq!(c.targets[0].traces_endpoint, "https://collector:4317");
+        assert_eq!(c.targets[0].headers[0].0, "x-secret");
+        let langfuse = &c.targets[1];
+        assert_eq!(langfuse.protocol, OtlpProtocol::HttpProtobuf);
+        assert!(langfuse.headers.iter().all(|(k, _)| k == "authorization"));
     }
 
     #[test]

@@ -100,6 +100,20 @@ impl<'a> MessagesIngress<'a> {
     }
 }
 
+/// A `/v1/responses` call (see [`crate::ingress::responses`]): the client's own body for
+/// deployments whose upstream has the Responses API, and what translated attempts must refuse.
+pub struct ResponsesIngress<'a> {
+    /// The client's Responses body, as sent.
+    pub raw: &'a RequestBody<'a>,
+    /// Why the body cannot be translated onto chat (a built-in tool, `previous_response_id`,
+    /// …): the answer of every attempt on a deployment without the Responses API.
+    pub refusal: Option<GatewayError>,
+    /// The deployment that made the client's `previous_response_id`: only it is tried.
+    pub pinned: Option<Arc<str>>,
+    /// Set when a native attempt answers: the answer is the upstream's, not chat's.
+    pub answered_natively: std::sync::atomic::AtomicBool,
+}
+
 /// What every attempt of one client request shares.
 struct Call<'a> {
     app: &'a App,
@@ -128,6 +142,8 @@ struct Call<'a> {
     filter: &'a RouteFilter,
     /// The client speaks Anthropic Messages: passed through or translated back per attempt.
     messages: Option<&'a MessagesIngress<'a>>,
+    /// The client speaks the Responses API and may be passed through (see `gateway::ingress`).
+    responses: Option<&'a ResponsesIngress<'a>>,
 }
 
 enum GroupOutcome {
@@ -191,11 +207,55 @@ pub async fn run(
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
 ) -> GatewayResult<()> {
+    run_call(app, live, sink, ctx, op, parsed, body, messages, None).await
+}
+
+/// [`run`] for a `/v1/responses` call: `parsed` is its chat translation (or a stand-in when
+/// only the native pass-through can serve it), `responses` the client's own body.
+pub async fn run_responses(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    parsed: &RequestBody<'_>,
+    body: &Bytes,
+    responses: &ResponsesIngress<'_>,
+) -> GatewayResult<()> {
+    let op = Operation::Chat;
+    run_call(
+        app,
+        live,
+        sink,
+        ctx,
+        op,
+        parsed,
+        body,
+        None,
+        Some(responses),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_call(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    op: Operation,
+    parsed: &RequestBody<'_>,
+    body: &Bytes,
+    messages: Option<&MessagesIngress<'_>>,
+    responses: Option<&ResponsesIngress<'_>>,
+) -> GatewayResult<()> {
     let snapshot = &live.routing;
     let mut model = parsed.required_str("model")?;
-    if let Some(key) = ctx.principal.key() {
-        // The key's aliases and allowed models, before the name is resolved to a group.
-        model = crate::keys::auth::resolve_model(key, model)?;
+    let requested = model.clone();
+    if let (Some(key), Some(keys)) = (ctx.principal.key(), &app.keys) {
+        // The team's and key's aliases and the allowed models, before the name is resolved
+        // to a group.
+        let team = crate::keys::auth::key_team(keys, key);
+        model = crate::keys::auth::resolve_model(key, team.as_deref(), model)?;
     }
     check_model_name(&model, || snapshot.group(&model).is_some())?;
     ctx.model = Some(model.to_string());
@@ -213,7 +273,7 @@ pub async fn run(
     }
     if let Some(keys) = &app.keys {
         // Team, user, membership and end user from memory, with their access checks.
-        crate::keys::auth::resolve_tenancy(keys, ctx, &model)?;
+        crate::keys::auth::resolve_tenancy(keys, ctx, &requested, &model)?;
     }
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     // A translated Messages stream ends with usage in `message_delta`: always asked for.
@@ -223,12 +283,30 @@ pub async fn run(
     live.stages.admit(ctx, parsed).await?;
     // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
     // off) writes it.
-    if messages.is_none() {
-        if let Some(answer) = live.stages.cache_lookup(ctx, parsed).await? {
+    if messages.is_none() && responses.is_none() {
+        // Keyed on the group (an alias shares its group's entries); a wildcard-served name
+        // is its own.
+        let group = snapshot.group(&model).map_or(&*model, |g| g.name.as_str());
+        if let Some(answer) = live.stages.cache_lookup(ctx, parsed, group).await? {
+            respond::cached(sink, ctx, answer).await;
+            return Ok(());
+        }
+        if let Some(answer) = super::semantic::lookup(app, live, ctx, parsed, group).await {
             respond::cached(sink, ctx, answer).await;
             return Ok(());
         }
     }
+    // An embeddings batch partly found in the cache asks upstream for the rest only; the
+    // answer is merged back in `attempt`.
+    let reduced = crate::cache::embeddings::take_reduced(ctx);
+    let reduced_body;
+    let parsed = match &reduced {
+        Some(b) => {
+            reduced_body = RequestBody::parse(b)?;
+            &reduced_body
+        }
+        None => parsed,
+    };
 
     let primary = snapshot
         .resolve(&model)
@@ -264,6 +342,7 @@ pub async fn run(
         prompt_bytes: body.len(),
         filter: &filter,
         messages,
+        responses,
     };
     let router = &snapshot.config.router;
     let wait_until = router
@@ -460,6 +539,7 @@ async fn run_group(
         }
         Err(e) => return GroupOutcome::Failed(e),
     };
+    let excluded = responses_exclusions(call, group, excluded);
     loop {
         let now = Instant::now();
         if now >= call.deadline {
@@ -538,6 +618,33 @@ async fn run_group(
         }
         last_err = Some(err);
     }
+}
+
+/// A Responses call's own exclusions: a `previous_response_id` lives on the deployment that
+/// made it, so when this group has that one every other is ruled out; a body only the
+/// Responses API can serve rules out the deployments without it (unless none has it: they
+/// then refuse it, naming the field).
+fn responses_exclusions(
+    call: &Call<'_>,
+    group: &ModelGroup,
+    mut excluded: Vec<usize>,
+) -> Vec<usize> {
+    let Some(r) = call.responses else {
+        return excluded;
+    };
+    let deployments = &group.deployments;
+    let pinned = r
+        .pinned
+        .as_deref()
+        .and_then(|id| deployments.iter().position(|d| d.id() == id));
+    if let Some(at) = pinned {
+        excluded.extend((0..deployments.len()).filter(|&i| i != at));
+    } else if r.refusal.is_some() && deployments.iter().any(|d| d.provider.has_responses_api()) {
+        excluded.extend(
+            (0..deployments.len()).filter(|&i| !deployments[i].provider.has_responses_api()),
+        );
+    }
+    excluded
 }
 
 /// How long to wait before retry number `retry` (1-based). Another deployment can take it:
@@ -639,6 +746,7 @@ async fn attempt(
             if let Some(t) = ctx.trace.as_deref_mut() {
                 crate::telemetry::end_attempt(t, None);
             }
+            let body = crate::cache::embeddings::merge(ctx, body);
             respond::json(sink, ctx, 200, body).await;
             let tokens = usage.map(|u| u.total_tokens).unwrap_or(0);
             call.app
@@ -774,7 +882,17 @@ async fn until_ready<'a>(
                 provider.messages_request(m.raw, cx, MessagesEndpoint::Create, m.headers, client);
             within(deadline, async { request.await.transpose() }).await?
         }
-        None => None,
+        None => match call.responses {
+            Some(r) => match provider.responses_request(r.raw, cx) {
+                Some(request) => Some(request?),
+                // Only the Responses API can serve this body: refused here, naming the field.
+                None => match &r.refusal {
+                    Some(refusal) => return Err(refusal.clone()),
+                    None => None,
+                },
+            },
+            None => None,
+        },
     };
     let passthrough = native.is_some();
     let outbound = match native {
@@ -846,7 +964,11 @@ async fn until_ready<'a>(
     if !call.stream {
         let whole = within(deadline, response.body(MAX_RESPONSE_BODY)).await?;
         if passthrough {
-            let usage = messages::usage_of(&whole);
+            let usage = match call.messages {
+                Some(_) => messages::usage_of(&whole),
+                None => crate::ingress::responses::native::usage_of(&whole),
+            };
+            mark_native(call);
             return Ok(Ready::Whole { body: whole, usage });
         }
         let translated = provider_call.parse_response(whole, cx)?;
@@ -862,6 +984,10 @@ async fn until_ready<'a>(
         });
     }
     let mut translator: Box<dyn StreamTranslator> = match call.messages {
+        None if passthrough => {
+            mark_native(call);
+            Box::<crate::ingress::responses::native::PassThrough>::default()
+        }
         Some(_) if passthrough => Box::new(messages::PassThrough::new(provider.messages_framing())),
         Some(_) => Box::new(messages::ToMessages::new(
             provider_call.stream_translator(cx),
@@ -908,6 +1034,15 @@ async fn until_ready<'a>(
     }
 }
 
+/// A native Responses attempt is about to answer: the client gets the upstream's answer as
+/// it is (see `gateway::ingress`).
+fn mark_native(call: &Call<'_>) {
+    if let Some(r) = call.responses {
+        r.answered_natively
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Awaits `fut` until `deadline`, as a 504 after it.
 async fn within<T>(
     deadline: Instant,
@@ -948,8 +1083,9 @@ async fn stream_to_client(
             }
             // The final usage chunk (only sent when the client asked for usage) carries the
             // cost, as LiteLLM's does.
-            if let (false, Wire::OpenAi, Some(price), Some(usage)) = (
+            if let (false, false, Wire::OpenAi, Some(price), Some(usage)) = (
                 cost_stamped,
+                translator.verbatim(),
                 ctx.wire,
                 &deployment.price,
                 translator.usage(),

@@ -103,8 +103,9 @@ pub async fn count_tokens(
     let snapshot = &live.routing;
     let raw = RequestBody::parse(&body)?;
     let mut model = raw.required_str("model")?;
-    if let Some(key) = ctx.principal.key() {
-        model = crate::keys::auth::resolve_model(key, model)?;
+    if let (Some(key), Some(keys)) = (ctx.principal.key(), &app.keys) {
+        let team = crate::keys::auth::key_team(keys, key);
+        model = crate::keys::auth::resolve_model(key, team.as_deref(), model)?;
     }
     check_model_name(&model, || snapshot.group(&model).is_some())?;
     if !raw.has("messages") {

@@ -33,6 +33,7 @@ pub mod messages;
 pub mod model_info;
 pub mod respond;
 pub mod routes;
+pub mod semantic;
 pub mod sink;
 #[cfg(test)]
 mod tests;
@@ -230,6 +231,7 @@ impl Gateway {
                 }
                 crate::alerting::render_metrics(&mut text);
                 crate::limits::render_metrics(&mut text);
+                crate::shared_state::render_metrics(&mut text);
                 crate::telemetry::render_metrics(&mut text);
                 let mut h = respond::head(200, ctx, "text/plain; version=0.0.4; charset=utf-8");
                 let _ = h.insert_header(http::header::CONTENT_LENGTH, text.len().to_string());

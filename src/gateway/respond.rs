@@ -170,6 +170,9 @@ pub async fn send_body(
     if ctx.keep_answer {
         ctx.tee_answer(&bytes, end);
     }
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        crate::telemetry::finish::note(trace, &bytes);
+    }
     if !sink.body(bytes, end).await {
         ctx.client_disconnected = true;
         return false;

@@ -188,6 +188,7 @@ impl Cache for Arc<BodyCache> {
         &self,
         _ctx: &mut Context,
         body: &RequestBody<'_>,
+        _group: &str,
     ) -> Result<Lookup, GatewayError> {
         let Some(key) = body.get("messages").map(|v| v.get().as_bytes().to_vec()) else {
             return Ok(Lookup::Miss { store: true });

@@ -14,6 +14,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::Authenticate;
 use crate::tenant::{KeyEntry, TeamEntry};
 use pingora_http::RequestHeader;
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -136,10 +137,15 @@ pub fn check_team_usable(team: &TeamEntry) -> Result<(), GatewayError> {
 
 /// Puts the request's [`crate::tenant::Tenancy`] on the context (from memory: the key's team,
 /// user and membership, and the end user) and applies LiteLLM's checks on them for `model`
-/// (the model group the key resolved): a blocked end user (400, as LiteLLM's blocked-user
+/// (`requested`, and the model group it resolved to): a blocked end user (400, as LiteLLM's blocked-user
 /// check), the team's `models`, and a personal key's user `models`. Call after the end user is
 /// known (header or body `user`) and before admission, which reads the tenancy.
-pub fn resolve_tenancy(keys: &Keys, ctx: &mut Context, model: &str) -> Result<(), GatewayError> {
+pub fn resolve_tenancy(
+    keys: &Keys,
+    ctx: &mut Context,
+    requested: &str,
+    model: &str,
+) -> Result<(), GatewayError> {
     let tenancy = keys
         .tenants
         .resolve(ctx.principal.key().map(|k| &**k), ctx.end_user.as_deref());
@@ -157,9 +163,9 @@ pub fn resolve_tenancy(keys: &Keys, ctx: &mut Context, model: &str) -> Result<()
     }
     if let Some(team) = &tenancy.team {
         check_team_usable(team)?;
-        check_models("team", &team.row.models, model)?;
+        check_models("team", &team.row.models, requested, model)?;
     } else if let Some(user) = &tenancy.user {
-        check_models("user", &user.row.models, model)?;
+        check_models("user", &user.row.models, requested, model)?;
     }
     ctx.tenancy = tenancy;
     Ok(())
@@ -167,16 +173,17 @@ pub fn resolve_tenancy(keys: &Keys, ctx: &mut Context, model: &str) -> Result<()
 
 /// LiteLLM's `_can_object_call_model`: an empty list, `all-proxy-models` or `*` allow every
 /// model; otherwise the model must be listed.
-fn check_models(object: &str, models: &[String], model: &str) -> Result<(), GatewayError> {
-    let allowed = models.is_empty()
-        || models
-            .iter()
-            .any(|m| m == model || m == "all-proxy-models" || m == "*");
-    if allowed {
+fn check_models(
+    object: &str,
+    models: &[String],
+    requested: &str,
+    model: &str,
+) -> Result<(), GatewayError> {
+    if may_call(models, requested, model) {
         return Ok(());
     }
     Err(auth_error(format!(
-        "{object} not allowed to access model. This {object} can only access models={}. Tried to access {model}",
+        "{object} not allowed to access model. This {object} can only access models={}. Tried to access {requested}",
         python_list(models)
     ))
     .with_type(if object == "team" {
@@ -193,34 +200,52 @@ fn python_list(items: &[String]) -> String {
     format!("[{}]", inner.join(", "))
 }
 
-/// The model group a key's request goes to: the key's `aliases` map the requested name first;
-/// a key with `models` may call only those (`all-proxy-models` means every one).
+/// The model group a key's request goes to, in LiteLLM's order (`add_litellm_data_to_request`):
+/// the key's team's `model_aliases` rewrite the requested name, then the key's `aliases`
+/// rewrite the result. A key with `models` may call a model when the requested name or the
+/// group it resolved to is listed (LiteLLM's `_can_object_call_model` accepts the alias or its
+/// target); `all-proxy-models` and `*` mean every one.
 pub fn resolve_model<'a>(
     entry: &KeyEntry,
+    team: Option<&TeamEntry>,
     requested: Cow<'a, str>,
 ) -> Result<Cow<'a, str>, GatewayError> {
-    let model = match entry
-        .row
-        .aliases
-        .get(requested.as_ref())
-        .and_then(|v| v.as_str())
-    {
-        Some(target) => Cow::Owned(target.to_string()),
-        None => requested,
+    let alias = |aliases: &Map<String, Value>, name: &str| {
+        aliases
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
     };
+    let mut model = requested.clone();
+    if let Some(target) = team.and_then(|t| alias(&t.row.model_aliases, &model)) {
+        model = Cow::Owned(target);
+    }
+    if let Some(target) = alias(&entry.row.aliases, &model) {
+        model = Cow::Owned(target);
+    }
     let models = &entry.row.models;
-    let allowed = models.is_empty()
-        || models
-            .iter()
-            .any(|m| m == model.as_ref() || m == "all-proxy-models" || m == "*");
-    if !allowed {
+    if !may_call(models, &requested, &model) {
         return Err(auth_error(format!(
-            "Authentication Error, API Key not allowed to access model. This key can only access models={models:?}. Tried to access {model}"
+            "Authentication Error, API Key not allowed to access model. This key can only access models={models:?}. Tried to access {requested}"
         ))
         .with_type("key_model_access_denied")
         .with_param("model"));
     }
     Ok(model)
+}
+
+/// The team of a key, from memory.
+pub fn key_team(keys: &Keys, entry: &KeyEntry) -> Option<Arc<TeamEntry>> {
+    keys.tenants.team(entry.row.team_id.as_deref()?)
+}
+
+/// LiteLLM's `_can_object_call_model` on a list: empty, `all-proxy-models` or `*` allow every
+/// model; otherwise the requested name or the group it resolved to must be listed.
+fn may_call(models: &[String], requested: &str, resolved: &str) -> bool {
+    models.is_empty()
+        || models
+            .iter()
+            .any(|m| m == requested || m == resolved || m == "all-proxy-models" || m == "*")
 }
 
 #[cfg(test)]
@@ -270,25 +295,65 @@ mod tests {
         };
         row.aliases.insert("smart".into(), "gpt-4o".into());
         let entry = KeyEntry::new(row);
-        assert_eq!(resolve_model(&entry, "smart".into()).unwrap(), "gpt-4o");
-        assert_eq!(resolve_model(&entry, "gpt-4o".into()).unwrap(), "gpt-4o");
-        let e = resolve_model(&entry, "other".into()).unwrap_err();
+        assert_eq!(
+            resolve_model(&entry, None, "smart".into()).unwrap(),
+            "gpt-4o"
+        );
+        assert_eq!(
+            resolve_model(&entry, None, "gpt-4o".into()).unwrap(),
+            "gpt-4o"
+        );
+        let e = resolve_model(&entry, None, "other".into()).unwrap_err();
         assert_eq!(e.status, 401);
         assert!(String::from_utf8_lossy(&e.body()).contains("key_model_access_denied"));
     }
 
     #[test]
+    fn team_aliases_then_key_aliases() {
+        let mut team = crate::store::TeamRow::default();
+        team.model_aliases
+            .insert("gpt-4o".into(), "team-a-gpt-4o".into());
+        team.model_aliases
+            .insert("mini".into(), "team-a-mini".into());
+        let team = TeamEntry::new(team);
+        let mut row = KeyRow {
+            models: vec!["gpt-4o".into(), "fast".into(), "key-mini".into()],
+            ..Default::default()
+        };
+        row.aliases.insert("fast".into(), "key-fast".into());
+        row.aliases.insert("team-a-mini".into(), "key-mini".into());
+        let entry = KeyEntry::new(row);
+        // The team's alias, allowed because the requested name is listed.
+        assert_eq!(
+            resolve_model(&entry, Some(&team), "gpt-4o".into()).unwrap(),
+            "team-a-gpt-4o"
+        );
+        // A name the team does not alias: the key's own alias.
+        assert_eq!(
+            resolve_model(&entry, Some(&team), "fast".into()).unwrap(),
+            "key-fast"
+        );
+        // The key's aliases apply to what the team's produced (LiteLLM's order); the target is
+        // listed though "mini" is not.
+        assert_eq!(
+            resolve_model(&entry, Some(&team), "mini".into()).unwrap(),
+            "key-mini"
+        );
+        assert!(resolve_model(&entry, Some(&team), "team-a-gpt-4o".into()).is_err());
+    }
+
+    #[test]
     fn team_and_user_model_lists() {
-        assert!(check_models("team", &[], "gpt-4o").is_ok());
-        assert!(check_models("team", &["all-proxy-models".into()], "x").is_ok());
-        let e = check_models("team", &["a".into(), "b".into()], "gpt-4o").unwrap_err();
+        assert!(check_models("team", &[], "gpt-4o", "gpt-4o").is_ok());
+        assert!(check_models("team", &["all-proxy-models".into()], "x", "x").is_ok());
+        let e = check_models("team", &["a".into(), "b".into()], "gpt-4o", "gpt-4o").unwrap_err();
         assert_eq!(e.status, 401);
         assert_eq!(
             e.message,
             "team not allowed to access model. This team can only access models=['a', 'b']. Tried to access gpt-4o"
         );
         assert!(String::from_utf8_lossy(&e.body()).contains("team_model_access_denied"));
-        let e = check_models("user", &["a".into()], "b").unwrap_err();
+        let e = check_models("user", &["a".into()], "b", "b").unwrap_err();
         assert!(String::from_utf8_lossy(&e.body()).contains("user_model_access_denied"));
     }
 

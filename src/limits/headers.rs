@@ -1,7 +1,10 @@
-//! The `x-ratelimit-*` response headers (OpenAI's names) from a request's [`RateLimitStatus`],
-//! written into every answer's head (errors and streams included: the head goes out before the
-//! first byte), and the `Retry-After` / reset-time text of a refusal.
+//! The `x-ratelimit-*` response headers from a request's [`RateLimitStatus`], written into
+//! every answer's head (errors and streams included: the head goes out before the first byte):
+//! OpenAI's aggregate names for the tightest scope, and LiteLLM v3's per-descriptor
+//! `x-ratelimit-{descriptor}-{limit|remaining}-{requests|tokens|max_parallel_requests}` for
+//! every scope; and the `Retry-After` / reset-time text of a refusal.
 
+use super::{Descriptor, Measure};
 use crate::context::{RateLimitStatus, RateWindow};
 use pingora_http::ResponseHeader;
 use std::time::Duration;
@@ -29,6 +32,41 @@ pub fn decorate(h: &mut ResponseHeader, status: &RateLimitStatus) {
                 "x-ratelimit-reset-tokens",
             ],
         );
+    }
+    for s in &status.scopes {
+        let _ = h.insert_header(s.names[0], s.limit);
+        let _ = h.insert_header(s.names[1], s.remaining);
+    }
+}
+
+/// LiteLLM's per-descriptor header names of a scope: `[limit, remaining]` (static: no
+/// allocation per request).
+pub fn scope_names(d: Descriptor, m: Measure) -> &'static [&'static str; 2] {
+    macro_rules! names {
+        ($d:literal) => {
+            match m {
+                Measure::Requests => &[
+                    concat!("x-ratelimit-", $d, "-limit-requests"),
+                    concat!("x-ratelimit-", $d, "-remaining-requests"),
+                ],
+                Measure::Tokens => &[
+                    concat!("x-ratelimit-", $d, "-limit-tokens"),
+                    concat!("x-ratelimit-", $d, "-remaining-tokens"),
+                ],
+                Measure::Parallel => &[
+                    concat!("x-ratelimit-", $d, "-limit-max_parallel_requests"),
+                    concat!("x-ratelimit-", $d, "-remaining-max_parallel_requests"),
+                ],
+            }
+        };
+    }
+    match d {
+        Descriptor::ApiKey => names!("api_key"),
+        Descriptor::ModelPerKey => names!("model_per_key"),
+        Descriptor::Team => names!("team"),
+        Descriptor::User => names!("user"),
+        Descriptor::TeamMember => names!("team_member"),
+        Descriptor::EndUser => names!("end_user"),
     }
 }
 
@@ -61,24 +99,8 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time in milliseconds (LiteLLM's "Limit resets at").
 pub fn utc_text(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let text = crate::civil_time::iso_ms(unix_ms as i64);
+    format!("{} UTC", &text[..19])
 }
 
 #[cfg(test)]
@@ -110,6 +132,13 @@ mod tests {
                     reset: Duration::from_millis(4200),
                 }),
                 tokens: None,
+                scopes: [crate::context::ScopeWindow {
+                    names: scope_names(Descriptor::Team, Measure::Requests),
+                    limit: 10,
+                    remaining: 3,
+                }]
+                .into_iter()
+                .collect(),
             },
         );
         let get = |n: &str| h.headers.get(n).map(|v| v.to_str().unwrap().to_string());
@@ -117,5 +146,37 @@ mod tests {
         assert_eq!(get("x-ratelimit-remaining-requests").as_deref(), Some("3"));
         assert_eq!(get("x-ratelimit-reset-requests").as_deref(), Some("4.2s"));
         assert!(get("x-ratelimit-limit-tokens").is_none());
+        assert_eq!(
+            get("x-ratelimit-team-limit-requests").as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            get("x-ratelimit-team-remaining-requests").as_deref(),
+            Some("3")
+        );
+    }
+
+    #[test]
+    fn scope_names_follow_the_descriptor() {
+        for d in [
+            Descriptor::ApiKey,
+            Descriptor::ModelPerKey,
+            Descriptor::Team,
+            Descriptor::User,
+            Descriptor::TeamMember,
+            Descriptor::EndUser,
+        ] {
+            for m in [Measure::Requests, Measure::Tokens, Measure::Parallel] {
+                let [limit, remaining] = scope_names(d, m);
+                assert_eq!(
+                    *limit,
+                    format!("x-ratelimit-{}-limit-{}", d.as_str(), m.as_str())
+                );
+                assert_eq!(
+                    *remaining,
+                    format!("x-ratelimit-{}-remaining-{}", d.as_str(), m.as_str())
+                );
+            }
+        }
     }
 }

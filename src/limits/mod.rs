@@ -18,12 +18,13 @@
 //! - Answers: every response carries `x-ratelimit-*` ([`headers`]); a refusal is a 429 with
 //!   LiteLLM's message and a `Retry-After` computed from when capacity returns.
 
+pub mod defaults;
 pub mod headers;
 pub mod local;
 pub mod shared;
 
 use crate::config::redis::{FailurePolicy, RedisSettings};
-use crate::context::{Context, RateLimitStatus, RateWindow};
+use crate::context::{Context, RateLimitStatus, RateWindow, ScopeWindow};
 use crate::error::{ErrorKind, GatewayError};
 use crate::openai::RequestBody;
 use crate::pipeline::{Admit, Settle};
@@ -134,6 +135,8 @@ fn scope_id(descriptor: Descriptor, measure: Measure, value: &str) -> u64 {
 /// process-wide (local) or in Redis.
 pub struct Limits {
     core: Arc<Core>,
+    /// `max_end_user_budget_id` and where to find that budget row (the tenant maps).
+    end_user_default: Option<(String, Arc<crate::keys::Keys>)>,
 }
 
 struct Core {
@@ -145,8 +148,20 @@ struct Core {
 }
 
 impl Limits {
-    pub fn from_config(config: &crate::config::Config) -> Limits {
+    /// With the key store (`keys`) the budget row named by `max_end_user_budget_id` limits
+    /// end users without a budget of their own.
+    pub fn from_config(
+        config: &crate::config::Config,
+        keys: Option<&Arc<crate::keys::Keys>>,
+    ) -> Limits {
+        let end_user_default = config
+            .litellm
+            .limit_defaults
+            .end_user_budget_id
+            .clone()
+            .zip(keys.cloned());
         Limits {
+            end_user_default,
             core: Arc::new(Core {
                 redis: config.router.redis.clone(),
                 shared: OnceLock::new(),
@@ -200,7 +215,12 @@ impl Triple {
 /// The scopes of a request: its key, model per key, and the key's team, user, team
 /// membership and the request's end user as `ctx.tenancy` resolved them (empty without a key
 /// or limits).
-fn scopes(ctx: &Context, body: &RequestBody<'_>) -> SmallVec<[Scope; 4]> {
+/// `end_user_default`: the budget row whose limits hold for an end user without its own.
+fn scopes(
+    ctx: &Context,
+    body: &RequestBody<'_>,
+    end_user_default: Option<&crate::tenant::BudgetEntry>,
+) -> SmallVec<[Scope; 4]> {
     let mut out = SmallVec::new();
     let Some(key) = ctx.principal.key() else {
         return out;
@@ -232,12 +252,13 @@ fn scopes(ctx: &Context, body: &RequestBody<'_>) -> SmallVec<[Scope; 4]> {
             }
         }
     }
-    if let Some(e) = &t.end_user {
-        if let Some(b) = &e.budget {
+    if let Some(id) = ctx.end_user.as_deref() {
+        let own = t.end_user.as_ref().and_then(|e| e.budget.as_deref());
+        if let Some(b) = own.or(end_user_default) {
             let r = &b.row;
             let l = Triple::of(r.rpm_limit, r.tpm_limit, r.max_parallel_requests);
             if l.any() {
-                tenants.push((Descriptor::EndUser, e.row.user_id.clone(), l));
+                tenants.push((Descriptor::EndUser, id.to_string(), l));
             }
         }
     }
@@ -381,7 +402,21 @@ fn random_u64() -> u64 {
 #[async_trait]
 impl Admit for Limits {
     async fn admit(&self, ctx: &mut Context, body: &RequestBody<'_>) -> Result<(), GatewayError> {
-        let scopes = scopes(ctx, body);
+        // The default end-user budget, only for an end user without one of its own.
+        let default_budget = match &self.end_user_default {
+            Some((id, keys))
+                if ctx.end_user.is_some()
+                    && ctx
+                        .tenancy
+                        .end_user
+                        .as_ref()
+                        .is_none_or(|e| e.budget.is_none()) =>
+            {
+                keys.tenants.budget(id)
+            }
+            _ => None,
+        };
+        let scopes = scopes(ctx, body, default_budget.as_deref());
         if scopes.is_empty() {
             return Ok(());
         }
@@ -392,12 +427,16 @@ impl Admit for Limits {
             None => local().admit(&scopes, &mut results),
             Some(state) => {
                 let (keys, args) = shared::admit_args(&scopes, member);
-                let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                let reply: Result<Vec<i64>, _> =
-                    state.eval(shared::admit_script(), &keys, &args).await;
+                // With the scripts other stages queued (budgets): one round trip.
+                let call = crate::shared_state::batch::Call {
+                    script: shared::admit_script(),
+                    keys,
+                    args,
+                };
+                let reply = ctx.redis_batch.eval_with(state, call).await;
                 match reply
                     .ok()
+                    .and_then(|v| redis::from_redis_value::<Vec<i64>>(v).ok())
                     .and_then(|r| shared::parse_admit(&r, scopes.len(), &mut results))
                 {
                     Some(admitted) => {
@@ -442,10 +481,15 @@ impl Admit for Limits {
     }
 }
 
-/// The tightest request and token windows.
+/// Every scope's standing, and the tightest request and token windows.
 fn status(scopes: &[Scope], results: &[ScopeResult]) -> RateLimitStatus {
     let mut out = RateLimitStatus::default();
     for (s, r) in scopes.iter().zip(results) {
+        out.scopes.push(ScopeWindow {
+            names: headers::scope_names(s.descriptor, s.measure),
+            limit: s.limit,
+            remaining: r.remaining,
+        });
         let slot = match s.measure {
             Measure::Requests => &mut out.requests,
             Measure::Tokens => &mut out.tokens,

@@ -73,6 +73,12 @@ fn value_start(json: &[u8], pos: usize, name_len: usize) -> Option<usize> {
 /// this way; parse the body to be sure.
 #[allow(clippy::result_unit_err)]
 pub fn top_level_usage(json: &[u8]) -> Result<Option<Usage>, ()> {
+    top_level_usage_as(json)
+}
+
+/// [`top_level_usage`] read as another API's usage shape (the Responses API's).
+#[allow(clippy::result_unit_err)]
+pub fn top_level_usage_as<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<Option<T>, ()> {
     let mut unreadable = false;
     for pos in USAGE_KEY_REV.rfind_iter(json) {
         let Some(start) = value_start(json, pos, USAGE_KEY_REV.needle().len()) else {
@@ -80,7 +86,7 @@ pub fn top_level_usage(json: &[u8]) -> Result<Option<Usage>, ()> {
         };
         let mut values = serde_json::Deserializer::from_slice(&json[start..]).into_iter();
         match values.next() {
-            Some(Ok::<Option<Usage>, _>(usage)) => {
+            Some(Ok::<Option<T>, _>(usage)) => {
                 if closes_top_level(&json[start + values.byte_offset()..]) {
                     return Ok(usage);
                 }

@@ -202,6 +202,25 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// OpenAI and Azure OpenAI: the upstream request for a client's own Responses API body
+    /// (`/v1/responses` ingress), with only `model` replaced, to the upstream's `responses`
+    /// endpoint; the answer goes back unchanged. `None`: no native Responses API here, and
+    /// the gateway translates onto chat instead.
+    fn responses_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        let _ = (body, cx);
+        None
+    }
+
+    /// Whether [`Provider::responses_request`] builds requests (the upstream has the
+    /// Responses API).
+    fn has_responses_api(&self) -> bool {
+        false
+    }
+
     /// How this provider frames the Messages streams [`Provider::messages_request`] asks for.
     fn messages_framing(&self) -> MessagesFraming {
         MessagesFraming::Sse
@@ -330,6 +349,12 @@ pub trait StreamTranslator: Send {
 
     /// Usage seen so far (complete once `finish` ran).
     fn usage(&self) -> Option<Usage>;
+
+    /// The client gets the upstream's bytes unchanged (a native pass-through in another API):
+    /// the gateway adds nothing to them (no cost in the usage chunk).
+    fn verbatim(&self) -> bool {
+        false
+    }
 }
 
 /// Longest wait an upstream's retry hint is taken at, in seconds (one hour): `Retry-After`,

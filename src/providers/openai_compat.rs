@@ -45,6 +45,9 @@ pub struct OpenAiCompat {
     organization: Option<String>,
     /// Azure: the `api-version` (the deployment name is the model).
     azure_api_version: Option<String>,
+    /// Where a native Responses API request goes (OpenAI and Azure only): the path with its
+    /// query, as [`responses_path`] builds it.
+    responses_path: Option<String>,
     /// Put before the model name: the deployment's prefix when the provider was inferred from
     /// `api_base` (`meta-llama/` of `meta-llama/Llama-3.3-70B-Instruct`).
     model_prefix: Option<String>,
@@ -179,8 +182,10 @@ fn build_for(
         // The deployment is a path segment; requests encode theirs (a wildcard's is the client's).
         super::url::check_segment(&dep.model).map_err(|e| ConfigError::new(path("model"), e))?;
     }
+    let responses_path = responses_path(spec, &base_path, dep.params.api_version.as_deref());
     Ok(Arc::new(OpenAiCompat {
         spec,
+        responses_path,
         origin: origin.to_string(),
         base_path,
         auth,
@@ -188,6 +193,37 @@ fn build_for(
         azure_api_version,
         model_prefix,
     }))
+}
+
+/// Azure's Responses `api-version` when the deployment sets none (LiteLLM's
+/// `AZURE_DEFAULT_RESPONSES_API_VERSION`).
+const AZURE_RESPONSES_API_VERSION: &str = "preview";
+
+/// The Responses API path of the providers that have it, as LiteLLM sends there: OpenAI's
+/// `{base}/responses`; Azure's `{base}/openai/responses?api-version=…` (the deployment is the
+/// body's `model`), or `{base}/openai/v1/responses?api-version=preview|latest` for the v1 API.
+fn responses_path(spec: &Compat, base_path: &str, api_version: Option<&str>) -> Option<String> {
+    match (spec.prefix, spec.paths) {
+        ("openai", _) => Some(format!("{base_path}/responses")),
+        ("azure", Paths::AzureDeployment) => {
+            let version = api_version
+                .map(str::to_string)
+                .or_else(|| std::env::var("AZURE_API_VERSION").ok())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| AZURE_RESPONSES_API_VERSION.to_string());
+            let v1 = if matches!(version.as_str(), "preview" | "latest") {
+                "/v1"
+            } else {
+                ""
+            };
+            let mut query = String::new();
+            super::url::push_segment(&mut query, &version).ok()?;
+            Some(format!(
+                "{base_path}/openai{v1}/responses?api-version={query}"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// `https://host:port/path` → (`https://host:port`, `/path`).
@@ -241,36 +277,25 @@ impl Provider for OpenAiCompat {
             }
             None => format!("{}/{op_path}", self.base_path),
         };
-        let mut model_json = Vec::with_capacity(cx.model.len() + 2);
-        match &self.model_prefix {
-            Some(prefix) => write_json_string(&mut model_json, &format!("{prefix}{}", cx.model)),
-            None => write_json_string(&mut model_json, cx.model),
-        }
-        let model_json = std::str::from_utf8(&model_json).unwrap_or("\"\"");
-        let mut out = Vec::with_capacity(body_len_hint(body) + 64);
-        if cx.stream && self.spec.stream_options {
-            body.write_with(
-                &[
-                    ("model", model_json),
-                    ("stream_options", "{\"include_usage\":true}"),
-                ],
-                &[],
-                &mut out,
-            );
-        } else {
-            body.write_with(&[("model", model_json)], &[], &mut out);
-        }
-        let mut req = UpstreamRequest::post_json(path, out);
-        for (name, value) in &self.auth {
-            req.header(name.clone(), value)?;
-        }
-        if let Some(org) = &self.organization {
-            req.header(HeaderName::from_static("openai-organization"), org)?;
-        }
-        if cx.stream {
-            req.header(http::header::ACCEPT, "text/event-stream")?;
-        }
-        Ok(req)
+        let out = self.body_with_model(body, cx, cx.stream && self.spec.stream_options);
+        self.authorized(path, out, cx.stream)
+    }
+
+    fn responses_request(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+    ) -> Option<GatewayResult<UpstreamRequest>> {
+        let path = self.responses_path.as_ref()?;
+        Some(self.authorized(
+            path.clone(),
+            self.body_with_model(body, cx, false),
+            cx.stream,
+        ))
+    }
+
+    fn has_responses_api(&self) -> bool {
+        self.responses_path.is_some()
     }
 
     fn parse_response(
@@ -299,6 +324,57 @@ impl Provider for OpenAiCompat {
             },
             ChunkWriter::passthrough(cx.include_usage),
         ))
+    }
+}
+
+impl OpenAiCompat {
+    /// The client's body with the deployment's model (and, asked for, usage in the stream).
+    fn body_with_model(
+        &self,
+        body: &RequestBody<'_>,
+        cx: &RequestContext<'_>,
+        stream_usage: bool,
+    ) -> Vec<u8> {
+        let mut model_json = Vec::with_capacity(cx.model.len() + 2);
+        match &self.model_prefix {
+            Some(prefix) => write_json_string(&mut model_json, &format!("{prefix}{}", cx.model)),
+            None => write_json_string(&mut model_json, cx.model),
+        }
+        let model_json = std::str::from_utf8(&model_json).unwrap_or("\"\"");
+        let mut out = Vec::with_capacity(body_len_hint(body) + 64);
+        if stream_usage {
+            body.write_with(
+                &[
+                    ("model", model_json),
+                    ("stream_options", "{\"include_usage\":true}"),
+                ],
+                &[],
+                &mut out,
+            );
+        } else {
+            body.write_with(&[("model", model_json)], &[], &mut out);
+        }
+        out
+    }
+
+    /// A POST of `body` to `path` with the deployment's credentials.
+    fn authorized(
+        &self,
+        path: String,
+        body: Vec<u8>,
+        stream: bool,
+    ) -> GatewayResult<UpstreamRequest> {
+        let mut req = UpstreamRequest::post_json(path, body);
+        for (name, value) in &self.auth {
+            req.header(name.clone(), value)?;
+        }
+        if let Some(org) = &self.organization {
+            req.header(HeaderName::from_static("openai-organization"), org)?;
+        }
+        if stream {
+            req.header(http::header::ACCEPT, "text/event-stream")?;
+        }
+        Ok(req)
     }
 }
 

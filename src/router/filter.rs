@@ -13,6 +13,12 @@
 //!   match the `default`-tagged deployments serve; with none of those either the request is
 //!   refused (400, "Not allowed to access model due to tags configuration").
 //! - no request tags: the `default`-tagged deployments when the group has any, else all.
+//! - markers: `!tag` rules out the deployments carrying `tag`; `&tag` keeps only those carrying
+//!   it (every `&` tag). They narrow the deployments before the plain tags match, and a known
+//!   plain tag (one some deployment of the group carries) that matches nothing they left is
+//!   refused rather than sent to a `default` deployment. With markers and no plain tags, the
+//!   `&` tags pick from the whole group, the `!` tags alone from the `default`-tagged
+//!   deployments (all when none are). A lone `!` or `&` is no tag.
 
 use super::{Deployment, ModelGroup};
 use crate::config::{DeploymentConfig, RouterSettings};
@@ -172,12 +178,33 @@ impl RouteFilter {
         !self.tag_filtering && self.region.is_none()
     }
 
+    /// The plain tags (no `!`/`&` marker): the ones deployments match on.
+    fn plain_tags(&self) -> impl Iterator<Item = &String> {
+        self.tags
+            .iter()
+            .filter(|t| !t.starts_with('!') && !t.starts_with('&'))
+    }
+
+    /// The tags after `marker` (`!`: excluded, `&`: required); a lone marker is no tag.
+    fn marked_tags(&self, marker: char) -> impl Iterator<Item = &str> {
+        self.tags
+            .iter()
+            .filter_map(move |t| t.strip_prefix(marker).filter(|rest| !rest.is_empty()))
+    }
+
+    /// The deployment survives the `!` and `&` markers.
+    fn satisfies_markers(&self, d: &Deployment) -> bool {
+        let have = &d.placement.tags;
+        !self.marked_tags('!').any(|t| have.iter().any(|h| h == t))
+            && self.marked_tags('&').all(|t| have.iter().any(|h| h == t))
+    }
+
     fn tag_match(&self, d: &Deployment) -> bool {
         let have = &d.placement.tags;
         if self.match_any {
-            self.tags.iter().any(|t| have.contains(t))
+            self.plain_tags().any(|t| have.contains(t))
         } else {
-            self.tags.iter().all(|t| have.contains(t))
+            self.plain_tags().all(|t| have.contains(t))
         }
     }
 }
@@ -192,29 +219,7 @@ impl ModelGroup {
         let n = self.deployments.len();
         let mut allowed = vec![true; n];
         if filter.tag_filtering {
-            let any_default = self.deployments.iter().any(|d| d.placement.default_tagged);
-            let matched: Vec<bool> = if filter.tags.is_empty() {
-                vec![false; n]
-            } else {
-                self.deployments
-                    .iter()
-                    .map(|d| filter.tag_match(d))
-                    .collect()
-            };
-            let any_match = matched.iter().any(|m| *m);
-            for (i, d) in self.deployments.iter().enumerate() {
-                allowed[i] = if any_match {
-                    matched[i]
-                } else if any_default {
-                    d.placement.default_tagged
-                } else {
-                    // Untagged request, no default deployments: all serve.
-                    filter.tags.is_empty()
-                };
-            }
-            if !allowed.iter().any(|a| *a) {
-                return Err(self.no_tag_match(filter));
-            }
+            self.allow_by_tags(filter, &mut allowed)?;
         }
         if let Some(region) = filter.region {
             let before = allowed.iter().any(|a| *a);
@@ -228,15 +233,75 @@ impl ModelGroup {
         Ok((0..n).filter(|&i| !allowed[i]).collect())
     }
 
+    /// LiteLLM's `get_deployments_for_tag` on `allowed` (all true on entry).
+    fn allow_by_tags(
+        &self,
+        filter: &RouteFilter,
+        allowed: &mut [bool],
+    ) -> Result<(), GatewayError> {
+        let deps = &self.deployments;
+        let has_plain = filter.plain_tags().next().is_some();
+        let has_required = filter.marked_tags('&').next().is_some();
+        let has_excluded = filter.marked_tags('!').next().is_some();
+        let any_default = deps.iter().any(|d| d.placement.default_tagged);
+        if !has_plain && !has_required && !has_excluded {
+            // Untagged: the default deployments when there are any, else all.
+            if any_default {
+                for (a, d) in allowed.iter_mut().zip(deps) {
+                    *a = d.placement.default_tagged;
+                }
+            }
+            return Ok(());
+        }
+        if !has_plain {
+            // Markers only: `&` picks from the whole group; `!` alone from the defaults.
+            for (a, d) in allowed.iter_mut().zip(deps) {
+                let pool = has_required || !any_default || d.placement.default_tagged;
+                *a = pool && filter.satisfies_markers(d);
+            }
+            if !allowed.iter().any(|a| *a) {
+                return Err(self.no_tag_match(filter));
+            }
+            return Ok(());
+        }
+        let candidate = |d: &Deployment| filter.satisfies_markers(d);
+        let any_match = deps.iter().any(|d| candidate(d) && filter.tag_match(d));
+        if any_match {
+            for (a, d) in allowed.iter_mut().zip(deps) {
+                *a = candidate(d) && filter.tag_match(d);
+            }
+            return Ok(());
+        }
+        // No match: the default deployments the markers leave, unless the plain tags are ones
+        // this group knows (then the request asked for something it may not have).
+        let known = filter
+            .plain_tags()
+            .any(|t| deps.iter().any(|d| d.placement.tags.contains(t)));
+        for (a, d) in allowed.iter_mut().zip(deps) {
+            *a = !known && candidate(d) && d.placement.default_tagged;
+        }
+        if !allowed.iter().any(|a| *a) {
+            return Err(self.no_tag_match(filter));
+        }
+        Ok(())
+    }
+
     fn no_tag_match(&self, filter: &RouteFilter) -> GatewayError {
+        let why = if filter.plain_tags().next().is_none() {
+            "is left by the '!tag' (must not carry) and '&tag' (must carry) markers".to_string()
+        } else {
+            let markers = filter.tags.iter().any(|t| t.starts_with(['!', '&']));
+            format!(
+                "{}carries {} of these tags (litellm_params.tags); 'default'-tagged deployments serve only tags no deployment of the group carries",
+                if markers { "left by the '!tag'/'&tag' markers " } else { "" },
+                if filter.match_any { "any" } else { "all" },
+            )
+        };
         GatewayError::new(
             ErrorKind::BadRequest,
             format!(
-                "Not allowed to access model due to tags configuration. Passed model={} and tags={:?}: no deployment of '{}' carries {} of these tags (litellm_params.tags) and none is tagged 'default'.",
-                self.name,
-                filter.tags,
-                self.name,
-                if filter.match_any { "any" } else { "all" },
+                "Not allowed to access model due to tags configuration. Passed model={} and tags={:?}: no deployment of '{}' {why}.",
+                self.name, filter.tags, self.name,
             ),
         )
         .with_code("no_deployments_with_tag_routing")
@@ -300,11 +365,10 @@ model_list:
             g.ruled_out(&filter(&["free", "eu"], false)).unwrap(),
             [1, 2]
         );
-        // No match: the default deployment serves; untagged requests too.
-        assert_eq!(
-            g.ruled_out(&filter(&["free", "paid"], false)).unwrap(),
-            [0, 1]
-        );
+        // No match for tags the group knows: refused (LiteLLM's `_tag_known_to_group`), not
+        // sent to the default deployment.
+        assert!(g.ruled_out(&filter(&["free", "paid"], false)).is_err());
+        // Tags it does not know: the default deployment serves; untagged requests too.
         assert_eq!(g.ruled_out(&filter(&["other"], true)).unwrap(), [0, 1]);
         assert_eq!(g.ruled_out(&filter(&[], true)).unwrap(), [0, 1]);
         // Tag filtering off: nothing is ruled out.
@@ -317,6 +381,39 @@ model_list:
         assert!(e
             .message
             .contains("Not allowed to access model due to tags configuration"));
+    }
+
+    #[test]
+    fn not_and_must_markers() {
+        let g = group(TAGGED);
+        // `!free` rules out the free deployment; alone it picks from the default ones.
+        assert_eq!(g.ruled_out(&filter(&["!paid"], true)).unwrap(), [0, 1]);
+        assert!(g.ruled_out(&filter(&["!default"], true)).is_err());
+        // `&eu` keeps only deployments carrying eu, from the whole group.
+        assert_eq!(g.ruled_out(&filter(&["&eu"], true)).unwrap(), [1, 2]);
+        assert_eq!(
+            g.ruled_out(&filter(&["&eu", "&free"], true)).unwrap(),
+            [1, 2]
+        );
+        assert!(g.ruled_out(&filter(&["&eu", "&paid"], true)).is_err());
+        // With plain tags: matched among the deployments the markers leave.
+        assert_eq!(
+            g.ruled_out(&filter(&["free", "paid", "!eu"], true))
+                .unwrap(),
+            [0, 2]
+        );
+        // A known tag the markers rule out is refused, not sent to the default deployment.
+        let e = g.ruled_out(&filter(&["free", "!eu"], true)).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("markers"), "{}", e.message);
+        // An unknown tag still falls to the default deployment, if the markers leave it.
+        assert_eq!(
+            g.ruled_out(&filter(&["other", "!eu"], true)).unwrap(),
+            [0, 1]
+        );
+        assert!(g.ruled_out(&filter(&["other", "&eu"], true)).is_err());
+        // A lone marker is no tag: the request counts as untagged.
+        assert_eq!(g.ruled_out(&filter(&["!", "&"], true)).unwrap(), [0, 1]);
     }
 
     #[test]

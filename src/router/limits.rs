@@ -2,6 +2,9 @@
 //! and tokens in the current minute). Admission checks and counts in one step, so concurrent
 //! requests cannot both take the last slot; a refused deployment is skipped, and when every
 //! deployment is refused the client gets 429 with a Retry-After.
+//!
+//! With Redis, `rpm`/`tpm` also count the fleet's usage this minute
+//! ([`crate::shared_state::deployment_usage`]: synced in the background, never awaited here).
 
 use super::clock::until_next_minute;
 use super::state::DeploymentState;
@@ -54,6 +57,24 @@ impl DeploymentState {
             }
             if limits.tpm.is_some_and(|tpm| w.tokens >= tpm) {
                 return Err(Refusal::Tpm(until_next_minute(now)));
+            }
+            if crate::shared_state::deployment_usage::active()
+                && (limits.rpm.is_some() || limits.tpm.is_some())
+            {
+                // Fleet-wide (another instance's count lags by the sync interval at most):
+                // checked and counted under this instance's window lock.
+                let (requests, tokens) = self.fleet.usage(now);
+                let retry = self
+                    .fleet
+                    .minute_left(now)
+                    .unwrap_or_else(|| until_next_minute(now));
+                if limits.rpm.is_some_and(|rpm| requests >= rpm) {
+                    return Err(Refusal::Rpm(retry));
+                }
+                if limits.tpm.is_some_and(|tpm| tokens >= tpm) {
+                    return Err(Refusal::Tpm(retry));
+                }
+                self.fleet.add_request();
             }
             w.requests += 1;
             Ok(())

@@ -5,8 +5,9 @@
 //! The rules that decide *when* to cool down live in `cooldown`; limits in `limits`.
 
 use super::clock::{from_nanos, later, minute_of, to_nanos};
+use crate::shared_state::deployment_usage::FleetUsage;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Weight of a new sample in the latency moving averages.
@@ -39,6 +40,9 @@ pub struct DeploymentState {
     unhealthy: AtomicBool,
     health_successes: AtomicU32,
     health_failures: AtomicU32,
+    /// This minute's usage across every instance on Redis (when shared; see
+    /// [`crate::shared_state::deployment_usage`]).
+    pub fleet: Arc<FleetUsage>,
 }
 
 /// Counts for the current minute, plus the count-rule failure window.
@@ -146,9 +150,11 @@ impl DeploymentState {
     }
 
     /// (requests, tokens) counted in the minute containing `now`.
+    /// With usage shared through Redis, the fleet's when it is the larger.
     pub fn minute_usage(&self, now: Instant) -> (u64, u64) {
         let w = self.window_at(now);
-        (w.requests, w.tokens)
+        let (r, t) = self.fleet.usage(now);
+        (w.requests.max(r), w.tokens.max(t))
     }
 
     /// Failed attempts in the minute containing `now` (LiteLLM's "partial outage" signal).
@@ -245,6 +251,7 @@ impl DeploymentState {
     /// Adds tokens used to the current minute (tpm).
     pub(super) fn record_tokens(&self, now: Instant, tokens: u64) {
         self.with_window(now, |w| w.tokens += tokens);
+        self.fleet.add_tokens(tokens);
     }
 
     /// Sets the latency averages directly (tests, warm starts).

@@ -9,7 +9,6 @@
 //! cooldown by at most `SYNC_EVERY` plus a round trip (the bound). With Redis down, each
 //! instance keeps cooling down on its own.
 
-use super::SharedState;
 use crate::config::redis::{FailurePolicy, RedisSettings};
 use redis::Script;
 use std::sync::{Arc, OnceLock};
@@ -69,54 +68,41 @@ pub fn start(settings: RedisSettings, policy: FailurePolicy, apply: ApplyCooldow
     if PUBLISH.set(tx).is_err() {
         return;
     }
-    let spawned = std::thread::Builder::new()
-        .name("switchboard-fleet".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                log::error!("shared cooldowns: cannot start a runtime; cooldowns stay local");
-                return;
-            };
-            rt.block_on(async move {
-                // Off the request path: a generous bound per call.
-                let state = match SharedState::new(&settings, Duration::from_secs(1), policy) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        log::error!("shared cooldowns: Redis unusable, cooldowns stay local: {e}");
-                        return;
+    // Off the request path: a generous bound per call.
+    super::run_in_background(
+        "switchboard-fleet",
+        "shared cooldowns",
+        "cooldowns stay local",
+        settings,
+        policy,
+        Duration::from_secs(1),
+        move |state| async move {
+            let write = Script::new(WRITE);
+            let read = Script::new(READ);
+            let mut tick = tokio::time::interval(SYNC_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    msg = rx.recv() => {
+                        let Some((id, ms)) = msg else { return };
+                        let ms = ms.to_string();
+                        let _: Result<i64, _> = state
+                            .eval(&write, &[KEY], &[id.as_bytes(), ms.as_bytes()])
+                            .await;
                     }
-                };
-                let write = Script::new(WRITE);
-                let read = Script::new(READ);
-                let mut tick = tokio::time::interval(SYNC_EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        msg = rx.recv() => {
-                            let Some((id, ms)) = msg else { return };
-                            let ms = ms.to_string();
-                            let _: Result<i64, _> = state
-                                .eval(&write, &[KEY], &[id.as_bytes(), ms.as_bytes()])
-                                .await;
-                        }
-                        _ = tick.tick() => {
-                            let Ok(pairs) = state.eval::<Vec<String>>(&read, &[KEY], &[]).await
-                            else {
-                                continue;
-                            };
-                            for pair in pairs.chunks_exact(2) {
-                                if let Ok(ms) = pair[1].parse::<u64>() {
-                                    apply(&pair[0], Duration::from_millis(ms));
-                                }
+                    _ = tick.tick() => {
+                        let Ok(pairs) = state.eval::<Vec<String>>(&read, &[KEY], &[]).await
+                        else {
+                            continue;
+                        };
+                        for pair in pairs.chunks_exact(2) {
+                            if let Ok(ms) = pair[1].parse::<u64>() {
+                                apply(&pair[0], Duration::from_millis(ms));
                             }
                         }
                     }
                 }
-            });
-        });
-    if let Err(e) = spawned {
-        log::error!("shared cooldowns: cannot start the sync thread ({e}); cooldowns stay local");
-    }
+            }
+        },
+    );
 }

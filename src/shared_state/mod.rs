@@ -10,7 +10,9 @@
 //! success. Failures are counted (`failures()`, exported as a metric) and logged at most once
 //! per [`LOG_EVERY`]. Callers decide what a failure means (`FailurePolicy`).
 
+pub mod batch;
 pub mod cooldowns;
+pub mod deployment_usage;
 
 use crate::config::redis::{redact_url, FailurePolicy, RedisSettings};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -21,6 +23,66 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::config::redis::RedisSettings as Settings;
+
+/// `switchboard_admission_redis_round_trips_total` and, with shared deployment usage,
+/// `switchboard_fleet_usage_syncs_total`.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP switchboard_admission_redis_round_trips_total Redis round trips made by admission (rate limits and budgets share one per request).\n\
+         # TYPE switchboard_admission_redis_round_trips_total counter\n\
+         switchboard_admission_redis_round_trips_total {}\n",
+        batch::round_trips()
+    );
+    if deployment_usage::active() {
+        let _ = write!(
+            out,
+            "# HELP switchboard_fleet_usage_syncs_total Deployment rpm/tpm usage syncs answered by Redis (pushes of this instance's counts and reads of the fleet's).\n\
+             # TYPE switchboard_fleet_usage_syncs_total counter\n\
+             switchboard_fleet_usage_syncs_total {}\n",
+            deployment_usage::syncs()
+        );
+    }
+}
+
+/// Runs `task` with its own client of `settings` (bounded by `timeout` per call) on a thread
+/// and current-thread runtime of its own: background state sync that must never take a
+/// request worker's time. `what` names the work in the error logged (with what it means:
+/// `fallback`) when it cannot start.
+pub fn run_in_background<F, Fut>(
+    thread: &str,
+    what: &'static str,
+    fallback: &'static str,
+    settings: RedisSettings,
+    policy: FailurePolicy,
+    timeout: Duration,
+    task: F,
+) where
+    F: FnOnce(SharedState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let spawned = std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                log::error!("{what}: cannot start a runtime; {fallback}");
+                return;
+            };
+            rt.block_on(async move {
+                match SharedState::new(&settings, timeout, policy) {
+                    Ok(state) => task(state).await,
+                    Err(e) => log::error!("{what}: Redis unusable, {fallback}: {e}"),
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        log::error!("{what}: cannot start a thread ({e}); {fallback}");
+    }
+}
 
 /// How long calls fail fast after a failure before one probes Redis again.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
@@ -151,12 +213,24 @@ impl SharedState {
             logged_ms: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         });
+        // A private CA (`ssl_ca_certs` / `REDIS_SSL_CA_CERTS`) replaces the system roots.
+        let certs = match &settings.ca_certs {
+            None => None,
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| {
+                    format!("{}: cannot read the CA file {path}: {e}", settings.origin)
+                })?),
+            }),
+        };
         if settings.cluster {
-            let client = redis::cluster::ClusterClient::builder(infos)
+            let mut builder = redis::cluster::ClusterClient::builder(infos)
                 .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(timeout.max(Duration::from_millis(1)))
-                .build()
-                .map_err(bad)?;
+                .response_timeout(timeout.max(Duration::from_millis(1)));
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build().map_err(bad)?;
             let weak = Arc::downgrade(&inner);
             let rt = tokio::runtime::Handle::try_current()
                 .map_err(|_| "a Redis Cluster client must be made inside a Tokio runtime")?;
@@ -178,7 +252,11 @@ impl SharedState {
             });
         } else {
             let info = infos.pop().ok_or("no Redis node configured")?;
-            let client = redis::Client::open(info).map_err(bad)?;
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(info, certs),
+                None => redis::Client::open(info),
+            }
+            .map_err(bad)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(timeout.max(Duration::from_millis(1))))

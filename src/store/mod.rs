@@ -76,6 +76,8 @@ pub struct KeyRow {
     /// The key's `LiteLLM_BudgetTable` row (LiteLLM keeps a key's `soft_budget` there; read
     /// only here).
     pub budget_id: Option<String>,
+    /// The per-request cache controls the key may send (`[]`: all of them).
+    pub allowed_cache_controls: Vec<String>,
     pub created_by: Option<String>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,
@@ -266,6 +268,7 @@ impl Store {
                     budget_reset_at: r.try_get("budget_reset_at").map_err(db_err)?,
                     model_max_budget: json_object(r.try_get("model_max_budget").map_err(db_err)?),
                     budget_id: r.try_get("budget_id").map_err(db_err)?,
+                    allowed_cache_controls: json_list(r.try_get("allowed_cache_controls").map_err(db_err)?),
                     created_by: r.try_get("created_by").map_err(db_err)?,
                     created_at: r.try_get("created_at").map_err(db_err)?,
                     updated_at: r.try_get("updated_at").map_err(db_err)?,
@@ -312,6 +315,7 @@ impl Store {
             "created_by",
             "created_at",
             "updated_at",
+            "allowed_cache_controls",
         ];
         let values: Vec<String> = cols
             .iter()
@@ -320,7 +324,7 @@ impl Store {
                 let p = format!("${}", i + 1);
                 match *c {
                     "expires" | "created_at" | "updated_at" => ts_in(pg, &p),
-                    "models" => arr_in(pg, &p),
+                    "models" | "allowed_cache_controls" => arr_in(pg, &p),
                     "aliases" | "metadata" if pg => format!("{p}::jsonb"),
                     _ => p,
                 }
@@ -361,6 +365,7 @@ impl Store {
                 .bind(&k.created_by)
                 .bind(k.created_at)
                 .bind(k.updated_at)
+                .bind(Value::from(k.allowed_cache_controls.clone()).to_string())
                 .execute(pool)
                 .await
                 .map_err(db_err)?;
@@ -561,10 +566,12 @@ fn key_select(pg: bool) -> String {
             format!("COALESCE(\"{c}\", '{empty}') AS \"{c}\"")
         }
     };
-    let models = if pg {
-        "COALESCE(array_to_json(\"models\")::text, '[]') AS \"models\"".to_string()
-    } else {
-        json("models", "[]")
+    let list = |c: &str| {
+        if pg {
+            format!("COALESCE(array_to_json(\"{c}\")::text, '[]') AS \"{c}\"")
+        } else {
+            json(c, "[]")
+        }
     };
     let int = |c: &str| {
         if pg {
@@ -580,7 +587,7 @@ fn key_select(pg: bool) -> String {
         "\"key_alias\"".into(),
         "\"spend\"".into(),
         ts("expires"),
-        models,
+        list("models"),
         json("aliases", "{}"),
         json("metadata", "{}"),
         "\"user_id\"".into(),
@@ -594,6 +601,7 @@ fn key_select(pg: bool) -> String {
         ts("budget_reset_at"),
         json("model_max_budget", "{}"),
         "\"budget_id\"".into(),
+        list("allowed_cache_controls"),
         "\"created_by\"".into(),
         ts("created_at"),
         ts("updated_at"),
@@ -666,6 +674,7 @@ mod tests {
             aliases,
             blocked: Some(false),
             tpm_limit: Some(10),
+            allowed_cache_controls: vec!["no-cache".into(), "ttl".into()],
             created_at: Some(1_800_000_000_000),
             updated_at: Some(1_800_000_000_000),
             ..Default::default()

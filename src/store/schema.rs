@@ -105,6 +105,31 @@ pub const TEAM: Table = Table {
         col("updated_at", TS_NOW_NN, "TEXT DEFAULT CURRENT_TIMESTAMP"),
         col("model_spend", JSON_OBJ_PG, JSON_OBJ_SQ),
         col("model_max_budget", JSON_OBJ_PG, JSON_OBJ_SQ),
+        // The team's row in `LiteLLM_ModelTable` (its model aliases).
+        col("model_id", "INTEGER", "INTEGER"),
+    ],
+};
+
+/// A team's model aliases (`model_aliases` in Prisma, the `aliases` column), linked from
+/// `LiteLLM_TeamTable.model_id`.
+pub const MODEL: Table = Table {
+    name: "LiteLLM_ModelTable",
+    key: &["id"],
+    columns: &[
+        col("id", "SERIAL NOT NULL", "INTEGER NOT NULL"),
+        col("aliases", "JSONB", "TEXT"),
+        col("created_at", TS_NOW_NN, "TEXT DEFAULT CURRENT_TIMESTAMP"),
+        col(
+            "created_by",
+            "TEXT NOT NULL DEFAULT ''",
+            "TEXT NOT NULL DEFAULT ''",
+        ),
+        col("updated_at", TS_NOW_NN, "TEXT DEFAULT CURRENT_TIMESTAMP"),
+        col(
+            "updated_by",
+            "TEXT NOT NULL DEFAULT ''",
+            "TEXT NOT NULL DEFAULT ''",
+        ),
     ],
 };
 
@@ -251,6 +276,7 @@ pub const SPEND_LOGS: Table = Table {
 pub const TABLES: &[&Table] = &[
     &BUDGET,
     &VERIFICATION_TOKEN,
+    &MODEL,
     &TEAM,
     &USER,
     &END_USER,

@@ -109,6 +109,11 @@ pub struct TeamRow {
     pub model_max_budget: Map<String, Value>,
     /// USD: crossing it alerts and counts, never blocks.
     pub soft_budget: Option<f64>,
+    /// The team's `LiteLLM_ModelTable` row, which holds [`Self::model_aliases`].
+    pub model_id: Option<i64>,
+    /// `{"gpt-4o": "team-a-gpt-4o"}`: requested name -> model group, for this team's keys
+    /// (from `LiteLLM_ModelTable.aliases`; written there by [`Store::upsert_team`]).
+    pub model_aliases: Map<String, Value>,
 }
 
 const TEAM_COLS: Cols = &[
@@ -132,7 +137,10 @@ const TEAM_COLS: Cols = &[
     ("updated_at", Kind::Ts),
     ("model_max_budget", Kind::Object),
     ("soft_budget", Kind::Float),
+    ("model_id", Kind::Int),
 ];
+
+const MODEL_COLS: Cols = &[("id", Kind::Int), ("aliases", Kind::Object)];
 
 impl TeamRow {
     fn read(mut c: Cursor) -> TeamRow {
@@ -160,6 +168,8 @@ impl TeamRow {
             updated_at: c.int(),
             model_max_budget: c.object(),
             soft_budget: c.float(),
+            model_id: c.int(),
+            model_aliases: Map::new(),
         }
     }
 
@@ -185,6 +195,7 @@ impl TeamRow {
             Val::Int(self.updated_at),
             object_val(&self.model_max_budget),
             Val::Float(self.soft_budget),
+            Val::Int(self.model_id),
         ]
     }
 }
@@ -455,6 +466,7 @@ pub struct TenantRows {
 }
 
 const TEAM: &str = "LiteLLM_TeamTable";
+const MODEL: &str = "LiteLLM_ModelTable";
 const USER: &str = "LiteLLM_UserTable";
 const END_USER: &str = "LiteLLM_EndUserTable";
 const BUDGET: &str = "LiteLLM_BudgetTable";
@@ -577,12 +589,24 @@ impl Store {
 
     /// Every team, user, end user, budget and membership row.
     pub async fn load_tenants(&self) -> StoreResult<TenantRows> {
+        let mut model_aliases: std::collections::HashMap<i64, Map<String, Value>> = self
+            .select_rows(MODEL, MODEL_COLS)
+            .await?
+            .into_iter()
+            .filter_map(|mut c| Some((c.int()?, c.object())))
+            .collect();
         Ok(TenantRows {
             teams: self
                 .select_rows(TEAM, TEAM_COLS)
                 .await?
                 .into_iter()
-                .map(TeamRow::read)
+                .map(|c| {
+                    let mut team = TeamRow::read(c);
+                    if let Some(aliases) = team.model_id.and_then(|id| model_aliases.remove(&id)) {
+                        team.model_aliases = aliases;
+                    }
+                    team
+                })
                 .collect(),
             users: self
                 .select_rows(USER, USER_COLS)
@@ -648,8 +672,32 @@ impl Store {
         })
     }
 
-    /// Inserts the team or replaces its settings (never `spend` or `created_at`).
-    pub async fn upsert_team(&self, row: &TeamRow) -> StoreResult<()> {
+    /// Inserts the team or replaces its settings (never `spend` or `created_at`). Its model
+    /// aliases go to its `LiteLLM_ModelTable` row, as LiteLLM keeps them: updated in place, or
+    /// (the first time a team has any) inserted, `row.model_id` then naming the new row.
+    pub async fn upsert_team(&self, row: &mut TeamRow) -> StoreResult<()> {
+        let aliases = Value::Object(row.model_aliases.clone()).to_string();
+        let pg = self.is_postgres();
+        let json_in = if pg { "$1::jsonb" } else { "$1" };
+        if let Some(id) = row.model_id {
+            self.count(1);
+            let sql = format!(
+                "UPDATE \"{MODEL}\" SET \"aliases\" = {json_in}, \"updated_at\" = CURRENT_TIMESTAMP, \"updated_by\" = 'switchboard' WHERE \"id\" = $2"
+            );
+            with_pool!(&self.db, pool => {
+                sqlx::query(AssertSqlSafe(sql.as_str())).bind(&aliases).bind(id).execute(pool).await.map_err(db_err)?;
+            });
+        } else if !row.model_aliases.is_empty() {
+            self.count(1);
+            let id_out = if pg { "\"id\"::BIGINT" } else { "\"id\"" };
+            let sql = format!(
+                "INSERT INTO \"{MODEL}\" (\"aliases\", \"created_by\", \"updated_by\") VALUES ({json_in}, 'switchboard', 'switchboard') RETURNING {id_out}"
+            );
+            let id: i64 = with_pool!(&self.db, pool => {
+                sqlx::query(AssertSqlSafe(sql.as_str())).bind(&aliases).fetch_one(pool).await.map_err(db_err)?.try_get(0).map_err(db_err)?
+            });
+            row.model_id = Some(id);
+        }
         self.upsert_row(
             TEAM,
             &["team_id"],
@@ -757,9 +805,12 @@ mod tests {
         let before = store.tenants_marker().await.unwrap();
         let mut meta = Map::new();
         meta.insert("cost_center".into(), "42".into());
-        let team = TeamRow {
+        let mut aliases = Map::new();
+        aliases.insert("gpt-4o".into(), "team-one-gpt-4o".into());
+        let mut team = TeamRow {
             team_id: "t1".into(),
             team_alias: Some("Team One".into()),
+            model_aliases: aliases,
             members_with_roles: serde_json::json!([{"role": "admin", "user_id": "u1"}]),
             metadata: meta,
             models: vec!["gpt-4o".into()],
@@ -771,7 +822,14 @@ mod tests {
             updated_at: Some(1_800_000_000_000),
             ..Default::default()
         };
-        store.upsert_team(&team).await.unwrap();
+        store.upsert_team(&mut team).await.unwrap();
+        // The aliases went to a LiteLLM_ModelTable row the team now names; updating them
+        // keeps that row.
+        let model_id = team.model_id.expect("a model row");
+        team.model_aliases
+            .insert("fast".into(), "team-one-mini".into());
+        store.upsert_team(&mut team).await.unwrap();
+        assert_eq!(team.model_id, Some(model_id));
         let user = UserRow {
             user_id: "u1".into(),
             teams: vec!["t1".into()],

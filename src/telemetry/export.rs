@@ -1,18 +1,24 @@
 //! The export thread: takes finished requests off the bounded queue, builds their spans and
 //! records the GenAI metrics, and exports spans in batches (at `max_batch` spans or after
-//! `schedule_delay`) through the OpenTelemetry SDK's OTLP/HTTP exporters. Its own OS thread,
-//! so the SDK's blocking HTTP client never runs on a request worker; a slow or dead collector
-//! holds up only this thread (each export bounded by the export timeout) while the queue fills
-//! and further requests are dropped and counted by the settle stage.
+//! `schedule_delay`). Over OTLP/HTTP a batch is encoded once (the SDK's protobuf transform) and
+//! POSTed to each target with exactly that target's headers; over gRPC the SDK's tonic exporter
+//! sends it, its channel running on a one-thread Tokio runtime that exists only when a gRPC
+//! target does. Its own OS thread, so the blocking HTTP client never runs on a request worker;
+//! a slow or dead collector holds up only this thread (each export bounded by the export
+//! timeout) while the queue fills and further requests are dropped and counted by the settle
+//! stage.
 
 use super::{spans, Finished, DROPPED_EXPORT_FAILED, EXPORTED};
-use crate::config::telemetry::{ExportTarget, TelemetryConfig};
+use crate::config::telemetry::{ExportTarget, OtlpProtocol, TelemetryConfig};
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
+use prost::Message as _;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -194,26 +200,86 @@ fn http_client(config: &TelemetryConfig) -> Result<reqwest::blocking::Client, St
         .map_err(|e| e.to_string())
 }
 
-fn headers(target: &ExportTarget) -> HashMap<String, String> {
-    target.headers.iter().cloned().collect()
+/// Where one target's spans go.
+enum SpanSink {
+    /// OTLP/HTTP protobuf, POSTed from this thread with exactly the target's headers.
+    Http {
+        name: &'static str,
+        url: String,
+        headers: reqwest::header::HeaderMap,
+    },
+    /// OTLP/gRPC through the SDK's tonic exporter.
+    Grpc(opentelemetry_otlp::SpanExporter),
 }
 
-fn span_exporter(
+fn http_headers(target: &ExportTarget) -> Result<reqwest::header::HeaderMap, String> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in &target.headers {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("{}: header name {k:?} is not valid", target.name))?;
+        let value = reqwest::header::HeaderValue::from_str(v)
+            .map_err(|_| format!("{}: the value of header {k:?} is not valid", target.name))?;
+        map.append(name, value);
+    }
+    map.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/x-protobuf"),
+    );
+    Ok(map)
+}
+
+/// gRPC metadata: the target's headers (the SDK adds `OTEL_EXPORTER_OTLP_HEADERS` from the
+/// process environment to gRPC exporters too; only the `otel` target speaks gRPC, and those are
+/// its own headers).
+fn grpc_metadata(
     target: &ExportTarget,
-    client: &reqwest::blocking::Client,
+) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, String> {
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &target.headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("{}: header name {k:?} is not valid", target.name))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|_| format!("{}: the value of header {k:?} is not valid", target.name))?;
+        headers.append(name, value);
+    }
+    Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers))
+}
+
+/// TLS for an https gRPC endpoint: the system's roots.
+fn grpc_tls(url: &str) -> Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig> {
+    url.starts_with("https://").then(|| {
+        opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new().with_native_roots()
+    })
+}
+
+fn span_sink(
+    target: &ExportTarget,
     config: &TelemetryConfig,
     resource: &Resource,
-) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let mut e = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(target.traces_endpoint.clone())
-        .with_timeout(config.export_timeout)
-        .with_http_client(client.clone())
-        .with_headers(headers(target))
-        .build()
-        .map_err(|e| format!("{}: {e}", target.name))?;
-    e.set_resource(resource);
-    Ok(e)
+) -> Result<SpanSink, String> {
+    match target.protocol {
+        OtlpProtocol::HttpProtobuf => Ok(SpanSink::Http {
+            name: target.name,
+            url: target.traces_endpoint.clone(),
+            headers: http_headers(target)?,
+        }),
+        OtlpProtocol::Grpc => {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_protocol(Protocol::Grpc)
+                .with_endpoint(target.traces_endpoint.clone())
+                .with_timeout(config.export_timeout)
+                .with_metadata(grpc_metadata(target)?);
+            if let Some(tls) = grpc_tls(&target.traces_endpoint) {
+                builder = builder.with_tls_config(tls);
+            }
+            let mut e = builder
+                .build()
+                .map_err(|e| format!("{}: {e}", target.name))?;
+            e.set_resource(resource);
+            Ok(SpanSink::Grpc(e))
+        }
+    }
 }
 
 fn meter_provider(
@@ -227,14 +293,29 @@ fn meter_provider(
         let Some(url) = &target.metrics_endpoint else {
             continue;
         };
-        let exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_endpoint(url.clone())
-            .with_timeout(config.export_timeout)
-            .with_http_client(client.clone())
-            .with_headers(headers(target))
-            .build()
-            .map_err(|e| format!("{} metrics: {e}", target.name))?;
+        let exporter = match target.protocol {
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(url.clone())
+                .with_timeout(config.export_timeout)
+                .with_http_client(client.clone())
+                .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
+                .build(),
+            OtlpProtocol::Grpc => {
+                let mut b = opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_protocol(Protocol::Grpc)
+                    .with_endpoint(url.clone())
+                    .with_timeout(config.export_timeout)
+                    .with_metadata(grpc_metadata(target)?);
+                if let Some(tls) = grpc_tls(url) {
+                    b = b.with_tls_config(tls);
+                }
+                b.build()
+            }
+        }
+        .map_err(|e| format!("{} metrics: {e}", target.name))?;
         builder = builder.with_reader(
             PeriodicReader::builder(exporter)
                 .with_interval(config.metric_interval)
@@ -245,22 +326,63 @@ fn meter_provider(
     Ok(any.then(|| builder.build()))
 }
 
+/// What the export thread sends through.
+struct Exporters {
+    client: reqwest::blocking::Client,
+    sinks: Vec<SpanSink>,
+    resource: ResourceAttributesWithSchema,
+    /// Runs the gRPC channels (present only when a target speaks gRPC).
+    grpc: Option<tokio::runtime::Runtime>,
+}
+
+fn exporters(
+    config: &TelemetryConfig,
+    resource: &Resource,
+) -> Result<(Exporters, Option<SdkMeterProvider>), String> {
+    let client = http_client(config)?;
+    let grpc = if config
+        .targets
+        .iter()
+        .any(|t| t.protocol == OtlpProtocol::Grpc)
+    {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("switchboard-otel-grpc")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("the gRPC runtime could not start: {e}"))?,
+        )
+    } else {
+        None
+    };
+    // tonic's channels start their connection tasks on the runtime they are built in.
+    let _in_runtime = grpc.as_ref().map(|rt| rt.enter());
+    let sinks = config
+        .targets
+        .iter()
+        .map(|t| span_sink(t, config, resource))
+        .collect::<Result<Vec<_>, _>>()?;
+    let meters = meter_provider(config, &client, resource)?;
+    drop(_in_runtime);
+    Ok((
+        Exporters {
+            client,
+            sinks,
+            resource: ResourceAttributesWithSchema::from(resource),
+            grpc,
+        },
+        meters,
+    ))
+}
+
 fn run(config: TelemetryConfig, rx: Receiver<Message>) {
     let resource = resource();
-    let setup = http_client(&config).and_then(|client| {
-        let exporters = config
-            .targets
-            .iter()
-            .map(|t| span_exporter(t, &client, &config, &resource))
-            .collect::<Result<Vec<_>, _>>()?;
-        let meters = meter_provider(&config, &client, &resource)?;
-        Ok((exporters, meters))
-    });
-    let (exporters, meters) = match setup {
-        Ok(s) => s,
+    let (exporters, meters) = match exporters(&config, &resource) {
+        Ok((e, m)) => (Some(e), m),
         Err(e) => {
             log::error!("OpenTelemetry exporter could not be built: {e}; spans are dropped");
-            (Vec::new(), None)
+            (None, None)
         }
     };
     let instruments = meters.map(Instruments::new);
@@ -307,8 +429,10 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
                 if let Some(i) = &instruments {
                     let _ = i.provider.shutdown();
                 }
-                for e in &exporters {
-                    let _ = e.shutdown();
+                for sink in exporters.iter().flat_map(|e| &e.sinks) {
+                    if let SpanSink::Grpc(e) = sink {
+                        let _ = e.shutdown();
+                    }
                 }
                 return;
             }
@@ -319,25 +443,56 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
 /// The last export failed (a warning is logged when this turns on).
 static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Sends the batch to every exporter (a copy to all but the last), counting the outcome.
-fn export(exporters: &[opentelemetry_otlp::SpanExporter], batch: &mut Vec<SpanData>) {
+/// Sends the batch to every target, counting the outcome per target.
+fn export(exporters: &Option<Exporters>, batch: &mut Vec<SpanData>) {
     if batch.is_empty() {
         return;
     }
     let spans = std::mem::take(batch);
     let n = spans.len() as u64;
-    if exporters.is_empty() {
+    let Some(ex) = exporters.as_ref().filter(|e| !e.sinks.is_empty()) else {
         DROPPED_EXPORT_FAILED.fetch_add(n, Ordering::Relaxed);
         return;
-    }
+    };
     let mut spans = Some(spans);
-    for (i, e) in exporters.iter().enumerate() {
-        let batch = if i + 1 == exporters.len() {
-            spans.take().unwrap_or_default()
-        } else {
-            spans.clone().unwrap_or_default()
+    // The OTLP/HTTP body, encoded once for every HTTP target.
+    let mut body: Option<bytes::Bytes> = None;
+    for (i, sink) in ex.sinks.iter().enumerate() {
+        // The spans themselves are still needed after this sink: copy them, else hand them over.
+        let needed_later = ex.sinks[i + 1..].iter().any(|s| {
+            matches!(s, SpanSink::Grpc(_)) || (body.is_none() && matches!(s, SpanSink::Http { .. }))
+        });
+        let mut take = || {
+            if needed_later {
+                spans.clone().unwrap_or_default()
+            } else {
+                spans.take().unwrap_or_default()
+            }
         };
-        match futures_executor::block_on(e.export(batch)) {
+        let (name, outcome) = match sink {
+            SpanSink::Grpc(e) => {
+                let batch = take();
+                let outcome = match &ex.grpc {
+                    Some(rt) => rt.block_on(e.export(batch)).map_err(|e| e.to_string()),
+                    None => Err("no gRPC runtime".to_string()),
+                };
+                ("otel", outcome)
+            }
+            SpanSink::Http { name, url, headers } => {
+                let body = body
+                    .get_or_insert_with(|| {
+                        let resource_spans = group_spans_by_resource_and_scope(take(), &ex.resource);
+                        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+                            resource_spans,
+                        }
+                        .encode_to_vec()
+                        .into()
+                    })
+                    .clone();
+                (*name, post(&ex.client, url, headers, body))
+            }
+        };
+        match outcome {
             Ok(()) => {
                 EXPORTED.fetch_add(n, Ordering::Relaxed);
                 FAILING.store(false, Ordering::Relaxed);
@@ -346,9 +501,30 @@ fn export(exporters: &[opentelemetry_otlp::SpanExporter], batch: &mut Vec<SpanDa
                 DROPPED_EXPORT_FAILED.fetch_add(n, Ordering::Relaxed);
                 // Once per outage, not once per batch.
                 if !FAILING.swap(true, Ordering::Relaxed) {
-                    log::warn!("OpenTelemetry export failed ({err}); spans are dropped and counted in switchboard_otel_dropped_spans_total until it recovers");
+                    log::warn!("OpenTelemetry export to {name} failed ({err}); spans are dropped and counted in switchboard_otel_dropped_spans_total until it recovers");
                 }
             }
         }
+    }
+}
+
+/// One OTLP/HTTP export: any 2xx is success (the body, a partial-success report, is not read).
+fn post(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    headers: &reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+) -> Result<(), String> {
+    let response = client
+        .post(url)
+        .headers(headers.clone())
+        .body(body)
+        .send()
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the collector answered {status}"))
     }
 }

@@ -16,6 +16,7 @@
 //! be exported.
 
 pub mod export;
+pub mod finish;
 pub mod propagation;
 pub mod spans;
 
@@ -173,6 +174,7 @@ impl Telemetry {
             params: RequestParams::default(),
             response_id: None,
             request_body: None,
+            finish_reasons: Default::default(),
         })
     }
 }

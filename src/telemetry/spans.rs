@@ -12,7 +12,7 @@ use crate::router::Deployment;
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -93,6 +93,7 @@ pub fn build(
     }
     request_params(f, &mut attrs);
     usage(f, &mut attrs);
+    finish_reasons(f, &mut attrs);
     if let Some(id) = &trace.response_id {
         if f.status < 300 && op == "chat" {
             attrs.push(KeyValue::new("gen_ai.response.id", id.as_str().to_string()));
@@ -237,6 +238,7 @@ fn attempt_span(
                     upstream_model.to_string(),
                 ));
                 usage(f, &mut attrs);
+                finish_reasons(f, &mut attrs);
                 if f.status > 0 {
                     attrs.push(KeyValue::new("http.response.status_code", f.status as i64));
                 }
@@ -326,6 +328,17 @@ fn usage(f: &Finished, attrs: &mut Vec<KeyValue>) {
     }
     if let Some(c) = f.cost {
         attrs.push(KeyValue::new("gen_ai.usage.cost", c));
+    }
+}
+
+/// `gen_ai.response.finish_reasons`: the answer's, when it carried any.
+fn finish_reasons(f: &Finished, attrs: &mut Vec<KeyValue>) {
+    let reasons = super::finish::reasons(&f.trace.finish_reasons);
+    if !reasons.is_empty() {
+        attrs.push(KeyValue::new(
+            "gen_ai.response.finish_reasons",
+            Value::Array(Array::String(reasons)),
+        ));
     }
 }
 

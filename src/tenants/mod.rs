@@ -197,11 +197,11 @@ impl Tenants {
     }
 
     /// Writes a team and puts it in the map (create, update, block).
-    pub async fn put_team(self: &Arc<Self>, row: TeamRow) -> Result<Arc<TeamEntry>, String> {
+    pub async fn put_team(self: &Arc<Self>, mut row: TeamRow) -> Result<Arc<TeamEntry>, String> {
         let this = self.clone();
         self.run(async move {
             let _guard = this.write_lock.lock().await;
-            this.store.upsert_team(&row).await?;
+            this.store.upsert_team(&mut row).await?;
             let prev = this.team(&row.team_id);
             let entry = TeamEntry::replacing(row, prev.as_deref());
             this.update(|m| {

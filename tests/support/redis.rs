@@ -1,19 +1,28 @@
 //! A throwaway `redis-server` for a test: the system's binary (`/usr/bin/redis-server`, which
 //! `.ci/setup` installs) on a leased 127.0.0.1 port with a temp working directory, no
 //! persistence, stopped (SIGKILL) on drop. [`Redis::kill`] and [`Redis::restart`] simulate an
-//! outage on the same port. `None`, with a loud message, only when the binary is missing.
+//! outage on the same port. [`Redis::start_tls`] adds a TLS port (the plain one stays for the
+//! test's own commands); [`RedisCluster::start`] makes a Redis Cluster of N primaries.
+//! `None`, with a loud message, only when the binary is missing.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+#[path = "certs.rs"]
+mod certs;
+
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Redis {
     pub port: u16,
+    /// The TLS port ([`Redis::start_tls`]).
+    pub tls_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
-    _lease: super::PortLease,
+    /// Arguments beyond the defaults (TLS, cluster).
+    args: Vec<String>,
+    _leases: Vec<super::PortLease>,
 }
 
 fn binary() -> Option<PathBuf> {
@@ -23,25 +32,79 @@ fn binary() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-impl Redis {
-    pub fn start() -> Option<Redis> {
-        if binary().is_none() {
-            eprintln!(
+fn installed() -> bool {
+    if binary().is_none() {
+        eprintln!(
                 "\n!!!!!!!! SKIPPED: redis-server is not installed (/usr/bin/redis-server); \
                  install the `redis-server` package (.ci/setup does) to run the Redis tests !!!!!!!!\n"
-            );
+        );
+        return false;
+    }
+    true
+}
+
+impl Redis {
+    pub fn start() -> Option<Redis> {
+        Redis::start_with(|_, _| Vec::new())
+    }
+
+    /// A server whose extra arguments `args(dir, extra_port)` gives (a second leased port, for
+    /// TLS or the cluster bus).
+    fn start_with(args: impl FnOnce(&Path, u16) -> Vec<String>) -> Option<Redis> {
+        if !installed() {
             return None;
         }
-        let lease = super::reserve_port();
+        let (lease, extra) = (super::reserve_port(), super::reserve_port());
         let dir = super::temp_dir();
         let mut r = Redis {
             port: lease.port,
+            tls_port: None,
+            args: args(&dir, extra.port),
             dir,
             child: None,
-            _lease: lease,
+            _leases: vec![lease, extra],
         };
+        if r.args.iter().any(|a| a == "--tls-port") {
+            r.tls_port = Some(r._leases[1].port);
+        }
         r.restart();
         Some(r)
+    }
+
+    /// A server that also speaks TLS on [`Redis::tls_port`] with a certificate for 127.0.0.1
+    /// signed by a throwaway CA, whose PEM is [`Redis::ca_file`] (clients are not asked for
+    /// certificates). The plain port stays open for the test's own commands.
+    pub fn start_tls() -> Option<Redis> {
+        Redis::start_with(|dir, tls_port| {
+            certs::make_ca(dir, "redis-ca");
+            let (cert, key) = certs::make_leaf(dir, "redis-ca", "redis-server", 2);
+            let path = |p: &Path| p.to_str().unwrap().to_string();
+            vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                path(&cert),
+                "--tls-key-file".into(),
+                path(&key),
+                "--tls-ca-cert-file".into(),
+                path(&dir.join("redis-ca.pem")),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        })
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("redis-ca.pem")
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT`.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}",
+            self.tls_port.expect("a TLS server")
+        )
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -79,6 +142,7 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -130,6 +194,78 @@ impl Redis {
         buf.truncate(len as usize);
         String::from_utf8(buf).ok()
     }
+}
+
+/// A Redis Cluster of N primaries (no replicas) on leased ports, every slot assigned.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    /// Starts `n` (≥ 3) cluster-enabled servers, joins them with `redis-cli --cluster create`
+    /// and waits until every node reports `cluster_state:ok`.
+    pub fn start(n: usize) -> Option<RedisCluster> {
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(Redis::start_with(|_, bus| {
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--cluster-node-timeout",
+                    "2000",
+                ]
+                .map(String::from)
+                .to_vec()
+            })?);
+        }
+        let mut create = Command::new(cli());
+        create.args(["--cluster", "create"]);
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("cannot run redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ok = |node: &Redis| {
+            Command::new(cli())
+                .args(["-p", &node.port.to_string(), "cluster", "info"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        };
+        while !nodes.iter().all(ok) {
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(RedisCluster { nodes })
+    }
+
+    /// Keys stored over all nodes.
+    pub fn dbsize(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.cmd(&["DBSIZE"])?.strip_prefix(':')?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+fn cli() -> PathBuf {
+    ["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("redis-cli is installed with redis-server")
 }
 
 impl Drop for Redis {

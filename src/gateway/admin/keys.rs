@@ -133,6 +133,21 @@ fn apply(row: &mut KeyRow, body: &Map<String, Value>, now: i64, update: bool) ->
         }
         Some(_) => return Err(bad("models", "'models' must be a list of model names.")),
     }
+    match body.get("allowed_cache_controls") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            row.allowed_cache_controls = items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+        }
+        Some(_) => {
+            return Err(bad(
+                "allowed_cache_controls",
+                "'allowed_cache_controls' must be a list of cache control names, e.g. [\"no-cache\", \"ttl\"].",
+            ))
+        }
+    }
     match body.get("aliases") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) if m.values().all(Value::is_string) => row.aliases = m.clone(),
@@ -241,6 +256,7 @@ pub(super) fn key_json(entry: &KeyEntry) -> Value {
         "rpm_limit": r.rpm_limit,
         "max_budget": r.max_budget,
         "budget_duration": r.budget_duration,
+        "allowed_cache_controls": r.allowed_cache_controls,
         "created_by": r.created_by,
         "created_at": iso(r.created_at),
         "updated_at": iso(r.updated_at),

@@ -79,7 +79,12 @@ pub async fn handle(
         .with_type("auth_error"));
     }
     let query = parse_query(query.unwrap_or(""));
-    let body = parse_body(body)?;
+    let mut body = parse_body(body)?;
+    if route == AdminRoute::Key(keys::KeyRoute::Generate) {
+        let live = app.snapshot.load();
+        let defaults = &live.routing.config.litellm.limit_defaults;
+        crate::limits::defaults::apply_to_key_generate(defaults, &mut body)?;
+    }
     match route {
         AdminRoute::Key(r) => keys::handle(keys, r, &query, body).await,
         AdminRoute::Team(r) => teams::handle(keys, r, &query, body).await,

@@ -92,6 +92,8 @@ pub(super) fn team_json(entry: &TeamEntry) -> Value {
         "created_at": iso(r.created_at),
         "updated_at": iso(r.updated_at),
         "model_max_budget": r.model_max_budget,
+        "model_id": r.model_id,
+        "model_aliases": r.model_aliases,
     })
 }
 
@@ -142,6 +144,15 @@ fn apply(row: &mut TeamRow, body: &Map<String, Value>) -> GatewayResult<()> {
     }
     if let Some(v) = opt_object(body, "model_max_budget")? {
         row.model_max_budget = v;
+    }
+    if let Some(v) = opt_object(body, "model_aliases")? {
+        if !v.values().all(Value::is_string) {
+            return Err(bad(
+                "model_aliases",
+                "'model_aliases' must map requested model names to model group names (strings).",
+            ));
+        }
+        row.model_aliases = v;
     }
     row.updated_at = Some(now_ms());
     Ok(())

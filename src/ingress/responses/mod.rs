@@ -1,10 +1,14 @@
-//! OpenAI's Responses API (`POST /v1/responses`) on every provider, by translation onto chat:
-//! [`request`] turns the request into a chat body; the answer comes back as a Response object
-//! ([`Meta::response`], from a whole `chat.completion`) or as the Responses stream's typed
-//! events ([`stream::ResponsesWriter`], an event sink beside the OpenAI chunk writer).
-//! Nothing is stored: `store` is answered `false` and `previous_response_id` is refused (see
-//! [`request`]).
+//! OpenAI's Responses API (`POST /v1/responses`) on every provider. Deployments whose
+//! upstream has the API (OpenAI, Azure OpenAI) get the client's body passed through
+//! ([`native`]: built-in tools, `store`, `previous_response_id`, `reasoning`, `include` all
+//! work there); every other provider by translation onto chat: [`request`] turns the request
+//! into a chat body; the answer comes back as a Response object ([`Meta::response`], from a
+//! whole `chat.completion`) or as the Responses stream's typed events
+//! ([`stream::ResponsesWriter`], an event sink beside the OpenAI chunk writer). A translated
+//! call stores nothing: `store` is answered `false`, and what needs stored state or a hosted
+//! tool is refused with a 400 naming the field (see [`request`]).
 
+pub mod native;
 pub mod request;
 pub mod stream;
 

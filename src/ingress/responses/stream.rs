@@ -28,8 +28,17 @@ struct OpenCall {
     arguments: String,
 }
 
+/// Most answer bytes a stream keeps for its `.done` events and final Response (text, tool
+/// call arguments, names and ids; each call counts [`CALL_OVERHEAD`] more). An answer past it
+/// fails the stream with an `error` event and `response.failed`, rather than grow without
+/// bound: 16 MiB is far beyond any model's output limit.
+pub const MAX_KEPT_BYTES: usize = 16 * 1024 * 1024;
+
+/// What each tool call counts against [`MAX_KEPT_BYTES`] besides its strings (its item).
+const CALL_OVERHEAD: usize = 256;
+
 /// Writes one Responses stream. Keeps the text and arguments so far: the `.done` events and
-/// the final Response carry them whole.
+/// the final Response carry them whole (at most [`MAX_KEPT_BYTES`]).
 pub struct ResponsesWriter {
     meta: Meta,
     out: Vec<u8>,
@@ -43,6 +52,8 @@ pub struct ResponsesWriter {
     calls: Vec<OpenCall>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    /// Bytes kept so far, against [`MAX_KEPT_BYTES`].
+    kept: usize,
 }
 
 impl ResponsesWriter {
@@ -58,6 +69,7 @@ impl ResponsesWriter {
             calls: Vec::new(),
             finish: None,
             usage: None,
+            kept: 0,
         }
     }
 
@@ -268,6 +280,21 @@ impl ResponsesWriter {
         );
     }
 
+    /// Counts `bytes` more kept; past [`MAX_KEPT_BYTES`] the stream fails instead.
+    fn keep(&mut self, bytes: usize) -> bool {
+        self.kept = self.kept.saturating_add(bytes);
+        if self.kept <= MAX_KEPT_BYTES {
+            return true;
+        }
+        let err = GatewayError::bad_gateway(format!(
+            "The answer is longer than the {} MiB a Responses stream keeps for its final \
+             events; the stream was stopped.",
+            MAX_KEPT_BYTES / (1024 * 1024)
+        ));
+        self.event(StreamEvent::Error(&err));
+        false
+    }
+
     fn close_all(&mut self) {
         self.close_message();
         for call in std::mem::take(&mut self.calls) {
@@ -300,9 +327,21 @@ impl EventSink for ResponsesWriter {
         match event {
             StreamEvent::Start | StreamEvent::Reasoning(_) | StreamEvent::RawOpenAiChunk { .. } => {
             }
-            StreamEvent::Text(t) => self.text(t),
-            StreamEvent::ToolCallStart { index, id, name } => self.call_start(index, id, name),
-            StreamEvent::ToolCallArgs { index, fragment } => self.call_args(index, fragment),
+            StreamEvent::Text(t) => {
+                if self.keep(t.len()) {
+                    self.text(t)
+                }
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                if self.keep(id.len() + name.len() + CALL_OVERHEAD) {
+                    self.call_start(index, id, name)
+                }
+            }
+            StreamEvent::ToolCallArgs { index, fragment } => {
+                if self.keep(fragment.len()) {
+                    self.call_args(index, fragment)
+                }
+            }
             StreamEvent::Finish(reason) => self.finish = Some(reason),
             StreamEvent::Usage(u) => self.usage = Some(u),
             StreamEvent::Done => {
@@ -347,7 +386,7 @@ impl EventSink for ResponsesWriter {
 #[cfg(test)]
 mod tests {
     use super::super::translate;
-    use bytes::BytesMut;
+    use super::*;
     use serde_json::Value;
 
     /// The Responses events of a translated chat stream, fed in two pieces split at `split`.
@@ -480,6 +519,43 @@ mod tests {
         let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(&kinds[kinds.len() - 2..], ["error", "response.failed"]);
         assert_eq!(ev[ev.len() - 2]["message"], "upstream reset");
+    }
+
+    #[test]
+    fn an_answer_past_the_kept_bound_fails_the_stream() {
+        let (_, echo) = super::super::request::to_chat(br#"{"model":"m","input":"hi"}"#).unwrap();
+        let mut w = ResponsesWriter::new(Meta::new(echo));
+        let mib = "x".repeat(1024 * 1024);
+        let mut out = BytesMut::new();
+        for _ in 0..(MAX_KEPT_BYTES / mib.len() + 3) {
+            w.event(StreamEvent::Text(&mib));
+            w.drain_into(&mut out);
+            out.clear();
+        }
+        w.event(StreamEvent::Text(&mib));
+        w.event(StreamEvent::Done);
+        w.drain_into(&mut out);
+        assert!(out.is_empty(), "nothing after the failure");
+        assert!(w.kept <= MAX_KEPT_BYTES + mib.len());
+        let mut w = ResponsesWriter::new(Meta::new(
+            super::super::request::to_chat(br#"{"model":"m","input":"hi"}"#)
+                .unwrap()
+                .1,
+        ));
+        for _ in 0..MAX_KEPT_BYTES / mib.len() {
+            w.event(StreamEvent::Text(&mib));
+        }
+        w.drain_into(&mut BytesMut::new());
+        w.event(StreamEvent::ToolCallArgs {
+            index: 0,
+            fragment: "{}",
+        });
+        let mut tail = BytesMut::new();
+        w.drain_into(&mut tail);
+        let text = String::from_utf8_lossy(&tail);
+        assert!(text.contains("event: error\n"), "{text}");
+        assert!(text.contains("event: response.failed\n"), "{text}");
+        assert!(text.contains("MiB a Responses stream keeps"), "{text}");
     }
 
     #[test]
