@@ -308,6 +308,18 @@ fn read_server(
         }
         out.proxy_protocol = v;
     }
+    if let Some(v) = s.bool("n_fanout")? {
+        out.n_fanout = v;
+    }
+    if let Some(v) = s.u64("max_n")? {
+        if !(1..=128).contains(&v) {
+            return Err(ConfigError::new(
+                s.key_path("max_n"),
+                format!("{v} is out of range (1-128)"),
+            ));
+        }
+        out.max_n = v;
+    }
     if let Some(v) = s.u64("budget_exceeded_status")? {
         out.budget_exceeded_status = u16::try_from(v)
             .ok()
@@ -339,18 +351,6 @@ fn read_server(
             ));
         }
         out.budget_default_max_tokens = v;
-    }
-    if let Some(v) = s.bool("n_fanout")? {
-        out.n_fanout = v;
-    }
-    if let Some(v) = s.u64("max_n")? {
-        if !(1..=128).contains(&v) {
-            return Err(ConfigError::new(
-                s.key_path("max_n"),
-                format!("{v} is out of range (1-128)"),
-            ));
-        }
-        out.max_n = v;
     }
     if let Some(v) = s.f64_in("budget_reservation_ttl_s", 1.0, 86_400.0)? {
         out.budget_reservation_ttl = Duration::from_secs_f64(v);
@@ -1336,6 +1336,19 @@ router_settings: {timeout: 12}
             .warnings
             .iter()
             .any(|w| w.starts_with("litellm_settings.callbacks")));
+    }
+
+    #[test]
+    fn n_fanout_and_max_n() {
+        let c = parse("switchboard: {n_fanout: false, max_n: 16}\n").unwrap();
+        assert!(!c.server.n_fanout);
+        assert_eq!(c.server.max_n, 16);
+        let d = parse("model_list: []\n").unwrap();
+        assert!(d.server.n_fanout);
+        assert_eq!(d.server.max_n, 8);
+        for bad in ["switchboard: {max_n: 0}\n", "switchboard: {max_n: 129}\n"] {
+            assert_eq!(parse(bad).unwrap_err().path, "switchboard.max_n", "{bad}");
+        }
     }
 
     #[test]
