@@ -29,7 +29,16 @@
 //! `SB_LOAD_OTEL` [unset: set, the gateway runs with `callbacks: [otel]`, every trace sampled,
 //! spans and metrics exported over OTLP/HTTP to the mock, which accepts and discards them; run
 //! with and without it in the same minute for the telemetry's CPU per request; not together
-//! with a `litellm_settings` section in `SB_LOAD_EXTRA_YAML`].
+//! with a `litellm_settings` section in `SB_LOAD_EXTRA_YAML`],
+//! `SB_LOAD_BARE` [1: the OpenAI runs also go through a bare Pingora proxy, the floor; 0: not],
+//! `SB_LOAD_WORK_STEALING` [the gateway's default: `switchboard.work_stealing` for the gateway,
+//! and the same runtime mode for the bare proxy].
+//!
+//! The floor (`SB_LOAD_ROLE=bare`): a Pingora `ProxyHttp` with nothing but `upstream_peer`, on
+//! the same Pingora version and thread count as the gateway, forwarding the OpenAI requests to
+//! the mock unchanged. Its CPU per request is what Pingora's own request path costs (read and
+//! parse both heads, the upstream pool, relay the body); the gateway's CPU per request minus it
+//! is what Switchboard's own work costs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -42,9 +51,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn main() {
-    if std::env::var("SB_LOAD_ROLE").as_deref() == Ok("upstream") {
-        upstream::run();
-        return;
+    match std::env::var("SB_LOAD_ROLE").as_deref() {
+        Ok("upstream") => return upstream::run(),
+        Ok("bare") => bare::run(),
+        _ => {}
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not. Never load the machine
     // from a test run.
@@ -73,6 +83,11 @@ struct Settings {
     stream_events: usize,
     gateway_bin: PathBuf,
     keep: bool,
+    /// Also run the OpenAI runs through a bare Pingora proxy (the floor).
+    bare: bool,
+    /// `switchboard.work_stealing` for the gateway, and the same for the bare proxy; unset: the
+    /// gateway's default.
+    work_stealing: bool,
     /// Which runs to do: `chat`, `stream`, `anthropic`, `astream`, `stream64`, `chat1`,
     /// `stream1`.
     runs: Vec<String>,
@@ -102,6 +117,11 @@ impl Settings {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchboard"))),
             keep: std::env::var_os("SB_LOAD_KEEP").is_some(),
+            bare: std::env::var("SB_LOAD_BARE").map_or(true, |v| v != "0"),
+            work_stealing: std::env::var("SB_LOAD_WORK_STEALING").map_or_else(
+                |_| switchboard::config::ServerSettings::default().work_stealing,
+                |v| v != "0" && v != "false",
+            ),
             runs: std::env::var("SB_LOAD_RUNS")
                 .unwrap_or_else(|_| "chat,stream,anthropic,astream,stream64,chat1,stream1".into())
                 .split(',')
@@ -227,6 +247,7 @@ fn start_gateway(cfg: &Settings, dir: &Path, upstream_port: u16) -> Result<(Proc
       api_key: sk-ant-bench
 switchboard:
   threads: {threads}
+  work_stealing: {work_stealing}
   grace_period_seconds: 0
   graceful_shutdown_timeout_seconds: 1
   log_level: warn
@@ -234,6 +255,7 @@ switchboard:
   upgrade_sock: {d}/sb.sock
 "#,
         threads = cfg.gateway_threads,
+        work_stealing = cfg.work_stealing,
         d = dir.display()
     );
     let otel = std::env::var_os("SB_LOAD_OTEL").is_some();
@@ -290,6 +312,39 @@ switchboard:
     }
 }
 
+/// The floor: a bare Pingora `ProxyHttp` (this binary with `SB_LOAD_ROLE=bare`) forwarding to
+/// the mock with no logic, on the same Pingora version and thread count as the gateway.
+fn start_bare(cfg: &Settings, upstream_port: u16) -> Result<(Proc, u16), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let port = free_port();
+    let child = Command::new(exe)
+        .env("SB_LOAD_ROLE", "bare")
+        .env("SB_LOAD_BARE_UPSTREAM", upstream_port.to_string())
+        .env("SB_LOAD_BARE_PORT", port.to_string())
+        .env("SB_LOAD_GATEWAY_THREADS", cfg.gateway_threads.to_string())
+        .env("SB_LOAD_WORK_STEALING", cfg.work_stealing.to_string())
+        .stdin(Stdio::piped()) // exits when this pipe closes
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawn bare proxy: {e}"))?;
+    let mut proc = Proc {
+        name: "bare Pingora proxy",
+        child,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        proc.check_alive()?;
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok((proc, port));
+        }
+        if Instant::now() > deadline {
+            return Err("the bare proxy did not start listening within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run
 
@@ -304,7 +359,7 @@ enum Api {
 fn chat_request(api: Api, target: Target, stream: bool) -> Vec<u8> {
     let stream_field = if stream { r#","stream":true"# } else { "" };
     let (path, body) = match (api, target) {
-        (Api::OpenAi, _) => (
+        (Api::OpenAi, _) | (Api::Anthropic, Target::Bare) => (
             "/v1/chat/completions",
             format!(
                 r#"{{"model":"gpt-4o","messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"Write a haiku about proxies."}}],"temperature":0.7,"max_tokens":256{stream_field}}}"#
@@ -337,6 +392,8 @@ fn chat_request(api: Api, target: Target, stream: bool) -> Vec<u8> {
 enum Target {
     Direct,
     Gateway,
+    /// The bare Pingora proxy (OpenAI runs only: it forwards the client's request unchanged).
+    Bare,
 }
 
 struct Run {
@@ -383,6 +440,11 @@ fn orchestrate(cfg: &Settings) -> Result<(), String> {
         (|| {
             let (mut upstream, upstream_port) = start_upstream(cfg)?;
             let (mut gateway, gateway_port) = start_gateway(cfg, &dir, upstream_port)?;
+            let mut bare = if cfg.bare {
+                Some(start_bare(cfg, upstream_port)?)
+            } else {
+                None
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(cfg.client_threads)
                 .enable_all()
@@ -390,21 +452,26 @@ fn orchestrate(cfg: &Settings) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
 
             println!(
-            "switchboard load benchmark: {} cores, load average {} at start; gateway {} threads, \
-             mock {} threads, client {} threads; {} s measured after {} s warm-up per loaded run",
+            "switchboard load benchmark: {} cores, load average {} at start; gateway {} threads \
+             (work stealing {}), mock {} threads, client {} threads; {} s measured after {} s \
+             warm-up per loaded run",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             loadavg(),
             cfg.gateway_threads,
+            cfg.work_stealing,
             cfg.upstream_threads,
             cfg.client_threads,
             cfg.secs,
             cfg.warmup
         );
             println!(
-                "pids: gateway {}, upstream mock {}, load client {}",
+                "pids: gateway {}, upstream mock {}, load client {}{}",
                 gateway.pid(),
                 upstream.pid(),
-                std::process::id()
+                std::process::id(),
+                bare.as_ref()
+                    .map(|(b, _)| format!(", bare Pingora proxy {}", b.pid()))
+                    .unwrap_or_default()
             );
             let runs = [
                 ("chat", "chat", Api::OpenAi, false, cfg.conns, cfg.secs),
@@ -462,7 +529,10 @@ fn orchestrate(cfg: &Settings) -> Result<(), String> {
                 if !cfg.runs.iter().any(|r| r == key) {
                     continue;
                 }
-                for target in [Target::Direct, Target::Gateway] {
+                for target in [Target::Direct, Target::Gateway, Target::Bare] {
+                    if target == Target::Bare && (bare.is_none() || api != Api::OpenAi) {
+                        continue;
+                    }
                     let run = Run {
                         label,
                         api,
@@ -471,19 +541,24 @@ fn orchestrate(cfg: &Settings) -> Result<(), String> {
                         target,
                         secs,
                     };
-                    let port = match target {
-                        Target::Direct => upstream_port,
-                        Target::Gateway => gateway_port,
+                    let (port, proxy_pid) = match (target, &bare) {
+                        (Target::Direct, _) => (upstream_port, None),
+                        (Target::Gateway, _) => (gateway_port, Some(gateway.pid())),
+                        (Target::Bare, Some((b, port))) => (*port, Some(b.pid())),
+                        (Target::Bare, None) => unreachable!("skipped above"),
                     };
                     let m = runtime.block_on(measure(
                         &run,
                         SocketAddr::from(([127, 0, 0, 1], port)),
                         cfg.warmup,
                         upstream.pid(),
-                        (target == Target::Gateway).then(|| gateway.pid()),
+                        proxy_pid,
                     ));
                     upstream.check_alive()?;
                     gateway.check_alive()?;
+                    if let Some((b, _)) = &mut bare {
+                        b.check_alive()?;
+                    }
                     if m.requests == 0 {
                         return Err(format!(
                             "{label} via {}: no request completed ({} errors); logs in {}",
@@ -511,6 +586,7 @@ fn target_name(t: Target) -> &'static str {
     match t {
         Target::Direct => "direct",
         Target::Gateway => "gateway",
+        Target::Bare => "pingora",
     }
 }
 
@@ -527,7 +603,7 @@ fn report(results: &[(Run, Measured)]) {
         "ttfb p50",
         "ttfb p99",
         "errors",
-        "gw µs/req",
+        "proxy µs/req",
         "mock µs/req",
         "client µs/req"
     );
@@ -564,8 +640,8 @@ fn report(results: &[(Run, Measured)]) {
     }
     println!();
     println!("summary (targets, issue 9: gateway CPU/request <= 2x the mock's for pass-through, <= 2.5x for Anthropic translation, <= 1.5x for streams; streaming adds < 1 ms to time to first byte):");
-    for pair in results.chunks(2) {
-        let [(run, direct), (_, via)] = pair else {
+    for group in results.chunk_by(|a, b| a.0.label == b.0.label) {
+        let [(run, direct), (_, via), rest @ ..] = group else {
             continue;
         };
         let gw = via.per_req_us(via.gateway_cpu.unwrap_or(0.0));
@@ -604,6 +680,16 @@ fn report(results: &[(Run, Measured)]) {
             ));
         }
         println!("{line}");
+        if let [(_, bare)] = rest {
+            let floor = bare.per_req_us(bare.gateway_cpu.unwrap_or(0.0));
+            println!(
+                "  {:<22} bare Pingora proxy {floor:.1} µs CPU/req = {:.2}x the mock's; the gateway's own work {:.1} µs/req ({:.0}% of its CPU)",
+                "",
+                floor / mock_direct,
+                gw - floor,
+                (gw - floor) / gw * 100.0
+            );
+        }
     }
 }
 
@@ -1010,5 +1096,67 @@ mod upstream {
             }
             buf.drain(..head_len + length);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor: a bare Pingora proxy (this binary with SB_LOAD_ROLE=bare).
+
+mod bare {
+    use super::env_num;
+    use async_trait::async_trait;
+    use pingora_core::server::configuration::{Opt, ServerConf};
+    use pingora_core::server::Server;
+    use pingora_core::upstreams::peer::HttpPeer;
+    use pingora_proxy::{ProxyHttp, Session};
+
+    /// Forwards every request unchanged to the mock: no body read, no logging, no metrics;
+    /// Pingora's own request path (read and parse both heads, pool, relay bodies) and nothing
+    /// else.
+    struct Bare {
+        upstream: std::net::SocketAddr,
+    }
+
+    #[async_trait]
+    impl ProxyHttp for Bare {
+        type CTX = ();
+
+        fn new_ctx(&self) {}
+
+        async fn upstream_peer(
+            &self,
+            _session: &mut Session,
+            _ctx: &mut (),
+        ) -> pingora_core::Result<Box<HttpPeer>> {
+            Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        }
+    }
+
+    pub fn run() -> ! {
+        let upstream: u16 = env_num("SB_LOAD_BARE_UPSTREAM", 0);
+        let port: u16 = env_num("SB_LOAD_BARE_PORT", 0);
+        let threads = env_num("SB_LOAD_GATEWAY_THREADS", 2usize).max(1);
+        // Exit when the parent closes our stdin (it finished, or died).
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        });
+        let conf = ServerConf {
+            threads,
+            work_stealing: std::env::var("SB_LOAD_WORK_STEALING").map_or(true, |v| v == "true"),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+        server.bootstrap();
+        let mut proxy = pingora_proxy::http_proxy_service(
+            &server.configuration,
+            Bare {
+                upstream: ([127, 0, 0, 1], upstream).into(),
+            },
+        );
+        proxy.add_tcp(&format!("127.0.0.1:{port}"));
+        server.add_service(proxy);
+        server.run_forever()
     }
 }

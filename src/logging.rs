@@ -113,6 +113,14 @@ impl log::Log for StderrLogger {
 
 /// RFC 3339 UTC timestamp with milliseconds.
 pub fn timestamp() -> String {
+    let mut out = Vec::with_capacity(24);
+    write_timestamp(&mut out);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes [`timestamp`]'s text into `out` (the access log writes it in place, no `String`).
+fn write_timestamp(out: &mut Vec<u8>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -128,13 +136,14 @@ pub fn timestamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60,
         now.subsec_millis()
-    )
+    );
 }
 
 /// Emits the access-log line for a finished request.
@@ -142,7 +151,10 @@ pub fn access(req: &RequestHeader, ctx: &Context) {
     let Some(tx) = ACCESS.get() else { return };
     // Written field by field into one buffer: no intermediate JSON tree per request.
     let mut line = JsonLine::with_capacity(320 + ctx.error.as_ref().map_or(0, |e| e.len()));
-    line.str("ts", &timestamp());
+    line.key("ts");
+    line.0.push(b'"');
+    write_timestamp(&mut line.0);
+    line.0.push(b'"');
     line.str("request_id", ctx.request_id.as_str());
     line.str("method", req.method.as_str());
     line.str("path", req.uri.path());

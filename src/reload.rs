@@ -147,6 +147,7 @@ fn warn_unreloadable(old: &Config, new: &Config) {
         ("host", a.host != b.host),
         ("port", a.port != b.port),
         ("threads", a.threads != b.threads),
+        ("work_stealing", a.work_stealing != b.work_stealing),
         ("pid_file", a.pid_file != b.pid_file),
         ("upgrade_sock", a.upgrade_sock != b.upgrade_sock),
         (

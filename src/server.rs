@@ -86,6 +86,7 @@ pub fn build(
     }
     let conf = ServerConf {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
         error_log: s.error_log.clone(),

@@ -216,6 +216,9 @@ fn read_server(
         }
         out.threads = v as usize;
     }
+    if let Some(v) = s.bool("work_stealing")? {
+        out.work_stealing = v;
+    }
     if let Some(v) = s.string("pid_file")? {
         out.pid_file = v;
     }

@@ -95,6 +95,10 @@ pub struct ServerSettings {
     pub listeners: Option<Vec<listeners::ListenerConfig>>,
     /// Worker threads; defaults to the number of cores.
     pub threads: usize,
+    /// `work_stealing`: one tokio runtime whose workers steal each other's tasks (`true`), or
+    /// one runtime per thread, each connection staying on the thread that accepted it (`false`,
+    /// Pingora's no-steal mode: fewer cross-thread wake-ups per request).
+    pub work_stealing: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     /// `state_dir`: where the embedded SQLite store lives (default `$STATE_DIRECTORY`, else
@@ -181,6 +185,7 @@ impl Default for ServerSettings {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            work_stealing: true,
             pid_file: "/tmp/switchboard.pid".into(),
             upgrade_sock: "/tmp/switchboard_upgrade.sock".into(),
             state_dir: None,

@@ -943,8 +943,10 @@ async fn until_ready<'a>(
             } else {
                 left
             };
-            let sent =
-                tokio::time::timeout(first_byte, client.send(endpoint, &request, None)).await;
+            // Pinned where it is built, so the timeout wraps a pointer instead of taking (and
+            // moving) the whole connect-and-send future.
+            let send = std::pin::pin!(client.send(endpoint, &request, None));
+            let sent = tokio::time::timeout(first_byte, send).await;
             let mut response = match sent {
                 Ok(r) => r?,
                 Err(_) => {
@@ -1068,6 +1070,8 @@ async fn within<T>(
     deadline: Instant,
     fut: impl std::future::Future<Output = GatewayResult<T>>,
 ) -> GatewayResult<T> {
+    // The timeout wraps a pointer to the pinned future rather than moving it once more.
+    let fut = std::pin::pin!(fut);
     match tokio::time::timeout_at(deadline.into(), fut).await {
         Ok(r) => r,
         Err(_) => Err(GatewayError::timeout(
