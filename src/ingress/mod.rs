@@ -24,8 +24,8 @@ pub mod responses;
 
 use crate::error::{GatewayError, GatewayResult};
 use crate::events::{EventSink, StreamEvent};
-use crate::openai::Usage;
 use crate::openai::RequestBody;
+use crate::openai::Usage;
 use crate::providers::{Provider, RequestContext, StreamTranslator, UpstreamRequest};
 use crate::upstream::UpstreamClient;
 use bytes::{Bytes, BytesMut};
