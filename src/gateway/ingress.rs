@@ -4,14 +4,15 @@
 //! is rewritten into the client's format there ([`crate::ingress::Egress`]). Error answers are
 //! OpenAI error objects, which both APIs use.
 //!
-//! A Responses call whose model group has a deployment with the Responses API (OpenAI, Azure
-//! OpenAI) also carries the client's own body ([`exchange::ResponsesIngress`]): such a
-//! deployment gets it with only `model` replaced, and its answer reaches the client unchanged
-//! ([`NoteResponseId`] notes its response id, so a `previous_response_id` goes back to that
-//! deployment). A body only the Responses API can serve (built-in tools, stored state) is
-//! then refused, naming the field, by the deployments without it.
+//! A call whose model group has a deployment with the client's API upstream (the Responses
+//! API on OpenAI and Azure OpenAI, legacy completions on `text-completion-openai`) also carries
+//! the client's own body ([`exchange::NativeIngress`]): such a deployment gets it with only
+//! `model` replaced, and its answer reaches the client unchanged ([`NoteResponseId`] notes a
+//! Responses answer's id, so a `previous_response_id` goes back to that deployment). A body
+//! only that API can serve (built-in tools, stored state, `suffix`, ...) is then refused,
+//! naming the field, by the deployments without it.
 
-use super::exchange::{self, ResponsesIngress};
+use super::exchange::{self, NativeIngress};
 use super::sink::ResponseSink;
 use crate::app::{App, Live};
 use crate::context::Context;
@@ -31,10 +32,10 @@ pub async fn handle(
     ingress: Ingress,
     body: Bytes,
 ) -> GatewayResult<()> {
-    if ingress == Ingress::Responses {
+    if live.routing.deployments().any(|d| ingress.is_native(&*d.provider)) {
         let raw = RequestBody::parse(&body)?;
-        if has_native_deployment(live, ctx, &raw) {
-            return native_capable(app, live, sink, ctx, &raw, &body).await;
+        if has_native_deployment(app, live, ctx, ingress, &raw) {
+            return native_capable(app, live, sink, ctx, ingress, &raw, &body).await;
         }
     }
     let translated = crate::ingress::translate(ingress, &body)?;
@@ -81,9 +82,10 @@ pub async fn stored_response(
             .with_code("not_found")
         })?
         .clone();
-    if let Some(key) = ctx.principal.key() {
+    if let (Some(key), Some(keys)) = (ctx.principal.key(), &app.keys) {
         let group = std::borrow::Cow::Borrowed(deployment.config.model_name.as_str());
-        crate::keys::auth::resolve_model(key, group)?;
+        let team = crate::keys::auth::key_team(keys, key);
+        crate::keys::auth::resolve_model(key, team.as_deref(), group)?;
     }
     ctx.model = Some(deployment.config.model_name.to_string());
     ctx.deployment = Some(deployment.clone());
@@ -119,13 +121,20 @@ pub async fn stored_response(
     Ok(())
 }
 
-/// Whether the group the request names has a deployment with the Responses API.
-fn has_native_deployment(live: &Live, ctx: &Context, raw: &RequestBody<'_>) -> bool {
+/// Whether the group the request names has a deployment with the client's API upstream.
+fn has_native_deployment(
+    app: &App,
+    live: &Live,
+    ctx: &Context,
+    ingress: Ingress,
+    raw: &RequestBody<'_>,
+) -> bool {
     let Ok(mut model) = raw.required_str("model") else {
         return false;
     };
-    if let Some(key) = ctx.principal.key() {
-        match crate::keys::auth::resolve_model(key, ctx.tenancy.team.as_deref(), model) {
+    if let (Some(key), Some(keys)) = (ctx.principal.key(), &app.keys) {
+        let team = crate::keys::auth::key_team(keys, key);
+        match crate::keys::auth::resolve_model(key, team.as_deref(), model) {
             Ok(m) => model = m,
             Err(_) => return false,
         }
@@ -134,20 +143,21 @@ fn has_native_deployment(live: &Live, ctx: &Context, raw: &RequestBody<'_>) -> b
         group
             .deployments
             .iter()
-            .any(|d| d.provider.has_responses_api())
+            .any(|d| ingress.is_native(&*d.provider))
     })
 }
 
-/// A Responses call that may be passed through (see the module doc).
+/// A call that may be passed through (see the module doc).
 async fn native_capable(
     app: &App,
     live: &Live,
     sink: &mut impl ResponseSink,
     ctx: &mut Context,
+    ingress: Ingress,
     raw: &RequestBody<'_>,
     body: &Bytes,
 ) -> GatewayResult<()> {
-    let (chat, egress, refusal) = match crate::ingress::translate(Ingress::Responses, body) {
+    let (chat, egress, refusal) = match crate::ingress::translate(ingress, body) {
         Ok(t) => (t.chat, Some(t.egress), None),
         Err(e) => (stand_in(raw)?, None, Some(e)),
     };
@@ -157,7 +167,8 @@ async fn native_capable(
         .ok()
         .flatten()
         .and_then(|id| app.response_origins.get(&id));
-    let ingress = ResponsesIngress {
+    let native = NativeIngress {
+        api: ingress,
         raw,
         refusal,
         pinned,
@@ -165,7 +176,8 @@ async fn native_capable(
     };
     let mut noting = NoteResponseId {
         inner: sink,
-        natively: &ingress.answered_natively,
+        natively: &native.answered_natively,
+        responses: ingress == Ingress::Responses,
         scanning: false,
         start: Vec::new(),
         id: None,
@@ -179,7 +191,7 @@ async fn native_capable(
         &parsed,
         body,
         reshape,
-        Some(&ingress),
+        Some(&native),
     )
     .await;
     if let (Some(id), Some(deployment)) = (noting.id.as_deref(), &ctx.deployment) {
@@ -188,8 +200,8 @@ async fn native_capable(
     result
 }
 
-/// The chat body admission, routing and accounting read for a Responses body that cannot be
-/// translated (only a native deployment can serve it): its model, stream flag and user.
+/// The chat body admission, routing and accounting read for a body that cannot be translated
+/// (only a native deployment can serve it): its model, stream flag and user.
 fn stand_in(raw: &RequestBody<'_>) -> GatewayResult<Bytes> {
     let model = raw
         .get("model")
@@ -217,6 +229,8 @@ pub struct NoteResponseId<'s, S> {
     inner: &'s mut S,
     /// Set by the exchange when a native attempt answers.
     natively: &'s AtomicBool,
+    /// The client speaks the Responses API (only its answers carry an id worth noting).
+    responses: bool,
     scanning: bool,
     /// The answer's start, while the id is looked for.
     start: Vec<u8>,
@@ -225,8 +239,9 @@ pub struct NoteResponseId<'s, S> {
 
 impl<S: ResponseSink> ResponseSink for NoteResponseId<'_, S> {
     async fn head(&mut self, head: ResponseHeader) -> bool {
-        self.scanning =
-            (200..300).contains(&head.status.as_u16()) && self.natively.load(Ordering::Relaxed);
+        self.scanning = self.responses
+            && (200..300).contains(&head.status.as_u16())
+            && self.natively.load(Ordering::Relaxed);
         self.inner.head(head).await
     }
 
