@@ -90,6 +90,18 @@ async fn chat(gw: &Gateway, key: &str, model: &str) -> Response {
     .await
 }
 
+/// Waits until the key's spend has reached `spend` (its calls have settled).
+async fn settled(gw: &Gateway, key: &str, spend: f64) {
+    assert!(
+        wait_until_async(
+            async || key_spend(gw, key).await >= spend - 1e-9,
+            Duration::from_secs(10)
+        )
+        .await,
+        "the key's spend never reached {spend}"
+    );
+}
+
 /// The key's spend as `/key/info` reports it.
 async fn key_spend(gw: &Gateway, key: &str) -> f64 {
     let r = gw
@@ -314,7 +326,12 @@ async fn spend_and_the_budget_survive_a_restart() {
     let mut gw = Gateway::start(&config(&up, &db, ""));
     let key = generate(&gw, json!({"max_budget": 0.06})).await;
     assert_eq!(chat(&gw, &key, "gpt-4o").await.status, 200);
+    // Settle runs just after the answer is sent; until it has, the call's spend and its
+    // reservation both count (on the safe side, see `budgets::ledger`), and the next call
+    // would not fit.
+    settled(&gw, &key, CALL_COST).await;
     assert_eq!(chat(&gw, &key, "gpt-4o").await.status, 200);
+    settled(&gw, &key, 2.0 * CALL_COST).await;
     assert_budget_exceeded(
         &chat(&gw, &key, "gpt-4o").await,
         "Budget has been exceeded!",

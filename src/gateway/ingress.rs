@@ -32,7 +32,11 @@ pub async fn handle(
     ingress: Ingress,
     body: Bytes,
 ) -> GatewayResult<()> {
-    if live.routing.deployments().any(|d| ingress.is_native(&*d.provider)) {
+    if live
+        .routing
+        .deployments()
+        .any(|d| ingress.is_native(&*d.provider))
+    {
         let raw = RequestBody::parse(&body)?;
         if has_native_deployment(app, live, ctx, ingress, &raw) {
             return native_capable(app, live, sink, ctx, ingress, &raw, &body).await;
