@@ -21,9 +21,9 @@ use opentelemetry_sdk::Resource;
 use prost::Message as _;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub enum Message {
     Request(Box<Finished>),
@@ -376,6 +376,9 @@ fn exporters(
     ))
 }
 
+/// How long the export thread lets requests queue up after it wakes (see [`run`]).
+const GATHER: Duration = Duration::from_millis(10);
+
 fn run(config: TelemetryConfig, rx: Receiver<Message>) {
     let resource = resource();
     let (exporters, meters) = match exporters(&config, &resource) {
@@ -391,10 +394,34 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
         .build();
     let mut batch: Vec<SpanData> = Vec::with_capacity(config.max_batch);
     let mut due: Option<Instant> = None;
+    // After a wake-up, the thread sleeps for `GATHER` and then takes everything queued
+    // meanwhile without blocking: a request's `try_send` then finds no receiver waiting and
+    // wakes no thread, instead of one futex wake and context switch per request.
+    let mut gathered = false;
     loop {
-        let msg = match due {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        if due.is_some_and(|at| Instant::now() >= at) {
+            export(&exporters, &mut batch);
+            due = None;
+        }
+        let msg = if gathered {
+            match rx.try_recv() {
+                Ok(m) => Ok(m),
+                Err(TryRecvError::Empty) => {
+                    gathered = false;
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            }
+        } else {
+            let msg = match due {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            if matches!(msg, Ok(Message::Request(_))) {
+                std::thread::sleep(GATHER);
+                gathered = true;
+            }
+            msg
         };
         match msg {
             Ok(Message::Request(f)) => {
