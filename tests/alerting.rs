@@ -483,3 +483,44 @@ async fn the_daily_report_arrives_once_per_period_with_the_periods_figures() {
         "an empty period was reported"
     );
 }
+
+/// Alerting settings that would do nothing (the `email` destination, alert types Switchboard
+/// never raises) load with one warning each, naming the key path; the rest of the settings
+/// still work.
+#[tokio::test]
+async fn alerting_settings_that_do_nothing_warn_once_and_load() {
+    let rx = receiver().await;
+    let failing = failing_upstream("boom").await;
+    let gw = Gateway::start(
+        &config(
+            &rx,
+            &entry("err", "e1", &failing.base()),
+            "  alert_types: [spend_reports, llm_exceptions, llm_requests_hanging]\n",
+        )
+        .replace("alerting: [slack, webhook]", "alerting: [email, webhook]"),
+    );
+    let email = gw.wait_for_stderr("general_settings.alerting[0]").await;
+    assert!(
+        email.contains("email") && email.to_lowercase().contains("warn"),
+        "{email}"
+    );
+    let spend = gw.wait_for_stderr("general_settings.alert_types[0]").await;
+    assert!(spend.contains("spend_reports"), "{spend}");
+    let hanging = gw.wait_for_stderr("general_settings.alert_types[2]").await;
+    assert!(hanging.contains("llm_requests_hanging"), "{hanging}");
+    let stderr = gw.stderr();
+    assert!(
+        !stderr.contains("alert_types[1]"),
+        "llm_exceptions is raised: {stderr}"
+    );
+    assert_eq!(stderr.matches("alert_types[0]").count(), 1, "{stderr}");
+    // The webhook still gets the alert type that is raised.
+    assert_eq!(chat(&gw, "err").await.status, 500);
+    assert!(
+        wait_until(
+            || hooks_of(&rx, "llm_exceptions").len() == 1,
+            Duration::from_secs(10)
+        )
+        .await
+    );
+}
