@@ -1,8 +1,9 @@
 //! Alerting webhooks through the running gateway (issue 17): a local receiver stands in for
 //! Slack (`SLACK_WEBHOOK_URL`) and for the generic webhook (`WEBHOOK_URL`). A storm of failed
-//! calls, of slow answers and of cooldowns each yields one message per destination (the rest
-//! are deduplicated, which `/metrics` counts), in LiteLLM's payload shapes; `alert_types`
-//! keeps the other types out.
+//! calls, of slow answers and of cooldowns each yields one message per destination (repeats
+//! are deduplicated, other alerts of the type folded into the message, which `/metrics`
+//! counts), in LiteLLM's payload shapes; `alert_types` keeps the other types out; a failing
+//! destination gets a bounded number of tries.
 
 mod support;
 
@@ -84,25 +85,34 @@ async fn exceptions_slow_answers_and_cooldown_storms_alert_once_per_destination(
         )
     })
     .await;
-    let models = [
+    const COOLING: [&str; 5] = ["cool1", "cool2", "cool3", "cool4", "cool5"];
+    let mut models = [
         entry("err", "err1", &failing.base()),
         entry("slow", "slow1", &slow.base()),
-        entry("cool", "cool1", &unauthorized.base()),
-        entry("cool", "cool2", &unauthorized.base()),
     ]
     .concat();
+    for id in COOLING {
+        models.push_str(&entry("cool", id, &unauthorized.base()));
+    }
     let gw = Gateway::start(&config(&rx, &models, ""));
 
     for _ in 0..5 {
         assert_eq!(chat(&gw, "err").await.status, 500);
     }
-    for _ in 0..3 {
-        assert_eq!(chat(&gw, "slow").await.status, 200);
-    }
-    // Both deployments cool down on their 401; then the whole group is out (an outage).
-    for _ in 0..8 {
+    // Every deployment of `cool` cools down on its 401 (a storm of five cooldowns), then the
+    // whole group is out (an outage).
+    let mut refused = 0;
+    for _ in 0..20 {
         let s = chat(&gw, "cool").await.status;
         assert!(s == 401 || s == 503, "{s}");
+        refused += (s == 503) as u32;
+        if refused == 3 {
+            break;
+        }
+    }
+    assert_eq!(refused, 3, "the group never ran out of deployments");
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, "slow").await.status, 200);
     }
 
     // Every queued alert is processed: the repeats show up as deduplicated.
@@ -118,12 +128,15 @@ async fn exceptions_slow_answers_and_cooldown_storms_alert_once_per_destination(
         |n| n >= 2.0,
     )
     .await;
-    gw.wait_for_metric(
-        "switchboard_alerts_total",
-        &["alert_type=\"outage_alerts\"", "outcome=\"sent\""],
-        |n| n >= 2.0,
-    )
-    .await;
+    // Each type's message goes out once its storm has gathered.
+    for alert_type in ["llm_exceptions", "llm_too_slow", "outage_alerts"] {
+        gw.wait_for_metric(
+            "switchboard_alerts_total",
+            &[&format!("alert_type=\"{alert_type}\""), "outcome=\"sent\""],
+            |n| n >= 2.0,
+        )
+        .await;
+    }
     assert!(
         wait_until(
             || hooks_of(&rx, "outage_alerts").len() == 1,
@@ -147,21 +160,39 @@ async fn exceptions_slow_answers_and_cooldown_storms_alert_once_per_destination(
     assert_eq!(err_hooks.len(), 1, "{exceptions:?}");
     assert_eq!(slack_with(&rx, "Responses are slow"), 1);
     assert_eq!(hooks_of(&rx, "llm_too_slow").len(), 1);
+    // Five deployments cooling down: one message per destination, naming each of them.
+    gw.wait_for_metric(
+        "switchboard_alerts_total",
+        &["alert_type=\"cooldown_deployment\"", "outcome=\"folded\""],
+        |n| n >= 4.0,
+    )
+    .await;
+    gw.wait_for_metric(
+        "switchboard_alerts_total",
+        &["alert_type=\"cooldown_deployment\"", "outcome=\"sent\""],
+        |n| n >= 2.0,
+    )
+    .await;
     let cooldowns = hooks_of(&rx, "cooldown_deployment");
-    let mut ids: Vec<&str> = cooldowns
-        .iter()
-        .map(|v| {
-            let m = v["event_message"].as_str().unwrap();
-            if m.contains("cool1") {
-                "cool1"
-            } else {
-                "cool2"
-            }
+    assert_eq!(cooldowns.len(), 1, "{cooldowns:?}");
+    let storm = cooldowns[0]["event_message"].as_str().unwrap();
+    for id in COOLING {
+        assert!(storm.contains(&format!("`{id}`")), "{id} missing: {storm}");
+    }
+    assert_eq!(cooldowns[0]["alert_count"], 5, "{storm}");
+    assert_eq!(slack_with(&rx, "Deployment cooled down"), 1);
+    let slack_storm = received(&rx, "/slack/T0/B0")
+        .into_iter()
+        .find(|v| {
+            v["text"]
+                .as_str()
+                .unwrap()
+                .contains("Deployment cooled down")
         })
-        .collect();
-    ids.sort();
-    assert_eq!(ids, ["cool1", "cool2"], "{cooldowns:?}");
-    assert_eq!(slack_with(&rx, "Deployment cooled down"), 2);
+        .unwrap();
+    assert!(COOLING
+        .iter()
+        .all(|id| slack_storm["text"].as_str().unwrap().contains(id)));
 
     // LiteLLM's shapes: Slack text with the level; a WebhookEvent with its fields.
     let s = received(&rx, "/slack/T0/B0");
@@ -312,13 +343,13 @@ async fn a_hanging_destination_does_not_hold_up_the_others() {
     for group in ["a", "b", "c"] {
         assert_eq!(chat(&gw, group).await.status, 500);
     }
-    // Three groups, three alerts: all reach Slack while the webhook is still hanging on the
-    // first (before, each waited behind up to 3 x 10 s of the webhook's attempts).
+    // Three groups, one storm of three alerts: it reaches Slack while the webhook (listed
+    // first) is still hanging on its first attempt (with a shared sender it would wait behind
+    // up to 3 x 10 s of the webhook's attempts).
     assert!(
         wait_until(
-            || ["`a`", "`b`", "`c`"]
-                .iter()
-                .all(|g| slack_with(&slack, g) == 1),
+            || slack_with(&slack, "`a`") == 1
+                && ["`b`", "`c`"].iter().all(|g| slack_with(&slack, g) == 1),
             Duration::from_secs(8),
         )
         .await,
@@ -327,9 +358,42 @@ async fn a_hanging_destination_does_not_hold_up_the_others() {
         started.elapsed()
     );
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(received(&slack, "/slack/T0/B0").len() == 3);
-    // The webhook got the first attempt of the first alert and is still on it.
+    assert_eq!(received(&slack, "/slack/T0/B0").len(), 1);
+    // The webhook got the first attempt and is still on it.
     assert!(hung.count() <= 1, "{}", hung.count());
+}
+
+/// A destination that keeps failing gets `MAX_DELIVERY_ATTEMPTS` (3) tries per message, no
+/// more, counted at the receiver, and the give-up is counted in `/metrics` as `failed`, while
+/// the healthy destination's delivery counts as `sent`.
+#[tokio::test]
+async fn a_failing_webhook_gets_a_bounded_number_of_tries() {
+    let slack = receiver().await;
+    let broken = MockUpstream::start(|_| Reply::json(500, json!({"error": "receiver down"}))).await;
+    let failing = failing_upstream("boom").await;
+    let yaml = format!(
+        "model_list:\n{}router_settings:\n  num_retries: 0\ngeneral_settings:\n  alerting: [webhook, slack]\n  alert_types: [llm_exceptions]\nenvironment_variables:\n  SLACK_WEBHOOK_URL: \"{}/slack/T0/B0\"\n  WEBHOOK_URL: \"{}/hook\"\n",
+        entry("a", "a", &failing.base()),
+        slack.base(),
+        broken.base(),
+    );
+    let gw = Gateway::start(&yaml);
+    assert_eq!(chat(&gw, "a").await.status, 500);
+    gw.wait_for_metric(
+        "switchboard_alerts_total",
+        &["alert_type=\"llm_exceptions\"", "outcome=\"failed\""],
+        |n| n >= 1.0,
+    )
+    .await;
+    assert_eq!(broken.count(), 3, "tries at the failing receiver");
+    assert!(broken.requests().iter().all(|r| r.path == "/hook"));
+    gw.wait_for_metric(
+        "switchboard_alerts_total",
+        &["alert_type=\"llm_exceptions\"", "outcome=\"sent\""],
+        |n| n >= 1.0,
+    )
+    .await;
+    assert_eq!(slack.count(), 1);
 }
 
 /// `daily_reports` on a short `alerting_args.daily_report_frequency`: one report per period to
@@ -417,5 +481,46 @@ async fn the_daily_report_arrives_once_per_period_with_the_periods_figures() {
         )
         .await,
         "an empty period was reported"
+    );
+}
+
+/// Alerting settings that would do nothing (the `email` destination, alert types Switchboard
+/// never raises) load with one warning each, naming the key path; the rest of the settings
+/// still work.
+#[tokio::test]
+async fn alerting_settings_that_do_nothing_warn_once_and_load() {
+    let rx = receiver().await;
+    let failing = failing_upstream("boom").await;
+    let gw = Gateway::start(
+        &config(
+            &rx,
+            &entry("err", "e1", &failing.base()),
+            "  alert_types: [spend_reports, llm_exceptions, llm_requests_hanging]\n",
+        )
+        .replace("alerting: [slack, webhook]", "alerting: [email, webhook]"),
+    );
+    let email = gw.wait_for_stderr("general_settings.alerting[0]").await;
+    assert!(
+        email.contains("email") && email.to_lowercase().contains("warn"),
+        "{email}"
+    );
+    let spend = gw.wait_for_stderr("general_settings.alert_types[0]").await;
+    assert!(spend.contains("spend_reports"), "{spend}");
+    let hanging = gw.wait_for_stderr("general_settings.alert_types[2]").await;
+    assert!(hanging.contains("llm_requests_hanging"), "{hanging}");
+    let stderr = gw.stderr();
+    assert!(
+        !stderr.contains("alert_types[1]"),
+        "llm_exceptions is raised: {stderr}"
+    );
+    assert_eq!(stderr.matches("alert_types[0]").count(), 1, "{stderr}");
+    // The webhook still gets the alert type that is raised.
+    assert_eq!(chat(&gw, "err").await.status, 500);
+    assert!(
+        wait_until(
+            || hooks_of(&rx, "llm_exceptions").len() == 1,
+            Duration::from_secs(10)
+        )
+        .await
     );
 }

@@ -216,3 +216,68 @@ async fn background_checks_are_served_cached_and_steer_routing() {
     }
     assert!(reached, "the recovered deployment never took a request");
 }
+
+/// `model_info.health_check_model` is the model the check asks the upstream for (LiteLLM's,
+/// for wildcard routes), with its provider prefix taken off; the deployment's own is not used.
+#[tokio::test]
+async fn the_check_calls_health_check_model_upstream() {
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("pong"))).await;
+    let yaml = format!(
+        "model_list:\n{}general_settings:\n  master_key: {MASTER}\n",
+        entry(
+            "chat",
+            "hc",
+            &up.base(),
+            "",
+            ", health_check_model: openai/gpt-4o-mini"
+        ),
+    );
+    let gw = Gateway::start(&yaml);
+    let v = health(&gw, "").await.json();
+    assert_eq!(ids(&v, "healthy_endpoints"), ["hc"], "{v}");
+    let calls = up.requests();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].json()["model"], "gpt-4o-mini");
+}
+
+/// Checks run side by side: forty deployments that never answer, each bounded by LiteLLM's
+/// `model_info.health_check_timeout: 1`, are all reported in about one timeout, not forty (nor
+/// one per batch of a few).
+#[tokio::test]
+async fn hanging_deployments_are_checked_concurrently() {
+    const N: usize = 40;
+    let hanging = MockUpstream::start(|_| Reply::Hang).await;
+    let mut models = String::new();
+    for i in 0..N {
+        models.push_str(&entry(
+            "slow",
+            &format!("h{i}"),
+            &hanging.base(),
+            "",
+            ", health_check_timeout: 1",
+        ));
+    }
+    let gw = Gateway::start(&format!(
+        "model_list:\n{models}general_settings:\n  master_key: {MASTER}\n"
+    ));
+    let started = Instant::now();
+    let r = health(&gw, "").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["unhealthy_count"], N, "{v}");
+    assert!(v["unhealthy_endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["error"].as_str().unwrap().contains("within 1.0s")));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "took {took:?}"
+    );
+    assert!(
+        wait_until(|| hanging.count() == N, Duration::from_secs(5)).await,
+        "every deployment was called: {}",
+        hanging.count()
+    );
+}

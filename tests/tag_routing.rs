@@ -3,10 +3,14 @@
 //! the `x-litellm-tags` header, the body's `tags` / `metadata.tags`, or the virtual key's
 //! `metadata.tags`; untagged requests go to the `default` deployment; a tag nothing serves is
 //! refused without an upstream call; a key pinned to a region never reaches another region,
-//! not through retries and not through fallbacks.
+//! not through retries and not through fallbacks; nor does an end user's region, nor the
+//! prompt in `/v1/messages/count_tokens` or in the semantic cache's embedding call.
 
+#[path = "support/redis.rs"]
+mod redis_server;
 mod support;
 
+use redis_server::Redis;
 use serde_json::{json, Value};
 use support::*;
 
@@ -246,4 +250,204 @@ async fn a_region_pinned_key_never_leaves_its_region_on_retries_or_fallbacks() {
         "{msg}"
     );
     assert_eq!(us_only.requests().len(), 0);
+}
+
+/// An Anthropic upstream that counts tokens (`/v1/messages/count_tokens`) and answers chat.
+async fn anthropic_counter() -> MockUpstream {
+    MockUpstream::start(|r| {
+        if r.path.ends_with("/count_tokens") {
+            Reply::json(200, json!({"input_tokens": 42}))
+        } else {
+            Reply::json(
+                200,
+                json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+                    "content": [{"type": "text", "text": "us-claude"}], "stop_reason": "end_turn",
+                    "stop_sequence": null, "usage": {"input_tokens": 3, "output_tokens": 2}}),
+            )
+        }
+    })
+    .await
+}
+
+async fn count_tokens(gw: &Gateway, key: &str, model: &str) -> Response {
+    let body =
+        json!({"model": model, "messages": [{"role": "user", "content": "a secret prompt"}]});
+    gw.post_with(
+        "/v1/messages/count_tokens",
+        &[("x-api-key", key), ("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// `/v1/messages/count_tokens` sends the prompt to an Anthropic deployment to count: only to
+/// one the request may use. A key pinned to the EU never reaches the US Anthropic deployment:
+/// the estimate answers when the EU deployments left cannot count, and a group with nothing in
+/// the EU is refused as `/v1/messages` would be.
+#[tokio::test]
+async fn count_tokens_never_sends_a_pinned_prompt_out_of_its_region() {
+    let us_claude = anthropic_counter().await;
+    let eu_gpt = named("eu-gpt").await;
+    let anthropic = |group: &str, id: &str| {
+        format!(
+            "  - model_name: {group}\n    litellm_params: {{model: anthropic/claude-{id}, api_base: \"{}\", api_key: sk-ant-{id}, region_name: us-east-1}}\n    model_info: {{id: {id}}}\n",
+            us_claude.base()
+        )
+    };
+    let yaml = format!(
+        "model_list:\n{}{}{}general_settings:\n  master_key: {MASTER}\n",
+        anthropic("claude", "us1"),
+        entry("claude", "eu1", &eu_gpt, ", region_name: eu-west-1"),
+        anthropic("claude-us", "us2"),
+    );
+    let gw = Gateway::start(&yaml);
+
+    // Unpinned, the US deployment counts: the setup can leak.
+    let r = count_tokens(&gw, MASTER, "claude").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchboard-token-count"), Some("provider"));
+    assert_eq!(us_claude.count(), 1);
+
+    let eu_key = key_with(&gw, json!({"allowed_model_region": "eu"})).await;
+    let r = count_tokens(&gw, &eu_key, "claude").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-switchboard-token-count"), Some("estimate"));
+    assert!(r.json()["input_tokens"].as_u64().is_some_and(|n| n > 0));
+    // Nothing in the EU at all: refused in Anthropic's error shape, nothing sent.
+    let r = count_tokens(&gw, &eu_key, "claude-us").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "error", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("region 'eu'") && msg.contains("claude-us"),
+        "{msg}"
+    );
+    assert_eq!(us_claude.count(), 1, "a pinned prompt reached the US");
+    assert_eq!(eu_gpt.count(), 0, "the estimate needs no upstream");
+}
+
+async fn customer(gw: &Gateway, id: &str, region: &str) {
+    let r = gw
+        .post_as(
+            MASTER,
+            "/customer/new",
+            &json!({"user_id": id, "allowed_model_region": region}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn chat_for(model: &str, user: &str) -> Value {
+    let mut body = chat(model);
+    body["user"] = json!(user);
+    body
+}
+
+/// An end user's `allowed_model_region` (their customer row) pins their requests; with a key
+/// pinned too, the most restrictive wins: the same region is that region, two different ones
+/// are refused with nothing sent (an end user never widens a key's region).
+#[tokio::test]
+async fn end_user_regions_pin_and_never_override_the_keys() {
+    let (us, eu) = (named("us").await, named("eu").await);
+    let yaml = format!(
+        "model_list:\n{}{}general_settings:\n  master_key: {MASTER}\n",
+        entry("g", "us1", &us, ", region_name: us-east-1"),
+        entry("g", "eu1", &eu, ", region_name: eu-west-1"),
+    );
+    let gw = Gateway::start(&yaml);
+    customer(&gw, "c-eu", "eu").await;
+    customer(&gw, "c-us", "us").await;
+
+    for _ in 0..6 {
+        let r = call(&gw, MASTER, &[], chat_for("g", "c-eu")).await;
+        assert_eq!(content(&r), "eu");
+    }
+    // The end-user header names them as well as the body's `user`.
+    let r = call(&gw, MASTER, &[("x-litellm-end-user-id", "c-eu")], chat("g")).await;
+    assert_eq!(content(&r), "eu");
+    assert_eq!(us.count(), 0, "an EU end user reached the US");
+
+    let eu_key = key_with(&gw, json!({"allowed_model_region": "eu"})).await;
+    for _ in 0..4 {
+        assert_eq!(
+            content(&call(&gw, &eu_key, &[], chat_for("g", "c-eu")).await),
+            "eu"
+        );
+    }
+    // Key in the EU, end user in the US: refused, not routed to the end user's region.
+    let r = call(&gw, &eu_key, &[], chat_for("g", "c-us")).await;
+    let e = r.expect_error(400);
+    assert_eq!(e["code"], "no_deployments_in_region", "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("'eu'") && msg.contains("'us'") && msg.contains("c-us"),
+        "{msg}"
+    );
+    assert_eq!((us.count(), eu.count()), (0, 11));
+}
+
+/// A fallback group is filtered by the request's tags like the primary: its only deployment
+/// carrying the tag answers, its untagged one never does.
+#[tokio::test]
+async fn tags_hold_across_a_fallback() {
+    let broken = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "down", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let (tagged, untagged) = (named("tagged").await, named("untagged").await);
+    let yaml = format!(
+        "model_list:\n{}{}{}router_settings:\n  enable_tag_filtering: true\n  num_retries: 0\n  fallbacks: [{{g: [fb]}}]\ngeneral_settings:\n  master_key: {MASTER}\n",
+        entry("g", "g1", &broken, ", tags: [private]"),
+        entry("fb", "x", &tagged, ", tags: [private]"),
+        entry("fb", "y", &untagged, ""),
+    );
+    let gw = Gateway::start(&yaml);
+    for _ in 0..8 {
+        let r = call(&gw, MASTER, &[("x-litellm-tags", "private")], chat("g")).await;
+        assert_eq!(content(&r), "tagged");
+    }
+    assert_eq!(untagged.count(), 0, "the fallback left the request's tags");
+    assert!(broken.count() >= 1);
+}
+
+/// The semantic cache embeds the prompt through the gateway's own routing: under the client's
+/// region, so a key pinned to the EU has its prompt embedded by the EU embedder only.
+#[tokio::test]
+async fn the_semantic_cache_embeds_a_pinned_prompt_in_its_region() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let embedder = || MockUpstream::start(|_| Reply::json(200, openai::embeddings(1)));
+    let (us_embed, eu_embed, eu_chat) = (embedder().await, embedder().await, named("eu").await);
+    let yaml = format!(
+        "model_list:
+{}{}{}litellm_settings:
+  cache: true
+  cache_params: {{type: redis-semantic, url: \"{}\", redis_semantic_cache_embedding_model: embed}}
+general_settings:
+  master_key: {MASTER}
+",
+        entry("g", "eu1", &eu_chat, ", region_name: eu-west-1"),
+        entry("embed", "use", &us_embed, ", region_name: us-east-1"),
+        entry("embed", "eue", &eu_embed, ", region_name: eu-west-1"),
+        redis.url(),
+    );
+    let gw = Gateway::start(&yaml);
+    let key = key_with(&gw, json!({"allowed_model_region": "eu"})).await;
+    for i in 0..6 {
+        let mut body = chat("g");
+        body["messages"][0]["content"] = json!(format!("question {i}"));
+        let r = call(&gw, &key, &[], body).await;
+        assert_eq!(content(&r), "eu");
+    }
+    assert_eq!(eu_embed.count(), 6, "every prompt was embedded");
+    assert_eq!(
+        us_embed.count(),
+        0,
+        "a pinned prompt was embedded in the US"
+    );
 }

@@ -8,14 +8,20 @@
 //!
 //! Nothing is sent on the request path: [`notify`] is a `try_send` into a bounded queue
 //! ([`QUEUE_CAPACITY`]; a full queue drops and counts). The [`AlertSender`] background service
-//! drains it, drops alerts of types not configured, sends one message per deduplication key
-//! per [`DEDUP_WINDOW`] (a storm of cooldowns is one message), and hands each alert to every
-//! destination's own sender: a task per destination with its own bounded queue
-//! ([`DESTINATION_QUEUE`]), so a destination that hangs delays only its own alerts. A sender
-//! retries a failed delivery at most [`MAX_DELIVERY_ATTEMPTS`] times, each bounded by
-//! [`DELIVERY_TIMEOUT`], and every outcome is counted (`/metrics`:
-//! `switchboard_alerts_total{alert_type, outcome}`; `dropped` when a destination's queue is
-//! full).
+//! drains it, drops alerts of types not configured, and takes one alert per deduplication key
+//! per [`DEDUP_WINDOW`] (the same failure repeated is one alert). One storm, one message: the
+//! first alert of a type waits [`STORM_GATHER`] for the rest of its storm, and everything of
+//! that type arriving meanwhile (N deployments cooling down at once) is folded into the same
+//! message, which names each (up to [`MAX_FOLDED_NAMED`], then counts the rest); after it, the
+//! type's next message goes out no sooner than [`TYPE_INTERVAL`] later, folding whatever
+//! arrived in between ([`Storms`]). Budget alerts and the daily report are per entity and
+//! period already, and go out one by one. Each message goes to every destination's own
+//! sender: a task per destination with its own bounded queue ([`DESTINATION_QUEUE`]), so a
+//! destination that hangs delays only its own alerts. A sender tries a delivery at most
+//! [`MAX_DELIVERY_ATTEMPTS`] times, each bounded by [`DELIVERY_TIMEOUT`], and every outcome is
+//! counted (`/metrics`: `switchboard_alerts_total{alert_type, outcome}`: `sent`, `failed`
+//! after the last try, `deduplicated`, `folded` into another alert's message, `filtered`, and
+//! `dropped` when a destination's queue is full).
 
 pub mod daily_report;
 
@@ -46,9 +52,39 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DESTINATION_QUEUE: usize = 256;
 /// Deduplication keys remembered at most (bounded whatever a storm looks like).
 const MAX_DEDUP_KEYS: usize = 4096;
+/// How long the first alert of a type waits for the rest of its storm.
+pub const STORM_GATHER: Duration = Duration::from_secs(2);
+/// Least time between two messages of one alert type; what arrives in between is folded into
+/// the next one.
+pub const TYPE_INTERVAL: Duration = DEDUP_WINDOW;
+/// Alerts a folded message names; the rest of the storm is counted.
+pub const MAX_FOLDED_NAMED: usize = 20;
+/// Longest text of one alert inside a folded message.
+const MAX_FOLDED_TEXT: usize = 600;
 
-/// LiteLLM's alert severities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The alert types something in Switchboard raises; configuring any other does nothing (the
+/// config reader warns about it).
+pub const RAISED_ALERT_TYPES: &[&str] = &[
+    "llm_exceptions",
+    "llm_too_slow",
+    "cooldown_deployment",
+    "outage_alerts",
+    "budget_alerts",
+    "soft_budget_crossed",
+    "daily_reports",
+];
+
+/// Types whose alerts go out one by one: each already names one entity (a budget crossing)
+/// or one period (the daily report), and webhook receivers read its fields.
+fn never_folded(alert_type: &str) -> bool {
+    matches!(
+        alert_type,
+        "budget_alerts" | "soft_budget_crossed" | "daily_reports"
+    )
+}
+
+/// LiteLLM's alert severities, least severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Low,
     Medium,
@@ -309,6 +345,122 @@ fn budget_alert(event_group: &'static str, id: &str, spend: f64, budget: f64, so
     a
 }
 
+/// One alert type's storm: the alerts waiting to go out as one message.
+struct Storm {
+    opened: Instant,
+    due: Instant,
+    first: Alert,
+    /// The texts of the alerts after the first, at most [`MAX_FOLDED_NAMED`] - 1.
+    named: Vec<String>,
+    /// Alerts past those named.
+    unnamed: u64,
+    level: Level,
+}
+
+/// The storms open per alert type, and when each type's last message went out: one entry per
+/// type at most (types are the fixed set Switchboard raises), so memory is bounded whatever
+/// the storm.
+#[derive(Default)]
+struct Storms {
+    open: HashMap<&'static str, Storm>,
+    last_message: HashMap<&'static str, Instant>,
+}
+
+impl Storms {
+    /// Takes an alert: opens its type's storm (due after [`STORM_GATHER`], and no sooner than
+    /// [`TYPE_INTERVAL`] after the type's last message), or folds it into the open one
+    /// (`true`).
+    fn take(&mut self, alert: Alert, now: Instant) -> bool {
+        if let Some(storm) = self.open.get_mut(alert.alert_type) {
+            if storm.level < alert.level {
+                storm.level = alert.level;
+            }
+            if storm.named.len() + 1 < MAX_FOLDED_NAMED {
+                storm.named.push(clipped(&alert.message));
+            } else {
+                storm.unnamed += 1;
+            }
+            return true;
+        }
+        let mut due = now + STORM_GATHER;
+        if let Some(last) = self.last_message.get(alert.alert_type) {
+            due = due.max(*last + TYPE_INTERVAL);
+        }
+        self.open.insert(
+            alert.alert_type,
+            Storm {
+                opened: now,
+                due,
+                level: alert.level,
+                first: alert,
+                named: Vec::new(),
+                unnamed: 0,
+            },
+        );
+        false
+    }
+
+    /// When the next storm is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.open.values().map(|s| s.due).min()
+    }
+
+    /// The messages of the storms due by `now`: a lone alert as it came, a storm as one
+    /// message naming its alerts.
+    fn due(&mut self, now: Instant) -> Vec<Alert> {
+        let due: Vec<&'static str> = self
+            .open
+            .iter()
+            .filter(|(_, s)| s.due <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for alert_type in due {
+            if let Some(storm) = self.open.remove(alert_type) {
+                self.last_message.insert(alert_type, now);
+                out.push(storm.into_message(now));
+            }
+        }
+        out
+    }
+}
+
+impl Storm {
+    fn into_message(self, now: Instant) -> Alert {
+        if self.named.is_empty() {
+            return self.first;
+        }
+        let total = 1 + self.named.len() as u64 + self.unnamed;
+        let alert_type = self.first.alert_type;
+        let mut text = format!(
+            "{total} `{alert_type}` alerts in {:.1}s (one message for the storm):",
+            now.duration_since(self.opened).as_secs_f64()
+        );
+        let first = clipped(&self.first.message);
+        for (i, m) in std::iter::once(&first).chain(&self.named).enumerate() {
+            text.push_str(&format!("\n\n{}. {m}", i + 1));
+        }
+        if self.unnamed > 0 {
+            text.push_str(&format!("\n\n… and {} more", self.unnamed));
+        }
+        let mut alert = Alert::new(alert_type, self.level, self.first.dedup_key, text);
+        alert.fields.insert("alert_count".into(), json!(total));
+        alert
+    }
+}
+
+/// `text` cut to [`MAX_FOLDED_TEXT`] bytes (at a character boundary).
+fn clipped(text: &str) -> String {
+    if text.len() <= MAX_FOLDED_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_FOLDED_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Where one destination posts: the endpoint and the path (with its query).
 struct Destination {
     endpoint: Arc<Endpoint>,
@@ -493,6 +645,7 @@ where
             return;
         };
         let mut last_sent: HashMap<String, Instant> = HashMap::new();
+        let mut storms = Storms::default();
         let mut generation = u64::MAX;
         let mut senders: Vec<Worker> = Vec::new();
         let mut settings = HealthAlertSettings::default();
@@ -529,13 +682,24 @@ where
                     }
                 }
             }
+            for message in storms.due(Instant::now()) {
+                let message = Arc::new(message);
+                for w in &senders {
+                    w.offer(&message);
+                }
+            }
+            // Wakes now and then to see a reload's settings and the report's schedule, and
+            // when a storm's message is due.
+            let tick = settings.report_check_interval.min(Duration::from_secs(1));
+            let wake = storms
+                .next_due()
+                .map_or(Instant::now() + tick, |due| due.min(Instant::now() + tick));
             let alert = tokio::select! {
                 _ = shutdown.changed() => {
                     ENABLED.store(false, Ordering::Relaxed);
                     return;
                 }
-                // Wakes now and then to see a reload's settings and the report's schedule.
-                _ = tokio::time::sleep(settings.report_check_interval.min(Duration::from_secs(1))) => continue,
+                _ = tokio::time::sleep_until(wake.into()) => continue,
                 a = rx.recv() => match a {
                     Some(a) => a,
                     None => return,
@@ -562,9 +726,16 @@ where
                 }
             }
             last_sent.insert(alert.dedup_key.clone(), now);
-            let alert = Arc::new(alert);
-            for w in &senders {
-                w.offer(&alert);
+            if never_folded(alert.alert_type) {
+                let alert = Arc::new(alert);
+                for w in &senders {
+                    w.offer(&alert);
+                }
+            } else {
+                let alert_type = alert.alert_type;
+                if storms.take(alert, now) {
+                    count(alert_type, "folded");
+                }
             }
         }
     }
@@ -583,6 +754,66 @@ mod tests {
             "/"
         );
         assert!(destination("ftp://x", false).is_none());
+    }
+
+    fn cooldown(id: &str) -> Alert {
+        Alert::new(
+            "cooldown_deployment",
+            Level::Low,
+            format!("cooldown_deployment:{id}"),
+            format!("Deployment cooled down\nDeployment id: `{id}`"),
+        )
+    }
+
+    #[test]
+    fn a_storm_is_one_message_naming_or_counting_each_alert() {
+        let t0 = Instant::now();
+        let mut storms = Storms::default();
+        assert!(!storms.take(cooldown("d0"), t0));
+        for i in 1..30 {
+            assert!(storms.take(cooldown(&format!("d{i}")), t0));
+        }
+        let mut outage = Alert::new("outage_alerts", Level::High, "o".into(), "out".into());
+        outage.fields.insert("x".into(), json!(1));
+        assert!(!storms.take(outage, t0 + Duration::from_millis(500)));
+        assert_eq!(storms.next_due(), Some(t0 + STORM_GATHER));
+        assert!(storms
+            .due(t0 + STORM_GATHER - Duration::from_millis(1))
+            .is_empty());
+        let mut sent = storms.due(t0 + STORM_GATHER);
+        assert_eq!(sent.len(), 1, "the outage's storm opened later");
+        let m = sent.pop().unwrap();
+        assert_eq!(m.alert_type, "cooldown_deployment");
+        assert_eq!(m.fields["alert_count"], 30);
+        for i in 0..MAX_FOLDED_NAMED {
+            assert!(m.message.contains(&format!("`d{i}`")), "{}", m.message);
+        }
+        assert!(!m.message.contains("`d20`"));
+        assert!(m.message.contains("… and 10 more"), "{}", m.message);
+        // A lone alert goes out as it came.
+        let lone = storms.due(t0 + STORM_GATHER + Duration::from_millis(500));
+        assert_eq!((lone.len(), lone[0].message.as_str()), (1, "out"));
+        assert_eq!(lone[0].fields["x"], 1);
+        assert!(storms.open.is_empty());
+
+        // The type's next message waits out TYPE_INTERVAL, folding what comes meanwhile.
+        let t1 = t0 + STORM_GATHER + Duration::from_secs(5);
+        assert!(!storms.take(cooldown("late1"), t1));
+        assert!(storms.take(cooldown("late2"), t1 + Duration::from_secs(20)));
+        assert!(storms.due(t1 + STORM_GATHER).is_empty());
+        assert_eq!(storms.next_due(), Some(t0 + STORM_GATHER + TYPE_INTERVAL));
+        let m = storms.due(t0 + STORM_GATHER + TYPE_INTERVAL);
+        assert!(m[0].message.contains("late1") && m[0].message.contains("late2"));
+        assert_eq!(m[0].fields["alert_count"], 2);
+    }
+
+    #[test]
+    fn folded_texts_are_clipped_at_a_char_boundary() {
+        let long = "é".repeat(MAX_FOLDED_TEXT);
+        let c = clipped(&long);
+        assert!(c.len() <= MAX_FOLDED_TEXT + "…".len());
+        assert!(c.ends_with('…'));
+        assert_eq!(clipped("short"), "short");
     }
 
     #[test]

@@ -471,7 +471,7 @@ fn read_general(
     let allowed_ips = cidr_list(&mut s, "allowed_ips")?;
     let cors = read_cors(&mut s)?;
     let env = s.env();
-    let health = read_health_alerting(&mut s, env)?;
+    let health = read_health_alerting(&mut s, env, warnings)?;
     // LiteLLM's names for believing X-Forwarded-For: `use_x_forwarded_for` with the proxies in
     // `mcp_trusted_proxy_ranges`. Used when `switchboard.trusted_proxies` is not set.
     let use_xff = s.bool("use_x_forwarded_for")?.unwrap_or(false);
@@ -543,10 +543,13 @@ pub const ALERT_TYPES: &[&str] = &[
 ];
 
 /// `background_health_checks`, `health_check_interval`, `alerting`, `alerting_threshold`,
-/// `alert_types`; the webhook URLs from `SLACK_WEBHOOK_URL` / `WEBHOOK_URL`.
+/// `alert_types`; the webhook URLs from `SLACK_WEBHOOK_URL` / `WEBHOOK_URL`. LiteLLM's
+/// settings that Switchboard accepts but that would do nothing (the `email` destination, alert
+/// types it never raises) are warnings naming their key path, never failures.
 fn read_health_alerting(
     s: &mut Section<'_>,
     env: &Env<'_>,
+    warnings: &mut Vec<String>,
 ) -> Result<HealthAlertSettings, ConfigError> {
     let mut out = HealthAlertSettings::default();
     if let Some(v) = s.bool("background_health_checks")? {
@@ -566,6 +569,12 @@ fn read_health_alerting(
                     format!("unknown alerting destination \"{name}\" (slack, webhook or email)"),
                 ));
             }
+            if name == "email" {
+                warnings.push(format!(
+                    "{}[{i}]: \"email\" alerts are not sent by Switchboard (it has no mail sender); this destination gets nothing. Use slack (SLACK_WEBHOOK_URL) or webhook (WEBHOOK_URL)",
+                    s.key_path("alerting")
+                ));
+            }
         }
         out.alerting = list;
     }
@@ -578,6 +587,13 @@ fn read_health_alerting(
                         "unknown alert type \"{name}\" (LiteLLM's: {})",
                         ALERT_TYPES.join(", ")
                     ),
+                ));
+            }
+            if !crate::alerting::RAISED_ALERT_TYPES.contains(&name.as_str()) {
+                warnings.push(format!(
+                    "{}[{i}]: alert type \"{name}\" is never raised by Switchboard, so it sends nothing; the types it raises are {}",
+                    s.key_path("alert_types"),
+                    crate::alerting::RAISED_ALERT_TYPES.join(", ")
                 ));
             }
         }

@@ -198,6 +198,36 @@ pub async fn handle(
     run(app, live, sink, ctx, op, &parsed, &body, None).await
 }
 
+/// [`handle`] for the gateway's own calls made on a client's behalf (the semantic cache's
+/// embedding of the prompt): routed under the client's `filter`, so the prompt stays within
+/// the client's tags and region, while the client's key (model list, limits, budget) does not
+/// apply to it.
+pub async fn handle_on_behalf(
+    app: &App,
+    live: &Live,
+    sink: &mut impl ResponseSink,
+    ctx: &mut Context,
+    op: Operation,
+    body: Bytes,
+    filter: &RouteFilter,
+) -> GatewayResult<()> {
+    let parsed = RequestBody::parse(&body)?;
+    run_call(
+        app,
+        live,
+        sink,
+        ctx,
+        op,
+        &parsed,
+        &body,
+        None,
+        None,
+        None,
+        Some(filter),
+    )
+    .await
+}
+
 /// Handles a call whose OpenAI body is parsed: from [`handle`], or translated from another
 /// client format (`messages`: Anthropic Messages, see [`crate::ingress`]). `body` is the
 /// client's body (its size is the prompt estimate for a stream cut short; telemetry's content
@@ -213,7 +243,10 @@ pub async fn run(
     body: &Bytes,
     messages: Option<&MessagesIngress<'_>>,
 ) -> GatewayResult<()> {
-    run_call(app, live, sink, ctx, op, parsed, body, messages, None, None).await
+    run_call(
+        app, live, sink, ctx, op, parsed, body, messages, None, None, None,
+    )
+    .await
 }
 
 /// [`run`] for `/v1/responses` and `/v1/completions` (see [`crate::ingress`]): `parsed` is the
@@ -233,7 +266,7 @@ pub async fn run_ingress(
 ) -> GatewayResult<()> {
     let op = Operation::Chat;
     run_call(
-        app, live, sink, ctx, op, parsed, body, None, native, reshape,
+        app, live, sink, ctx, op, parsed, body, None, native, reshape, None,
     )
     .await
 }
@@ -250,6 +283,7 @@ async fn run_call(
     messages: Option<&MessagesIngress<'_>>,
     native: Option<&NativeIngress<'_>>,
     reshape: Option<&dyn Egress>,
+    on_behalf_of: Option<&RouteFilter>,
 ) -> GatewayResult<()> {
     let snapshot = &live.routing;
     let mut model = parsed.required_str("model")?;
@@ -278,6 +312,16 @@ async fn run_call(
         // Team, user, membership and end user from memory, with their access checks.
         crate::keys::auth::resolve_tenancy(keys, ctx, &requested, &model)?;
     }
+    // The tags and region the request may use: refused here (before admission counts it)
+    // when they contradict each other; a call on a client's behalf inherits the client's.
+    let own_filter;
+    let filter = match on_behalf_of {
+        Some(f) => f,
+        None => {
+            own_filter = route_filter(snapshot, parsed, ctx)?;
+            &own_filter
+        }
+    };
     let stream = op == Operation::Chat && parsed.bool_field("stream")?;
     // A translated Messages stream ends with usage in `message_delta`: always asked for.
     let include_usage = stream && (messages.is_some() || parsed.include_usage()?);
@@ -294,7 +338,7 @@ async fn run_call(
             respond::cached(sink, ctx, answer).await;
             return Ok(());
         }
-        if let Some(answer) = super::semantic::lookup(app, live, ctx, parsed, group).await {
+        if let Some(answer) = super::semantic::lookup(app, live, ctx, parsed, group, filter).await {
             respond::cached(sink, ctx, answer).await;
             return Ok(());
         }
@@ -314,7 +358,6 @@ async fn run_call(
     let primary = snapshot
         .resolve(&model)
         .ok_or_else(|| model_not_found(&model))?;
-    let filter = route_filter(snapshot, parsed, ctx);
     let response_id = ResponseId::generate();
     if let Some(trace) = ctx.trace.as_deref_mut() {
         let capture = live
@@ -343,7 +386,7 @@ async fn run_call(
             .then(|| parsed.estimated_prompt_tokens()),
         deadline: ctx.start + snapshot.request_timeout,
         prompt_bytes: body.len(),
-        filter: &filter,
+        filter,
         messages,
         native,
         reshape,
@@ -429,11 +472,17 @@ async fn run_call(
 
 /// What the request may route to: its tags, when `router_settings.enable_tag_filtering` is on
 /// (the body's `tags` and `metadata.tags`, the `x-litellm-tags` header, and the key's and its
-/// team's `metadata.tags`, as LiteLLM merges them), and the end user's `allowed_model_region`
-/// (else the key's `metadata.allowed_model_region`).
+/// team's `metadata.tags`, as LiteLLM merges them), and its region: the end user's and the
+/// key's `allowed_model_region` (`metadata.allowed_model_region`), the most restrictive
+/// winning. Both set and different is a request no deployment may serve: refused (400,
+/// `no_deployments_in_region`), never settled by letting one side override the other.
 /// Tags of the wrong shape are no tags, as in LiteLLM. Allocates nothing when there is none
 /// of this.
-fn route_filter(snapshot: &Snapshot, body: &RequestBody<'_>, ctx: &Context) -> RouteFilter {
+pub(crate) fn route_filter(
+    snapshot: &Snapshot,
+    body: &RequestBody<'_>,
+    ctx: &Context,
+) -> GatewayResult<RouteFilter> {
     let mut filter = RouteFilter::new(&snapshot.config.router);
     let key_meta = ctx.principal.key().map(|k| &k.row.metadata);
     if filter.tag_filtering {
@@ -466,25 +515,36 @@ fn route_filter(snapshot: &Snapshot, body: &RequestBody<'_>, ctx: &Context) -> R
             }
         }
     }
-    // The end user's `allowed_model_region` (LiteLLM's), else the key's metadata one.
-    let end_user_region = ctx
-        .tenancy
-        .end_user
-        .as_ref()
+    let end_user = ctx.tenancy.end_user.as_ref();
+    let end_user_region = end_user
         .and_then(|e| e.row.allowed_model_region.as_deref())
         .and_then(Region::parse);
     let key_region = key_meta
         .and_then(|m| m.get("allowed_model_region"))
         .and_then(|r| r.as_str())
         .and_then(Region::parse);
-    if let Some(region) = end_user_region {
-        filter.region = Some(region);
-        filter.region_from = "end user";
-    } else if let Some(region) = key_region {
-        filter.region = Some(region);
-        filter.region_from = "key";
-    }
-    filter
+    (filter.region, filter.region_from) = match (key_region, end_user_region) {
+        (Some(k), Some(e)) if k != e => {
+            return Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "The key is pinned to region '{}' (its metadata.allowed_model_region) and the end user '{}' to region '{}' (their allowed_model_region): no deployment can serve both, so the request was not sent. Pin the end user to '{}' (/customer/update) or call with a key for region '{}'.",
+                    k.as_str(),
+                    end_user.map_or("", |e| e.row.user_id.as_str()),
+                    e.as_str(),
+                    k.as_str(),
+                    e.as_str(),
+                ),
+            )
+            .with_param("user")
+            .with_code("no_deployments_in_region"));
+        }
+        (Some(k), Some(_)) => (Some(k), "key and end user"),
+        (Some(k), None) => (Some(k), "key"),
+        (None, Some(e)) => (Some(e), "end user"),
+        (None, None) => (None, ""),
+    };
+    Ok(filter)
 }
 
 /// The body's `user` (OpenAI's end-user field), when it is a non-empty string.

@@ -92,6 +92,13 @@ fn name_messages_fields(mut e: crate::error::GatewayError) -> crate::error::Gate
 /// `POST /v1/messages/count_tokens`: an Anthropic deployment of the model's group counts
 /// (pass-through); otherwise, or when it cannot answer, the documented estimate
 /// ([`messages::count`]). `x-switchboard-token-count` says which (`provider` / `estimate`).
+///
+/// The body is a prompt: it goes only to a deployment the same call to `/v1/messages` could
+/// use. The request's tags and `allowed_model_region` (key, team, end user) rule deployments
+/// out exactly as in the exchange; when they rule out every deployment of the group the
+/// answer is the exchange's refusal (400 `no_deployments_in_region` /
+/// `no_deployments_with_tag_routing`), and when the deployments left include no Anthropic
+/// one the estimate answers, computed here, so the prompt never leaves the gateway.
 pub async fn count_tokens(
     app: &App,
     live: &Live,
@@ -103,6 +110,7 @@ pub async fn count_tokens(
     let snapshot = &live.routing;
     let raw = RequestBody::parse(&body)?;
     let mut model = raw.required_str("model")?;
+    let requested = model.clone();
     if let (Some(key), Some(keys)) = (ctx.principal.key(), &app.keys) {
         let team = crate::keys::auth::key_team(keys, key);
         model = crate::keys::auth::resolve_model(key, team.as_deref(), model)?;
@@ -112,11 +120,26 @@ pub async fn count_tokens(
         return Err(crate::error::GatewayError::missing_field("messages"));
     }
     ctx.model = Some(model.to_string());
+    if ctx.end_user.is_none() {
+        ctx.end_user = messages_user(&raw);
+    }
+    if let Some(keys) = &app.keys {
+        // The end user's region and the team's tags, with their access checks.
+        crate::keys::auth::resolve_tenancy(keys, ctx, &requested, &model)?;
+    }
+    let filter = exchange::route_filter(snapshot, &raw, ctx)?;
     let group = snapshot
         .resolve(&model)
         .ok_or_else(|| exchange::model_not_found(&model))?;
+    let ruled_out = group.ruled_out(&filter)?;
     let deadline = Instant::now() + COUNT_TIMEOUT.min(snapshot.request_timeout);
-    for deployment in &group.deployments {
+    let allowed = group
+        .deployments
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !ruled_out.contains(i))
+        .map(|(_, d)| d);
+    for deployment in allowed {
         let cx = RequestContext {
             op: Operation::Chat,
             model: &deployment.config.model,

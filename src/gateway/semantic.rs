@@ -1,9 +1,12 @@
 //! The semantic cache's lookup from the gateway's side: the prompt is embedded with the
 //! configured embedding model group through the gateway's own routing (an internal
-//! `/v1/embeddings` call through [`exchange::handle`]: the same router, retries, fallbacks,
+//! `/v1/embeddings` call through [`exchange::handle_on_behalf`]: the same router, retries, fallbacks,
 //! cooldowns and provider translation as a client's, answered into a [`BufferSink`]), then
 //! handed to the cache stage (see [`crate::cache::semantic`]). The call is bounded by
-//! [`EMBED_TIMEOUT`]: a slow or failed embedding is a miss, never an error.
+//! [`EMBED_TIMEOUT`]: a slow or failed embedding is a miss, never an error. The prompt goes
+//! only where the client's own request may go: the embedding call is routed under the
+//! client's [`RouteFilter`] (tags and `allowed_model_region`), so an embedding group with no
+//! deployment the client may use is a miss, never a prompt sent out of the client's region.
 
 use super::exchange;
 use super::sink::ResponseSink;
@@ -12,6 +15,7 @@ use crate::cache::semantic::{self, EMBED_TIMEOUT};
 use crate::context::{CacheStatus, Context};
 use crate::openai::RequestBody;
 use crate::providers::Operation;
+use crate::router::filter::RouteFilter;
 use bytes::{Bytes, BytesMut};
 use pingora_http::ResponseHeader;
 use std::future::Future;
@@ -56,13 +60,14 @@ pub async fn lookup(
     ctx: &mut Context,
     body: &RequestBody<'_>,
     group: &str,
+    filter: &RouteFilter,
 ) -> Option<Bytes> {
     let model = live.stages.semantic_model()?;
     if ctx.cache != CacheStatus::Miss || ctx.route != "chat" {
         return None;
     }
     let prompt = semantic::prompt(body)?;
-    let vector = embed(app, live, model, &prompt).await?;
+    let vector = embed(app, live, model, &prompt, filter).await?;
     live.stages.semantic_lookup(ctx, body, group, vector).await
 }
 
@@ -74,10 +79,12 @@ fn embed<'a>(
     live: &'a Live,
     model: &'a str,
     prompt: &'a str,
+    filter: &'a RouteFilter,
 ) -> Pin<Box<dyn Future<Output = Option<Vec<f32>>> + Send + 'a>> {
     Box::pin(async move {
         // The gateway's own call, not the client's: the key's model list, limits and budget
-        // do not apply to it (as LiteLLM calls `litellm.embedding` directly).
+        // do not apply to it (as LiteLLM calls `litellm.embedding` directly). Its tags and
+        // region do: the prompt must not leave them.
         let mut ctx = Context {
             route: "embeddings",
             start: std::time::Instant::now(),
@@ -85,13 +92,14 @@ fn embed<'a>(
         };
         let mut sink = BufferSink::default();
         let request = semantic::embedding_request(model, prompt);
-        let call = exchange::handle(
+        let call = exchange::handle_on_behalf(
             app,
             live,
             &mut sink,
             &mut ctx,
             Operation::Embeddings,
             request,
+            filter,
         );
         let vector = match tokio::time::timeout(EMBED_TIMEOUT, call).await {
             Ok(Ok(())) if sink.status == 200 && !sink.overflow => semantic::vector_of(&sink.body),

@@ -2,8 +2,12 @@
 //! `?model=`) is called once with the smallest request of its mode (chat: a one-token
 //! completion; embedding: one short input), through its own provider, so a check proves what a
 //! request would: credentials, translation, the upstream answering. Checks run concurrently
-//! (at most [`MAX_CONCURRENT_CHECKS`] at once), each bounded by its deployment's timeout and
-//! [`MAX_CHECK_TIME`]. The answer is LiteLLM's shape (`healthy_endpoints`,
+//! (at most [`MAX_CONCURRENT_CHECKS`] at once), each bounded by LiteLLM's
+//! `model_info.health_check_timeout` (else its deployment's timeout) and [`MAX_CHECK_TIME`],
+//! and the whole run by [`RUN_DEADLINE`] however many deployments there are: a check still
+//! running then is reported as timed out, one not started as not checked. LiteLLM has no
+//! setting for the run as a whole, so this is a documented default, not a knob. The answer is
+//! LiteLLM's shape (`healthy_endpoints`,
 //! `unhealthy_endpoints`, counts) with the model, `api_base` and (redacted) error text only:
 //! no credentials.
 //!
@@ -27,11 +31,14 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Checks in flight at once.
-pub const MAX_CONCURRENT_CHECKS: usize = 16;
+/// Checks in flight at once (one upstream connection each).
+pub const MAX_CONCURRENT_CHECKS: usize = 64;
 /// Longest a single check may take, whatever the deployment's timeout (LiteLLM's
 /// `HEALTH_CHECK_TIMEOUT_SECONDS`).
 pub const MAX_CHECK_TIME: Duration = Duration::from_secs(60);
+/// Longest a whole run (every deployment, or one group's) may take: one check's bound, as
+/// the checks run side by side.
+pub const RUN_DEADLINE: Duration = MAX_CHECK_TIME;
 /// Largest answer body a check reads.
 const MAX_CHECK_BODY: usize = 1024 * 1024;
 
@@ -128,12 +135,33 @@ fn check_model(d: &DeploymentConfig) -> &str {
     }
 }
 
-/// Calls `d` once with the smallest request of its mode. `Err` carries what went wrong.
-pub async fn check(d: &Deployment, client: &UpstreamClient) -> GatewayResult<()> {
+/// How long `d`'s check may take: LiteLLM's `model_info.health_check_timeout` (seconds),
+/// else the deployment's timeout; never over [`MAX_CHECK_TIME`].
+fn check_timeout(d: &Deployment) -> Duration {
+    d.config
+        .model_info
+        .metadata
+        .get("health_check_timeout")
+        .and_then(Value::as_f64)
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(d.timeout, |s| {
+            Duration::from_secs_f64(s.min(MAX_CHECK_TIME.as_secs_f64()))
+        })
+        .min(MAX_CHECK_TIME)
+}
+
+/// Calls `d` once with the smallest request of its mode, giving up at its own timeout or at
+/// `run_deadline`, whichever comes first. `Err` carries what went wrong.
+pub async fn check(
+    d: &Deployment,
+    client: &UpstreamClient,
+    run_deadline: Instant,
+) -> GatewayResult<()> {
     let op = operation(&d.config);
     let model = check_model(&d.config);
-    let limit = d.timeout.min(MAX_CHECK_TIME);
-    let deadline = Instant::now() + limit;
+    let limit = check_timeout(d);
+    let own_deadline = Instant::now() + limit;
+    let deadline = own_deadline.min(run_deadline);
     let body = match op {
         Operation::Embeddings => json!({"model": model, "input": ["ping"]}),
         Operation::Chat => json!({
@@ -180,6 +208,9 @@ pub async fn check(d: &Deployment, client: &UpstreamClient) -> GatewayResult<()>
     };
     match tokio::time::timeout_at(deadline.into(), run).await {
         Ok(r) => r,
+        Err(_) if deadline < own_deadline => Err(GatewayError::timeout(
+            "The health check did not complete before the whole run's deadline.",
+        )),
         Err(_) => Err(GatewayError::timeout(format!(
             "The health check did not complete within {:.1}s.",
             limit.as_secs_f64()
@@ -188,8 +219,20 @@ pub async fn check(d: &Deployment, client: &UpstreamClient) -> GatewayResult<()>
 }
 
 /// Checks the deployments of `snapshot` (only group `model`'s, when given), concurrently and
-/// bounded; error text is redacted of configured secrets.
+/// within [`RUN_DEADLINE`]; error text is redacted of configured secrets.
 pub async fn run(snapshot: &Snapshot, client: &UpstreamClient, model: Option<&str>) -> Report {
+    let deadline = Instant::now() + RUN_DEADLINE;
+    run_until(snapshot, client, model, deadline, MAX_CONCURRENT_CHECKS).await
+}
+
+/// [`run`] ending by `deadline`, `concurrency` checks at a time.
+async fn run_until(
+    snapshot: &Snapshot,
+    client: &UpstreamClient,
+    model: Option<&str>,
+    deadline: Instant,
+    concurrency: usize,
+) -> Report {
     let mut deployments: Vec<Arc<Deployment>> = snapshot
         .deployments()
         .filter(|d| model.is_none_or(|m| d.config.model_name == m))
@@ -198,7 +241,13 @@ pub async fn run(snapshot: &Snapshot, client: &UpstreamClient, model: Option<&st
     deployments.sort_by_key(|d| d.config.index);
     let outcomes = stream::iter(deployments)
         .map(|d: Arc<Deployment>| async move {
-            let result = check(&d, client).await;
+            let result = if Instant::now() < deadline {
+                check(&d, client, deadline).await
+            } else {
+                Err(GatewayError::timeout(
+                    "Not checked: the other checks took the whole run's deadline.",
+                ))
+            };
             Outcome {
                 deployment_id: d.id().to_string(),
                 endpoint: endpoint(&d.config, d.api_base()),
@@ -207,7 +256,7 @@ pub async fn run(snapshot: &Snapshot, client: &UpstreamClient, model: Option<&st
                     .map(|e| snapshot.secrets.redact_error(e).message),
             }
         })
-        .buffered(MAX_CONCURRENT_CHECKS)
+        .buffered(concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
     Report {
@@ -332,5 +381,51 @@ where
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::StateRegistry;
+
+    /// A run with one check at a time over three hanging deployments (1 s each) and a 1.5 s
+    /// deadline: the first times out on its own bound, the second is cut by the deadline, the
+    /// third is never started; the run ends at the deadline, not after three timeouts.
+    #[tokio::test]
+    async fn a_run_ends_by_its_deadline_however_many_checks_hang() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let mut yaml = String::from("model_list:\n");
+        for id in ["h0", "h1", "h2"] {
+            yaml.push_str(&format!(
+                "  - {{model_name: g, litellm_params: {{model: openai/m, api_base: \"http://{addr}/v1\", api_key: k}}, model_info: {{id: {id}, health_check_timeout: 1}}}}\n"
+            ));
+        }
+        let config = crate::config::litellm::parse(&yaml).unwrap();
+        let client = Arc::new(UpstreamClient::new(4));
+        let snapshot = Snapshot::build(config, 1, &client, &StateRegistry::default()).unwrap();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(1500);
+        let report = run_until(&snapshot, &client, None, deadline, 1).await;
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_millis(2500),
+            "{took:?}"
+        );
+        let errors: Vec<&str> = report
+            .outcomes
+            .iter()
+            .map(|o| o.error.as_deref().unwrap_or("healthy"))
+            .collect();
+        assert!(errors[0].contains("within 1.0s"), "{errors:?}");
+        assert!(errors[1].contains("whole run's deadline"), "{errors:?}");
+        assert!(errors[2].starts_with("Not checked"), "{errors:?}");
     }
 }
