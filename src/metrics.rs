@@ -778,7 +778,9 @@ impl Metrics {
                     // embeddings series.
                     if n > 0 || call_type.is_empty() {
                         mirror(
-                            &self.cache_events.with_label_values(&[kind, call_type, event]),
+                            &self
+                                .cache_events
+                                .with_label_values(&[kind, call_type, event]),
                             n,
                         );
                     }
@@ -787,7 +789,9 @@ impl Metrics {
                     let n = st.of(call).stored_bytes.load(Ordering::Relaxed);
                     if n > 0 {
                         mirror(
-                            &self.cache_stored_bytes.with_label_values(&[kind, call.as_str()]),
+                            &self
+                                .cache_stored_bytes
+                                .with_label_values(&[kind, call.as_str()]),
                             n,
                         );
                     }

@@ -962,7 +962,8 @@ async fn cache_hits_count_toward_rpm_and_tpm_limits() {
     let up = MockUpstream::start(move |_| {
         seen.fetch_add(1, Ordering::SeqCst);
         let mut answer = openai::completion("cached");
-        answer["usage"] = json!({"prompt_tokens": 400, "completion_tokens": 600, "total_tokens": 1000});
+        answer["usage"] =
+            json!({"prompt_tokens": 400, "completion_tokens": 600, "total_tokens": 1000});
         Reply::json(200, answer)
     })
     .await;
@@ -976,7 +977,12 @@ async fn cache_hits_count_toward_rpm_and_tpm_limits() {
     let rpm = new_key_with(&gw, json!({"rpm_limit": 3})).await;
     let ask = chat(json!({"max_tokens": 1}));
     let miss = as_key(&gw, &rpm, path, &ask).await;
-    assert_eq!(miss.header("x-switchboard-cache"), Some("miss"), "{}", miss.text());
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
     stores(&gw, 1.0).await;
     for left in ["1", "0"] {
         let hit = as_key(&gw, &rpm, path, &ask).await;
@@ -986,8 +992,18 @@ async fn cache_hits_count_toward_rpm_and_tpm_limits() {
     }
     let refused = as_key(&gw, &rpm, path, &ask).await;
     let e = refused.expect_error(429);
-    assert!(e["message"].as_str().unwrap().contains("Limit type: requests"), "{e}");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "hits never reached the upstream");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("Limit type: requests"),
+        "{e}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "hits never reached the upstream"
+    );
 
     let tpm = new_key_with(&gw, json!({"tpm_limit": 2500})).await;
     for _ in 0..3 {
@@ -1049,7 +1065,11 @@ async fn a_streamed_hit_replays_the_live_stream_event_for_event() {
     assert_eq!(events(&hit), live_events);
     assert_eq!(live_events.last().unwrap()["choices"], json!([]));
     assert!(hit.text().ends_with("data: [DONE]\n\n"));
-    assert_eq!(hit.sse_data(), live.sse_data(), "byte for byte, [DONE] included");
+    assert_eq!(
+        hit.sse_data(),
+        live.sse_data(),
+        "byte for byte, [DONE] included"
+    );
 
     // Without include_usage: the same chunks, no usage chunk.
     let mut plain = with_usage.clone();
@@ -1087,15 +1107,28 @@ async fn cache_metrics_count_hits_misses_and_bytes_per_call_type() {
             metric_value(
                 scrape,
                 "switchboard_cache_events_total",
-                &[&ty, &format!("call_type=\"{call}\""), &format!("event=\"{event}\"")],
+                &[
+                    &ty,
+                    &format!("call_type=\"{call}\""),
+                    &format!("event=\"{event}\""),
+                ],
             )
         };
         for (call, path, body) in [
             ("chat", "/v1/chat/completions", chat(json!({}))),
-            ("embeddings", "/v1/embeddings", json!({"model": "embed", "input": ["hello"]})),
+            (
+                "embeddings",
+                "/v1/embeddings",
+                json!({"model": "embed", "input": ["hello"]}),
+            ),
         ] {
             let miss = gw.post(path, &body).await;
-            assert_eq!(miss.header("x-switchboard-cache"), Some("miss"), "{}", miss.text());
+            assert_eq!(
+                miss.header("x-switchboard-cache"),
+                Some("miss"),
+                "{}",
+                miss.text()
+            );
             gw.wait_for_metric(
                 "switchboard_cache_events_total",
                 &[&ty, &format!("call_type=\"{call}\""), "event=\"store\""],
@@ -1103,20 +1136,31 @@ async fn cache_metrics_count_hits_misses_and_bytes_per_call_type() {
             )
             .await;
             let hit = gw.post(path, &body).await;
-            assert_eq!(hit.header("x-switchboard-cache"), Some("hit"), "{kind} {call}");
+            assert_eq!(
+                hit.header("x-switchboard-cache"),
+                Some("hit"),
+                "{kind} {call}"
+            );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         let scrape = gw.get("/metrics", &[]).await.text();
         for call in ["chat", "embeddings"] {
             for e in ["hit", "miss", "store"] {
-                assert_eq!(event(call, e, &scrape), Some(1.0), "{kind} {call} {e}:\n{scrape}");
+                assert_eq!(
+                    event(call, e, &scrape),
+                    Some(1.0),
+                    "{kind} {call} {e}:\n{scrape}"
+                );
             }
             let bytes = metric_value(
                 &scrape,
                 "switchboard_cache_stored_bytes_total",
                 &[&ty, &format!("call_type=\"{call}\"")],
             );
-            assert!(bytes.unwrap_or(0.0) > 10.0, "{kind} {call}: {bytes:?}\n{scrape}");
+            assert!(
+                bytes.unwrap_or(0.0) > 10.0,
+                "{kind} {call}: {bytes:?}\n{scrape}"
+            );
         }
     }
 }

@@ -435,7 +435,11 @@ async fn limits_and_budgets_cost_one_round_trip_per_admission() {
     }
     settled(6.0).await;
     let (after, failed_after) = scripts();
-    assert_eq!(after - before, 5 * 3, "2 admission scripts + 1 settle per request");
+    assert_eq!(
+        after - before,
+        5 * 3,
+        "2 admission scripts + 1 settle per request"
+    );
     assert_eq!(failed_after, failed);
 
     // A Redis that forgot its scripts: NOSCRIPT, then load + retry in one more round trip.

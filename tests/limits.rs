@@ -405,11 +405,25 @@ async fn redis_down_fails_open_and_recovers() {
     wait_for_outage_charged(&gw, &redis, 1.0).await;
     // Back on Redis, which now holds the outage's four: the window is spent.
     let rs = burst(&[&gw], 3).await;
-    assert_eq!(count(&rs, 200), 0, "{:?}", rs.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        count(&rs, 200),
+        0,
+        "{:?}",
+        rs.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     let e = rs[0].expect_error(429);
-    assert!(e["message"].as_str().unwrap().contains("Current limit: 4, Remaining: 0"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("Current limit: 4, Remaining: 0"),
+        "{e}"
+    );
     let retry: u64 = rs[0].header("retry-after").unwrap().parse().unwrap();
-    assert!((9..=16).contains(&retry), "one request every 15 s; got {retry}");
+    assert!(
+        (9..=16).contains(&retry),
+        "one request every 15 s; got {retry}"
+    );
 }
 
 /// Waits until `gw` has charged at least `cells` rate cells of an outage into Redis (its
@@ -443,7 +457,12 @@ async fn an_outage_is_charged_into_redis_so_recovery_admits_no_fresh_burst() {
     make_key(&[&a, &b], serde_json::json!({"rpm_limit": 5})).await;
     // A reaches Redis once (its connection is made) on another key.
     key_with(&a, "sk-warm-up", serde_json::json!({"rpm_limit": 1000})).await;
-    assert_eq!(chat_with(&a, "sk-warm-up", serde_json::json!({})).await.status, 200);
+    assert_eq!(
+        chat_with(&a, "sk-warm-up", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
     redis.kill();
     for _ in 0..2 {
         let r = chat(&a, serde_json::json!({})).await;
@@ -516,7 +535,13 @@ async fn a_hung_redis_costs_at_most_the_timeout_and_the_policy_holds() {
     // Routing alone (no key, no limits) never waits on the hung Redis.
     for _ in 0..3 {
         let t = Instant::now();
-        let r = open.post_as(MASTER, "/v1/chat/completions", &chat_json(serde_json::json!({}))).await;
+        let r = open
+            .post_as(
+                MASTER,
+                "/v1/chat/completions",
+                &chat_json(serde_json::json!({})),
+            )
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(t.elapsed() < most, "{:?}", t.elapsed());
     }
@@ -532,7 +557,12 @@ async fn a_hung_redis_costs_at_most_the_timeout_and_the_policy_holds() {
     chat(&open, serde_json::json!({})).await.expect_error(429);
     assert_eq!(fallbacks().await, before);
     let back = wait_until_async(
-        async || chat_with(&closed, CLOSED_KEY, serde_json::json!({})).await.status == 200,
+        async || {
+            chat_with(&closed, CLOSED_KEY, serde_json::json!({}))
+                .await
+                .status
+                == 200
+        },
         Duration::from_secs(10),
     )
     .await;

@@ -405,9 +405,7 @@ mod tests {
         assert_eq!(&entry.to_stream(false).unwrap()[..], without.as_bytes());
 
         // Streamed without the usage chunk: asked for, it is made from the recorded usage.
-        let entry = Entry::parse(
-            stream_entry(without.as_bytes(), Some(Usage::new(3, 2))).unwrap(),
-        );
+        let entry = Entry::parse(stream_entry(without.as_bytes(), Some(Usage::new(3, 2))).unwrap());
         let replay = entry.to_stream(true).unwrap();
         let text = std::str::from_utf8(&replay).unwrap();
         assert!(text.starts_with(live), "{text}");

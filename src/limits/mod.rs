@@ -199,11 +199,7 @@ impl Core {
 impl Core {
     /// Decides on this instance's own cells (fail-open) and remembers what was admitted for
     /// Redis, starting the task that charges it there when none runs.
-    fn admit_locally(
-        self: &Arc<Self>,
-        scopes: &[Scope],
-        results: &mut Vec<ScopeResult>,
-    ) -> bool {
+    fn admit_locally(self: &Arc<Self>, scopes: &[Scope], results: &mut Vec<ScopeResult>) -> bool {
         REDIS_FALLBACK.fetch_add(1, Ordering::Relaxed);
         let admitted = local().admit(scopes, results);
         if admitted && self.outage.record(scopes) {

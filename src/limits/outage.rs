@@ -71,7 +71,10 @@ impl Outage {
     pub fn record(&self, scopes: &[Scope]) -> bool {
         let mut st = self.lock();
         let round = st.round;
-        for s in scopes.iter().filter(|s| s.measure != super::Measure::Parallel) {
+        for s in scopes
+            .iter()
+            .filter(|s| s.measure != super::Measure::Parallel)
+        {
             if st.scopes.len() >= MAX_SCOPES && !st.scopes.contains_key(&s.id) {
                 UNTRACKED.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -132,7 +135,10 @@ mod tests {
         assert!(!o.owing());
         assert!(o.record(&[scope(1, Measure::Requests), scope(2, Measure::Parallel)]));
         assert!(o.owing());
-        assert!(!o.record(&[scope(1, Measure::Requests)]), "one task at a time");
+        assert!(
+            !o.record(&[scope(1, Measure::Requests)]),
+            "one task at a time"
+        );
         let (scopes, round) = o.snapshot();
         assert_eq!(scopes.len(), 1, "parallel slots are never charged");
         // Admitted again while the charge was in flight: owed still.
@@ -144,7 +150,10 @@ mod tests {
         assert_eq!(scopes[0].id, 3);
         assert!(o.charged(round));
         assert!(!o.owing());
-        assert!(o.record(&[scope(1, Measure::Requests)]), "a new outage, a new task");
+        assert!(
+            o.record(&[scope(1, Measure::Requests)]),
+            "a new outage, a new task"
+        );
 
         let o = Outage::default();
         let before = untracked();

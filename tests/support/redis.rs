@@ -317,12 +317,13 @@ impl DelayProxy {
     /// Listens on a free loopback port and forwards each connection to `127.0.0.1:target`.
     pub async fn start(target: u16, delay: Duration) -> DelayProxy {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                else {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
