@@ -196,9 +196,12 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     /// Streams cut for an upstream event over `max_stream_event_bytes`, by framing.
     pub stream_event_too_large: IntCounterVec,
-    /// Response cache events by cache type: hit, miss, store, eviction, error, dropped (write
-    /// queue full); mirrored from `cache::stats` at scrape.
+    /// Response cache events by cache type and call type (chat, embeddings): hit, miss, store;
+    /// eviction, error, dropped (write queue full) with an empty call type; mirrored from
+    /// `cache::stats` at scrape.
     pub cache_events: IntCounterVec,
+    /// Bytes of answers written to the response cache (local or Redis) by call type.
+    pub cache_stored_bytes: IntCounterVec,
     /// Bytes held by the local response cache.
     pub cache_bytes: IntGaugeVec,
     /// Serialises scrape-time updates of the mirrored counters.
@@ -428,8 +431,14 @@ impl Metrics {
             cache_events: counter(
                 &r,
                 "switchboard_cache_events_total",
-                "Response cache hits, misses, stores, evictions, backend errors and dropped writes",
-                &["type", "event"],
+                "Response cache hits, misses, stores (per call type), evictions, backend errors and dropped writes",
+                &["type", "call_type", "event"],
+            ),
+            cache_stored_bytes: counter(
+                &r,
+                "switchboard_cache_stored_bytes_total",
+                "Bytes of answers written to the response cache (local or Redis)",
+                &["type", "call_type"],
             ),
             cache_bytes: gauge_vec(
                 &r,
@@ -764,8 +773,28 @@ impl Metrics {
             let kind = crate::cache::type_label();
             if !kind.is_empty() {
                 let st = crate::cache::stats();
-                for (event, n) in st.events() {
-                    mirror(&self.cache_events.with_label_values(&[kind, event]), n);
+                for (call_type, event, n) in st.events() {
+                    // Per call type only once it happened: a chat-only cache shows no
+                    // embeddings series.
+                    if n > 0 || call_type.is_empty() {
+                        mirror(
+                            &self
+                                .cache_events
+                                .with_label_values(&[kind, call_type, event]),
+                            n,
+                        );
+                    }
+                }
+                for call in crate::cache::CallType::ALL {
+                    let n = st.of(call).stored_bytes.load(Ordering::Relaxed);
+                    if n > 0 {
+                        mirror(
+                            &self
+                                .cache_stored_bytes
+                                .with_label_values(&[kind, call.as_str()]),
+                            n,
+                        );
+                    }
                 }
                 self.cache_bytes
                     .with_label_values(&[kind])

@@ -943,3 +943,224 @@ async fn a_slow_embedder_makes_a_semantic_lookup_a_bounded_miss() {
         started.elapsed()
     );
 }
+
+/// A key with `fields` (limits) made by the master key.
+async fn new_key_with(gw: &Gateway, fields: Value) -> String {
+    let r = as_key(gw, MASTER, "/key/generate", &fields).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+/// A hit never reaches the upstream but still counts toward the key's limits, as LiteLLM
+/// counts it: rpm 3 admits one miss and two hits, then 429 with the upstream called once; tpm
+/// is charged the tokens the stored answer had (1000 a hit, limit 2500: three hits fit, then
+/// 429), where a hit charging nothing (its reservation refunded) would never be refused.
+#[tokio::test]
+async fn cache_hits_count_toward_rpm_and_tpm_limits() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let up = MockUpstream::start(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let mut answer = openai::completion("cached");
+        answer["usage"] =
+            json!({"prompt_tokens": 400, "completion_tokens": 600, "total_tokens": 1000});
+        Reply::json(200, answer)
+    })
+    .await;
+    let cfg = format!(
+        "{}general_settings: {{master_key: {MASTER}}}\n",
+        config(&up.base(), "{type: local}")
+    );
+    let gw = Gateway::start(&cfg);
+    let path = "/v1/chat/completions";
+
+    let rpm = new_key_with(&gw, json!({"rpm_limit": 3})).await;
+    let ask = chat(json!({"max_tokens": 1}));
+    let miss = as_key(&gw, &rpm, path, &ask).await;
+    assert_eq!(
+        miss.header("x-switchboard-cache"),
+        Some("miss"),
+        "{}",
+        miss.text()
+    );
+    stores(&gw, 1.0).await;
+    for left in ["1", "0"] {
+        let hit = as_key(&gw, &rpm, path, &ask).await;
+        assert_eq!(hit.status, 200, "{}", hit.text());
+        assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+        assert_eq!(hit.header("x-ratelimit-remaining-requests"), Some(left));
+    }
+    let refused = as_key(&gw, &rpm, path, &ask).await;
+    let e = refused.expect_error(429);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("Limit type: requests"),
+        "{e}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "hits never reached the upstream"
+    );
+
+    let tpm = new_key_with(&gw, json!({"tpm_limit": 2500})).await;
+    for _ in 0..3 {
+        let hit = as_key(&gw, &tpm, path, &ask).await;
+        assert_eq!(hit.status, 200, "{}", hit.text());
+        assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    }
+    // Once the third hit has settled (after its answer), its 1000 tokens are charged.
+    let mut last = String::new();
+    let refused = wait_until_async(
+        async || {
+            let r = as_key(&gw, &tpm, path, &ask).await;
+            last = r.text();
+            r.status == 429
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(refused, "hits were never charged their tokens: {last}");
+    assert!(last.contains("Limit type: tokens"), "{last}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A streamed hit is the live stream again, event for event: the same chunk objects (content
+/// split the same way, the upstream's own fields kept), the same usage chunk when asked, none
+/// when not, then `[DONE]`.
+#[tokio::test]
+async fn a_streamed_hit_replays_the_live_stream_event_for_event() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let with_usage = chat(json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let live = gw
+        .post_stream("/v1/chat/completions", &with_usage)
+        .await
+        .into_response()
+        .await;
+    assert_eq!(live.header("x-switchboard-cache"), Some("miss"));
+    stores(&gw, 1.0).await;
+    let hit = gw
+        .post_stream("/v1/chat/completions", &with_usage)
+        .await
+        .into_response()
+        .await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let events = |r: &Response| -> Vec<Value> {
+        openai_chunks(r)
+            .into_iter()
+            .map(|mut c| {
+                let o = c.as_object_mut().unwrap();
+                o.remove("id");
+                o.remove("created");
+                c
+            })
+            .collect()
+    };
+    let live_events = events(&live);
+    assert!(live_events.len() >= 5, "{}", live.text());
+    assert_eq!(events(&hit), live_events);
+    assert_eq!(live_events.last().unwrap()["choices"], json!([]));
+    assert!(hit.text().ends_with("data: [DONE]\n\n"));
+    assert_eq!(
+        hit.sse_data(),
+        live.sse_data(),
+        "byte for byte, [DONE] included"
+    );
+
+    // Without include_usage: the same chunks, no usage chunk.
+    let mut plain = with_usage.clone();
+    plain.as_object_mut().unwrap().remove("stream_options");
+    let hit = gw
+        .post_stream("/v1/chat/completions", &plain)
+        .await
+        .into_response()
+        .await;
+    assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(events(&hit), live_events[..live_events.len() - 1]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// `switchboard_cache_events_total` says hit, miss and store per call type (chat,
+/// embeddings), and `switchboard_cache_stored_bytes_total` what was written, for the local
+/// backend and for Redis alike.
+#[tokio::test]
+async fn cache_metrics_count_hits_misses_and_bytes_per_call_type() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    for (kind, params, extra) in [
+        ("local", "{type: local}".to_string(), ""),
+        (
+            "redis",
+            format!("{{type: redis, url: \"{}\"}}", redis.url()),
+            "switchboard: {redis_timeout_ms: 2000}\n",
+        ),
+    ] {
+        let (up, calls) = upstream().await;
+        let gw = Gateway::start(&(config(&up.base(), &params) + extra));
+        let ty = format!("type=\"{kind}\"");
+        let event = |call: &str, event: &str, scrape: &str| {
+            metric_value(
+                scrape,
+                "switchboard_cache_events_total",
+                &[
+                    &ty,
+                    &format!("call_type=\"{call}\""),
+                    &format!("event=\"{event}\""),
+                ],
+            )
+        };
+        for (call, path, body) in [
+            ("chat", "/v1/chat/completions", chat(json!({}))),
+            (
+                "embeddings",
+                "/v1/embeddings",
+                json!({"model": "embed", "input": ["hello"]}),
+            ),
+        ] {
+            let miss = gw.post(path, &body).await;
+            assert_eq!(
+                miss.header("x-switchboard-cache"),
+                Some("miss"),
+                "{}",
+                miss.text()
+            );
+            gw.wait_for_metric(
+                "switchboard_cache_events_total",
+                &[&ty, &format!("call_type=\"{call}\""), "event=\"store\""],
+                |v| v >= 1.0,
+            )
+            .await;
+            let hit = gw.post(path, &body).await;
+            assert_eq!(
+                hit.header("x-switchboard-cache"),
+                Some("hit"),
+                "{kind} {call}"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let scrape = gw.get("/metrics", &[]).await.text();
+        for call in ["chat", "embeddings"] {
+            for e in ["hit", "miss", "store"] {
+                assert_eq!(
+                    event(call, e, &scrape),
+                    Some(1.0),
+                    "{kind} {call} {e}:\n{scrape}"
+                );
+            }
+            let bytes = metric_value(
+                &scrape,
+                "switchboard_cache_stored_bytes_total",
+                &[&ty, &format!("call_type=\"{call}\"")],
+            );
+            assert!(
+                bytes.unwrap_or(0.0) > 10.0,
+                "{kind} {call}: {bytes:?}\n{scrape}"
+            );
+        }
+    }
+}

@@ -374,40 +374,103 @@ async fn budgets_follow_the_failure_policy_while_redis_is_down() {
     );
 }
 
-/// A key with both a rate limit and a budget over Redis: each admission is one round trip
-/// (the budget script pipelined with the rate-limit script), and both scripts took effect.
+/// Limits and budgets cost one Redis round trip per admission, counted where the gateway's
+/// own counters cannot lie: the gateway reaches Redis through a proxy that delays every chunk
+/// it sends by `D`, so an admission needing n sequential round trips takes between n·D and
+/// (n+1)·D; and Redis' `INFO commandstats` counts the scripts that arrived (per request: the
+/// budget's and the rate limit's `EVALSHA` in one pipeline, then the budget's settle in the
+/// background). After `SCRIPT FLUSH` (what a restarted Redis looks like) the first request pays
+/// what the code says: the pipeline answers `NOSCRIPT`, and the scripts are loaded and sent
+/// again in a second round trip, never more.
 #[tokio::test]
 async fn limits_and_budgets_cost_one_round_trip_per_admission() {
+    const D: Duration = Duration::from_millis(250);
     let Some(redis) = Redis::start() else { return };
+    let proxy = redis_server::DelayProxy::start(redis.port, D).await;
     let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
-    let gw = Gateway::start(&budget_config(&up, &redis, ""));
+    let yaml = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}\ngeneral_settings:\n  master_key: {MASTER}\nrouter_settings:\n  redis_url: {u}\nswitchboard:\n  redis_timeout_ms: 3000\n  redis_failure_policy: closed\n",
+        b = up.base(),
+        u = proxy.url()
+    );
+    let gw = Gateway::start(&yaml);
     make_key(
         &[&gw],
         serde_json::json!({"max_budget": 10.0, "rpm_limit": 100}),
     )
     .await;
-    let trips = async || {
-        metric_value(
-            &scrape(&gw).await,
-            "switchboard_admission_redis_round_trips_total",
-            &[],
+    let settled = async |calls: f64| {
+        let ok = wait_until(
+            || {
+                key_budget_field(&redis, "spend")
+                    .is_some_and(|s| (s - calls * CALL_COST).abs() < 1e-9)
+            },
+            Duration::from_secs(10),
         )
-        .unwrap_or(-1.0)
+        .await;
+        assert!(ok, "{:?}", key_budget_field(&redis, "spend"));
     };
-    let before = trips().await;
-    for _ in 0..5 {
+    // The first request connects and loads the scripts: not what is measured.
+    assert_eq!(keyed_chat(&gw, "hi").await.status, 200);
+    settled(1.0).await;
+
+    // Scripts sent for requests: every `EVALSHA` but the shared-cooldown reader's, which runs
+    // on its own every 200 ms and calls `HGETALL` exactly once (nothing else here does).
+    let scripts = || {
+        let (evalsha, failed) = redis.command_calls("evalsha");
+        let (cooldown_reads, _) = redis.command_calls("hgetall");
+        (evalsha - cooldown_reads, failed)
+    };
+    let (before, failed) = scripts();
+    for i in 0..5 {
+        let t = std::time::Instant::now();
         let r = keyed_chat(&gw, "hi").await;
+        let took = t.elapsed();
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-ratelimit-limit-requests"), Some("100"));
+        assert!(
+            took >= D && took < 2 * D,
+            "request {i}: {took:?} is not one round trip of {D:?}"
+        );
     }
-    assert_eq!(trips().await - before, 5.0);
-    // Both took effect in Redis: the rate cell and the budget scope.
-    let settled = wait_until(
-        || key_budget_field(&redis, "spend").is_some_and(|s| (s - 5.0 * CALL_COST).abs() < 1e-9),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(settled, "{:?}", key_budget_field(&redis, "spend"));
+    settled(6.0).await;
+    let (after, failed_after) = scripts();
+    assert_eq!(
+        after - before,
+        5 * 3,
+        "2 admission scripts + 1 settle per request"
+    );
+    assert_eq!(failed_after, failed);
+
+    // A Redis that forgot its scripts: NOSCRIPT, then load + retry in one more round trip.
+    assert_eq!(redis.cmd(&["SCRIPT", "FLUSH"]).as_deref(), Some("+OK"));
+    // Once the cooldown reader has reloaded its own script (it read twice since), only the
+    // request's scripts change the counts.
+    let (reads, _) = redis.command_calls("hgetall");
+    assert!(
+        wait_until(
+            || redis.command_calls("hgetall").0 >= reads + 2,
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    let (before, failed) = scripts();
+    let (loads, _) = redis.command_calls("script|load");
+    let t = std::time::Instant::now();
+    let r = keyed_chat(&gw, "hi").await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        took >= 2 * D && took < 3 * D,
+        "{took:?} is not two round trips of {D:?}"
+    );
+    settled(7.0).await;
+    let (after, failed_after) = scripts();
+    let (loads_after, _) = redis.command_calls("script|load");
+    // Admission: 2 refused with NOSCRIPT, 2 loaded, 2 sent again; the settle: 1, 1, 1.
+    assert_eq!(after - before, 6);
+    assert_eq!(failed_after - failed, 3);
+    assert_eq!(loads_after - loads, 3);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_connection().unwrap();
     let limit_keys: Vec<String> = redis::cmd("KEYS")

@@ -371,7 +371,10 @@ async fn rate_limit_headers_on_a_stream() {
 }
 
 /// Redis killed mid-test: fail-open answers from this instance's own counters (bounded, no
-/// hang), a metric counts it; after a restart Redis decides again.
+/// hang), a metric counts it. When Redis is back (restarted, empty) what the outage admitted is
+/// charged there before admissions return to it: the window stays spent, no fresh burst.
+/// rpm 4: one admitted on Redis (lost with the killed server), four locally during the
+/// outage, none after the restart.
 #[tokio::test]
 async fn redis_down_fails_open_and_recovers() {
     let Some(mut redis) = Redis::start() else {
@@ -379,34 +382,191 @@ async fn redis_down_fails_open_and_recovers() {
     };
     let up = upstream().await;
     let gw = Gateway::start(&config(&up, Some(&redis.url()), ""));
-    make_key(&[&gw], serde_json::json!({"rpm_limit": 3})).await;
-    assert_eq!(chat(&gw, serde_json::json!({})).await.status, 200);
+    make_key(&[&gw], serde_json::json!({"rpm_limit": 4})).await;
+    let r = chat(&gw, serde_json::json!({})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("3"));
     redis.kill();
     let t = Instant::now();
-    let rs = burst(&[&gw], 5).await;
+    let rs = burst(&[&gw], 6).await;
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    // Local view: 3 per minute on this instance.
+    // Local view: 4 per minute on this instance.
     assert_eq!(
         count(&rs, 200),
-        3,
+        4,
         "{:?}",
         rs.iter().map(|r| (r.status, r.text())).collect::<Vec<_>>()
     );
     assert_eq!(count(&rs, 429), 2);
     let scrape = gw.get("/metrics", &[]).await.text();
     let fallback = metric_value(&scrape, "switchboard_rate_limit_redis_fallback_total", &[]);
-    assert!(fallback.unwrap_or(0.0) >= 5.0, "{scrape}");
+    assert!(fallback.unwrap_or(0.0) >= 6.0, "{scrape}");
     redis.restart();
-    // Back on Redis (empty after the restart): its counters grow again.
-    let on_redis = wait_until_async(
+    wait_for_outage_charged(&gw, &redis, 1.0).await;
+    // Back on Redis, which now holds the outage's four: the window is spent.
+    let rs = burst(&[&gw], 3).await;
+    assert_eq!(
+        count(&rs, 200),
+        0,
+        "{:?}",
+        rs.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let e = rs[0].expect_error(429);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("Current limit: 4, Remaining: 0"),
+        "{e}"
+    );
+    let retry: u64 = rs[0].header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (9..=16).contains(&retry),
+        "one request every 15 s; got {retry}"
+    );
+}
+
+/// Waits until `gw` has charged at least `cells` rate cells of an outage into Redis (its
+/// admissions are back on Redis then) and Redis holds them.
+async fn wait_for_outage_charged(gw: &Gateway, redis: &Redis, cells: f64) {
+    let mut last = String::new();
+    let charged = wait_until_async(
         async || {
-            chat(&gw, serde_json::json!({})).await;
-            redis.cmd(&["DBSIZE"]).is_some_and(|n| n != ":0")
+            last = gw.get("/metrics", &[]).await.text();
+            metric_value(&last, "switchboard_rate_limit_outage_charged_total", &[])
+                .is_some_and(|v| v >= cells)
+        },
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(charged, "the outage was never charged into Redis: {last}");
+    assert_ne!(redis.cmd(&["DBSIZE"]).as_deref(), Some(":0"));
+}
+
+/// Recovery without a burst across a fleet: rpm 5, Redis killed, 2 admitted by instance A on
+/// its own counters, Redis restarted empty. A charges those 2 into Redis; then the fleet (A
+/// and B, which never saw the outage) admits exactly 5 - 2 = 3 more in the same window.
+#[tokio::test]
+async fn an_outage_is_charged_into_redis_so_recovery_admits_no_fresh_burst() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let up = upstream().await;
+    let yaml = config(&up, Some(&redis.url()), "");
+    let (a, b) = (Gateway::start(&yaml), Gateway::start(&yaml));
+    make_key(&[&a, &b], serde_json::json!({"rpm_limit": 5})).await;
+    // A reaches Redis once (its connection is made) on another key.
+    key_with(&a, "sk-warm-up", serde_json::json!({"rpm_limit": 1000})).await;
+    assert_eq!(
+        chat_with(&a, "sk-warm-up", serde_json::json!({}))
+            .await
+            .status,
+        200
+    );
+    redis.kill();
+    for _ in 0..2 {
+        let r = chat(&a, serde_json::json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    redis.restart();
+    wait_for_outage_charged(&a, &redis, 1.0).await;
+    let rs = burst(&[&a, &b], 10).await;
+    assert_eq!(
+        count(&rs, 200),
+        3,
+        "{:?}",
+        rs.iter().map(|r| (r.status, r.text())).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&rs, 429), 7);
+    assert_eq!(up.count(), 1 + 2 + 3);
+    // Both instances decided on Redis: neither fell back after the restart.
+    let scrape = b.get("/metrics", &[]).await.text();
+    assert_eq!(
+        metric_value(&scrape, "switchboard_rate_limit_redis_fallback_total", &[]),
+        Some(0.0),
+        "{scrape}"
+    );
+}
+
+/// A hung Redis (SIGSTOP: the connection stays open, nothing answers) costs a request at most
+/// the configured bound (`redis_timeout_ms: 300`) and then nothing: deployment selection (with
+/// deployment rpm shared through Redis) never waits on it, fail-open decides on the instance's
+/// own counters (rpm 3: 3 of 6 admitted), and fail-closed refuses with 503 within the bound.
+/// Resumed, admissions go back to Redis.
+#[tokio::test]
+async fn a_hung_redis_costs_at_most_the_timeout_and_the_policy_holds() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let up = upstream().await;
+    let bound = Duration::from_millis(300);
+    let with_policy = |policy: &str| {
+        format!(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: \"{b}/v1\", api_key: sk-up, rpm: 100000}}\ngeneral_settings:\n  master_key: {MASTER}\nrouter_settings:\n  redis_url: {u}\nswitchboard:\n  redis_timeout_ms: {ms}\n  redis_failure_policy: {policy}\n",
+            b = up.base(),
+            u = redis.url(),
+            ms = bound.as_millis()
+        )
+    };
+    let open = Gateway::start(&with_policy("open"));
+    let closed = Gateway::start(&with_policy("closed"));
+    make_key(&[&open], serde_json::json!({"rpm_limit": 3})).await;
+    // Its own key: the script that hung on `closed` runs once Redis resumes and takes from it.
+    const CLOSED_KEY: &str = "sk-limited-closed-0001";
+    key_with(&closed, CLOSED_KEY, serde_json::json!({"rpm_limit": 3})).await;
+    wait_for_shared_limits(&open).await;
+    wait_for_shared_limits(&closed).await;
+
+    redis.pause();
+    // Generous slack over the bound for a loaded machine, far below a hang.
+    let most = bound + Duration::from_millis(700);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let t = Instant::now();
+        let r = chat(&open, serde_json::json!({})).await;
+        assert!(t.elapsed() < most, "{:?}", t.elapsed());
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    let t = Instant::now();
+    let r = chat_with(&closed, CLOSED_KEY, serde_json::json!({})).await;
+    assert!(t.elapsed() < most, "{:?}", t.elapsed());
+    r.expect_error(503);
+    // Routing alone (no key, no limits) never waits on the hung Redis.
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = open
+            .post_as(
+                MASTER,
+                "/v1/chat/completions",
+                &chat_json(serde_json::json!({})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(t.elapsed() < most, "{:?}", t.elapsed());
+    }
+
+    redis.resume();
+    // The outage's admissions are charged; then Redis decides again (no more fallbacks).
+    wait_for_outage_charged(&open, &redis, 1.0).await;
+    let fallbacks = async || {
+        let scrape = open.get("/metrics", &[]).await.text();
+        metric_value(&scrape, "switchboard_rate_limit_redis_fallback_total", &[]).unwrap()
+    };
+    let before = fallbacks().await;
+    chat(&open, serde_json::json!({})).await.expect_error(429);
+    assert_eq!(fallbacks().await, before);
+    let back = wait_until_async(
+        async || {
+            chat_with(&closed, CLOSED_KEY, serde_json::json!({}))
+                .await
+                .status
+                == 200
         },
         Duration::from_secs(10),
     )
     .await;
-    assert!(on_redis, "requests never went back to Redis");
+    assert!(back, "fail-closed never recovered");
 }
 
 /// Fail-closed: 503 with a Retry-After while Redis is down, answered again once it is back.

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! One canonical entry per key: the whole OpenAI JSON answer. A streaming request is answered
-//! from it as SSE and a streamed miss is stored as the whole answer it stands for, so `stream`
-//! is not part of the key. The request path never waits on a write: `store` hands the answer
+//! from it as SSE and a streamed miss is stored as the whole answer it stands for (plus the
+//! chunks the client received, replayed as they were: see [`replay`]), so `stream` is not part
+//! of the key. A hit carries the stored answer's usage (`ctx.usage`), which tpm limits count. The request path never waits on a write: `store` hands the answer
 //! to a bounded queue (full: dropped and counted) drained by one background thread.
 //!
 //! The backend (the local LRU, bounded in bytes) outlives config reloads while its settings
@@ -39,12 +40,58 @@ use tokio::sync::mpsc;
 /// Answers waiting to be stored; past this, new ones are dropped (and counted).
 const WRITE_QUEUE: usize = 1024;
 
-/// Process-wide cache counters, mirrored into `/metrics` at scrape.
-#[derive(Default)]
-pub struct Stats {
+/// What a cached request is, as the metrics label it (`call_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallType {
+    Chat,
+    Embeddings,
+}
+
+impl CallType {
+    pub const ALL: [CallType; 2] = [CallType::Chat, CallType::Embeddings];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallType::Chat => "chat",
+            CallType::Embeddings => "embeddings",
+        }
+    }
+
+    /// The call type of a cacheable route.
+    fn of(route: &str) -> Option<CallType> {
+        match route {
+            "chat" => Some(CallType::Chat),
+            "embeddings" => Some(CallType::Embeddings),
+            _ => None,
+        }
+    }
+}
+
+/// Counters of one call type.
+pub struct CallStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub stores: AtomicU64,
+    /// Bytes written to the backend (local or Redis), entries' own size.
+    pub stored_bytes: AtomicU64,
+}
+
+impl CallStats {
+    const fn new() -> CallStats {
+        CallStats {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            stores: AtomicU64::new(0),
+            stored_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Process-wide cache counters, mirrored into `/metrics` at scrape: hits, misses, stores and
+/// bytes stored per call type ([`Stats::of`]); evictions, errors and dropped writes overall.
+pub struct Stats {
+    chat: CallStats,
+    embeddings: CallStats,
     pub evictions: AtomicU64,
     /// Backend failures (a Redis error or timeout), each a miss or a lost write.
     pub errors: AtomicU64,
@@ -57,25 +104,36 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The event counters by their metric label.
-    pub fn events(&self) -> [(&'static str, u64); 7] {
+    /// The counters of one call type.
+    pub fn of(&self, call: CallType) -> &CallStats {
+        match call {
+            CallType::Chat => &self.chat,
+            CallType::Embeddings => &self.embeddings,
+        }
+    }
+
+    /// The event counters by their metric labels: `(call_type, event, count)`; hits, misses
+    /// and stores per call type, the rest with an empty call type.
+    pub fn events(&self) -> Vec<(&'static str, &'static str, u64)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        [
-            ("hit", get(&self.hits)),
-            ("miss", get(&self.misses)),
-            ("store", get(&self.stores)),
-            ("eviction", get(&self.evictions)),
-            ("error", get(&self.errors)),
-            ("dropped", get(&self.dropped)),
-            ("semantic_hit", get(&self.semantic_hits)),
-        ]
+        let mut out = Vec::with_capacity(10);
+        for call in CallType::ALL {
+            let c = self.of(call);
+            out.push((call.as_str(), "hit", get(&c.hits)));
+            out.push((call.as_str(), "miss", get(&c.misses)));
+            out.push((call.as_str(), "store", get(&c.stores)));
+        }
+        out.push(("", "eviction", get(&self.evictions)));
+        out.push(("", "error", get(&self.errors)));
+        out.push(("", "dropped", get(&self.dropped)));
+        out.push(("chat", "semantic_hit", get(&self.semantic_hits)));
+        out
     }
 }
 
 static STATS: Stats = Stats {
-    hits: AtomicU64::new(0),
-    misses: AtomicU64::new(0),
-    stores: AtomicU64::new(0),
+    chat: CallStats::new(),
+    embeddings: CallStats::new(),
     evictions: AtomicU64::new(0),
     errors: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
@@ -114,6 +172,7 @@ struct Write {
     inputs: Option<(Vec<String>, Vec<bool>)>,
     /// A semantic miss: the list its prompt's vector joins, and the list's bound.
     semantic: Option<(String, Vec<f32>, usize)>,
+    call: CallType,
 }
 
 /// Where entries live.
@@ -176,12 +235,12 @@ impl Store {
     async fn put(&self, w: Write) {
         if let Some((keys, store)) = &w.inputs {
             for (key, embedding) in embeddings::entries(keys, store, &w.answer) {
-                self.put_one(key, embedding, w.ttl).await;
+                self.put_one(key, embedding, w.ttl, w.call).await;
             }
             return;
         }
         let answer = if w.stream {
-            match replay::assemble(&w.answer, w.usage) {
+            match replay::stream_entry(&w.answer, w.usage) {
                 Some(a) => a,
                 None => return,
             }
@@ -202,21 +261,24 @@ impl Store {
                     .arg((ttl.as_millis() as u64).max(1))
                     .ignore();
             }
-            self.put_one(w.key, answer, w.ttl).await;
+            self.put_one(w.key, answer, w.ttl, w.call).await;
             if r.pipeline::<()>(&pipe).await.is_err() {
                 STATS.errors.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
-        self.put_one(w.key, answer, w.ttl).await;
+        self.put_one(w.key, answer, w.ttl, w.call).await;
     }
 
-    async fn put_one(&self, key: String, answer: Bytes, ttl: Option<Duration>) {
+    async fn put_one(&self, key: String, answer: Bytes, ttl: Option<Duration>, call: CallType) {
+        let stats = STATS.of(call);
+        let size = answer.len() as u64;
         match self {
             Store::Local(l) => {
                 let out = l.put(key, answer, ttl);
                 if out.stored {
-                    STATS.stores.fetch_add(1, Ordering::Relaxed);
+                    stats.stores.fetch_add(1, Ordering::Relaxed);
+                    stats.stored_bytes.fetch_add(size, Ordering::Relaxed);
                 }
                 STATS.evictions.fetch_add(out.evicted, Ordering::Relaxed);
                 STATS.bytes.store(l.bytes() as u64, Ordering::Relaxed);
@@ -231,9 +293,14 @@ impl Store {
                     cmd.arg("PX").arg((ttl.as_millis() as u64).max(1));
                 }
                 match r.query::<()>(&cmd).await {
-                    Ok(()) => STATS.stores.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => STATS.errors.fetch_add(1, Ordering::Relaxed),
-                };
+                    Ok(()) => {
+                        stats.stores.fetch_add(1, Ordering::Relaxed);
+                        stats.stored_bytes.fetch_add(size, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        STATS.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     }
@@ -391,15 +458,16 @@ impl ResponseCache {
             self.backend.store.get_many(&keys, controls.max_age).await
         };
         let batch = embeddings::Batch::new(keys, found);
+        let stats = STATS.of(CallType::Embeddings);
         if batch.all_found() {
-            STATS.hits.fetch_add(1, Ordering::Relaxed);
+            stats.hits.fetch_add(1, Ordering::Relaxed);
             ctx.cost = Some(0.0);
             return Lookup::Hit(embeddings::assemble(
                 &batch,
                 ctx.model.as_deref().unwrap_or(group),
             ));
         }
-        STATS.misses.fetch_add(1, Ordering::Relaxed);
+        stats.misses.fetch_add(1, Ordering::Relaxed);
         embeddings::keep(ctx, body, inputs, batch);
         Lookup::Miss {
             store: !controls.no_store,
@@ -419,14 +487,12 @@ impl Cache for ResponseCache {
             check_allowed(&key.row.allowed_cache_controls, body)?;
         }
         let s = &self.settings;
-        let cacheable = match ctx.route {
-            "chat" => s.chat,
-            "embeddings" => s.embeddings,
-            _ => false,
-        };
-        if !cacheable {
+        let Some(call) = CallType::of(ctx.route).filter(|c| match c {
+            CallType::Chat => s.chat,
+            CallType::Embeddings => s.embeddings,
+        }) else {
             return Ok(Lookup::Skip);
-        }
+        };
         let controls = controls::read(body)?;
         if s.mode == CacheMode::DefaultOff && !controls.use_cache {
             return Ok(Lookup::Skip);
@@ -465,17 +531,28 @@ impl Cache for ResponseCache {
         };
         ctx.cache_key = Some(rendered);
         let hit = match found {
-            Some(answer) if ctx.stream => replay::to_sse(&answer, body.include_usage()?),
-            other => other,
+            Some(stored) => {
+                let entry = replay::Entry::parse(stored);
+                let answer = if ctx.stream {
+                    entry.to_stream(body.include_usage()?)
+                } else {
+                    Some(entry.whole.clone())
+                };
+                answer.map(|a| (a, entry.usage()))
+            }
+            None => None,
         };
+        let stats = STATS.of(call);
         match hit {
-            Some(answer) => {
-                STATS.hits.fetch_add(1, Ordering::Relaxed);
+            Some((answer, usage)) => {
+                stats.hits.fetch_add(1, Ordering::Relaxed);
                 ctx.cost = Some(0.0);
+                // The tokens the answer had: tpm limits count a hit as LiteLLM does.
+                ctx.usage = usage;
                 Ok(Lookup::Hit(answer))
             }
             None => {
-                STATS.misses.fetch_add(1, Ordering::Relaxed);
+                stats.misses.fetch_add(1, Ordering::Relaxed);
                 Ok(Lookup::Miss {
                     store: !controls.no_store,
                 })
@@ -532,19 +609,26 @@ impl Cache for ResponseCache {
             }
         }
         let hit = match found {
-            Some((key, answer)) if ctx.stream => {
-                let sse = replay::to_sse(&answer, body.include_usage().ok()?)?;
-                Some((key, sse))
+            Some((key, stored)) => {
+                let entry = replay::Entry::parse(stored);
+                let answer = if ctx.stream {
+                    entry.to_stream(body.include_usage().ok()?)?
+                } else {
+                    entry.whole.clone()
+                };
+                Some((key, answer, entry.usage()))
             }
-            other => other,
+            None => None,
         };
         match hit {
-            Some((key, answer)) => {
+            Some((key, answer, usage)) => {
                 // The exact lookup counted a miss; this request is a hit after all.
-                STATS.misses.fetch_sub(1, Ordering::Relaxed);
-                STATS.hits.fetch_add(1, Ordering::Relaxed);
+                let chat = STATS.of(CallType::Chat);
+                chat.misses.fetch_sub(1, Ordering::Relaxed);
+                chat.hits.fetch_add(1, Ordering::Relaxed);
                 STATS.semantic_hits.fetch_add(1, Ordering::Relaxed);
                 ctx.cost = Some(0.0);
+                ctx.usage = usage;
                 ctx.cache_key = Some(key);
                 Some(answer)
             }
@@ -581,6 +665,7 @@ impl Cache for ResponseCache {
                         self.settings.semantic_max_entries,
                     )
                 }),
+            call: CallType::of(ctx.route).unwrap_or(CallType::Chat),
         };
         if self.backend.writes.try_send(write).is_err() {
             STATS.dropped.fetch_add(1, Ordering::Relaxed);

@@ -5,6 +5,12 @@
 //!   client asked for it, `[DONE]`).
 //! - [`assemble`]: a streamed answer (the SSE bytes the client received) gathered back into the
 //!   whole answer it stands for, off the request path, before it is stored.
+//! - [`stream_entry`] / [`Entry`]: an answer that was streamed keeps, after its whole answer,
+//!   the chunks the client received, so a streamed hit replays the live stream chunk for chunk
+//!   (its content split the same way, the upstream's own fields kept), not a re-chunking:
+//!   `whole JSON, NUL, the chunks' SSE without the usage chunk and [DONE], NUL, the usage
+//!   chunk's JSON (or nothing)`. NUL never occurs in JSON text, so an entry without it is a
+//!   plain whole answer (a non-streamed miss, or an entry written before this format).
 
 use crate::openai::{ChunkWriter, FinishReason, Usage};
 use bytes::{Bytes, BytesMut};
@@ -87,6 +93,127 @@ pub fn to_sse(answer: &[u8], include_usage: bool) -> Option<Bytes> {
     }
     w.done(&mut out);
     Some(out.freeze())
+}
+
+/// Separates an entry's sections (see the module doc).
+const SECTION: u8 = 0;
+
+/// A stored entry read back: the whole answer, and the live stream's chunks when the answer
+/// was streamed.
+pub struct Entry {
+    /// The whole `chat.completion` (what a non-streaming request gets).
+    pub whole: Bytes,
+    /// The chunks' SSE (no usage chunk, no `[DONE]`), and the usage chunk's JSON.
+    stream: Option<(Bytes, Option<Bytes>)>,
+}
+
+impl Entry {
+    /// Splits a stored value into its sections (without copying).
+    pub fn parse(stored: Bytes) -> Entry {
+        let Some(i) = stored.iter().position(|b| *b == SECTION) else {
+            return Entry {
+                whole: stored,
+                stream: None,
+            };
+        };
+        let rest = stored.slice(i + 1..);
+        let (chunks, usage) = match rest.iter().position(|b| *b == SECTION) {
+            Some(j) => (rest.slice(..j), rest.slice(j + 1..)),
+            None => (rest, Bytes::new()),
+        };
+        Entry {
+            whole: stored.slice(..i),
+            stream: Some((chunks, Some(usage).filter(|u| !u.is_empty()))),
+        }
+    }
+
+    /// The answer for a streaming request: the live stream's own chunks when the answer was
+    /// streamed (the usage chunk only when `include_usage`: the stored one, else one made from
+    /// the whole answer's usage), else the whole answer as chunks ([`to_sse`]). `None` when it
+    /// cannot be replayed as a stream.
+    pub fn to_stream(&self, include_usage: bool) -> Option<Bytes> {
+        let Some((chunks, usage)) = &self.stream else {
+            return to_sse(&self.whole, include_usage);
+        };
+        let mut out = BytesMut::with_capacity(chunks.len() + 512);
+        out.extend_from_slice(chunks);
+        if include_usage {
+            match usage {
+                Some(u) => {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(u);
+                    out.extend_from_slice(b"\n\n");
+                }
+                None => {
+                    let whole: Whole<'_> = serde_json::from_slice(&self.whole).ok()?;
+                    let mut w = ChunkWriter::new(&whole.id, whole.created, &whole.model, true);
+                    w.set_usage(whole.usage.unwrap_or_default());
+                    // Finished already: `done` writes only the usage chunk and `[DONE]`.
+                    w.finish(FinishReason::Stop, &mut BytesMut::new());
+                    w.done(&mut out);
+                    return Some(out.freeze());
+                }
+            }
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        Some(out.freeze())
+    }
+
+    /// The tokens the stored answer used (its `usage`), which a hit counts toward tpm limits.
+    pub fn usage(&self) -> Option<Usage> {
+        usage_of(&self.whole)
+    }
+}
+
+/// The `usage` of a whole answer (chat or embeddings).
+pub fn usage_of(answer: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct WithUsage {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<WithUsage>(answer).ok()?.usage
+}
+
+/// The entry of a streamed answer (the SSE the client received): the whole answer it stands
+/// for ([`assemble`]), then its chunks (see [`Entry`]). `None` for anything that is not a
+/// complete, error-free stream: it is not stored.
+pub fn stream_entry(sse: &[u8], usage: Option<Usage>) -> Option<Bytes> {
+    let whole = assemble(sse, usage)?;
+    let text = std::str::from_utf8(sse).ok()?;
+    let mut out = Vec::with_capacity(whole.len() + sse.len() + 2);
+    out.extend_from_slice(&whole);
+    out.push(SECTION);
+    let mut usage_chunk: Option<&str> = None;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let data = data.trim_start();
+        if data == "[DONE]" {
+            continue;
+        }
+        #[derive(Deserialize)]
+        struct Shape<'a> {
+            #[serde(borrow, default)]
+            choices: Option<Vec<&'a serde_json::value::RawValue>>,
+            #[serde(default)]
+            usage: Option<serde::de::IgnoredAny>,
+        }
+        let shape: Shape<'_> = serde_json::from_str(data).ok()?;
+        if shape.usage.is_some() && shape.choices.as_ref().is_none_or(|c| c.is_empty()) {
+            usage_chunk = Some(data);
+            continue;
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(data.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+    out.push(SECTION);
+    if let Some(u) = usage_chunk {
+        out.extend_from_slice(u.as_bytes());
+    }
+    Some(Bytes::from(out))
 }
 
 #[derive(Default)]
@@ -258,6 +385,38 @@ mod tests {
             (back["id"].clone(), back["created"].clone()),
             (want["id"].clone(), want["created"].clone())
         );
+    }
+
+    #[test]
+    fn a_streamed_entry_replays_its_own_chunks_and_the_usage_chunk_on_demand() {
+        let live = concat!(
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"system_fingerprint\":\"fp\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"system_fingerprint\":\"fp\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"system_fingerprint\":\"fp\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+        );
+        let usage = "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}";
+        let with_usage = format!("{live}data: {usage}\n\ndata: [DONE]\n\n");
+        let entry = Entry::parse(stream_entry(with_usage.as_bytes(), None).unwrap());
+        let whole: Value = serde_json::from_slice(&entry.whole).unwrap();
+        assert_eq!(whole["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(entry.usage().unwrap().total_tokens, 5);
+        assert_eq!(&entry.to_stream(true).unwrap()[..], with_usage.as_bytes());
+        let without = format!("{live}data: [DONE]\n\n");
+        assert_eq!(&entry.to_stream(false).unwrap()[..], without.as_bytes());
+
+        // Streamed without the usage chunk: asked for, it is made from the recorded usage.
+        let entry = Entry::parse(stream_entry(without.as_bytes(), Some(Usage::new(3, 2))).unwrap());
+        let replay = entry.to_stream(true).unwrap();
+        let text = std::str::from_utf8(&replay).unwrap();
+        assert!(text.starts_with(live), "{text}");
+        assert!(
+            text.ends_with("\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\ndata: [DONE]\n\n"),
+            "{text}"
+        );
+        // A plain whole answer has no stream section.
+        let plain = Entry::parse(Bytes::from_static(WHOLE.as_bytes()));
+        assert_eq!(&plain.whole[..], WHOLE.as_bytes());
+        assert_eq!(plain.usage().unwrap().total_tokens, 5);
     }
 
     #[test]

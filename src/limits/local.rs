@@ -130,6 +130,21 @@ impl Local {
         !refused
     }
 
+    /// How far a rate scope's TAT runs ahead of now, in ms: what this instance admitted on its
+    /// own that has not come back yet (0 for an unknown or full cell).
+    pub fn backlog_ms(&self, scope: &Scope) -> f64 {
+        let now = self.now_ms();
+        let shard = self.shard(scope.id);
+        shard.get(&scope.id).map_or(0.0, |c| (c.tat - now).max(0.0))
+    }
+
+    /// Takes `ms` off a rate scope's TAT (the backlog was charged elsewhere: Redis).
+    pub fn forget_ms(&self, scope: &Scope, ms: f64) {
+        if let Some(cell) = self.shard(scope.id).get_mut(&scope.id) {
+            cell.tat -= ms;
+        }
+    }
+
     /// Returns `units` of a scope's take: a parallel slot, or reserved tokens (negative
     /// `units` charges more, when the answer used more than was reserved).
     pub fn give_back(&self, scope: &Scope, units: f64) {

@@ -15,12 +15,15 @@
 //!   `cache_params`' server, or `REDIS_*`) it is one Lua script per admission ([`shared`]).
 //!   Redis failing: `switchboard.redis_failure_policy: open` (default) decides on this
 //!   instance's own counters, `closed` refuses with 503; either way bounded by the timeout.
+//!   What an outage admitted locally is charged into Redis before admissions go back to it
+//!   ([`outage`]): no fresh burst when Redis returns.
 //! - Answers: every response carries `x-ratelimit-*` ([`headers`]); a refusal is a 429 with
 //!   LiteLLM's message and a `Retry-After` computed from when capacity returns.
 
 pub mod defaults;
 pub mod headers;
 pub mod local;
+pub mod outage;
 pub mod shared;
 
 use crate::config::redis::{FailurePolicy, RedisSettings};
@@ -115,6 +118,7 @@ pub struct ScopeResult {
 static RATE_LIMITED: AtomicU64 = AtomicU64::new(0);
 static REDIS_FALLBACK: AtomicU64 = AtomicU64::new(0);
 static REDIS_REFUSED: AtomicU64 = AtomicU64::new(0);
+static OUTAGE_CHARGED: AtomicU64 = AtomicU64::new(0);
 
 /// The in-process cells, shared by every config generation (a reload keeps the counts).
 fn local() -> &'static Arc<Local> {
@@ -145,6 +149,8 @@ struct Core {
     shared: OnceLock<Option<SharedState>>,
     timeout: Duration,
     policy: FailurePolicy,
+    /// What fail-open admissions owe Redis (see [`outage`]).
+    outage: outage::Outage,
 }
 
 impl Limits {
@@ -167,6 +173,7 @@ impl Limits {
                 shared: OnceLock::new(),
                 timeout: config.server.redis_timeout,
                 policy: config.server.redis_failure_policy,
+                outage: outage::Outage::default(),
             }),
         }
     }
@@ -186,6 +193,77 @@ impl Core {
                 }
             })
             .as_ref()
+    }
+}
+
+impl Core {
+    /// Decides on this instance's own cells (fail-open) and remembers what was admitted for
+    /// Redis, starting the task that charges it there when none runs.
+    fn admit_locally(self: &Arc<Self>, scopes: &[Scope], results: &mut Vec<ScopeResult>) -> bool {
+        REDIS_FALLBACK.fetch_add(1, Ordering::Relaxed);
+        let admitted = local().admit(scopes, results);
+        if admitted && self.outage.record(scopes) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(charge_outage(self.clone()));
+                }
+                Err(_) => self.outage.abandon(),
+            }
+        }
+        admitted
+    }
+}
+
+/// Charges what the outage admitted locally into Redis (see [`outage`]): one script call per
+/// attempt, retried every [`outage::RETRY`] until Redis answers; off the request path.
+async fn charge_outage(core: Arc<Core>) {
+    let Some(state) = core.shared().cloned() else {
+        core.outage.abandon();
+        return;
+    };
+    loop {
+        let (scopes, round) = core.outage.snapshot();
+        let items: Vec<(Scope, f64)> = scopes
+            .into_iter()
+            .map(|s| {
+                let backlog = local().backlog_ms(&s);
+                (s, backlog)
+            })
+            .filter(|(_, backlog)| *backlog > 0.0)
+            .collect();
+        // Sent even when nothing is left to charge: the call is the probe that Redis is back.
+        let (keys, args) = shared::charge_args(&items);
+        let call = crate::shared_state::batch::Call {
+            script: shared::charge_script(),
+            keys,
+            args,
+        };
+        match state.eval_many(&[&call]).await {
+            Ok(replies) => {
+                if let Some(redis::Value::ServerError(e)) = replies.first() {
+                    // Not an outage: a script Redis refuses. Charging cannot succeed; stop
+                    // owing rather than deciding locally for ever.
+                    log::error!("rate limits: charging the outage into Redis failed: {e:?}");
+                } else {
+                    for (s, backlog) in &items {
+                        local().forget_ms(s, *backlog);
+                    }
+                }
+                let done = core.outage.charged(round);
+                // Counted once admissions are back on Redis (when `done`): a scrape that sees
+                // it never races the switch.
+                OUTAGE_CHARGED.fetch_add(items.len() as u64, Ordering::Relaxed);
+                if done {
+                    log::warn!(
+                        "rate limits: Redis answers again; {} scope(s) admitted locally meanwhile \
+                         charged there, admissions are back on Redis",
+                        items.len()
+                    );
+                    return;
+                }
+            }
+            Err(_) => tokio::time::sleep(outage::RETRY).await,
+        }
     }
 }
 
@@ -423,8 +501,11 @@ impl Admit for Limits {
         let mut results = Vec::with_capacity(scopes.len());
         let member = random_u64();
         let mut decided_shared = false;
+        let owing = self.core.policy == FailurePolicy::Open && self.core.outage.owing();
         let admitted = match self.core.shared() {
             None => local().admit(&scopes, &mut results),
+            // Redis failed a moment ago and the outage is not charged there yet.
+            Some(_) if owing => self.core.admit_locally(&scopes, &mut results),
             Some(state) => {
                 let (keys, args) = shared::admit_args(&scopes, member);
                 // With the scripts other stages queued (budgets): one round trip.
@@ -453,10 +534,7 @@ impl Admit for Limits {
                         )
                         .with_retry_after(Some(1)));
                     }
-                    None => {
-                        REDIS_FALLBACK.fetch_add(1, Ordering::Relaxed);
-                        local().admit(&scopes, &mut results)
-                    }
+                    None => self.core.admit_locally(&scopes, &mut results),
                 }
             }
         };
@@ -553,7 +631,8 @@ impl Settle for LimitsSettle {
 }
 
 /// `switchboard_rate_limited_total`, `switchboard_rate_limit_redis_fallback_total`,
-/// `switchboard_rate_limit_redis_refused_total`.
+/// `switchboard_rate_limit_redis_refused_total`, `switchboard_rate_limit_outage_charged_total`,
+/// `switchboard_rate_limit_outage_untracked_total`.
 pub fn render_metrics(out: &mut String) {
     use std::fmt::Write;
     let _ = write!(
@@ -566,9 +645,17 @@ pub fn render_metrics(out: &mut String) {
          switchboard_rate_limit_redis_fallback_total {}\n\
          # HELP switchboard_rate_limit_redis_refused_total Requests refused with 503 because Redis failed (fail-closed).\n\
          # TYPE switchboard_rate_limit_redis_refused_total counter\n\
-         switchboard_rate_limit_redis_refused_total {}\n",
+         switchboard_rate_limit_redis_refused_total {}\n\
+         # HELP switchboard_rate_limit_outage_charged_total Rate cells admitted on this instance's own counters during a Redis outage and charged into Redis once it answered.\n\
+         # TYPE switchboard_rate_limit_outage_charged_total counter\n\
+         switchboard_rate_limit_outage_charged_total {}\n\
+         # HELP switchboard_rate_limit_outage_untracked_total Rate cells admitted locally during a Redis outage but not charged after it (more than the bounded set holds).\n\
+         # TYPE switchboard_rate_limit_outage_untracked_total counter\n\
+         switchboard_rate_limit_outage_untracked_total {}\n",
         RATE_LIMITED.load(Ordering::Relaxed),
         REDIS_FALLBACK.load(Ordering::Relaxed),
         REDIS_REFUSED.load(Ordering::Relaxed),
+        OUTAGE_CHARGED.load(Ordering::Relaxed),
+        outage::untracked(),
     );
 }

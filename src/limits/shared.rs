@@ -105,6 +105,42 @@ end
 return 1
 "#;
 
+/// ARGV per key: backlog ms, window ms. Adds an outage's local admissions (see `outage`) to
+/// each rate cell: the TAT (Redis' now for an empty or full cell) moves on by the backlog,
+/// capped at a full window. Returns the number of cells charged.
+const CHARGE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+for i = 1, #KEYS do
+  local backlog = tonumber(ARGV[2 * i - 1])
+  local window = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new = tat + backlog
+  if new > now + window then new = now + window end
+  if new > now then
+    redis.call('SET', KEYS[i], string.format('%.17g', new), 'PX', math.ceil(new - now) + 1000)
+  end
+end
+return #KEYS
+"#;
+
+pub fn charge_script() -> &'static Script {
+    static S: OnceLock<Script> = OnceLock::new();
+    S.get_or_init(|| Script::new(CHARGE))
+}
+
+/// The charge script's keys and arguments: `(scope, backlog ms)`.
+pub fn charge_args(items: &[(Scope, f64)]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let keys = items.iter().map(|(s, _)| key(s)).collect();
+    let mut args = Vec::with_capacity(items.len() * 2);
+    for (s, backlog) in items {
+        args.push(format!("{backlog}").into_bytes());
+        args.push(format!("{}", s.window_ms).into_bytes());
+    }
+    (keys, args)
+}
+
 pub fn admit_script() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
     S.get_or_init(|| Script::new(ADMIT))

@@ -1,9 +1,11 @@
 //! A throwaway `redis-server` for a test: the system's binary (`/usr/bin/redis-server`, which
 //! `.ci/setup` installs) on a leased 127.0.0.1 port with a temp working directory, no
 //! persistence, stopped (SIGKILL) on drop. [`Redis::kill`] and [`Redis::restart`] simulate an
-//! outage on the same port. [`Redis::start_tls`] adds a TLS port (the plain one stays for the
-//! test's own commands); [`RedisCluster::start`] makes a Redis Cluster of N primaries.
-//! `None`, with a loud message, only when the binary is missing.
+//! outage on the same port; [`Redis::pause`] and [`Redis::resume`] a hung server (SIGSTOP /
+//! SIGCONT: connections stay open, nothing answers). [`Redis::start_tls`] adds a TLS port (the
+//! plain one stays for the test's own commands); [`RedisCluster::start`] makes a Redis Cluster
+//! of N primaries. A missing binary fails the test when `CI=true` (CI installs it, so a skip
+//! there would hide every Redis test); elsewhere it is `None`, with a loud message.
 
 #![allow(dead_code)]
 
@@ -34,6 +36,11 @@ fn binary() -> Option<PathBuf> {
 
 fn installed() -> bool {
     if binary().is_none() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            "redis-server is not installed (/usr/bin/redis-server) and CI=true: the Redis tests \
+             must run in CI; install the `redis-server` package (.ci/setup does)"
+        );
         eprintln!(
                 "\n!!!!!!!! SKIPPED: redis-server is not installed (/usr/bin/redis-server); \
                  install the `redis-server` package (.ci/setup does) to run the Redis tests !!!!!!!!\n"
@@ -118,6 +125,27 @@ impl Redis {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its connections and data but answers nothing
+    /// until [`Redis::resume`], as a hung or overloaded server would.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [`Redis::pause`]d server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid} failed");
     }
 
     /// Starts the server (again) on the same port and waits until it answers PING.
@@ -272,5 +300,96 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP proxy in front of a Redis that holds every chunk the client sends for a fixed delay
+/// before passing it on, in order, without holding back the chunks behind it (a delay line;
+/// answers come back at once). A request that needs n sequential round trips to Redis takes at
+/// least n × delay and, chunks being delayed in parallel, less than (n + 1) × delay: its
+/// latency counts its round trips, whatever the gateway's own counters say.
+pub struct DelayProxy {
+    pub port: u16,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl DelayProxy {
+    /// Listens on a free loopback port and forwards each connection to `127.0.0.1:target`.
+    pub async fn start(target: u16, delay: Duration) -> DelayProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let (line_tx, mut line_rx) =
+                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                        let due = tokio::time::Instant::now() + delay;
+                        if line_tx.send((due, buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some((due, bytes)) = line_rx.recv().await {
+                        tokio::time::sleep_until(due).await;
+                        if server_tx.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                });
+            }
+        });
+        DelayProxy { port, accept }
+    }
+
+    /// `redis://127.0.0.1:PORT` (the proxy).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl Redis {
+    /// `calls` and `failed_calls` of one command in `INFO commandstats` (`evalsha`,
+    /// `script|load`): what reached the server, counted by the server.
+    pub fn command_calls(&self, command: &str) -> (u64, u64) {
+        let client = redis::Client::open(self.url()).expect("a client");
+        let mut conn = client.get_connection().expect("a connection");
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .expect("INFO commandstats");
+        let prefix = format!("cmdstat_{command}:");
+        let Some(line) = info.lines().find(|l| l.starts_with(&prefix)) else {
+            return (0, 0);
+        };
+        let field = |name: &str| {
+            line[prefix.len()..]
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("calls"), field("failed_calls"))
     }
 }
