@@ -610,6 +610,23 @@ impl Response {
         e
     }
 
+    /// Asserts a refusal by a key's `rpm_limit` of `limit`, whatever the error body's shape:
+    /// 429, a Retry-After in seconds within the minute, and LiteLLM's rate-limit headers.
+    pub fn expect_rpm_refusal(&self, limit: u64) {
+        assert_eq!(self.status, 429, "body: {}", self.text());
+        let retry: u64 = self
+            .header("retry-after")
+            .expect("a Retry-After header")
+            .parse()
+            .expect("Retry-After in seconds");
+        assert!((1..=61).contains(&retry), "retry-after {retry}");
+        assert_eq!(
+            self.header("x-ratelimit-limit-requests"),
+            Some(limit.to_string().as_str())
+        );
+        assert_eq!(self.header("x-ratelimit-remaining-requests"), Some("0"));
+    }
+
     /// The `data:` payloads of an SSE body, in order (including `[DONE]`).
     pub fn sse_data(&self) -> Vec<String> {
         sse_data(&self.text())
