@@ -708,7 +708,7 @@ async fn attempt(
         &call.snapshot.config.server,
     ) {
         Ok(None) => {}
-        Ok(Some(n)) => return fanout::attempt(call, admission, n, sink, ctx).await,
+        Ok(Some(plan)) => return fanout::attempt(call, admission, plan, sink, ctx).await,
         Err(e) => return AttemptOutcome::Failed(e),
     }
     let cx = request_context(call, &deployment);
