@@ -308,7 +308,10 @@ mod tests {
         let overloaded = GatewayError::from_upstream(529, "overloaded");
         assert_eq!(overloaded.status, 503);
         assert_eq!(overloaded.provider_status, Some(529));
-        assert_eq!(GatewayError::from_upstream(500, "boom").provider_status, None);
+        assert_eq!(
+            GatewayError::from_upstream(500, "boom").provider_status,
+            None
+        );
         let rl = GatewayError::from_upstream(429, "slow down");
         assert_eq!(rl.status, 429);
         assert_eq!(rl.code.as_deref(), Some("rate_limit_exceeded"));

@@ -1100,7 +1100,10 @@ fn anthropic_error(resp: &Response, status: u16, kind: &str) -> String {
     let v = resp.json();
     assert_eq!(v["type"], "error", "{v}");
     assert_eq!(v["error"]["type"], kind, "{v}");
-    v["error"]["message"].as_str().unwrap_or_default().to_string()
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn messages_as(gw: &Gateway, key: &str, body: &Value) -> Response {
@@ -1214,8 +1217,12 @@ async fn documents_and_tool_result_images_reach_each_provider_or_are_refused_by_
     assert_eq!(resp.status, 200, "{}", resp.text());
     let parts = s.gemini.last().json()["contents"][0]["parts"].clone();
     assert!(
-        parts.as_array().unwrap().iter().any(|p| p["inlineData"]
-            == json!({"mimeType": "application/pdf", "data": "JVBERi0xLjQK"})),
+        parts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["inlineData"]
+                == json!({"mimeType": "application/pdf", "data": "JVBERi0xLjQK"})),
         "{parts}"
     );
 
@@ -1233,7 +1240,11 @@ async fn documents_and_tool_result_images_reach_each_provider_or_are_refused_by_
         message.starts_with("messages[0].content[1]: bedrock cannot take documents"),
         "{message}"
     );
-    assert_eq!(s.bedrock.count(), bedrock_calls, "refused before the upstream");
+    assert_eq!(
+        s.bedrock.count(),
+        bedrock_calls,
+        "refused before the upstream"
+    );
 
     let by_url = json!({"type": "document", "source": {"type": "url", "url": "https://example.com/spec.pdf"}});
     let openai_calls = s.openai.count();

@@ -938,8 +938,14 @@ async fn retries_and_then_a_fallback_are_client_spans_under_one_server_span() {
     assert_eq!(str_attr(last[0], "switchboard.deployment_id"), Some("good"));
     assert!(attr(last[0], "error.type").is_none());
     assert_eq!(int_attr(last[0], "http.response.status_code"), Some(200));
-    assert_eq!(int_attr(server, "switchboard.attempts"), Some(tries as i64 + 1));
-    assert_eq!(str_attr(server, "switchboard.fallback_group"), Some("backup"));
+    assert_eq!(
+        int_attr(server, "switchboard.attempts"),
+        Some(tries as i64 + 1)
+    );
+    assert_eq!(
+        str_attr(server, "switchboard.fallback_group"),
+        Some("backup")
+    );
     assert!(attr(server, "error.type").is_none());
 }
 
@@ -971,10 +977,7 @@ async fn caller_and_cost_attributes_are_exported_and_the_key_never_is() {
         .await;
     assert_eq!(team.status, 200, "{}", team.text());
     let key = gw
-        .generate_key(
-            MASTER,
-            json!({"key_alias": "ci-bot", "team_id": "team-42"}),
-        )
+        .generate_key(MASTER, json!({"key_alias": "ci-bot", "team_id": "team-42"}))
         .await;
     let mut body = chat("gpt-4o");
     body["user"] = json!("end-user-7");
@@ -1040,7 +1043,10 @@ async fn traces_endpoint_and_resource_attributes_from_the_config_environment() {
         .await,
         "metrics go to the general endpoint"
     );
-    assert!(received(&general).is_empty(), "no spans at the general endpoint");
+    assert!(
+        received(&general).is_empty(),
+        "no spans at the general endpoint"
+    );
     let req = &traces.requests()[0];
     let decoded = ExportTraceServiceRequest::decode(&req.body[..]).unwrap();
     let resource = decoded.resource_spans[0].resource.as_ref().unwrap();
@@ -1123,17 +1129,11 @@ async fn samplers_decide_which_traces_are_exported() {
     assert_eq!(spans.len(), 4, "two traces of two spans: {spans:?}");
     assert!(spans.iter().all(|s| hex(&s.trace_id) != unsampled));
     assert_eq!(
-        spans
-            .iter()
-            .filter(|s| hex(&s.trace_id) == sampled)
-            .count(),
+        spans.iter().filter(|s| hex(&s.trace_id) == sampled).count(),
         2
     );
     // The unsampled trace still went upstream, unsampled.
-    assert!(up
-        .requests()
-        .iter()
-        .any(|r| r.header("traceparent").is_some_and(
-            |t| t.starts_with(&format!("00-{unsampled}-")) && t.ends_with("-00")
-        )));
+    assert!(up.requests().iter().any(|r| r
+        .header("traceparent")
+        .is_some_and(|t| t.starts_with(&format!("00-{unsampled}-")) && t.ends_with("-00"))));
 }

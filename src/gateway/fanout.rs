@@ -183,7 +183,16 @@ pub(super) async fn attempt(
     };
     let failure = if call.stream {
         let choices_per_call = plan.choices_per_call;
-        stream(call, &deployment, ready, choices_per_call, deadline, sink, ctx).await
+        stream(
+            call,
+            &deployment,
+            ready,
+            choices_per_call,
+            deadline,
+            sink,
+            ctx,
+        )
+        .await
     } else {
         whole(ready, sink, ctx).await
     };

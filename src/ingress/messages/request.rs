@@ -203,10 +203,14 @@ impl Documents {
     pub fn for_provider(provider: &'static str) -> Documents {
         match provider {
             "gemini" | "vertex_ai" | "vertex_ai_beta" => Documents::InlineData(provider),
-            "bedrock" | "bedrock_converse" | "cohere" | "cohere_chat" | "ollama"
-            | "ollama_chat" | "anthropic" | "text-completion-openai" => {
-                Documents::Refused(provider)
-            }
+            "bedrock"
+            | "bedrock_converse"
+            | "cohere"
+            | "cohere_chat"
+            | "ollama"
+            | "ollama_chat"
+            | "anthropic"
+            | "text-completion-openai" => Documents::Refused(provider),
             _ => Documents::FilePart(provider),
         }
     }
