@@ -1144,6 +1144,9 @@ impl MockUpstream {
                 let Ok((sock, _)) = listener.accept().await else {
                     break;
                 };
+                // A reply's head and body are separate writes: without this, Nagle holds the
+                // body until the gateway's delayed ACK (~40 ms), which timing tests would see.
+                let _ = sock.set_nodelay(true);
                 conns.fetch_add(1, Ordering::Relaxed);
                 let (handler, reqs) = (handler.clone(), reqs.clone());
                 tokio::spawn(async move {
@@ -1190,6 +1193,9 @@ impl MockUpstream {
                 let Ok((sock, _)) = listener.accept().await else {
                     break;
                 };
+                // A reply's head and body are separate writes: without this, Nagle holds the
+                // body until the gateway's delayed ACK (~40 ms), which timing tests would see.
+                let _ = sock.set_nodelay(true);
                 conns.fetch_add(1, Ordering::Relaxed);
                 let (handler, reqs, acceptor) = (handler.clone(), reqs.clone(), acceptor.clone());
                 tokio::spawn(async move {
