@@ -396,7 +396,8 @@ async fn a_hung_collector_neither_blocks_nor_slows_requests_and_drops_are_counte
         Reply::bytes(200, "application/x-protobuf", Vec::new()).delayed(Duration::from_secs(600))
     })
     .await;
-    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    // Without Nagle, so the p50s below compare the gateways, not the mock's delayed ACKs.
+    let up = MockUpstream::start_nodelay(|_| Reply::json(200, openai::completion("hello"))).await;
     let env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), hung.base()),
         ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "1".to_string()),

@@ -1133,6 +1133,22 @@ impl MockUpstream {
     pub async fn start(
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> MockUpstream {
+        Self::start_with(handler, false).await
+    }
+
+    /// [`MockUpstream::start`] with TCP_NODELAY on its connections: a reply's head and body are
+    /// separate writes, and without it Nagle may hold the body for the peer's delayed ACK
+    /// (~40 ms) on some connections; for tests that compare latencies.
+    pub async fn start_nodelay(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> MockUpstream {
+        Self::start_with(handler, true).await
+    }
+
+    async fn start_with(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        nodelay: bool,
+    ) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -1144,9 +1160,9 @@ impl MockUpstream {
                 let Ok((sock, _)) = listener.accept().await else {
                     break;
                 };
-                // A reply's head and body are separate writes: without this, Nagle holds the
-                // body until the gateway's delayed ACK (~40 ms), which timing tests would see.
-                let _ = sock.set_nodelay(true);
+                if nodelay {
+                    let _ = sock.set_nodelay(true);
+                }
                 conns.fetch_add(1, Ordering::Relaxed);
                 let (handler, reqs) = (handler.clone(), reqs.clone());
                 tokio::spawn(async move {
@@ -1193,9 +1209,6 @@ impl MockUpstream {
                 let Ok((sock, _)) = listener.accept().await else {
                     break;
                 };
-                // A reply's head and body are separate writes: without this, Nagle holds the
-                // body until the gateway's delayed ACK (~40 ms), which timing tests would see.
-                let _ = sock.set_nodelay(true);
                 conns.fetch_add(1, Ordering::Relaxed);
                 let (handler, reqs, acceptor) = (handler.clone(), reqs.clone(), acceptor.clone());
                 tokio::spawn(async move {
