@@ -136,6 +136,9 @@ pub struct GatewayError {
     /// Overrides the OpenAI `type` derived from `kind` (LiteLLM's own types such as
     /// `auth_error` or `expired_key` on key rejections).
     pub error_type: Option<&'static str>,
+    /// The upstream's own status when it was not a standard one and `status` stands in for it
+    /// (Anthropic's 529 overloaded is 503 for OpenAI clients): Anthropic's wire sends it back.
+    pub provider_status: Option<u16>,
 }
 
 impl GatewayError {
@@ -149,6 +152,7 @@ impl GatewayError {
             retry_after: None,
             upstream_untouched: false,
             error_type: None,
+            provider_status: None,
         }
     }
 
@@ -225,6 +229,9 @@ impl GatewayError {
             s if (400..600).contains(&s) => s,
             _ => 502,
         };
+        if err.status != status && (400..600).contains(&status) {
+            err.provider_status = Some(status);
+        }
         if kind == ErrorKind::RateLimited {
             err.code = Some("rate_limit_exceeded".into());
         }
@@ -298,7 +305,13 @@ mod tests {
 
     #[test]
     fn upstream_statuses_keep_meaning() {
-        assert_eq!(GatewayError::from_upstream(529, "overloaded").status, 503);
+        let overloaded = GatewayError::from_upstream(529, "overloaded");
+        assert_eq!(overloaded.status, 503);
+        assert_eq!(overloaded.provider_status, Some(529));
+        assert_eq!(
+            GatewayError::from_upstream(500, "boom").provider_status,
+            None
+        );
         let rl = GatewayError::from_upstream(429, "slow down");
         assert_eq!(rl.status, 429);
         assert_eq!(rl.code.as_deref(), Some("rate_limit_exceeded"));

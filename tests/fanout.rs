@@ -1,7 +1,9 @@
 //! `n` > 1 on a provider that returns one choice per call: the gateway fans out `n` upstream
 //! calls and merges them (whole and streamed), passes `n` through where the provider takes it,
 //! refuses with a 400 naming `n` when fan-out is off or `n` is over `switchboard.max_n`, and
-//! treats one failing call as the attempt failing (retry) or, mid-stream, as the stream's end.
+//! treats one failing call as the attempt failing (retry) or, mid-stream, as the stream's end;
+//! a translated `/v1/completions` prompt list is one call per prompt (times `n`), its choices
+//! indexed per prompt, its stream ending with a `text_completion` usage chunk.
 
 mod support;
 
@@ -48,13 +50,18 @@ fn anthropic_answer(call: usize) -> Value {
 
 /// An Anthropic SSE stream saying `call-N` in two deltas.
 fn anthropic_stream(call: usize) -> Vec<u8> {
+    anthropic_stream_saying(&format!("msg_{call}"), "call-", &call.to_string())
+}
+
+/// An Anthropic SSE stream saying `first` then `second`.
+fn anthropic_stream_saying(id: &str, first: &str, second: &str) -> Vec<u8> {
     let events = [
-        json!({"type": "message_start", "message": {"id": format!("msg_{call}"), "type": "message", "role": "assistant",
+        json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
             "content": [], "model": "claude-sonnet-4-5", "stop_reason": null,
             "usage": {"input_tokens": 10, "output_tokens": 1}}}),
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "call-"}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": call.to_string()}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": first}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": second}}),
         json!({"type": "content_block_stop", "index": 0}),
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 3}}),
         json!({"type": "message_stop"}),
@@ -335,4 +342,153 @@ async fn the_budget_reserves_for_all_n_calls() {
     assert_eq!(up.count(), 0);
     let r = gw.post_as(&budget, "/v1/chat/completions", &body(1)).await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Echoes each call's prompt: Anthropic (`/v1/messages`, whole or streamed) says
+/// `echo:{prompt}`; OpenAI chat (`/v1/chat/completions`) says it in each of its `n` choices.
+async fn echo_mock() -> MockUpstream {
+    MockUpstream::start(|r| {
+        let body = r.json();
+        let content = &body["messages"][0]["content"];
+        let prompt = content
+            .as_str()
+            .or_else(|| content[0]["text"].as_str())
+            .unwrap_or("?")
+            .to_string();
+        if r.path.ends_with("/chat/completions") {
+            let n = body["n"].as_u64().unwrap_or(1);
+            let mut v = openai::completion("");
+            v["choices"] = (0..n)
+                .map(|i| json!({"index": i, "message": {"role": "assistant", "content": format!("echo:{prompt}")}, "finish_reason": "stop"}))
+                .collect();
+            return Reply::json(200, v);
+        }
+        if body["stream"] == json!(true) {
+            return Reply::stream(
+                "text/event-stream",
+                &anthropic_stream_saying("msg_echo", "echo:", &prompt),
+                13,
+                Duration::from_millis(1),
+            );
+        }
+        let mut v = anthropic_answer(0);
+        v["content"][0]["text"] = json!(format!("echo:{prompt}"));
+        Reply::json(200, v)
+    })
+    .await
+}
+
+fn texts_by_index(choices: &[Value], text: impl Fn(&Value) -> Option<&str>) -> Vec<String> {
+    let mut by_index: BTreeMap<u64, String> = BTreeMap::new();
+    for ch in choices {
+        if let Some(t) = text(ch) {
+            by_index
+                .entry(ch["index"].as_u64().unwrap())
+                .or_default()
+                .push_str(t);
+        }
+    }
+    by_index.into_values().collect()
+}
+
+#[tokio::test]
+async fn a_completions_prompt_list_is_one_call_per_prompt_with_choices_indexed_per_prompt() {
+    let up = echo_mock().await;
+    let gw = Gateway::start(&config(&up.base(), "switchboard:\n  max_n: 8\n"));
+    // Anthropic answers one choice per call: prompts × n calls, each one prompt without n.
+    let resp = gw
+        .post(
+            "/v1/completions",
+            &json!({"model": "claude", "prompt": ["A", "B"], "n": 2, "max_tokens": 5}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(up.count(), 4);
+    for r in up.requests() {
+        let sent = r.json();
+        assert_eq!(sent["messages"].as_array().unwrap().len(), 1, "{sent}");
+        assert!(sent.get("n").is_none(), "{sent}");
+    }
+    let v = resp.json();
+    assert_eq!(v["object"], "text_completion");
+    assert!(v["id"].as_str().unwrap().starts_with("cmpl-"), "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i, "{v}");
+    }
+    assert_eq!(
+        texts_by_index(choices, |c| c["text"].as_str()),
+        ["echo:A", "echo:A", "echo:B", "echo:B"]
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], 40, "{v}");
+
+    // OpenAI takes n itself: one call per prompt, each with n.
+    let before = up.count();
+    let resp = gw
+        .post(
+            "/v1/completions",
+            &json!({"model": "gpt", "prompt": ["A", "B"], "n": 2}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent: Vec<Value> = up.requests()[before..].iter().map(|r| r.json()).collect();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|b| b["n"] == 2), "{sent:?}");
+    let choices = resp.json()["choices"].as_array().unwrap().clone();
+    assert_eq!(
+        texts_by_index(&choices, |c| c["text"].as_str()),
+        ["echo:A", "echo:A", "echo:B", "echo:B"]
+    );
+
+    // Over switchboard.max_n: refused naming the prompt, nothing sent.
+    let before = up.count();
+    let err = gw
+        .post(
+            "/v1/completions",
+            &json!({"model": "claude", "prompt": ["A", "B", "C"], "n": 3}),
+        )
+        .await
+        .expect_error(400);
+    assert_eq!(err["param"], "prompt", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("max_n"), "{err}");
+    assert_eq!(up.count(), before);
+}
+
+#[tokio::test]
+async fn a_streamed_completions_fan_out_is_text_completion_chunks_to_the_usage_chunk() {
+    let up = echo_mock().await;
+    let gw = Gateway::start(&config(&up.base(), ""));
+    let resp = gw
+        .post_stream(
+            "/v1/completions",
+            &json!({"model": "claude", "prompt": ["A", "B"], "n": 2, "stream": true,
+                    "stream_options": {"include_usage": true}}),
+        )
+        .await
+        .into_response()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(up.count(), 4);
+    let chunks = openai_chunks(&resp);
+    for c in &chunks {
+        assert_eq!(c["object"], "text_completion", "{c}");
+        assert!(c["id"].as_str().unwrap().starts_with("cmpl-"), "{c}");
+    }
+    let choices: Vec<Value> = chunks
+        .iter()
+        .flat_map(|c| c["choices"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(
+        texts_by_index(&choices, |c| c["text"].as_str()),
+        ["echo:A", "echo:A", "echo:B", "echo:B"]
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]), "{last}");
+    assert_eq!(last["usage"]["prompt_tokens"], 40, "{last}");
+    assert_eq!(last["usage"]["completion_tokens"], 12, "{last}");
+    assert_eq!(
+        chunks.iter().filter(|c| c["choices"] == json!([])).count(),
+        1
+    );
+    assert_eq!(resp.sse_data().last().map(String::as_str), Some("[DONE]"));
 }

@@ -287,7 +287,8 @@ async fn refusals_are_openai_errors_naming_the_field() {
     let up = upstream(9).await;
     let gw = Gateway::start(&config(&up.base()));
     for (body, param) in [
-        (json!({"model": "gpt-4o", "prompt": ["a", "b"]}), "prompt"),
+        (json!({"model": "gpt-4o", "prompt": ["a", 2]}), "prompt"),
+        (json!({"model": "gpt-4o", "prompt": []}), "prompt"),
         (json!({"model": "gpt-4o", "prompt": [1, 2, 3]}), "prompt"),
         (json!({"model": "gpt-4o"}), "prompt"),
         (
@@ -424,4 +425,18 @@ async fn keys_are_checked_and_spend_is_logged_as_atext_completion() {
         .await,
         "the call's spend row"
     );
+
+    // A key's rpm_limit holds on this route as on chat: the second call in the minute is
+    // LiteLLM's 429, in OpenAI's shape, and never reaches the upstream.
+    let limited = gw.generate_key(MASTER, json!({"rpm_limit": 1})).await;
+    let before = up.count();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        gw.post_as(&limited, "/v1/completions", &body).await.status,
+        200
+    );
+    let refused = gw.post_as(&limited, "/v1/completions", &body).await;
+    refused.expect_rpm_refusal(1);
+    assert_eq!(refused.expect_error(429)["type"], "rate_limit_error");
+    assert_eq!(up.count(), before + 1);
 }

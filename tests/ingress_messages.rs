@@ -215,8 +215,8 @@ struct Setup {
     anthropic: MockUpstream,
     openai: MockUpstream,
     gemini: MockUpstream,
-    /// Bedrock Claude (`bclaude`), signed with SigV4.
-    _bedrock: MockUpstream,
+    /// Bedrock Claude (`bclaude`, InvokeModel) and Nova (`nova`, Converse), signed with SigV4.
+    bedrock: MockUpstream,
 }
 
 async fn setup() -> Setup {
@@ -227,8 +227,8 @@ async fn setup() -> Setup {
     let yaml = config(&anthropic.base(), &openai.base(), &gemini.base()).replace(
         "router_settings:",
         &format!(
-            "  - model_name: bclaude\n    litellm_params:\n      model: bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0\n      api_base: {}\n      aws_access_key_id: AKIDEXAMPLE\n      aws_secret_access_key: secret\n      aws_region_name: us-west-2\nrouter_settings:",
-            bedrock.base()
+            "  - model_name: bclaude\n    litellm_params:\n      model: bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0\n      api_base: {b}\n      aws_access_key_id: AKIDEXAMPLE\n      aws_secret_access_key: secret\n      aws_region_name: us-west-2\n  - model_name: nova\n    litellm_params:\n      model: bedrock/amazon.nova-pro-v1:0\n      api_base: {b}\n      aws_access_key_id: AKIDEXAMPLE\n      aws_secret_access_key: secret\n      aws_region_name: us-west-2\nrouter_settings:",
+            b = bedrock.base()
         ),
     );
     let gw = Gateway::start(&yaml);
@@ -237,7 +237,7 @@ async fn setup() -> Setup {
         anthropic,
         openai,
         gemini,
-        _bedrock: bedrock,
+        bedrock,
     }
 }
 
@@ -815,6 +815,25 @@ async fn vertex_claude_gets_the_clients_body_without_model() {
         String::from_utf8_lossy(&sent.body),
         r#"{"max_tokens":100,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"future_knob":1,"anthropic_version":"vertex-2023-10-16"}"#
     );
+    // The client's anthropic-beta flags reach Vertex as the body's `anthropic_beta` array.
+    let resp = gw
+        .post_with(
+            "/v1/messages",
+            &[
+                ("content-type", "application/json"),
+                (
+                    "anthropic-beta",
+                    "context-1m-2025-08-07, interleaved-thinking-2025-05-14",
+                ),
+            ],
+            raw.as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        up.last().json()["anthropic_beta"],
+        json!(["context-1m-2025-08-07", "interleaved-thinking-2025-05-14"])
+    );
 
     let resp = messages(&gw, &ask("vclaude", true, true)).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -1073,4 +1092,196 @@ async fn thinking_top_k_and_effort_are_translated_and_thoughts_come_back_as_thin
         .to_string();
     assert!(message.contains("thinking"), "{message}");
     assert_eq!(openai.count(), before);
+}
+
+/// The body of an Anthropic error answer, checked for its shape and type.
+fn anthropic_error(resp: &Response, status: u16, kind: &str) -> String {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    let v = resp.json();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], kind, "{v}");
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn messages_as(gw: &Gateway, key: &str, body: &Value) -> Response {
+    gw.post_with(
+        "/v1/messages",
+        &[("content-type", "application/json"), ("x-api-key", key)],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// A key's rpm_limit and max_budget hold on /v1/messages as on chat, passed through or
+/// translated, refused before any upstream sees the call, in Anthropic's error shape with
+/// LiteLLM's rate-limit headers.
+#[tokio::test]
+async fn rate_limited_and_over_budget_keys_are_refused_in_anthropics_shape() {
+    let s = setup().await;
+    let limited = s.gw.generate_key(MASTER, json!({"rpm_limit": 1})).await;
+    let resp = messages_as(&s.gw, &limited, &ask("claude", false, false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let upstream_calls = s.anthropic.count() + s.openai.count();
+    for model in ["claude", "gpt"] {
+        let resp = messages_as(&s.gw, &limited, &ask(model, false, false)).await;
+        resp.expect_rpm_refusal(1);
+        let message = anthropic_error(&resp, 429, "rate_limit_error");
+        assert!(message.starts_with("Rate limit exceeded"), "{message}");
+    }
+    let resp = messages_as(&s.gw, &limited, &ask("gpt", true, false)).await;
+    anthropic_error(&resp, 429, "rate_limit_error");
+
+    let broke = s.gw.generate_key(MASTER, json!({"max_budget": 0.0})).await;
+    for model in ["claude", "gpt"] {
+        let resp = messages_as(&s.gw, &broke, &ask(model, false, false)).await;
+        let message = anthropic_error(&resp, 422, "billing_error");
+        assert!(
+            message.starts_with("Budget has been exceeded!"),
+            "{message}"
+        );
+    }
+    assert_eq!(s.anthropic.count() + s.openai.count(), upstream_calls);
+}
+
+/// An upstream's error status reaches a Messages client as Anthropic's API would answer it:
+/// 529 stays 529 `overloaded_error` (the SDK's OverloadedError; chat clients get 503), and
+/// each status carries Anthropic's error type.
+#[tokio::test]
+async fn upstream_statuses_reach_messages_clients_with_anthropics_types() {
+    let up = MockUpstream::start(|r| {
+        let status: u16 = r
+            .path
+            .trim_start_matches("/s")
+            .split('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(500);
+        Reply::json(
+            status,
+            json!({"type": "error", "error": {"type": "upstream_said", "message": format!("status {status}")}}),
+        )
+    })
+    .await;
+    let cases = [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (529, "overloaded_error"),
+    ];
+    let mut yaml = String::from("model_list:\n");
+    for (status, _) in cases {
+        yaml.push_str(&format!(
+            "  - model_name: s{status}\n    litellm_params: {{model: anthropic/claude-sonnet-4-5-20250929, api_base: {}/s{status}, api_key: k}}\n",
+            up.base()
+        ));
+    }
+    yaml.push_str("router_settings:\n  num_retries: 0\n  disable_cooldowns: true\n");
+    let gw = Gateway::start(&yaml);
+    for (status, kind) in cases {
+        for stream in [false, true] {
+            let resp = messages(&gw, &ask(&format!("s{status}"), stream, false)).await;
+            let message = anthropic_error(&resp, status, kind);
+            assert!(message.contains(&format!("status {status}")), "{message}");
+        }
+    }
+    // A chat client of the same upstream gets OpenAI's 503 for Anthropic's 529.
+    let resp = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "s529", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    resp.expect_error(503);
+}
+
+/// Base64 PDF documents reach Gemini as inline PDF data and OpenAI as a `file` part; Bedrock
+/// Converse (no place for documents in its translation) and URL documents are refused naming
+/// the block and the provider; images in a tool result follow the tool message.
+#[tokio::test]
+async fn documents_and_tool_result_images_reach_each_provider_or_are_refused_by_name() {
+    let s = setup().await;
+    let pdf = json!({"type": "document", "title": "spec.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}});
+    let with_document = |model: &str, document: &Value| {
+        json!({"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Summarize this."}, document]}]})
+    };
+    let resp = messages(&s.gw, &with_document("flash", &pdf)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let parts = s.gemini.last().json()["contents"][0]["parts"].clone();
+    assert!(
+        parts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["inlineData"]
+                == json!({"mimeType": "application/pdf", "data": "JVBERi0xLjQK"})),
+        "{parts}"
+    );
+
+    let resp = messages(&s.gw, &with_document("gpt", &pdf)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        s.openai.last().json()["messages"][0]["content"][1],
+        json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0xLjQK", "filename": "spec.pdf"}})
+    );
+
+    let bedrock_calls = s.bedrock.count();
+    let resp = messages(&s.gw, &with_document("nova", &pdf)).await;
+    let message = anthropic_error(&resp, 400, "invalid_request_error");
+    assert!(
+        message.starts_with("messages[0].content[1]: bedrock cannot take documents"),
+        "{message}"
+    );
+    assert_eq!(
+        s.bedrock.count(),
+        bedrock_calls,
+        "refused before the upstream"
+    );
+
+    let by_url = json!({"type": "document", "source": {"type": "url", "url": "https://example.com/spec.pdf"}});
+    let openai_calls = s.openai.count();
+    let resp = messages(&s.gw, &with_document("gpt", &by_url)).await;
+    let message = anthropic_error(&resp, 400, "invalid_request_error");
+    assert!(
+        message.starts_with("messages[0].content[1]: a document given by URL cannot be sent to"),
+        "{message}"
+    );
+    assert_eq!(s.openai.count(), openai_calls);
+
+    // An image a tool returned: the tool message keeps the text, the image follows it.
+    let body = json!({"model": "gpt", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "What does the camera see?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "camera", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+            {"type": "text", "text": "frame 1"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}}]}]}]});
+    let resp = messages(&s.gw, &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = s.openai.last().json()["messages"].clone();
+    assert_eq!(
+        sent[2],
+        json!({"role": "tool", "tool_call_id": "toolu_1", "content": "frame 1"})
+    );
+    assert_eq!(
+        sent[3],
+        json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}]})
+    );
+    // A document in a tool result is refused by name where it cannot go.
+    let mut body = body;
+    body["model"] = json!("nova");
+    body["messages"][2]["content"][0]["content"][1] = pdf;
+    let resp = messages(&s.gw, &body).await;
+    let message = anthropic_error(&resp, 400, "invalid_request_error");
+    assert!(
+        message.starts_with("messages[2].content[0].content[1]: bedrock"),
+        "{message}"
+    );
 }

@@ -1190,4 +1190,18 @@ async fn keys_are_checked_and_spend_is_logged_as_aresponses() {
         .await,
         "the call's spend row"
     );
+
+    // A key's rpm_limit holds on this route as on chat: the second call in the minute is
+    // LiteLLM's 429, in OpenAI's shape, and never reaches the upstream.
+    let limited = gw.generate_key(MASTER, json!({"rpm_limit": 1})).await;
+    let before = up.count();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        gw.post_as(&limited, "/v1/responses", &body).await.status,
+        200
+    );
+    let refused = gw.post_as(&limited, "/v1/responses", &body).await;
+    refused.expect_rpm_refusal(1);
+    assert_eq!(refused.expect_error(429)["type"], "rate_limit_error");
+    assert_eq!(up.count(), before + 1);
 }

@@ -33,6 +33,10 @@ pub struct TelemetryConfig {
     pub export_timeout: Duration,
     /// `OTEL_METRIC_EXPORT_INTERVAL` (ms).
     pub metric_interval: Duration,
+    /// `OTEL_SERVICE_NAME`: the resource's `service.name` (`switchboard` when unset).
+    pub service_name: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` (`k1=v1,k2=v2`, values percent-decoded): resource attributes.
+    pub resource_attributes: Vec<(String, String)>,
 }
 
 impl TelemetryConfig {
@@ -157,6 +161,10 @@ pub fn resolve(
             3_600_000,
             warnings,
         ) as u64),
+        service_name: env("OTEL_SERVICE_NAME"),
+        resource_attributes: env("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|a| parse_resource_attributes(&a))
+            .unwrap_or_default(),
     };
     if wants("otel") {
         if let Some(t) = otel_target(&env, warnings) {
@@ -302,6 +310,18 @@ pub fn parse_headers(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `OTEL_RESOURCE_ATTRIBUTES`: `k1=v1,k2=v2`, keys as written, values percent-decoded; pairs
+/// without a key or `=` are skipped, as the SDKs skip them.
+pub fn parse_resource_attributes(s: &str) -> Vec<(String, String)> {
+    s.split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_string(), percent_decode(v.trim())))
+        })
+        .collect()
+}
+
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -399,6 +419,28 @@ mod tests {
             &mut warnings,
         );
         (c, warnings)
+    }
+
+    #[test]
+    fn service_name_and_resource_attributes_from_the_environment() {
+        let (c, _) = run(
+            &["otel"],
+            &[
+                ("OTEL_SERVICE_NAME", "gw"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment=prod, Team=ml%20ops,=x,novalue",
+                ),
+            ],
+        );
+        assert_eq!(c.service_name.as_deref(), Some("gw"));
+        assert_eq!(
+            c.resource_attributes,
+            [
+                ("deployment.environment".to_string(), "prod".to_string()),
+                ("Team".to_string(), "ml ops".to_string())
+            ]
+        );
     }
 
     #[test]

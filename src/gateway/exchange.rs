@@ -73,9 +73,10 @@ pub struct MessagesIngress<'a> {
     pub raw: &'a RequestBody<'a>,
     /// The client's `anthropic-version` / `anthropic-beta`, forwarded to Anthropic.
     pub headers: &'a MessagesHeaders,
-    /// The chat translation of `raw`, made when a deployment first needs it (never for a
-    /// pass-through: routing runs on `raw`), kept for retries and fallbacks.
-    pub chat: std::sync::OnceLock<Vec<u8>>,
+    /// The chat translations of `raw`, made when a deployment first needs one (never for a
+    /// pass-through: routing runs on `raw`), kept for retries and fallbacks: one per way
+    /// documents reach a provider ([`messages::Documents::slot`]).
+    pub chat: [std::sync::OnceLock<Vec<u8>>; 3],
 }
 
 impl<'a> MessagesIngress<'a> {
@@ -83,17 +84,20 @@ impl<'a> MessagesIngress<'a> {
         MessagesIngress {
             raw,
             headers,
-            chat: std::sync::OnceLock::new(),
+            chat: Default::default(),
         }
     }
 
-    /// The chat body for a deployment that does not speak Messages (translated once).
-    fn chat(&'a self) -> GatewayResult<RequestBody<'a>> {
-        let bytes = match self.chat.get() {
+    /// The chat body for a deployment of `provider`, which does not speak Messages
+    /// (translated once per way documents reach a provider).
+    fn chat(&'a self, provider: &'static str) -> GatewayResult<RequestBody<'a>> {
+        let documents = messages::Documents::for_provider(provider);
+        let slot = &self.chat[documents.slot()];
+        let bytes = match slot.get() {
             Some(b) => b,
             None => {
-                let b = messages::translate(self.raw)?;
-                self.chat.get_or_init(|| b)
+                let b = messages::translate_for(self.raw, documents)?;
+                slot.get_or_init(|| b)
             }
         };
         RequestBody::parse(bytes)
@@ -764,7 +768,7 @@ async fn attempt(
         &call.snapshot.config.server,
     ) {
         Ok(None) => {}
-        Ok(Some(n)) => return fanout::attempt(call, admission, n, sink, ctx).await,
+        Ok(Some(plan)) => return fanout::attempt(call, admission, plan, sink, ctx).await,
         Err(e) => return AttemptOutcome::Failed(e),
     }
     let cx = request_context(call, &deployment);
@@ -962,7 +966,7 @@ async fn until_ready<'a>(
         Some(request) => Outbound::Send(request),
         None => {
             let translated = match call.messages {
-                Some(m) => Some(m.chat()?),
+                Some(m) => Some(m.chat(provider.name())?),
                 None => None,
             };
             let parsed = translated.as_ref().unwrap_or(call.parsed);

@@ -11,11 +11,17 @@
 //!   nothing is written, so one failing call fails the attempt and the request takes the usual
 //!   retry / fallback / error path (the other calls are dropped). A call failing mid-stream
 //!   ends the whole stream with an error event and `[DONE]`, as a single stream's failure does.
-//! - Bounds and the switch: `switchboard.max_n` (default 8) caps `n`, `switchboard.n_fanout:
-//!   false` turns fan-out off; either way such a request is a 400 naming `n`.
+//! - Several prompts (a translated `/v1/completions` request's prompt list, see
+//!   [`crate::ingress::Egress::prompts`]): one call per prompt (times `n` where the provider
+//!   returns one choice per call), each with its prompt as the only message; choices are
+//!   indexed `prompt × n + j`, as OpenAI answers a prompt list.
+//! - Bounds and the switch: `switchboard.max_n` (default 8) caps the calls one attempt makes,
+//!   `switchboard.n_fanout: false` turns fan-out off; either way such a request is a 400
+//!   naming `n` (or `prompt`).
 //!
 //! Spend is the sum; the admission stages reserve `n` times one call (see
-//! [`crate::openai::RequestBody::choices`]). A child of `exchange` (it drives the same
+//! [`crate::openai::RequestBody::choices`]), a prompt list's input estimate covering every
+//! prompt (the chat body lists them all). A child of `exchange` (it drives the same
 //! attempt machinery).
 
 use super::{
@@ -24,57 +30,88 @@ use super::{
 use crate::config::ServerSettings;
 use crate::context::Context;
 use crate::error::{GatewayError, GatewayResult};
-use crate::openai::Usage;
+use crate::openai::{RequestBody, Usage};
 use crate::providers::{Operation, Provider, StreamTranslator};
 use crate::router::{Admission, Deployment};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::time::Instant;
 
-/// How many calls this attempt makes: `None` for one (no `n`, `n` ≤ 1, a provider that takes
-/// `n` itself, or not a chat call); a 400 naming `n` when fan-out is off or `n` is over
-/// `switchboard.max_n`.
+/// The calls one attempt makes and what each asks for.
+pub(super) struct Plan {
+    /// Calls in all: prompts × the calls per prompt.
+    calls: usize,
+    /// Calls per prompt: `n` when each returns one choice, else 1 (the call keeps `n`).
+    per_prompt: usize,
+    /// Choices each call answers with: `n` when the call keeps it, else 1.
+    choices_per_call: usize,
+}
+
+/// The calls this attempt makes: `None` for one (one prompt and no `n` > 1 to fan out, a
+/// provider that takes `n` itself, a pass-through, or not a chat call); a 400 naming `n` (or
+/// `prompt`) when fan-out is off or the calls would be over `switchboard.max_n`.
 pub(super) fn plan(
     call: &Call<'_>,
     provider: &dyn Provider,
     settings: &ServerSettings,
-) -> GatewayResult<Option<usize>> {
-    if call.op != Operation::Chat || call.messages.is_some() || provider.native_n() {
+) -> GatewayResult<Option<Plan>> {
+    if call.op != Operation::Chat || call.messages.is_some() {
         return Ok(None);
     }
-    let n = match call.parsed.typed::<u64>("n")? {
-        Some(n) if n > 1 => n,
-        _ => return Ok(None),
+    // A deployment with the client's own API gets the client's body (prompt list and all).
+    if call.native.is_some_and(|r| r.api.is_native(provider)) {
+        return Ok(None);
+    }
+    let prompts = call.reshape.map_or(0, |e| e.prompts().len()).max(1);
+    let n = call.parsed.typed::<u64>("n")?.unwrap_or(1).max(1);
+    let fan_n = n > 1 && !provider.native_n();
+    let per_prompt = if fan_n { n } else { 1 };
+    let calls = (prompts as u64).saturating_mul(per_prompt);
+    if calls <= 1 {
+        return Ok(None);
+    }
+    let (param, what) = if prompts > 1 {
+        ("prompt", format!("{prompts} prompts:"))
+    } else {
+        ("n", format!("n is {n}, but"))
     };
     if !settings.n_fanout {
         return Err(GatewayError::invalid_param(
-            "n",
+            param,
             format!(
-                "{} returns one choice per call and this gateway does not fan out (switchboard.n_fanout is false); send n: 1, or make {n} requests.",
-                provider.name()
+                "{} returns one answer per call and this gateway does not fan out (switchboard.n_fanout is false); send {}, or make {calls} requests.",
+                provider.name(),
+                if prompts > 1 { "one prompt" } else { "n: 1" },
             ),
         )
         .with_code("unsupported_parameter"));
     }
-    if n > settings.max_n {
+    if calls > settings.max_n {
         return Err(GatewayError::invalid_param(
-            "n",
+            param,
             format!(
-                "n is {n}, but {} returns one choice per call and this gateway makes at most {} calls for one request (switchboard.max_n); ask for fewer choices.",
+                "{what} {} answers one {} per call and this gateway makes at most {} calls for one request (switchboard.max_n); {}.",
                 provider.name(),
-                settings.max_n
+                if prompts > 1 { "prompt" } else { "choice" },
+                settings.max_n,
+                if prompts > 1 { "send fewer prompts (or a smaller n) per request" } else { "ask for fewer choices" },
             ),
         ));
     }
-    Ok(Some(n as usize))
+    Ok(Some(Plan {
+        calls: calls as usize,
+        per_prompt: per_prompt as usize,
+        choices_per_call: if fan_n { 1 } else { n as usize },
+    }))
 }
 
-/// One attempt as `n` concurrent calls on one deployment, merged (see the module doc).
+/// One attempt as concurrent calls on one deployment, merged (see the module doc).
 pub(super) async fn attempt(
     call: &Call<'_>,
     admission: Admission,
-    n: usize,
+    plan: Plan,
     sink: &mut impl ResponseSink,
     ctx: &mut Context,
 ) -> AttemptOutcome {
@@ -86,16 +123,40 @@ pub(super) async fn attempt(
         let parent = crate::telemetry::begin_attempt(t, &deployment);
         (parent, t.tracestate.clone())
     });
-    // Each call asks for one choice.
-    let one_choice = call
-        .parsed
-        .with_changes(std::iter::empty(), &["n".to_owned()]);
-    let single = Call {
-        parsed: &one_choice,
-        ..*call
+    // Each call's body: without `n` when calls stand for choices, with its own prompt as the
+    // only message when there are several.
+    let prompts = call.reshape.map_or(&[][..], |e| e.prompts());
+    let mut remove = Vec::with_capacity(2);
+    if plan.choices_per_call == 1 {
+        remove.push("n".to_owned());
+    }
+    if !prompts.is_empty() {
+        remove.push("messages".to_owned());
+    }
+    let base = call.parsed.with_changes(std::iter::empty(), &remove);
+    let messages: Vec<Box<RawValue>> = prompts
+        .iter()
+        .filter_map(|p| {
+            let m = serde_json::json!([{"role": "user", "content": p}]);
+            RawValue::from_string(m.to_string()).ok()
+        })
+        .collect();
+    let bodies: Vec<RequestBody<'_>> = if messages.is_empty() {
+        vec![base.with_changes(std::iter::empty(), &[])]
+    } else {
+        messages
+            .iter()
+            .map(|m| base.with_changes(std::iter::once(("messages", &**m)), &[]))
+            .collect()
     };
-    let calls =
-        (0..n).map(|_| until_ready(&single, &deployment, &cx, deadline, trace_headers.clone()));
+    let singles: Vec<Call<'_>> = bodies
+        .iter()
+        .map(|parsed| Call { parsed, ..*call })
+        .collect();
+    let calls = (0..plan.calls).map(|i| {
+        let single = &singles[(i / plan.per_prompt).min(singles.len() - 1)];
+        until_ready(single, &deployment, &cx, deadline, trace_headers.clone())
+    });
     let ready = tokio::select! {
         biased;
         r = futures_util::future::try_join_all(calls) => r,
@@ -121,7 +182,17 @@ pub(super) async fn attempt(
         }
     };
     let failure = if call.stream {
-        stream(call, &deployment, ready, deadline, sink, ctx).await
+        let choices_per_call = plan.choices_per_call;
+        stream(
+            call,
+            &deployment,
+            ready,
+            choices_per_call,
+            deadline,
+            sink,
+            ctx,
+        )
+        .await
     } else {
         whole(ready, sink, ctx).await
     };
@@ -328,6 +399,7 @@ async fn stream(
     call: &Call<'_>,
     deployment: &Deployment,
     ready: Vec<Ready<'_>>,
+    choices_per_call: usize,
     deadline: Instant,
     sink: &mut impl ResponseSink,
     ctx: &mut Context,
@@ -364,7 +436,7 @@ async fn stream(
     if !respond::sse_head(sink, ctx).await {
         return None;
     }
-    let mut rewriter = Rewriter::new(n);
+    let mut rewriter = Rewriter::new(n, choices_per_call);
     let mut usages: Vec<Option<Option<Usage>>> = vec![None; n];
     let mut failure = None;
     let mut out = BytesMut::with_capacity(4096);
@@ -437,20 +509,31 @@ async fn stream(
     failure
 }
 
-/// Rewrites each call's OpenAI SSE: choices get the call's index; usage chunks, `usage`
-/// members and `[DONE]` are held back (the merge sends its own at the end).
+/// Rewrites each call's OpenAI SSE: choices get their index in the merged answer (call ×
+/// choices per call + the call's own index); usage chunks, `usage` members and `[DONE]` are
+/// held back (the merge sends its own at the end).
 struct Rewriter {
     /// Per call: bytes of an event not yet complete.
     partial: Vec<Vec<u8>>,
+    /// Choices each call answers with.
+    choices_per_call: usize,
     /// The `model` the chunks name, for the final usage chunk.
     model: Option<String>,
+    /// The `id` and `object` the chunks carry (`chatcmpl-…` / `chat.completion.chunk`, or a
+    /// translated `/v1/completions` stream's `cmpl-…` / `text_completion`): the usage chunk
+    /// names the stream as its chunks did.
+    id: Option<String>,
+    object: Option<String>,
 }
 
 impl Rewriter {
-    fn new(n: usize) -> Rewriter {
+    fn new(calls: usize, choices_per_call: usize) -> Rewriter {
         Rewriter {
-            partial: vec![Vec::new(); n],
+            partial: vec![Vec::new(); calls],
+            choices_per_call,
             model: None,
+            id: None,
+            object: None,
         }
     }
 
@@ -488,13 +571,22 @@ impl Rewriter {
         let Some(obj) = chunk.as_object_mut() else {
             return;
         };
+        let named = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
         if self.model.is_none() {
-            self.model = obj.get("model").and_then(Value::as_str).map(str::to_owned);
+            self.model = named("model");
+        }
+        if self.id.is_none() {
+            self.id = named("id");
+        }
+        if self.object.is_none() {
+            self.object = named("object");
         }
         match obj.get_mut("choices") {
             Some(Value::Array(choices)) if !choices.is_empty() => {
                 for c in choices.iter_mut().filter_map(Value::as_object_mut) {
-                    c.insert("index".into(), lane.into());
+                    let own = c.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                    let index = lane * self.choices_per_call + own.min(self.choices_per_call - 1);
+                    c.insert("index".into(), index.into());
                 }
             }
             // The call's own usage chunk.
@@ -511,8 +603,8 @@ impl Rewriter {
     /// The one usage chunk (`choices: []`) with every call's usage summed.
     fn usage_chunk(&self, call: &Call<'_>, usage: &Usage, out: &mut BytesMut) {
         let chunk = serde_json::json!({
-            "id": call.response_id,
-            "object": "chat.completion.chunk",
+            "id": self.id.as_deref().unwrap_or(call.response_id),
+            "object": self.object.as_deref().unwrap_or("chat.completion.chunk"),
             "created": call.created,
             "model": self.model.as_deref().unwrap_or(call.requested_name),
             "choices": [],
@@ -545,7 +637,7 @@ mod tests {
 
     #[test]
     fn stream_events_take_their_lane_index_and_lose_usage_and_done() {
-        let mut r = Rewriter::new(2);
+        let mut r = Rewriter::new(2, 1);
         let mut out = BytesMut::new();
         let events = b"data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: {\"id\":\"c\",\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\ndata: [DONE]\n\n";
         // Split at every byte: events are rewritten whole.

@@ -119,11 +119,14 @@ pub async fn whole(
 /// (`ctx.wire`): an OpenAI error object, or Anthropic's for `/v1/messages`.
 pub async fn error(sink: &mut impl ResponseSink, ctx: &mut Context, err: &GatewayError) {
     ctx.error = Some(err.message.clone());
-    let body = match ctx.wire {
-        crate::context::Wire::OpenAi => err.body(),
-        crate::context::Wire::Anthropic => crate::ingress::messages::error::body(err),
+    let (status, body) = match ctx.wire {
+        crate::context::Wire::OpenAi => (err.status, err.body()),
+        crate::context::Wire::Anthropic => (
+            crate::ingress::messages::error::status(err),
+            crate::ingress::messages::error::body(err),
+        ),
     };
-    let mut h = head(err.status, ctx, "application/json");
+    let mut h = head(status, ctx, "application/json");
     let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     if let Some(secs) = err.retry_after {
         let _ = h.insert_header(http::header::RETRY_AFTER, secs.to_string());

@@ -86,6 +86,11 @@ pub trait Egress: Send + Sync {
     fn whole(&self, chat: &[u8]) -> GatewayResult<Bytes>;
     /// The event sink one attempt's stream is written through.
     fn stream(&self) -> Box<dyn StreamEgress>;
+    /// The prompts of a request that has several (legacy completions' prompt list), each
+    /// answered by its own upstream call (`gateway::fanout`); empty for one.
+    fn prompts(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// A stream in an ingress format, written from stream events (the provider's own, or an

@@ -418,18 +418,7 @@ impl Provider for Bedrock {
         if model.embed.is_some() || !model.id.contains("anthropic.") {
             return None;
         }
-        let beta = headers
-            .beta
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .map(|b| {
-                let flags: Vec<&str> = b
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|f| !f.is_empty())
-                    .collect();
-                serde_json::to_string(&flags).unwrap_or_default()
-            });
+        let beta = headers.beta_body_field();
         let mut set: Vec<(&str, &str)> = Vec::with_capacity(2);
         if !body.has("anthropic_version") {
             set.push(("anthropic_version", "\"bedrock-2023-05-31\""));

@@ -95,6 +95,22 @@ pub struct MessagesHeaders {
     pub beta: Option<http::HeaderValue>,
 }
 
+impl MessagesHeaders {
+    /// `anthropic-beta` as the JSON array of flags the cloud endpoints take in the body
+    /// (`anthropic_beta` on Bedrock InvokeModel and Vertex rawPredict); `None` without flags.
+    pub fn beta_body_field(&self) -> Option<String> {
+        let flags: Vec<&str> = self
+            .beta
+            .as_ref()
+            .and_then(|v| v.to_str().ok())?
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect();
+        (!flags.is_empty()).then(|| serde_json::to_string(&flags).unwrap_or_default())
+    }
+}
+
 /// How an Anthropic-family deployment frames a passed-through Messages stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessagesFraming {

@@ -123,13 +123,15 @@ impl Provider for VertexClaude {
     }
 
     /// The client's body without `model` (the URL names it), with Vertex's `anthropic_version`
-    /// unless the client set one. `count_tokens` is not passed through (it is estimated).
+    /// unless the client set one, and the client's `anthropic-beta` flags as the body's
+    /// `anthropic_beta` array (as Vertex takes them). `count_tokens` is not passed through (it
+    /// is estimated).
     async fn messages_request(
         &self,
         body: &RequestBody<'_>,
         cx: &RequestContext<'_>,
         endpoint: super::MessagesEndpoint,
-        _headers: &super::MessagesHeaders,
+        headers: &super::MessagesHeaders,
         client: &UpstreamClient,
     ) -> Option<GatewayResult<UpstreamRequest>> {
         if endpoint != super::MessagesEndpoint::Create {
@@ -137,18 +139,21 @@ impl Provider for VertexClaude {
         }
         let build = async {
             let version = format!("\"{VERTEX_ANTHROPIC_VERSION}\"");
-            let set: &[(&str, &str)] = if body.has("anthropic_version") {
-                &[]
-            } else {
-                &[("anthropic_version", version.as_str())]
-            };
+            let beta = headers.beta_body_field();
+            let mut set: Vec<(&str, &str)> = Vec::with_capacity(2);
+            if !body.has("anthropic_version") {
+                set.push(("anthropic_version", version.as_str()));
+            }
+            if let Some(beta) = &beta {
+                set.push(("anthropic_beta", beta));
+            }
             let mut out = Vec::with_capacity(
                 body.fields()
                     .map(|(k, v)| k.len() + v.get().len() + 4)
                     .sum::<usize>()
                     + 48,
             );
-            body.write_with(set, &["model"], &mut out);
+            body.write_with(&set, &["model"], &mut out);
             let method = if cx.stream {
                 "streamRawPredict"
             } else {

@@ -167,13 +167,27 @@ impl Instruments {
     }
 }
 
-/// The service resource: `OTEL_SERVICE_NAME` (else `switchboard`) and `OTEL_RESOURCE_ATTRIBUTES`.
-fn resource() -> Resource {
-    let builder = Resource::builder();
-    match std::env::var("OTEL_SERVICE_NAME") {
-        Ok(name) if !name.trim().is_empty() => builder.build(),
-        _ => builder.with_service_name("switchboard").build(),
-    }
+/// The service resource: the SDK's `telemetry.sdk.*`, then `OTEL_RESOURCE_ATTRIBUTES` and
+/// `OTEL_SERVICE_NAME` (else `switchboard`) as the config resolved them, from its
+/// `environment_variables` first, then the process environment (so the SDK's own detectors,
+/// which read only the process, are not used).
+fn resource(config: &TelemetryConfig) -> Resource {
+    let attributes = config
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
+    Resource::builder_empty()
+        .with_detector(Box::new(
+            opentelemetry_sdk::resource::TelemetryResourceDetector,
+        ))
+        .with_attributes(attributes)
+        .with_service_name(
+            config
+                .service_name
+                .clone()
+                .unwrap_or_else(|| "switchboard".into()),
+        )
+        .build()
 }
 
 /// An HTTP client for the exporters: rustls on the ring provider the gateway already uses,
@@ -380,7 +394,7 @@ fn exporters(
 const GATHER: Duration = Duration::from_millis(10);
 
 fn run(config: TelemetryConfig, rx: Receiver<Message>) {
-    let resource = resource();
+    let resource = resource(&config);
     let (exporters, meters) = match exporters(&config, &resource) {
         Ok((e, m)) => (Some(e), m),
         Err(e) => {

@@ -610,6 +610,23 @@ impl Response {
         e
     }
 
+    /// Asserts a refusal by a key's `rpm_limit` of `limit`, whatever the error body's shape:
+    /// 429, a Retry-After in seconds within the minute, and LiteLLM's rate-limit headers.
+    pub fn expect_rpm_refusal(&self, limit: u64) {
+        assert_eq!(self.status, 429, "body: {}", self.text());
+        let retry: u64 = self
+            .header("retry-after")
+            .expect("a Retry-After header")
+            .parse()
+            .expect("Retry-After in seconds");
+        assert!((1..=61).contains(&retry), "retry-after {retry}");
+        assert_eq!(
+            self.header("x-ratelimit-limit-requests"),
+            Some(limit.to_string().as_str())
+        );
+        assert_eq!(self.header("x-ratelimit-remaining-requests"), Some("0"));
+    }
+
     /// The `data:` payloads of an SSE body, in order (including `[DONE]`).
     pub fn sse_data(&self) -> Vec<String> {
         sse_data(&self.text())
@@ -1116,6 +1133,22 @@ impl MockUpstream {
     pub async fn start(
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> MockUpstream {
+        Self::start_with(handler, false).await
+    }
+
+    /// [`MockUpstream::start`] with TCP_NODELAY on its connections: a reply's head and body are
+    /// separate writes, and without it Nagle may hold the body for the peer's delayed ACK
+    /// (~40 ms) on some connections; for tests that compare latencies.
+    pub async fn start_nodelay(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> MockUpstream {
+        Self::start_with(handler, true).await
+    }
+
+    async fn start_with(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        nodelay: bool,
+    ) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -1127,6 +1160,9 @@ impl MockUpstream {
                 let Ok((sock, _)) = listener.accept().await else {
                     break;
                 };
+                if nodelay {
+                    let _ = sock.set_nodelay(true);
+                }
                 conns.fetch_add(1, Ordering::Relaxed);
                 let (handler, reqs) = (handler.clone(), reqs.clone());
                 tokio::spawn(async move {

@@ -6,8 +6,11 @@
 //!
 //! Mapping (`ingress-formats.md` §4.3): `max_tokens` defaults to 16 as on OpenAI; `stop`, `n`,
 //! `temperature`, `top_p`, penalties, `logit_bias`, `seed`, `user`, `stream_options` pass on.
-//! Refused with a 400 naming the field: a prompt list of more than one prompt or of token ids,
-//! `suffix`, `echo: true`, `best_of` > 1 and `logprobs` (their answers have no chat
+//! A list of several prompts is answered as OpenAI does, `n` choices per prompt indexed
+//! `prompt × n + j`: the attempt makes one chat call per prompt (`gateway::fanout`, bounded
+//! by `switchboard.max_n`); the chat body lists every prompt as a user message only so that
+//! admission estimates the whole request. Refused with a 400 naming the field: a prompt of
+//! token ids, `suffix`, `echo: true`, `best_of` > 1 and `logprobs` (their answers have no chat
 //! counterpart to come back from).
 
 use super::chat_stream::{self, Chunk, ChunkChoice, Delta, Piece};
@@ -62,7 +65,7 @@ pub fn translate(body: &[u8]) -> GatewayResult<Translated> {
             GatewayError::missing_field("model")
         });
     }
-    let prompt = prompt(req.get("prompt"))?;
+    let mut prompts = prompt_list(req.get("prompt"))?;
     refuse_unsupported(&req)?;
     let mut chat = Map::new();
     for k in PASSED {
@@ -70,10 +73,14 @@ pub fn translate(body: &[u8]) -> GatewayResult<Translated> {
             chat.insert((*k).into(), v.clone());
         }
     }
-    chat.insert(
-        "messages".into(),
-        json!([{"role": "user", "content": prompt}]),
-    );
+    let messages: Vec<Value> = prompts
+        .iter()
+        .map(|p| json!({"role": "user", "content": p}))
+        .collect();
+    chat.insert("messages".into(), Value::Array(messages));
+    if prompts.len() == 1 {
+        prompts.clear();
+    }
     chat.entry("max_tokens")
         .or_insert(json!(DEFAULT_MAX_TOKENS));
     let model = req
@@ -94,28 +101,37 @@ pub fn translate(body: &[u8]) -> GatewayResult<Translated> {
             created: crate::context::unix_now(),
             model,
             include_usage,
+            prompts,
         }),
     })
 }
 
-/// The prompt as one string: a string, or a list holding exactly one string.
-fn prompt(prompt: Option<&Value>) -> GatewayResult<String> {
+/// The prompts: a string, or a non-empty list of strings.
+fn prompt_list(prompt: Option<&Value>) -> GatewayResult<Vec<String>> {
+    let token_ids = || {
+        GatewayError::invalid_param(
+            "prompt",
+            "'prompt' as token ids is not supported (the upstream may tokenize differently); send the text.",
+        )
+    };
     match prompt {
         None | Some(Value::Null) => Err(GatewayError::missing_field("prompt")),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(list)) => match list.as_slice() {
-            [Value::String(s)] => Ok(s.clone()),
-            [] => Err(GatewayError::invalid_param("prompt", "'prompt' is an empty list; send a string.")),
-            [Value::String(_), ..] => Err(GatewayError::invalid_param(
-                "prompt",
-                "'prompt' lists several prompts; Switchboard serves one prompt per request. Send one request per prompt.",
-            )),
-            _ => Err(GatewayError::invalid_param(
-                "prompt",
-                "'prompt' as token ids is not supported (the upstream may tokenize differently); send the text.",
-            )),
-        },
-        Some(_) => Err(GatewayError::invalid_param("prompt", "'prompt' must be a string.")),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(list)) if list.is_empty() => Err(GatewayError::invalid_param(
+            "prompt",
+            "'prompt' is an empty list; send a string, or a list of strings.",
+        )),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|p| match p {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(token_ids()),
+            })
+            .collect(),
+        Some(_) => Err(GatewayError::invalid_param(
+            "prompt",
+            "'prompt' must be a string or a list of strings.",
+        )),
     }
 }
 
@@ -172,9 +188,15 @@ struct CompletionsEgress {
     created: u64,
     model: String,
     include_usage: bool,
+    /// A request's prompts when it has several (each answered by its own call), else empty.
+    prompts: Vec<String>,
 }
 
 impl Egress for CompletionsEgress {
+    fn prompts(&self) -> &[String] {
+        &self.prompts
+    }
+
     fn whole(&self, chat: &[u8]) -> GatewayResult<Bytes> {
         let c = chat_stream::parse_completion(chat)?;
         let choices: Vec<Value> = c
@@ -397,8 +419,22 @@ mod tests {
             (Some(16), Some("\n"))
         );
         assert_eq!(chat["stream"], true);
+        // Several prompts: each a user message (for admission's estimate), each its own call.
+        let t = translate(br#"{"model":"m","prompt":["a","b"],"n":2}"#).unwrap();
+        let chat: Value = serde_json::from_slice(&t.chat).unwrap();
+        assert_eq!(
+            chat["messages"],
+            json!([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+        );
+        assert_eq!(t.egress.prompts(), ["a", "b"]);
+        assert!(translate(br#"{"model":"m","prompt":["a"]}"#)
+            .unwrap()
+            .egress
+            .prompts()
+            .is_empty());
         for (body, param) in [
-            (json!({"model": "m", "prompt": ["a", "b"]}), "prompt"),
+            (json!({"model": "m", "prompt": []}), "prompt"),
+            (json!({"model": "m", "prompt": ["a", 2]}), "prompt"),
             (json!({"model": "m", "prompt": [1, 2]}), "prompt"),
             (json!({"model": "m"}), "prompt"),
             (
@@ -454,6 +490,7 @@ mod tests {
             created: 7,
             model: "alias".into(),
             include_usage,
+            prompts: Vec::new(),
         }
     }
 

@@ -1,10 +1,19 @@
 //! Errors in Anthropic's shape, `{"type":"error","error":{"type","message"}}`, for every error a
 //! `/v1/messages` client sees (the gateway's own, its stages', and upstreams'), with
-//! Anthropic's status → type mapping.
+//! Anthropic's status → type mapping, and Anthropic's statuses (an upstream's 529 overloaded
+//! stays 529 here, where the SDK raises `OverloadedError` on it).
 
 use crate::error::GatewayError;
 use bytes::Bytes;
 use serde::Serialize;
+
+/// The status a Messages client gets: the upstream's own 529 where an OpenAI client gets 503.
+pub fn status(err: &GatewayError) -> u16 {
+    match err.provider_status {
+        Some(529) => 529,
+        _ => err.status,
+    }
+}
 
 /// Anthropic's `error.type` for a status.
 pub fn error_type(status: u16) -> &'static str {
@@ -36,12 +45,22 @@ struct Outer<'a> {
     error: Inner<'a>,
 }
 
+/// The `error.type` a Messages client gets: a spent budget is Anthropic's `billing_error`
+/// (the status stays the gateway's, 422 unless `budget_exceeded_status` says otherwise),
+/// anything else the type of its status.
+pub fn kind(err: &GatewayError) -> &'static str {
+    match err.error_type {
+        Some("budget_exceeded") => "billing_error",
+        _ => error_type(status(err)),
+    }
+}
+
 /// The error body.
 pub fn body(err: &GatewayError) -> Bytes {
     let body = Outer {
         kind: "error",
         error: Inner {
-            kind: error_type(err.status),
+            kind: kind(err),
             message: &err.message,
         },
     };
@@ -84,7 +103,12 @@ mod tests {
         ] {
             assert_eq!(error_type(status), kind);
         }
-        let ev = sse_event(&GatewayError::from_upstream(529, "Overloaded"));
+        let spent = GatewayError::new(ErrorKind::Unprocessable, "Budget has been exceeded!")
+            .with_type("budget_exceeded");
+        assert_eq!((kind(&spent), status(&spent)), ("billing_error", 422));
+        let overloaded = GatewayError::from_upstream(529, "Overloaded");
+        assert_eq!((status(&overloaded), overloaded.status), (529, 503));
+        let ev = sse_event(&overloaded);
         assert!(ev.starts_with(b"event: error\ndata: {\"type\":\"error\""));
         assert!(ev.ends_with(b"\n\n"));
     }

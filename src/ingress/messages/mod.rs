@@ -17,6 +17,6 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
-pub use request::translate;
+pub use request::{translate, translate_for, Documents};
 pub use response::{from_openai, usage_of};
 pub use stream::{PassThrough, ToMessages};

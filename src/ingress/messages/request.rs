@@ -5,9 +5,17 @@
 //! becomes `response_format`, `top_k` stays `top_k`: each provider maps them on, or refuses
 //! them with a 400 naming the field (dropped under `drop_params`). Server tools
 //! (`web_search_*`, `bash_*`, `code_execution_*`, …: any `type` but `custom`) are a 400 naming
-//! `tools[i]`: they run at Anthropic only. What chat has no place for is dropped (the Anthropic
-//! pass-through keeps it): `cache_control`, `thinking` blocks sent back, citations, `is_error`
-//! on tool results, images inside tool results, URL documents.
+//! `tools[i]`: they run at Anthropic only.
+//!
+//! Documents and images go where the chosen provider takes them ([`Documents`]): a base64
+//! document is a chat `file` part for OpenAI-compatible upstreams and an inline data part
+//! (`inlineData` of its media type) for Gemini; providers whose chat translation has no place
+//! for documents (Bedrock Converse, Cohere, Ollama, …) and URL documents (only Anthropic
+//! fetches them) are a 400 naming `messages[i].content[j]` and the provider. Images and
+//! documents inside a `tool_result` follow the tool message, in the user message after it
+//! (chat's tool messages carry text only). What chat has no place for and changes no answer is
+//! dropped (the Anthropic pass-through keeps it): `cache_control`, `thinking` blocks sent back,
+//! citations, `is_error` on tool results.
 
 use crate::error::{GatewayError, GatewayResult};
 use crate::openai::RequestBody;
@@ -177,9 +185,62 @@ fn check_block(param: &str, b: &Block<'_>) -> GatewayResult<()> {
     }
 }
 
-/// Checks a Messages request and translates it into an OpenAI chat body (JSON bytes). Only
-/// top-level fields were parsed before; everything is read once, here.
+/// How a translated request's documents reach the provider that gets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Documents {
+    /// Chat's `file` part (`file_data` a data URI): OpenAI-compatible upstreams.
+    FilePart(&'static str),
+    /// An `image_url` data URI of the document's media type, which the Gemini translation
+    /// sends as `inlineData` (Gemini reads PDFs inline).
+    InlineData(&'static str),
+    /// Refused with a 400 naming the block and this provider: its chat translation has no
+    /// place for documents.
+    Refused(&'static str),
+}
+
+impl Documents {
+    /// The way documents reach a provider (its `Provider::name`).
+    pub fn for_provider(provider: &'static str) -> Documents {
+        match provider {
+            "gemini" | "vertex_ai" | "vertex_ai_beta" => Documents::InlineData(provider),
+            "bedrock"
+            | "bedrock_converse"
+            | "cohere"
+            | "cohere_chat"
+            | "ollama"
+            | "ollama_chat"
+            | "anthropic"
+            | "text-completion-openai" => Documents::Refused(provider),
+            _ => Documents::FilePart(provider),
+        }
+    }
+
+    /// The translations that differ only in this are kept apart (see `MessagesIngress`).
+    pub fn slot(self) -> usize {
+        match self {
+            Documents::FilePart(_) => 0,
+            Documents::InlineData(_) => 1,
+            Documents::Refused(_) => 2,
+        }
+    }
+
+    fn provider(self) -> &'static str {
+        match self {
+            Documents::FilePart(p) | Documents::InlineData(p) | Documents::Refused(p) => p,
+        }
+    }
+}
+
+/// Checks a Messages request and translates it into an OpenAI chat body (JSON bytes), for an
+/// OpenAI-compatible upstream (documents as `file` parts); see [`translate_for`].
 pub fn translate(body: &RequestBody<'_>) -> GatewayResult<Vec<u8>> {
+    translate_for(body, Documents::FilePart("openai"))
+}
+
+/// Checks a Messages request and translates it into an OpenAI chat body (JSON bytes), its
+/// documents as `documents` says. Only top-level fields were parsed before; everything is read
+/// once, here.
+pub fn translate_for(body: &RequestBody<'_>, documents: Documents) -> GatewayResult<Vec<u8>> {
     let model = body.required_str("model")?;
     let max_tokens = match body.get("max_tokens") {
         None => return Err(invalid("max_tokens", "Field required")),
@@ -207,7 +268,7 @@ pub fn translate(body: &RequestBody<'_>) -> GatewayResult<Vec<u8>> {
         let msg: Message<'_> = parse(&param, raw)?;
         let content = content(&format!("{param}.content"), msg.content)?;
         match msg.role.as_ref() {
-            "user" => user_turn(content, &mut out),
+            "user" => user_turn(&format!("{param}.content"), content, documents, &mut out)?,
             "assistant" => out.push(assistant_turn(content)),
             // The newest SDK allows system turns inside `messages`.
             "system" => out.push(json!({"role": "system", "content": match content {
@@ -422,40 +483,41 @@ fn joined_text(blocks: &[Block<'_>]) -> String {
 }
 
 /// A user turn: each `tool_result` becomes a `tool` message, ahead of the turn's other content
-/// (chat wants tool answers right after the assistant's calls).
-fn user_turn(content: Content<'_>, out: &mut Vec<Value>) {
+/// (chat wants tool answers right after the assistant's calls); the images and documents a
+/// tool result holds join that other content. `param` names the turn's content.
+fn user_turn(
+    param: &str,
+    content: Content<'_>,
+    documents: Documents,
+    out: &mut Vec<Value>,
+) -> GatewayResult<()> {
     let blocks = match content {
         Content::Text(t) => {
             out.push(json!({"role": "user", "content": t}));
-            return;
+            return Ok(());
         }
         Content::Blocks(blocks) => blocks,
     };
     let mut parts = Vec::new();
-    for b in &blocks {
+    for (j, b) in blocks.iter().enumerate() {
+        let param = format!("{param}[{j}]");
         match b.kind.as_ref() {
-            "tool_result" => out.push(json!({
-                "role": "tool",
-                "tool_call_id": b.tool_use_id.as_deref().unwrap_or(""),
-                "content": tool_result_text(b.content),
-            })),
+            "tool_result" => {
+                out.push(json!({
+                    "role": "tool",
+                    "tool_call_id": b.tool_use_id.as_deref().unwrap_or(""),
+                    "content": tool_result_text(b.content),
+                }));
+                tool_result_media(&param, b.content, documents, &mut parts)?;
+            }
             "text" => parts.push(json!({"type": "text", "text": b.text.as_deref().unwrap_or("")})),
-            "image" => {
-                if let Some(url) = b.source.as_ref().and_then(source_url) {
-                    parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-                }
-            }
-            "document" => {
-                if let Some(part) = b.source.as_ref().and_then(|s| document_part(s, b)) {
-                    parts.push(part);
-                }
-            }
+            "image" | "document" => media_part(&param, b, documents, &mut parts)?,
             // thinking, redacted_thinking, search results, unknown: nothing in chat.
             _ => {}
         }
     }
     if parts.is_empty() {
-        return;
+        return Ok(());
     }
     // Plain text stays a string: every provider takes that.
     if parts.len() == 1 && parts[0]["type"] == "text" {
@@ -464,6 +526,80 @@ fn user_turn(content: Content<'_>, out: &mut Vec<Value>) {
     } else {
         out.push(json!({"role": "user", "content": parts}));
     }
+    Ok(())
+}
+
+/// The images and documents inside a tool result's content, as parts of the user message
+/// that follows the tool messages. `param` names the tool result.
+fn tool_result_media(
+    param: &str,
+    content: Option<&RawValue>,
+    documents: Documents,
+    parts: &mut Vec<Value>,
+) -> GatewayResult<()> {
+    let Some(raw) = content.filter(|c| c.get().trim_start().starts_with('[')) else {
+        return Ok(());
+    };
+    let raws: Vec<&RawValue> = parse(&format!("{param}.content"), raw)?;
+    for (k, raw) in raws.into_iter().enumerate() {
+        let param = format!("{param}.content[{k}]");
+        let block: Block<'_> = parse(&param, raw)?;
+        if matches!(block.kind.as_ref(), "image" | "document") {
+            check_block(&param, &block)?;
+            media_part(&param, &block, documents, parts)?;
+        }
+    }
+    Ok(())
+}
+
+/// An `image` or `document` block as chat content parts (see [`Documents`]); a 400 naming
+/// `param` when the provider cannot take it.
+fn media_part(
+    param: &str,
+    b: &Block<'_>,
+    documents: Documents,
+    parts: &mut Vec<Value>,
+) -> GatewayResult<()> {
+    let Some(s) = b.source.as_ref() else {
+        return Ok(());
+    };
+    if b.kind == "image" {
+        if let Some(url) = source_url(s) {
+            parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+        }
+        return Ok(());
+    }
+    match s.kind.as_ref() {
+        "text" => parts.push(json!({"type": "text", "text": s.data.as_deref().unwrap_or("")})),
+        "content" => parts.push(json!({"type": "text", "text": tool_result_text(s.content)})),
+        "url" => {
+            return Err(invalid(
+                param,
+                format!("a document given by URL cannot be sent to {}: only Anthropic fetches document URLs. Send the document inline (source.type \"base64\"), or call a Claude model.", documents.provider()),
+            ))
+        }
+        _ => {
+            let Some(data_uri) = source_url(s) else {
+                return Ok(());
+            };
+            match documents {
+                Documents::FilePart(_) => parts.push(json!({"type": "file", "file": {
+                    "file_data": data_uri,
+                    "filename": b.title.as_deref().unwrap_or("document.pdf"),
+                }})),
+                Documents::InlineData(_) => {
+                    parts.push(json!({"type": "image_url", "image_url": {"url": data_uri}}))
+                }
+                Documents::Refused(provider) => {
+                    return Err(invalid(
+                        param,
+                        format!("{provider} cannot take documents through Switchboard's translation; send the document's text (source.type \"text\"), or call a Claude or Gemini model."),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn source_url(s: &Source<'_>) -> Option<String> {
@@ -474,18 +610,6 @@ fn source_url(s: &Source<'_>) -> Option<String> {
             s.data.as_deref()?
         )),
         "url" => s.url.as_deref().map(str::to_string),
-        _ => None,
-    }
-}
-
-fn document_part(s: &Source<'_>, b: &Block<'_>) -> Option<Value> {
-    match s.kind.as_ref() {
-        "base64" => Some(json!({"type": "file", "file": {
-            "file_data": source_url(s)?,
-            "filename": b.title.as_deref().unwrap_or("document.pdf"),
-        }})),
-        "text" => Some(json!({"type": "text", "text": s.data.as_deref()?})),
-        "content" => Some(json!({"type": "text", "text": tool_result_text(s.content)})),
         _ => None,
     }
 }
@@ -540,6 +664,31 @@ mod tests {
         let bytes = serde_json::to_vec(&body).unwrap();
         let parsed = RequestBody::parse(&bytes)?;
         translate(&parsed).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn documents_take_each_providers_form_or_are_refused_by_name() {
+        let body = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "read"},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}}]}]});
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let raw = RequestBody::parse(&bytes).unwrap();
+        let part = |provider: &'static str| -> GatewayResult<Value> {
+            let chat = translate_for(&raw, Documents::for_provider(provider))?;
+            let v: Value = serde_json::from_slice(&chat).unwrap();
+            Ok(v["messages"][0]["content"][1].clone())
+        };
+        assert_eq!(
+            part("openai").unwrap(),
+            json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "document.pdf"}})
+        );
+        assert_eq!(
+            part("gemini").unwrap(),
+            json!({"type": "image_url", "image_url": {"url": "data:application/pdf;base64,JVBE"}})
+        );
+        let e = part("bedrock").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[1]"));
+        assert!(e.message.contains("bedrock"), "{}", e.message);
     }
 
     #[test]
