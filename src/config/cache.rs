@@ -272,13 +272,13 @@ mod tests {
         assert_eq!(cache.mode, super::CacheMode::DefaultOff);
         assert!(cache.chat && !cache.embeddings);
         assert!(!cache.text_completion && !cache.responses && !cache.messages);
+        assert_eq!(cache.scope, super::CacheScope::Key);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
         let c = parse("litellm_settings: {cache: true, cache_params: {supported_call_types: [atext_completion, responses, anthropic_messages]}}\n").unwrap();
         let cache = c.litellm.cache.unwrap();
         assert!(!cache.chat && !cache.embeddings);
         assert!(cache.text_completion && cache.responses && cache.messages);
-        assert_eq!(cache.scope, super::CacheScope::Key);
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
         // Not enabled: nothing read, nothing warned.
         let c = parse("litellm_settings: {cache_params: {type: redis}}\n").unwrap();
