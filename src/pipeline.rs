@@ -225,6 +225,11 @@ impl Stages {
         Ok(())
     }
 
+    /// Whether a response cache is configured.
+    pub fn has_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+
     /// Looks the request up in the cache, recording hit or miss. `Ok(None)` without a cache
     /// (an `Option` check, nothing boxed).
     pub async fn cache_lookup(

@@ -42,6 +42,9 @@ async fn upstream() -> (MockUpstream, Arc<AtomicUsize>) {
         if req.path.ends_with("/embeddings") {
             return Reply::json(200, openai::embeddings(1));
         }
+        if req.path.ends_with("/responses") {
+            return native_responses_reply(n, req.json()["stream"] == true);
+        }
         let answer = format!("answer {n}");
         if req.json()["stream"] == true {
             let body = openai::sse(&["answer", " ", &n.to_string()], true);
@@ -52,6 +55,31 @@ async fn upstream() -> (MockUpstream, Arc<AtomicUsize>) {
     })
     .await;
     (up, calls)
+}
+
+/// The Responses API answered natively (an OpenAI deployment gets `/v1/responses` passed
+/// through), numbered like the chat answers.
+fn native_responses_reply(n: usize, stream: bool) -> Reply {
+    let usage = json!({"input_tokens": 9, "output_tokens": 3, "total_tokens": 12});
+    let response = |status: &str, usage: Value| {
+        json!({"id": format!("resp_{n}"), "object": "response", "status": status, "model": "gpt-4o",
+               "output": [{"id": format!("msg_{n}"), "type": "message", "role": "assistant",
+                           "content": [{"type": "output_text", "text": format!("answer {n}")}]}],
+               "usage": usage})
+    };
+    if !stream {
+        return Reply::json(200, response("completed", usage));
+    }
+    let events = [
+        json!({"type": "response.created", "sequence_number": 0, "response": response("in_progress", Value::Null)}),
+        json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": format!("msg_{n}"), "output_index": 0, "content_index": 0, "delta": format!("answer {n}")}),
+        json!({"type": "response.completed", "sequence_number": 2, "response": response("completed", usage)}),
+    ];
+    let body: String = events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+        .collect();
+    Reply::stream("text/event-stream", body.as_bytes(), 11, Duration::ZERO)
 }
 
 fn chat(extra: Value) -> Value {
@@ -1163,4 +1191,285 @@ async fn cache_metrics_count_hits_misses_and_bytes_per_call_type() {
             );
         }
     }
+}
+
+/// Stores of one call type so far, waited for until at least `at_least`.
+async fn stores_of(gw: &Gateway, call_type: &str, at_least: f64) {
+    let label = format!("call_type=\"{call_type}\"");
+    gw.wait_for_metric(
+        "switchboard_cache_events_total",
+        &[&label, "event=\"store\""],
+        |v| v >= at_least,
+    )
+    .await;
+}
+
+/// A client body of each ingress route, and the same request written with its keys in another
+/// order and a delivery field (`user`) added.
+fn ingress_bodies(route: &str, stream: bool) -> (String, String) {
+    match route {
+        "/v1/completions" => (
+            format!(r#"{{"model":"gpt-4o","prompt":"Say hi","max_tokens":20,"stream":{stream}}}"#),
+            format!(
+                r#"{{ "stream": {stream}, "user": "u-1", "max_tokens": 20.0, "prompt": "Say hi", "model": "gpt-4o" }}"#
+            ),
+        ),
+        "/v1/responses" => (
+            format!(
+                r#"{{"model":"gpt-4o","input":[{{"role":"user","content":"Say hi"}}],"temperature":0.5,"stream":{stream}}}"#
+            ),
+            format!(
+                r#"{{"stream":{stream},"temperature":0.50,"user":"u-1","input":[{{"content":"Say hi","role":"user"}}],"model":"gpt-4o"}}"#
+            ),
+        ),
+        _ => (
+            format!(
+                r#"{{"model":"gpt-4o","max_tokens":50,"messages":[{{"role":"user","content":"Say hi"}}],"stream":{stream}}}"#
+            ),
+            format!(
+                r#"{{"messages":[{{"content":"Say hi","role":"user"}}],"stream":{stream},"metadata":{{"user_id":"u-1"}},"max_tokens":50,"model":"gpt-4o"}}"#
+            ),
+        ),
+    }
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// `/v1/completions`, `/v1/responses` and `/v1/messages`: a repeat, keys reordered and a
+/// delivery field added, is a hit that never reaches the upstream and replays the first answer
+/// byte for byte (a stream: the same SSE bytes), with the cache headers and no cost. Whole and
+/// streamed answers are separate entries.
+#[tokio::test]
+async fn ingress_answers_replay_byte_for_byte_whole_and_streamed() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(
+        &up.base(),
+        "{type: local, supported_call_types: [atext_completion, aresponses, anthropic_messages]}",
+    ));
+    let mut stored = 0.0;
+    for (route, call_type) in [
+        ("/v1/completions", "text_completion"),
+        ("/v1/responses", "responses"),
+        ("/v1/messages", "anthropic_messages"),
+    ] {
+        let mut stores_here = 0.0;
+        for stream in [false, true] {
+            let (first, again) = ingress_bodies(route, stream);
+            let before = calls.load(Ordering::SeqCst);
+            let miss = gw.post_with(route, &[JSON], first.as_bytes()).await;
+            assert_eq!(miss.status, 200, "{route} {stream}: {}", miss.text());
+            assert_eq!(
+                miss.header("x-switchboard-cache"),
+                Some("miss"),
+                "{route} stream={stream}: whole and streamed answers are separate entries"
+            );
+            assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+            let key = miss.header("x-litellm-cache-key").unwrap().to_string();
+            stores_here += 1.0;
+            stored += 1.0;
+            stores_of(&gw, call_type, stores_here).await;
+
+            let hit = gw.post_with(route, &[JSON], again.as_bytes()).await;
+            assert_eq!(hit.status, 200, "{route} {stream}: {}", hit.text());
+            assert_eq!(hit.header("x-switchboard-cache"), Some("hit"), "{route}");
+            assert_eq!(hit.header("x-litellm-cache-key"), Some(key.as_str()));
+            assert_eq!(hit.header("x-litellm-response-cost"), Some("0"));
+            let content_type = if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            assert!(
+                hit.header("content-type")
+                    .is_some_and(|c| c.starts_with(content_type)),
+                "{route} {stream}: {:?}",
+                hit.header("content-type")
+            );
+            assert_eq!(hit.text(), miss.text(), "{route} stream={stream}");
+            assert!(!hit.text().is_empty());
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                before + 1,
+                "{route} stream={stream}: the hit never reached the upstream"
+            );
+        }
+    }
+    let scrape = gw
+        .wait_for_metric(
+            "switchboard_cache_events_total",
+            &["call_type=\"anthropic_messages\"", "event=\"hit\""],
+            |v| v >= 2.0,
+        )
+        .await;
+    for call_type in ["text_completion", "responses"] {
+        let label = format!("call_type=\"{call_type}\"");
+        assert_eq!(
+            metric_value(
+                &scrape,
+                "switchboard_cache_events_total",
+                &[&label, "event=\"hit\""]
+            ),
+            Some(2.0),
+            "{call_type}"
+        );
+    }
+    assert_eq!(stored, 6.0);
+}
+
+/// The per-request controls apply on the ingress routes as on chat: `no-store` keeps the
+/// answer out, `no-cache` skips the lookup, and under `mode: default_off` only `use-cache`
+/// opts in.
+#[tokio::test]
+async fn ingress_routes_honour_the_cache_controls_and_default_off() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(
+        &up.base(),
+        "{type: local, mode: default_off, supported_call_types: [atext_completion, anthropic_messages]}",
+    ));
+    let ask = |cache: &str| {
+        format!(
+            r#"{{"model":"gpt-4o","max_tokens":50,"messages":[{{"role":"user","content":"Say hi"}}]{cache}}}"#
+        )
+    };
+    // Not opted in: no cache at all (no key header).
+    let plain = gw
+        .post_with("/v1/messages", &[JSON], ask("").as_bytes())
+        .await;
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    assert_eq!(plain.header("x-switchboard-cache"), None);
+    // Opted in but no-store: looked up, never stored.
+    let opted = r#","cache":{"use-cache":true,"no-store":true}"#;
+    let first = gw
+        .post_with("/v1/messages", &[JSON], ask(opted).as_bytes())
+        .await;
+    assert_eq!(first.header("x-switchboard-cache"), Some("miss"));
+    let opted = r#","cache":{"use-cache":true}"#;
+    let second = gw
+        .post_with("/v1/messages", &[JSON], ask(opted).as_bytes())
+        .await;
+    assert_eq!(
+        second.header("x-switchboard-cache"),
+        Some("miss"),
+        "no-store kept it out"
+    );
+    stores_of(&gw, "anthropic_messages", 1.0).await;
+    let third = gw
+        .post_with("/v1/messages", &[JSON], ask(opted).as_bytes())
+        .await;
+    assert_eq!(third.header("x-switchboard-cache"), Some("hit"));
+    assert_eq!(third.text(), second.text());
+    // no-cache: answered by the upstream although an entry exists.
+    let fresh = r#","cache":{"use-cache":true,"no-cache":true}"#;
+    let before = calls.load(Ordering::SeqCst);
+    let skipped = gw
+        .post_with("/v1/messages", &[JSON], ask(fresh).as_bytes())
+        .await;
+    assert_eq!(skipped.status, 200);
+    assert_eq!(skipped.header("x-switchboard-cache"), Some("miss"));
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "only the hit was not asked upstream"
+    );
+}
+
+/// A call type left out of `supported_call_types` is never cached (the default list, like
+/// LiteLLM's, has text completions and responses but not anthropic_messages), and a Responses
+/// call continuing a stored conversation (`previous_response_id`) never is either.
+#[tokio::test]
+async fn unlisted_types_and_stateful_responses_are_never_cached() {
+    let (up, calls) = upstream().await;
+    let gw = Gateway::start(&config(&up.base(), "{type: local}"));
+    let (messages, _) = ingress_bodies("/v1/messages", false);
+    let stateful = r#"{"model":"gpt-4o","input":"And then?","previous_response_id":"resp_1"}"#;
+    for _ in 0..2 {
+        for (route, body) in [
+            ("/v1/messages", messages.as_str()),
+            ("/v1/responses", stateful),
+        ] {
+            let before = calls.load(Ordering::SeqCst);
+            let resp = gw.post_with(route, &[JSON], body.as_bytes()).await;
+            assert_eq!(resp.status, 200, "{route}: {}", resp.text());
+            assert_eq!(resp.header("x-switchboard-cache"), None, "{route}");
+            assert_eq!(calls.load(Ordering::SeqCst), before + 1, "{route}");
+        }
+    }
+    // The default list does cache completions: a store shows the cache ran meanwhile.
+    let (completion, _) = ingress_bodies("/v1/completions", false);
+    let resp = gw
+        .post_with("/v1/completions", &[JSON], completion.as_bytes())
+        .await;
+    assert_eq!(resp.header("x-switchboard-cache"), Some("miss"));
+    stores_of(&gw, "text_completion", 1.0).await;
+    let scrape = gw.get("/metrics", &[]).await.text();
+    for call_type in ["anthropic_messages", "responses"] {
+        let label = format!("call_type=\"{call_type}\"");
+        assert_eq!(
+            metric_value(&scrape, "switchboard_cache_events_total", &[&label]),
+            None,
+            "{call_type}: never looked up"
+        );
+    }
+    assert_eq!(
+        up.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/responses"))
+            .count(),
+        2,
+        "previous_response_id passed through natively both times"
+    );
+}
+
+/// An ingress hit counts toward tpm with the usage its entry kept: a `/v1/messages` miss and
+/// two hits of 1000 tokens each pass a 2500 limit, then the key is refused, the upstream
+/// called once (a hit charging nothing would never be refused).
+#[tokio::test]
+async fn ingress_hits_are_charged_their_stored_usage_toward_tpm() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let up = MockUpstream::start(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let mut answer = openai::completion("cached");
+        answer["usage"] =
+            json!({"prompt_tokens": 400, "completion_tokens": 600, "total_tokens": 1000});
+        Reply::json(200, answer)
+    })
+    .await;
+    let cfg = format!(
+        "{}general_settings: {{master_key: {MASTER}}}\n",
+        config(
+            &up.base(),
+            "{type: local, supported_call_types: [anthropic_messages]}"
+        )
+    );
+    let gw = Gateway::start(&cfg);
+    let path = "/v1/messages";
+    let ask: Value = serde_json::from_str(&ingress_bodies(path, false).0).unwrap();
+    let tpm = new_key_with(&gw, json!({"tpm_limit": 2500})).await;
+    let miss = as_key(&gw, &tpm, path, &ask).await;
+    assert_eq!(miss.status, 200, "{}", miss.text());
+    assert_eq!(miss.header("x-switchboard-cache"), Some("miss"));
+    stores_of(&gw, "anthropic_messages", 1.0).await;
+    for _ in 0..2 {
+        let hit = as_key(&gw, &tpm, path, &ask).await;
+        assert_eq!(hit.status, 200, "{}", hit.text());
+        assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    }
+    let mut last = String::new();
+    let refused = wait_until_async(
+        async || {
+            let r = as_key(&gw, &tpm, path, &ask).await;
+            last = r.text();
+            r.status == 429
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(refused, "hits were never charged their tokens: {last}");
+    assert!(
+        last.contains("rate_limit_error"),
+        "Anthropic's error shape: {last}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

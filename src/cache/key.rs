@@ -73,7 +73,8 @@ impl CacheKey {
 pub struct KeyScope<'a> {
     /// The model group the request resolves to (see the module doc).
     pub model: &'a str,
-    /// The operation (`chat`, `embeddings`): the same body on two routes is two answers.
+    /// The operation (`chat`, `embeddings`, an ingress route; `+stream` appended for a
+    /// streamed request of a type kept verbatim): the same body on two routes is two answers.
     pub route: &'a str,
     /// The tenant id when the cache is scoped per key or team.
     pub tenant: Option<&'a str>,

@@ -10,7 +10,8 @@
 //! One canonical entry per key: the whole OpenAI JSON answer. A streaming request is answered
 //! from it as SSE and a streamed miss is stored as the whole answer it stands for (plus the
 //! chunks the client received, replayed as they were: see [`replay`]), so `stream` is not part
-//! of the key. A hit carries the stored answer's usage (`ctx.usage`), which tpm limits count. The request path never waits on a write: `store` hands the answer
+//! of the key. `/v1/completions`, `/v1/responses` and `/v1/messages` answers are kept as the
+//! client got them instead, keyed with their `stream` flag ([`verbatim`]). A hit carries the stored answer's usage (`ctx.usage`), which tpm limits count. The request path never waits on a write: `store` hands the answer
 //! to a bounded queue (full: dropped and counted) drained by one background thread.
 //!
 //! The backend (the local LRU, bounded in bytes) outlives config reloads while its settings
@@ -22,6 +23,7 @@ pub mod key;
 pub mod local;
 pub mod replay;
 pub mod semantic;
+pub mod verbatim;
 
 use crate::config::redis::{FailurePolicy, RedisSettings};
 use crate::config::{CacheMode, CacheScope, CacheSettings, CacheType};
@@ -45,15 +47,30 @@ const WRITE_QUEUE: usize = 1024;
 pub enum CallType {
     Chat,
     Embeddings,
+    /// `/v1/completions`.
+    TextCompletion,
+    /// `/v1/responses`.
+    Responses,
+    /// `/v1/messages`.
+    Messages,
 }
 
 impl CallType {
-    pub const ALL: [CallType; 2] = [CallType::Chat, CallType::Embeddings];
+    pub const ALL: [CallType; 5] = [
+        CallType::Chat,
+        CallType::Embeddings,
+        CallType::TextCompletion,
+        CallType::Responses,
+        CallType::Messages,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             CallType::Chat => "chat",
             CallType::Embeddings => "embeddings",
+            CallType::TextCompletion => "text_completion",
+            CallType::Responses => "responses",
+            CallType::Messages => "anthropic_messages",
         }
     }
 
@@ -62,7 +79,26 @@ impl CallType {
         match route {
             "chat" => Some(CallType::Chat),
             "embeddings" => Some(CallType::Embeddings),
+            "completions" => Some(CallType::TextCompletion),
+            "responses" => Some(CallType::Responses),
+            "messages" => Some(CallType::Messages),
             _ => None,
+        }
+    }
+
+    /// Answers kept as the client got them ([`verbatim`]), not as a chat answer.
+    fn verbatim(self) -> bool {
+        !matches!(self, CallType::Chat | CallType::Embeddings)
+    }
+
+    /// Whether `supported_call_types` lists this type.
+    fn enabled(self, s: &CacheSettings) -> bool {
+        match self {
+            CallType::Chat => s.chat,
+            CallType::Embeddings => s.embeddings,
+            CallType::TextCompletion => s.text_completion,
+            CallType::Responses => s.responses,
+            CallType::Messages => s.messages,
         }
     }
 }
@@ -92,6 +128,9 @@ impl CallStats {
 pub struct Stats {
     chat: CallStats,
     embeddings: CallStats,
+    text_completion: CallStats,
+    responses: CallStats,
+    messages: CallStats,
     pub evictions: AtomicU64,
     /// Backend failures (a Redis error or timeout), each a miss or a lost write.
     pub errors: AtomicU64,
@@ -109,6 +148,9 @@ impl Stats {
         match call {
             CallType::Chat => &self.chat,
             CallType::Embeddings => &self.embeddings,
+            CallType::TextCompletion => &self.text_completion,
+            CallType::Responses => &self.responses,
+            CallType::Messages => &self.messages,
         }
     }
 
@@ -116,7 +158,7 @@ impl Stats {
     /// and stores per call type, the rest with an empty call type.
     pub fn events(&self) -> Vec<(&'static str, &'static str, u64)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = Vec::with_capacity(10);
+        let mut out = Vec::with_capacity(4 + 3 * CallType::ALL.len());
         for call in CallType::ALL {
             let c = self.of(call);
             out.push((call.as_str(), "hit", get(&c.hits)));
@@ -134,6 +176,9 @@ impl Stats {
 static STATS: Stats = Stats {
     chat: CallStats::new(),
     embeddings: CallStats::new(),
+    text_completion: CallStats::new(),
+    responses: CallStats::new(),
+    messages: CallStats::new(),
     evictions: AtomicU64::new(0),
     errors: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
@@ -239,7 +284,9 @@ impl Store {
             }
             return;
         }
-        let answer = if w.stream {
+        let answer = if w.call.verbatim() {
+            verbatim::entry(&w.answer, w.usage)
+        } else if w.stream {
             match replay::stream_entry(&w.answer, w.usage) {
                 Some(a) => a,
                 None => return,
@@ -428,6 +475,15 @@ impl ResponseCache {
     }
 }
 
+/// The key's route part for a streamed request of a verbatim type.
+fn verbatim_stream_route(call: CallType) -> &'static str {
+    match call {
+        CallType::TextCompletion => "completions+stream",
+        CallType::Responses => "responses+stream",
+        _ => "messages+stream",
+    }
+}
+
 /// The tenant id under `scope`.
 fn tenant_of(scope: CacheScope, ctx: &Context) -> Option<&str> {
     let key = ctx.principal.key();
@@ -487,19 +543,31 @@ impl Cache for ResponseCache {
             check_allowed(&key.row.allowed_cache_controls, body)?;
         }
         let s = &self.settings;
-        let Some(call) = CallType::of(ctx.route).filter(|c| match c {
-            CallType::Chat => s.chat,
-            CallType::Embeddings => s.embeddings,
-        }) else {
+        let Some(call) = CallType::of(ctx.route).filter(|c| c.enabled(s)) else {
             return Ok(Lookup::Skip);
         };
+        // A Responses call continuing a stored conversation answers from upstream state the
+        // key cannot see.
+        if call == CallType::Responses
+            && body
+                .get("previous_response_id")
+                .is_some_and(|v| v.get() != "null")
+        {
+            return Ok(Lookup::Skip);
+        }
         let controls = controls::read(body)?;
         if s.mode == CacheMode::DefaultOff && !controls.use_cache {
             return Ok(Lookup::Skip);
         }
+        // No conversion between a whole answer and a stream in the verbatim formats: the flag
+        // is part of their key.
+        let route = match (call.verbatim(), body.bool_field("stream")?) {
+            (true, true) => verbatim_stream_route(call),
+            _ => ctx.route,
+        };
         let scope = key::KeyScope {
             model: group,
-            route: ctx.route,
+            route,
             tenant: self.tenant(ctx),
         };
         let invalid = |e: serde_json::Error| {
@@ -531,6 +599,7 @@ impl Cache for ResponseCache {
         };
         ctx.cache_key = Some(rendered);
         let hit = match found {
+            Some(stored) if call.verbatim() => verbatim::parse(stored),
             Some(stored) => {
                 let entry = replay::Entry::parse(stored);
                 let answer = if ctx.stream {
@@ -643,8 +712,13 @@ impl Cache for ResponseCache {
         let Some(key) = &ctx.cache_key else {
             return;
         };
-        // A stream cut short (client gone, upstream cut) is not the answer.
-        if ctx.client_disconnected || ctx.usage_estimated {
+        let call = CallType::of(ctx.route).unwrap_or(CallType::Chat);
+        // A stream cut short (client gone, upstream cut) is not the answer, nor is one that
+        // ended with an error event.
+        if ctx.client_disconnected
+            || ctx.usage_estimated
+            || (call.verbatim() && ctx.error.is_some())
+        {
             return;
         }
         let write = Write {
@@ -665,7 +739,7 @@ impl Cache for ResponseCache {
                         self.settings.semantic_max_entries,
                     )
                 }),
-            call: CallType::of(ctx.route).unwrap_or(CallType::Chat),
+            call,
         };
         if self.backend.writes.try_send(write).is_err() {
             STATS.dropped.fetch_add(1, Ordering::Relaxed);

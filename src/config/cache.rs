@@ -53,6 +53,12 @@ pub struct CacheSettings {
     pub chat: bool,
     /// … and embeddings (`embedding`/`aembedding`).
     pub embeddings: bool,
+    /// … and `/v1/completions` (`text_completion`/`atext_completion`).
+    pub text_completion: bool,
+    /// … and `/v1/responses` (`responses`/`aresponses`).
+    pub responses: bool,
+    /// … and `/v1/messages` (`anthropic_messages`; not in LiteLLM's default list).
+    pub messages: bool,
     /// The local cache's bound on stored answer bytes.
     pub max_bytes: usize,
     pub scope: CacheScope,
@@ -155,14 +161,18 @@ pub fn read(
             ))
         }
     };
-    let (mut chat, mut embeddings) = (true, true);
+    // LiteLLM's default list (`Cache.__init__`) has every type below but anthropic_messages.
+    let (mut chat, mut embeddings, mut text_completion, mut responses, mut messages) =
+        (true, true, true, true, false);
     if let Some(types) = p.string_list("supported_call_types")? {
-        chat = false;
-        embeddings = false;
+        (chat, embeddings, text_completion, responses) = (false, false, false, false);
         for t in types {
             match t.as_str() {
                 "completion" | "acompletion" => chat = true,
                 "embedding" | "aembedding" => embeddings = true,
+                "text_completion" | "atext_completion" => text_completion = true,
+                "responses" | "aresponses" => responses = true,
+                "anthropic_messages" => messages = true,
                 _ => {}
             }
         }
@@ -206,6 +216,9 @@ pub fn read(
         mode,
         chat,
         embeddings,
+        text_completion,
+        responses,
+        messages,
         max_bytes,
         scope,
         similarity_threshold,
@@ -244,7 +257,11 @@ mod tests {
         let cache = c.litellm.cache.unwrap();
         assert_eq!(cache.kind, CacheType::Local);
         assert_eq!(cache.ttl, Some(super::DEFAULT_LOCAL_TTL));
-        assert!(cache.chat && cache.embeddings);
+        assert!(cache.chat && cache.embeddings && cache.text_completion && cache.responses);
+        assert!(
+            !cache.messages,
+            "anthropic_messages is not in LiteLLM's default list"
+        );
 
         let c = parse("litellm_settings:\n  cache: true\n  cache_params: {type: redis, host: h, port: 7000, ttl: 30, namespace: ns, mode: default_off, supported_call_types: [acompletion], max_bytes: 4096, scope: key}\n").unwrap();
         let cache = c.litellm.cache.unwrap();
@@ -254,8 +271,14 @@ mod tests {
         assert_eq!(cache.namespace.as_deref(), Some("ns"));
         assert_eq!(cache.mode, super::CacheMode::DefaultOff);
         assert!(cache.chat && !cache.embeddings);
+        assert!(!cache.text_completion && !cache.responses && !cache.messages);
         assert_eq!(cache.scope, super::CacheScope::Key);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let c = parse("litellm_settings: {cache: true, cache_params: {supported_call_types: [atext_completion, responses, anthropic_messages]}}\n").unwrap();
+        let cache = c.litellm.cache.unwrap();
+        assert!(!cache.chat && !cache.embeddings);
+        assert!(cache.text_completion && cache.responses && cache.messages);
 
         // Not enabled: nothing read, nothing warned.
         let c = parse("litellm_settings: {cache_params: {type: redis}}\n").unwrap();

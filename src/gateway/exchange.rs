@@ -332,17 +332,31 @@ async fn run_call(
     ctx.stream = stream;
 
     live.stages.admit(ctx, parsed).await?;
-    // The cache keeps OpenAI answers: a Messages call neither reads nor (keep_answer stays
-    // off) writes it.
-    if messages.is_none() && native.is_none() {
-        // Keyed on the group (an alias shares its group's entries); a wildcard-served name
-        // is its own.
-        let group = snapshot.group(&model).map_or(&*model, |g| g.name.as_str());
+    // Keyed on the group (an alias shares its group's entries); a wildcard-served name is
+    // its own.
+    let group = snapshot.group(&model).map_or(&*model, |g| g.name.as_str());
+    if messages.is_none() && native.is_none() && reshape.is_none() {
         if let Some(answer) = live.stages.cache_lookup(ctx, parsed, group).await? {
             respond::cached(sink, ctx, answer).await;
             return Ok(());
         }
         if let Some(answer) = super::semantic::lookup(app, live, ctx, parsed, group, filter).await {
+            respond::cached(sink, ctx, answer).await;
+            return Ok(());
+        }
+    } else if live.stages.has_cache() {
+        // Messages, Responses and Completions: keyed on the client's own body, the answer kept
+        // as the client got it (see `cache::verbatim`).
+        let translated_client;
+        let client = match (messages, native) {
+            (Some(m), _) => m.raw,
+            (None, Some(n)) => n.raw,
+            (None, None) => {
+                translated_client = RequestBody::parse(body)?;
+                &translated_client
+            }
+        };
+        if let Some(answer) = live.stages.cache_lookup(ctx, client, group).await? {
             respond::cached(sink, ctx, answer).await;
             return Ok(());
         }

@@ -14,8 +14,8 @@
 //! `chat.completion` body in one go, a stream from the provider's own stream events
 //! ([`Rewritten`], the provider's translator driven into the format's event sink), so a
 //! stream is read once, never written as chat SSE and parsed back. Errors keep OpenAI's error
-//! shape, which both APIs use. (Neither route is answered from the response cache, which keeps
-//! chat answers.)
+//! shape, which both APIs use. The response cache serves all three routes from the client's
+//! own body and answer, kept byte for byte (`cache::verbatim`), not from chat entries.
 
 pub mod chat_stream;
 pub mod completions;
