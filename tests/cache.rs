@@ -285,6 +285,8 @@ async fn no_cache_skips_the_lookup_and_no_store_the_write() {
         .await;
     assert_eq!(fresh.header("x-switchboard-cache"), Some("miss"));
     assert_eq!(content(&fresh), "answer 3", "no-cache went upstream");
+    // The controls are the gateway's: OpenAI would refuse an unknown `cache` field.
+    assert_eq!(up.last().json().get("cache"), None);
     // no-cache still stored its fresh answer.
     stores(&gw, 2.0).await;
     let hit = gw.post("/v1/chat/completions", &chat(json!({}))).await;

@@ -348,6 +348,13 @@ async fn anthropic_deployment_gets_the_clients_body_and_answers_unchanged() {
     let s = setup().await;
     // cache_control, a signed thinking block and a field no version of the gateway knows.
     let raw = r#"{"model":"claude","max_tokens":100,"system":[{"type":"text","text":"Be brief.","cache_control":{"type":"ephemeral","ttl":"1h"}}],"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"thinking","thinking":"hmm","signature":"EqQBCgIYAhIM"},{"type":"text","text":"yo"}]},{"role":"user","content":[{"type":"text","text":"again","cache_control":{"type":"ephemeral"}}]}],"thinking":{"type":"enabled","budget_tokens":1024},"future_knob":{"a":[1,2]}}"#;
+    // LiteLLM's per-request `cache` controls and routing `tags` are the gateway's: Anthropic
+    // would refuse them as unknown fields.
+    let sent = raw.replacen(
+        r#""max_tokens":100,"#,
+        r#""max_tokens":100,"tags":["team-a"],"cache":{"no-cache":true},"#,
+        1,
+    );
     let resp =
         s.gw.post_with(
             "/v1/messages?beta=true",
@@ -360,13 +367,13 @@ async fn anthropic_deployment_gets_the_clients_body_and_answers_unchanged() {
                     "prompt-caching-2024-07-31,extended-cache-ttl-2025-04-11",
                 ),
             ],
-            raw.as_bytes(),
+            sent.as_bytes(),
         )
         .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let up = s.anthropic.last();
     assert_eq!(up.path, "/v1/messages");
-    // Byte for byte but the model.
+    // Byte for byte but the model and the gateway's own fields.
     let expected = raw.replace(
         r#""model":"claude""#,
         r#""model":"claude-sonnet-4-5-20250929""#,

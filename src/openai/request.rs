@@ -215,6 +215,11 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
 /// the bound keeps the duplicate check (a scan of the keys so far) cheap on any body.
 pub const MAX_TOP_LEVEL_FIELDS: usize = 256;
 
+/// Top-level fields a client sends for the gateway itself: LiteLLM's per-request `cache`
+/// controls and its routing `tags`. They are read here and never forwarded: OpenAI and
+/// Anthropic refuse unknown request fields.
+pub const GATEWAY_FIELDS: &[&str] = &["cache", "tags"];
+
 /// Deepest nesting of arrays and objects in a request body, the body object itself being
 /// level 1. The same as serde_json's recursion limit, which translating providers (that do
 /// parse `messages`, `tools`, …) already hit at 128; the pass-through path parses no values,

@@ -233,7 +233,8 @@ impl Provider for Anthropic {
                     .sum::<usize>()
                     + 16,
             );
-            body.write_with(&[("model", model)], &[], &mut out);
+            let gateway_only = crate::openai::request::GATEWAY_FIELDS;
+            body.write_with(&[("model", model)], gateway_only, &mut out);
             let path = match endpoint {
                 super::MessagesEndpoint::Create => self.path.clone(),
                 super::MessagesEndpoint::CountTokens => format!("{}/count_tokens", self.path),

@@ -432,7 +432,7 @@ impl Provider for Bedrock {
                 .sum::<usize>()
                 + 64,
         );
-        body.write_with(&set, &["model", "stream"], &mut out);
+        body.write_with(&set, &["model", "stream", "cache", "tags"], &mut out);
         let (op, accept) = if cx.stream {
             (
                 "/invoke-with-response-stream",

@@ -366,11 +366,12 @@ impl OpenAiCompat {
                     ("model", model_json),
                     ("stream_options", "{\"include_usage\":true}"),
                 ],
-                &[],
+                crate::openai::request::GATEWAY_FIELDS,
                 &mut out,
             );
         } else {
-            body.write_with(&[("model", model_json)], &[], &mut out);
+            let gateway_only = crate::openai::request::GATEWAY_FIELDS;
+            body.write_with(&[("model", model_json)], gateway_only, &mut out);
         }
         out
     }

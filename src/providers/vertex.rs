@@ -153,7 +153,7 @@ impl Provider for VertexClaude {
                     .sum::<usize>()
                     + 48,
             );
-            body.write_with(&set, &["model"], &mut out);
+            body.write_with(&set, &["model", "cache", "tags"], &mut out);
             let method = if cx.stream {
                 "streamRawPredict"
             } else {
