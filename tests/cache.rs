@@ -476,6 +476,34 @@ async fn as_key(gw: &Gateway, key: &str, path: &str, body: &Value) -> Response {
     .await
 }
 
+/// `hits` cache hits for `key`, then repeats until one is refused with a 429 (its settle
+/// charges the hits' stored tokens after the answers); the refusal's text.
+async fn hits_then_refused(
+    gw: &Gateway,
+    key: &str,
+    path: &str,
+    ask: &Value,
+    hits: usize,
+) -> String {
+    for _ in 0..hits {
+        let hit = as_key(gw, key, path, ask).await;
+        assert_eq!(hit.status, 200, "{}", hit.text());
+        assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
+    }
+    let mut last = String::new();
+    let refused = wait_until_async(
+        async || {
+            let r = as_key(gw, key, path, ask).await;
+            last = r.text();
+            r.status == 429
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(refused, "hits were never charged their tokens: {last}");
+    last
+}
+
 async fn new_key(gw: &Gateway) -> String {
     let r = as_key(gw, MASTER, "/key/generate", &json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1036,23 +1064,8 @@ async fn cache_hits_count_toward_rpm_and_tpm_limits() {
     );
 
     let tpm = new_key_with(&gw, json!({"tpm_limit": 2500})).await;
-    for _ in 0..3 {
-        let hit = as_key(&gw, &tpm, path, &ask).await;
-        assert_eq!(hit.status, 200, "{}", hit.text());
-        assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
-    }
     // Once the third hit has settled (after its answer), its 1000 tokens are charged.
-    let mut last = String::new();
-    let refused = wait_until_async(
-        async || {
-            let r = as_key(&gw, &tpm, path, &ask).await;
-            last = r.text();
-            r.status == 429
-        },
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(refused, "hits were never charged their tokens: {last}");
+    let last = hits_then_refused(&gw, &tpm, path, &ask, 3).await;
     assert!(last.contains("Limit type: tokens"), "{last}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -1453,22 +1466,7 @@ async fn ingress_hits_are_charged_their_stored_usage_toward_tpm() {
     assert_eq!(miss.status, 200, "{}", miss.text());
     assert_eq!(miss.header("x-switchboard-cache"), Some("miss"));
     stores_of(&gw, "anthropic_messages", 1.0).await;
-    for _ in 0..2 {
-        let hit = as_key(&gw, &tpm, path, &ask).await;
-        assert_eq!(hit.status, 200, "{}", hit.text());
-        assert_eq!(hit.header("x-switchboard-cache"), Some("hit"));
-    }
-    let mut last = String::new();
-    let refused = wait_until_async(
-        async || {
-            let r = as_key(&gw, &tpm, path, &ask).await;
-            last = r.text();
-            r.status == 429
-        },
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(refused, "hits were never charged their tokens: {last}");
+    let last = hits_then_refused(&gw, &tpm, path, &ask, 2).await;
     assert!(
         last.contains("rate_limit_error"),
         "Anthropic's error shape: {last}"
