@@ -7,7 +7,6 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::*;
 
@@ -315,52 +314,18 @@ async fn refusals_are_openai_errors_naming_the_field() {
     gw.get("/v1/completions", &[]).await.expect_error(405);
 }
 
-fn python_with_openai_sdk() -> Option<PathBuf> {
-    let python = std::env::var_os("SWITCHBOARD_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin/python"));
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED: the OpenAI Python SDK is not installed for {} (run .ci/setup or set SWITCHBOARD_TEST_PYTHON)",
-            python.display()
-        );
-    }
-    ok.then_some(python)
-}
-
 /// The official OpenAI Python SDK's `completions.create`, whole and streamed with usage, over a
 /// chat deployment and a text-completion-openai one; a field chat cannot take is its
 /// BadRequestError on the chat deployment and reaches the upstream on the other.
 #[tokio::test]
 async fn the_openai_python_sdk_completions_client_works() {
-    let Some(python) = python_with_openai_sdk() else {
-        return;
-    };
     let up = upstream(11).await;
     let gw = Gateway::start(&config(&up.base()));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai_sdk_ingress.py");
     for (model, whole, streamed) in [
         ("gpt-4o", "Hello wörld", "Hello wörld"),
         ("instruct", " upon a time", "Once upon a tïme"),
     ] {
-        let out = tokio::process::Command::new(&python)
-            .arg(&script)
-            .arg(format!("http://127.0.0.1:{}/v1", gw.port))
-            .args(["completions", model])
-            .output()
-            .await
-            .expect("run python");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
+        let seen = openai_sdk_ingress(gw.port, &["completions", model]).await;
         assert_eq!(seen["whole"]["text"], whole, "{seen}");
         assert_eq!(seen["whole"]["object"], "text_completion");
         assert_eq!(seen["stream"]["text"], streamed, "{seen}");

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use support::*;
 
@@ -699,27 +699,11 @@ async fn count_tokens_asks_anthropic_and_estimates_elsewhere() {
     assert_eq!(resp.json()["error"]["type"], "authentication_error");
 }
 
-fn python_with_anthropic_sdk() -> PathBuf {
-    let python = std::env::var_os("SWITCHBOARD_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin/python"));
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import anthropic"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{} cannot import the Anthropic SDK: run .ci/setup (or set SWITCHBOARD_TEST_PYTHON to a python that has it)",
-        python.display()
-    );
-    python
-}
-
 /// The official Anthropic Python SDK, non-streamed, streamed and with tool use, over Anthropic
 /// and Bedrock Claude deployments (pass-through) and OpenAI and Gemini ones (translated).
 #[tokio::test]
 async fn anthropic_python_sdk_works_through_the_gateway() {
-    let python = python_with_anthropic_sdk();
+    let python = python_with("anthropic");
     let s = setup().await;
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic_sdk_client.py");

@@ -8,7 +8,6 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::*;
 
@@ -829,24 +828,6 @@ router_settings:
     }
 }
 
-/// The Python interpreter with the OpenAI SDK, or `None` (the test says it is skipped).
-pub fn python_with_openai_sdk() -> Option<PathBuf> {
-    let python = std::env::var_os("SWITCHBOARD_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin/python"));
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED: the OpenAI Python SDK is not installed for {} (run .ci/setup or set SWITCHBOARD_TEST_PYTHON)",
-            python.display()
-        );
-    }
-    ok.then_some(python)
-}
-
 /// A Response object as OpenAI's Responses API returns it: text, then a function call.
 fn native_sdk_response(status: &str, output: Value, usage: Value) -> Value {
     json!({"id": "resp_sdk1", "object": "response", "created_at": 1700000000, "status": status,
@@ -1014,9 +995,6 @@ fn bedrock_reply(r: &Recorded) -> Reply {
 /// an OpenAI-compatible chat server, Anthropic, Gemini and Bedrock.
 #[tokio::test]
 async fn the_openai_python_sdk_responses_client_works() {
-    let Some(python) = python_with_openai_sdk() else {
-        return;
-    };
     let stream = chat_tool_stream();
     let chat = MockUpstream::start(move |r| {
         if r.json()["stream"] == true {
@@ -1046,7 +1024,6 @@ async fn the_openai_python_sdk_responses_client_works() {
         gemini.base(),
         bedrock.base()
     ));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openai_sdk_ingress.py");
     let paris = "{\"city\":\"Paris\"}";
     // (group, whole: text, call, usage; streamed: text, call, usage; whether it is refused
     // `previous_response_id`). Calls are (call id or "" when the gateway makes it, name, args).
@@ -1084,20 +1061,7 @@ async fn the_openai_python_sdk_responses_client_works() {
         ),
     ];
     for (model, whole, streamed, refuses) in cases {
-        let out = tokio::process::Command::new(&python)
-            .arg(&script)
-            .arg(format!("http://127.0.0.1:{}/v1", gw.port))
-            .args(["responses", model])
-            .output()
-            .await
-            .expect("run python");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{model}: {}{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
+        let seen = openai_sdk_ingress(gw.port, &["responses", model]).await;
         for (k, (text, (call_id, args), usage)) in [
             ("whole", whole),
             ("created", streamed),

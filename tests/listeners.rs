@@ -1097,30 +1097,11 @@ async fn curl_mtls_with_and_without_a_client_certificate() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The Python interpreter with the OpenAI SDK: `SWITCHBOARD_TEST_PYTHON`, else the venv
-/// `.ci/setup` makes. Panics (never skips) when the SDK is missing.
-fn python_with_openai_sdk() -> PathBuf {
-    let python = std::env::var_os("SWITCHBOARD_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin/python"));
-    let ok = Command::new(&python)
-        .args(["-c", "import openai, h2"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "the OpenAI Python SDK (openai, httpx[http2]) is not installed for {}: run .ci/setup \
-         (or set SWITCHBOARD_TEST_PYTHON to a python that has them)",
-        python.display()
-    );
-    python
-}
-
 /// The official OpenAI Python SDK over TLS (the CA given to httpx), on HTTP/1.1 and on HTTP/2:
 /// a chat completion, a stream with usage (`stream_options.include_usage`), and embeddings.
 #[tokio::test]
 async fn openai_python_sdk_over_tls_http1_and_http2() {
-    let python = python_with_openai_sdk();
+    let python = python_with("openai, h2");
     let dir = temp_dir();
     make_ca(&dir, "ca");
     let (cert, key) = make_leaf(&dir, "ca", "localhost", 2);

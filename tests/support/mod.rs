@@ -1440,3 +1440,48 @@ pub mod openai {
                "usage": {"prompt_tokens": 4, "total_tokens": 4}})
     }
 }
+
+/// The Python interpreter for the official-SDK tests: `SWITCHBOARD_TEST_PYTHON`, else the venv
+/// `.ci/setup` makes. Panics (never skips) when it cannot `import` every one of `modules`
+/// (comma-separated, e.g. `"openai, h2"`): a missing SDK must not pass as a green test.
+#[allow(dead_code)]
+pub fn python_with(modules: &str) -> PathBuf {
+    let python = std::env::var_os("SWITCHBOARD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin/python")
+        });
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import {modules}: run .ci/setup (or set SWITCHBOARD_TEST_PYTHON to a python that has them)",
+        python.display()
+    );
+    python
+}
+
+/// Runs `tests/fixtures/openai_sdk_ingress.py` against the gateway on `port` with `args`
+/// (`responses MODEL` or `completions MODEL`) and returns the JSON it prints of what the
+/// OpenAI SDK saw; panics with its stderr when it fails.
+#[allow(dead_code)]
+pub async fn openai_sdk_ingress(port: u16, args: &[&str]) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/openai_sdk_ingress.py");
+    let out = tokio::process::Command::new(python_with("openai"))
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}/v1"))
+        .args(args)
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("the script's JSON")
+}
