@@ -3,9 +3,9 @@
 //!   `traceparent`, recording the request parameters from the parsed body, one upstream
 //!   attempt (its `traceparent` header built), and the settle stage moving the finished record
 //!   into the export queue (`try_send`; the queue is drained by the export thread).
-//! - `otel/build_spans`: what the export thread pays per request to turn the record into its
-//!   SERVER and CLIENT spans with their GenAI attributes (protobuf encoding and the HTTP export
-//!   are the SDK's, per batch, and not counted here).
+//! - `otel/build_spans`: what the export thread pays per request to write the record's SERVER
+//!   and CLIENT spans, with their GenAI attributes, as OTLP protobuf (the HTTP export, per
+//!   batch, is not counted here).
 //!
 //! Run: `cargo bench --bench otel`. Compare with the ~50 µs of CPU a proxied request costs
 //! (benches/README.md, `load`).
@@ -100,12 +100,11 @@ fn bench(c: &mut Criterion) {
         client_disconnected: false,
         answer: None,
     };
-    let scope = opentelemetry::InstrumentationScope::builder("switchboard").build();
-    let mut out = Vec::with_capacity(2);
+    let mut out = telemetry::otlp::Batch::default();
     g.bench_function("build_spans", |b| {
         b.iter(|| {
             out.clear();
-            telemetry::spans::build(black_box(&finished), &telemetry.config, &scope, &mut out);
+            telemetry::spans::build(black_box(&finished), &telemetry.config, &mut out);
             black_box(&out);
         })
     });

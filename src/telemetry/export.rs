@@ -1,22 +1,22 @@
-//! The export thread: takes finished requests off the bounded queue, builds their spans and
-//! records the GenAI metrics, and exports spans in batches (at `max_batch` spans or after
-//! `schedule_delay`). Over OTLP/HTTP a batch is encoded once (the SDK's protobuf transform) and
-//! POSTed to each target with exactly that target's headers; over gRPC the SDK's tonic exporter
-//! sends it, its channel running on a one-thread Tokio runtime that exists only when a gRPC
-//! target does. Its own OS thread, so the blocking HTTP client never runs on a request worker;
+//! The export thread: takes finished requests off the bounded queue, writes their spans as OTLP
+//! protobuf ([`otlp`]) and records the GenAI metrics, and exports spans in batches (at
+//! `max_batch` spans or after `schedule_delay`). A batch's `ExportTraceServiceRequest` is
+//! encoded once and sent to each target with exactly that target's headers: POSTed over
+//! OTLP/HTTP, or as the gRPC `TraceService/Export` call on a tonic channel running on a
+//! one-thread Tokio runtime that exists only when a gRPC target does. Metrics go through the
+//! SDK's meter provider and OTLP exporters. Its own OS thread, so the blocking HTTP client never
+//! runs on a request worker;
 //! a slow or dead collector holds up only this thread (each export bounded by the export
 //! timeout) while the queue fills and further requests are dropped and counted by the settle
 //! stage.
 
-use super::{spans, Finished, DROPPED_EXPORT_FAILED, EXPORTED};
+use super::{otlp, spans, Finished, DROPPED_EXPORT_FAILED, EXPORTED};
 use crate::config::telemetry::{ExportTarget, OtlpProtocol, TelemetryConfig};
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
-use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use prost::Message as _;
 use std::collections::HashMap;
@@ -222,8 +222,11 @@ enum SpanSink {
         url: String,
         headers: reqwest::header::HeaderMap,
     },
-    /// OTLP/gRPC through the SDK's tonic exporter.
-    Grpc(opentelemetry_otlp::SpanExporter),
+    /// OTLP/gRPC: the encoded request as the `TraceService/Export` call.
+    Grpc {
+        channel: tonic::transport::Channel,
+        metadata: tonic::metadata::MetadataMap,
+    },
 }
 
 fn http_headers(target: &ExportTarget) -> Result<reqwest::header::HeaderMap, String> {
@@ -266,11 +269,7 @@ fn grpc_tls(url: &str) -> Option<opentelemetry_otlp::tonic_types::transport::Cli
     })
 }
 
-fn span_sink(
-    target: &ExportTarget,
-    config: &TelemetryConfig,
-    resource: &Resource,
-) -> Result<SpanSink, String> {
+fn span_sink(target: &ExportTarget, config: &TelemetryConfig) -> Result<SpanSink, String> {
     match target.protocol {
         OtlpProtocol::HttpProtobuf => Ok(SpanSink::Http {
             name: target.name,
@@ -278,20 +277,19 @@ fn span_sink(
             headers: http_headers(target)?,
         }),
         OtlpProtocol::Grpc => {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_protocol(Protocol::Grpc)
-                .with_endpoint(target.traces_endpoint.clone())
-                .with_timeout(config.export_timeout)
-                .with_metadata(grpc_metadata(target)?);
+            let invalid = |e: tonic::transport::Error| format!("{}: {e}", target.name);
+            let mut endpoint =
+                tonic::transport::Endpoint::from_shared(target.traces_endpoint.clone())
+                    .map_err(invalid)?
+                    .connect_timeout(config.export_timeout)
+                    .timeout(config.export_timeout);
             if let Some(tls) = grpc_tls(&target.traces_endpoint) {
-                builder = builder.with_tls_config(tls);
+                endpoint = endpoint.tls_config(tls).map_err(invalid)?;
             }
-            let mut e = builder
-                .build()
-                .map_err(|e| format!("{}: {e}", target.name))?;
-            e.set_resource(resource);
-            Ok(SpanSink::Grpc(e))
+            Ok(SpanSink::Grpc {
+                channel: endpoint.connect_lazy(),
+                metadata: grpc_metadata(target)?,
+            })
         }
     }
 }
@@ -344,7 +342,7 @@ fn meter_provider(
 struct Exporters {
     client: reqwest::blocking::Client,
     sinks: Vec<SpanSink>,
-    resource: ResourceAttributesWithSchema,
+    envelope: otlp::Envelope,
     /// Runs the gRPC channels (present only when a target speaks gRPC).
     grpc: Option<tokio::runtime::Runtime>,
 }
@@ -375,7 +373,7 @@ fn exporters(
     let sinks = config
         .targets
         .iter()
-        .map(|t| span_sink(t, config, resource))
+        .map(|t| span_sink(t, config))
         .collect::<Result<Vec<_>, _>>()?;
     let meters = meter_provider(config, &client, resource)?;
     drop(_in_runtime);
@@ -383,11 +381,33 @@ fn exporters(
         Exporters {
             client,
             sinks,
-            resource: ResourceAttributesWithSchema::from(resource),
+            envelope: envelope(resource),
             grpc,
         },
         meters,
     ))
+}
+
+/// The resource and scope every export carries, encoded once.
+fn envelope(resource: &Resource) -> otlp::Envelope {
+    use opentelemetry_proto::tonic::{common::v1::InstrumentationScope, resource::v1};
+    let with_schema = ResourceAttributesWithSchema::from(resource);
+    otlp::Envelope {
+        resource: v1::Resource {
+            attributes: with_schema.attributes.0,
+            dropped_attributes_count: 0,
+            entity_refs: vec![],
+        }
+        .encode_to_vec(),
+        scope: InstrumentationScope {
+            name: "switchboard".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            attributes: vec![],
+            dropped_attributes_count: 0,
+        }
+        .encode_to_vec(),
+        schema_url: with_schema.schema_url.unwrap_or_default(),
+    }
 }
 
 /// How long the export thread lets requests queue up after it wakes (see [`run`]).
@@ -403,10 +423,7 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
         }
     };
     let instruments = meters.map(Instruments::new);
-    let scope = InstrumentationScope::builder("switchboard")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    let mut batch: Vec<SpanData> = Vec::with_capacity(config.max_batch);
+    let mut batch = otlp::Batch::default();
     let mut due: Option<Instant> = None;
     // After a wake-up, the thread sleeps for `GATHER` and then takes everything queued
     // meanwhile without blocking: a request's `try_send` then finds no receiver waiting and
@@ -443,7 +460,7 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
                     i.record(&f);
                 }
                 if f.trace.sampled {
-                    spans::build(&f, &config, &scope, &mut batch);
+                    spans::build(&f, &config, &mut batch);
                 }
                 if batch.len() >= config.max_batch {
                     export(&exporters, &mut batch);
@@ -470,11 +487,6 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
                 if let Some(i) = &instruments {
                     let _ = i.provider.shutdown();
                 }
-                for sink in exporters.iter().flat_map(|e| &e.sinks) {
-                    if let SpanSink::Grpc(e) = sink {
-                        let _ = e.shutdown();
-                    }
-                }
                 return;
             }
         }
@@ -485,52 +497,33 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
 static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Sends the batch to every target, counting the outcome per target.
-fn export(exporters: &Option<Exporters>, batch: &mut Vec<SpanData>) {
+fn export(exporters: &Option<Exporters>, batch: &mut otlp::Batch) {
     if batch.is_empty() {
         return;
     }
-    let spans = std::mem::take(batch);
-    let n = spans.len() as u64;
+    let n = batch.len() as u64;
     let Some(ex) = exporters.as_ref().filter(|e| !e.sinks.is_empty()) else {
         DROPPED_EXPORT_FAILED.fetch_add(n, Ordering::Relaxed);
+        batch.clear();
         return;
     };
-    let mut spans = Some(spans);
-    // The OTLP/HTTP body, encoded once for every HTTP target.
-    let mut body: Option<bytes::Bytes> = None;
-    for (i, sink) in ex.sinks.iter().enumerate() {
-        // The spans themselves are still needed after this sink: copy them, else hand them over.
-        let needed_later = ex.sinks[i + 1..].iter().any(|s| {
-            matches!(s, SpanSink::Grpc(_)) || (body.is_none() && matches!(s, SpanSink::Http { .. }))
-        });
-        let mut take = || {
-            if needed_later {
-                spans.clone().unwrap_or_default()
-            } else {
-                spans.take().unwrap_or_default()
-            }
-        };
+    // The ExportTraceServiceRequest: the OTLP/HTTP body and the gRPC message alike.
+    let request = bytes::Bytes::from(batch.take_request(&ex.envelope));
+    for sink in &ex.sinks {
         let (name, outcome) = match sink {
-            SpanSink::Grpc(e) => {
-                let batch = take();
+            SpanSink::Grpc { channel, metadata } => {
                 let outcome = match &ex.grpc {
-                    Some(rt) => rt.block_on(e.export(batch)).map_err(|e| e.to_string()),
+                    Some(rt) => rt.block_on(grpc_export(
+                        channel.clone(),
+                        metadata.clone(),
+                        request.clone(),
+                    )),
                     None => Err("no gRPC runtime".to_string()),
                 };
                 ("otel", outcome)
             }
             SpanSink::Http { name, url, headers } => {
-                let body = body
-                    .get_or_insert_with(|| {
-                        let resource_spans = group_spans_by_resource_and_scope(take(), &ex.resource);
-                        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-                            resource_spans,
-                        }
-                        .encode_to_vec()
-                        .into()
-                    })
-                    .clone();
-                (*name, post(&ex.client, url, headers, body))
+                (*name, post(&ex.client, url, headers, request.clone()))
             }
         };
         match outcome {
@@ -546,6 +539,83 @@ fn export(exporters: &Option<Exporters>, batch: &mut Vec<SpanData>) {
                 }
             }
         }
+    }
+}
+
+/// One OTLP/gRPC export: the unary `TraceService/Export` call carrying the encoded request (the
+/// channel bounds it by the export timeout); any OK status is success (the answer, a
+/// partial-success report, is not read).
+async fn grpc_export(
+    channel: tonic::transport::Channel,
+    metadata: tonic::metadata::MetadataMap,
+    request: bytes::Bytes,
+) -> Result<(), String> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| e.to_string())?;
+    let mut call = tonic::Request::new(request);
+    *call.metadata_mut() = metadata;
+    grpc.unary(
+        call,
+        http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        ),
+        RawCodec,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|status| {
+        format!(
+            "the collector answered {:?}: {}",
+            status.code(),
+            status.message()
+        )
+    })
+}
+
+/// A gRPC codec for bytes already encoded: sent as they are, the answer read and discarded.
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        use bytes::Buf as _;
+        src.advance(src.remaining());
+        Ok(Some(()))
     }
 }
 

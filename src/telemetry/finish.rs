@@ -113,15 +113,15 @@ fn record(r: &mut FinishReasons, reason: &str) {
 }
 
 /// The reasons, well-known ones in [`KNOWN`]'s order then the other one; empty when none.
-pub fn reasons(r: &FinishReasons) -> Vec<opentelemetry::StringValue> {
-    let mut out = Vec::with_capacity(r.known.count_ones() as usize + 1);
+pub fn reasons(r: &FinishReasons) -> smallvec::SmallVec<[&str; 4]> {
+    let mut out = smallvec::SmallVec::new();
     for (bit, name) in KNOWN.iter().enumerate() {
         if r.known & (1 << bit) != 0 {
-            out.push(opentelemetry::StringValue::from(*name));
+            out.push(*name);
         }
     }
     if let Some(o) = &r.other {
-        out.push(opentelemetry::StringValue::from(o.to_string()));
+        out.push(&**o);
     }
     out
 }
@@ -131,7 +131,7 @@ mod tests {
     use super::*;
 
     fn names(r: &FinishReasons) -> Vec<String> {
-        reasons(r).iter().map(|s| s.as_str().to_string()).collect()
+        reasons(r).iter().map(|s| s.to_string()).collect()
     }
 
     #[test]

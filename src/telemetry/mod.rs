@@ -6,8 +6,8 @@
 //! upstream attempt ([`begin_attempt`] / [`end_attempt`]) and sends a `traceparent` naming it
 //! upstream. At settle [`TelemetrySettle`] moves the finished record into a bounded queue
 //! (`try_send`: a full queue drops it and counts the spans, never waits). One export thread
-//! ([`export`]) builds the SERVER and CLIENT spans and the GenAI metrics from those records and
-//! hands them to the OpenTelemetry SDK's OTLP exporters in batches. With no telemetry callback
+//! ([`export`]) writes the SERVER and CLIENT spans as OTLP protobuf ([`otlp`]) and records the
+//! GenAI metrics from those records, and exports the spans in batches. With no telemetry callback
 //! configured nothing of this exists: no stage, no record, no header.
 //!
 //! The exporter lives across reloads while its settings stay the same; a reload that changes
@@ -17,6 +17,7 @@
 
 pub mod export;
 pub mod finish;
+pub mod otlp;
 pub mod propagation;
 pub mod spans;
 

@@ -5,15 +5,12 @@
 //! `error.type`). Cost is `gen_ai.usage.cost`, as LiteLLM names it; the caller appears as key
 //! alias, team and end user, never as the key.
 
+use super::otlp::{self, Kind, SpanWriter, Val};
 use super::Finished;
 use crate::config::telemetry::TelemetryConfig;
 use crate::context::AttemptRecord;
 use crate::router::Deployment;
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use opentelemetry::trace::TraceState;
 use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::{Instant, SystemTime};
@@ -50,117 +47,84 @@ pub fn provider_name(provider: &str) -> Cow<'static, str> {
 }
 
 /// Appends the request's spans to `out`.
-pub fn build(
-    f: &Finished,
-    config: &TelemetryConfig,
-    scope: &InstrumentationScope,
-    out: &mut Vec<SpanData>,
-) {
+pub fn build(f: &Finished, config: &TelemetryConfig, out: &mut otlp::Batch) {
     let trace = &f.trace;
-    let flags = if trace.sampled {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::default()
-    };
+    // The client's `tracestate`, kept when it is valid (rare: only with a client's traceparent).
     let state = trace
         .tracestate
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .and_then(|s| TraceState::from_str(s).ok())
+        .map(|s| s.header())
         .unwrap_or_default();
-    let trace_id = TraceId::from_bytes(trace.trace_id);
-    let server_id = SpanId::from_bytes(trace.span_id);
     let op = operation_name(f.route);
     let model = f.model.as_deref().unwrap_or("");
     // The request's end: its start plus its duration, on the wall clock.
     let start = trace.wall_start;
     let end = start + f.duration;
 
-    let mut attrs = Vec::with_capacity(24);
-    attrs.push(KeyValue::new("gen_ai.operation.name", op));
+    let mut s = out.span();
+    s.ids(
+        &trace.trace_id,
+        &trace.span_id,
+        trace.remote_parent.as_ref(),
+        &state,
+        otlp::span_flags(trace.sampled, trace.remote_parent.is_some()),
+    )
+    .name(op, model)
+    .kind(Kind::Server)
+    .times(start, end)
+    .str("gen_ai.operation.name", op);
     if !model.is_empty() {
-        attrs.push(KeyValue::new("gen_ai.request.model", model.to_string()));
+        s.str("gen_ai.request.model", model);
     }
     if let Some(d) = &f.deployment {
-        attrs.push(KeyValue::new(
-            "gen_ai.provider.name",
-            Value::String(StringValue::from(provider_name(d.provider.name()))),
-        ));
-        attrs.push(KeyValue::new(
-            "gen_ai.response.model",
-            d.config.model.clone(),
-        ));
+        s.str("gen_ai.provider.name", &provider_name(d.provider.name()))
+            .str("gen_ai.response.model", &d.config.model);
     }
-    request_params(f, &mut attrs);
-    usage(f, &mut attrs);
-    finish_reasons(f, &mut attrs);
+    request_params(f, &mut s);
+    usage(f, &mut s);
+    finish_reasons(f, &mut s);
     if let Some(id) = &trace.response_id {
         if f.status < 300 && op == "chat" {
-            attrs.push(KeyValue::new("gen_ai.response.id", id.as_str().to_string()));
+            s.str("gen_ai.response.id", id.as_str());
         }
     }
     if let Some(k) = &f.key {
         if let Some(alias) = &k.row.key_alias {
-            attrs.push(KeyValue::new("switchboard.key_alias", alias.clone()));
+            s.str("switchboard.key_alias", alias);
         }
         if let Some(team) = &k.row.team_id {
-            attrs.push(KeyValue::new("switchboard.team_id", team.clone()));
+            s.str("switchboard.team_id", team);
         }
     }
     if let Some(u) = &f.end_user {
-        attrs.push(KeyValue::new("gen_ai.user.id", bounded(u, 256)));
+        s.str("gen_ai.user.id", bounded(u, 256));
     }
     if let Some(fb) = &f.fallback {
-        attrs.push(KeyValue::new("switchboard.fallback_group", fb.clone()));
+        s.str("switchboard.fallback_group", fb);
     }
-    attrs.push(KeyValue::new(
-        "switchboard.attempts",
-        trace.attempts.len() as i64,
-    ));
+    s.int("switchboard.attempts", trace.attempts.len() as i64);
     if f.stream {
-        attrs.push(KeyValue::new("gen_ai.request.stream", true));
+        s.attr("gen_ai.request.stream", Val::Bool(true));
     }
     if let Some(ttft) = f.ttft {
-        attrs.push(KeyValue::new(
-            "gen_ai.server.time_to_first_token",
-            ttft.as_secs_f64(),
-        ));
+        s.double("gen_ai.server.time_to_first_token", ttft.as_secs_f64());
     }
-    attrs.push(KeyValue::new("http.response.status_code", f.status as i64));
+    s.int("http.response.status_code", f.status as i64);
     if config.capture_content {
-        content(f, config.content_max_bytes, &mut attrs);
+        content(f, config.content_max_bytes, &mut s);
     }
     let failed = f.status >= 400 || f.client_disconnected;
     if failed {
-        attrs.push(KeyValue::new("error.type", server_error_type(f)));
+        s.str("error.type", server_error_type(f));
     }
-    let status = match (f.status >= 500 || f.status == 0, &f.error) {
-        (true, Some(e)) => Status::Error {
-            description: Cow::Owned(bounded(e, 512)),
-        },
-        (true, None) => Status::Error {
-            description: Cow::Borrowed(""),
-        },
-        _ => Status::Unset,
-    };
-    out.push(SpanData {
-        span_context: SpanContext::new(trace_id, server_id, flags, false, state.clone()),
-        parent_span_id: trace
-            .remote_parent
-            .map(SpanId::from_bytes)
-            .unwrap_or(SpanId::INVALID),
-        parent_span_is_remote: trace.remote_parent.is_some(),
-        span_kind: SpanKind::Server,
-        name: span_name(op, model),
-        start_time: start,
-        end_time: end,
-        attributes: attrs,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: scope.clone(),
+    s.status(match (f.status >= 500 || f.status == 0, &f.error) {
+        (true, Some(e)) => Some(bounded(e, 512)),
+        (true, None) => Some(""),
+        _ => None,
     });
+    s.finish();
 
     // Attempt instants on the wall clock: offsets from the request's start instant.
     let wall = |t: Instant| start + t.saturating_duration_since(trace.start);
@@ -171,9 +135,7 @@ pub fn build(
             .map(wall)
             .unwrap_or(end)
             .clamp(a_start, end.max(a_start));
-        out.push(attempt_span(
-            f, a, i, trace_id, server_id, flags, &state, op, a_start, a_end, scope,
-        ));
+        attempt_span(f, a, i, &state, op, a_start, a_end, out);
     }
 }
 
@@ -182,105 +144,65 @@ fn attempt_span(
     f: &Finished,
     a: &AttemptRecord,
     index: usize,
-    trace_id: TraceId,
-    parent: SpanId,
-    flags: TraceFlags,
-    state: &TraceState,
+    state: &str,
     op: &'static str,
     start: SystemTime,
     end: SystemTime,
-    scope: &InstrumentationScope,
-) -> SpanData {
+    out: &mut otlp::Batch,
+) {
+    let trace = &f.trace;
     let d: &Deployment = &a.deployment;
     let upstream_model = d.config.model.as_str();
-    let last = index + 1 == f.trace.attempts.len();
-    let mut attrs = Vec::with_capacity(16);
-    attrs.push(KeyValue::new("gen_ai.operation.name", op));
-    attrs.push(KeyValue::new(
-        "gen_ai.provider.name",
-        Value::String(StringValue::from(provider_name(d.provider.name()))),
-    ));
-    attrs.push(KeyValue::new(
-        "gen_ai.request.model",
-        upstream_model.to_string(),
-    ));
-    attrs.push(KeyValue::new(
-        "switchboard.model_group",
-        d.config.model_name.clone(),
-    ));
-    attrs.push(KeyValue::new(
-        "switchboard.deployment_id",
-        d.id().to_string(),
-    ));
+    let last = index + 1 == trace.attempts.len();
+    let mut s = out.span();
+    s.ids(
+        &trace.trace_id,
+        &a.span_id,
+        Some(&trace.span_id),
+        state,
+        otlp::span_flags(trace.sampled, false),
+    )
+    .name(op, upstream_model)
+    .kind(Kind::Client)
+    .times(start, end)
+    .str("gen_ai.operation.name", op)
+    .str("gen_ai.provider.name", &provider_name(d.provider.name()))
+    .str("gen_ai.request.model", upstream_model)
+    .str("switchboard.model_group", &d.config.model_name)
+    .str("switchboard.deployment_id", d.id());
     if let Some(ep) = &d.endpoint {
-        attrs.push(KeyValue::new("server.address", ep.host.clone()));
-        attrs.push(KeyValue::new("server.port", ep.port as i64));
+        s.str("server.address", &ep.host)
+            .int("server.port", ep.port as i64);
     }
     if index > 0 {
-        attrs.push(KeyValue::new("switchboard.retry_of", index as i64));
+        s.int("switchboard.retry_of", index as i64);
     }
-    request_params(f, &mut attrs);
-    let status = match a.error {
+    request_params(f, &mut s);
+    match a.error {
         Some((kind, http_status)) => {
-            attrs.push(KeyValue::new("error.type", kind));
-            attrs.push(KeyValue::new(
-                "http.response.status_code",
-                http_status as i64,
-            ));
-            Status::Error {
-                description: Cow::Borrowed(kind),
-            }
+            s.str("error.type", kind)
+                .int("http.response.status_code", http_status as i64)
+                .status(Some(kind));
         }
         None => {
             if last {
-                attrs.push(KeyValue::new(
-                    "gen_ai.response.model",
-                    upstream_model.to_string(),
-                ));
-                usage(f, &mut attrs);
-                finish_reasons(f, &mut attrs);
+                s.str("gen_ai.response.model", upstream_model);
+                usage(f, &mut s);
+                finish_reasons(f, &mut s);
                 if f.status > 0 {
-                    attrs.push(KeyValue::new("http.response.status_code", f.status as i64));
+                    s.int("http.response.status_code", f.status as i64);
                 }
             }
-            Status::Unset
+            s.status(None);
         }
-    };
-    SpanData {
-        span_context: SpanContext::new(
-            trace_id,
-            SpanId::from_bytes(a.span_id),
-            flags,
-            false,
-            state.clone(),
-        ),
-        parent_span_id: parent,
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Client,
-        name: span_name(op, upstream_model),
-        start_time: start,
-        end_time: end,
-        attributes: attrs,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: scope.clone(),
     }
+    s.finish();
 }
 
-fn span_name(op: &str, model: &str) -> Cow<'static, str> {
-    if model.is_empty() {
-        Cow::Owned(op.to_string())
-    } else {
-        Cow::Owned(format!("{op} {model}"))
-    }
-}
-
-fn request_params(f: &Finished, attrs: &mut Vec<KeyValue>) {
+fn request_params(f: &Finished, s: &mut SpanWriter<'_>) {
     let p = &f.trace.params;
     if let Some(v) = p.max_tokens {
-        attrs.push(KeyValue::new("gen_ai.request.max_tokens", v as i64));
+        s.int("gen_ai.request.max_tokens", v as i64);
     }
     for (k, v) in [
         ("gen_ai.request.temperature", p.temperature),
@@ -290,60 +212,51 @@ fn request_params(f: &Finished, attrs: &mut Vec<KeyValue>) {
         ("gen_ai.request.presence_penalty", p.presence_penalty),
     ] {
         if let Some(v) = v {
-            attrs.push(KeyValue::new(k, v));
+            s.double(k, v);
         }
     }
     if let Some(v) = p.seed {
-        attrs.push(KeyValue::new("gen_ai.request.seed", v));
+        s.int("gen_ai.request.seed", v);
     }
     if let Some(v) = p.choice_count.filter(|n| *n != 1) {
-        attrs.push(KeyValue::new("gen_ai.request.choice.count", v as i64));
+        s.int("gen_ai.request.choice.count", v as i64);
     }
 }
 
-fn usage(f: &Finished, attrs: &mut Vec<KeyValue>) {
+fn usage(f: &Finished, s: &mut SpanWriter<'_>) {
     if let Some(u) = &f.usage {
-        attrs.push(KeyValue::new(
-            "gen_ai.usage.input_tokens",
-            u.prompt_tokens as i64,
-        ));
-        attrs.push(KeyValue::new(
-            "gen_ai.usage.output_tokens",
-            u.completion_tokens as i64,
-        ));
+        s.int("gen_ai.usage.input_tokens", u.prompt_tokens as i64)
+            .int("gen_ai.usage.output_tokens", u.completion_tokens as i64);
         if let Some(d) = &u.prompt_tokens_details {
             if d.cached_tokens > 0 {
-                attrs.push(KeyValue::new(
+                s.int(
                     "gen_ai.usage.cache_read.input_tokens",
                     d.cached_tokens as i64,
-                ));
+                );
             }
             if d.cache_creation_tokens > 0 {
-                attrs.push(KeyValue::new(
+                s.int(
                     "gen_ai.usage.cache_creation.input_tokens",
                     d.cache_creation_tokens as i64,
-                ));
+                );
             }
         }
     }
     if let Some(c) = f.cost {
-        attrs.push(KeyValue::new("gen_ai.usage.cost", c));
+        s.double("gen_ai.usage.cost", c);
     }
 }
 
 /// `gen_ai.response.finish_reasons`: the answer's, when it carried any.
-fn finish_reasons(f: &Finished, attrs: &mut Vec<KeyValue>) {
+fn finish_reasons(f: &Finished, s: &mut SpanWriter<'_>) {
     let reasons = super::finish::reasons(&f.trace.finish_reasons);
     if !reasons.is_empty() {
-        attrs.push(KeyValue::new(
-            "gen_ai.response.finish_reasons",
-            Value::Array(Array::String(reasons)),
-        ));
+        s.attr("gen_ai.response.finish_reasons", Val::StrArray(&reasons));
     }
 }
 
 /// Prompt and completion, only with content capture on, each cut at `cap` bytes.
-fn content(f: &Finished, cap: usize, attrs: &mut Vec<KeyValue>) {
+fn content(f: &Finished, cap: usize, s: &mut SpanWriter<'_>) {
     if let Some(body) = &f.trace.request_body {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
             let key = if operation_name(f.route) == "embeddings" {
@@ -352,10 +265,7 @@ fn content(f: &Finished, cap: usize, attrs: &mut Vec<KeyValue>) {
                 "messages"
             };
             if let Some(m) = v.get(key) {
-                attrs.push(KeyValue::new(
-                    "gen_ai.input.messages",
-                    bounded(&m.to_string(), cap),
-                ));
+                s.str("gen_ai.input.messages", bounded(&m.to_string(), cap));
             }
         }
     }
@@ -368,20 +278,20 @@ fn content(f: &Finished, cap: usize, attrs: &mut Vec<KeyValue>) {
                 .unwrap_or_else(|| text.into_owned()),
             Err(_) => text.into_owned(),
         };
-        attrs.push(KeyValue::new("gen_ai.output.messages", bounded(&out, cap)));
+        s.str("gen_ai.output.messages", bounded(&out, cap));
     }
 }
 
 /// `s` cut to at most `cap` bytes on a character boundary.
-fn bounded(s: &str, cap: usize) -> String {
+fn bounded(s: &str, cap: usize) -> &str {
     if s.len() <= cap {
-        return s.to_string();
+        return s;
     }
     let mut end = cap;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    &s[..end]
 }
 
 fn server_error_type(f: &Finished) -> &'static str {
