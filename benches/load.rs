@@ -30,6 +30,10 @@
 //! spans and metrics exported over OTLP/HTTP to the mock, which accepts and discards them; run
 //! with and without it in the same minute for the telemetry's CPU per request; not together
 //! with a `litellm_settings` section in `SB_LOAD_EXTRA_YAML`],
+//! `SB_LOAD_OTEL=ab:N` [unset: instead of the usual runs, N pairs of alternating
+//! `SB_LOAD_SECS` slices of `chat` and `stream` (those of `SB_LOAD_RUNS`) through a gateway
+//! without telemetry and a second one with it, both running throughout; prints each pair and
+//! the totals: telemetry's CPU per request with the machine's drift cancelled out],
 //! `SB_LOAD_BARE` [1: the OpenAI runs also go through a bare Pingora proxy, the floor; 0: not],
 //! `SB_LOAD_WORK_STEALING` [the gateway's default: `switchboard.work_stealing` for the gateway,
 //! and the same runtime mode for the bare proxy].
@@ -91,6 +95,11 @@ struct Settings {
     /// Which runs to do: `chat`, `stream`, `anthropic`, `astream`, `stream64`, `chat1`,
     /// `stream1`.
     runs: Vec<String>,
+    /// The gateway runs with `callbacks: [otel]` (`SB_LOAD_OTEL`).
+    otel: bool,
+    /// `SB_LOAD_OTEL=ab:N`: N alternating slices through a gateway without telemetry and one
+    /// with it, instead of the usual runs.
+    otel_ab: usize,
 }
 
 fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -127,6 +136,15 @@ impl Settings {
                 .split(',')
                 .map(|r| r.trim().to_string())
                 .collect(),
+            otel: std::env::var_os("SB_LOAD_OTEL").is_some(),
+            otel_ab: std::env::var("SB_LOAD_OTEL")
+                .ok()
+                .and_then(|v| v.strip_prefix("ab:").map(str::to_string))
+                .map(|n| {
+                    n.parse()
+                        .unwrap_or_else(|_| panic!("SB_LOAD_OTEL=ab:{n}: N is not a number"))
+                })
+                .unwrap_or(0),
         }
     }
 }
@@ -225,7 +243,12 @@ fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-fn start_gateway(cfg: &Settings, dir: &Path, upstream_port: u16) -> Result<(Proc, u16), String> {
+fn start_gateway(
+    cfg: &Settings,
+    dir: &Path,
+    upstream_port: u16,
+    otel: bool,
+) -> Result<(Proc, u16), String> {
     if !cfg.gateway_bin.exists() {
         return Err(format!(
             "{} is missing: build it with `cargo build --release --bin switchboard` (cargo bench builds it)",
@@ -258,7 +281,6 @@ switchboard:
         work_stealing = cfg.work_stealing,
         d = dir.display()
     );
-    let otel = std::env::var_os("SB_LOAD_OTEL").is_some();
     let yaml = if otel {
         format!("{yaml}litellm_settings:\n  callbacks: [otel]\n")
     } else {
@@ -439,7 +461,8 @@ fn orchestrate(cfg: &Settings) -> Result<(), String> {
     let result =
         (|| {
             let (mut upstream, upstream_port) = start_upstream(cfg)?;
-            let (mut gateway, gateway_port) = start_gateway(cfg, &dir, upstream_port)?;
+            let (mut gateway, gateway_port) =
+                start_gateway(cfg, &dir, upstream_port, cfg.otel && cfg.otel_ab == 0)?;
             let mut bare = if cfg.bare {
                 Some(start_bare(cfg, upstream_port)?)
             } else {
@@ -473,6 +496,19 @@ fn orchestrate(cfg: &Settings) -> Result<(), String> {
                     .map(|(b, _)| format!(", bare Pingora proxy {}", b.pid()))
                     .unwrap_or_default()
             );
+            if cfg.otel_ab > 0 {
+                let traced_dir = dir.join("otel");
+                std::fs::create_dir_all(&traced_dir).map_err(|e| e.to_string())?;
+                let traced = start_gateway(cfg, &traced_dir, upstream_port, true)?;
+                println!("gateway with telemetry: pid {}", traced.0.pid());
+                return otel_ab(
+                    cfg,
+                    &runtime,
+                    (&mut gateway, gateway_port),
+                    traced,
+                    &mut upstream,
+                );
+            }
             let runs = [
                 ("chat", "chat", Api::OpenAi, false, cfg.conns, cfg.secs),
                 (
@@ -580,6 +616,85 @@ fn orchestrate(cfg: &Settings) -> Result<(), String> {
         println!("gateway config and logs kept in {}", dir.display());
     }
     result
+}
+
+/// `SB_LOAD_OTEL=ab:N`: telemetry's CPU per request, measured in N pairs of alternating
+/// `SB_LOAD_SECS` slices through two gateways running side by side, one without telemetry and
+/// one with `callbacks: [otel]` (every trace sampled, spans and metrics exported to the mock).
+/// Alternating short slices puts both through the same moments of a shared machine, which a
+/// run of one after a run of the other does not; the figure is the ratio of the totals, with
+/// the median of the pairs' ratios beside it.
+fn otel_ab(
+    cfg: &Settings,
+    runtime: &tokio::runtime::Runtime,
+    plain: (&mut Proc, u16),
+    mut traced: (Proc, u16),
+    upstream: &mut Proc,
+) -> Result<(), String> {
+    let (plain, plain_port) = plain;
+    for (key, stream) in [("chat", false), ("stream", true)] {
+        if !cfg.runs.iter().any(|r| r == key) {
+            continue;
+        }
+        let run = Run {
+            label: key,
+            api: Api::OpenAi,
+            stream,
+            conns: cfg.conns,
+            target: Target::Gateway,
+            secs: cfg.secs,
+        };
+        let mut totals = [(0u64, 0f64); 2];
+        let mut ratios = Vec::new();
+        println!(
+            "\n{key}, {} conns: CPU µs/req without → with telemetry",
+            cfg.conns
+        );
+        for pair in 0..cfg.otel_ab {
+            let mut per_req = [0f64; 2];
+            for (side, port, pid) in [(0, plain_port, plain.pid()), (1, traced.1, traced.0.pid())] {
+                let m = runtime.block_on(measure(
+                    &run,
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    cfg.warmup,
+                    upstream.pid(),
+                    Some(pid),
+                ));
+                upstream.check_alive()?;
+                plain.check_alive()?;
+                traced.0.check_alive()?;
+                if m.requests == 0 || m.errors > 0 {
+                    return Err(format!(
+                        "{key} pair {pair}: {} requests, {} errors",
+                        m.requests, m.errors
+                    ));
+                }
+                let cpu = m.gateway_cpu.unwrap_or(0.0);
+                per_req[side] = m.per_req_us(cpu);
+                totals[side].0 += m.requests;
+                totals[side].1 += cpu;
+            }
+            let ratio = per_req[1] / per_req[0];
+            ratios.push(ratio);
+            println!(
+                "  pair {:>2}: {:>6.1} → {:>6.1} ({:+.1}%)",
+                pair + 1,
+                per_req[0],
+                per_req[1],
+                (ratio - 1.0) * 100.0
+            );
+        }
+        ratios.sort_by(f64::total_cmp);
+        let per_req = |(n, cpu): (u64, f64)| cpu / n.max(1) as f64 * 1e6;
+        let (off, on) = (per_req(totals[0]), per_req(totals[1]));
+        println!(
+            "  total:   {off:>6.1} → {on:>6.1} ({:+.1}%); median of pairs {:+.1}%",
+            (on / off - 1.0) * 100.0,
+            (ratios[ratios.len() / 2] - 1.0) * 100.0
+        );
+    }
+    println!("load average at end: {}", loadavg());
+    Ok(())
 }
 
 fn target_name(t: Target) -> &'static str {

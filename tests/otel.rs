@@ -223,6 +223,136 @@ async fn a_call_is_one_server_span_and_one_client_span_continuing_the_clients_tr
     );
 }
 
+/// The newest metrics export's histogram data points, by metric name.
+fn latest_points(
+    col: &MockUpstream,
+) -> std::collections::HashMap<
+    String,
+    Vec<opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint>,
+> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let Some(last) = col
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/v1/metrics")
+    else {
+        return Default::default();
+    };
+    ExportMetricsServiceRequest::decode(&last.body[..])
+        .expect("OTLP metrics protobuf")
+        .resource_metrics
+        .into_iter()
+        .flat_map(|rm| rm.scope_metrics)
+        .flat_map(|sm| sm.metrics)
+        .filter_map(|m| match m.data {
+            Some(Data::Histogram(h)) => {
+                assert_eq!(h.aggregation_temporality, 2, "{}: cumulative", m.name);
+                Some((m.name, h.data_points))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn point_attr<'a>(
+    p: &'a opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint,
+    key: &str,
+) -> Option<&'a str> {
+    p.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+/// The GenAI histograms carry what the requests measured: counts, sums and buckets per
+/// attribute set (model, provider, token type, error type), cumulative across exports.
+#[tokio::test]
+async fn metrics_count_tokens_and_durations_per_attribute_set() {
+    let col = collector().await;
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    let gw = start(
+        &otel_config(&[upstream("gpt-4o", "a", &up.base())], ""),
+        &env_for(&col),
+    );
+    let call = |model: &'static str| {
+        let gw = &gw;
+        async move { gw.post("/v1/chat/completions", &chat(model)).await.status }
+    };
+    assert_eq!(call("gpt-4o").await, 200);
+    assert_eq!(call("gpt-4o").await, 200);
+    // An export happens between the calls: the next one still counts all of them.
+    assert!(
+        wait_until(
+            || latest_points(&col)
+                .get("gen_ai.client.token.usage")
+                .is_some_and(|p| p.iter().any(|p| p.count == 2)),
+            Duration::from_secs(10)
+        )
+        .await
+    );
+    assert_eq!(call("gpt-4o").await, 200);
+    assert_eq!(call("no-such-model").await, 404);
+    let done = |points: &std::collections::HashMap<
+        String,
+        Vec<opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint>,
+    >| {
+        points
+            .get("gen_ai.server.request.duration")
+            .is_some_and(|p| p.len() == 2)
+            && points
+                .get("gen_ai.client.token.usage")
+                .is_some_and(|p| p.iter().all(|p| p.count == 3))
+    };
+    assert!(
+        wait_until(|| done(&latest_points(&col)), Duration::from_secs(10)).await,
+        "{:?}",
+        latest_points(&col)
+    );
+    let points = latest_points(&col);
+    let tokens = &points["gen_ai.client.token.usage"];
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    for (kind, per_call) in [("input", 11.0), ("output", 7.0)] {
+        let p = tokens
+            .iter()
+            .find(|p| point_attr(p, "gen_ai.token.type") == Some(kind))
+            .unwrap();
+        assert_eq!((p.count, p.sum), (3, Some(3.0 * per_call)), "{kind}");
+        assert_eq!((p.min, p.max), (Some(per_call), Some(per_call)));
+        // 11 and 7 both fall in (4, 16]: the third bucket.
+        assert_eq!(p.explicit_bounds.len() + 1, p.bucket_counts.len());
+        assert_eq!(p.bucket_counts[2], 3, "{kind}: {:?}", p.bucket_counts);
+        assert_eq!(p.bucket_counts.iter().sum::<u64>(), 3);
+        assert_eq!(point_attr(p, "gen_ai.operation.name"), Some("chat"));
+        assert_eq!(point_attr(p, "gen_ai.request.model"), Some("gpt-4o"));
+        assert_eq!(point_attr(p, "gen_ai.provider.name"), Some("openai"));
+        assert_eq!(point_attr(p, "gen_ai.response.model"), Some("m-a"));
+        assert_eq!(point_attr(p, "error.type"), None);
+    }
+    let requests = &points["gen_ai.server.request.duration"];
+    let ok = requests
+        .iter()
+        .find(|p| point_attr(p, "gen_ai.request.model") == Some("gpt-4o"))
+        .unwrap();
+    assert_eq!((ok.count, point_attr(ok, "error.type")), (3, None));
+    assert!(ok.sum.unwrap() > 0.0 && ok.sum.unwrap() < 10.0);
+    let refused = requests
+        .iter()
+        .find(|p| point_attr(p, "gen_ai.request.model") == Some("no-such-model"))
+        .unwrap();
+    assert_eq!(
+        (refused.count, point_attr(refused, "error.type")),
+        (1, Some("404"))
+    );
+    assert_eq!(point_attr(refused, "gen_ai.provider.name"), None);
+    let attempts = &points["gen_ai.client.operation.duration"];
+    assert_eq!(attempts.iter().map(|p| p.count).sum::<u64>(), 3);
+    // Not streamed: no time-to-first-token.
+    assert!(!points.contains_key("gen_ai.server.time_to_first_token"));
+}
+
 #[tokio::test]
 async fn a_failed_attempt_and_its_fallback_are_sibling_client_spans_and_a_stream_is_traced() {
     let col = collector().await;

@@ -17,6 +17,7 @@
 
 pub mod export;
 pub mod finish;
+pub mod metrics;
 pub mod otlp;
 pub mod propagation;
 pub mod spans;
