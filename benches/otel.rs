@@ -6,6 +6,8 @@
 //! - `otel/build_spans`: what the export thread pays per request to write the record's SERVER
 //!   and CLIENT spans, with their GenAI attributes, as OTLP protobuf (the HTTP export, per
 //!   batch, is not counted here).
+//! - `otel/record_metrics`: what the export thread pays per request to add its measurements to
+//!   the GenAI histograms (the export, once per interval, is not counted here).
 //!
 //! Run: `cargo bench --bench otel`. Compare with the ~50 µs of CPU a proxied request costs
 //! (benches/README.md, `load`).
@@ -107,6 +109,10 @@ fn bench(c: &mut Criterion) {
             telemetry::spans::build(black_box(&finished), &telemetry.config, &mut out);
             black_box(&out);
         })
+    });
+    let mut metrics = telemetry::metrics::Metrics::new(Default::default(), String::new());
+    g.bench_function("record_metrics", |b| {
+        b.iter(|| metrics.record(black_box(&finished)))
     });
     g.finish();
 }

@@ -1,14 +1,12 @@
 //! The export thread: takes finished requests off the bounded queue, writes their spans as OTLP
-//! protobuf ([`otlp`]) and records the GenAI metrics, and exports spans in batches (at
-//! `max_batch` spans or after `schedule_delay`). A batch's `ExportTraceServiceRequest` is
-//! encoded once and sent to each target with exactly that target's headers: POSTed over
-//! OTLP/HTTP, or as the gRPC `TraceService/Export` call on a tonic channel running on a
-//! one-thread Tokio runtime that exists only when a gRPC target does. Metrics go through the
-//! SDK's meter provider and OTLP exporters. Its own OS thread, so the blocking HTTP client never
-//! runs on a request worker;
-//! a slow or dead collector holds up only this thread (each export bounded by the export
-//! timeout) while the queue fills and further requests are dropped and counted by the settle
-//! stage.
+//! protobuf ([`otlp`]) and adds their measurements to the GenAI histograms ([`Metrics`]). Spans
+//! go out in batches (at `max_batch` spans or after `schedule_delay`), metrics every
+//! `metric_interval`. Each export request is encoded once and sent to each target with exactly
+//! that target's headers: POSTed over OTLP/HTTP, or as the gRPC `Export` call on a tonic channel
+//! running on a one-thread Tokio runtime that exists only when a gRPC target does. Its own OS
+//! thread, so the blocking HTTP client never runs on a request worker; a slow or dead collector
+//! holds up only this thread (each export bounded by the export timeout) while the queue fills
+//! and further requests are dropped and counted by the settle stage.
 
 use super::metrics::Metrics;
 use super::{otlp, spans, Finished, DROPPED_EXPORT_FAILED, EXPORTED};
