@@ -213,6 +213,8 @@ pub struct Context {
     pub end_user: Option<String>,
     /// The `x-litellm-tags` header as sent (comma-separated tags for tag routing), when present.
     pub tags_header: Option<Box<str>>,
+    /// The `User-Agent` header, kept only when some deployment routes on it (`tag_regex`).
+    pub user_agent: Option<Box<str>>,
     /// The key's team, user and team membership and the end user's row, resolved from memory
     /// after authentication (see [`crate::tenant`] for which limits each carries). Empty for
     /// the master key (but its end user) and without a key store.
@@ -395,6 +397,7 @@ impl Default for Context {
             client_addr: None,
             end_user: None,
             tags_header: None,
+            user_agent: None,
             tenancy: crate::tenant::Tenancy::default(),
             model: None,
             deployment: None,

@@ -451,3 +451,50 @@ general_settings:
         "a pinned prompt was embedded in the US"
     );
 }
+
+/// `tag_regex` on the User-Agent, as LiteLLM routes Claude Code: the agent alone picks the
+/// deployment whose pattern matches, on chat and on `/v1/messages`; another agent goes to the
+/// `default` deployment, as does a request with no agent.
+#[tokio::test]
+async fn tag_regex_routes_on_the_user_agent() {
+    let (claude, other) = (named("claude-code").await, named("default").await);
+    let yaml = format!(
+        "model_list:\n{}{}router_settings:\n  enable_tag_filtering: true\ngeneral_settings:\n  master_key: {MASTER}\n",
+        entry("g", "cc", &claude, ", tag_regex: [\"^User-Agent: claude-cli/\"]"),
+        entry("g", "dflt", &other, ", tags: [default]"),
+    );
+    let gw = Gateway::start(&yaml);
+    let ua = |agent: &'static str| [("user-agent", agent)];
+    for _ in 0..3 {
+        let r = call(
+            &gw,
+            MASTER,
+            &ua("claude-cli/2.1.3 (external, cli)"),
+            chat("g"),
+        )
+        .await;
+        assert_eq!(content(&r), "claude-code");
+    }
+    let r = call(&gw, MASTER, &ua("python-httpx/0.27"), chat("g")).await;
+    assert_eq!(content(&r), "default");
+    let r = call(&gw, MASTER, &[], chat("g")).await;
+    assert_eq!(content(&r), "default");
+    // The Messages route reads the same agent.
+    let auth = format!("Bearer {MASTER}");
+    let r = gw
+        .post_with(
+            "/v1/messages",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+                ("user-agent", "claude-cli/2.1.3"),
+            ],
+            json!({"model": "g", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["content"][0]["text"], "claude-code");
+    assert_eq!((claude.count(), other.count()), (4, 2));
+}

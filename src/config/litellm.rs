@@ -997,6 +997,37 @@ fn check_group_references(
     Ok(())
 }
 
+/// The largest compiled program a `tag_regex` pattern may have (the regex crate's own bound).
+pub const TAG_REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// `litellm_params.tag_regex`: LiteLLM's patterns are Python's; one Rust's `regex` does not
+/// take (lookaround, backreferences) or that is too large is warned about, naming it, and left
+/// out, as LiteLLM leaves out a pattern it cannot compile.
+fn tag_regex(lp: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let path = lp.key_path("tag_regex");
+    let patterns = lp.string_list("tag_regex")?.unwrap_or_default();
+    Ok(patterns
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, p)| match compile_tag_regex(&p) {
+            Ok(_) => Some(p),
+            Err(e) => {
+                warnings.push(format!(
+                    "{path}[{i}]: {p:?} is not a pattern this gateway can use ({e}); it is left out of tag routing"
+                ));
+                None
+            }
+        })
+        .collect())
+}
+
+/// Compiles a `tag_regex` pattern within [`TAG_REGEX_SIZE_LIMIT`].
+pub fn compile_tag_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(TAG_REGEX_SIZE_LIMIT)
+        .build()
+}
+
 fn read_deployment(
     index: usize,
     path: String,
@@ -1073,6 +1104,7 @@ fn read_deployment(
         output_cost_per_token: lp.f64_in("output_cost_per_token", 0.0, 1e6)?,
         call_defaults: CallDefaults::read(&mut lp)?,
         tags: lp.string_list("tags")?.unwrap_or_default(),
+        tag_regex: tag_regex(&mut lp, warnings)?,
         extra: Default::default(),
     };
     if let Some(Value::Sequence(_)) = lp.value("drop_params") {
@@ -1570,6 +1602,34 @@ router_settings:
             .unwrap_err();
             assert_eq!(err.path, "model_list[0].litellm_params.tpm", "{bad}");
         }
+    }
+
+    #[test]
+    fn tag_regex_patterns_that_do_not_compile_are_left_out_with_a_warning() {
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, tag_regex: [\"^User-Agent: claude-cli/\", \"^(?=lookahead)\", \"x{1000}{1000}\"]}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.deployments[0].params.tag_regex,
+            ["^User-Agent: claude-cli/"]
+        );
+        for i in [1, 2] {
+            let path = format!("model_list[0].litellm_params.tag_regex[{i}]: ");
+            assert!(
+                c.warnings.iter().any(|w| w.starts_with(&path)),
+                "{path}: {:?}",
+                c.warnings
+            );
+        }
+        // A known key: no unknown-key warning.
+        assert!(
+            !c.warnings
+                .iter()
+                .any(|w| w.contains("tag_regex:") && w.contains("not")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

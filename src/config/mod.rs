@@ -542,6 +542,9 @@ pub struct LitellmParams {
     pub call_defaults: CallDefaults,
     /// `tags`: what tag routing matches requests' tags against (`default`: untagged requests).
     pub tags: Vec<String>,
+    /// `tag_regex`: patterns tag routing matches against the request's `User-Agent: …` line
+    /// (each checked at load; one that does not compile is warned about and left out).
+    pub tag_regex: Vec<String>,
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 

@@ -525,6 +525,12 @@ pub(crate) fn route_filter(
         if let Some(h) = &ctx.tags_header {
             filter.add_tags(h.split(','));
         }
+        if snapshot.tag_regex_in_use {
+            filter.user_agent_line = ctx
+                .user_agent
+                .as_deref()
+                .map(|ua| format!("User-Agent: {ua}"));
+        }
         // Inherited: the key's and its team's `metadata.tags`.
         let team_meta = ctx.tenancy.team.as_ref().map(|t| &t.row.metadata);
         for meta in [key_meta, team_meta].into_iter().flatten() {

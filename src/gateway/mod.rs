@@ -92,6 +92,14 @@ impl ProxyHttp for Gateway {
         // on the fast path (arc-swap falls back to a counted reference when a thread holds
         // more guards than it has fast slots, which is no worse than cloning).
         let live = self.app.snapshot.load();
+        if live.routing.tag_regex_in_use {
+            ctx.user_agent = session
+                .req_header()
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(Box::from);
+        }
         if let Some(t) = live.stages.telemetry() {
             ctx.trace = Some(t.start_trace(&session.req_header().headers, ctx));
         }

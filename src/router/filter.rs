@@ -13,6 +13,11 @@
 //!   match the `default`-tagged deployments serve; with none of those either the request is
 //!   refused (400, "Not allowed to access model due to tags configuration").
 //! - no request tags: the `default`-tagged deployments when the group has any, else all.
+//! - `tag_regex`: a deployment's patterns are matched against `User-Agent: <the request's>`;
+//!   a match counts as a tag match (with `tag_filtering_match_any: false`, only for a deployment
+//!   without plain tags, so a pattern never gets round the strict policy). A request with a
+//!   User-Agent, no `&` tags and a pattern-carrying deployment in reach is matched this way
+//!   even when it sends no tags (Claude Code's `claude-cli/…` to its own deployments).
 //! - markers: `!tag` rules out the deployments carrying `tag`; `&tag` keeps only those carrying
 //!   it (every `&` tag). They narrow the deployments before the plain tags match, and a known
 //!   plain tag (one some deployment of the group carries) that matches nothing they left is
@@ -52,6 +57,8 @@ impl Region {
 #[derive(Debug, Clone, Default)]
 pub struct Placement {
     pub tags: Vec<String>,
+    /// `tag_regex`, compiled (the patterns were checked at load).
+    pub tag_regex: Vec<regex::Regex>,
     /// Carries the `default` tag: serves untagged requests (and unmatched ones).
     pub default_tagged: bool,
     /// The configured (or derived) region name, e.g. `eu-west-1`, `swedencentral`, `eu`.
@@ -69,6 +76,12 @@ impl Placement {
         Placement {
             default_tagged: dep.params.tags.iter().any(|t| t == "default"),
             tags: dep.params.tags.clone(),
+            tag_regex: dep
+                .params
+                .tag_regex
+                .iter()
+                .filter_map(|p| crate::config::litellm::compile_tag_regex(p).ok())
+                .collect(),
             region_name,
             region,
         }
@@ -149,6 +162,8 @@ pub struct RouteFilter {
     /// Tag filtering is on (`router_settings.enable_tag_filtering`).
     pub tag_filtering: bool,
     pub match_any: bool,
+    /// `User-Agent: <value>`, for `tag_regex` (set only when the snapshot has patterns).
+    pub user_agent_line: Option<String>,
     pub region: Option<Region>,
     /// Who pinned the region (for the error): `end user`, `key`.
     pub region_from: &'static str,
@@ -201,10 +216,23 @@ impl RouteFilter {
 
     fn tag_match(&self, d: &Deployment) -> bool {
         let have = &d.placement.tags;
-        if self.match_any {
-            self.plain_tags().any(|t| have.contains(t))
-        } else {
-            self.plain_tags().all(|t| have.contains(t))
+        let has_plain = self.plain_tags().next().is_some();
+        let by_tags = has_plain
+            && !have.is_empty()
+            && if self.match_any {
+                self.plain_tags().any(|t| have.contains(t))
+            } else {
+                self.plain_tags().all(|t| have.contains(t))
+            };
+        // LiteLLM: under match-all, a deployment with plain tags is matched by them alone.
+        by_tags || ((self.match_any || have.is_empty()) && self.regex_match(d))
+    }
+
+    /// One of the deployment's `tag_regex` patterns matches the request's User-Agent line.
+    fn regex_match(&self, d: &Deployment) -> bool {
+        match &self.user_agent_line {
+            Some(line) => d.placement.tag_regex.iter().any(|r| r.is_match(line)),
+            None => false,
         }
     }
 }
@@ -240,9 +268,16 @@ impl ModelGroup {
         allowed: &mut [bool],
     ) -> Result<(), GatewayError> {
         let deps = &self.deployments;
-        let has_plain = filter.plain_tags().next().is_some();
         let has_required = filter.marked_tags('&').next().is_some();
         let has_excluded = filter.marked_tags('!').next().is_some();
+        // A User-Agent counts as a positive filter when a deployment the markers leave has
+        // patterns to match it (and no `&` tag asks for something specific).
+        let by_regex = !has_required
+            && filter.user_agent_line.is_some()
+            && deps
+                .iter()
+                .any(|d| !d.placement.tag_regex.is_empty() && filter.satisfies_markers(d));
+        let has_plain = filter.plain_tags().next().is_some() || by_regex;
         let any_default = deps.iter().any(|d| d.placement.default_tagged);
         if !has_plain && !has_required && !has_excluded {
             // Untagged: the default deployments when there are any, else all.
@@ -287,7 +322,12 @@ impl ModelGroup {
     }
 
     fn no_tag_match(&self, filter: &RouteFilter) -> GatewayError {
-        let why = if filter.plain_tags().next().is_none() {
+        let why = if filter.plain_tags().next().is_none() && filter.user_agent_line.is_some() {
+            format!(
+                "matches '{}' with its tag_regex, and none is tagged 'default'",
+                filter.user_agent_line.as_deref().unwrap_or_default()
+            )
+        } else if filter.plain_tags().next().is_none() {
             "is left by the '!tag' (must not carry) and '&tag' (must carry) markers".to_string()
         } else {
             let markers = filter.tags.iter().any(|t| t.starts_with(['!', '&']));
@@ -414,6 +454,83 @@ model_list:
         assert!(g.ruled_out(&filter(&["other", "&eu"], true)).is_err());
         // A lone marker is no tag: the request counts as untagged.
         assert_eq!(g.ruled_out(&filter(&["!", "&"], true)).unwrap(), [0, 1]);
+    }
+
+    const BY_AGENT: &str = r#"
+model_list:
+  - {model_name: g, litellm_params: {model: openai/a, mock_response: a, tag_regex: ["^User-Agent: claude-cli/"]}}
+  - {model_name: g, litellm_params: {model: openai/b, mock_response: b, tags: [paid], tag_regex: ["^User-Agent: curl/"]}}
+  - {model_name: g, litellm_params: {model: openai/c, mock_response: c, tags: [default]}}
+"#;
+
+    fn with_agent(tags: &[&str], match_any: bool, agent: &str) -> RouteFilter {
+        let mut f = filter(tags, match_any);
+        f.user_agent_line = Some(format!("User-Agent: {agent}"));
+        f
+    }
+
+    #[test]
+    fn tag_regex_matches_the_user_agent_line() {
+        let g = group(BY_AGENT);
+        assert_eq!(g.deployments[0].placement.tag_regex.len(), 1);
+        // The agent alone picks the deployment whose pattern matches it.
+        let claude = with_agent(&[], true, "claude-cli/2.1.3 (external, cli)");
+        assert_eq!(g.ruled_out(&claude).unwrap(), [1, 2]);
+        assert_eq!(
+            g.ruled_out(&with_agent(&[], true, "curl/8.5")).unwrap(),
+            [0, 2]
+        );
+        // An agent no pattern matches: the default deployment.
+        assert_eq!(
+            g.ruled_out(&with_agent(&[], true, "python-httpx/0.27"))
+                .unwrap(),
+            [0, 1]
+        );
+        // No agent at all: an untagged request.
+        assert_eq!(g.ruled_out(&filter(&[], true)).unwrap(), [0, 1]);
+        // Tags and the agent both count (match any): claude-cli's deployment and the paid one.
+        assert_eq!(
+            g.ruled_out(&with_agent(&["paid"], true, "claude-cli/2"))
+                .unwrap(),
+            [2]
+        );
+        // Match all: a deployment with plain tags is matched by its tags only, so b's pattern
+        // cannot get a request past the strict policy; a's (no plain tags) still can.
+        assert_eq!(
+            g.ruled_out(&with_agent(&["free"], false, "curl/8"))
+                .unwrap(),
+            [0, 1]
+        );
+        assert!(
+            g.ruled_out(&with_agent(&["paid"], false, "curl/8"))
+                .unwrap()
+                == [0, 2]
+        );
+        // `!` markers apply to what the pattern matched.
+        assert_eq!(
+            g.ruled_out(&with_agent(&["!paid"], true, "curl/8"))
+                .unwrap(),
+            [0, 1]
+        );
+        // `&` tags ask for something specific: the agent is not matched then.
+        assert_eq!(
+            g.ruled_out(&with_agent(&["&paid"], true, "claude-cli/2"))
+                .unwrap(),
+            [0, 2]
+        );
+
+        // Without a default deployment, an agent nothing matches is refused, naming it.
+        let g = group(&BY_AGENT.replace("[default]", "[x]"));
+        let e = g
+            .ruled_out(&with_agent(&[], true, "python-httpx/0.27"))
+            .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.contains("User-Agent: python-httpx/0.27"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("tag_regex"), "{}", e.message);
     }
 
     #[test]

@@ -164,6 +164,8 @@ pub struct Snapshot {
     pub secrets: crate::redact::Secrets,
     /// Wildcard group names (`openai/*`, `*`), longest first.
     wildcards: Vec<String>,
+    /// Tag filtering is on and some deployment has `tag_regex`: requests' User-Agent is read.
+    pub tag_regex_in_use: bool,
     /// Wildcard groups specialised to concrete models, by model, with their live state; the
     /// least recently used are forgotten past [`MAX_DERIVED_GROUPS`].
     derived: Mutex<LruCache<String, Arc<ModelGroup>>>,
@@ -338,7 +340,13 @@ impl Snapshot {
             .unwrap_or(DEFAULT_TIMEOUT);
         let cooldown = CooldownPolicy::from_settings(&config.router);
         let secrets = crate::redact::Secrets::from_config(&config);
+        let tag_regex_in_use = config.router.enable_tag_filtering
+            && config
+                .deployments
+                .iter()
+                .any(|d| !d.params.tag_regex.is_empty());
         Ok(Snapshot {
+            tag_regex_in_use,
             generation,
             config,
             groups,
