@@ -622,6 +622,18 @@ async fn mock_response_answers_chat_embeddings_and_errors_in_process() {
         .await;
     assert!(r.json()["data"][0]["embedding"].is_string());
 
+    // What OpenAI refuses, the mock refuses too: `messages` missing or not a list.
+    for body in [
+        json!({"model": "m", "messages": "x"}),
+        json!({"model": "m"}),
+    ] {
+        let r = gw.post("/v1/chat/completions", &body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "messages");
+    }
+
     let r = gw
         .post(
             "/v1/chat/completions",

@@ -127,6 +127,9 @@ impl ProviderCall for MockCall<'_> {
         if let Some(err) = &self.mock.error {
             return Err(err.clone());
         }
+        if cx.op == Operation::Chat {
+            check_messages(body)?;
+        }
         let usage = self.mock.usage(prompt_bytes(body), cx.op);
         self.usage = Some(usage);
         let chunks = match cx.op {
@@ -177,6 +180,17 @@ impl ProviderCall for MockCall<'_> {
     fn stream_translator(&mut self, cx: &RequestContext<'_>) -> Box<dyn StreamTranslator> {
         Box::new(MockStream::new(cx, self.usage))
     }
+}
+
+/// What OpenAI refuses before answering, refused here too: `messages` missing or not a list
+/// (a real upstream behind a pass-through refuses it; the mock must not answer it with 200).
+fn check_messages(body: &RequestBody<'_>) -> GatewayResult<()> {
+    let problem = match body.get("messages").map(|v| v.get().trim_start()) {
+        None => "'messages' is a required property",
+        Some(v) if v.starts_with('[') => return Ok(()),
+        Some(_) => "Invalid type for 'messages': expected an array of message objects",
+    };
+    Err(GatewayError::new(ErrorKind::BadRequest, problem).with_param("messages"))
 }
 
 /// The request body's size as sent, near enough for the mock's token estimate.
