@@ -620,10 +620,21 @@ async fn spend_is_added_to_team_user_membership_and_end_user() {
             .status,
         200
     );
+    // The call is settled after its answer is sent: poll for it.
+    let added = wait_until_async(
+        async || {
+            let c = admin_get(&gw, "/customer/info?end_user_id=cust-new")
+                .await
+                .json();
+            c["spend"].as_f64().unwrap_or(0.0) > key_spend * 1.4
+        },
+        Duration::from_secs(10),
+    )
+    .await;
     let c = admin_get(&gw, "/customer/info?end_user_id=cust-new")
         .await
         .json();
-    assert!(c["spend"].as_f64().unwrap() > key_spend * 1.4, "{c}");
+    assert!(added, "{c}");
 }
 
 #[tokio::test]
