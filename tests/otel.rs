@@ -223,6 +223,54 @@ async fn a_call_is_one_server_span_and_one_client_span_continuing_the_clients_tr
     );
 }
 
+/// Metrics leave from their own thread: a metrics endpoint that accepts and never answers holds
+/// up neither requests nor spans, which keep arriving at the traces endpoint well within the
+/// export timeout the hung metrics send is waiting out.
+#[tokio::test]
+async fn a_hung_metrics_endpoint_does_not_hold_up_spans() {
+    let col = collector().await;
+    let hung = MockUpstream::start(|_| {
+        Reply::bytes(200, "application/x-protobuf", Vec::new()).delayed(Duration::from_secs(600))
+    })
+    .await;
+    let up = MockUpstream::start(|_| Reply::json(200, openai::completion("hello"))).await;
+    let mut env = env_for(&col);
+    env.push((
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT".into(),
+        format!("{}/v1/metrics", hung.base()),
+    ));
+    env.push(("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "30000".into()));
+    let gw = start(
+        &otel_config(&[upstream("gpt-4o", "a", &up.base())], ""),
+        &env,
+    );
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat("gpt-4o"))
+            .await
+            .status,
+        200
+    );
+    // The metrics export is under way (and will hang for the 30 s timeout)...
+    assert!(wait_until(|| hung.count() >= 1, Duration::from_secs(10)).await);
+    wait_spans(&col, 2).await;
+    // ...while later calls' spans still arrive promptly.
+    for n in [4, 6] {
+        let t = Instant::now();
+        assert_eq!(
+            gw.post("/v1/chat/completions", &chat("gpt-4o"))
+                .await
+                .status,
+            200
+        );
+        assert!(
+            wait_until(|| received(&col).len() >= n, Duration::from_secs(5)).await,
+            "spans held up behind the hung metrics export: {} after {:?}",
+            received(&col).len(),
+            t.elapsed()
+        );
+    }
+}
+
 /// The newest metrics export's histogram data points, by metric name.
 fn latest_points(
     col: &MockUpstream,

@@ -6,7 +6,8 @@
 //! running on a one-thread Tokio runtime that exists only when a gRPC target does. Its own OS
 //! thread, so the blocking HTTP client never runs on a request worker; a slow or dead collector
 //! holds up only this thread (each export bounded by the export timeout) while the queue fills
-//! and further requests are dropped and counted by the settle stage.
+//! and further requests are dropped and counted by the settle stage. Metrics are sent from a
+//! thread of their own ([`MetricsSender`]), so a hung metrics endpoint never holds up spans.
 
 use super::metrics::Metrics;
 use super::{otlp, spans, Finished, DROPPED_EXPORT_FAILED, EXPORTED};
@@ -165,14 +166,62 @@ fn sink(target: &ExportTarget, url: &str, config: &TelemetryConfig) -> Result<Si
     }
 }
 
+/// How an encoded request reaches a sink: the blocking HTTP client, and the runtime the gRPC
+/// channels run on (present only when a target speaks gRPC).
+#[derive(Clone)]
+struct Transport {
+    client: reqwest::blocking::Client,
+    grpc: Option<tokio::runtime::Handle>,
+}
+
 /// What the export thread sends through.
 struct Exporters {
-    client: reqwest::blocking::Client,
+    transport: Transport,
     spans: Vec<Sink>,
-    metrics: Vec<Sink>,
+    /// The metrics sender thread, when some target takes metrics.
+    metrics: Option<MetricsSender>,
     envelope: otlp::Envelope,
-    /// Runs the gRPC channels (present only when a target speaks gRPC).
-    grpc: Option<tokio::runtime::Runtime>,
+    /// Owns the gRPC runtime; dropped after the metrics sender has stopped.
+    _grpc_runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Metrics leave from their own thread, so a metrics endpoint that hangs never holds up the
+/// spans (each send is still bounded by the export timeout).
+struct MetricsSender {
+    jobs: SyncSender<MetricsJob>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// One metrics export: the encoded request, and whom to tell when it was sent (a flush).
+struct MetricsJob {
+    request: bytes::Bytes,
+    done: Option<SyncSender<()>>,
+}
+
+impl MetricsSender {
+    fn spawn(transport: Transport, sinks: Vec<Sink>) -> std::io::Result<MetricsSender> {
+        // One waiting export at most: cumulative, so a skipped one loses nothing.
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<MetricsJob>(1);
+        let thread = std::thread::Builder::new()
+            .name("switchboard-otel-metrics".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    for sink in &sinks {
+                        send_metrics(&transport, sink, job.request.clone());
+                    }
+                    if let Some(done) = job.done {
+                        let _ = done.try_send(());
+                    }
+                }
+            })?;
+        Ok(MetricsSender { jobs, thread })
+    }
+
+    /// Stops the thread once what it holds is sent (bounded by the export timeout).
+    fn stop(self) {
+        drop(self.jobs);
+        let _ = self.thread.join();
+    }
 }
 
 fn exporters(config: &TelemetryConfig, resource: &Resource) -> Result<Exporters, String> {
@@ -206,12 +255,24 @@ fn exporters(config: &TelemetryConfig, resource: &Resource) -> Result<Exporters,
         .filter_map(|t| t.metrics_endpoint.as_ref().map(|url| sink(t, url, config)))
         .collect::<Result<Vec<_>, _>>()?;
     drop(_in_runtime);
-    Ok(Exporters {
+    let transport = Transport {
         client,
+        grpc: grpc.as_ref().map(|rt| rt.handle().clone()),
+    };
+    let metrics = if metrics.is_empty() {
+        None
+    } else {
+        Some(
+            MetricsSender::spawn(transport.clone(), metrics)
+                .map_err(|e| format!("the metrics thread could not start: {e}"))?,
+        )
+    };
+    Ok(Exporters {
+        transport,
         spans,
         metrics,
         envelope: envelope(resource),
-        grpc,
+        _grpc_runtime: grpc,
     })
 }
 
@@ -252,7 +313,7 @@ const GATHER: Duration = Duration::from_millis(10);
 
 fn run(config: TelemetryConfig, rx: Receiver<Message>) {
     let resource = resource(&config);
-    let exporters = match exporters(&config, &resource) {
+    let mut exporters = match exporters(&config, &resource) {
         Ok(e) => Some(e),
         Err(e) => {
             log::error!("OpenTelemetry exporter could not be built: {e}; spans are dropped");
@@ -260,13 +321,10 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
         }
     };
     // Metrics are aggregated only when some target takes them.
-    let mut metrics = exporters
-        .as_ref()
-        .filter(|e| !e.metrics.is_empty())
-        .map(|_| {
-            let (resource, schema_url) = resource_proto(&resource);
-            Metrics::new(resource, schema_url)
-        });
+    let mut metrics = exporters.as_ref().filter(|e| e.metrics.is_some()).map(|_| {
+        let (resource, schema_url) = resource_proto(&resource);
+        Metrics::new(resource, schema_url)
+    });
     let mut metrics_due = metrics
         .as_ref()
         .map(|_| Instant::now() + config.metric_interval);
@@ -283,7 +341,7 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
             due = None;
         }
         if let Some(at) = metrics_due.filter(|at| now >= *at) {
-            export_metrics(&exporters, metrics.as_ref());
+            export_metrics(&exporters, metrics.as_ref(), None);
             // The next interval from its due time, or from now when the export overran it.
             metrics_due = Some((at + config.metric_interval).max(Instant::now()));
         }
@@ -329,7 +387,7 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
             Ok(Message::Flush(ack)) => {
                 export_spans(&exporters, &mut batch);
                 due = None;
-                export_metrics(&exporters, metrics.as_ref());
+                export_metrics(&exporters, metrics.as_ref(), Some(config.export_timeout));
                 let _ = ack.try_send(());
             }
             // A timer is due: the top of the loop exports.
@@ -337,7 +395,10 @@ fn run(config: TelemetryConfig, rx: Receiver<Message>) {
             Err(RecvTimeoutError::Disconnected) => {
                 // The last generation using this exporter is gone: export what is left.
                 export_spans(&exporters, &mut batch);
-                export_metrics(&exporters, metrics.as_ref());
+                export_metrics(&exporters, metrics.as_ref(), Some(config.export_timeout));
+                if let Some(sender) = exporters.as_mut().and_then(|e| e.metrics.take()) {
+                    sender.stop();
+                }
                 return;
             }
         }
@@ -361,7 +422,7 @@ fn export_spans(exporters: &Option<Exporters>, batch: &mut otlp::Batch) {
     // The ExportTraceServiceRequest: the OTLP/HTTP body and the gRPC message alike.
     let request = bytes::Bytes::from(batch.take_request(&ex.envelope));
     for sink in &ex.spans {
-        match send(ex, sink, TRACES_EXPORT, request.clone()) {
+        match ex.transport.send(sink, TRACES_EXPORT, request.clone()) {
             Ok(()) => {
                 EXPORTED.fetch_add(n, Ordering::Relaxed);
                 FAILING.store(false, Ordering::Relaxed);
@@ -380,26 +441,60 @@ fn export_spans(exporters: &Option<Exporters>, batch: &mut otlp::Batch) {
 /// The last metrics export failed (a warning is logged when this turns on).
 static METRICS_FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Sends the cumulative metrics to every target that takes them.
-fn export_metrics(exporters: &Option<Exporters>, metrics: Option<&Metrics>) {
-    let (Some(ex), Some(metrics)) = (exporters, metrics) else {
+/// Hands the cumulative metrics to the metrics thread. Periodically (`wait` `None`) an export
+/// is skipped when the previous one is still being sent (the next carries the same
+/// measurements and more); a flush (`wait` `Some`) waits, bounded, until they are sent.
+fn export_metrics(
+    exporters: &Option<Exporters>,
+    metrics: Option<&Metrics>,
+    wait: Option<Duration>,
+) {
+    let (Some(sender), Some(metrics)) =
+        (exporters.as_ref().and_then(|e| e.metrics.as_ref()), metrics)
+    else {
         return;
     };
     if metrics.is_empty() {
         return;
     }
     let request = bytes::Bytes::from(metrics.request());
-    for sink in &ex.metrics {
-        match send(ex, sink, METRICS_EXPORT, request.clone()) {
-            Ok(()) => METRICS_FAILING.store(false, Ordering::Relaxed),
-            Err(err) => {
-                // Cumulative: the next export carries these measurements again.
-                if !METRICS_FAILING.swap(true, Ordering::Relaxed) {
-                    log::warn!(
-                        "OpenTelemetry metrics export to {} failed ({err}); retried at the next interval",
-                        sink.name()
-                    );
-                }
+    let Some(wait) = wait else {
+        let _ = sender.jobs.try_send(MetricsJob {
+            request,
+            done: None,
+        });
+        return;
+    };
+    let deadline = Instant::now() + wait;
+    let (done, sent) = std::sync::mpsc::sync_channel(1);
+    let mut job = MetricsJob {
+        request,
+        done: Some(done),
+    };
+    loop {
+        match sender.jobs.try_send(job) {
+            Ok(()) => break,
+            Err(std::sync::mpsc::TrySendError::Full(j)) if Instant::now() < deadline => {
+                job = j;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = sent.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+}
+
+/// One metrics export to one sink, its failure logged once per outage.
+fn send_metrics(transport: &Transport, sink: &Sink, request: bytes::Bytes) {
+    match transport.send(sink, METRICS_EXPORT, request) {
+        Ok(()) => METRICS_FAILING.store(false, Ordering::Relaxed),
+        Err(err) => {
+            // Cumulative: the next export carries these measurements again.
+            if !METRICS_FAILING.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "OpenTelemetry metrics export to {} failed ({err}); retried at the next interval",
+                    sink.name()
+                );
             }
         }
     }
@@ -413,26 +508,23 @@ impl Sink {
     }
 }
 
-/// One export of an encoded request to one sink (`method`: its gRPC method).
-fn send(
-    ex: &Exporters,
-    sink: &Sink,
-    method: &'static str,
-    request: bytes::Bytes,
-) -> Result<(), String> {
-    match sink {
-        Sink::Grpc {
-            channel, metadata, ..
-        } => match &ex.grpc {
-            Some(rt) => rt.block_on(grpc_export(
-                channel.clone(),
-                metadata.clone(),
-                method,
-                request,
-            )),
-            None => Err("no gRPC runtime".to_string()),
-        },
-        Sink::Http { url, headers, .. } => post(&ex.client, url, headers, request),
+impl Transport {
+    /// One export of an encoded request to one sink (`method`: its gRPC method).
+    fn send(&self, sink: &Sink, method: &'static str, request: bytes::Bytes) -> Result<(), String> {
+        match sink {
+            Sink::Grpc {
+                channel, metadata, ..
+            } => match &self.grpc {
+                Some(rt) => rt.block_on(grpc_export(
+                    channel.clone(),
+                    metadata.clone(),
+                    method,
+                    request,
+                )),
+                None => Err("no gRPC runtime".to_string()),
+            },
+            Sink::Http { url, headers, .. } => post(&self.client, url, headers, request),
+        }
     }
 }
 
