@@ -903,6 +903,15 @@ async fn virtual_keys_pay_for_messages_calls() {
 fn bedrock_claude_reply(req: &Recorded) -> Reply {
     use base64::Engine;
     use switchboard::codec::eventstream::encode_event;
+    // Converse (the non-Claude models): Bedrock's own answer shape.
+    if req.path.ends_with("/converse") {
+        return Reply::json(
+            200,
+            json!({"output": {"message": {"role": "assistant", "content": [{"text": "Read it."}]}},
+                   "stopReason": "end_turn",
+                   "usage": {"inputTokens": 12, "outputTokens": 3, "totalTokens": 15}}),
+        );
+    }
     let mut rec = req.clone();
     rec.path = "/v1/messages".into();
     let stream = req.path.ends_with("/invoke-with-response-stream");
@@ -1192,9 +1201,9 @@ async fn upstream_statuses_reach_messages_clients_with_anthropics_types() {
     resp.expect_error(503);
 }
 
-/// Base64 PDF documents reach Gemini as inline PDF data and OpenAI as a `file` part; Bedrock
-/// Converse (no place for documents in its translation) and URL documents are refused naming
-/// the block and the provider; images in a tool result follow the tool message.
+/// Base64 PDF documents reach Gemini as inline PDF data, OpenAI as a `file` part and Bedrock
+/// Converse as a `document` block; URL documents are refused naming the block and the
+/// provider; images and documents in a tool result follow the tool message.
 #[tokio::test]
 async fn documents_and_tool_result_images_reach_each_provider_or_are_refused_by_name() {
     let s = setup().await;
@@ -1224,17 +1233,14 @@ async fn documents_and_tool_result_images_reach_each_provider_or_are_refused_by_
         json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0xLjQK", "filename": "spec.pdf"}})
     );
 
-    let bedrock_calls = s.bedrock.count();
     let resp = messages(&s.gw, &with_document("nova", &pdf)).await;
-    let message = anthropic_error(&resp, 400, "invalid_request_error");
-    assert!(
-        message.starts_with("messages[0].content[1]: bedrock cannot take documents"),
-        "{message}"
-    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["content"][0]["text"], "Read it.");
+    let sent = s.bedrock.last();
+    assert!(sent.path.ends_with("/converse"), "{}", sent.path);
     assert_eq!(
-        s.bedrock.count(),
-        bedrock_calls,
-        "refused before the upstream"
+        sent.json()["messages"][0]["content"][1],
+        json!({"document": {"format": "pdf", "name": "Document 1", "source": {"bytes": "JVBERi0xLjQK"}}})
     );
 
     let by_url = json!({"type": "document", "source": {"type": "url", "url": "https://example.com/spec.pdf"}});
@@ -1265,14 +1271,28 @@ async fn documents_and_tool_result_images_reach_each_provider_or_are_refused_by_
         sent[3],
         json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}]})
     );
-    // A document in a tool result is refused by name where it cannot go.
+    // A document in a tool result follows it on Bedrock too, named apart from the others.
     let mut body = body;
     body["model"] = json!("nova");
+    body["messages"][0]["content"] = json!([{"type": "text", "text": "Read both."}, pdf.clone()]);
     body["messages"][2]["content"][0]["content"][1] = pdf;
+    let resp = messages(&s.gw, &body).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let sent = s.bedrock.last().json();
+    let names: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().unwrap())
+        .filter_map(|b| b["document"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Document 1", "Document 2"], "{sent}");
+    // ... and a URL document there is refused by name.
+    body["messages"][2]["content"][0]["content"][1] = by_url;
     let resp = messages(&s.gw, &body).await;
     let message = anthropic_error(&resp, 400, "invalid_request_error");
     assert!(
-        message.starts_with("messages[2].content[0].content[1]: bedrock"),
+        message.starts_with("messages[2].content[0].content[1]: a document given by URL"),
         "{message}"
     );
 }

@@ -821,6 +821,14 @@ enum Block<'r> {
         format: &'static str,
         source: ImageBytes<'r>,
     },
+    /// A document (PDF, Word, Excel, CSV, HTML, text, Markdown), inline; Converse wants a name
+    /// unique in the request.
+    #[serde(rename = "document")]
+    Document {
+        format: &'static str,
+        name: String,
+        source: ImageBytes<'r>,
+    },
     #[serde(rename = "toolUse")]
     ToolUse {
         #[serde(rename = "toolUseId")]
@@ -934,6 +942,7 @@ fn converse_body(
     }
     let mut system = Vec::new();
     let mut turns: Vec<Turn<'_>> = Vec::with_capacity(req.messages.len());
+    let mut documents = 0;
     for (i, m) in req.messages.iter().enumerate() {
         match m.role.as_ref() {
             "system" | "developer" => {
@@ -944,7 +953,7 @@ fn converse_body(
                     }
                 }
             }
-            "user" => push_turn(&mut turns, "user", user_blocks(m, i)?),
+            "user" => push_turn(&mut turns, "user", user_blocks(m, i, &mut documents)?),
             "assistant" => push_turn(&mut turns, "assistant", assistant_blocks(m, i)?),
             "tool" => {
                 let id = m.tool_call_id.as_deref().ok_or_else(|| {
@@ -1092,7 +1101,28 @@ fn push_turn<'r>(turns: &mut Vec<Turn<'r>>, role: &'static str, blocks: Vec<Bloc
     }
 }
 
-fn user_blocks<'r>(m: &'r ChatMessage<'_>, i: usize) -> GatewayResult<Vec<Block<'r>>> {
+/// Converse's document formats, by media type.
+fn document_format(media_type: &str) -> Option<&'static str> {
+    Some(match media_type {
+        "application/pdf" => "pdf",
+        "text/csv" => "csv",
+        "application/msword" => "doc",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => "docx",
+        "application/vnd.ms-excel" => "xls",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => "xlsx",
+        "text/html" => "html",
+        "text/plain" => "txt",
+        "text/markdown" => "md",
+        _ => return None,
+    })
+}
+
+/// A user message's blocks; `documents` counts the request's documents so far (their names).
+fn user_blocks<'r>(
+    m: &'r ChatMessage<'_>,
+    i: usize,
+    documents: &mut usize,
+) -> GatewayResult<Vec<Block<'r>>> {
     let mut blocks = Vec::new();
     match &m.content {
         None => {}
@@ -1108,6 +1138,17 @@ fn user_blocks<'r>(m: &'r ChatMessage<'_>, i: usize) -> GatewayResult<Vec<Block<
                     }
                     ContentPart::ImageUrl { image_url } => match image_url.source()? {
                         ImageSource::Base64 { media_type, data } => {
+                            // A document as a data URI (how the Messages ingress hands PDFs
+                            // on): Converse's document block.
+                            if let Some(format) = document_format(media_type) {
+                                *documents += 1;
+                                blocks.push(Block::Document {
+                                    format,
+                                    name: format!("Document {documents}"),
+                                    source: ImageBytes { bytes: data },
+                                });
+                                continue;
+                            }
                             let format = match media_type {
                                 "image/png" => "png",
                                 "image/jpeg" | "image/jpg" => "jpeg",
@@ -1116,7 +1157,7 @@ fn user_blocks<'r>(m: &'r ChatMessage<'_>, i: usize) -> GatewayResult<Vec<Block<
                                 other => {
                                     return Err(GatewayError::invalid_param(
                                         "messages",
-                                        format!("messages[{i}]: bedrock takes png, jpeg, gif or webp images, not \"{other}\"."),
+                                        format!("messages[{i}]: bedrock takes png, jpeg, gif or webp images and pdf, csv, doc(x), xls(x), html, txt or md documents, not \"{other}\"."),
                                     ))
                                 }
                             };
@@ -1657,6 +1698,37 @@ mod tests {
         let req = ChatRequest::from_body(&body)?;
         let out = converse_body(&req, None, drop_params)?;
         Ok(serde_json::from_slice(&out).unwrap())
+    }
+
+    #[test]
+    fn documents_are_converse_document_blocks_with_unique_names() {
+        let got = body_for(
+            r#"{"model":"m","messages":[
+                {"role":"user","content":[{"type":"text","text":"Compare."},
+                  {"type":"image_url","image_url":{"url":"data:application/pdf;base64,JVBERi0x"}},
+                  {"type":"image_url","image_url":{"url":"data:text/csv;base64,YSxi"}}]}]}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            got["messages"][0]["content"],
+            serde_json::json!([
+                {"text": "Compare."},
+                {"document": {"format": "pdf", "name": "Document 1", "source": {"bytes": "JVBERi0x"}}},
+                {"document": {"format": "csv", "name": "Document 2", "source": {"bytes": "YSxi"}}}])
+        );
+        let e = body_for(
+            r#"{"model":"m","messages":[{"role":"user","content":[
+                {"type":"image_url","image_url":{"url":"data:application/zip;base64,UEs="}}]}]}"#,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.contains("application/zip") && e.message.contains("pdf"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

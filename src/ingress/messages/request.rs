@@ -8,10 +8,11 @@
 //! `tools[i]`: they run at Anthropic only.
 //!
 //! Documents and images go where the chosen provider takes them ([`Documents`]): a base64
-//! document is a chat `file` part for OpenAI-compatible upstreams and an inline data part
-//! (`inlineData` of its media type) for Gemini; providers whose chat translation has no place
-//! for documents (Bedrock Converse, Cohere, Ollama, …) and URL documents (only Anthropic
-//! fetches them) are a 400 naming `messages[i].content[j]` and the provider. Images and
+//! document is a chat `file` part for OpenAI-compatible upstreams, an inline data part
+//! (`inlineData` of its media type) for Gemini and a `document` block for Bedrock Converse;
+//! providers whose chat translation has no place for documents (Cohere, Ollama, …) and URL
+//! documents (only Anthropic fetches them) are a 400 naming `messages[i].content[j]` and the
+//! provider. Images and
 //! documents inside a `tool_result` follow the tool message, in the user message after it
 //! (chat's tool messages carry text only). What chat has no place for and changes no answer is
 //! dropped (the Anthropic pass-through keeps it): `cache_control`, `thinking` blocks sent back,
@@ -191,7 +192,8 @@ pub enum Documents {
     /// Chat's `file` part (`file_data` a data URI): OpenAI-compatible upstreams.
     FilePart(&'static str),
     /// An `image_url` data URI of the document's media type, which the Gemini translation
-    /// sends as `inlineData` (Gemini reads PDFs inline).
+    /// sends as `inlineData` (Gemini reads PDFs inline) and Bedrock's as a Converse
+    /// `document` block.
     InlineData(&'static str),
     /// Refused with a 400 naming the block and this provider: its chat translation has no
     /// place for documents.
@@ -202,10 +204,10 @@ impl Documents {
     /// The way documents reach a provider (its `Provider::name`).
     pub fn for_provider(provider: &'static str) -> Documents {
         match provider {
-            "gemini" | "vertex_ai" | "vertex_ai_beta" => Documents::InlineData(provider),
-            "bedrock"
-            | "bedrock_converse"
-            | "cohere"
+            "gemini" | "vertex_ai" | "vertex_ai_beta" | "bedrock" | "bedrock_converse" => {
+                Documents::InlineData(provider)
+            }
+            "cohere"
             | "cohere_chat"
             | "ollama"
             | "ollama_chat"
