@@ -294,6 +294,9 @@ impl LifecycleService {
         if let Some(keys) = &self.app.keys {
             keys.flush(Duration::from_secs(5)).await;
         }
+        // Alerts still collecting into a storm's message, or being delivered, go out too.
+        crate::alerting::wait_flushed(crate::alerting::SHUTDOWN_FLUSH + Duration::from_secs(1))
+            .await;
         // Spans and metrics of the last requests go out too (bounded: a dead collector does
         // not hold the exit past it).
         let _ =

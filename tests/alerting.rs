@@ -524,3 +524,27 @@ async fn alerting_settings_that_do_nothing_warn_once_and_load() {
         .await
     );
 }
+
+/// Alerts still collecting into their storm's message (it goes out 2 s after the first) when
+/// the gateway is told to stop are sent before it exits, not lost.
+#[tokio::test]
+async fn alerts_still_collecting_at_shutdown_are_sent_before_exit() {
+    let rx = receiver().await;
+    let failing = failing_upstream("boom at shutdown").await;
+    let mut gw = Gateway::start(&config(&rx, &entry("err", "e1", &failing.base()), ""));
+    assert_eq!(chat(&gw, "err").await.status, 500);
+    // The storm is open: nothing sent yet.
+    assert!(hooks_of(&rx, "llm_exceptions").is_empty());
+    gw.signal("TERM");
+    let status = gw
+        .exited(Duration::from_secs(20))
+        .await
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        hooks_of(&rx, "llm_exceptions").len(),
+        1,
+        "the webhook got it"
+    );
+    assert_eq!(slack_with(&rx, "boom at shutdown"), 1, "and Slack");
+}

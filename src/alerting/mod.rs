@@ -21,7 +21,9 @@
 //! [`MAX_DELIVERY_ATTEMPTS`] times, each bounded by [`DELIVERY_TIMEOUT`], and every outcome is
 //! counted (`/metrics`: `switchboard_alerts_total{alert_type, outcome}`: `sent`, `failed`
 //! after the last try, `deduplicated`, `folded` into another alert's message, `filtered`, and
-//! `dropped` when a destination's queue is full).
+//! `dropped` when a destination's queue is full). At shutdown (SIGTERM, upgrade) the alerts
+//! still queued and the storms still collecting go out at once, and the drain waits up to
+//! [`SHUTDOWN_FLUSH`] for their delivery ([`wait_flushed`]).
 
 pub mod daily_report;
 
@@ -580,6 +582,7 @@ struct Worker {
     url: String,
     slack: bool,
     tx: mpsc::Sender<Arc<Alert>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Worker {
@@ -587,13 +590,18 @@ impl Worker {
     fn spawn(client: Arc<UpstreamClient>, d: Destination) -> Worker {
         let (tx, mut rx) = mpsc::channel::<Arc<Alert>>(DESTINATION_QUEUE);
         let (url, slack) = (d.url.clone(), d.slack);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some(alert) = rx.recv().await {
                 let ok = deliver(&client, &d, &alert).await;
                 count(alert.alert_type, if ok { "sent" } else { "failed" });
             }
         });
-        Worker { url, slack, tx }
+        Worker {
+            url,
+            slack,
+            tx,
+            task,
+        }
     }
 
     fn offer(&self, alert: &Arc<Alert>) {
@@ -625,6 +633,115 @@ fn workers(
         .collect()
 }
 
+/// How long shutdown waits for the alerts still queued, collecting or being delivered.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+/// The sender service is running (it took the queue): shutdown waits for its flush.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+/// The sender's shutdown flush is over.
+static FLUSHED: AtomicBool = AtomicBool::new(false);
+
+/// Waits (bounded) until the sender has flushed at shutdown (see [`flush_on_shutdown`]);
+/// returns at once when no sender runs. Called by the drain before the process exits.
+pub async fn wait_flushed(timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while RUNNING.load(Ordering::Relaxed)
+        && !FLUSHED.load(Ordering::Relaxed)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the sender remembers between alerts: deduplication and the open storms.
+#[derive(Default)]
+struct Intake {
+    last_sent: HashMap<String, Instant>,
+    storms: Storms,
+}
+
+impl Intake {
+    /// Takes one queued alert: filtered by type, deduplicated, then sent (budget alerts, the
+    /// daily report) or folded into its type's storm.
+    fn take(&mut self, alert: Alert, settings: &HealthAlertSettings, senders: &[Worker]) {
+        if let Some(types) = &settings.alert_types {
+            if !types.iter().any(|t| t == alert.alert_type) {
+                count(alert.alert_type, "filtered");
+                return;
+            }
+        }
+        let now = Instant::now();
+        let last_sent = &mut self.last_sent;
+        if last_sent
+            .get(&alert.dedup_key)
+            .is_some_and(|t| now.duration_since(*t) < DEDUP_WINDOW)
+        {
+            count(alert.alert_type, "deduplicated");
+            return;
+        }
+        if last_sent.len() >= MAX_DEDUP_KEYS {
+            last_sent.retain(|_, t| now.duration_since(*t) < DEDUP_WINDOW);
+            if last_sent.len() >= MAX_DEDUP_KEYS {
+                last_sent.clear();
+            }
+        }
+        last_sent.insert(alert.dedup_key.clone(), now);
+        if never_folded(alert.alert_type) {
+            let alert = Arc::new(alert);
+            for w in senders {
+                w.offer(&alert);
+            }
+        } else {
+            let alert_type = alert.alert_type;
+            if self.storms.take(alert, now) {
+                count(alert_type, "folded");
+            }
+        }
+    }
+
+    /// Offers the messages of the storms due by `now`.
+    fn send_due(&mut self, now: Instant, senders: &[Worker]) {
+        for message in self.storms.due(now) {
+            let message = Arc::new(message);
+            for w in senders {
+                w.offer(&message);
+            }
+        }
+    }
+}
+
+/// Shutdown: the alerts still queued and every storm still collecting go out now, and the
+/// destinations' senders get until [`SHUTDOWN_FLUSH`] to deliver what they hold.
+async fn flush_on_shutdown(
+    mut intake: Intake,
+    rx: &mut mpsc::Receiver<Alert>,
+    settings: &HealthAlertSettings,
+    senders: Vec<Worker>,
+) {
+    while let Ok(alert) = rx.try_recv() {
+        intake.take(alert, settings, &senders);
+    }
+    // Every storm is due now: one far enough ahead that none is left waiting.
+    intake.send_due(Instant::now() + TYPE_INTERVAL + STORM_GATHER, &senders);
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|w| {
+            drop(w.tx);
+            w.task
+        })
+        .collect();
+    let all = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_FLUSH, all).await.is_err() {
+        log::warn!(
+            "alerts still being delivered at shutdown after {SHUTDOWN_FLUSH:?} were dropped"
+        );
+    }
+}
+
 /// The background service that sends queued alerts and the daily report (see the module
 /// doc).
 pub struct AlertSender<F, T> {
@@ -644,8 +761,8 @@ where
         let Some(mut rx) = queue().rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        let mut last_sent: HashMap<String, Instant> = HashMap::new();
-        let mut storms = Storms::default();
+        RUNNING.store(true, Ordering::Relaxed);
+        let mut intake = Intake::default();
         let mut generation = u64::MAX;
         let mut senders: Vec<Worker> = Vec::new();
         let mut settings = HealthAlertSettings::default();
@@ -682,21 +799,19 @@ where
                     }
                 }
             }
-            for message in storms.due(Instant::now()) {
-                let message = Arc::new(message);
-                for w in &senders {
-                    w.offer(&message);
-                }
-            }
+            intake.send_due(Instant::now(), &senders);
             // Wakes now and then to see a reload's settings and the report's schedule, and
             // when a storm's message is due.
             let tick = settings.report_check_interval.min(Duration::from_secs(1));
-            let wake = storms
+            let wake = intake
+                .storms
                 .next_due()
                 .map_or(Instant::now() + tick, |due| due.min(Instant::now() + tick));
             let alert = tokio::select! {
                 _ = shutdown.changed() => {
                     ENABLED.store(false, Ordering::Relaxed);
+                    flush_on_shutdown(intake, &mut rx, &settings, senders).await;
+                    FLUSHED.store(true, Ordering::Relaxed);
                     return;
                 }
                 _ = tokio::time::sleep_until(wake.into()) => continue,
@@ -705,38 +820,7 @@ where
                     None => return,
                 },
             };
-            if let Some(types) = &settings.alert_types {
-                if !types.iter().any(|t| t == alert.alert_type) {
-                    count(alert.alert_type, "filtered");
-                    continue;
-                }
-            }
-            let now = Instant::now();
-            if last_sent
-                .get(&alert.dedup_key)
-                .is_some_and(|t| now.duration_since(*t) < DEDUP_WINDOW)
-            {
-                count(alert.alert_type, "deduplicated");
-                continue;
-            }
-            if last_sent.len() >= MAX_DEDUP_KEYS {
-                last_sent.retain(|_, t| now.duration_since(*t) < DEDUP_WINDOW);
-                if last_sent.len() >= MAX_DEDUP_KEYS {
-                    last_sent.clear();
-                }
-            }
-            last_sent.insert(alert.dedup_key.clone(), now);
-            if never_folded(alert.alert_type) {
-                let alert = Arc::new(alert);
-                for w in &senders {
-                    w.offer(&alert);
-                }
-            } else {
-                let alert_type = alert.alert_type;
-                if storms.take(alert, now) {
-                    count(alert_type, "folded");
-                }
-            }
+            intake.take(alert, &settings, &senders);
         }
     }
 }
