@@ -535,12 +535,7 @@ async fn alerts_still_collecting_at_shutdown_are_sent_before_exit() {
     assert_eq!(chat(&gw, "err").await.status, 500);
     // The storm is open: nothing sent yet.
     assert!(hooks_of(&rx, "llm_exceptions").is_empty());
-    gw.signal("TERM");
-    let status = gw
-        .exited(Duration::from_secs(20))
-        .await
-        .expect("exits after SIGTERM");
-    assert!(status.success(), "{status:?}");
+    gw.terminate().await;
     assert_eq!(
         hooks_of(&rx, "llm_exceptions").len(),
         1,

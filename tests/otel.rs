@@ -99,6 +99,17 @@ fn int_attr(span: &Span, key: &str) -> Option<i64> {
     }
 }
 
+/// An upstream whose every answer is a 500 `boom`.
+async fn failing_upstream() -> MockUpstream {
+    MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        )
+    })
+    .await
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -404,13 +415,7 @@ async fn metrics_count_tokens_and_durations_per_attribute_set() {
 #[tokio::test]
 async fn a_failed_attempt_and_its_fallback_are_sibling_client_spans_and_a_stream_is_traced() {
     let col = collector().await;
-    let bad = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "boom", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let bad = failing_upstream().await;
     let good = MockUpstream::start(|r| {
         if r.json()["stream"] == json!(true) {
             Reply::stream(
@@ -677,12 +682,7 @@ async fn spans_of_the_last_requests_are_flushed_on_sigterm() {
         );
     }
     assert_eq!(received(&col).len(), 0);
-    gw.signal("TERM");
-    let status = gw
-        .exited(Duration::from_secs(20))
-        .await
-        .expect("exits after SIGTERM");
-    assert!(status.success(), "{status:?}");
+    gw.terminate().await;
     assert_eq!(received(&col).len(), 6, "3 SERVER + 3 CLIENT spans flushed");
     assert!(
         col.requests().iter().any(|r| r.path == "/v1/metrics"),
@@ -1058,13 +1058,7 @@ async fn grpc_export_sends_spans_and_metrics_to_a_grpc_collector() {
 #[tokio::test]
 async fn retries_and_then_a_fallback_are_client_spans_under_one_server_span() {
     let col = collector().await;
-    let bad = MockUpstream::start(|_| {
-        Reply::json(
-            500,
-            json!({"error": {"message": "boom", "type": "server_error"}}),
-        )
-    })
-    .await;
+    let bad = failing_upstream().await;
     let good = MockUpstream::start(|_| Reply::json(200, openai::completion("ok"))).await;
     let gw = start(
         &otel_config(

@@ -501,10 +501,10 @@ model_list:
                 .unwrap(),
             [0, 1]
         );
-        assert!(
+        assert_eq!(
             g.ruled_out(&with_agent(&["paid"], false, "curl/8"))
-                .unwrap()
-                == [0, 2]
+                .unwrap(),
+            [0, 2]
         );
         // `!` markers apply to what the pattern matched.
         assert_eq!(

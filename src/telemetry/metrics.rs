@@ -9,6 +9,7 @@
 //! measurement.) The number of series is bounded: past [`MAX_SERIES`], measurements go to one
 //! series marked `otel.metric.overflow`, as the SDK's cardinality limit does.
 
+use super::otlp::unix_nanos;
 use super::spans::{operation_name, provider_name};
 use super::Finished;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -141,12 +142,6 @@ pub struct Metrics {
     start_nanos: u64,
     resource: Resource,
     schema_url: String,
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 impl Metrics {

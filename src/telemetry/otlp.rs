@@ -130,7 +130,8 @@ pub fn span_flags(sampled: bool, parent_is_remote: bool) -> u32 {
     u32::from(sampled) | HAS_IS_REMOTE | if parent_is_remote { IS_REMOTE } else { 0 }
 }
 
-fn unix_nanos(t: SystemTime) -> u64 {
+/// Nanoseconds since the Unix epoch, as OTLP timestamps are (0 before it).
+pub(super) fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)

@@ -468,6 +468,16 @@ impl Gateway {
         status
     }
 
+    /// SIGTERM, then waits (up to 20 s) for the process to exit, and asserts it exited 0.
+    pub async fn terminate(&mut self) {
+        self.signal("TERM");
+        let status = self
+            .exited(Duration::from_secs(20))
+            .await
+            .expect("exits after SIGTERM");
+        assert!(status.success(), "{status:?}");
+    }
+
     /// Waits for the process to exit; returns whether it did within `timeout`. This blocks the
     /// thread: in an async test, where a mock upstream or client task on the same runtime may
     /// have to make progress for the process to finish, use [`Gateway::exited`].
